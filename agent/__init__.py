@@ -1,0 +1,3 @@
+"""triagent: Linux host triage agent and in-VM evidence collector."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Everything that produces evidence; collectors know nothing of tar, upload or CLI."""

@@ -1,0 +1,1 @@
+"""File artifacts: histories, SSH, accounts, raw copies."""

@@ -1,0 +1,1 @@
+"""Volatile state read in-process from /proc, /sys and psutil."""

@@ -1,0 +1,1 @@
+"""Declarative data: profiles and artifact specs (TOML). No code lives here."""
