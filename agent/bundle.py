@@ -147,11 +147,10 @@ class BundleWriter:
         return self._entry(header, hashlib.sha256(b"").hexdigest(), **extra)
 
     def add_stream(self, name: str | bytes, read: Callable[[int], bytes], length: int, st: os.stat_result,
-                   transform: Callable[[bytes, bool], bytes] | None = None,
                    should_stop: Callable[[], bool] = lambda: False, **extra: Any) -> dict[str, Any]:
         """Copy exactly ``length`` bytes from ``read``. The tar header needs the size first, so a file
         that shrinks while we read it, or a stop request, is padded with zeros and recorded.
-        ``transform(chunk, final)`` must preserve length (used for length-preserving redaction)."""
+        ``read`` may return fewer bytes than asked; only b"" means the end."""
         header = Header(self._unique(member_name(name)), size=length, mode=st.st_mode & 0o7777,
                         uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns,
                         atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns)
@@ -177,8 +176,6 @@ class BundleWriter:
                 if padded_from is None:
                     padded_from = length - remaining
                 chunk = b"\0" * min(COPY_CHUNK, remaining)
-            elif transform is not None:
-                chunk = transform(chunk, remaining == len(chunk))
             remaining -= len(chunk)
             digest.update(chunk)
             self._out.write(chunk)

@@ -1,0 +1,242 @@
+"""triagent command line. stdout carries one short JSON summary (or the bundle with --output -);
+everything else goes to stderr.
+
+Exit codes (never 194, 168 or 169, which AWS SSM reads as reboot/step control):
+  0  complete: every planned artifact ran (item-level errors are in the collection log)
+  1  partial: a valid, sealed bundle, but something was cut short (timeout, signal, disk, failure)
+     (verify: the bundle is damaged)
+  2  usage error
+  3  fatal: no bundle could be written
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import agent
+
+EXIT_COMPLETE, EXIT_PARTIAL, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+SUMMARY_LIMIT = 2000
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep the message on stderr
+        self.print_usage(sys.stderr)
+        print(f"triagent: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    text = text.strip().lower().rstrip("ib").rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="triagent", description="Linux host triage: volatile state, histories, SSH keys "
+                     "into one hashed, verifiable bundle.", epilog=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"triagent {agent.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("collect", help="collect evidence into a bundle")
+    c.add_argument("--output", "-o", required=True, metavar="DIR|-",
+                   help="directory for the bundle, or - to stream the bundle to stdout (nothing written to disk)")
+    c.add_argument("--profile", default="triage", help="minimal | triage (default) | full (specs/profiles)")
+    c.add_argument("--artifacts", help="comma-separated artifact names instead of the profile's list")
+    c.add_argument("--exclude", help="comma-separated artifact names to leave out")
+    c.add_argument("--root", default="/", help="collect file artifacts from this mounted image or tree; "
+                   "volatile artifacts are then reported as not live")
+    c.add_argument("--case-id", help="case identifier for the custody record")
+    c.add_argument("--examiner", help="examiner name for the custody record")
+    c.add_argument("--notes", help="free text for the custody record")
+    c.add_argument("--max-duration", type=float, metavar="SECONDS",
+                   help="stop collecting after this long and seal a partial bundle (default: the profile's)")
+    c.add_argument("--include-secrets", action="store_true",
+                   help="also ship shadow hashes, private keys and secret-looking environment values")
+    c.add_argument("--compress", choices=("gzip", "none"), default="gzip", help="bundle compression (default gzip)")
+    c.add_argument("--compress-level", type=int, default=6, choices=range(1, 10), metavar="1-9")
+    c.add_argument("--min-free", type=_size, default=256 << 20, metavar="BYTES",
+                   help="stop (partial bundle) when the output filesystem has less free space (default 256M)")
+    c.add_argument("--no-nice", action="store_true", help="do not lower our CPU and I/O priority")
+    c.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
+
+    v = sub.add_parser("verify", help="check a bundle's integrity; names any altered member")
+    v.add_argument("bundle", help="bundle file, or - for stdin")
+
+    sub.add_parser("profiles", help="list profiles and their artifacts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, EXIT_USAGE) else EXIT_USAGE
+    try:
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "profiles":
+            return _profiles()
+        return _collect(args, argv)
+    except KeyboardInterrupt:
+        print("triagent: interrupted", file=sys.stderr)
+        return EXIT_FATAL
+
+
+def _profiles() -> int:
+    from agent.plan import load_profile, profile_names
+
+    out = {}
+    for name in profile_names():
+        profile = load_profile(name)
+        out[name] = {"description": profile.description, "max_duration_s": profile.max_duration_s,
+                     "artifacts": [a.name for a in profile.artifacts]}
+    print(json.dumps(out, indent=1))
+    return EXIT_COMPLETE
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from agent.verify import verify
+
+    result = verify(args.bundle)
+    print(json.dumps(result.summary(), ensure_ascii=False))
+    for problem in result.problems:
+        print(f"triagent verify: {problem}", file=sys.stderr)
+    return EXIT_COMPLETE if result.ok else EXIT_PARTIAL
+
+
+def _lower_priority() -> dict[str, Any]:
+    import psutil
+
+    facts: dict[str, Any] = {}
+    try:
+        os.nice(10)
+        facts["nice"] = os.nice(0)
+    except OSError as exc:
+        facts["nice_error"] = str(exc)
+    try:
+        psutil.Process().ionice(psutil.IOPRIO_CLASS_BE, 7)
+        facts["ionice"] = "best-effort/7"
+    except (OSError, psutil.Error, AttributeError) as exc:
+        facts["ionice_error"] = str(exc)
+    return facts
+
+
+def _bundle_name(compress: str) -> str:
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"triagent_{host}_{stamp}.tar" + (".gz" if compress == "gzip" else "")
+
+
+def _collect(args: argparse.Namespace, argv: list[str]) -> int:
+    from agent.bundle import BundleWriter
+    from agent.custody import custody_record
+    from agent.pipeline import Run, RunOptions
+    from agent.plan import SpecError, load_profile, load_secrets
+    from agent.redact import Redactor
+
+    started_ns = time.time_ns()
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        print(f"triagent: error: --root {args.root!r} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
+    try:
+        profile = load_profile(args.profile, only=split(args.artifacts), exclude=split(args.exclude))
+        secrets = load_secrets()
+    except SpecError as exc:
+        print(f"triagent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    priority = {} if args.no_nice else _lower_priority()
+
+    streaming = args.output == "-"
+    bundle_path = None
+    if streaming:
+        if sys.stdout.isatty():
+            print("triagent: error: refusing to write a bundle to a terminal; redirect stdout", file=sys.stderr)
+            return EXIT_USAGE
+        out = sys.stdout.buffer
+        summary_stream = sys.stderr
+    else:
+        try:
+            os.makedirs(args.output, exist_ok=True)
+            bundle_path = os.path.join(os.path.abspath(args.output), _bundle_name(args.compress))
+            fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            print(f"triagent: fatal: cannot create the bundle in {args.output!r}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_FATAL
+        out = os.fdopen(fd, "wb", buffering=1 << 20)
+        summary_stream = sys.stdout
+
+    writer = BundleWriter(out, args.compress, args.compress_level)
+    options = RunOptions(root=root, include_secrets=args.include_secrets,
+                         max_duration_s=args.max_duration or profile.max_duration_s,
+                         min_free_bytes=args.min_free, output_dir=None if streaming else args.output,
+                         verbose=args.verbose)
+    run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns)
+    if args.verbose:
+        run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: run.request_stop(f"signal {signal.Signals(signum).name}"))
+
+    try:
+        run.collect_all()
+        custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns,
+                                 {"kind": "stdout" if streaming else "file", "path": bundle_path})
+        custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       profile=profile.name, include_secrets=args.include_secrets,
+                       redactions=run.redactor.redactions)
+        sha256 = run.finish(custody)
+        out.close() if not streaming else out.flush()
+    except (BrokenPipeError, OSError) as exc:
+        print(f"triagent: fatal: writing the bundle failed: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FATAL
+    if bundle_path:
+        with open(bundle_path + ".sha256", "w", encoding="utf-8") as side:
+            side.write(f"{sha256}  {os.path.basename(bundle_path)}\n")
+    summary = _summary(run, bundle_path, sha256, writer.bytes_written, custody)
+    print(summary, file=summary_stream, flush=True)
+    return EXIT_COMPLETE if run.status == "complete" else EXIT_PARTIAL
+
+
+def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody: dict[str, Any]) -> str:
+    results = run.results
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    problems = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
+    not_complete = [f"{r.name}: {r.status}" + (f" ({r.reason})" if r.reason else "")
+                    for r in results if r.status not in ("complete", "not_live")]
+    summary: dict[str, Any] = {
+        "status": run.status, "bundle": bundle_path or "stdout", "sha256": sha256, "bytes": size,
+        "profile": run.profile.name, "artifacts": by_status,
+        "records": sum(r.records for r in results), "files": sum(r.files for r in results),
+        "errors": sum(1 for e in run.log if e["level"] == "error"),
+        "warnings": sum(1 for e in run.log if e["level"] == "warning"),
+        "duration_s": round((time.time_ns() - run.started_ns) / 1e9, 2),
+        "stop_reason": run.stop_reason, "incomplete": not_complete[:5], "first_errors": problems[:5],
+    }
+    tool = custody.get("tool", {})
+    if tool.get("frozen") and tool.get("unpack_fs") not in ("tmpfs", "ramfs", None):
+        summary["warning"] = f"binary unpacked to disk ({tool.get('unpack_dir')}, {tool.get('unpack_fs')})"
+    text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+    while len(text) > SUMMARY_LIMIT and (summary["first_errors"] or summary["incomplete"]):
+        (summary["first_errors"] or summary["incomplete"]).pop()
+        text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+    return text[:SUMMARY_LIMIT]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Chain of custody: who ran what, where, when, with which binary, and how the clock stood."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import agent
+from collectors.util import utc
+from collectors.volatile.system import clock_facts, host_identity
+
+_SECRET_URL = re.compile(r"(?i)(https?://[^/\s?]+[^\s?]*)\?\S*")
+
+
+def mask_argument(arg: str) -> str:
+    """A presigned URL is a credential: keep scheme, host and path, drop the query."""
+    return _SECRET_URL.sub(lambda m: m.group(1) + "?<redacted>", arg)
+
+
+def _sha256_file(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def fs_type(path: str) -> str | None:
+    """Filesystem type holding ``path``, from /proc/self/mountinfo (longest matching mount point)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    best, best_type = "", None
+    real = os.path.realpath(path)
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields = pre.split()
+        if len(fields) < 5 or not post:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, best_type = mount, post.split()[0]
+    return best_type
+
+
+def tool_identity() -> dict[str, Any]:
+    frozen = bool(getattr(sys, "frozen", False))
+    info: dict[str, Any] = {"name": "triagent", "version": agent.__version__, "frozen": frozen,
+                            "python": platform.python_version()}
+    if frozen:
+        info["binary"] = sys.executable
+        info["binary_sha256"] = _sha256_file(sys.executable)
+        unpack = getattr(sys, "_MEIPASS", None)
+        info["unpack_dir"] = unpack
+        info["unpack_fs"] = fs_type(unpack) if unpack else None
+    else:
+        info["interpreter"] = sys.executable
+        info["interpreter_sha256"] = _sha256_file(sys.executable)
+        info["source_sha256"] = source_digest()
+    return info
+
+
+def source_digest() -> str:
+    """When run from source there is no single binary: hash the code and specs that ran."""
+    top = Path(agent.__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in ("agent", "collectors", "specs"):
+        for path in sorted((top / package).rglob("*")):
+            if path.suffix in (".py", ".toml") and path.is_file():
+                digest.update(str(path.relative_to(top)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def custody_record(args: dict[str, Any], argv: list[str], root: str, live: bool, started_ns: int,
+                   output: dict[str, Any]) -> dict[str, Any]:
+    clock, _ = clock_facts(root if live else "/")
+    return {
+        "case_id": args.get("case_id"), "examiner": args.get("examiner"), "notes": args.get("notes"),
+        "tool": tool_identity(),
+        "host": host_identity(root, live),
+        "live": live, "root": root,
+        "command_line": [mask_argument(a) for a in argv],
+        "run_as": {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "pid": os.getpid(),
+                   "cwd": os.getcwd() if os.path.exists(".") else None},
+        "started_utc": utc(started_ns / 1e9), "started_ns": started_ns,
+        "clock_at_end": clock,
+        "output": output,
+    }

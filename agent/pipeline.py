@@ -1,0 +1,314 @@
+"""plan -> collect -> seal. Runs artifacts in order of volatility, each isolated in a worker thread
+under its own budget; the main thread is the only writer (the bundle), so a stop request (SIGTERM,
+--max-duration, a full disk) always ends with a sealed, verifiable bundle marked partial."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
+from agent.plan import ArtifactSpec, Profile
+from agent.redact import PemScrubber, Redactor, starts_with_private_key
+from collectors.base import Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
+
+JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
+SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
+_DONE = object()
+
+
+@dataclass
+class ArtifactResult:
+    name: str
+    status: str = "pending"  # complete | failed | timeout | interrupted | skipped | not_live
+    records: int = 0
+    files: int = 0
+    bytes: int = 0
+    errors: int = 0
+    warnings: int = 0
+    seconds: float = 0.0
+    reason: str | None = None
+
+
+@dataclass
+class RunOptions:
+    root: str = "/"
+    include_secrets: bool = False
+    max_duration_s: float = 1800.0
+    min_free_bytes: int = 256 << 20
+    output_dir: str | None = None  # for the free-space guard; None when streaming
+    verbose: bool = False
+
+
+@dataclass
+class Run:
+    profile: Profile
+    writer: BundleWriter
+    redactor: Redactor
+    options: RunOptions
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+    started_mono: float = field(default_factory=time.monotonic)
+    started_ns: int = field(default_factory=time.time_ns)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ArtifactResult] = field(default_factory=list)
+    copied_paths: set[str] = field(default_factory=set)
+    progress: Callable[[str], None] = lambda line: None
+
+    @property
+    def live(self) -> bool:
+        return os.path.realpath(self.options.root) == "/"
+
+    @property
+    def deadline(self) -> float:
+        return self.started_mono + max(1.0, self.options.max_duration_s - SEAL_RESERVE_S)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+    def note(self, artifact: str, level: str, message: str, **extra: Any) -> None:
+        entry = {"utc_ns": time.time_ns(), "artifact": artifact, "level": level, "message": message}
+        entry.update({k: v for k, v in extra.items() if v not in (None, {}, [])})
+        self.log.append(entry)
+
+    # ---- collection -------------------------------------------------------------------------
+
+    def collect_all(self) -> None:
+        for spec in self.profile.artifacts:
+            result = ArtifactResult(spec.name)
+            self.results.append(result)
+            if spec.live_only and not self.live:
+                result.status, result.reason = "not_live", "not live: collecting from --root"
+                self.note(spec.name, "info", result.reason)
+                continue
+            if self.stop.is_set() or time.monotonic() >= self.deadline:
+                if not self.stop.is_set():
+                    self.request_stop("max-duration reached")
+                result.status, result.reason = "skipped", self.stop_reason
+                self.note(spec.name, "warning", f"skipped: {self.stop_reason}")
+                continue
+            self._run_artifact(spec, result)
+            self.progress(f"{spec.name}: {result.status} ({result.records} records, {result.files} files, "
+                          f"{result.errors} errors, {result.seconds:.1f}s)")
+
+    def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
+        started = time.monotonic()
+        budget_end = min(started + spec.budget_s, self.deadline)
+        ctx = Context(root=self.options.root, live=self.live, options=dict(spec.options),
+                      include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end)
+        items: queue.Queue = queue.Queue(maxsize=512)
+        streams: dict[str, _JsonlStream] = {}
+
+        def worker() -> None:
+            try:
+                for item in spec.load()(ctx):
+                    while True:
+                        try:
+                            items.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            if ctx.cancel.is_set():
+                                raise Cancelled() from None
+                items.put(_DONE)
+            except Cancelled:
+                items.put(_DONE)
+            except BaseException as exc:  # isolation: any collector bug is a record, never a crash
+                items.put(_Failure(exc, traceback.format_exc(limit=8)))
+
+        thread = threading.Thread(target=worker, name=f"collector:{spec.name}", daemon=True)
+        thread.start()
+        result.status = "complete"
+        while True:
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            if item is _DONE:
+                break
+            if item is None or time.monotonic() > budget_end or self.stop.is_set():
+                reason = self._interruption(budget_end)
+                if reason:
+                    ctx.cancel.set()
+                    if item is not None:
+                        self._dispatch(spec.name, item, result, streams)
+                    result.status = "interrupted" if self.stop.is_set() else "timeout"
+                    result.reason = reason
+                    self.note(spec.name, "error", f"{result.status}: {reason}")
+                    self._discard_queued(items)
+                    break
+                if item is None:
+                    continue
+            if isinstance(item, _Failure):
+                result.status, result.reason = "failed", f"{type(item.exc).__name__}: {item.exc}"
+                result.errors += 1
+                self.note(spec.name, "error", f"collector failed: {result.reason}", traceback=item.trace)
+                break
+            self._dispatch(spec.name, item, result, streams)
+        for stream in streams.values():
+            stream.flush(self.writer)
+        result.seconds = round(time.monotonic() - started, 3)
+
+    def _interruption(self, budget_end: float) -> str | None:
+        if self.stop.is_set():
+            return self.stop_reason or "stop requested"
+        if time.monotonic() >= self.deadline:
+            self.request_stop("max-duration reached")
+            return self.stop_reason
+        if time.monotonic() > budget_end:
+            return "artifact time budget exhausted"
+        return None
+
+    @staticmethod
+    def _discard_queued(items: queue.Queue) -> None:
+        while True:
+            try:
+                item = items.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, FileCopy):
+                item.close()
+
+    # ---- the sink ---------------------------------------------------------------------------
+
+    def _dispatch(self, artifact: str, item: Any, result: ArtifactResult, streams: dict[str, "_JsonlStream"]) -> None:
+        if isinstance(item, Record):
+            stream = streams.get(item.stream)
+            if stream is None:
+                stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
+            stream.add(self.redactor.record(item.data), self.writer)
+            result.records += 1
+        elif isinstance(item, Problem):
+            if item.level == "error":
+                result.errors += 1
+            elif item.level == "warning":
+                result.warnings += 1
+            self.note(artifact, item.level, item.message, path=item.path, errno=item.errno, detail=item.detail)
+        elif isinstance(item, FileCopy):
+            try:
+                self._copy(artifact, item, result)
+            finally:
+                item.close()
+        elif isinstance(item, SymlinkCopy):
+            if item.path not in self.copied_paths:
+                self.copied_paths.add(item.path)
+                self.writer.add_symlink(FS_PREFIX + item.path, item.target, item.stat,
+                                        source=item.path, artifact=artifact)
+        else:
+            self.note(artifact, "error", f"collector yielded an unknown item {type(item).__name__}")
+
+    def _copy(self, artifact: str, item: FileCopy, result: ArtifactResult) -> None:
+        if item.path in self.copied_paths:
+            return
+        self.copied_paths.add(item.path)
+        if self.redactor.withheld(item.path):
+            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
+            return
+        if not self.redactor.include_secrets:
+            try:
+                head = os.pread(item.fd, 4096, item.offset)
+            except OSError as exc:
+                result.errors += 1
+                self.note(artifact, "error", f"cannot read: {exc.strerror}", path=item.path, errno=exc.errno)
+                return
+            if starts_with_private_key(head):
+                self.note(artifact, "info", "withheld: private key (use --include-secrets to copy it)",
+                          path=item.path)
+                return
+        if not self._disk_ok(artifact):
+            return
+        position = item.offset
+        end = item.offset + item.length
+
+        def read(n: int) -> bytes:
+            nonlocal position
+            data = os.pread(item.fd, min(n, end - position), position) if position < end else b""
+            position += len(data)
+            return data
+
+        scrubber = None
+        if not self.redactor.include_secrets:
+            scrubber = PemScrubber()
+            read = scrubber.reader(read)
+        entry = self.writer.add_stream(
+            FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
+            source=item.path, artifact=artifact, source_size=item.stat.st_size,
+            source_offset=item.offset or None, capped=item.cap_reason,
+            redacted_private_key_blocks=(scrubber.blocks or None) if scrubber else None)
+        result.files += 1
+        result.bytes += item.length
+        if entry.get("incomplete"):
+            result.warnings += 1
+            self.note(artifact, "warning", f"copy incomplete: {entry['incomplete']['reason']}", path=item.path)
+
+    def _disk_ok(self, artifact: str) -> bool:
+        if not self.options.output_dir:
+            return True
+        try:
+            free = shutil.disk_usage(self.options.output_dir).free
+        except OSError:
+            return True
+        if free >= self.options.min_free_bytes:
+            return True
+        self.request_stop(f"output disk nearly full ({free} bytes free, keeping {self.options.min_free_bytes})")
+        self.note(artifact, "error", self.stop_reason or "", errno=errno.ENOSPC)
+        return False
+
+    # ---- sealing ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        bad = {"failed", "timeout", "interrupted", "skipped"}
+        return "partial" if self.stop.is_set() or any(r.status in bad for r in self.results) else "complete"
+
+    def finish(self, custody: dict[str, Any]) -> str:
+        now = time.time_ns()
+        log_data = b"".join(canonical_json(e) for e in self.log)
+        self.writer.add_bytes(f"{META_PREFIX}/collection.log.jsonl", log_data, now)
+        custody = dict(custody, status=self.status, stop_reason=self.stop_reason,
+                       artifacts=[r.__dict__ for r in self.results])
+        self.writer.add_bytes(f"{META_PREFIX}/custody.json",
+                              json.dumps(custody, indent=1, sort_keys=True, ensure_ascii=False)
+                              .encode("utf-8", "backslashreplace"), now)
+        return self.writer.seal({"format": "triagent-bundle/1", "status": self.status,
+                                 "profile": self.profile.name, "started_ns": self.started_ns}, now)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+    trace: str
+
+
+class _JsonlStream:
+    def __init__(self, name: str, artifact: str):
+        self.name, self.artifact = name, artifact
+        self.buffer: list[bytes] = []
+        self.size = 0
+        self.part = 0
+
+    def add(self, record: dict[str, Any], writer: BundleWriter) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+        data = line.encode("utf-8", "backslashreplace") + b"\n"
+        self.buffer.append(data)
+        self.size += len(data)
+        if self.size >= JSONL_PART_BYTES:
+            self.flush(writer)
+
+    def flush(self, writer: BundleWriter) -> None:
+        if not self.buffer and self.part:
+            return
+        suffix = "" if self.part == 0 else f".part{self.part:03d}"
+        writer.add_bytes(f"{META_PREFIX}/artifacts/{self.name}{suffix}.jsonl", b"".join(self.buffer),
+                         time.time_ns(), artifact=self.artifact, records=len(self.buffer))
+        self.buffer, self.size = [], 0
+        self.part += 1

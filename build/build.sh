@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Build the single onefile executable dist/triagent (relative to the repo root).
+#
+#   bash build/build.sh
+#
+# Works on a fresh Debian 12 as root: installs only the missing apt packages, makes a venv from
+# Debian's own /usr/bin/python3 in build/.venv (staticx-friendly: no DT_RUNPATH in its
+# extensions), installs the pinned packages from PyPI, installs PyInstaller 6.22.3 with our
+# patched bootloader (build/bootloader-tmpdir-fallback.patch: /dev/shm first, fallback with a
+# reason in TRIAGENT_UNPACK_FALLBACK), installs the project, runs PyInstaller on
+# build/triagent.spec, smoke-tests the binary under `env -i` and prints its path and size.
+# Idempotent: a second run reuses the venv and the patched PyInstaller and only rebuilds.
+#
+# Environment: TRIAGENT_BUILD_VENV overrides the venv location (default build/.venv).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+VENV="${TRIAGENT_BUILD_VENV:-$HERE/.venv}"
+WORK="$HERE/work"
+DIST="$ROOT/dist"
+BIN="$DIST/triagent"
+PY=/usr/bin/python3
+PYI_VERSION=6.22.3
+PATCH="$HERE/bootloader-tmpdir-fallback.patch"
+# The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
+PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests)
+
+log() { printf '[build] %s\n' "$*" >&2; }
+die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ -f "$ROOT/agent/cli.py" ] || die "$ROOT/agent/cli.py is missing (entry point agent.cli:main)"
+[ -f "$PATCH" ] || die "$PATCH is missing"
+
+# --- 1. Debian packages, only those missing ------------------------------------------------
+need=()
+[ -x "$PY" ] || need+=(python3)
+if [ -x "$PY" ]; then
+    "$PY" -c 'import sys; assert sys.version_info[:2] >= (3, 11)' 2>/dev/null \
+        || die "$PY is not Python >= 3.11 (Debian 12 ships 3.11)"
+    "$PY" -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+    # PyInstaller bundles the shared libpython; Debian's python3 binary is linked statically.
+    soname="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME"))')"
+    pyver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    ldconfig -p | grep -qF "$soname" || need+=("libpython$pyver")
+else
+    need+=(python3-venv libpython3.11)
+fi
+command -v objdump >/dev/null && command -v strip >/dev/null || need+=(binutils)  # PyInstaller, strip=True
+command -v ldd >/dev/null || need+=(libc-bin)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)  # the patched bootloader is compiled here
+[ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+command -v patch >/dev/null || need+=(patch)
+if [ "${#need[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${need[*]}); run as root or install them"
+    log "apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# --- 2. venv from Debian's interpreter -----------------------------------------------------
+venv_ok() {
+    [ -x "$VENV/bin/python" ] && grep -qx 'home = /usr/bin' "$VENV/pyvenv.cfg" 2>/dev/null \
+        && "$VENV/bin/python" -c 'import sys; sys.exit(sys.base_prefix != "/usr")' 2>/dev/null
+}
+if ! venv_ok; then
+    log "creating venv $VENV from $PY"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+pip_() { "$VPY" -m pip --disable-pip-version-check "$@"; }
+
+# --- 3. the card's packages, pinned ---------------------------------------------------------
+log "pip install ${PACKAGES[*]}"
+pip_ install -q "${PACKAGES[@]}"
+
+# --- 4. PyInstaller with the patched bootloader ---------------------------------------------
+patch_sum="$(sha256sum "$PATCH" | cut -d' ' -f1)"
+stamp="$VENV/.triagent-bootloader"
+pyi_ok() {
+    local run
+    run="$("$VPY" - <<'EOF' 2>/dev/null
+import os, PyInstaller
+from PyInstaller.compat import PLATFORM
+print(os.path.join(os.path.dirname(PyInstaller.__file__), "bootloader", PLATFORM, "run"))
+assert PyInstaller.__version__ == os.environ["PYI_VERSION"], PyInstaller.__version__
+EOF
+)" || return 1
+    [ -x "$run" ] && grep -q TRIAGENT_UNPACK_FALLBACK "$run" \
+        && [ "$(cat "$stamp" 2>/dev/null)" = "$PYI_VERSION $patch_sum" ]
+}
+export PYI_VERSION
+if ! pyi_ok; then
+    log "installing pyinstaller==$PYI_VERSION with the patched bootloader"
+    pip_ install -q "pyinstaller==$PYI_VERSION"  # brings its dependencies
+    rm -rf "$WORK/pyinstaller-src" && mkdir -p "$WORK/pyinstaller-src"
+    pip_ download -q --no-deps --no-binary :all: -d "$WORK/pyinstaller-src" "pyinstaller==$PYI_VERSION"
+    tar -xzf "$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION.tar.gz" -C "$WORK/pyinstaller-src"
+    src="$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION"
+    patch -p1 -d "$src" --forward < "$PATCH"
+    PYINSTALLER_COMPILE_BOOTLOADER=1 pip_ install -q --force-reinstall --no-deps "$src"
+    echo "$PYI_VERSION $patch_sum" > "$stamp"
+    pyi_ok || die "PyInstaller's bootloader is not the patched one"
+fi
+
+# --- 5. the project itself ------------------------------------------------------------------
+# Installed from a copy: setuptools builds in ./build of the source tree, which is this folder.
+if [ -f "$ROOT/setup.cfg" ] || [ -f "$ROOT/pyproject.toml" ]; then
+    log "pip install the project (from a copy in $WORK/src)"
+    rm -rf "$WORK/src" && mkdir -p "$WORK/src"
+    tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
+        --exclude=__pycache__ --exclude='*.egg-info' -cf - . | tar -C "$WORK/src" -xf -
+    pip_ install -q "$WORK/src"
+fi
+# PyInstaller takes agent/, collectors/ and specs/ from the repo itself (pathex in the spec).
+
+# --- 6. freeze ------------------------------------------------------------------------------
+log "pyinstaller $HERE/triagent.spec"
+cd "$ROOT"
+"$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
+    --distpath "$DIST" --workpath "$WORK/pyi" "$HERE/triagent.spec"
+[ -x "$BIN" ] || die "$BIN was not produced"
+
+# --- 7. smoke test, the way AWS SSM runs it: empty environment, cwd /usr/bin ----------------
+if ! out="$(cd /usr/bin && env -i PATH=/usr/bin:/bin "$BIN" --version 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "$BIN --version failed"
+fi
+log "smoke test: $out"
+
+size="$(stat -c %s "$BIN")"
+printf '%s %s bytes (%s MiB)\n' "$BIN" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')"

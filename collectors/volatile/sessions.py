@@ -1,0 +1,142 @@
+"""Login sessions (utmp) and login history (wtmp, btmp, lastlog), parsed from their binary records."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from typing import Iterator
+
+from collectors.base import Context, Item, Problem, Record
+from collectors.files.fsread import open_regular, resolve
+from collectors.util import parse_passwd, read_small, text, utc
+
+# struct utmp on Linux (x86_64, aarch64 and the other 64-bit ABIs glibc uses): 384 bytes.
+UTMP = struct.Struct("<hxxi32s4s32s256shhiii16s20s")
+UT_TYPES = {0: "EMPTY", 1: "RUN_LVL", 2: "BOOT_TIME", 3: "NEW_TIME", 4: "OLD_TIME", 5: "INIT_PROCESS",
+            6: "LOGIN_PROCESS", 7: "USER_PROCESS", 8: "DEAD_PROCESS", 9: "ACCOUNTING"}
+LASTLOG = struct.Struct("<i32s256s")  # 292 bytes, indexed by UID
+READ_CHUNK = UTMP.size * 2048
+
+
+def _cstr(raw: bytes) -> str:
+    return text(raw.split(b"\0", 1)[0])
+
+
+def _addr(raw: bytes) -> str | None:
+    if raw == b"\0" * 16:
+        return None
+    if raw[4:] == b"\0" * 12:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    return str(ipaddress.IPv6Address(raw))
+
+
+def parse_utmp(data: bytes, source: str) -> Iterator[dict]:
+    for index in range(len(data) // UTMP.size):
+        chunk = data[index * UTMP.size:(index + 1) * UTMP.size]
+        if chunk == b"\0" * UTMP.size:
+            continue
+        ut_type, pid, line, ut_id, user, host, term, exit_code, session, sec, usec, addr, _ = UTMP.unpack(chunk)
+        yield {"source": source, "index": index, "type": UT_TYPES.get(ut_type, ut_type), "pid": pid,
+               "line": _cstr(line), "id": _cstr(ut_id), "user": _cstr(user), "host": _cstr(host),
+               "exit_termination": term, "exit_status": exit_code, "session": session,
+               "time_utc": utc(sec + usec / 1e6) if sec > 0 else None, "address": _addr(addr)}
+
+
+def _records_of(ctx: Context, path: str, stream: str, max_records: int) -> Iterator[Item]:
+    try:
+        fd, st = open_regular(ctx.host_path(resolve(ctx, path)))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot open", path)
+        return
+    try:
+        if st.st_size % UTMP.size:
+            yield Problem(f"size {st.st_size} is not a multiple of {UTMP.size}: trailing bytes ignored",
+                          path=path, level="warning")
+        total = st.st_size // UTMP.size
+        start = max(0, total - max_records)
+        if start:
+            yield Problem(f"only the newest {max_records} of {total} records parsed", path=path, level="warning")
+        pos = start * UTMP.size
+        index = start
+        while pos < total * UTMP.size:
+            ctx.check()
+            data = os.pread(fd, min(READ_CHUNK, total * UTMP.size - pos), pos)
+            if not data:
+                break
+            data = data[: len(data) - len(data) % UTMP.size]
+            for rec in parse_utmp(data, path):
+                rec["index"] += index
+                yield Record(stream, rec)
+            index += len(data) // UTMP.size
+            pos += len(data)
+    finally:
+        os.close(fd)
+
+
+def utmp(ctx: Context) -> Iterator[Item]:
+    seen = False
+    for path in ctx.opt("paths", ["/run/utmp"]):
+        try:
+            real = resolve(ctx, path)
+        except OSError:
+            continue
+        if seen:
+            continue
+        seen = True
+        yield from _records_of(ctx, real, "sessions", 100000)
+    if not seen:
+        yield Problem("no utmp file found", level="warning")
+
+
+def login_records(ctx: Context) -> Iterator[Item]:
+    max_records = int(ctx.opt("max_records", 200000))
+    for stream in ("wtmp", "btmp"):
+        for path in ctx.opt(stream, []):
+            yield from _records_of(ctx, path, stream, max_records)
+    for path in ctx.opt("lastlog", []):
+        yield from _lastlog(ctx, path)
+
+
+def _lastlog(ctx: Context, path: str) -> Iterator[Item]:
+    """lastlog is sparse (indexed by UID up to 2^32): only the data regions are read."""
+    try:
+        fd, st = open_regular(ctx.host_path(resolve(ctx, path)))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot open", path)
+        return
+    try:
+        names = {}
+        try:
+            names = {u["uid"]: u["name"] for u in parse_passwd(read_small(ctx.host_path(resolve(ctx, "/etc/passwd"))))}
+        except OSError:
+            pass
+        pos = 0
+        while pos < st.st_size:
+            ctx.check()
+            try:
+                data_start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break  # ENXIO: no more data
+            hole = os.lseek(fd, data_start, os.SEEK_HOLE)
+            first = data_start // LASTLOG.size
+            pos = first * LASTLOG.size
+            while pos < hole:
+                data = os.pread(fd, min(LASTLOG.size * 4096, hole - pos + LASTLOG.size), pos)
+                usable = len(data) - len(data) % LASTLOG.size
+                if usable <= 0:
+                    pos = hole
+                    break
+                for i in range(usable // LASTLOG.size):
+                    ll_time, line, host = LASTLOG.unpack_from(data, i * LASTLOG.size)
+                    uid = pos // LASTLOG.size + i
+                    if ll_time:
+                        yield Record("lastlog", {"source": path, "uid": uid, "user": names.get(uid),
+                                                 "time_utc": utc(ll_time), "line": _cstr(line), "host": _cstr(host)})
+                pos += usable
+    finally:
+        os.close(fd)

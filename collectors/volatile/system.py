@@ -1,0 +1,209 @@
+"""Clock facts and system facts: kernel, identity, uptime, mounts, kernel modules."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+from typing import Iterator
+
+from collectors.base import Context, Item, Problem, Record
+from collectors.util import read_text, text, utc
+
+TIME_STATES = {0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR"}
+STA_UNSYNC = 0x0040
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"  # bit n -> letter, as in Documentation/admin-guide/tainted-kernels
+
+
+class _Timex(ctypes.Structure):
+    _fields_ = [
+        ("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+        ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
+        ("time_sec", ctypes.c_long), ("time_usec", ctypes.c_long), ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long), ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long), ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
+        ("_reserved", ctypes.c_int * 11),
+    ]
+
+
+def ntp_state() -> dict:
+    """Kernel NTP discipline state through adjtimex(2) with modes=0 (read-only, no privilege)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    tx = _Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    if state < 0:
+        raise OSError(ctypes.get_errno(), "adjtimex failed")
+    return {"state": TIME_STATES.get(state, state), "status_flags": tx.status,
+            "synchronized": state != 5 and not tx.status & STA_UNSYNC,
+            "max_error_us": tx.maxerror, "est_error_us": tx.esterror, "offset": tx.offset, "tai_offset_s": tx.tai}
+
+
+def _try(facts: dict, key: str, fn, problems: list) -> None:
+    try:
+        facts[key] = fn()
+    except OSError as exc:
+        facts[key] = None
+        problems.append(Problem.from_os_error(exc, f"cannot read {key}"))
+    except (ValueError, IndexError) as exc:
+        facts[key] = None
+        problems.append(Problem(f"cannot parse {key}: {exc}", level="warning"))
+
+
+def clock_facts(root: str = "/") -> tuple[dict, list[Problem]]:
+    problems: list[Problem] = []
+    now_ns = time.time_ns()
+    facts: dict = {
+        "utc_now": utc(now_ns / 1e9), "epoch_ns": now_ns,
+        "monotonic_s": time.clock_gettime(time.CLOCK_MONOTONIC),
+        "boottime_s": time.clock_gettime(time.CLOCK_BOOTTIME),
+    }
+    facts["boot_utc_from_clocks"] = utc(now_ns / 1e9 - facts["boottime_s"])
+    etc = os.path.join(root, "etc")
+    _try(facts, "timezone_file", lambda: read_text(os.path.join(etc, "timezone")).strip(), problems)
+    _try(facts, "localtime_link", lambda: os.readlink(os.path.join(etc, "localtime")), problems)
+    facts["tz_env"] = os.environ.get("TZ")
+    facts["local_utc_offset_s"] = -time.timezone if not time.localtime().tm_isdst else -time.altzone
+    facts["tzname"] = list(time.tzname)
+    cs = "/sys/devices/system/clocksource/clocksource0"
+    _try(facts, "clocksource", lambda: read_text(f"{cs}/current_clocksource").strip(), problems)
+    _try(facts, "clocksources_available", lambda: read_text(f"{cs}/available_clocksource").split(), problems)
+    _try(facts, "ntp", ntp_state, problems)
+    _try(facts, "rtc_epoch_s", lambda: int(read_text("/sys/class/rtc/rtc0/since_epoch")), problems)
+    if facts.get("rtc_epoch_s") is not None:
+        facts["rtc_minus_system_s"] = facts["rtc_epoch_s"] - now_ns // 1_000_000_000
+    return facts, [p for p in problems if p.errno not in (2,)]
+
+
+def clock(ctx: Context) -> Iterator[Item]:
+    facts, problems = clock_facts(ctx.root)
+    yield Record("clock", facts)
+    yield from problems
+
+
+def host_identity(root: str = "/", live: bool = True) -> dict:
+    """Identifiers for the custody record; every field optional (a missing one is None)."""
+
+    def first_line(path: str) -> str | None:
+        try:
+            return read_text(path, 4096).strip() or None
+        except OSError:
+            return None
+
+    ident = {
+        "hostname_file": first_line(os.path.join(root, "etc/hostname")),
+        "machine_id": first_line(os.path.join(root, "etc/machine-id")),
+    }
+    if live:
+        uname = os.uname()
+        ident.update({
+            "hostname": uname.nodename, "kernel_release": uname.release, "kernel_version": uname.version,
+            "machine": uname.machine, "boot_id": first_line("/proc/sys/kernel/random/boot_id"),
+            "product_uuid": first_line("/sys/class/dmi/id/product_uuid"),
+            "sys_vendor": first_line("/sys/class/dmi/id/sys_vendor"),
+            "product_name": first_line("/sys/class/dmi/id/product_name"),
+            "board_asset_tag": first_line("/sys/class/dmi/id/board_asset_tag"),
+            "chassis_asset_tag": first_line("/sys/class/dmi/id/chassis_asset_tag"),
+        })
+    ident["cloud_instance_id"] = first_line(os.path.join(root, "var/lib/cloud/data/instance-id"))
+    return ident
+
+
+def _os_release(root: str) -> dict:
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            data = read_text(os.path.join(root, rel), 65536)
+        except OSError:
+            continue
+        out = {}
+        for line in data.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() and not key.startswith("#"):
+                out[key.strip()] = value.strip().strip('"').strip("'")
+        return out
+    return {}
+
+
+def _taint(value: int) -> list[str]:
+    return [TAINT_FLAGS[bit] for bit in range(len(TAINT_FLAGS)) if value >> bit & 1]
+
+
+def facts(ctx: Context) -> Iterator[Item]:
+    problems: list[Problem] = []
+    out: dict = host_identity(ctx.root, ctx.live)
+    _try(out, "proc_version", lambda: read_text("/proc/version").strip(), problems)
+    _try(out, "kernel_cmdline", lambda: read_text("/proc/cmdline").strip(), problems)
+    _try(out, "tainted", lambda: int(read_text("/proc/sys/kernel/tainted")), problems)
+    if out.get("tainted") is not None:
+        out["taint_flags"] = _taint(out["tainted"])
+    _try(out, "lockdown", lambda: read_text("/sys/kernel/security/lockdown").strip(), problems)
+    _try(out, "domainname", lambda: read_text("/proc/sys/kernel/domainname").strip(), problems)
+    _try(out, "uptime_s", lambda: float(read_text("/proc/uptime").split()[0]), problems)
+    _try(out, "boot_time_epoch", lambda: int(next(line.split()[1] for line in read_text("/proc/stat").splitlines()
+                                                   if line.startswith("btime "))), problems)
+    out["boot_time_utc"] = utc(out.get("boot_time_epoch"))
+    _try(out, "kptr_restrict", lambda: int(read_text("/proc/sys/kernel/kptr_restrict")), problems)
+    _try(out, "modules_disabled", lambda: int(read_text("/proc/sys/kernel/modules_disabled")), problems)
+    out["os_release"] = _os_release(ctx.root)
+    yield Record("system", out)
+    yield from problems
+    yield from _mounts(ctx)
+    yield from _modules(ctx)
+
+
+def _unescape_mount(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def _mounts(ctx: Context) -> Iterator[Item]:
+    try:
+        data = read_text("/proc/self/mountinfo", 16 << 20)
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read mountinfo", "/proc/self/mountinfo")
+        return
+    for line in data.splitlines():
+        pre, _, post = line.partition(" - ")
+        f, g = pre.split(), post.split()
+        if len(f) < 6 or len(g) < 2:
+            continue
+        yield Record("mounts", {"mount_id": int(f[0]), "parent_id": int(f[1]), "device": f[2],
+                                "root": _unescape_mount(f[3]), "mount_point": _unescape_mount(f[4]),
+                                "options": f[5], "optional": f[6:], "fstype": g[0],
+                                "source": _unescape_mount(g[1]), "super_options": g[2] if len(g) > 2 else ""})
+
+
+def _modules(ctx: Context) -> Iterator[Item]:
+    loaded: set[str] = set()
+    try:
+        data = read_text("/proc/modules", 16 << 20)
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read /proc/modules", "/proc/modules")
+        data = ""
+    for line in data.splitlines():
+        f = line.split()
+        if len(f) < 6:
+            continue
+        loaded.add(f[0])
+        yield Record("modules", {"name": f[0], "size": int(f[1]), "refcount": int(f[2]),
+                                 "used_by": [u for u in f[3].strip(",").split(",") if u and u != "-"],
+                                 "state": f[4], "address": f[5], "taint": f[6].strip("()") if len(f) > 6 else ""})
+    try:
+        names = sorted(os.listdir("/sys/module"))
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot list /sys/module", "/sys/module")
+        return
+    for name in names:
+        ctx.check()
+        base = f"/sys/module/{name}"
+        rec: dict = {"name": name, "in_proc_modules": name in loaded}
+        for attr in ("initstate", "refcnt", "taint", "srcversion", "version"):
+            try:
+                rec[attr] = text(open(f"{base}/{attr}", "rb").read(256)).strip()
+            except OSError:
+                pass
+        # A loadable module (it has initstate) that /proc/modules does not list is hidden from it.
+        rec["loadable"] = "initstate" in rec
+        rec["hidden_from_proc_modules"] = rec["loadable"] and not rec["in_proc_modules"]
+        yield Record("sys_modules", rec)
