@@ -141,10 +141,12 @@ def parse_viminfo(data: bytes) -> Parsed:
             if idx is not None and len(fields) > idx and fields[idx].isdigit():
                 last["timestamp"] = int(fields[idx])
             continue
-        if section in ("command", "search", "expression", "input", "debug") and line[:1] in ":/?=@>":
+        if section in ("command", "search", "expression", "input", "debug") and line and line[0] in ":/?=@>":
             if last:
                 yield last
-            last = {"line": number, "command": line[1:], "timestamp": None, "kind": f"vim-{section}"}
+            # search entries carry the direction after the type character: "?/pattern"
+            command = line[2:] if section == "search" and line[1:2] in ("/", "?", "&") else line[1:]
+            last = {"line": number, "command": command, "timestamp": None, "kind": f"vim-{section}"}
         elif section == "file_mark" and line.startswith("'"):
             if last:
                 yield last
