@@ -83,8 +83,7 @@ pyi_ok() {
     local run
     run="$("$VPY" - <<'EOF' 2>/dev/null
 import os, PyInstaller
-from PyInstaller.compat import PLATFORM
-print(os.path.join(os.path.dirname(PyInstaller.__file__), "bootloader", PLATFORM, "run"))
+print(os.path.join(os.path.dirname(PyInstaller.__file__), "bootloader", PyInstaller.PLATFORM, "run"))
 assert PyInstaller.__version__ == os.environ["PYI_VERSION"], PyInstaller.__version__
 EOF
 )" || return 1

@@ -49,6 +49,13 @@ def _utmp(ut_type: int, pid: int, line: str, user: str, host: str, when: int, ad
                        user.encode(), host.encode(), 0, 0, 0, when, 0, addr.ljust(16, b"\0"), b"")
 
 
+def _private_lines(key: Path) -> list[bytes]:
+    """Base64 lines that hold private material. The OpenSSH format opens with the public key,
+    which may be shipped; its last lines are the private section."""
+    body = [line for line in key.read_text().splitlines()[1:-1] if line and ":" not in line]
+    return [line.encode() for line in body[-2:] if len(line) >= 16]
+
+
 def build(root: Path) -> Expected:
     exp = Expected()
     _write(root, "/etc/hostname", "fakehost\n")
@@ -139,10 +146,9 @@ def build(root: Path) -> Expected:
         key = root / "root/.ssh" / name
         _, fp = _keygen(key, kind, passphrase, extra)
         exp.private_keys.append({"path": f"/root/.ssh/{name}", "encrypted": encrypted, "fingerprint": fp})
-        body = key.read_text().splitlines()
-        exp.secrets += [line.encode() for line in body[1:-1] if len(line) > 20 and ":" not in line]
-    host_pub, host_fp = _keygen(root / "etc/ssh/ssh_host_ed25519_key", "ed25519")
-    exp.secrets += [line.encode() for line in (root / "etc/ssh/ssh_host_ed25519_key").read_text().splitlines()[1:-1]]
+        exp.secrets += _private_lines(key)
+    _keygen(root / "etc/ssh/ssh_host_ed25519_key", "ed25519")
+    exp.secrets += _private_lines(root / "etc/ssh/ssh_host_ed25519_key")
     for path in tmp.iterdir():
         path.unlink()
     tmp.rmdir()
