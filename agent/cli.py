@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -147,6 +148,21 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     from agent.redact import Redactor
 
     started_ns = time.time_ns()
+    # Signals first: a SIGTERM at any moment from here on still ends in a sealed, partial bundle.
+    stop = threading.Event()
+    early_reasons: list[str] = []
+    current: dict[str, Run] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        reason = f"signal {signal.Signals(signum).name}"
+        if "run" in current:
+            current["run"].request_stop(reason)
+        else:
+            early_reasons.append(reason)
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         print(f"triagent: error: --root {args.root!r} is not a directory", file=sys.stderr)
@@ -185,11 +201,12 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
                          max_duration_s=args.max_duration or profile.max_duration_s,
                          min_free_bytes=args.min_free, output_dir=None if streaming else args.output,
                          verbose=args.verbose)
-    run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns)
+    run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns, stop=stop)
+    current["run"] = run
+    if early_reasons:
+        run.stop_reason = early_reasons[0]
     if args.verbose:
         run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: run.request_stop(f"signal {signal.Signals(signum).name}"))
 
     try:
         run.collect_all()

@@ -99,10 +99,7 @@ def encode(h: Header) -> bytes:
     records: list[tuple[bytes, bytes]] = []
     simple_name = len(h.name) <= 100 and h.name.isascii()
     if not simple_name:
-        try:
-            h.name.decode("utf-8")
-        except UnicodeDecodeError:
-            records.append((b"hdrcharset", b"BINARY"))
+        # raw bytes when the name is not UTF-8 (readers fall back to them; GNU tar warns on hdrcharset)
         records.append((b"path", h.name))
     if h.linkname and (len(h.linkname) > 100 or not h.linkname.isascii()):
         records.append((b"linkpath", h.linkname))
@@ -224,7 +221,7 @@ def _decode(raw: bytes, read_exact) -> tuple[Header, bytes]:
                 header.atime_ns = _parse_time(value)
             elif key == b"ctime":
                 header.ctime_ns = _parse_time(value)
-            elif key != b"hdrcharset":
+            else:
                 header.extra[key.decode("utf-8", "backslashreplace")] = value
     if encode(header) != raw:
         raise TarFormatError("header is not in canonical form (altered)")

@@ -31,6 +31,7 @@ die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [ -f "$ROOT/agent/cli.py" ] || die "$ROOT/agent/cli.py is missing (entry point agent.cli:main)"
 [ -f "$PATCH" ] || die "$PATCH is missing"
+mkdir -p "$WORK"
 
 # --- 1. Debian packages, only those missing ------------------------------------------------
 need=()
@@ -104,7 +105,16 @@ if ! pyi_ok; then
     pyi_ok || die "PyInstaller's bootloader is not the patched one"
 fi
 
-# --- 5. the project itself ------------------------------------------------------------------
+# --- 5. dissect.target's plugin index --------------------------------------------------------
+# Without dissect/target/plugins/_pluginlist.py, dissect.target finds its plugins by walking
+# plugins/**/*.py and importing every one at the first Target.open() (the binary would then need
+# all its sources unpacked). target-build-pluginlist writes the index, as for a release build.
+site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+"$VENV/bin/target-build-pluginlist" > "$WORK/_pluginlist.py.new"
+grep -q '^PLUGINS = PluginRegistry(' "$WORK/_pluginlist.py.new" || die "target-build-pluginlist failed"
+mv "$WORK/_pluginlist.py.new" "$site/dissect/target/plugins/_pluginlist.py"
+
+# --- 6. the project itself ------------------------------------------------------------------
 # Installed from a copy: setuptools builds in ./build of the source tree, which is this folder.
 if [ -f "$ROOT/setup.cfg" ] || [ -f "$ROOT/pyproject.toml" ]; then
     log "pip install the project (from a copy in $WORK/src)"
@@ -115,14 +125,14 @@ if [ -f "$ROOT/setup.cfg" ] || [ -f "$ROOT/pyproject.toml" ]; then
 fi
 # PyInstaller takes agent/, collectors/ and specs/ from the repo itself (pathex in the spec).
 
-# --- 6. freeze ------------------------------------------------------------------------------
+# --- 7. freeze ------------------------------------------------------------------------------
 log "pyinstaller $HERE/triagent.spec"
 cd "$ROOT"
 "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
     --distpath "$DIST" --workpath "$WORK/pyi" "$HERE/triagent.spec"
 [ -x "$BIN" ] || die "$BIN was not produced"
 
-# --- 7. smoke test, the way AWS SSM runs it: empty environment, cwd /usr/bin ----------------
+# --- 8. smoke test, the way AWS SSM runs it: empty environment, cwd /usr/bin ----------------
 if ! out="$(cd /usr/bin && env -i PATH=/usr/bin:/bin "$BIN" --version 2>&1)"; then
     printf '%s\n' "$out" >&2
     die "$BIN --version failed"

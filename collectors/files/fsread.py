@@ -119,6 +119,10 @@ def copy_file(ctx: Context, path: str, cap: int, keep: str = "head") -> Iterator
             yield SymlinkCopy(path, os.readlink(host), st)
             path = resolve(ctx, path)
             host = ctx.host_path(path)
+            if stat.S_ISDIR(os.stat(host).st_mode):
+                return  # a symlink to a directory: recorded, not followed
+        elif not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(host, st.st_mode)  # never open a socket, FIFO or device
         fd, st = open_regular(host)
     except NotRegularFile as exc:
         yield Problem(f"skipped: {exc.kind}", path=path, level="warning")
@@ -126,6 +130,8 @@ def copy_file(ctx: Context, path: str, cap: int, keep: str = "head") -> Iterator
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot open", path)
         return
+    if not _is_utf8(path):
+        yield Problem("file name is not valid UTF-8 (kept as its raw bytes in the bundle)", path=path, level="info")
     offset, length = _window(st.st_size, cap, keep)
     cap_reason = None
     if length < st.st_size:
@@ -135,10 +141,20 @@ def copy_file(ctx: Context, path: str, cap: int, keep: str = "head") -> Iterator
     yield FileCopy(path, fd, st, offset, length, cap_reason, ctx.artifact)
 
 
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def walk_glob(ctx: Context, pattern: str, max_depth: int = 12) -> Iterator[str | Problem]:
     """Expand a glob (``*``, ``?``, ``[...]``, ``**``) over the evidence root, never following
     directory symlinks. Yields evidence paths of non-directories, and Problems."""
     parts = [p for p in pattern.split("/") if p]
+    if parts and parts[-1] == "**":
+        parts.append("*")  # "dir/**" means every file below dir
     yield from _walk(ctx, "/", parts, 0, max_depth)
 
 

@@ -188,7 +188,7 @@ def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, ma
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot read history", path)
         return
-    if truncated and keep == "tail":
+    if truncated and keep == "tail" and b"\n" in data[:-1]:
         data = data.split(b"\n", 1)[-1]  # drop the partial first line of a tail window
     if _looks_binary(data):
         yield Problem("history file holds binary data (parsed as escaped text)", path=path, level="warning")
