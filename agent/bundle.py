@@ -16,7 +16,8 @@ import json
 import os
 import struct
 import zlib
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from agent import tarformat
 from agent.tarformat import Header

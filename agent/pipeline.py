@@ -12,8 +12,9 @@ import shutil
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
 from agent.plan import ArtifactSpec, Profile
@@ -180,7 +181,7 @@ class Run:
 
     # ---- the sink ---------------------------------------------------------------------------
 
-    def _dispatch(self, artifact: str, item: Any, result: ArtifactResult, streams: dict[str, "_JsonlStream"]) -> None:
+    def _dispatch(self, artifact: str, item: Any, result: ArtifactResult, streams: dict[str, _JsonlStream]) -> None:
         if isinstance(item, Record):
             stream = streams.get(item.stream)
             if stream is None:

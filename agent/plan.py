@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import specs as _specs_package
-
 from collectors.base import Collector
 
 SPECS_DIR = Path(_specs_package.__file__).parent

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from agent.plan import Secrets
 

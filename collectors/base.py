@@ -13,9 +13,10 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 
 class Cancelled(Exception):
@@ -37,7 +38,7 @@ class Problem:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_os_error(cls, exc: OSError, what: str, path: str | None = None) -> "Problem":
+    def from_os_error(cls, exc: OSError, what: str, path: str | None = None) -> Problem:
         code = exc.errno
         name = errno.errorcode.get(code, str(code)) if code is not None else type(exc).__name__
         level = "warning" if code in (errno.ENOENT, errno.ESRCH) else "error"
@@ -74,7 +75,7 @@ class SymlinkCopy:
     stat: os.stat_result
 
 
-Item = Union[Record, Problem, FileCopy, SymlinkCopy]
+Item = Record | Problem | FileCopy | SymlinkCopy
 
 
 @dataclass

@@ -38,7 +38,7 @@ def utc(ts: float | int | None) -> str | None:
     if ts is None:
         return None
     try:
-        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return None
 

@@ -223,7 +223,8 @@ def start_times(binary: Path, workdir: Path, runs: int = 5, timeout_s: float = 6
     times: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
-        proc = subprocess.run([str(binary), "--version"], check=False, capture_output=True, timeout=timeout_s, cwd=workdir)
+        proc = subprocess.run([str(binary), "--version"], check=False, capture_output=True,
+                              timeout=timeout_s, cwd=workdir)
         times.append(time.perf_counter() - started)
         if proc.returncode != 0:
             raise RuntimeError(f"--version exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")

@@ -49,7 +49,7 @@ def run_triagent(args: list[str], cmd: list[str] | None = None, **kw) -> subproc
 
 def summary_of(proc: subprocess.CompletedProcess) -> dict:
     lines = proc.stdout.decode().strip().splitlines()
-    assert len(lines) == 1, f"stdout must be exactly one JSON line, got: {proc.stdout[:500]!r} / {proc.stderr[-2000:]!r}"
+    assert len(lines) == 1, f"stdout must be one JSON line, got: {proc.stdout[:500]!r} / {proc.stderr[-2000:]!r}"
     assert len(lines[0]) < 2000
     return json.loads(lines[0])
 

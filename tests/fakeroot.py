@@ -70,7 +70,7 @@ def build(root: Path) -> Expected:
     ]) + "\n")
     _write(root, "/etc/group", "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\n")
     hashes = {
-        "root": ("$6$rounds=5000$saltsaltsalt$Zq9HashRootSecretValueXyZ0123456789abcdefghijklmnopqrstuv", "sha512crypt"),
+        "root": ("$6$rounds=5000$saltsaltsalt$Zq9HashRootSecretValueXyZ0123456789abcdefghijklmnopq", "sha512crypt"),
         "alice": ("$y$j9T$saltysalt$AliceYescryptSecretHashValue0123456789ABCDEFG", "yescrypt"),
         "bob": ("!$6$bobsalt$BobLockedSecretHashValue987654321zyxwvutsrqponmlkj", "sha512crypt"),
         "toor": ("$1$toorsalt$ToorMd5SecretHash01234", "md5crypt"),

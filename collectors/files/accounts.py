@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, read_capped, walk_glob
@@ -56,7 +56,8 @@ def collect(ctx: Context) -> Iterator[Item]:
             for line in text(data).splitlines():
                 parts = line.split(":")
                 if len(parts) >= 4 and not line.startswith("#"):
-                    yield Record("groups", {"name": parts[0], "gid": parts[2], "members": [m for m in parts[3].split(",") if m]})
+                    members = [m for m in parts[3].split(",") if m]
+                    yield Record("groups", {"name": parts[0], "gid": parts[2], "members": members})
         elif stream == "shadow":
             yield from _shadow(data)
         yield from copy_file(ctx, path, cap)  # shadow files are withheld by the sink unless --include-secrets

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem
 from collectors.files.fsread import copy_file, walk_glob

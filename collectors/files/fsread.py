@@ -12,7 +12,7 @@ import errno
 import fnmatch
 import os
 import stat
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, FileCopy, Problem, SymlinkCopy
 

@@ -6,7 +6,7 @@ none of them can fail on content."""
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, read_capped

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from collectors.base import Context, Problem
 from collectors.files.fsread import read_capped, resolve

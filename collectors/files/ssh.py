@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, read_capped, resolve, walk_glob

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import psutil
 
@@ -22,6 +22,7 @@ TCP_STATES = {
     "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
     "0B": "CLOSING", "0C": "NEW_SYN_RECV",
 }
+UDP_STATES = {"07": "UNCONNECTED", "01": "ESTABLISHED"}
 UNIX_TYPES = {"0001": "stream", "0002": "dgram", "0005": "seqpacket"}
 INET_TABLES = (("tcp", 4), ("tcp6", 6), ("udp", 4), ("udp6", 6), ("raw", 4), ("raw6", 6), ("udplite", 4),
                ("udplite6", 6))
@@ -80,7 +81,7 @@ def _inet(table: str, version: int, data: str, ns: int, owners: dict) -> Iterato
         if len(f) < 10:
             continue
         (lip, lport), (rip, rport) = _addr(f[1], version), _addr(f[2], version)
-        state = TCP_STATES.get(f[3], f[3]) if proto == "tcp" else {"07": "UNCONNECTED", "01": "ESTABLISHED"}.get(f[3], f[3])
+        state = TCP_STATES.get(f[3], f[3]) if proto == "tcp" else UDP_STATES.get(f[3], f[3])
         inode = int(f[9])
         listening = state == "LISTEN" or (proto != "tcp" and state == "UNCONNECTED" and rip in ("0.0.0.0", "::"))
         yield Record("connections", {
@@ -213,7 +214,8 @@ def _neighbours() -> Iterator[Item]:
 
 
 def dns(ctx: Context) -> Iterator[Item]:
-    for path, kind in (("/etc/resolv.conf", "resolv.conf"), ("/etc/hosts", "hosts"), ("/etc/nsswitch.conf", "nsswitch")):
+    sources = (("/etc/resolv.conf", "resolv.conf"), ("/etc/hosts", "hosts"), ("/etc/nsswitch.conf", "nsswitch"))
+    for path, kind in sources:
         try:
             data = text(read_capped(ctx, path, 1 << 20)[0])
         except OSError as exc:

@@ -4,7 +4,7 @@ process environments, and whether our own process was preloaded (then our view m
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import read_capped

@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 import psutil
 
@@ -19,6 +21,36 @@ DELETED_SUFFIX = " (deleted)"
 
 class _Vanished(Exception):
     pass
+
+
+class _Fields:
+    """Reads one process's fields: an unreadable field is None with its error; a vanished PID
+    ends the record (raises _Vanished)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.errors: dict[str, str] = {}
+
+    def get(self, name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except psutil.NoSuchProcess:
+            raise _Vanished() from None
+        except psutil.ZombieProcess:
+            self.errors[name] = "zombie"
+        except psutil.AccessDenied:
+            self.errors[name] = "EACCES"
+        except FileNotFoundError:
+            self.errors[name] = "ENOENT"
+        except ProcessLookupError:
+            if not os.path.exists(f"/proc/{self.pid}"):
+                raise _Vanished() from None
+            self.errors[name] = "ESRCH"  # e.g. environ of a kernel thread: it has no user memory
+        except OSError as exc:
+            self.errors[name] = errno.errorcode.get(exc.errno or 0, str(exc))
+        except ValueError as exc:
+            self.errors[name] = f"unparsable: {exc}"
+        return None
 
 
 def _names(path: str) -> dict[int, str]:
@@ -81,33 +113,13 @@ def collect(ctx: Context) -> Iterator[Item]:
     vanished = 0
     for pid in psutil.pids():
         ctx.check()
-        errors: dict[str, str] = {}
+        fields = _Fields(pid)
+        errors, get = fields.errors, fields.get
         try:
             proc = psutil.Process(pid)
         except psutil.NoSuchProcess:
             vanished += 1
             continue
-
-        def get(name: str, fn: Callable[[], Any]) -> Any:
-            try:
-                return fn()
-            except psutil.NoSuchProcess:
-                raise _Vanished() from None
-            except psutil.ZombieProcess:
-                errors[name] = "zombie"
-            except psutil.AccessDenied:
-                errors[name] = "EACCES"
-            except FileNotFoundError:
-                errors[name] = "ENOENT"
-            except ProcessLookupError:
-                if not os.path.exists(f"/proc/{pid}"):
-                    raise _Vanished() from None
-                errors[name] = "ESRCH"  # e.g. environ of a kernel thread: it has no user memory
-            except OSError as exc:
-                errors[name] = errno.errorcode.get(exc.errno or 0, str(exc))
-            except ValueError as exc:
-                errors[name] = f"unparsable: {exc}"
-            return None
 
         try:
             with proc.oneshot():
@@ -117,7 +129,7 @@ def collect(ctx: Context) -> Iterator[Item]:
                 rec["exe_sha256"], hash_error = _hash_exe(pid, limit, hash_cache, ctx)
                 if hash_error:
                     errors["exe_sha256"] = hash_error
-            fds = get("fds", lambda: _fds(pid, max_fds))
+            fds = get("fds", partial(_fds, pid, max_fds))
             if fds is not None:
                 rec["num_fds"] = len(fds)
                 rec["num_sockets"] = sum(1 for _, target in fds if target.startswith("socket:"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import open_regular, resolve

@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.util import read_text, text, utc

@@ -114,7 +114,8 @@ def test_custody_record(collected):
     _, _, summary, m = collected
     custody = json.loads(m["triagent/custody.json"])
     assert custody["case_id"] == "IR-42" and custody["examiner"] == "Dana"
-    assert custody["status"] == "complete" and custody["started_utc"].endswith("Z") and custody["ended_utc"].endswith("Z")
+    assert custody["status"] == "complete"
+    assert custody["started_utc"].endswith("Z") and custody["ended_utc"].endswith("Z")
     assert custody["tool"]["version"] and (custody["tool"].get("binary_sha256") or custody["tool"].get("source_sha256"))
     assert custody["host"]["hostname_file"] == "fakehost"
     assert "collect" in custody["command_line"]

@@ -13,10 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import fakeroot
 import pytest
 from conftest import REPO, jsonl, members, need, run_triagent, summary_of, triagent_source
-
-import fakeroot
 
 
 def _log(m: dict[str, bytes]) -> list[dict]:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine, as root (CI runs exactly this through .ci/run):
+# installs what the tests need, builds the single binary once, then ruff and pytest.
+# Components a user's machine may lack are skipped with a reason locally and required when CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar gzip:gzip; do
+    command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "[tests] apt-get install ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# Debian's own interpreter: the same one the single binary is built from.
+[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The single binary (tests run the main collect with it). A failed build fails the run in CI.
+if ! bash build/build.sh; then
+    [ "${CI:-}" = "true" ] && { echo "[tests] build/build.sh failed" >&2; exit 1; }
+    echo "[tests] build/build.sh failed: binary tests will be skipped" >&2
+fi
+
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
