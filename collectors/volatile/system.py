@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import time
 from collections.abc import Iterator
@@ -31,7 +30,8 @@ class _Timex(ctypes.Structure):
 
 def ntp_state() -> dict:
     """Kernel NTP discipline state through adjtimex(2) with modes=0 (read-only, no privilege)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # CDLL(None): the C library already in our process. ctypes.util.find_library would run ldconfig.
+    libc = ctypes.CDLL(None, use_errno=True)
     tx = _Timex()
     state = libc.adjtimex(ctypes.byref(tx))
     if state < 0:

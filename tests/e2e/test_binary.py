@@ -1,0 +1,132 @@
+"""The single binary, run as SSM runs it (env -i, no HOME, tiny PATH, cwd /usr/bin), under strace:
+it executes no other program and creates nothing outside --output and its unpack directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, members, need, run_triagent, summary_of
+
+BINARY = REPO / "dist" / "triagent"
+SSM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+SOURCES = ("agent", "collectors", "specs", "build")
+
+
+def _stale() -> bool:
+    if not BINARY.exists():
+        return True
+    built = BINARY.stat().st_mtime
+    return any(p.stat().st_mtime > built for d in SOURCES for p in (REPO / d).rglob("*")
+               if p.is_file() and ".venv" not in p.parts and "work" not in p.parts and p.suffix in (".py", ".toml",
+                                                                                                     ".spec", ".sh"))
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    """Build once per session (tests/run.sh builds before pytest; this catches a stale binary)."""
+    if _stale():
+        proc = subprocess.run(["bash", "build/build.sh"], cwd=REPO, capture_output=True, timeout=3600)
+        need(proc.returncode == 0, f"build/build.sh failed: {proc.stderr.decode()[-1500:]}")
+    return BINARY
+
+
+def _ssm_run(binary: Path, args: list[str], prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run((prefix or []) + [str(binary)] + args, env=SSM_ENV, cwd="/usr/bin",
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=900)
+
+
+def test_binary_collects_like_ssm_runs_it(binary, tmp_path):
+    proc = _ssm_run(binary, ["collect", "--output", str(tmp_path), "--case-id", "SSM-1"])
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = summary_of(proc)
+    assert summary["status"] == "complete" and "warning" not in summary, summary
+    check = _ssm_run(binary, ["verify", summary["bundle"]])
+    assert check.returncode == 0, check.stdout
+    custody = json.loads(members(summary["bundle"])["triagent/custody.json"])
+    tool = custody["tool"]
+    assert tool["frozen"] is True
+    assert tool["binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    assert tool["unpack_dir"].startswith("/dev/shm/") and tool["unpack_fs"] == "tmpfs"
+    m = members(summary["bundle"])
+    assert any(p["pid"] == 1 for p in map(json.loads, m["triagent/artifacts/processes.jsonl"].splitlines()))
+    assert not os.listdir("/dev/shm") or not any(n.startswith("_MEI") for n in os.listdir("/dev/shm")), \
+        "the unpack directory must be removed at exit"
+
+
+def _strace(tmp_path: Path, calls: str, cmd: list[str], out: Path, env: dict | None, cwd: str) -> str:
+    need(shutil.which("strace") is not None, "strace is needed (apt-get install strace)")
+    log = tmp_path / "strace.log"
+    proc = subprocess.run(["strace", "-f", "-qq", "-y", "-s", "512", "-e", f"trace={calls}", "-o", str(log)]
+                          + cmd + ["collect", "--output", str(out), "--profile", "triage"],
+                          env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("mode", ["binary", "source"])
+def test_no_program_but_itself_is_executed(request, tmp_path, mode):
+    out = tmp_path / "out"
+    if mode == "binary":
+        binary = request.getfixturevalue("binary")
+        cmd, env, cwd, allowed = [str(binary)], SSM_ENV, "/usr/bin", {os.path.realpath(binary)}
+    else:
+        import sys
+        cmd, env, cwd = [sys.executable, "-m", "agent"], None, str(REPO)
+        allowed = {os.path.realpath(sys.executable), sys.executable}
+    log = _strace(tmp_path, "execve,execveat", cmd, out, env, cwd)
+    executed = re.findall(r'execve(?:at)?\((?:[^,]*, )?"([^"]+)"', log)
+    assert executed, log[:2000]
+    strangers = sorted({p for p in executed if os.path.realpath(p) not in allowed and p not in allowed})
+    assert not strangers, f"host programs executed: {strangers}"
+
+
+WRITE_CALL = re.compile(
+    r'^\d+\s+(?P<call>openat2?|open|creat|mkdirat|mkdir|renameat2?|rename|linkat|link|symlinkat|symlink|mknodat|mknod|'
+    r'unlinkat|unlink|rmdir|truncate)\((?P<args>.*)\)\s+=\s+(?P<ret>-?\d+)')
+
+
+def _created_paths(log: str) -> list[tuple[str, str]]:
+    """(call, path) for every successful call that creates, changes or removes a directory entry or
+    opens a file for writing. Paths come decorated by strace -y (dirfd<path>) or as given."""
+    found = []
+    for line in log.splitlines():
+        m = WRITE_CALL.match(line)
+        if not m or m.group("ret").startswith("-"):
+            continue
+        call, args = m.group("call"), m.group("args")
+        if call.startswith("open"):
+            if not re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC", args):
+                continue
+        dirfd = re.match(r"\d+<([^>]*)>, ", args)
+        for path in re.findall(r'"([^"]*)"', args)[:2]:
+            if not path.startswith("/") and dirfd:
+                path = dirfd.group(1).rstrip("/") + "/" + path
+            found.append((call, path))
+    return found
+
+
+def test_nothing_created_outside_output_and_unpack_dir(binary, tmp_path):
+    out = tmp_path / "out"
+    log = _strace(tmp_path, "%file,creat", [str(binary)], out, SSM_ENV, "/usr/bin")
+    allowed = (str(out) + "/", str(out))
+    writes = _created_paths(log)
+    assert any(p.startswith(str(out)) for _, p in writes), "the bundle itself must show up as a write"
+    unpack = [p for _, p in writes if re.match(r"/dev/shm/_MEI\w+", p)]
+    assert unpack, "expected the onefile to unpack under /dev/shm"
+    bad = sorted({(c, p) for c, p in writes if not p.startswith(allowed) and not re.match(r"/dev/shm/_MEI\w+", p)
+                  and p not in ("/dev/null", "/dev/tty")})
+    assert not bad, f"writes outside --output and the unpack dir: {bad[:20]}"
+
+
+def test_source_collect_matches_binary_verify(binary, tmp_path):
+    """A bundle made from source verifies with the binary, and the other way round."""
+    proc = run_triagent(["collect", "--output", str(tmp_path), "--profile", "minimal"])
+    summary = summary_of(proc)
+    assert _ssm_run(binary, ["verify", summary["bundle"]]).returncode == 0
