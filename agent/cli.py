@@ -247,7 +247,8 @@ def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody:
     }
     tool = custody.get("tool", {})
     if tool.get("frozen") and tool.get("unpack_fs") not in ("tmpfs", "ramfs", None):
-        summary["warning"] = f"binary unpacked to disk ({tool.get('unpack_dir')}, {tool.get('unpack_fs')})"
+        summary["warning"] = (f"binary unpacked to disk ({tool.get('unpack_dir')}, {tool.get('unpack_fs')}; "
+                              f"{tool.get('unpack_fallback') or 'no memory-backed directory'})")
     text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
     while len(text) > SUMMARY_LIMIT and (summary["first_errors"] or summary["incomplete"]):
         (summary["first_errors"] or summary["incomplete"]).pop()

@@ -63,6 +63,8 @@ def tool_identity() -> dict[str, Any]:
         unpack = getattr(sys, "_MEIPASS", None)
         info["unpack_dir"] = unpack
         info["unpack_fs"] = fs_type(unpack) if unpack else None
+        # set by our patched bootloader when /dev/shm could not be used (noexec, full, missing...)
+        info["unpack_fallback"] = os.environ.pop("TRIAGENT_UNPACK_FALLBACK", None)
     else:
         info["interpreter"] = sys.executable
         info["interpreter_sha256"] = _sha256_file(sys.executable)

@@ -28,6 +28,12 @@ PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requ
 
 log() { printf '[build] %s\n' "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
+# Must match tests/e2e/test_binary.py:source_digest().
+source_digest() {
+    find agent collectors specs build setup.cfg -type f \( -name '*.py' -o -name '*.toml' -o -name '*.spec' \
+        -o -name '*.sh' -o -name '*.patch' -o -name '*.cfg' \) -not -path '*/.venv/*' -not -path 'build/work/*' \
+        -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
+}
 
 [ -f "$ROOT/agent/cli.py" ] || die "$ROOT/agent/cli.py is missing (entry point agent.cli:main)"
 [ -f "$PATCH" ] || die "$PATCH is missing"
@@ -140,4 +146,7 @@ fi
 log "smoke test: $out"
 
 size="$(stat -c %s "$BIN")"
+# Which sources this binary was built from (tests rebuild when they differ).
+(cd "$ROOT" && source_digest > "$BIN.sources")
+
 printf '%s %s bytes (%s MiB)\n' "$BIN" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')"

@@ -16,16 +16,23 @@ from conftest import REPO, members, need, run_triagent, summary_of
 
 BINARY = REPO / "dist" / "triagent"
 SSM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-SOURCES = ("agent", "collectors", "specs", "build")
+SOURCE_SUFFIXES = (".py", ".toml", ".spec", ".sh", ".patch", ".cfg")
+
+
+def source_digest() -> str:
+    """Same digest as build/build.sh writes to dist/triagent.sources."""
+    files = [p for top in ("agent", "collectors", "specs", "build", "setup.cfg") for p in
+             ([REPO / top] if (REPO / top).is_file() else (REPO / top).rglob("*"))
+             if p.is_file() and p.name.endswith(SOURCE_SUFFIXES) and ".venv" not in p.parts
+             and "__pycache__" not in p.parts and not str(p.relative_to(REPO)).startswith("build/work/")]
+    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(REPO)}\n"
+                    for p in sorted(files, key=lambda p: str(p.relative_to(REPO)).encode()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _stale() -> bool:
-    if not BINARY.exists():
-        return True
-    built = BINARY.stat().st_mtime
-    return any(p.stat().st_mtime > built for d in SOURCES for p in (REPO / d).rglob("*")
-               if p.is_file() and ".venv" not in p.parts and "work" not in p.parts and p.suffix in (".py", ".toml",
-                                                                                                     ".spec", ".sh"))
+    stamp = BINARY.with_name("triagent.sources")
+    return not BINARY.exists() or not stamp.exists() or stamp.read_text().strip() != source_digest()
 
 
 @pytest.fixture(scope="session")
