@@ -120,6 +120,7 @@ def test_custody_record(collected):
     assert custody["host"]["hostname_file"] == "fakehost"
     assert "collect" in custody["command_line"]
     assert {a["name"] for a in custody["artifacts"]} >= {"processes", "histories", "ssh"}
+    assert custody["priority"]["nice"] >= 10 and custody["priority"]["ionice"] == "best-effort/7"  # gentle by default
 
 
 def test_verify_cli(collected):
