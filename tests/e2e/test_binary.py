@@ -67,12 +67,14 @@ def test_binary_collects_like_ssm_runs_it(binary, tmp_path):
         "the unpack directory must be removed at exit"
 
 
-def _strace(tmp_path: Path, calls: str, cmd: list[str], out: Path, env: dict | None, cwd: str) -> str:
+def _strace(tmp_path: Path, calls: str, cmd: list[str], out: Path | str, env: dict | None, cwd: str) -> str:
     need(shutil.which("strace") is not None, "strace is needed (apt-get install strace)")
     log = tmp_path / "strace.log"
     proc = subprocess.run(["strace", "-f", "-qq", "-y", "-s", "512", "-e", f"trace={calls}", "-o", str(log)]
                           + cmd + ["collect", "--output", str(out), "--profile", "triage"],
                           env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, timeout=900)
+    if out == "-":
+        assert proc.stdout[:2] == b"\x1f\x8b" and len(proc.stdout) > 10000  # the bundle came out on stdout
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return log.read_text(errors="replace")
 
@@ -119,12 +121,14 @@ def _created_paths(log: str) -> list[tuple[str, str]]:
     return found
 
 
-def test_nothing_created_outside_output_and_unpack_dir(binary, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_nothing_created_outside_output_and_unpack_dir(binary, tmp_path, streaming):
     out = tmp_path / "out"
-    log = _strace(tmp_path, "%file,creat", [str(binary)], out, SSM_ENV, "/usr/bin")
-    allowed = (str(out) + "/", str(out))
+    log = _strace(tmp_path, "%file,creat", [str(binary)], "-" if streaming else out, SSM_ENV, "/usr/bin")
+    allowed = ("\0",) if streaming else (str(out) + "/", str(out))  # streaming: nothing at all
     writes = _created_paths(log)
-    assert any(p.startswith(str(out)) for _, p in writes), "the bundle itself must show up as a write"
+    if not streaming:
+        assert any(p.startswith(str(out)) for _, p in writes), "the bundle itself must show up as a write"
     unpack = [p for _, p in writes if re.match(r"/dev/shm/_MEI\w+", p)]
     assert unpack, "expected the onefile to unpack under /dev/shm"
     bad = sorted({(c, p) for c, p in writes if not p.startswith(allowed) and not re.match(r"/dev/shm/_MEI\w+", p)
