@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from functools import partial
 
 import psutil
 
@@ -128,23 +129,17 @@ def _packet(data: str, ns: int, owners: dict) -> Iterator[Record]:
 
 def connections(ctx: Context) -> Iterator[Item]:
     owners, namespaces = socket_owners(ctx)
+    tables = [(table, partial(_inet, table, version)) for table, version in INET_TABLES]
+    tables += [("unix", _unix), ("packet", _packet)]
     for ns, pid in sorted(namespaces.items()):
-        for table, version in INET_TABLES:
+        for table, parse in tables:
+            path = f"/proc/{pid}/net/{table}"
             try:
-                data = read_text(f"/proc/{pid}/net/{table}", 64 << 20)
+                data = read_text(path, 64 << 20)
             except FileNotFoundError:
-                continue
+                continue  # e.g. no IPv6 in this kernel
             except OSError as exc:
-                yield Problem.from_os_error(exc, f"cannot read {table} table", f"/proc/{pid}/net/{table}")
-                continue
-            yield from _inet(table, version, data, ns, owners)
-        for table, parse in (("unix", _unix), ("packet", _packet)):
-            try:
-                data = read_text(f"/proc/{pid}/net/{table}", 64 << 20)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                yield Problem.from_os_error(exc, f"cannot read {table} table", f"/proc/{pid}/net/{table}")
+                yield Problem.from_os_error(exc, f"cannot read {table} table", path)
                 continue
             yield from parse(data, ns, owners)
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import open_regular, resolve
-from collectors.util import parse_passwd, read_small, text, utc
+from collectors.files.homes import passwd_users
+from collectors.util import text, utc
 
 # struct utmp on Linux (x86_64, aarch64 and the other 64-bit ABIs glibc uses): 384 bytes.
 UTMP = struct.Struct("<hxxi32s4s32s256shhiii16s20s")
@@ -43,14 +44,22 @@ def parse_utmp(data: bytes, source: str) -> Iterator[dict]:
                "time_utc": utc(sec + usec / 1e6) if sec > 0 else None, "address": _addr(addr)}
 
 
-def _records_of(ctx: Context, path: str, stream: str, max_records: int) -> Iterator[Item]:
+def _open(ctx: Context, path: str) -> tuple[int, os.stat_result] | Problem | None:
+    """An evidence file opened safely; None when it does not exist, a Problem when it cannot be opened."""
     try:
-        fd, st = open_regular(ctx.host_path(resolve(ctx, path)))
+        return open_regular(ctx.host_path(resolve(ctx, path)))
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
-        yield Problem.from_os_error(exc, "cannot open", path)
+        return Problem.from_os_error(exc, "cannot open", path)
+
+
+def _records_of(ctx: Context, path: str, stream: str, max_records: int) -> Iterator[Item]:
+    opened = _open(ctx, path)
+    if not isinstance(opened, tuple):
+        yield from [opened] if opened else []
         return
+    fd, st = opened
     try:
         if st.st_size % UTMP.size:
             yield Problem(f"size {st.st_size} is not a multiple of {UTMP.size}: trailing bytes ignored",
@@ -102,19 +111,13 @@ def login_records(ctx: Context) -> Iterator[Item]:
 
 def _lastlog(ctx: Context, path: str) -> Iterator[Item]:
     """lastlog is sparse (indexed by UID up to 2^32): only the data regions are read."""
-    try:
-        fd, st = open_regular(ctx.host_path(resolve(ctx, path)))
-    except FileNotFoundError:
+    opened = _open(ctx, path)
+    if not isinstance(opened, tuple):
+        yield from [opened] if opened else []
         return
-    except OSError as exc:
-        yield Problem.from_os_error(exc, "cannot open", path)
-        return
+    fd, st = opened
     try:
-        names = {}
-        try:
-            names = {u["uid"]: u["name"] for u in parse_passwd(read_small(ctx.host_path(resolve(ctx, "/etc/passwd"))))}
-        except OSError:
-            pass
+        names = {u["uid"]: u["name"] for u in passwd_users(ctx)}
         pos = 0
         while pos < st.st_size:
             ctx.check()
