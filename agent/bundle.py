@@ -6,7 +6,7 @@ Layout of a bundle:
   triagent/collection.log.jsonl    every error, cap, skip and timing of the run
   triagent/custody.json            who, what, when, where, with what
   triagent/manifest.json           every member above: size, SHA-256, metadata  (second to last)
-  triagent/seal.json               SHA-256 of the manifest and of every tar byte before the seal (last)
+  triagent/seal.json               SHA-256 of the manifest and where the seal starts (last)
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode("utf-8", "backslashreplace") + b"\n"
 
 
-def seal_document(manifest_sha256: str, prefix_sha256: str, prefix_bytes: int) -> bytes:
-    return canonical_json({"format": "triagent-seal/1", "manifest_sha256": manifest_sha256,
-                           "prefix_sha256": prefix_sha256, "prefix_bytes": prefix_bytes})
+def seal_document(manifest_sha256: str, prefix_bytes: int) -> bytes:
+    """The last member: the manifest's hash (the manifest lists every other member's hash) and where
+    the seal starts. verify demands exactly these bytes."""
+    return canonical_json({"format": "triagent-seal/2", "manifest_sha256": manifest_sha256,
+                           "prefix_bytes": prefix_bytes})
 
 
 def member_name(name: str | bytes) -> bytes:
@@ -65,7 +67,6 @@ class _Output:
         self.sha256 = hashlib.sha256()
         self.bytes_out = 0
         self.tar_bytes = 0
-        self.tar_sha256 = hashlib.sha256()  # over the uncompressed tar: the seal's prefix hash
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15) if compress == "gzip" else None
         self._crc = 0
         if self._deflate:
@@ -79,7 +80,6 @@ class _Output:
 
     def write(self, data: bytes) -> None:
         self.tar_bytes += len(data)
-        self.tar_sha256.update(data)
         if self._deflate:
             self._crc = zlib.crc32(data, self._crc)
             self._emit(self._deflate.compress(data))
@@ -149,12 +149,24 @@ class BundleWriter:
 
     def add_stream(self, name: str | bytes, read: Callable[[int], bytes], length: int, st: os.stat_result,
                    should_stop: Callable[[], bool] = lambda: False, **extra: Any) -> dict[str, Any]:
-        """Copy exactly ``length`` bytes from ``read``. The tar header needs the size first, so a file
-        that shrinks while we read it, or a stop request, is padded with zeros and recorded.
-        ``read`` may return fewer bytes than asked; only b"" means the end."""
+        """Copy a file's ``length`` bytes from ``read``, keeping its metadata (see _copy)."""
         header = Header(self._unique(member_name(name)), size=length, mode=st.st_mode & 0o7777,
                         uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns,
                         atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns)
+        return self._copy(header, read, should_stop, extra)
+
+    def add_generated(self, name: str, read: Callable[[int], bytes], length: int, mtime_ns: int,
+                      should_stop: Callable[[], bool] = lambda: False, **extra: Any) -> dict[str, Any]:
+        """A stream we produce (a memory image): root-owned, read-only, of a size known in advance."""
+        header = Header(self._unique(member_name(name)), size=length, mode=0o400, mtime_ns=mtime_ns)
+        return self._copy(header, read, should_stop, extra)
+
+    def _copy(self, header: Header, read: Callable[[int], bytes], should_stop: Callable[[], bool],
+              extra: dict[str, Any]) -> dict[str, Any]:
+        """Copy exactly ``header.size`` bytes from ``read``. The tar header needs the size first, so a
+        source that ends early, or a stop request, is padded with zeros and recorded.
+        ``read`` may return fewer bytes than asked; only b"" means the end."""
+        length = header.size
         self._out.write(tarformat.encode(header))
         digest = hashlib.sha256()
         remaining = length
@@ -190,8 +202,7 @@ class BundleWriter:
         data = canonical_json(manifest)
         self.add_bytes(MANIFEST_NAME, data, mtime_ns)
         self.entries.pop()  # the manifest does not list itself; the seal covers it
-        seal_data = seal_document(hashlib.sha256(data).hexdigest(), self._out.tar_sha256.hexdigest(),
-                                  self._out.tar_bytes)
+        seal_data = seal_document(hashlib.sha256(data).hexdigest(), self._out.tar_bytes)
         header = Header(member_name(SEAL_NAME), size=len(seal_data), mode=0o444, mtime_ns=mtime_ns)
         self._out.write(tarformat.encode(header) + seal_data + b"\0" * tarformat.pad(len(seal_data)))
         end = 2 * tarformat.BLOCK

@@ -34,7 +34,6 @@ class _TarStream:
         self.file_sha256 = hashlib.sha256()
         self.buffer = bytearray()
         self.position = 0  # offset in the uncompressed tar
-        self.prefix = hashlib.sha256()
         self.eof = False
         head = self._read_file(len(GZIP_HEADER))
         self.gzip = head[:2] == b"\x1f\x8b"
@@ -90,20 +89,18 @@ class _TarStream:
             self.eof = True
         return True
 
-    def read(self, n: int, hash_prefix: bool = True) -> bytes:
+    def read(self, n: int) -> bytes:
         while len(self.buffer) < n and self._fill():
             pass
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         self.position += len(data)
-        if hash_prefix:
-            self.prefix.update(data)
         return data
 
     def drain_to_end(self) -> bytes:
         out = bytearray()
         while True:
-            chunk = self.read(READ_CHUNK, hash_prefix=False)
+            chunk = self.read(READ_CHUNK)
             if not chunk:
                 return bytes(out)
             out += chunk.strip(b"\0")[:1]  # keep only evidence that something non-zero is there
@@ -147,13 +144,12 @@ def _expected_fields(header: tarformat.Header) -> dict[str, Any]:
     return fields
 
 
-def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], tuple[str, int] | None]:
-    """Walk the tar strictly. Returns the members and the seal prefix hash computed here."""
+def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], int | None]:
+    """Walk the tar strictly. Returns the members and the offset where the seal starts."""
     members: list[Member] = []
     prefix_at_seal = None
     last = "(start of bundle)"
     while True:
-        before = stream.prefix.copy()
         try:
             parsed = tarformat.decode(stream.read)
         except tarformat.TarFormatError as exc:
@@ -163,7 +159,7 @@ def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], tup
         header, _raw = parsed
         name = os.fsdecode(header.name)
         if name == SEAL_NAME:
-            prefix_at_seal = (before.hexdigest(), stream.position - len(_raw))
+            prefix_at_seal = stream.position - len(_raw)
         if header.typeflag not in (tarformat.REGTYPE, tarformat.SYMTYPE):
             raise _Damaged(f"member {name!r}: unexpected tar entry type {header.typeflag!r}")
         digest = hashlib.sha256()
@@ -192,7 +188,7 @@ def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], tup
     return members, prefix_at_seal
 
 
-def _check(members: list[Member], prefix_at_seal: tuple[str, int] | None, result: Result) -> None:
+def _check(members: list[Member], prefix_at_seal: int | None, result: Result) -> None:
     if len(members) < 2 or os.fsdecode(members[-1].header.name) != SEAL_NAME \
             or os.fsdecode(members[-2].header.name) != MANIFEST_NAME:
         result.problems.append("bundle has no manifest and seal at its end (incomplete or truncated)")
@@ -204,8 +200,8 @@ def _check(members: list[Member], prefix_at_seal: tuple[str, int] | None, result
     except ValueError:
         result.problems.append(f"{SEAL_NAME} or {MANIFEST_NAME}: not valid JSON (altered)")
         return
-    prefix_sha256, prefix_bytes = prefix_at_seal or ("", 0)
-    expected_seal = seal_document(manifest_member.sha256, prefix_sha256, prefix_bytes)
+    prefix_bytes = prefix_at_seal or 0
+    expected_seal = seal_document(manifest_member.sha256, prefix_bytes)
     if expected_seal != seal_member.data:
         if canonical_json(seal) != seal_member.data or set(seal) != set(json.loads(expected_seal)) \
                 or seal.get("format") != json.loads(expected_seal)["format"]:
@@ -240,7 +236,7 @@ def _check(members: list[Member], prefix_at_seal: tuple[str, int] | None, result
     for entry in listed[len(body):]:
         result.problems.append(f"member {entry.get('name')!r}: listed in the manifest but missing")
     if expected_seal != seal_member.data and not result.problems:
-        result.problems.append("bundle bytes before the seal altered")
+        result.problems.append(f"member {SEAL_NAME!r}: content altered")
 
 
 def verify(path: str) -> Result:

@@ -1,0 +1,150 @@
+"""Physical memory of the running kernel as a LiME or AVML image, streamed (never staged on disk).
+
+Refusals (not root, lockdown, no readable source, over --memory-limit) are records and problems;
+the rest of the run goes on. The facts an analyst needs later (banner, ranges, page size, 5-level
+paging) are recorded whatever happens."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from functools import partial
+
+from collectors.base import Context, Item, Problem, Record, Stream
+from collectors.memory.image import ImageStats, avml_bound, avml_chunks, lime_chunks, lime_size
+from collectors.memory.ranges import KcoreError, PhysRange, direct_ranges, map_ranges, parse_iomem, parse_kcore
+from collectors.util import read_text
+
+SOURCES = {"kcore": "/proc/kcore", "crash": "/dev/crash", "mem": "/dev/mem"}
+LA57_WARNING = ("this kernel uses 5-level paging (LA57): volatility3 2.28 cannot parse such images "
+                "(banners work, process lists come back empty); the image is kept for other tools")
+
+
+class Refused(Exception):
+    pass
+
+
+def _lockdown() -> str | None:
+    try:
+        text = read_text("/sys/kernel/security/lockdown")
+    except OSError:
+        return None
+    chosen = text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
+    return chosen or None
+
+
+def _la57_cpu_flag() -> bool:
+    try:
+        for line in read_text("/proc/cpuinfo", 16 << 20).splitlines():
+            if line.startswith("flags"):
+                return "la57" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _open_source(name: str, path: str, ram: list[tuple[int, int]]) -> tuple[int, list[PhysRange], dict]:
+    """Open a source and plan its reads; raises Refused with the reason it cannot be used."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Refused(f"{path}: {exc.strerror}") from None
+    try:
+        details: dict = {}
+        if name == "kcore":
+            try:
+                kcore = parse_kcore(lambda offset, n: os.pread(fd, n, offset))
+            except (KcoreError, OSError) as exc:
+                raise Refused(f"{path}: {exc}") from None
+            ranges, missing = map_ranges(ram, kcore.segments)
+            details = {"vmcoreinfo": kcore.vmcoreinfo, "kcore_segments": len(kcore.segments),
+                       "ram_not_in_kcore": [{"start": s, "end": e} for s, e in missing]}
+        else:
+            ranges = direct_ranges(ram)
+            if name == "mem":
+                probe = next((s for s, e in ram if e >= 1 << 20), None)
+                if probe is not None:
+                    try:
+                        os.pread(fd, 4096, max(probe, 1 << 20))
+                    except OSError as exc:
+                        raise Refused(f"{path} is limited to the first 1 MiB (STRICT_DEVMEM): {exc.strerror}") \
+                            from None
+        if not ranges:
+            raise Refused(f"{path}: none of the System RAM ranges is readable through it")
+        return fd, ranges, details
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def collect(ctx: Context) -> Iterator[Item]:
+    fmt = ctx.opt("format", "lime")
+    facts: dict = {"format": fmt, "page_size": os.sysconf("SC_PAGE_SIZE"), "status": "refused"}
+    try:
+        facts["banner"] = read_text("/proc/version").strip()
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read the kernel banner", "/proc/version")
+    facts["lockdown"] = _lockdown()
+    facts["la57_cpu_flag"] = _la57_cpu_flag()
+    try:
+        yield from _plan(ctx, fmt, facts)
+    except Refused as exc:
+        facts["reason"] = str(exc)
+        yield Problem(f"memory not acquired: {exc}", level="error")
+    yield Record("memory", facts)
+
+
+def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
+    if os.geteuid() != 0:
+        raise Refused("not root (reading physical memory needs root)")
+    if facts["lockdown"] in ("integrity", "confidentiality"):
+        raise Refused(f"kernel lockdown is '{facts['lockdown']}': it forbids reading kernel memory")
+    try:
+        ram = parse_iomem(read_text("/proc/iomem", 16 << 20))
+    except OSError as exc:
+        raise Refused(f"/proc/iomem: {exc.strerror}") from None
+    if not ram:
+        raise Refused("/proc/iomem shows no System RAM ranges (addresses are hidden from this reader)")
+    facts["ram_ranges"] = [{"start": s, "end": e, "size": e - s + 1} for s, e in ram]
+    facts["ram_bytes"] = sum(e - s + 1 for s, e in ram)
+    limit = ctx.opt("memory_limit")
+    if limit and facts["ram_bytes"] > limit:
+        raise Refused(f"memory ({facts['ram_bytes']} bytes) is larger than --memory-limit ({limit})")
+    forced = ctx.opt("source")
+    candidates = [forced] if forced else list(SOURCES)
+    reasons = []
+    for name in candidates:
+        try:
+            fd, ranges, details = _open_source(name, SOURCES[name], ram)
+        except Refused as exc:
+            reasons.append(str(exc))
+            continue
+        break
+    else:
+        raise Refused("no usable memory source: " + "; ".join(reasons))
+    for reason in reasons:
+        yield Problem(f"memory source passed over: {reason}", level="info")
+    facts.update(details, source=SOURCES[name])
+    facts["pgtable_l5_enabled"] = details.get("vmcoreinfo", {}).get("NUMBER(pgtable_l5_enabled)") == "1" \
+        if "vmcoreinfo" in details else None
+    if facts["pgtable_l5_enabled"] or (facts["pgtable_l5_enabled"] is None and facts["la57_cpu_flag"]):
+        facts["five_level_paging"] = True
+        yield Problem(LA57_WARNING, level="warning")
+    for gap in details.get("ram_not_in_kcore", []):
+        yield Problem("System RAM range not present in kcore; left out of the image", level="warning", detail=gap)
+    facts["image_ranges"] = [{"start": r.start, "end": r.end, "size": r.size} for r in ranges]
+    length = lime_size(ranges) if fmt == "lime" else avml_bound(ranges)
+    budget = ctx.opt("space_available")
+    if budget is not None and length > budget:
+        os.close(fd)
+        raise Refused(f"not enough space for the image: up to {length} bytes needed, {budget} allowed")
+    stats = ImageStats()
+    opener: Callable = partial(lime_chunks, fd, ranges, stats) if fmt == "lime" else \
+        partial(avml_chunks, fd, ranges, stats, length)
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname()) or "host"
+    facts["status"] = "streaming"
+    facts["member"] = f"memory/{host}.{fmt}"
+    facts["declared_bytes"] = length
+    yield Stream(facts["member"], length, lambda stop: opener(stop=stop), partial(os.close, fd),
+                 meta={"memory_format": fmt, "memory_source": SOURCES[name]}, stats=stats)

@@ -1,0 +1,196 @@
+"""Memory image formats and the streaming reader.
+
+LiME: per range a 32-byte header (magic 0x4C694D45, version 1, start, end inclusive, 8 zero bytes)
+and the range's bytes. AVML (compressed): per block of at most 16 MiB a header with magic
+0x4C4D5641 and version 2, a snappy framed stream of the block and its length as a u64; all-zero
+blocks are skipped, as AVML does. Both are opened by volatility3 as they are.
+
+Reading runs in its own thread, ahead of the consumer (bounded), so reading, hashing and writing
+overlap: hashlib, pread and write all release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from collectors.memory.ranges import PhysRange
+
+BLOCK = 16 << 20
+LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
+HEADER = struct.Struct("<IIQQ8x")
+SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
+SNAPPY_CHUNK = 65536
+PAD_FRAME_MAX = (1 << 24) - 1
+PREFETCH_BLOCKS = 4
+_ZEROS = bytes(BLOCK)
+
+
+@dataclass
+class ImageStats:
+    bytes_read: int = 0
+    zero_blocks_skipped: int = 0
+    records: int = 0
+    padding_bytes: int = 0
+    read_errors: list[dict] = field(default_factory=list)
+
+
+def blocks(ranges: list[PhysRange], block: int = BLOCK) -> Iterator[tuple[int, int]]:
+    for r in ranges:
+        pos = r.start
+        while pos <= r.end:
+            size = min(block, r.end + 1 - pos)
+            yield pos, size
+            pos += size
+
+
+def lime_size(ranges: list[PhysRange]) -> int:
+    return sum(HEADER.size + r.size for r in ranges)
+
+
+def avml_record_bound(size: int) -> int:
+    """Largest AVML record for a block: header, stream id, one 8-byte frame header+CRC per 64 KiB
+    (incompressible data is stored as is), the block, the u64 trailer."""
+    return HEADER.size + len(SNAPPY_STREAM_ID) + size + 8 * -(-size // SNAPPY_CHUNK) + 8
+
+
+def avml_bound(ranges: list[PhysRange]) -> int:
+    # + a margin so that padding the last record always has room for a frame header
+    return sum(avml_record_bound(size) for _, size in blocks(ranges)) + 8
+
+
+class _Prefetcher:
+    """Reads blocks in order in a background thread; zero-fills (and records) what cannot be read."""
+
+    def __init__(self, fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Callable[[], bool]):
+        self.fd, self.ranges, self.stats, self.stop = fd, ranges, stats, stop
+        self.queue: queue.Queue = queue.Queue(maxsize=PREFETCH_BLOCKS)
+        self.cancel = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="memory-reader", daemon=True)
+        self.thread.start()
+
+    def _read_block(self, start: int, size: int) -> bytearray:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        for r in self.ranges:
+            if not r.start <= start <= r.end:
+                continue
+            for piece in r.pieces:
+                lo, hi = max(start, piece.start), min(start + size, piece.start + piece.length)
+                pos = lo
+                while pos < hi:
+                    try:
+                        got = os.preadv(self.fd, [view[pos - start:hi - start]], piece.offset + (pos - piece.start))
+                    except OSError as exc:
+                        self.stats.read_errors.append({"start": pos, "length": hi - pos, "errno": exc.errno,
+                                                       "error": exc.strerror})
+                        break  # the rest of this piece stays zero
+                    if got <= 0:
+                        self.stats.read_errors.append({"start": pos, "length": hi - pos, "error": "short read"})
+                        break
+                    pos += got
+                    self.stats.bytes_read += got
+        return buf
+
+    def _run(self) -> None:
+        try:
+            for start, size in blocks(self.ranges):
+                if self.cancel.is_set() or self.stop():
+                    break
+                item = (start, size, self._read_block(start, size))
+                while not self.cancel.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # handed to the consumer, never lost in a thread
+            self.queue.put(exc)
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytearray]]:
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel.set()
+
+
+def lime_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats,
+                stop: Callable[[], bool] = lambda: False) -> Iterator[bytes | bytearray]:
+    boundaries = {r.start: r for r in ranges}
+    for start, _size, data in _Prefetcher(fd, ranges, stats, stop):
+        if start in boundaries:
+            r = boundaries[start]
+            stats.records += 1
+            yield HEADER.pack(LIME_MAGIC, 1, r.start, r.end)
+        yield data
+
+
+def _padding_frames(length: int) -> bytes:
+    """Skippable snappy frames (type 0xfe) totalling ``length`` bytes (length >= 4)."""
+    out = []
+    while length:
+        body = min(PAD_FRAME_MAX, length - 4)
+        if length - (body + 4) and length - (body + 4) < 4:
+            body -= 4  # leave room for a last frame header
+        out.append(struct.pack("<I", 0xFE | body << 8) + bytes(body))
+        length -= body + 4
+    return b"".join(out)
+
+
+def avml_record(start: int, data: bytes | bytearray, padding: int = 0) -> bytes:
+    import cramjam  # snappy framed format at GB/s; imported only when AVML is asked for
+
+    framed = bytes(cramjam.snappy.compress(bytes(data)))
+    if padding:
+        framed = framed[:len(SNAPPY_STREAM_ID)] + _padding_frames(padding) + framed[len(SNAPPY_STREAM_ID):]
+    return HEADER.pack(AVML_MAGIC, 2, start, start + len(data) - 1) + framed + struct.pack("<Q", len(framed))
+
+
+def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, declared_size: int | None = None,
+                stop: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
+    """AVML records. With ``declared_size`` (a tar member's size fixed in advance) the last record
+    carries skippable padding frames so that the stream is exactly that long."""
+    total_blocks = sum(1 for _ in blocks(ranges))
+    written = 0
+    for index, (start, _size, data) in enumerate(_Prefetcher(fd, ranges, stats, stop)):
+        last = index == total_blocks - 1
+        if not last and data == _ZEROS[:len(data)]:
+            stats.zero_blocks_skipped += 1
+            continue
+        record = avml_record(start, data)
+        if last and declared_size is not None:
+            slack = declared_size - written - len(record)
+            if slack:
+                stats.padding_bytes = slack
+                record = avml_record(start, data, padding=slack)
+        stats.records += 1
+        written += len(record)
+        yield record
+
+
+class ChunkReader:
+    """Adapts a chunk iterator to ``read(n)`` returning at most n bytes (b"" at the end)."""
+
+    def __init__(self, chunks: Iterator[bytes | bytearray]):
+        self.chunks = chunks
+        self.current = memoryview(b"")
+
+    def read(self, n: int) -> bytes | memoryview:
+        while not len(self.current):
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return b""
+            self.current = memoryview(chunk)
+        out, self.current = self.current[:n], self.current[n:]
+        return out
