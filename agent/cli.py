@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("collect", help="collect evidence into a bundle")
-    c.add_argument("--output", "-o", required=True, metavar="DIR|-",
+    c.add_argument("--output", "-o", metavar="DIR|-",
                    help="directory for the bundle, or - to stream the bundle to stdout (nothing written to disk)")
     c.add_argument("--profile", default="triage", help="minimal | triage (default) | full (specs/profiles)")
     c.add_argument("--artifacts", help="comma-separated artifact names instead of the profile's list")
@@ -64,11 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop collecting after this long and seal a partial bundle (default: the profile's)")
     c.add_argument("--include-secrets", action="store_true",
                    help="also ship shadow hashes, private keys and secret-looking environment values")
-    c.add_argument("--compress", choices=("gzip", "none"), default="gzip", help="bundle compression (default gzip)")
+    c.add_argument("--compress", choices=("gzip", "none"),
+                   help="bundle compression (default: gzip; none when a memory image is taken, whose format "
+                   "decides: LiME raw, AVML snappy)")
     c.add_argument("--compress-level", type=int, default=6, choices=range(1, 10), metavar="1-9")
     c.add_argument("--min-free", type=_size, default=256 << 20, metavar="BYTES",
                    help="stop (partial bundle) when the output filesystem has less free space (default 256M)")
     c.add_argument("--no-nice", action="store_true", help="do not lower our CPU and I/O priority")
+    m = c.add_argument_group("memory")
+    m.add_argument("--memory", action="store_true", help="also take a memory image (after processes, before files)")
+    m.add_argument("--memory-format", choices=("lime", "avml"), default="lime",
+                   help="lime (default) or avml (AVML's snappy-compressed format; zero blocks skipped)")
+    m.add_argument("--memory-source", choices=("kcore", "crash", "mem"),
+                   help="force a source (default: /proc/kcore, then /dev/crash, then /dev/mem)")
+    m.add_argument("--memory-limit", type=_size, metavar="BYTES", help="refuse the image when RAM is larger")
+    m.add_argument("--max-disk-usage", type=_size, metavar="BYTES",
+                   help="the most this run may write to the output filesystem (checked before and during)")
+    m.add_argument("--memory-output", metavar="PATH",
+                   help="write only the memory image to PATH (no bundle); use with --profile memory")
+    m.add_argument("--memory-source-path", metavar="FILE",
+                   help="read the --memory-source from this file instead (a saved kcore, a test file)")
+    m.add_argument("--iomem-path", metavar="FILE", help="take the RAM ranges from this file instead of /proc/iomem")
     c.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
 
     v = sub.add_parser("verify", help="check a bundle's integrity; names any altered member")
@@ -167,14 +183,37 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     if not os.path.isdir(root):
         print(f"triagent: error: --root {args.root!r} is not a directory", file=sys.stderr)
         return EXIT_USAGE
+    if bool(args.output) == bool(args.memory_output):
+        print("triagent: error: give --output DIR|- (a bundle) or --memory-output PATH (only the image)",
+              file=sys.stderr)
+        return EXIT_USAGE
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
+    only = split(args.artifacts)
+    if args.memory_output:
+        only = ["memory"]
+    elif args.memory:
+        only = (only or [a.name for a in load_profile(args.profile).artifacts]) + ["memory"]
     try:
-        profile = load_profile(args.profile, only=split(args.artifacts), exclude=split(args.exclude))
+        profile = load_profile(args.profile, only=only, exclude=split(args.exclude))
         secrets = load_secrets()
     except SpecError as exc:
         print(f"triagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    with_memory = any(a.name == "memory" for a in profile.artifacts)
+    compress = args.compress or ("none" if with_memory else "gzip")
+    memory_options: dict[str, Any] = {"format": args.memory_format, "source": args.memory_source,
+                                      "memory_limit": args.memory_limit}
+    if args.memory_source_path:
+        memory_options["source_paths"] = {args.memory_source or "kcore": args.memory_source_path}
+        memory_options["source"] = args.memory_source or "kcore"
+    if args.iomem_path:
+        memory_options["iomem_path"] = args.iomem_path
     priority = {} if args.no_nice else _lower_priority()
+    if args.memory_output:
+        from agent.image_only import write_image
+
+        return write_image(args.memory_output, memory_options, stop, early_reasons, args.max_disk_usage,
+                           args.min_free, max_duration=args.max_duration or profile.max_duration_s)
 
     streaming = args.output == "-"
     bundle_path = None
@@ -187,7 +226,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         try:
             os.makedirs(args.output, exist_ok=True)
-            bundle_path = os.path.join(os.path.abspath(args.output), _bundle_name(args.compress))
+            bundle_path = os.path.join(os.path.abspath(args.output), _bundle_name(compress))
             fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             print(f"triagent: fatal: cannot create the bundle in {args.output!r}: {exc.strerror or exc}",
@@ -196,10 +235,11 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         out = os.fdopen(fd, "wb", buffering=1 << 20)
         summary_stream = sys.stdout
 
-    writer = BundleWriter(out, args.compress, args.compress_level)
+    writer = BundleWriter(out, compress, args.compress_level)
     options = RunOptions(root=root, include_secrets=args.include_secrets,
                          max_duration_s=args.max_duration or profile.max_duration_s,
                          min_free_bytes=args.min_free, output_dir=None if streaming else args.output,
+                         max_disk_usage=args.max_disk_usage, artifact_options={"memory": memory_options},
                          verbose=args.verbose)
     run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns, stop=stop)
     current["run"] = run
@@ -244,6 +284,7 @@ def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody:
         "warnings": sum(1 for e in run.log if e["level"] == "warning"),
         "duration_s": round((time.time_ns() - run.started_ns) / 1e9, 2),
         "stop_reason": run.stop_reason, "incomplete": not_complete[:5], "first_errors": problems[:5],
+        **run.highlights,
     }
     tool = custody.get("tool", {})
     if tool.get("frozen") and tool.get("unpack_fs") not in ("tmpfs", "ramfs", None):

@@ -5,6 +5,7 @@ under its own budget; the main thread is the only writer (the bundle), so a stop
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import queue
@@ -12,14 +13,15 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
 from agent.plan import ArtifactSpec, Profile
 from agent.redact import PemScrubber, Redactor, starts_with_private_key
-from collectors.base import Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
+from collectors.base import Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
+from collectors.memory.image import ChunkReader
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
@@ -46,6 +48,8 @@ class RunOptions:
     max_duration_s: float = 1800.0
     min_free_bytes: int = 256 << 20
     output_dir: str | None = None  # for the free-space guard; None when streaming
+    max_disk_usage: int | None = None  # the most the bundle may take on the output filesystem
+    artifact_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # from the command line
     verbose: bool = False
 
 
@@ -63,6 +67,8 @@ class Run:
     results: list[ArtifactResult] = field(default_factory=list)
     copied_paths: set[str] = field(default_factory=set)
     progress: Callable[[str], None] = lambda line: None
+    _budget_end: float = float("inf")
+    highlights: dict[str, Any] = field(default_factory=dict)  # short facts for the summary line
 
     @property
     def live(self) -> bool:
@@ -105,8 +111,11 @@ class Run:
     def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
         started = time.monotonic()
         budget_end = min(started + spec.budget_s, self.deadline)
-        ctx = Context(root=self.options.root, live=self.live, options=dict(spec.options),
+        options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
+        options["space_available"] = self._space_available()
+        ctx = Context(root=self.options.root, live=self.live, options=options,
                       include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end)
+        self._budget_end = budget_end
         items: queue.Queue = queue.Queue(maxsize=512)
         streams: dict[str, _JsonlStream] = {}
 
@@ -128,7 +137,7 @@ class Run:
 
         thread = threading.Thread(target=worker, name=f"collector:{spec.name}", daemon=True)
         thread.start()
-        result.status = "complete"
+        result.status = "running"
         while True:
             try:
                 item = items.get(timeout=0.2)
@@ -155,6 +164,8 @@ class Run:
                 self.note(spec.name, "error", f"collector failed: {result.reason}", traceback=item.trace)
                 break
             self._dispatch(spec.name, item, result, streams)
+        if result.status == "running":
+            result.status = "complete"
         for stream in streams.values():
             stream.flush(self.writer)
         result.seconds = round(time.monotonic() - started, 3)
@@ -193,10 +204,21 @@ class Run:
                 result.errors += 1
             elif item.level == "warning":
                 result.warnings += 1
-            self.note(artifact, item.level, item.message, path=item.path, errno=item.errno, detail=item.detail)
+            detail = dict(item.detail)
+            if "summary" in detail:  # a collector's word for the one-line summary
+                self.highlights[artifact.split(".")[0]] = detail.pop("summary")
+            if "artifact_status" in detail:  # e.g. a refusal: the artifact did not do its job
+                result.status = detail.pop("artifact_status")
+                result.reason = item.message
+            self.note(artifact, item.level, item.message, path=item.path, errno=item.errno, detail=detail)
         elif isinstance(item, FileCopy):
             try:
                 self._copy(artifact, item, result)
+            finally:
+                item.close()
+        elif isinstance(item, Stream):
+            try:
+                self._stream(artifact, item, result, streams)
             finally:
                 item.close()
         elif isinstance(item, SymlinkCopy):
@@ -251,16 +273,79 @@ class Run:
             result.warnings += 1
             self.note(artifact, "warning", f"copy incomplete: {entry['incomplete']['reason']}", path=item.path)
 
-    def _disk_ok(self, artifact: str) -> bool:
+    def _stream(self, artifact: str, item: Stream, result: ArtifactResult,
+                streams: dict[str, _JsonlStream]) -> None:
+        if not self._disk_ok(artifact):
+            return
+        budget_end = self._budget_end
+        checks = 0
+
+        def should_stop() -> bool:
+            nonlocal checks
+            checks += 1
+            if self.stop.is_set():
+                return True
+            if time.monotonic() > budget_end:
+                self.note(artifact, "error", "artifact time budget exhausted while streaming")
+                return True
+            return checks % 64 == 0 and not self._disk_ok(artifact)
+
+        started = time.monotonic()
+        image_hash = hashlib.sha256()
+        chunks = _hashing(item.open(should_stop), image_hash)
+        if item.length is not None:
+            entries = [self.writer.add_generated(item.name, ChunkReader(chunks).read, item.length, time.time_ns(),
+                                                 should_stop=should_stop, artifact=artifact, **item.meta)]
+        else:
+            entries = [self.writer.add_generated(f"{item.name}.part{i:04d}", part.read, len(part.data),
+                                                 time.time_ns(), artifact=artifact, part=i, **item.meta)
+                       for i, part in enumerate(_parts(chunks, PART_BYTES))]
+        chunks.close()
+        seconds = time.monotonic() - started
+        size = sum(e["size"] for e in entries)
+        stats = dict(vars(item.stats)) if item.stats is not None else {}
+        errors = stats.pop("read_errors", [])
+        entries[-1].update({k: v for k, v in stats.items() if v})
+        if errors:
+            result.errors += 1
+            self.note(artifact, "error", f"{len(errors)} regions could not be read and are zero-filled",
+                      detail={"first": errors[:20]})
+        incomplete = next((e["incomplete"] for e in entries if e.get("incomplete")), None)
+        if incomplete is None and item.length is None and should_stop():
+            incomplete = {"reason": self.stop_reason or "stopped"}
+        if incomplete:
+            result.status = "interrupted" if self.stop.is_set() else "timeout"
+            result.reason = incomplete["reason"]
+        record = {"member": item.name if item.length is not None else f"{item.name}.part*",
+                  "parts": len(entries) if item.length is None else None, "sha256": image_hash.hexdigest(),
+                  "bytes": size, "seconds": round(seconds, 3),
+                  "mb_per_s": round(size / 1e6 / seconds, 1) if seconds else None,
+                  "complete": not incomplete, **stats, "read_errors": errors[:100]}
+        stream = streams.setdefault("memory_image", _JsonlStream("memory_image", artifact))
+        stream.add(record, self.writer)
+        result.files += len(entries)
+        result.bytes += size
+        self.highlights["memory"] = {k: record[k] for k in ("member", "sha256", "bytes", "complete")}
+        self.note(artifact, "info", f"memory image {record['member']}: {size} bytes in {seconds:.1f}s, "
+                  f"sha256 {record['sha256']}" + (f" ({incomplete['reason']})" if incomplete else ""))
+
+    def _space_available(self) -> int | None:
+        """Bytes we may still write: free space above --min-free, within --max-disk-usage."""
         if not self.options.output_dir:
-            return True
+            return None
         try:
-            free = shutil.disk_usage(self.options.output_dir).free
+            free = shutil.disk_usage(self.options.output_dir).free - self.options.min_free_bytes
         except OSError:
+            return None
+        if self.options.max_disk_usage is not None:
+            free = min(free, self.options.max_disk_usage - self.writer.bytes_written)
+        return max(0, free)
+
+    def _disk_ok(self, artifact: str) -> bool:
+        available = self._space_available()
+        if available is None or available > 0:
             return True
-        if free >= self.options.min_free_bytes:
-            return True
-        self.request_stop(f"output disk nearly full ({free} bytes free, keeping {self.options.min_free_bytes})")
+        self.request_stop("output disk budget reached (--min-free / --max-disk-usage)")
         self.note(artifact, "error", self.stop_reason or "", errno=errno.ENOSPC)
         return False
 
@@ -268,7 +353,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        bad = {"failed", "timeout", "interrupted", "skipped"}
+        bad = {"failed", "timeout", "interrupted", "skipped", "refused"}
         return "partial" if self.stop.is_set() or any(r.status in bad for r in self.results) else "complete"
 
     def finish(self, custody: dict[str, Any]) -> str:
@@ -282,6 +367,47 @@ class Run:
                               .encode("utf-8", "backslashreplace"), now)
         return self.writer.seal({"format": "triagent-bundle/1", "status": self.status,
                                  "profile": self.profile.name, "started_ns": self.started_ns}, now)
+
+
+PART_BYTES = 32 << 20  # a stream of unknown size is written in parts of about this size
+
+
+def _hashing(chunks: Iterator[Any], digest: Any) -> Iterator[Any]:
+    """Pass chunks through, hashing them: the whole image's SHA-256, whatever members it spans."""
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+
+
+class _Part:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        out = self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+
+def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
+    """Group whole chunks (AVML records) into parts of about ``target`` bytes: each part is itself a
+    valid image of the records it holds."""
+    buffer: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        buffer.append(bytes(chunk))
+        size += len(chunk)
+        if size >= target:
+            yield _Part(b"".join(buffer))
+            buffer, size = [], 0
+    if buffer or size == 0:
+        yield _Part(b"".join(buffer))
 
 
 @dataclass

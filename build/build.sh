@@ -24,7 +24,7 @@ PY=/usr/bin/python3
 PYI_VERSION=6.22.3
 PATCH="$HERE/bootloader-tmpdir-fallback.patch"
 # The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
-PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests)
+PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests cramjam==2.14.0)
 
 log() { printf '[build] %s\n' "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -91,17 +91,18 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield from _plan(ctx, fmt, facts)
     except Refused as exc:
         facts["reason"] = str(exc)
-        yield Problem(f"memory not acquired: {exc}", level="error")
+        yield Problem(f"memory not acquired: {exc}", level="error",
+                      detail={"artifact_status": "refused", "summary": {"refused": str(exc)[:300]}})
     yield Record("memory", facts)
 
 
 def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and ctx.opt("require_root", True):
         raise Refused("not root (reading physical memory needs root)")
     if facts["lockdown"] in ("integrity", "confidentiality"):
         raise Refused(f"kernel lockdown is '{facts['lockdown']}': it forbids reading kernel memory")
     try:
-        ram = parse_iomem(read_text("/proc/iomem", 16 << 20))
+        ram = parse_iomem(read_text(ctx.opt("iomem_path", "/proc/iomem"), 16 << 20))
     except OSError as exc:
         raise Refused(f"/proc/iomem: {exc.strerror}") from None
     if not ram:
@@ -112,11 +113,12 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
     if limit and facts["ram_bytes"] > limit:
         raise Refused(f"memory ({facts['ram_bytes']} bytes) is larger than --memory-limit ({limit})")
     forced = ctx.opt("source")
+    paths = dict(SOURCES, **ctx.opt("source_paths", {}))  # tests and benchmarks point at synthetic files
     candidates = [forced] if forced else list(SOURCES)
     reasons = []
     for name in candidates:
         try:
-            fd, ranges, details = _open_source(name, SOURCES[name], ram)
+            fd, ranges, details = _open_source(name, paths[name], ram)
         except Refused as exc:
             reasons.append(str(exc))
             continue
@@ -125,7 +127,7 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
         raise Refused("no usable memory source: " + "; ".join(reasons))
     for reason in reasons:
         yield Problem(f"memory source passed over: {reason}", level="info")
-    facts.update(details, source=SOURCES[name])
+    facts.update(details, source=paths[name])
     facts["pgtable_l5_enabled"] = details.get("vmcoreinfo", {}).get("NUMBER(pgtable_l5_enabled)") == "1" \
         if "vmcoreinfo" in details else None
     if facts["pgtable_l5_enabled"] or (facts["pgtable_l5_enabled"] is None and facts["la57_cpu_flag"]):
@@ -134,17 +136,21 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
     for gap in details.get("ram_not_in_kcore", []):
         yield Problem("System RAM range not present in kcore; left out of the image", level="warning", detail=gap)
     facts["image_ranges"] = [{"start": r.start, "end": r.end, "size": r.size} for r in ranges]
-    length = lime_size(ranges) if fmt == "lime" else avml_bound(ranges)
+    bound = lime_size(ranges) if fmt == "lime" else avml_bound(ranges)
     budget = ctx.opt("space_available")
-    if budget is not None and length > budget:
+    if budget is not None and bound > budget:
         os.close(fd)
-        raise Refused(f"not enough space for the image: up to {length} bytes needed, {budget} allowed")
+        raise Refused(f"not enough space for the image: up to {bound} bytes needed, {budget} allowed")
     stats = ImageStats()
-    opener: Callable = partial(lime_chunks, fd, ranges, stats) if fmt == "lime" else \
-        partial(avml_chunks, fd, ranges, stats, length)
+
+    def opener(stop: Callable[[], bool]) -> Iterator[bytes]:
+        if fmt == "lime":
+            return lime_chunks(fd, ranges, stats, stop=stop)
+        return avml_chunks(fd, ranges, stats, stop=stop)
+
     host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname()) or "host"
     facts["status"] = "streaming"
     facts["member"] = f"memory/{host}.{fmt}"
-    facts["declared_bytes"] = length
-    yield Stream(facts["member"], length, lambda stop: opener(stop=stop), partial(os.close, fd),
-                 meta={"memory_format": fmt, "memory_source": SOURCES[name]}, stats=stats)
+    facts["max_bytes"] = bound
+    yield Stream(facts["member"], bound if fmt == "lime" else None, opener, partial(os.close, fd),
+                 meta={"memory_format": fmt, "memory_source": paths[name]}, stats=stats)

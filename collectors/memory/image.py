@@ -1,9 +1,10 @@
 """Memory image formats and the streaming reader.
 
 LiME: per range a 32-byte header (magic 0x4C694D45, version 1, start, end inclusive, 8 zero bytes)
-and the range's bytes. AVML (compressed): per block of at most 16 MiB a header with magic
-0x4C4D5641 and version 2, a snappy framed stream of the block and its length as a u64; all-zero
-blocks are skipped, as AVML does. Both are opened by volatility3 as they are.
+and the range's bytes; its size is known before reading. AVML (compressed): per block of at most
+16 MiB a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
+length as a u64; all-zero blocks are skipped, as AVML does; its size is known only at the end.
+Both are opened by volatility3 as they are.
 
 Reading runs in its own thread, ahead of the consumer (bounded), so reading, hashing and writing
 overlap: hashlib, pread and write all release the GIL.
@@ -25,7 +26,6 @@ LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
 HEADER = struct.Struct("<IIQQ8x")
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 SNAPPY_CHUNK = 65536
-PAD_FRAME_MAX = (1 << 24) - 1
 PREFETCH_BLOCKS = 4
 _ZEROS = bytes(BLOCK)
 
@@ -35,7 +35,6 @@ class ImageStats:
     bytes_read: int = 0
     zero_blocks_skipped: int = 0
     records: int = 0
-    padding_bytes: int = 0
     read_errors: list[dict] = field(default_factory=list)
 
 
@@ -59,8 +58,7 @@ def avml_record_bound(size: int) -> int:
 
 
 def avml_bound(ranges: list[PhysRange]) -> int:
-    # + a margin so that padding the last record always has room for a frame header
-    return sum(avml_record_bound(size) for _, size in blocks(ranges)) + 8
+    return sum(avml_record_bound(size) for _, size in blocks(ranges))
 
 
 class _Prefetcher:
@@ -136,47 +134,22 @@ def lime_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats,
         yield data
 
 
-def _padding_frames(length: int) -> bytes:
-    """Skippable snappy frames (type 0xfe) totalling ``length`` bytes (length >= 4)."""
-    out = []
-    while length:
-        body = min(PAD_FRAME_MAX, length - 4)
-        if length - (body + 4) and length - (body + 4) < 4:
-            body -= 4  # leave room for a last frame header
-        out.append(struct.pack("<I", 0xFE | body << 8) + bytes(body))
-        length -= body + 4
-    return b"".join(out)
-
-
-def avml_record(start: int, data: bytes | bytearray, padding: int = 0) -> bytes:
+def avml_record(start: int, data: bytes | bytearray) -> bytes:
     import cramjam  # snappy framed format at GB/s; imported only when AVML is asked for
 
     framed = bytes(cramjam.snappy.compress(bytes(data)))
-    if padding:
-        framed = framed[:len(SNAPPY_STREAM_ID)] + _padding_frames(padding) + framed[len(SNAPPY_STREAM_ID):]
     return HEADER.pack(AVML_MAGIC, 2, start, start + len(data) - 1) + framed + struct.pack("<Q", len(framed))
 
 
-def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, declared_size: int | None = None,
+def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats,
                 stop: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
-    """AVML records. With ``declared_size`` (a tar member's size fixed in advance) the last record
-    carries skippable padding frames so that the stream is exactly that long."""
-    total_blocks = sum(1 for _ in blocks(ranges))
-    written = 0
-    for index, (start, _size, data) in enumerate(_Prefetcher(fd, ranges, stats, stop)):
-        last = index == total_blocks - 1
-        if not last and data == _ZEROS[:len(data)]:
+    """AVML records, one per block; all-zero blocks are skipped (counted in stats)."""
+    for start, _size, data in _Prefetcher(fd, ranges, stats, stop):
+        if data == _ZEROS[:len(data)]:
             stats.zero_blocks_skipped += 1
             continue
-        record = avml_record(start, data)
-        if last and declared_size is not None:
-            slack = declared_size - written - len(record)
-            if slack:
-                stats.padding_bytes = slack
-                record = avml_record(start, data, padding=slack)
         stats.records += 1
-        written += len(record)
-        yield record
+        yield avml_record(start, data)
 
 
 class ChunkReader:

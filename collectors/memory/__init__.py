@@ -1,0 +1,1 @@
+"""Physical memory acquisition: ranges, image formats, the collector."""

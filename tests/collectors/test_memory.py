@@ -1,0 +1,158 @@
+"""Memory acquisition on synthetic kcore files: range mapping, formats, refusals, corrupt input."""
+
+from __future__ import annotations
+
+import struct
+
+import cramjam
+import kcore_fixture
+import pytest
+
+from collectors.base import Context, Problem, Record, Stream
+from collectors.memory import collector
+from collectors.memory.image import AVML_MAGIC, LIME_MAGIC
+from collectors.memory.ranges import KcoreError, Segment, map_ranges, parse_iomem, parse_kcore
+
+MiB = 1 << 20
+RAM = [(0x1000, 0x9EFFF), (0x100000, 0x100000 + 6 * MiB - 1), (0x100000000, 0x100000000 + 3 * MiB - 1)]
+
+
+def _acquire(syn, fmt="lime", **options):
+    ctx = Context(root="/", live=True, options={"format": fmt, "iomem_path": str(syn.iomem),
+                                                 "source_paths": {"kcore": str(syn.kcore)}, "source": "kcore",
+                                                 **options})
+    facts, problems, image = {}, [], None
+    for item in collector.collect(ctx):
+        if isinstance(item, Record):
+            facts = item.data
+        elif isinstance(item, Problem):
+            problems.append(item)
+        elif isinstance(item, Stream):
+            data = b"".join(bytes(c) for c in item.open(lambda: False))
+            item.close()
+            image = (item, data)
+    return facts, problems, image
+
+
+def parse_lime(data: bytes) -> list[tuple[int, int, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        magic, version, start, end = struct.unpack_from("<IIQQ", data, pos)
+        assert (magic, version) == (LIME_MAGIC, 1)
+        size = end - start + 1
+        out.append((start, end, data[pos + 32:pos + 32 + size]))
+        pos += 32 + size
+    return out
+
+
+def parse_avml(data: bytes) -> list[tuple[int, int, bytes]]:
+    """Walk the framed snappy stream of each record until the header's length is decoded (skipping
+    padding frames), then check the u64 trailer against the stream length."""
+    out, pos = [], 0
+    while pos < len(data):
+        magic, version, start, end = struct.unpack_from("<IIQQ", data, pos)
+        assert (magic, version) == (AVML_MAGIC, 2)
+        stream = pos = pos + 32
+        block = b""
+        while len(block) < end - start + 1:
+            (header,) = struct.unpack_from("<I", data, pos)
+            kind, size = header & 0xFF, header >> 8
+            frame = data[pos + 8:pos + 4 + size]  # data frames: 4-byte CRC first
+            if kind == 0:
+                block += bytes(cramjam.snappy.decompress_raw(frame))
+            elif kind == 1:
+                block += frame
+            else:
+                assert kind in (0xFF, 0xFE)  # stream identifier, padding
+            pos += 4 + size
+        assert len(block) == end - start + 1
+        assert struct.unpack_from("<Q", data, pos)[0] == pos - stream
+        assert bytes(cramjam.snappy.decompress(data[stream:pos])) == block  # a valid framed stream as a whole
+        out.append((start, end, block))
+        pos += 8
+    return out
+
+
+def test_iomem_top_level_ram_only():
+    text = ("00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n00100000-bfffffff : System RAM\n"
+            "  01000000-0220bb07 : Kernel code\n  02000000-02ffffff : System RAM\n"
+            "100000000-63fffffff : System RAM\nfec00000-fec003ff : IOAPIC 0\n")
+    assert parse_iomem(text) == [(0x1000, 0x9FBFF), (0x100000, 0xBFFFFFFF), (0x100000000, 0x63FFFFFFF)]
+    assert parse_iomem("00000000-00000000 : System RAM\n00000000-00000000 : System RAM\n") == []
+
+
+def test_text_alias_not_written_twice_and_unbacked_segments_skipped():
+    segs = [Segment(0xFFFF888000100000, 0x100000, 0x1000, 0x10000, ), Segment(0xFFFFFFFF81000000, 0x100000, 0x2000,
+                                                                              0x400),
+            Segment(0xFFFFC90000000000, 0xFFFFFFFFFFFFFFFF, 0x9000, 0x1000)]
+    ranges, missing = map_ranges([(0x100000, 0x10FFFF)], segs)
+    assert [(r.start, r.end) for r in ranges] == [(0x100000, 0x10FFFF)]
+    assert [(p.start, p.length, p.offset) for p in ranges[0].pieces] == [(0x100000, 0x10000, 0x1000)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("fmt", ["lime", "avml"])
+def test_image_matches_physical_memory(tmp_path, fmt):
+    syn = kcore_fixture.build(tmp_path, RAM, text_over=0x100000 + MiB, zero_pages=[0x100000 + 2 * MiB],
+                              extra_gap=(0x200000000, 0x2000FFFFF))
+    facts, problems, (item, data) = _acquire(syn, fmt)
+    assert facts["status"] == "streaming" and facts["pgtable_l5_enabled"] is False
+    assert [(r["start"], r["end"]) for r in facts["image_ranges"]] == RAM  # above 4 GiB included
+    assert any("not present in kcore" in p.message for p in problems)  # the RAM kcore does not map
+    records = parse_lime(data) if fmt == "lime" else parse_avml(data)
+    assert len(data) == item.length if fmt == "lime" else item.length is None
+    got = {}
+    for start, _end, block in records:
+        assert b"\xcc" * 64 not in block  # vmalloc/module segments never enter the image
+        got[start] = block
+    for start, end in RAM:
+        covered = b"".join(got[s] for s in sorted(got) if start <= s <= end)
+        expected = bytearray(kcore_fixture.pattern(start, end - start + 1))
+        zp = 0x100000 + 2 * MiB
+        if start <= zp <= end:
+            expected[zp - start:zp - start + 4096] = bytes(4096)
+        if fmt == "lime":
+            assert covered == expected
+        else:
+            assert covered == bytes(expected)  # no block of this RAM is all zero: nothing skipped
+    if fmt == "lime":
+        assert item.length == sum(32 + e - s + 1 for s, e in RAM)
+
+
+def test_avml_skips_zero_blocks(tmp_path):
+    zero_range = [(0x100000, 0x100000 + 48 * MiB - 1)]
+    syn = kcore_fixture.build(tmp_path, zero_range, zero_pages=list(range(0x100000, 0x100000 + 32 * MiB, 4096)))
+    _, _, (item, data) = _acquire(syn, "avml")
+    assert item.length is None and item.stats.zero_blocks_skipped == 2
+    decoded = parse_avml(data)
+    assert [s for s, _, _ in decoded] == [0x100000 + 32 * MiB]  # the two zero blocks are skipped
+    assert decoded[0][2] == kcore_fixture.pattern(0x100000 + 32 * MiB, 16 * MiB)
+
+
+def test_la57_is_reported(tmp_path):
+    syn = kcore_fixture.build(tmp_path, RAM[:2], la57=True)
+    facts, problems, _ = _acquire(syn)
+    assert facts["pgtable_l5_enabled"] is True and facts["five_level_paging"] is True
+    assert any("5-level paging" in p.message and "volatility3" in p.message for p in problems)
+
+
+@pytest.mark.parametrize("damage", ["not-elf", "truncated-table", "elf32", "empty"])
+def test_corrupt_kcore_is_a_clean_refusal(tmp_path, damage):
+    syn = kcore_fixture.build(tmp_path, RAM[:2])
+    data = syn.kcore.read_bytes()[:4096]
+    broken = {"not-elf": b"GARBAGE!" + data[8:], "truncated-table": data[:80], "elf32": data[:4] + b"\x01" + data[5:],
+              "empty": b""}[damage]
+    syn.kcore.write_bytes(broken)
+    facts, problems, image = _acquire(syn)
+    assert image is None and facts["status"] == "refused"
+    assert any(p.detail.get("artifact_status") == "refused" for p in problems)
+    with pytest.raises(KcoreError):
+        parse_kcore(lambda off, n: broken[off:off + n])
+
+
+def test_memory_limit_and_space_refusals(tmp_path):
+    syn = kcore_fixture.build(tmp_path, RAM[:2])
+    facts, problems, image = _acquire(syn, memory_limit=1 * MiB)
+    assert image is None and "--memory-limit" in facts["reason"]
+    facts, problems, image = _acquire(syn, space_available=1000)
+    assert image is None and "not enough space" in facts["reason"]

@@ -1,0 +1,125 @@
+"""collect --memory end to end on a synthetic kcore: the bundle verifies, the image holds exactly
+physical memory, and volatility3's own LiME and AVML layers read it back."""
+
+from __future__ import annotations
+
+import ctypes.util
+import hashlib
+import json
+import signal
+import subprocess
+import time
+
+import kcore_fixture
+import pytest
+from conftest import REPO, members, need, run_triagent, summary_of, triagent_source
+
+MiB = 1 << 20
+RAM = [(0x1000, 0x9EFFF), (0x100000, 0x100000 + 20 * MiB - 1), (0x100000000, 0x100000000 + 8 * MiB - 1)]
+PROBES = [0x1000, 0x9EFF0, 0x100000 + 7 * MiB + 123, 0x100000000 + 5 * MiB + 9, 0x100000000 + 8 * MiB - 16]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return kcore_fixture.build(tmp_path_factory.mktemp("kcore"), RAM, text_over=0x100000 + MiB)
+
+
+def _memory_args(syn) -> list[str]:
+    return ["--memory-source", "kcore", "--memory-source-path", str(syn.kcore), "--iomem-path", str(syn.iomem)]
+
+
+def _volatility_read(path: str, layer_kind: str, addr: int, n: int) -> bytes:
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import avml, lime, physical
+
+    ctx = contexts.Context()
+    ctx.config["base.location"] = "file://" + path
+    ctx.add_layer(physical.FileLayer(ctx, "base", "base"))
+    ctx.config["mem.base_layer"] = "base"
+    cls = lime.LimeLayer if layer_kind == "lime" else avml.AVMLLayer
+    layer = cls(ctx, "mem", "mem")
+    ctx.add_layer(layer)
+    return layer.read(addr, n)
+
+
+def test_lime_in_the_bundle(synthetic, tmp_path):
+    proc = run_triagent(["collect", "--memory", "--artifacts", "clock", "--output", str(tmp_path)]
+                        + _memory_args(synthetic))
+    summary = summary_of(proc)
+    assert proc.returncode == 0 and summary["status"] == "complete", summary
+    assert summary["memory"]["complete"] is True and summary["bundle"].endswith(".tar")  # raw: LiME is raw
+    assert run_triagent(["verify", summary["bundle"]]).returncode == 0
+    m = members(summary["bundle"])
+    name = summary["memory"]["member"]
+    image = m[name]
+    assert hashlib.sha256(image).hexdigest() == summary["memory"]["sha256"]
+    assert len(image) == sum(32 + e - s + 1 for s, e in RAM)  # the kernel-text alias is not written twice
+    out = tmp_path / "mem.lime"
+    out.write_bytes(image)
+    for addr in PROBES:
+        assert _volatility_read(str(out), "lime", addr, 16) == kcore_fixture.pattern(addr, 16)
+    facts = json.loads(m["triagent/artifacts/memory.jsonl"].splitlines()[0])
+    assert facts["banner"].startswith("Linux version") and facts["page_size"] == 4096
+    assert facts["pgtable_l5_enabled"] is False and facts["source"] == str(synthetic.kcore)
+    manifest = json.loads(m["triagent/manifest.json"])
+    entry = next(e for e in manifest["members"] if e["name"] == name)
+    assert entry["memory_format"] == "lime" and entry["mode"] == 0o400
+
+
+def test_avml_in_the_bundle_in_parts(synthetic, tmp_path):
+    need(ctypes.util.find_library("snappy") is not None, "volatility3's AVML layer needs libsnappy (libsnappy1v5)")
+    proc = run_triagent(["collect", "--memory", "--memory-format", "avml", "--artifacts", "clock", "--output",
+                         str(tmp_path)] + _memory_args(synthetic))
+    summary = summary_of(proc)
+    assert proc.returncode == 0, summary
+    assert run_triagent(["verify", summary["bundle"]]).returncode == 0
+    m = members(summary["bundle"])
+    parts = sorted(n for n in m if n.startswith("memory/") and ".avml.part" in n)
+    assert parts
+    image = b"".join(m[n] for n in parts)
+    assert hashlib.sha256(image).hexdigest() == summary["memory"]["sha256"]
+    out = tmp_path / "mem.avml"
+    out.write_bytes(image)
+    for addr in PROBES:
+        assert _volatility_read(str(out), "avml", addr, 16) == kcore_fixture.pattern(addr, 16)
+
+
+@pytest.mark.parametrize("fmt", ["lime", "avml"])
+def test_image_only_output(synthetic, tmp_path, fmt):
+    path = tmp_path / f"image.{fmt}"
+    proc = run_triagent(["collect", "--profile", "memory", "--memory-format", fmt, "--memory-output", str(path)]
+                        + _memory_args(synthetic))
+    summary = summary_of(proc)
+    assert proc.returncode == 0 and summary["status"] == "complete", summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # only the image
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == summary["sha256"]
+    if fmt == "lime" or ctypes.util.find_library("snappy"):
+        assert _volatility_read(str(path), fmt, PROBES[3], 32) == kcore_fixture.pattern(PROBES[3], 32)
+
+
+def test_refusal_is_a_line_and_the_run_goes_on(synthetic, tmp_path):
+    proc = run_triagent(["collect", "--memory", "--artifacts", "clock,processes", "--memory-limit", "1M",
+                         "--output", str(tmp_path)] + _memory_args(synthetic))
+    summary = summary_of(proc)
+    assert proc.returncode == 1 and summary["status"] == "partial"
+    assert "--memory-limit" in summary["memory"]["refused"]
+    assert summary["artifacts"] == {"complete": 2, "refused": 1}
+    assert run_triagent(["verify", summary["bundle"]]).returncode == 0
+
+
+def test_sigterm_while_the_image_streams(tmp_path):
+    syn = kcore_fixture.build(tmp_path / "big", [(0x100000, 0x100000 + 768 * MiB - 1)])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(triagent_source() + ["collect", "--memory", "--artifacts", "clock", "--output",
+                                                 str(out)] + _memory_args(syn),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (list(out.glob("*.tar")) and list(out.glob("*.tar"))[0].stat().st_size
+                                               > 64 * MiB):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    summary = json.loads(stdout)
+    assert proc.returncode == 1 and summary["status"] == "partial", stderr.decode()[-2000:]
+    assert summary["memory"]["complete"] is False
+    assert run_triagent(["verify", summary["bundle"]]).returncode == 0
