@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -60,7 +62,13 @@ def member_name(name: str | bytes) -> bytes:
 
 
 class _Output:
-    """Byte sink: optional gzip, counts and hashes what reaches the file (the bundle's SHA-256)."""
+    """Byte sink: optional gzip, counts and hashes what reaches the file (the bundle's SHA-256).
+
+    Compression, hashing and writing run in their own thread, overlapping the caller's work (the
+    member hash, reading the source). Callers must not change a buffer after passing it, for
+    ``QUEUE + 1`` further writes; an error in the thread is raised at the next write or at finish."""
+
+    QUEUE = 8
 
     def __init__(self, out: BinaryIO, compress: str, level: int):
         self.out = out
@@ -69,6 +77,10 @@ class _Output:
         self.tar_bytes = 0
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15) if compress == "gzip" else None
         self._crc = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
+        self._thread.start()
         if self._deflate:
             self._emit(GZIP_HEADER)
 
@@ -78,15 +90,30 @@ class _Output:
             self.sha256.update(data)
             self.bytes_out += len(data)
 
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the caller learns of the error at its next write
+            try:
+                if self._deflate:
+                    self._crc = zlib.crc32(data, self._crc)
+                    self._emit(self._deflate.compress(data))
+                else:
+                    self._emit(data)
+            except BaseException as exc:
+                self._error = exc
+
     def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
         self.tar_bytes += len(data)
-        if self._deflate:
-            self._crc = zlib.crc32(data, self._crc)
-            self._emit(self._deflate.compress(data))
-        else:
-            self._emit(data)
+        self._queue.put(data)
 
     def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
         if self._deflate:
             self._emit(self._deflate.flush())
             self._emit(struct.pack("<II", self._crc, self.tar_bytes & 0xFFFFFFFF))
@@ -95,6 +122,8 @@ class _Output:
 
 
 class BundleWriter:
+    QUEUE_DEPTH = _Output.QUEUE
+
     def __init__(self, out: BinaryIO, compress: str = "gzip", level: int = 6):
         self._out = _Output(out, compress, level)
         self.compress = compress

@@ -18,12 +18,13 @@ from collectors.base import Context, Problem, Record, Stream
 from collectors.memory.collector import collect
 
 EXIT_COMPLETE, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 3
+WRITE_QUEUE = 4  # chunks waiting for the writer thread
 
 
 class _Writer:
     def __init__(self, fd: int):
         self.fd = fd
-        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.error: OSError | None = None
         self.thread = threading.Thread(target=self._run, name="image-writer", daemon=True)
         self.thread.start()
@@ -113,7 +114,7 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
     writer = _Writer(fd)
     started = time.monotonic()
     try:
-        for chunk in item.open(should_stop):
+        for chunk in item.open(should_stop, WRITE_QUEUE + 1):
             digest.update(chunk)
             writer.write(chunk)
             written += len(chunk)

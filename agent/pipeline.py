@@ -291,12 +291,15 @@ class Run:
             return checks % 64 == 0 and not self._disk_ok(artifact)
 
         started = time.monotonic()
-        image_hash = hashlib.sha256()
-        chunks = _hashing(item.open(should_stop), image_hash)
+        image_hash = None
+        # chunks may be views of reused buffers: they must outlive the writer thread's queue
+        chunks = item.open(should_stop, self.writer.QUEUE_DEPTH + 2)
         if item.length is not None:
             entries = [self.writer.add_generated(item.name, ChunkReader(chunks).read, item.length, time.time_ns(),
                                                  should_stop=should_stop, artifact=artifact, **item.meta)]
         else:
+            image_hash = hashlib.sha256()  # over all parts: the whole image's hash
+            chunks = _hashing(chunks, image_hash)
             entries = [self.writer.add_generated(f"{item.name}.part{i:04d}", part.read, len(part.data),
                                                  time.time_ns(), artifact=artifact, part=i, **item.meta)
                        for i, part in enumerate(_parts(chunks, PART_BYTES))]
@@ -317,7 +320,8 @@ class Run:
             result.status = "interrupted" if self.stop.is_set() else "timeout"
             result.reason = incomplete["reason"]
         record = {"member": item.name if item.length is not None else f"{item.name}.part*",
-                  "parts": len(entries) if item.length is None else None, "sha256": image_hash.hexdigest(),
+                  "parts": len(entries) if item.length is None else None,
+                  "sha256": image_hash.hexdigest() if image_hash else entries[0]["sha256"],
                   "bytes": size, "seconds": round(seconds, 3),
                   "mb_per_s": round(size / 1e6 / seconds, 1) if seconds else None,
                   "complete": not incomplete, **stats, "read_errors": errors[:100]}

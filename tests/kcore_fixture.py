@@ -6,6 +6,7 @@ for byte without keeping a copy."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +36,12 @@ def _note(name: bytes, desc: bytes, ntype: int = 0) -> bytes:
 
 
 def build(directory: Path, ram: list[tuple[int, int]], la57: bool = False, zero_pages: list[int] = (),
-          text_over: int | None = None, extra_gap: tuple[int, int] | None = None) -> Synthetic:
+          text_over: int | None = None, extra_gap: tuple[int, int] | None = None,
+          fill: Callable[[int, int], bytes] = pattern) -> Synthetic:
     """Write a kcore with a direct-map PT_LOAD per RAM range, a kernel-text alias of ``text_over``
     (a physical address inside RAM), vmalloc and module segments without physical addresses, and a
-    VMCOREINFO note. ``extra_gap`` is RAM listed in iomem but missing from kcore."""
+    VMCOREINFO note. ``extra_gap`` is RAM listed in iomem but missing from kcore. ``fill(paddr, n)``
+    gives page contents (default: the address pattern)."""
     directory.mkdir(parents=True, exist_ok=True)
     info = f"OSRELEASE=6.1.0-synthetic\nPAGESIZE=4096\nNUMBER(pgtable_l5_enabled)={int(la57)}\n".encode()
     note = _note(b"CORE", b"\0" * 16, 1) + _note(b"VMCOREINFO", info)
@@ -74,7 +77,7 @@ def build(directory: Path, ram: list[tuple[int, int]], la57: bool = False, zero_
             pos = 0
             while pos < size:
                 n = min(1 << 20, size - pos)
-                block = bytearray(pattern(src + pos, n))
+                block = bytearray(fill(src + pos, n))
                 for zp in zero_pages:
                     lo, hi = max(zp, src + pos), min(zp + 4096, src + pos + n)
                     if lo < hi:

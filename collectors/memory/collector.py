@@ -143,10 +143,9 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
         raise Refused(f"not enough space for the image: up to {bound} bytes needed, {budget} allowed")
     stats = ImageStats()
 
-    def opener(stop: Callable[[], bool]) -> Iterator[bytes]:
-        if fmt == "lime":
-            return lime_chunks(fd, ranges, stats, stop=stop)
-        return avml_chunks(fd, ranges, stats, stop=stop)
+    def opener(stop: Callable[[], bool], consumer_lag: int = 0) -> Iterator[bytes]:
+        chunks = lime_chunks if fmt == "lime" else avml_chunks
+        return chunks(fd, ranges, stats, stop=stop, consumer_lag=consumer_lag)
 
     host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname()) or "host"
     facts["status"] = "streaming"
