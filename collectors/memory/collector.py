@@ -25,9 +25,9 @@ class Refused(Exception):
     pass
 
 
-def _lockdown() -> str | None:
+def _lockdown(path: str = "/sys/kernel/security/lockdown") -> str | None:
     try:
-        text = read_text("/sys/kernel/security/lockdown")
+        text = read_text(path)
     except OSError:
         return None
     chosen = text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
@@ -85,7 +85,7 @@ def collect(ctx: Context) -> Iterator[Item]:
         facts["banner"] = read_text("/proc/version").strip()
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot read the kernel banner", "/proc/version")
-    facts["lockdown"] = _lockdown()
+    facts["lockdown"] = _lockdown(ctx.opt("lockdown_path", "/sys/kernel/security/lockdown"))
     facts["la57_cpu_flag"] = _la57_cpu_flag()
     try:
         yield from _plan(ctx, fmt, facts)

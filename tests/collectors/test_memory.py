@@ -156,3 +156,20 @@ def test_memory_limit_and_space_refusals(tmp_path):
     assert image is None and "--memory-limit" in facts["reason"]
     facts, problems, image = _acquire(syn, space_available=1000)
     assert image is None and "not enough space" in facts["reason"]
+
+
+def test_lockdown_and_missing_source_refusals(tmp_path):
+    syn = kcore_fixture.build(tmp_path, RAM[:2])
+    lockdown = tmp_path / "lockdown"
+    lockdown.write_text("none [integrity] confidentiality\n")
+    facts, problems, image = _acquire(syn, lockdown_path=str(lockdown))
+    assert image is None and facts["lockdown"] == "integrity" and "lockdown" in facts["reason"]
+    lockdown.write_text("[none] integrity confidentiality\n")
+    facts, _, image = _acquire(syn, lockdown_path=str(lockdown))
+    assert image is not None and facts["lockdown"] == "none"
+    facts, _, image = _acquire(syn, source_paths={"kcore": str(tmp_path / "missing")})
+    assert image is None and "No such file" in facts["reason"]
+    unreadable = tmp_path / "iomem-hidden"
+    unreadable.write_text("00000000-00000000 : System RAM\n")  # what a non-root reader sees
+    facts, _, image = _acquire(syn, iomem_path=str(unreadable))
+    assert image is None and "no System RAM" in facts["reason"]

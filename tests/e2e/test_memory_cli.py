@@ -123,3 +123,23 @@ def test_sigterm_while_the_image_streams(tmp_path):
     assert proc.returncode == 1 and summary["status"] == "partial", stderr.decode()[-2000:]
     assert summary["memory"]["complete"] is False
     assert run_triagent(["verify", summary["bundle"]]).returncode == 0
+
+
+def test_not_root_is_a_refusal_not_a_traceback(synthetic):
+    import os
+    import shutil
+    import tempfile
+
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed to run as nobody")
+    out = tempfile.mkdtemp(prefix="triagent-nobody-")
+    os.chmod(out, 0o777)
+    try:
+        proc = run_triagent(["collect", "--memory", "--artifacts", "clock", "--output", out, "--iomem-path",
+                             str(synthetic.iomem)],
+                            cmd=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + triagent_source())
+        summary = summary_of(proc)
+        assert proc.returncode == 1 and "not root" in summary["memory"]["refused"], proc.stderr.decode()[-2000:]
+        assert b"Traceback" not in proc.stderr
+        assert run_triagent(["verify", summary["bundle"]]).returncode == 0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
