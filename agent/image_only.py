@@ -16,6 +16,7 @@ from typing import Any
 from agent.plan import load_profile
 from collectors.base import Context, Problem, Record, Stream
 from collectors.memory.collector import collect
+from collectors.memory.image import Companion
 
 EXIT_COMPLETE, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 3
 WRITE_QUEUE = 4  # chunks waiting for the writer thread
@@ -112,9 +113,14 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
 
     digest = hashlib.sha256()
     writer = _Writer(fd)
+    companion: dict[str, Any] = {}
     started = time.monotonic()
     try:
         for chunk in item.open(should_stop, WRITE_QUEUE + 1):
+            if isinstance(chunk, Companion):
+                _write_companion(companion, path + ".companion.lime", chunk)
+                written += len(chunk)
+                continue
             digest.update(chunk)
             writer.write(chunk)
             written += len(chunk)
@@ -124,11 +130,28 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
         reason.append(f"write failed: {exc.strerror}")
     finally:
         os.close(fd)
+        if "fd" in companion:
+            os.close(companion["fd"])
     seconds = time.monotonic() - started
     stats = vars(item.stats) if item.stats is not None else {}
     out = {"sha256": digest.hexdigest(), "bytes": written, "seconds": round(seconds, 2),
            "mb_per_s": round(written / 1e6 / seconds, 1) if seconds else None,
            "zero_blocks_skipped": stats.get("zero_blocks_skipped"), "read_errors": len(stats.get("read_errors", []))}
+    if companion:
+        out["companion"] = {"path": path + ".companion.lime", "sha256": companion["hash"].hexdigest(),
+                            "bytes": companion["bytes"]}
     if reason:
         out.update(stopped=True, stop_reason=reason[0])
     return out
+
+
+def _write_companion(state: dict[str, Any], path: str, chunk: bytes) -> None:
+    """Memory an AVML image cannot hold for volatility3 (incompressible pages), as a LiME file."""
+    if "fd" not in state:
+        state.update(fd=os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
+                     hash=hashlib.sha256(), bytes=0)
+    state["hash"].update(chunk)
+    state["bytes"] += len(chunk)
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(state["fd"], view):]

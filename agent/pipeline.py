@@ -21,7 +21,7 @@ from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
 from agent.plan import ArtifactSpec, Profile
 from agent.redact import PemScrubber, Redactor, starts_with_private_key
 from collectors.base import Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
-from collectors.memory.image import ChunkReader
+from collectors.memory.image import ChunkReader, Companion
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
@@ -299,10 +299,16 @@ class Run:
                                                  should_stop=should_stop, artifact=artifact, **item.meta)]
         else:
             image_hash = hashlib.sha256()  # over all parts: the whole image's hash
-            chunks = _hashing(chunks, image_hash)
-            entries = [self.writer.add_generated(f"{item.name}.part{i:04d}", part.read, len(part.data),
-                                                 time.time_ns(), artifact=artifact, part=i, **item.meta)
-                       for i, part in enumerate(_parts(chunks, PART_BYTES))]
+            companion_hash = hashlib.sha256()
+            entries, counters = [], {False: 0, True: 0}
+            for part in _parts(chunks, PART_BYTES):
+                (companion_hash if part.companion else image_hash).update(part.data)
+                base = f"{item.name}-companion.lime" if part.companion else item.name
+                entries.append(self.writer.add_generated(
+                    f"{base}.part{counters[part.companion]:04d}", part.read, len(part.data), time.time_ns(),
+                    artifact=artifact, part=counters[part.companion], companion=part.companion or None,
+                    **item.meta))
+                counters[part.companion] += 1
         chunks.close()
         seconds = time.monotonic() - started
         size = sum(e["size"] for e in entries)
@@ -325,6 +331,10 @@ class Run:
                   "bytes": size, "seconds": round(seconds, 3),
                   "mb_per_s": round(size / 1e6 / seconds, 1) if seconds else None,
                   "complete": not incomplete, **stats, "read_errors": errors[:100]}
+        if image_hash is not None and entries and any(e.get("companion") for e in entries):
+            record["companion"] = {"member": f"{item.name}-companion.lime.part*",
+                                   "sha256": companion_hash.hexdigest(),
+                                   "why": "pages snappy cannot shrink; volatility3 2.28 cannot read them as AVML"}
         stream = streams.setdefault("memory_image", _JsonlStream("memory_image", artifact))
         stream.add(record, self.writer)
         result.files += len(entries)
@@ -376,21 +386,9 @@ class Run:
 PART_BYTES = 32 << 20  # a stream of unknown size is written in parts of about this size
 
 
-def _hashing(chunks: Iterator[Any], digest: Any) -> Iterator[Any]:
-    """Pass chunks through, hashing them: the whole image's SHA-256, whatever members it spans."""
-    try:
-        for chunk in chunks:
-            digest.update(chunk)
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if close:
-            close()
-
-
 class _Part:
-    def __init__(self, data: bytes):
-        self.data = data
+    def __init__(self, data: bytes, companion: bool):
+        self.data, self.companion = data, companion
         self.pos = 0
 
     def read(self, n: int) -> bytes:
@@ -401,17 +399,20 @@ class _Part:
 
 def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     """Group whole chunks (AVML records) into parts of about ``target`` bytes: each part is itself a
-    valid image of the records it holds."""
+    valid image of the records it holds. Companion chunks (LiME) make parts of their own."""
     buffer: list[bytes] = []
     size = 0
+    kind = False
     for chunk in chunks:
+        companion = isinstance(chunk, Companion)
+        if buffer and (size >= target or companion != kind):
+            yield _Part(b"".join(buffer), kind)
+            buffer, size = [], 0
+        kind = companion
         buffer.append(bytes(chunk))
         size += len(chunk)
-        if size >= target:
-            yield _Part(b"".join(buffer))
-            buffer, size = [], 0
     if buffer or size == 0:
-        yield _Part(b"".join(buffer))
+        yield _Part(b"".join(buffer), kind)
 
 
 @dataclass

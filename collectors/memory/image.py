@@ -4,7 +4,8 @@ LiME: per range a 32-byte header (magic 0x4C694D45, version 1, start, end inclus
 and the range's bytes; its size is known before reading. AVML (compressed): per block of at most
 16 MiB a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
 length as a u64; all-zero blocks are skipped, as AVML does; its size is known only at the end.
-Both are opened by volatility3 as they are.
+Both are opened by volatility3 as they are. volatility3 2.28 hangs on an AVML record that snappy
+could not shrink, so pages that do not compress go to a companion LiME file instead (never lost).
 
 Reading runs in its own thread, ahead of the consumer (bounded), so reading, hashing and writing
 overlap: hashlib, pread and write all release the GIL.
@@ -26,6 +27,7 @@ LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
 HEADER = struct.Struct("<IIQQ8x")
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 SNAPPY_CHUNK = 65536
+PAGE = 4096
 PREFETCH_BLOCKS = 4
 # LiME is read in small blocks that stay in the CPU cache between the read, the hash and the write:
 # with 16 MiB blocks every byte crossed main memory three times and throughput fell by a third.
@@ -39,6 +41,7 @@ class ImageStats:
     bytes_read: int = 0
     zero_blocks_skipped: int = 0
     records: int = 0
+    companion_bytes: int = 0  # AVML: memory kept in the companion LiME file instead
     read_errors: list[dict] = field(default_factory=list)
 
 
@@ -167,6 +170,10 @@ def lime_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Calla
         yield data
 
 
+class Companion(bytes):
+    """Bytes of the companion LiME file: memory an AVML image cannot hold (see avml_chunks)."""
+
+
 def avml_record(start: int, data: bytes | memoryview) -> bytes:
     import cramjam  # snappy framed format at GB/s; imported only when AVML is asked for
 
@@ -174,16 +181,51 @@ def avml_record(start: int, data: bytes | memoryview) -> bytes:
     return HEADER.pack(AVML_MAGIC, 2, start, start + len(data) - 1) + framed + struct.pack("<Q", len(framed))
 
 
+def _readable_by_volatility(record: bytes, size: int) -> bool:
+    """volatility3 2.28 reads only ``end - start`` bytes of a record's snappy stream and loops for ever
+    when the stream is longer: a block that snappy cannot shrink is unreadable to it."""
+    return len(record) - HEADER.size - 8 + 16 < size
+
+
+def _split_incompressible(start: int, data: bytes | memoryview, stats: ImageStats) -> Iterator[bytes]:
+    """Keep the pages snappy can shrink in AVML records (runs of pages); the others go, as LiME
+    records, to the companion file. Nothing is dropped."""
+    import cramjam
+
+    runs: list[tuple[bool, int, int]] = []  # (compressible, offset, length)
+    for offset in range(0, len(data), PAGE):
+        page = data[offset:offset + PAGE]
+        good = len(cramjam.snappy.compress_raw(page)) + 64 < len(page)
+        if runs and runs[-1][0] == good:
+            runs[-1] = (good, runs[-1][1], runs[-1][2] + len(page))
+        else:
+            runs.append((good, offset, len(page)))
+    for good, offset, length in runs:
+        piece = data[offset:offset + length]
+        record = avml_record(start + offset, piece) if good else b""
+        if good and _readable_by_volatility(record, length):
+            stats.records += 1
+            yield record
+        else:
+            stats.companion_bytes += length
+            yield Companion(HEADER.pack(LIME_MAGIC, 1, start + offset, start + offset + length - 1) + bytes(piece))
+
+
 def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Callable[[], bool] = lambda: False,
                 consumer_lag: int = 0) -> Iterator[bytes]:
     """AVML records, one per block; all-zero blocks are skipped (counted in stats). Records are new
-    bytes, so the reading buffers are free again at once whatever ``consumer_lag`` says."""
+    bytes, so the reading buffers are free again at once whatever ``consumer_lag`` says. Pages that
+    snappy cannot shrink come as Companion chunks (a LiME stream of its own)."""
     for start, _size, data in _Prefetcher(fd, ranges, stats, stop):
         if data == _ZEROS[:len(data)]:
             stats.zero_blocks_skipped += 1
             continue
-        stats.records += 1
-        yield avml_record(start, data)
+        record = avml_record(start, data)
+        if _readable_by_volatility(record, len(data)):
+            stats.records += 1
+            yield record
+        else:
+            yield from _split_incompressible(start, data, stats)
 
 
 class ChunkReader:

@@ -143,3 +143,44 @@ def test_not_root_is_a_refusal_not_a_traceback(synthetic):
         assert run_triagent(["verify", summary["bundle"]]).returncode == 0
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
+    """volatility3 2.28 hangs on AVML records snappy could not shrink: such pages must go to the
+    companion LiME file, and the AVML image must still open (within seconds) and read right."""
+    need(ctypes.util.find_library("snappy") is not None, "volatility3's AVML layer needs libsnappy (libsnappy1v5)")
+    import os
+    import threading
+
+    noise = os.urandom(16 * MiB)  # one whole 16 MiB AVML block that snappy cannot shrink
+    random_lo, random_hi = 0x100000 + 16 * MiB, 0x100000 + 32 * MiB
+
+    def fill(paddr: int, n: int) -> bytes:
+        out = bytearray(kcore_fixture.pattern(paddr, n))
+        lo, hi = max(paddr, random_lo), min(paddr + n, random_hi)
+        if lo < hi:
+            out[lo - paddr:hi - paddr] = noise[lo - random_lo:hi - random_lo]
+        return bytes(out)
+
+    syn = kcore_fixture.build(tmp_path / "src", [(0x100000, 0x100000 + 48 * MiB - 1)], fill=fill)
+    path = tmp_path / "image.avml"
+    proc = run_triagent(["collect", "--profile", "memory", "--memory-format", "avml", "--memory-output", str(path)]
+                        + _memory_args(syn))
+    summary = summary_of(proc)
+    assert proc.returncode == 0, summary
+    companion = tmp_path / "image.avml.companion.lime"
+    assert summary["companion"]["bytes"] == companion.stat().st_size > 15 * MiB
+    opened = []
+    probe = 0x100000 + 3 * MiB + 40
+    thread = threading.Thread(target=lambda: opened.append(_volatility_read(str(path), "avml", probe, 64)),
+                              daemon=True)
+    thread.start()
+    thread.join(120)
+    assert opened == [kcore_fixture.pattern(probe, 64)], "volatility3 could not read the AVML image"
+    assert _volatility_read(str(companion), "lime", random_lo + 100, 64) == noise[100:164]
+    # in a bundle: AVML parts plus companion LiME parts, all verified
+    proc = run_triagent(["collect", "--memory", "--memory-format", "avml", "--artifacts", "clock", "--output",
+                         str(tmp_path / "b")] + _memory_args(syn))
+    summary = summary_of(proc)
+    m = members(summary["bundle"])
+    assert any("-companion.lime.part" in n for n in m) and run_triagent(["verify", summary["bundle"]]).returncode == 0
