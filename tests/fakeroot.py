@@ -165,3 +165,14 @@ def build(root: Path) -> Expected:
         f.write(struct.pack("<i32s256s", t, b"pts/0", b"198.51.100.7"))
         f.truncate(292 * 70000)  # sparse, as on a real host
     return exp
+
+
+def plant_cron(root: Path) -> dict[str, str]:
+    """Crontabs with @reboot persistence: (command -> user) a correct parser must report."""
+    _write(root, "/etc/crontab", "SHELL=/bin/sh\n17 * * * * root cd / && run-parts --report /etc/cron.hourly\n")
+    _write(root, "/etc/cron.d/sysupdate",
+           "@reboot root /var/tmp/.sysupdate --daemon\n*/5 * * * * nobody /usr/bin/true\n")
+    _write(root, "/var/spool/cron/crontabs/alice", "# user table\n@reboot /home/alice/.local/bin/miner -o pool\n"
+           "0 3 * * * /home/alice/sync.sh\n", mode=0o600, uid=1000)
+    return {"/var/tmp/.sysupdate --daemon": "root", "/home/alice/.local/bin/miner -o pool": "alice",
+            "/home/alice/sync.sh": "alice", "/usr/bin/true": "nobody"}
