@@ -81,10 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-disk-usage", type=_size, metavar="BYTES",
                    help="the most this run may write to the output filesystem (checked before and during)")
     m.add_argument("--memory-output", metavar="PATH",
-                   help="write only the memory image to PATH (no bundle); use with --profile memory")
+                   help="write only the memory image to PATH, or - for stdout (no bundle; summary on stderr)")
     m.add_argument("--memory-source-path", metavar="FILE",
                    help="read the --memory-source from this file instead (a saved kcore, a test file)")
     m.add_argument("--iomem-path", metavar="FILE", help="take the RAM ranges from this file instead of /proc/iomem")
+    d = c.add_argument_group("raw filesystem (pytsk3)")
+    d.add_argument("--disk", metavar="IMAGE", help="bodyfile and cross-view from this image or device "
+                   "(default: the device holding the root filesystem)")
+    d.add_argument("--disk-offset", type=_size, metavar="BYTES", help="filesystem offset inside --disk")
+    d.add_argument("--disk-mount-point", metavar="DIR", help="where --disk is mounted, for the cross-view")
     c.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
 
     v = sub.add_parser("verify", help="check a bundle's integrity; names any altered member")
@@ -150,6 +155,11 @@ def _lower_priority() -> dict[str, Any]:
     return facts
 
 
+def _disk_options(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"disk": args.disk, "offset": args.disk_offset, "mount_point": args.disk_mount_point}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _bundle_name(compress: str) -> str:
     host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -188,12 +198,14 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
-    only = split(args.artifacts)
-    if args.memory_output:
-        only = ["memory"]
-    elif args.memory:
-        only = (only or [a.name for a in load_profile(args.profile).artifacts]) + ["memory"]
     try:
+        only = split(args.artifacts)
+        if args.memory_output:
+            only = ["memory"]
+        else:
+            extra = (["memory"] if args.memory else []) + (["disk.bodyfile"] if args.disk else [])
+            if extra:
+                only = (only or [a.name for a in load_profile(args.profile).artifacts]) + extra
         profile = load_profile(args.profile, only=only, exclude=split(args.exclude))
         secrets = load_secrets()
     except SpecError as exc:
@@ -239,7 +251,8 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     options = RunOptions(root=root, include_secrets=args.include_secrets,
                          max_duration_s=args.max_duration or profile.max_duration_s,
                          min_free_bytes=args.min_free, output_dir=None if streaming else args.output,
-                         max_disk_usage=args.max_disk_usage, artifact_options={"memory": memory_options},
+                         max_disk_usage=args.max_disk_usage,
+                         artifact_options={"memory": memory_options, "disk.bodyfile": _disk_options(args)},
                          verbose=args.verbose)
     run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns, stop=stop)
     current["run"] = run

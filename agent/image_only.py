@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -57,9 +58,12 @@ def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event
     started = time.monotonic()
     spec = load_profile("memory").artifacts[0]
     directory = os.path.dirname(os.path.abspath(path))
-    free = shutil.disk_usage(directory).free - min_free if os.path.isdir(directory) else 0
-    space = free if max_disk_usage is None else min(free, max_disk_usage)
-    options = dict(spec.options, **memory_options, space_available=max(0, space))
+    to_file = path != "-" and not os.path.exists(path)  # a pipe or device uses no disk space of ours
+    space = None
+    if to_file:
+        free = shutil.disk_usage(directory).free - min_free if os.path.isdir(directory) else 0
+        space = max(0, free if max_disk_usage is None else min(free, max_disk_usage))
+    options = dict(spec.options, **memory_options, space_available=space)
     ctx = Context(root="/", live=True, options=options, artifact="memory", deadline=started + max_duration)
     facts: dict[str, Any] = {}
     errors: list[str] = []
@@ -71,7 +75,8 @@ def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event
             (errors if item.level in ("error", "warning") else []).append(item.message[:200])
         elif isinstance(item, Stream):
             try:
-                summary.update(_write(path, item, stop, started + max_duration, directory, min_free, max_disk_usage))
+                summary.update(_write(path, item, stop, started + max_duration, directory if to_file else None,
+                                      min_free, max_disk_usage))
             finally:
                 item.close()
     summary.update({k: facts.get(k) for k in ("format", "source", "ram_bytes", "banner") if facts.get(k)})
@@ -86,14 +91,15 @@ def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event
         summary["status"] = "complete"
     summary["errors"] = errors[:5]
     summary["duration_s"] = round(time.monotonic() - started, 2)
-    print(json.dumps(summary, ensure_ascii=False, separators=(",", ":"))[:2000], flush=True)
+    print(json.dumps(summary, ensure_ascii=False, separators=(",", ":"))[:2000], flush=True,
+          file=sys.stderr if path == "-" else sys.stdout)
     return {"complete": EXIT_COMPLETE, "partial": EXIT_PARTIAL}.get(summary["status"], EXIT_FATAL)
 
 
-def _write(path: str, item: Stream, stop: threading.Event, deadline: float, directory: str, min_free: int,
-           max_disk_usage: int | None) -> dict[str, Any]:
+def _write(path: str, item: Stream, stop: threading.Event, deadline: float, directory: str | None,
+           min_free: int, max_disk_usage: int | None) -> dict[str, Any]:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = _open_output(path)
     except OSError as exc:
         print(f"triagent: fatal: cannot create {path!r}: {exc.strerror}", file=sys.stderr)
         return {}
@@ -107,7 +113,7 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
             reason.append("max-duration reached")
         elif max_disk_usage is not None and written >= max_disk_usage:
             reason.append("--max-disk-usage reached")
-        elif written % (256 << 20) < (16 << 20) and shutil.disk_usage(directory).free < min_free:
+        elif directory and written % (256 << 20) < (1 << 20) and shutil.disk_usage(directory).free < min_free:
             reason.append("output disk nearly full")
         return bool(reason)
 
@@ -125,11 +131,13 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
             writer.write(chunk)
             written += len(chunk)
         writer.close()
-        os.fsync(fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
     except OSError as exc:
         reason.append(f"write failed: {exc.strerror}")
     finally:
-        os.close(fd)
+        if path != "-":
+            os.close(fd)
         if "fd" in companion:
             os.close(companion["fd"])
     seconds = time.monotonic() - started
@@ -143,6 +151,19 @@ def _write(path: str, item: Stream, stop: threading.Event, deadline: float, dire
     if reason:
         out.update(stopped=True, stop_reason=reason[0])
     return out
+
+
+def _open_output(path: str) -> int:
+    """A new file (never overwriting evidence), or stdout ("-"), a pipe or a character device."""
+    if path == "-":
+        return sys.stdout.fileno()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    raise FileExistsError(17, "exists; refusing to overwrite", path)
 
 
 def _write_companion(state: dict[str, Any], path: str, chunk: bytes) -> None:

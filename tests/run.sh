@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar gzip:gzip; do
+for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar gzip:gzip mkfs.ext4:e2fsprogs \
+        debugfs:e2fsprogs fls:sleuthkit; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
