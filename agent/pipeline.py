@@ -197,7 +197,7 @@ class Run:
             stream = streams.get(item.stream)
             if stream is None:
                 stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
-            stream.add(self.redactor.record(item.data), self.writer)
+            stream.add(self.redactor.record(item.data, item.stream), self.writer)
             result.records += 1
         elif isinstance(item, Problem):
             if item.level == "error":

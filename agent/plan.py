@@ -47,6 +47,7 @@ class Secrets:
     env_name_patterns: list[str]
     env_value_patterns: list[str]
     withheld_paths: list[str]
+    record_fields: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -98,4 +99,4 @@ def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None 
 def load_secrets(specs_dir: Path = SPECS_DIR) -> Secrets:
     raw = _read(specs_dir / "secrets.toml")
     return Secrets(raw.get("env_name_patterns", []), raw.get("env_value_patterns", []),
-                   raw.get("withheld_paths", []))
+                   raw.get("withheld_paths", []), raw.get("record_fields", {}))

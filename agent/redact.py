@@ -81,6 +81,7 @@ class Redactor:
     def __init__(self, secrets: Secrets, include_secrets: bool = False):
         self.include_secrets = include_secrets
         self.withheld_globs = secrets.withheld_paths
+        self.stream_fields = {k: frozenset(v) for k, v in secrets.record_fields.items()}
         self._env_name = re.compile("|".join(f"(?:{p})" for p in secrets.env_name_patterns) or "$^", re.I)
         self._env_value = re.compile("|".join(f"(?:{p})" for p in secrets.env_value_patterns) or "$^")
         self.redactions = 0
@@ -91,9 +92,13 @@ class Redactor:
     def secret_env_value(self, name: str, value: str) -> bool:
         return bool(self._env_name.search(name) or self._env_value.search(value))
 
-    def record(self, data: dict[str, Any]) -> dict[str, Any]:
+    def record(self, data: dict[str, Any], stream: str = "") -> dict[str, Any]:
         if self.include_secrets:
             return data
+        dropped = self.stream_fields.get(stream)
+        if dropped:
+            self.redactions += sum(1 for k in data if k in dropped)
+            data = {k: (REDACTED if k in dropped else v) for k, v in data.items()}
         return self._walk(data)
 
     def _walk(self, value: Any, key: str = "") -> Any:

@@ -1,0 +1,64 @@
+"""dissect.target in process during collect: plugins run, secrets never reach the bundle, a broken
+plugin costs only itself; our parsers stand where dissect.target 3.25 is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import fakeroot
+import pytest
+from conftest import jsonl, members, raw_tar_bytes, run_triagent, summary_of
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dissect-root")
+    expected = fakeroot.build(root)
+    cron = fakeroot.plant_cron(root)
+    out = tmp_path_factory.mktemp("out")
+    proc = run_triagent(["collect", "--root", str(root), "--output", str(out), "--artifacts",
+                         "ssh,cron,accounts,histories,dissect"])
+    summary = summary_of(proc)
+    assert proc.returncode == 0, (summary, proc.stderr.decode()[-2000:])
+    return expected, cron, summary, members(summary["bundle"])
+
+
+def test_dissect_plugins_ran_in_process(collected):
+    expected, _, _, m = collected
+    history = {r["command"] for r in jsonl(m, "dissect.commandhistory")}
+    assert "useradd -o -u 0 toor" in history
+    assert {r["name"] for r in jsonl(m, "dissect.users")} >= {"root", "alice", "toor"}
+    opened = jsonl(m, "dissect")[0]
+    assert opened["os"] == "unix" or opened["os"] == "linux"
+
+
+def test_dissect_secrets_are_dropped(collected):
+    expected, _, summary, m = collected
+    passwords = jsonl(m, "dissect.passwords")
+    assert passwords and all(r["hash"] == "<redacted>" and r["crypt"] == "<redacted>" for r in passwords)
+    keys = jsonl(m, "dissect.ssh.private_keys")
+    assert keys and all(r["private_key_pem"] == "<redacted>" for r in keys)
+    tar = raw_tar_bytes(summary["bundle"])
+    assert not [s for s in expected.secrets if s in tar]
+
+
+def test_our_parsers_where_dissect_is_wrong(collected):
+    expected, cron, _, m = collected
+    ours = {r["command"] for r in jsonl(m, "cron") if "command" in r}
+    theirs = {r.get("command") for r in jsonl(m, "dissect.cronjobs")}
+    assert "/home/alice/.local/bin/miner -o pool" in ours and "/home/alice/.local/bin/miner -o pool" not in theirs
+    backup = next(k for k in jsonl(m, "ssh_keys") if k.get("comment") == "backup@corp")
+    assert [o["name"] for o in backup["options"]] == ["command", "no-pty", "from"]
+    log = [json.loads(line) for line in m["triagent/collection.log.jsonl"].splitlines()]
+    assert any(e.get("detail", {}).get("note", "").startswith("dissect.target 3.25 drops @reboot") for e in log)
+
+
+def test_a_failing_plugin_costs_only_itself(tmp_path, evidence_root):
+    root, _ = evidence_root
+    from collectors.base import Context, Problem, Record
+    from collectors.parsers import dissect_target
+
+    ctx = Context(root=str(root), live=False, options={"plugins": ["no.such.plugin", "users"], "plugin_budget_s": 30})
+    items = list(dissect_target.collect(ctx))
+    assert any(isinstance(i, Problem) and "no.such.plugin failed" in i.message for i in items)
+    assert any(isinstance(i, Record) and i.stream == "dissect.users" for i in items)
