@@ -57,6 +57,22 @@ def seal_document(manifest_sha256: str, prefix_bytes: int) -> bytes:
                            "prefix_bytes": prefix_bytes})
 
 
+def header_fields(header: Header) -> dict[str, Any]:
+    """A member's tar metadata as the manifest lists it (verify compares the two)."""
+    fields: dict[str, Any] = {
+        "name": os.fsdecode(header.name), "type": "symlink" if header.typeflag == tarformat.SYMTYPE else "file",
+        "size": header.size, "mode": header.mode, "uid": header.uid, "gid": header.gid,
+        "mtime_ns": header.mtime_ns,
+    }
+    if header.atime_ns is not None:
+        fields["atime_ns"] = header.atime_ns
+    if header.ctime_ns is not None:
+        fields["ctime_ns"] = header.ctime_ns
+    if header.linkname:
+        fields["target"] = os.fsdecode(header.linkname)
+    return fields
+
+
 def member_name(name: str | bytes) -> bytes:
     return name if isinstance(name, bytes) else os.fsencode(name)
 
@@ -146,17 +162,7 @@ class BundleWriter:
         return name + b".dup%d" % n
 
     def _entry(self, header: Header, sha256: str, **extra: Any) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "name": os.fsdecode(header.name), "type": "symlink" if header.typeflag == tarformat.SYMTYPE else "file",
-            "size": header.size, "sha256": sha256, "mode": header.mode, "uid": header.uid,
-            "gid": header.gid, "mtime_ns": header.mtime_ns,
-        }
-        if header.atime_ns is not None:
-            entry["atime_ns"] = header.atime_ns
-        if header.ctime_ns is not None:
-            entry["ctime_ns"] = header.ctime_ns
-        if header.linkname:
-            entry["target"] = os.fsdecode(header.linkname)
+        entry = dict(header_fields(header), sha256=sha256)
         entry.update({k: v for k, v in extra.items() if v is not None})
         self.entries.append(entry)
         return entry

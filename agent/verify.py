@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from agent import tarformat
-from agent.bundle import GZIP_HEADER, MANIFEST_NAME, SEAL_NAME, canonical_json, gzip_seal_member, seal_document
+from agent.bundle import (
+    GZIP_HEADER,
+    MANIFEST_NAME,
+    SEAL_NAME,
+    canonical_json,
+    gzip_seal_member,
+    header_fields,
+    seal_document,
+)
 
 READ_CHUNK = 1 << 20
 
@@ -131,19 +139,6 @@ class Result:
                 "problems": self.problems[:20], "problem_count": len(self.problems)}
 
 
-def _expected_fields(header: tarformat.Header) -> dict[str, Any]:
-    fields = {"name": os.fsdecode(header.name), "size": header.size, "mode": header.mode,
-              "uid": header.uid, "gid": header.gid, "mtime_ns": header.mtime_ns,
-              "type": "symlink" if header.typeflag == tarformat.SYMTYPE else "file"}
-    if header.atime_ns is not None:
-        fields["atime_ns"] = header.atime_ns
-    if header.ctime_ns is not None:
-        fields["ctime_ns"] = header.ctime_ns
-    if header.linkname:
-        fields["target"] = os.fsdecode(header.linkname)
-    return fields
-
-
 def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], int | None]:
     """Walk the tar strictly. Returns the members and the offset where the seal starts."""
     members: list[Member] = []
@@ -224,8 +219,8 @@ def _check(members: list[Member], prefix_at_seal: int | None, result: Result) ->
         if entry is None or entry.get("name") != name:
             result.problems.append(f"member {name!r}: not listed in the manifest at this position")
             continue
-        expected = {k: entry.get(k) for k in _expected_fields(member.header)}
-        actual = _expected_fields(member.header)
+        expected = {k: entry.get(k) for k in header_fields(member.header)}
+        actual = header_fields(member.header)
         if set(entry) & {"atime_ns", "ctime_ns", "target"} - set(actual):
             result.problems.append(f"member {name!r}: tar metadata altered")
         elif expected != actual:

@@ -9,9 +9,10 @@ The guest:
   glibc libraries it needs, resolved with ldd) and a generated /init that mounts proc, sysfs, devtmpfs and
   tmpfs on /dev/shm and /tmp, runs the test's steps, writes a small metadata block to the disk, prints a
   marker on the serial console and then idles (so the host can still dump the guest's memory);
-- one raw sparse NVMe disk (`/dev/nvme0n1`): each "stream" step pipes a command's stdout to the disk at a
-  fixed MiB offset and counts the bytes (busybox dd does not report them); the metadata block (exit codes,
-  byte counts, timings, base64 stderr, /proc/iomem, /proc/version) lives in the last MiBs of the disk;
+- one raw sparse NVMe disk (`/dev/nvme0n1`): each "stream" step pipes a command's stdout, then a random
+  end marker, to the disk at a fixed MiB offset (the host finds the marker: busybox dd does not count
+  bytes); the metadata block (exit codes, timings, base64 stderr, /proc/iomem, /proc/version) lives in
+  the last MiBs of the disk;
 - no network (`-nic none`), QMP on a unix socket for `dump-guest-memory`.
 """
 
@@ -26,6 +27,7 @@ import lzma
 import mmap
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -292,7 +294,7 @@ class Guest:
     cmdline: str = "console=ttyS0 panic=-1 quiet"
     initramfs: Initramfs = field(default_factory=Initramfs)
     steps: list[str] = field(default_factory=list)
-    _streams: list[tuple[str, int]] = field(default_factory=list)
+    _streams: list[tuple[str, int, int, str]] = field(default_factory=list)
     _captures: list[str] = field(default_factory=list)
     _next_mib: int = 0
 
@@ -326,29 +328,28 @@ class Guest:
 
     def stream(self, name: str, command: str, max_mib: int, cwd: str = "/usr/bin") -> None:
         """Run `command` with stdout piped raw onto the NVMe disk at the next free offset (at most
-        `max_mib`), stderr kept; records exit code, byte count and guest-side seconds."""
+        `max_mib`), stderr kept; records exit code, byte count and guest-side seconds.
+
+        busybox dd does not report bytes and busybox tee (4 KiB at a time) is 4x slower than the disk
+        under TCG, so nothing counts in the guest: a random end marker follows the output, and the host
+        finds it in the last MiB (dd's count of full 1 MiB records says which one)."""
         off = self._next_mib
         self._next_mib += max_mib
         if self._next_mib > self.disk_mib - self.META_MIB:
             raise ValueError("streams do not fit on the disk")
-        self._streams.append((name, off))
+        marker = f"@@TRIAGENT-STREAM-END-{secrets.token_hex(12)}@@"
+        self._streams.append((name, off, max_mib, marker))
         self.shell(f"""
-rm -f /tmp/s.{name}.fifo; mkfifo /tmp/s.{name}.fifo
-wc -c < /tmp/s.{name}.fifo > /tmp/s.{name}.len &
-wcpid=$!
 t0=$(uptime_s)
-( cd {shlex.quote(cwd)} && {command} 2>/tmp/s.{name}.err; echo $? > /tmp/s.{name}.rc ) </dev/null \\
-    | tee /tmp/s.{name}.fifo | dd of=/dev/nvme0n1 bs=1M seek={off} conv=fsync 2>/tmp/s.{name}.dd
+( cd {shlex.quote(cwd)} && ( {command} ) 2>/tmp/s.{name}.err; echo $? > /tmp/s.{name}.rc; printf '%s' '{marker}' ) \
+    </dev/null | dd of=/dev/nvme0n1 bs=1M iflag=fullblock seek={off} conv=fsync 2>/tmp/s.{name}.dd
 t1=$(uptime_s)
-wait $wcpid
 meta s.{name}.rc "$(cat /tmp/s.{name}.rc)"
-meta s.{name}.bytes "$(tr -d ' ' < /tmp/s.{name}.len)"
 meta s.{name}.t0 "$t0"
 meta s.{name}.t1 "$t1"
-meta s.{name}.offset_mib {off}
 meta64 s.{name}.stderr /tmp/s.{name}.err
 meta64 s.{name}.dd /tmp/s.{name}.dd
-echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $(cat /tmp/s.{name}.len) bytes, $t0-$t1 s"
+echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $t0-$t1 s"
 """)
 
     def init_script(self) -> str:
@@ -427,20 +428,11 @@ echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $(cat /tmp
         result = GuestResult(self.workdir, serial, meta, {}, {}, dump, wall)
         if "end_s" not in meta:
             raise RuntimeError(f"no metadata block on the guest's disk\n{serial[-4000:]}")
-        for name, off in self._streams:
-            if f"s.{name}.bytes" not in meta:
+        for name, off, max_mib, marker in self._streams:
+            if f"s.{name}.t1" not in meta:
                 raise RuntimeError(f"stream {name} left no record\n{serial[-4000:]}")
-            nbytes = int(meta[f"s.{name}.bytes"] or -1)
             out = self.workdir / f"{name}.out"
-            with open(disk, "rb") as src, open(out, "wb") as dst:
-                src.seek(off * MIB)
-                left = nbytes
-                while left > 0:
-                    block = src.read(min(left, 8 * MIB))
-                    if not block:
-                        break
-                    dst.write(block)
-                    left -= len(block)
+            nbytes = self._copy_stream(disk, off, max_mib, marker.encode(), result.b64(f"s.{name}.dd"), out)
             rc = meta.get(f"s.{name}.rc", "")
             result.streams[name] = StreamResult(
                 name, int(rc) if rc.lstrip("-").isdigit() else -1, nbytes,
@@ -451,6 +443,37 @@ echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $(cat /tmp
             result.captures[name] = (int(rc) if rc.lstrip("-").isdigit() else -1, result.b64(f"cap.{name}.out"))
         disk.unlink()  # up to GBs; everything of use is copied out
         return result
+
+
+    @staticmethod
+    def _copy_stream(disk: Path, off_mib: int, max_mib: int, marker: bytes, dd_report: bytes, out: Path) -> int:
+        """Copy the stream at `off_mib` up to its end marker into `out`; its length (-1: no marker)."""
+        m = re.search(rb"(\d+)\+(\d+) records out", dd_report)
+        full = int(m.group(1)) if m else None
+        base, limit = off_mib * MIB, (off_mib + max_mib) * MIB
+        with open(disk, "rb") as src:
+            if full is not None:  # the marker ends in the record after the last full one (or at its end)
+                lo = base + max(0, full * MIB - len(marker))
+                src.seek(lo)
+                window = src.read(min(limit, base + (full + 1) * MIB) - lo)
+                at = window.rfind(marker)
+                end = lo + at if at >= 0 and not window[at + len(marker):].strip(b"\0") else -1
+            else:
+                with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    end = mm.rfind(marker, base, limit)
+            if end < 0:
+                out.write_bytes(b"")
+                return -1
+            src.seek(base)
+            with open(out, "wb") as dst:
+                left = end - base
+                while left > 0:
+                    block = src.read(min(left, 8 * MIB))
+                    if not block:
+                        break
+                    dst.write(block)
+                    left -= len(block)
+        return end - base
 
 
 class QMP:
@@ -609,6 +632,9 @@ class AvmlImage(PhysImage):
         # per record: (start, end exclusive, [(uncompressed offset, uncompressed len, file offset, len, kind)])
         self.records: list[tuple[int, int, list[tuple[int, int, int, int, int]]]] = []
         self.compressed_bytes = 0
+        # Blocks whose snappy stream is longer than end - start (incompressible data): volatility3 2.28.2
+        # reads only end - start bytes of a block and then loops forever (AVMLLayer._read_snappy_frames).
+        self.oversized: list[tuple[int, int, int]] = []  # (start, stream length, block size)
         off = 0
         while off < len(self.mm):
             magic, version, start, end, pad = HEADER.unpack_from(self.mm, off)
@@ -640,6 +666,8 @@ class AvmlImage(PhysImage):
                 raise ValueError(f"{path}: AVML block {start:#x}-{end:#x}: trailer {trailer} != stream "
                                  f"length {pos - stream}")
             self.compressed_bytes += pos - stream
+            if pos - stream > end - start:
+                self.oversized.append((start, pos - stream, want))
             self.records.append((start, end + 1, frames))
             off = pos + 8
         self.ranges = [(s, e) for s, e, _ in self.records]
@@ -669,6 +697,18 @@ class AvmlImage(PhysImage):
     def close(self) -> None:
         self.mm.close()
         self.f.close()
+
+
+def to_lime(image: PhysImage, dest: Path) -> Path:
+    """Write `image`'s ranges as a LiME file (e.g. to analyse an AVML image volatility cannot read)."""
+    with open(dest, "wb") as f:
+        for start, end in image.ranges:
+            f.write(HEADER.pack(LIME_MAGIC, 1, start, end - 1, 0))
+            for addr in range(start, end, 16 * MIB):
+                data = image.read(addr, min(16 * MIB, end - addr))
+                assert data is not None and len(data) == min(16 * MIB, end - addr)
+                f.write(data)
+    return dest
 
 
 def open_image(path: Path) -> PhysImage:
@@ -737,7 +777,7 @@ def compare_pages(a: PhysImage, b: PhysImage, start: int, end: int) -> tuple[int
 # --------------------------------------------------------------------------------------------------
 
 def volatility(python: str, image: Path, plugin: str, isf: Path, workdir: Path,
-               timeout: float = 900) -> list[dict]:
+               timeout: float = 600) -> list[dict]:
     """Run one plugin with `-r json`; the ISF is the only symbol table offered, no network, own cache."""
     symdir, cache, home = workdir / "symbols", workdir / "vol-cache", workdir / "home"
     (symdir / "linux").mkdir(parents=True, exist_ok=True)
@@ -747,10 +787,14 @@ def volatility(python: str, image: Path, plugin: str, isf: Path, workdir: Path,
     if not link.exists():
         link.symlink_to(isf)
     code = "import sys; from volatility3.cli import main; sys.argv[0] = 'vol'; sys.exit(main())"
-    proc = subprocess.run([python, "-c", code, "-q", "--offline", "-r", "json", "-f", str(image),
-                           "-s", str(symdir), "--cache-path", str(cache), plugin],
-                          env={"HOME": str(home), "PATH": os.environ.get("PATH", SSM_PATH)},
-                          capture_output=True, timeout=timeout, cwd=workdir)
+    try:
+        proc = subprocess.run([python, "-c", code, "-q", "--offline", "-r", "json", "-f", str(image),
+                               "-s", str(symdir), "--cache-path", str(cache), plugin],
+                              env={"HOME": str(home), "PATH": os.environ.get("PATH", SSM_PATH)},
+                              capture_output=True, timeout=timeout, cwd=workdir)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"volatility {plugin} on {image.name} still running after {timeout:.0f} s (an AVML block "
+                           f"longer compressed than raw makes volatility3 2.28.2 loop forever)") from e
     if proc.returncode != 0:
         raise RuntimeError(f"volatility {plugin} failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}")
     out = proc.stdout.decode()
