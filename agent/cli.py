@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a bundle's integrity; names any altered member")
     v.add_argument("bundle", help="bundle file, or - for stdin")
 
+    a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
+    a.add_argument("bundle", help="a bundle made by collect")
+    a.add_argument("--output", "-o", required=True, metavar="DIR", help="where the analysis bundle goes")
+    a.add_argument("--symbols", action="append", default=[], metavar="DIR",
+                   help="volatility3 symbol folders (ISF .json.xz under linux/), chosen by exact banner")
+    a.add_argument("--remote-isf-url", metavar="URL", help="a volatility3 ISF index to fetch symbols from")
+    a.add_argument("--verbose", "-v", action="store_true")
+
     sub.add_parser("profiles", help="list profiles and their artifacts")
     return parser
 
@@ -110,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "profiles":
             return _profiles()
+        if args.command == "analyze":
+            from agent.analyze import analyze
+
+            return analyze(args.bundle, args.output, args.symbols, args.remote_isf_url, args.verbose)
         return _collect(args, argv)
     except KeyboardInterrupt:
         print("triagent: interrupted", file=sys.stderr)

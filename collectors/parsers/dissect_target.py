@@ -84,8 +84,11 @@ def _run(target: Any, name: str, budget: float, ctx: Context) -> Iterator[Item]:
             if item is _END:
                 break
             if isinstance(item, BaseException):
-                yield Problem(f"dissect plugin {name} failed after {count} records: "
-                              f"{type(item).__name__}: {str(item)[:300]}", level="error")
+                if type(item).__name__ == "UnsupportedPluginError":  # nothing for it on this target
+                    yield Problem(f"dissect plugin {name}: not applicable here ({str(item)[:200]})", level="info")
+                else:
+                    yield Problem(f"dissect plugin {name} failed after {count} records: "
+                                  f"{type(item).__name__}: {str(item)[:300]}", level="error")
                 return
             count += 1
             try:

@@ -1,0 +1,89 @@
+"""triagent analyze BUNDLE: the parsers that need time, memory or symbols the suspect host should not
+spend, run on the responder's side over a bundle: volatility3 over its memory image, dissect.target
+over its files. The results are a bundle of their own, sealed like any other, that names its source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from typing import Any
+
+from agent.bundle import BundleWriter
+from agent.pipeline import Run, RunOptions
+from agent.plan import load_profile, load_secrets
+from agent.redact import Redactor
+from agent.verify import verify
+
+IMAGE_MEMBER = re.compile(r"memory/[^/]+\.(lime|avml)(\.part\d{4})?")
+
+
+def extract_image(bundle: str, workdir: str) -> str | None:
+    """The bundle's memory image as one file (AVML parts joined in order), or None."""
+    with tarfile.open(bundle) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and IMAGE_MEMBER.fullmatch(m.name)),
+                         key=lambda m: m.name)
+        if not members:
+            return None
+        path = os.path.join(workdir, os.path.basename(members[0].name).split(".part")[0])
+        with open(path, "wb") as out:
+            for member in members:
+                with tar.extractfile(member) as src:
+                    shutil.copyfileobj(src, out, 8 << 20)
+    return path
+
+
+def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
+            verbose: bool = False) -> int:
+    started_ns = time.time_ns()
+    checked = verify(bundle)
+    if not checked.ok:
+        print(f"triagent analyze: warning: the bundle does not verify: {checked.problems[:3]}", file=sys.stderr)
+    os.makedirs(output_dir, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
+    try:
+        image = extract_image(bundle, workdir)
+        name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
+        path = os.path.join(os.path.abspath(output_dir), name)
+        with open(path, "xb") as out:
+            writer = BundleWriter(out, "gzip")
+            options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
+                "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
+                               "cache_dir": os.path.join(workdir, "volatility-cache")}})
+            run = Run(load_profile("analysis"), writer, Redactor(load_secrets()), options, started_ns=started_ns)
+            if verbose:
+                run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+            run.collect_all()
+            custody: dict[str, Any] = {
+                "action": "analyze", "source_bundle": os.path.abspath(bundle),
+                "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
+                "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
+                "memory_image": os.path.basename(image) if image else None,
+                "image_sha256": _sha256(image) if image else None,
+                "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            sha256 = run.finish(custody)
+        with open(path + ".sha256", "w", encoding="utf-8") as side:
+            side.write(f"{sha256}  {name}\n")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
+               "artifacts": {r.name: r.status for r in run.results},
+               "records": sum(r.records for r in run.results),
+               "errors": [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"][:5]}
+    print(json.dumps(summary, ensure_ascii=False, separators=(",", ":"))[:2000])
+    return 0 if run.status == "complete" and checked.ok else 1
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,191 @@
+"""volatility3 in process over a memory image: banners and vmcoreinfo first (no symbols needed), then
+the plugin set from specs with a symbol table chosen by exact banner match (volatility's own
+banner index over --symbols folders, the binary's bundled symbols, or --remote-isf-url).
+
+Automagic runs once per image: the first plugin's resolved configuration (layers, kernel symbol
+table) is spliced into the next plugins' contexts. The cache lives in a directory we are given
+(there is no HOME under SSM). Each plugin has a time budget; its rows become JSON Lines."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from collectors.base import Item, Problem, Record
+
+NO_SYMBOLS = "symbols missing for"
+_DONE = object()
+
+
+def _plain(value: Any) -> Any:
+    from volatility3.framework import interfaces
+
+    if isinstance(value, interfaces.renderers.BaseAbsentValue):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)  # format_hints.Hex and friends
+    if value is None or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _null_file_class() -> type:
+    """Plugins that dump files get a sink: triage keeps their rows, not their dumps."""
+    from volatility3.framework import interfaces
+
+    class NullFile(interfaces.plugins.FileHandlerInterface):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            return len(data)
+
+    return NullFile
+
+
+def _rows(grid: Any) -> Iterator[dict[str, Any]]:
+    columns = [c.name for c in grid.columns]
+    out: queue.Queue = queue.Queue()
+
+    def visit(node: Any, _acc: Any) -> None:
+        row = {name: _plain(v) for name, v in zip(columns, node.values, strict=False)}
+        row["_depth"] = node.path_depth
+        out.put(row)
+        return None
+
+    grid.populate(visit, None)
+    while not out.empty():
+        yield out.get()
+
+
+class Session:
+    """One image, one volatility3 framework set-up, automagic results reused across plugins."""
+
+    def __init__(self, image: str, symbol_dirs: list[str], cache_dir: str, remote_isf_url: str | None = None):
+        import volatility3
+        import volatility3.plugins
+        import volatility3.symbols
+        from volatility3 import framework
+        from volatility3.framework import constants
+        from volatility3.framework.configuration import requirements
+
+        os.makedirs(cache_dir, exist_ok=True)
+        constants.CACHE_PATH = cache_dir
+        constants.OFFLINE = remote_isf_url is None
+        if remote_isf_url:
+            constants.REMOTE_ISF_URL = remote_isf_url
+        volatility3.symbols.__path__ = [os.path.abspath(d) for d in symbol_dirs] + list(constants.SYMBOL_BASEPATHS)
+        self.import_failures = sorted(framework.import_files(volatility3.plugins, True))
+        self.plugins = framework.list_plugins()
+        self.location = requirements.URIRequirement.location_from_file(image)
+        self.saved_config: Any = None
+        self.symbol_table: str | None = None
+
+    def run(self, name: str) -> list[dict[str, Any]]:
+        from volatility3.framework import automagic, contexts, interfaces
+        from volatility3.framework import plugins as fplugins
+        from volatility3.framework.automagic import stacker
+
+        plugin = self.plugins[name]
+        ctx = contexts.Context()
+        ctx.config["automagic.LayerStacker.single_location"] = self.location
+        config_path = interfaces.configuration.path_join("plugins", plugin.__name__)
+        if self.saved_config is not None and name.startswith("linux."):
+            # only the kernel module (layers, offsets, symbol table): the rest is each plugin's own
+            ctx.config.splice(interfaces.configuration.path_join(config_path, "kernel"),
+                              copy.deepcopy(self.saved_config.branch("kernel")))  # constructing mutates it
+        ctx.config["automagic.LayerStacker.stackers"] = stacker.choose_os_stackers(plugin)
+        automagics = automagic.choose_automagic(automagic.available(ctx), plugin)
+        constructed = fplugins.construct_plugin(ctx, automagics, plugin, "plugins", None, _null_file_class())
+        rows = list(_rows(constructed.run()))
+        if self.saved_config is None and name.startswith("linux."):
+            config = constructed.build_configuration()
+            if any(k.startswith("kernel.") for k in config):  # a plugin that needed the kernel module
+                self.saved_config = config
+                self.symbol_table = next((str(v) for k, v in config.items() if k.endswith("isf_url")), None)
+        return rows
+
+
+def _timed(session: Session, name: str, budget: float) -> tuple[list[dict[str, Any]] | None, str | None]:
+    result: queue.Queue = queue.Queue()
+
+    def worker() -> None:
+        try:
+            result.put(session.run(name))
+        except BaseException as exc:  # isolation: one plugin's failure is a record
+            result.put(exc)
+
+    threading.Thread(target=worker, name=f"volatility:{name}", daemon=True).start()
+    try:
+        value = result.get(timeout=budget)
+    except queue.Empty:
+        return None, f"time budget of {budget:.0f}s exhausted"
+    if isinstance(value, BaseException):
+        return None, f"{type(value).__name__}: {str(value)[:300]}"
+    return value, None
+
+
+def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: str, budget: float = 300,
+            remote_isf_url: str | None = None) -> Iterator[Item]:
+    """Run the plugin set over an image, yielding records (stream ``volatility.<plugin>``) and problems."""
+    started = time.monotonic()
+    try:
+        session = Session(image, symbol_dirs, cache_dir, remote_isf_url)
+    except Exception as exc:
+        yield Problem(f"volatility3 cannot start: {type(exc).__name__}: {exc}", level="error")
+        return
+    banners, error = _timed(session, "banners.Banners", budget)
+    banner_texts = sorted({str(r.get("Banner")) for r in banners or [] if r.get("Banner")})
+    for row in banners or []:
+        yield Record("volatility.banners", row)
+    info, _ = _timed(session, "linux.vmcoreinfo.VMCoreInfo", budget)
+    vmcoreinfo = {str(r.get("Key")): r.get("Value") for r in info or []}
+    five_level = str(vmcoreinfo.get("NUMBER(pgtable_l5_enabled)")) == "1"
+    status: dict[str, Any] = {"image": image, "banners": banner_texts, "five_level_paging": five_level,
+                              "plugins_not_importable": session.import_failures}
+    if five_level:
+        status.update(status="unsupported", reason="5-level paging: volatility3 2.28 cannot walk these page "
+                      "tables; no plugin result would mean anything (an empty process list is not 'no processes')")
+        yield Record("volatility", status)
+        yield Problem(status["reason"], level="error")
+        return
+    done = failed = 0
+    for name in plugins:
+        rows, error = _timed(session, name, budget)
+        if error:
+            failed += 1
+            if session.saved_config is None and ("Unsatisfied" in error or "symbol" in error.lower()):
+                error = f"{NO_SYMBOLS} {banner_texts[0] if banner_texts else 'this image'} ({error})"
+            yield Problem(f"volatility {name}: {error}", level="error", detail={"plugin": name})
+            continue
+        done += 1
+        for row in rows or []:
+            yield Record(f"volatility.{name}", row)
+    status.update(status="complete" if not failed else ("symbols_missing" if not done else "partial"),
+                  plugins_run=done, plugins_failed=failed, symbol_table=session.symbol_table,
+                  seconds=round(time.monotonic() - started, 1))
+    yield Record("volatility", status)
+
+
+def collect(ctx: Any) -> Iterator[Item]:
+    """The `volatility` artifact: options ``image`` (an extracted memory image), ``symbols`` (folders),
+    ``cache_dir``, ``remote_isf_url``, ``plugins``, ``plugin_budget_s``."""
+    image = ctx.opt("image")
+    if not image:
+        yield Problem("no memory image to analyse (take one with --memory)", level="info")
+        return
+    yield from analyse(image, list(ctx.opt("plugins", [])), list(ctx.opt("symbols", [])),
+                       ctx.opt("cache_dir") or os.path.join(os.path.dirname(image), "volatility-cache"),
+                       float(ctx.opt("plugin_budget_s", 300)), ctx.opt("remote_isf_url"))
