@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 
@@ -106,7 +105,6 @@ class Context:
     artifact: str = ""
     deadline: float = float("inf")  # time.monotonic() value
     cancel: threading.Event = field(default_factory=threading.Event)
-    started_utc: float = field(default_factory=time.time)
 
     def check(self) -> None:
         """Collectors call this in loops: it raises Cancelled when the budget is gone."""
@@ -125,6 +123,3 @@ class Context:
 
 Collector = Callable[[Context], Iterator[Item]]
 
-
-def evidence_path(*parts: str) -> str:
-    return str(PurePosixPath("/", *[p.lstrip("/") for p in parts]))
