@@ -53,9 +53,11 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
         path = os.path.join(os.path.abspath(output_dir), name)
         with open(path, "xb") as out:
             writer = BundleWriter(out, "gzip")
+            rows = os.path.join(workdir, "memory-rows")
             options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
-                               "cache_dir": os.path.join(workdir, "volatility-cache")}})
+                               "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
+                "findings": {"memory_rows": rows}})
             run = Run(load_profile("analysis"), writer, Redactor(load_secrets()), options, started_ns=started_ns)
             if verbose:
                 run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)

@@ -39,6 +39,8 @@ class ArtifactResult:
     warnings: int = 0
     seconds: float = 0.0
     reason: str | None = None
+    started_utc: str | None = None  # when it began and ended: cross-views order live and memory facts by them
+    ended_utc: str | None = None
 
 
 @dataclass
@@ -110,6 +112,7 @@ class Run:
 
     def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
         started = time.monotonic()
+        result.started_utc = _utc_now()
         budget_end = min(started + spec.budget_s, self.deadline)
         options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
         options["space_available"] = self._space_available()
@@ -169,6 +172,7 @@ class Run:
         for stream in streams.values():
             stream.flush(self.writer)
         result.seconds = round(time.monotonic() - started, 3)
+        result.ended_utc = _utc_now()
 
     def _interruption(self, budget_end: float) -> str | None:
         if self.stop.is_set():
@@ -419,6 +423,11 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
 class _Failure:
     exc: BaseException
     trace: str
+
+
+def _utc_now() -> str:
+    now = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9 // 1000:06d}Z"
 
 
 class _JsonlStream:

@@ -1,14 +1,20 @@
-"""Findings from a bundle's own records, each with evidence pointers (member and line) into the bundle.
+"""Findings from a bundle's own records, each with evidence pointers (bundle, member and line).
 
 Host-side checks over the live snapshot: deleted or memfd executables, processes running from
-world-writable places, library preloading, loadable modules hidden from /proc/modules. Cross-views
-against the memory image (processes, modules, sockets, shell history) build on these in `analyze`."""
+world-writable places, library preloading, modules hidden from /proc/modules or loaded from outside the
+kernel's module tree, listening sockets. Cross-views of the memory image (volatility3 rows of this
+analysis) against the live snapshot: processes, modules and listeners in memory that the live view did
+not show, and shell commands in memory that no history file holds. Live facts come first and memory
+later, so the artifacts' UTC start times (custody.json) decide whether a difference is explained by a
+process that started after the snapshot."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
@@ -30,9 +36,18 @@ def _rows(tar: tarfile.TarFile, stream: str) -> Iterator[tuple[str, int, dict[st
                 continue
 
 
+Evidence = tuple[str, int]  # (member, line) in the source bundle; memory rows say "analysis"
+SLACK_S = 2.0  # clock granularity between a process's start time and an artifact's start time
+COMMON_PORTS = {22, 25, 53, 67, 68, 80, 110, 111, 123, 143, 323, 443, 465, 546, 547, 587, 631, 993, 995, 5353}
+
+
 def _finding(kind: str, severity: str, summary: str, member: str, line: int, **facts: Any) -> Record:
+    return _found(kind, severity, summary, [("source", member, line)], **facts)
+
+
+def _found(kind: str, severity: str, summary: str, evidence: Iterable[tuple[str, str, int]], **facts: Any) -> Record:
     return Record("findings", {"kind": kind, "severity": severity, "summary": summary,
-                               "evidence": [{"member": member, "line": line}], **facts})
+                               "evidence": [{"bundle": b, "member": m, "line": n} for b, m, n in evidence], **facts})
 
 
 def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
@@ -61,10 +76,208 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
             yield _finding("module_hidden_from_proc_modules", "high",
                            f"module {m.get('name')} is in /sys/module but not in /proc/modules", member, line,
                            module=m.get("name"))
+    for member, line, m in _rows(tar, "modules"):
+        name = m.get("name")
+        if "installed_file" in m and not m["installed_file"]:
+            where = m.get("module_tree") or "the kernel's module tree"
+            missing = "" if m.get("module_tree_present") else " (the tree itself is missing)"
+            yield _finding("module_not_installed", "high" if m.get("module_tree_present") else "medium",
+                           f"module {name} is loaded but is not in {where}{missing}: loaded from elsewhere",
+                           member, line, module=name, taint=m.get("taint"))
+        elif m.get("unsigned") or m.get("out_of_tree"):
+            yield _finding("module_unsigned_or_out_of_tree", "medium",
+                           f"module {name} taints the kernel ({m.get('taint')}): unsigned or out of tree",
+                           member, line, module=name, taint=m.get("taint"))
+
+
+def _time(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)).timestamp()
+
+
+def _artifact_times(tar: tarfile.TarFile) -> dict[str, tuple[float | None, float | None]]:
+    try:
+        custody = json.loads(tar.extractfile("triagent/custody.json").read())  # type: ignore[union-attr]
+    except (KeyError, AttributeError, ValueError):
+        return {}
+    return {a["name"]: (_time(a.get("started_utc")), _time(a.get("ended_utc")))
+            for a in custody.get("artifacts", []) if isinstance(a, dict) and "name" in a}
+
+
+class MemoryRows:
+    """volatility3 rows of this analysis, as written beside its bundle (``volatility.<plugin>.jsonl``
+    in ``folder``): the same order and line numbers as the analysis bundle's members."""
+
+    def __init__(self, folder: str | None):
+        self.folder = folder
+
+    def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        if not self.folder:
+            return
+        name = f"volatility.{plugin}.jsonl"
+        try:
+            handle = open(os.path.join(self.folder, name), "rb")
+        except OSError:
+            return
+        with handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    yield f"triagent/artifacts/{name}", number, json.loads(line)
+                except ValueError:
+                    continue
+
+    def has(self, plugin: str) -> bool:
+        return bool(self.folder) and os.path.exists(os.path.join(self.folder, f"volatility.{plugin}.jsonl"))
+
+
+def memory_findings(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    """Cross-views of the memory image against the live snapshot in the source bundle."""
+    times = _artifact_times(tar)
+    yield from _process_crossview(tar, memory, times.get("processes", (None, None))[0])
+    yield from _module_crossview(tar, memory)
+    yield from _listeners(tar, memory, times.get("network.connections", (None, None))[0])
+    yield from _shell_history_crossview(tar, memory)
+
+
+def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+    if not (memory.has("linux.pslist.PsList") or memory.has("linux.psscan.PsScan")):
+        return
+    live = {p.get("pid"): (m, n, p) for m, n, p in _rows(tar, "processes")}
+    if not live:
+        return
+    listed: set[int] = set()
+    for member, line, row in memory("linux.pslist.PsList"):
+        pid, comm = row.get("PID"), row.get("COMM")
+        if not isinstance(pid, int) or pid == 0:
+            continue
+        listed.add(pid)
+        if pid in live:
+            continue
+        started = _time(row.get("CREATION TIME"))
+        if snapshot is not None and started is not None and started > snapshot - SLACK_S:
+            continue  # it started after the live snapshot was taken: nothing hid it
+        when = f"started {row.get('CREATION TIME')}, before the live snapshot" if started else "start time unknown"
+        yield _found("process_hidden_from_live_view", "high",
+                     f"pid {pid} ({comm}) is in memory (linux.pslist) but not in the live process list ({when})",
+                     [("analysis", member, line)], pid=pid, comm=comm, ppid=row.get("PPID"),
+                     creation_time=row.get("CREATION TIME"))
+    seen: set[int] = set()
+    for member, line, row in memory("linux.psscan.PsScan"):
+        pid, comm = row.get("PID"), row.get("COMM")
+        if not isinstance(pid, int) or pid == 0 or pid in listed or pid in live or pid in seen:
+            continue
+        if row.get("EXIT_STATE") not in (None, "", "TASK_RUNNING", "0"):
+            continue  # a task that has exited leaves its structure behind for the scan to find
+        seen.add(pid)
+        yield _found("process_unlinked_from_task_list", "high",
+                     f"pid {pid} ({comm}) is found by scanning memory (linux.psscan) but neither in the kernel's "
+                     "task list nor in the live process list", [("analysis", member, line)],
+                     pid=pid, comm=comm, ppid=row.get("PPID"))
+
+
+def _module_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    live = {m.get("name") for _, _, m in _rows(tar, "modules")}
+    if live:  # with no /proc/modules rows at all there is nothing to compare against
+        for member, line, row in memory("linux.lsmod.Lsmod"):
+            name = row.get("Module Name")
+            if name and name not in live:
+                yield _found("module_in_memory_not_in_proc_modules", "high",
+                             f"module {name} is in the kernel's module list in memory but not in /proc/modules",
+                             [("analysis", member, line)], module=name, taints=row.get("Taints"))
+    for member, line, row in memory("linux.malware.hidden_modules.Hidden_modules"):
+        name = row.get("Module Name")
+        yield _found("module_hidden_in_memory", "high",
+                     f"module {name} is in memory but unlinked from the module list (linux.malware.hidden_modules)",
+                     [("analysis", member, line)], module=name, offset=row.get("Offset"))
+
+
+def _port(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+    """Every listening socket, named once per (protocol, port) with its owners; those memory shows in a
+    namespace the live view read, but /proc/net did not, are hidden listeners."""
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    netns_read: set[Any] = set()
+    for member, line, c in _rows(tar, "connections"):
+        netns_read.add(c.get("netns"))
+        if not c.get("listening") or c.get("proto") not in ("tcp", "udp", "tcp6", "udp6"):
+            continue
+        key = (c["proto"].rstrip("6"), int(c.get("local_port") or 0))
+        entry = seen.setdefault(key, {"live": True, "memory": False, "owners": set(), "evidence": []})
+        entry["evidence"].append(("source", member, line))
+        for owner in c.get("owners") or []:
+            entry["owners"].add(f"{owner.get('pid')} {owner.get('name') or owner.get('comm') or ''}".strip())
+    starts = {p.get("pid"): _time(p.get("start_time_utc")) for _, _, p in _rows(tar, "processes")}
+    for member, line, row in memory("linux.sockstat.Sockstat"):
+        proto, port = str(row.get("Proto") or "").lower(), _port(row.get("Source Port"))
+        state = str(row.get("State") or "")
+        bound_udp = proto == "udp" and _port(row.get("Destination Port")) in (0, None) and state != "ESTABLISHED"
+        if port is None or proto not in ("tcp", "udp") or not (state == "LISTEN" or bound_udp):
+            continue
+        entry = seen.setdefault((proto, port), {"live": False, "memory": False, "owners": set(), "evidence": []})
+        entry["memory"] = True
+        entry["evidence"].append(("analysis", member, line))
+        entry["owners"].add(f"{row.get('PID')} {row.get('Process Name') or ''}".strip())
+        entry.setdefault("netns", set()).add(row.get("NetNS"))
+        entry.setdefault("owner_pids", set()).add(row.get("PID"))
+    for (proto, port), entry in sorted(seen.items()):
+        owners = ", ".join(sorted(entry["owners"])) or "owner unknown"
+        facts = {"proto": proto, "port": port, "owners": sorted(entry["owners"]),
+                 "seen_live": entry["live"], "seen_in_memory": entry["memory"]}
+        # an owner that already ran at the snapshot rules out "opened after /proc/net was read"
+        early = any(starts.get(pid) is not None and snapshot is not None and starts[pid] < snapshot - SLACK_S
+                    for pid in entry.get("owner_pids", ()))
+        if entry["memory"] and not entry["live"] and netns_read & entry.get("netns", set()) and early:
+            yield _found("listener_hidden_from_proc_net", "high",
+                         f"{proto}/{port} listens in memory ({owners}) but is absent from /proc/net",
+                         entry["evidence"][:10], **facts)
+            continue
+        where = " and ".join(w for w, on in (("live", entry["live"]), ("in memory", entry["memory"])) if on)
+        yield _found("listening_socket", "info" if port in COMMON_PORTS else "low",
+                     f"{proto}/{port} listens ({owners}), seen {where}", entry["evidence"][:10], **facts)
+
+
+HISTORY_OFF = {"HISTFILE": {"/dev/null", ""}, "HISTSIZE": {"0"}, "HISTFILESIZE": {"0"}}
+
+
+def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    if not memory.has("linux.bash.Bash"):
+        return
+    on_disk = {str(h.get("command") or "").strip() for _, _, h in _rows(tar, "histories")}
+    disabled: dict[int, list[tuple[str, str, int, str]]] = {}
+    for member, line, row in memory("linux.envars.Envars"):
+        key, value = row.get("KEY"), str(row.get("VALUE") or "")
+        if key in HISTORY_OFF and value in HISTORY_OFF[key]:
+            disabled.setdefault(row.get("PID"), []).append(("analysis", member, line, f"{key}={value}"))
+    seen: set[tuple[Any, str]] = set()
+    for member, line, row in memory("linux.bash.Bash"):
+        pid, command = row.get("PID"), str(row.get("Command") or "").strip()
+        if not command or (pid, command) in seen or command in on_disk:
+            continue
+        seen.add((pid, command))
+        yield _found("shell_command_only_in_memory", "medium",
+                     f"pid {pid} ({row.get('Process')}) ran `{command[:200]}` at {row.get('CommandTime')}; no history "
+                     "file on disk holds it (history cleared, disabled, or not yet written by a live shell)",
+                     [("analysis", member, line)], pid=pid, command=command, command_time=row.get("CommandTime"))
+    for pid, settings in sorted(disabled.items(), key=lambda kv: str(kv[0])):
+        yield _found("shell_history_disabled", "high",
+                     f"pid {pid} runs with {', '.join(s[3] for s in settings)}: its history is never written",
+                     [s[:3] for s in settings], pid=pid, settings=[s[3] for s in settings])
 
 
 def collect(ctx: Context) -> Iterator[Item]:
-    """The `findings` artifact of `analyze`: ctx.root is the source bundle."""
+    """The `findings` artifact of `analyze`: ctx.root is the source bundle; option ``memory_rows`` is the
+    folder holding this analysis's volatility3 rows."""
     try:
         tar = tarfile.open(ctx.root)
     except (OSError, tarfile.TarError) as exc:
@@ -73,6 +286,11 @@ def collect(ctx: Context) -> Iterator[Item]:
     with tar:
         count = 0
         for finding in host_findings(tar):
+            ctx.check()
+            count += 1
+            yield finding
+        for finding in memory_findings(tar, MemoryRows(ctx.opt("memory_rows"))):
+            ctx.check()
             count += 1
             yield finding
     yield Problem(f"findings: {count}", level="info")

@@ -174,6 +174,28 @@ def _mounts(ctx: Context) -> Iterator[Item]:
                                 "source": _unescape_mount(g[1]), "super_options": g[2] if len(g) > 2 else ""})
 
 
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def installed_modules(ctx: Context, release: str) -> tuple[str, dict[str, str] | None]:
+    """The kernel's own module tree: {module name: path} (names with '-' as '_', as the kernel shows
+    them), or None when the tree is missing. A module loaded from anywhere else (insmod /tmp/x.ko) is
+    how rootkits arrive."""
+    tree = f"/lib/modules/{release}"
+    found: dict[str, str] = {}
+    if not os.path.isdir(ctx.host_path(tree)):
+        return tree, None
+    for folder, dirs, files in os.walk(ctx.host_path(tree)):
+        ctx.check()
+        dirs[:] = [d for d in dirs if d not in ("build", "source")]  # links into kernel headers, not modules
+        for name in files:
+            for suffix in MODULE_SUFFIXES:
+                if name.endswith(suffix):
+                    relative = os.path.relpath(os.path.join(folder, name), ctx.host_path(tree))
+                    found.setdefault(name[: -len(suffix)].replace("-", "_"), f"{tree}/{relative}")
+    return tree, found
+
+
 def _modules(ctx: Context) -> Iterator[Item]:
     loaded: set[str] = set()
     try:
@@ -181,14 +203,19 @@ def _modules(ctx: Context) -> Iterator[Item]:
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot read /proc/modules", "/proc/modules")
         data = ""
+    tree, installed = installed_modules(ctx, os.uname().release) if data else ("", {})
     for line in data.splitlines():
         f = line.split()
         if len(f) < 6:
             continue
         loaded.add(f[0])
+        taint = f[6].strip("()") if len(f) > 6 else ""
         yield Record("modules", {"name": f[0], "size": int(f[1]), "refcount": int(f[2]),
                                  "used_by": [u for u in f[3].strip(",").split(",") if u and u != "-"],
-                                 "state": f[4], "address": f[5], "taint": f[6].strip("()") if len(f) > 6 else ""})
+                                 "state": f[4], "address": f[5], "taint": taint,
+                                 "out_of_tree": "O" in taint, "unsigned": "E" in taint,
+                                 "module_tree": tree, "module_tree_present": installed is not None,
+                                 "installed_file": (installed or {}).get(f[0])})
     try:
         names = sorted(os.listdir("/sys/module"))
     except OSError as exc:
