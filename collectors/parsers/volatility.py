@@ -165,8 +165,11 @@ def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: s
         yield Problem(status["reason"], level="error")
         return
     done = failed = 0
+    seconds: dict[str, float] = {}
     for name in plugins:
+        began = time.monotonic()
         rows, error = _timed(session, name, budget)
+        seconds[name] = round(time.monotonic() - began, 2)
         if error:
             failed += 1
             if session.saved_config is None and ("Unsatisfied" in error or "symbol" in error.lower()):
@@ -180,7 +183,7 @@ def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: s
             yield Record(f"volatility.{name}", row)
     status.update(status="complete" if not failed else ("symbols_missing" if not done else "partial"),
                   plugins_run=done, plugins_failed=failed, symbol_table=session.symbol_table,
-                  seconds=round(time.monotonic() - started, 1))
+                  seconds=round(time.monotonic() - started, 1), plugin_seconds=seconds)
     yield Record("volatility", status)
 
 
