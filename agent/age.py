@@ -461,11 +461,13 @@ def parse_recipients(values: Sequence[str]) -> list[Recipient]:
     ``#`` comments and blank lines ignored, like ``age -R``)."""
     out: list[Recipient] = []
     for value in values:
-        if _looks_like_recipient(value):
+        # A pasted secret key goes to parse_recipient, whose message does not repeat it.
+        if _looks_like_recipient(value) or value.strip().upper().startswith("AGE-SECRET-KEY-"):
             out.append(parse_recipient(value))
             continue
         if not os.path.isfile(value):
-            raise ValueError(f"{value!r} is neither a recipient (age1..., ssh-ed25519, ssh-rsa) nor a readable file")
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise ValueError(f"{shown!r} is neither a recipient (age1..., ssh-ed25519, ssh-rsa) nor a readable file")
         with open(value, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
         found = 0
@@ -784,13 +786,17 @@ _VCHAR_ARG = re.compile(rb"[\x21-\x7e]+")
 
 
 def _read_header(inp: _Input) -> _Header:
-    intro = inp.readline(len(MAGIC))
-    if intro != MAGIC:
-        if intro.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
+    inp.fill(64)
+    start = bytes(inp.buf[inp.pos : inp.pos + 64])
+    if not start.startswith(MAGIC):
+        if start.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
             raise AgeError("ASCII-armored age files are not supported: decode with 'age -d' first")
-        if intro.startswith(b"age-encryption.org/"):
+        if start.startswith(b"age-encryption.org/"):
             raise AgeError("unsupported age format version")
+        if MAGIC.startswith(start):
+            raise AgeError("truncated age header")
         raise AgeError("not an age file (no age-encryption.org/v1 header)")
+    intro = inp.readline(len(MAGIC))
     header = _Header()
     raw = bytearray(intro)
     while True:

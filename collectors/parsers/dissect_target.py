@@ -67,8 +67,9 @@ def _run(target: Any, name: str, budget: float, ctx: Context) -> Iterator[Item]:
             results.put(exc)
 
     thread = threading.Thread(target=worker, name=f"dissect:{name}", daemon=True)
+    started = time.monotonic()
     thread.start()
-    deadline = min(time.monotonic() + budget, ctx.deadline)
+    deadline = min(started + budget, ctx.deadline)
     count = 0
     try:
         while True:
@@ -97,7 +98,7 @@ def _run(target: Any, name: str, budget: float, ctx: Context) -> Iterator[Item]:
                 yield Problem(f"dissect plugin {name}: record not converted: {exc}", level="warning")
     finally:
         cancel.set()
-    yield Problem(f"dissect plugin {name}: {count} records", level="info",
+    yield Problem(f"dissect plugin {name}: {count} records in {time.monotonic() - started:.2f}s", level="info",
                   detail={"note": KNOWN_WRONG[name]} if name in KNOWN_WRONG else {})
 
 
