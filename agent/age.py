@@ -645,6 +645,16 @@ class AgeWriter:
         """Encrypt ``data`` (any bytes-like object); returns its length in bytes."""
         if self.closed:
             raise ValueError("write to a closed AgeWriter")
+        # Fast path for small writes (tar headers are 512 bytes): no memoryview set-up, which
+        # costs more than the copy itself at that size.
+        if type(data) is bytes or type(data) is bytearray:
+            n = len(data)
+            held = self._pending_len
+            if held + n <= CHUNK:
+                self._pending[held : held + n] = data
+                self._pending_len = held + n
+                self.plaintext_bytes += n
+                return n
         with memoryview(data) as view, view.cast("B") if view.format != "B" or view.ndim != 1 else view as mv:
             n = len(mv)
             if not n:

@@ -62,17 +62,16 @@ def main() -> int:
     print(f"data: {total // MIB} MiB, block {args.block} bytes, cryptography {_crypto_version()}")
 
     with open(os.devnull, "wb") as null:
-        plain = _timed(lambda: _memory_loop(pattern, total, args.block, null.write))
-        # The plain loop hands a view to /dev/null, which copies nothing: give it the copy a real
-        # bundle writer makes (bytes from a read) so the baseline is a copy, not a no-op.
+        # Writing a view to /dev/null moves no byte at all: the baseline makes the copy a real
+        # writer makes (bytes from a read), so it is a copy, not a no-op.
         copied = _timed(lambda: _memory_loop(pattern, total, args.block, lambda b: null.write(bytes(b))))
 
         def ours() -> None:
             with age.AgeWriter(null, [recipient]) as w:
-                _memory_loop(pattern, total, args.block, w.write)
+                # bytes, as the bundle writer hands them over (views of a big buffer would skip a copy)
+                _memory_loop(pattern, total, args.block, lambda b: w.write(bytes(b)))
 
         enc = _timed(ours)
-    print(f"plain write (no copy)     {_rate(total, plain)}")
     print(f"plain copy                {_rate(total, copied)}")
     print(f"AgeWriter (memory)        {_rate(total, enc)}   {copied / enc:5.2f}x the copy's speed")
 

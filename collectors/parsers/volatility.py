@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -71,6 +72,14 @@ def _rows(grid: Any) -> Iterator[dict[str, Any]]:
         yield out.get()
 
 
+def bundled_symbol_dirs() -> list[str]:
+    """The binary's own symbols folder (build/symbols at build time), when it holds any table."""
+    base = getattr(sys, "_MEIPASS", None) or os.path.join(os.path.dirname(__file__), "..", "..", "build")
+    folder = os.path.abspath(os.path.join(base, "symbols"))
+    has_tables = any(n.endswith((".json.xz", ".json")) for _, _, files in os.walk(folder) for n in files)
+    return [folder] if has_tables else []
+
+
 class Session:
     """One image, one volatility3 framework set-up, automagic results reused across plugins."""
 
@@ -87,7 +96,8 @@ class Session:
         constants.OFFLINE = remote_isf_url is None
         if remote_isf_url:
             constants.REMOTE_ISF_URL = remote_isf_url
-        volatility3.symbols.__path__ = [os.path.abspath(d) for d in symbol_dirs] + list(constants.SYMBOL_BASEPATHS)
+        dirs = [os.path.abspath(d) for d in symbol_dirs] + bundled_symbol_dirs()
+        volatility3.symbols.__path__ = dirs + list(constants.SYMBOL_BASEPATHS)
         self.import_failures = sorted(framework.import_files(volatility3.plugins, True))
         self.plugins = framework.list_plugins()
         self.location = requirements.URIRequirement.location_from_file(image)
