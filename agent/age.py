@@ -610,6 +610,7 @@ class AgeWriter:
         self._out_view = memoryview(self._out)
         self._out_len = 0
         self.closed = False
+        self._failed = False
         self.plaintext_bytes = 0
         self.ciphertext_bytes = len(header) + NONCE_SIZE
         _write_all(sink, memoryview(header + nonce))
@@ -637,14 +638,19 @@ class AgeWriter:
 
     def _drain(self) -> None:
         if self._out_len:
-            _write_all(self._sink, self._out_view[: self._out_len])
+            try:
+                _write_all(self._sink, self._out_view[: self._out_len])
+            except BaseException:
+                # Part of the batch may be out: nothing written after this could be made consistent.
+                self._failed = True
+                raise
             self.ciphertext_bytes += self._out_len
             self._out_len = 0
 
     def write(self, data: Any) -> int:
         """Encrypt ``data`` (any bytes-like object); returns its length in bytes."""
-        if self.closed:
-            raise ValueError("write to a closed AgeWriter")
+        if self.closed or self._failed:
+            raise ValueError("write to a closed AgeWriter" if self.closed else "AgeWriter's sink failed earlier")
         # Fast path for small writes (tar headers are 512 bytes): no memoryview set-up, which
         # costs more than the copy itself at that size.
         if type(data) is bytes or type(data) is bytearray:
@@ -692,6 +698,9 @@ class AgeWriter:
         """Seal the final chunk (an empty one only for an empty plaintext) and flush the sink."""
         if self.closed:
             return
+        if self._failed:
+            self.abort()
+            raise ValueError("AgeWriter's sink failed earlier: the output is incomplete")
         with memoryview(self._pending) as pending:
             self._seal(pending[: self._pending_len], last=True)
         self._finish()

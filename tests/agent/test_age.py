@@ -305,6 +305,24 @@ def test_exception_in_with_block_leaves_a_truncated_file(local_keys):
         w.write(b"more")
 
 
+def test_a_failing_sink_stops_the_writer(local_keys):
+    class Full(io.BytesIO):
+        def write(self, b) -> int:
+            if self.tell() > 1000:
+                raise OSError(28, "No space left on device")
+            return super().write(b)
+
+    out = Full()
+    w = age.AgeWriter(out, [age.parse_recipient(local_keys["x25519"].recipient)])
+    with pytest.raises(OSError, match="No space"):
+        w.write(_random(40 * CHUNK))
+    with pytest.raises(ValueError, match="failed earlier"):
+        w.write(b"x")
+    with pytest.raises(ValueError, match="incomplete"):
+        w.close()
+    assert w.closed
+
+
 # --- parsing keys -----------------------------------------------------------------------------
 
 
