@@ -293,6 +293,7 @@ def _md5(data: memoryview) -> bytes:
 class _Backend:
     kind = ""
     quantum = 1                     # non-final parts must be a multiple of this
+    wants_md5 = False               # the part's MD5 is computed by the writer as bytes arrive
     max_parts: int | None = None
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
@@ -316,7 +317,7 @@ class _Backend:
     def begin(self) -> None:
         pass
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
         raise NotImplementedError
 
     def finish(self, total: int) -> None:
@@ -333,15 +334,16 @@ class _S3Put(_Backend):
     """One presigned PUT: S3 needs the length first, so the stream is held in the one part buffer."""
 
     kind = "s3-put"
+    wants_md5 = True
 
     def max_bytes(self, part_size: int) -> int:
         return int(self.ticket.get("max_bytes") or part_size)
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
         if not final:
             raise UploadError("too_large", "the stream outgrew one buffer, the most a single presigned PUT "
                               "carries here; issue a multipart ticket (triagent ticket s3 --size-hint ...)")
-        _s3_put(self, self.ticket["url"], data, self._headers("put"), "PUT object")
+        _s3_put(self, self.ticket["url"], data, self._headers("put"), "PUT object", md5)
         self.stored, self.parts = len(data), 1
 
     def finish(self, total: int) -> None:
@@ -349,8 +351,9 @@ class _S3Put(_Backend):
             self.put_part(1, 0, memoryview(b""), True)
 
 
-def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, str], what: str) -> None:
-    digest = _md5(data)
+def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, str], what: str,
+            md5: bytes | None = None) -> None:
+    digest = md5 or _md5(data)
     # Content-MD5 is a plain header (not x-amz-*), so it may be sent unsigned; S3 checks it, and the
     # ETag (MD5 of the body for non-KMS objects) is checked here, for services that do not.
     hdrs = {**headers, "Content-MD5": base64.b64encode(digest).decode()}
@@ -368,6 +371,7 @@ def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, st
 class _S3Multipart(_Backend):
     kind = "s3-multipart"
     max_parts = S3_MAX_PARTS
+    wants_md5 = True
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
@@ -377,14 +381,14 @@ class _S3Multipart(_Backend):
     def _main_url(self) -> str:
         return self.ticket["complete_url"]
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
         if number > len(self.urls):
             raise UploadError("too_large", f"the ticket has {len(self.urls)} part URLs and the stream needs more "
                               f"(over {offset} bytes); issue a ticket with a larger --size-hint")
         if not final and len(data) < S3_MIN_PART:
             raise UploadError("ticket", f"part size {len(data)} is below S3's 5 MiB minimum")
         before = len(self.etags)
-        _s3_put(self, self.urls[number - 1], data, self._headers("part"), f"part {number}")
+        _s3_put(self, self.urls[number - 1], data, self._headers("part"), f"part {number}", md5)
         self.part_etags[number] = self.etags[before]
         self.stored += len(data)
         self.parts += 1
@@ -447,6 +451,7 @@ class _AzureBlob(_Backend):
 
     kind = "azure-blob"
     max_parts = AZURE_MAX_BLOCKS
+    wants_md5 = True
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
@@ -482,8 +487,8 @@ class _AzureBlob(_Backend):
         if self.have:
             self.http.log(f"upload: the service already holds {len(self.have)} uncommitted blocks")
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
-        digest = _md5(data)
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
+        digest = md5 or _md5(data)
         block_id = base64.b64encode(f"{number:06d}-{digest.hex()}".encode()).decode()
         self.ids.append(block_id)
         if block_id in self.have:
@@ -561,7 +566,7 @@ class _GcsResumable(_Backend):
             return -1                   # finalized
         return _range_end(resp.headers.get("Range"))
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
         if not final and len(data) % GCS_QUANTUM:
             raise UploadError("ticket", f"chunk of {len(data)} bytes is not a multiple of 256 KiB")
         total = offset + len(data) if final else None
@@ -675,7 +680,7 @@ class _HttpsPut(_Backend):
         self.thread = threading.Thread(target=self._run, name="triagent-https-put", daemon=True)
         self.thread.start()
 
-    def put_part(self, number: int, offset: int, data: memoryview, final: bool) -> None:
+    def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
         sent = threading.Event()
         while True:
             if self.failure or self.done.is_set():
@@ -736,7 +741,8 @@ class Upload:
         for _ in range(max(1, buffers)):
             self.free.put(bytearray(part_size))
         self.buf = self.free.get()
-        self.work: queue.Queue[tuple[int, int, bytearray, int, bool] | None] = queue.Queue(maxsize=1)
+        self.part_md5 = hashlib.md5(usedforsecurity=False) if backend.wants_md5 else None
+        self.work: queue.Queue[tuple[int, int, bytearray, int, bool, bytes | None] | None] = queue.Queue(maxsize=1)
         self.error: UploadError | None = None
         self.closed = False
         self.result: UploadResult | None = None
@@ -750,10 +756,10 @@ class Upload:
             job = self.work.get()
             if job is None:
                 return
-            number, offset, buf, length, final = job
+            number, offset, buf, length, final, md5 = job
             try:
                 if self.error is None:
-                    self.backend.put_part(number, offset, memoryview(buf)[:length], final)
+                    self.backend.put_part(number, offset, memoryview(buf)[:length], final, md5)
             except UploadError as exc:
                 self.error = exc
             except Exception as exc:  # noqa: BLE001 - any failure must reach the writer, scrubbed
@@ -769,7 +775,11 @@ class Upload:
         self.number += 1
         if self.backend.max_parts and self.number > self.backend.max_parts:
             raise UploadError("too_large", f"more than {self.backend.max_parts} parts of {self.part_size} bytes")
-        self.work.put((self.number, self.offset, self.buf, self.fill, final))
+        md5 = None
+        if self.part_md5 is not None:
+            md5 = self.part_md5.digest()
+            self.part_md5 = hashlib.md5(usedforsecurity=False)
+        self.work.put((self.number, self.offset, self.buf, self.fill, final, md5))
         self.offset += self.fill
         self.fill = 0
         self.buf = self.free.get()      # waits while both buffers are busy: this bounds memory
@@ -791,6 +801,8 @@ class Upload:
                 self._flush(final=False)
             take = min(len(mv), self.part_size - self.fill)
             self.buf[self.fill:self.fill + take] = mv[:take]
+            if self.part_md5 is not None:   # hashed here, in the writer, so the sender only sends
+                self.part_md5.update(mv[:take])
             self.fill += take
             mv = mv[take:]
         return n
