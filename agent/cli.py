@@ -90,10 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the device holding the root filesystem)")
     d.add_argument("--disk-offset", type=_size, metavar="BYTES", help="filesystem offset inside --disk")
     d.add_argument("--disk-mount-point", metavar="DIR", help="where --disk is mounted, for the cross-view")
+    u = c.add_argument_group("shipping")
+    u.add_argument("--upload", action="append", default=[], metavar="TICKET|URL",
+                   help="stream the bundle to this upload ticket (from `triagent ticket`) or presigned URL while it "
+                   "is written; repeat for a copy elsewhere. Without --output nothing but one part in memory "
+                   "exists on the host")
+    u.add_argument("--ca-bundle", metavar="FILE", help="also trust this CA for uploads (TLS checks are always on)")
+    u.add_argument("--bearer-token-file", metavar="FILE", help="Authorization: Bearer token for a plain HTTPS PUT")
+    u.add_argument("--encrypt-to", action="append", default=[], metavar="RECIPIENT",
+                   help="encrypt the bundle (age format) to an age1... recipient, an ssh-ed25519 / ssh-rsa public "
+                   "key, or a file of them; repeatable")
     c.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
 
     v = sub.add_parser("verify", help="check a bundle's integrity; names any altered member")
     v.add_argument("bundle", help="bundle file, or - for stdin")
+    v.add_argument("--identity", action="append", default=[], metavar="KEY",
+                   help="decrypt an age-encrypted bundle with this key (age or OpenSSH private key file)")
+
+    from agent.ticket import add_ticket_arguments
+
+    add_ticket_arguments(sub)
 
     a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
     a.add_argument("bundle", help="a bundle made by collect")
@@ -118,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "profiles":
             return _profiles()
+        if args.command == "ticket":
+            from agent.ticket import run_ticket
+
+            return run_ticket(args)
         if args.command == "analyze":
             from agent.analyze import analyze
 
@@ -143,7 +163,16 @@ def _profiles() -> int:
 def _verify(args: argparse.Namespace) -> int:
     from agent.verify import verify
 
-    result = verify(args.bundle)
+    try:
+        identities = None
+        if args.identity:
+            from agent.age import load_identities
+
+            identities = load_identities(args.identity)
+    except (OSError, ValueError) as exc:
+        print(f"triagent verify: cannot load --identity: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = verify(args.bundle, identities)
     print(json.dumps(result.summary(), ensure_ascii=False))
     for problem in result.problems:
         print(f"triagent verify: {problem}", file=sys.stderr)
@@ -205,9 +234,16 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     if not os.path.isdir(root):
         print(f"triagent: error: --root {args.root!r} is not a directory", file=sys.stderr)
         return EXIT_USAGE
-    if bool(args.output) == bool(args.memory_output):
-        print("triagent: error: give --output DIR|- (a bundle) or --memory-output PATH (only the image)",
-              file=sys.stderr)
+    if bool(args.output or args.upload) == bool(args.memory_output):
+        print("triagent: error: give --output DIR|- and/or --upload TICKET (a bundle), or --memory-output PATH "
+              "(only the image)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from agent.age import parse_recipients
+
+        recipients = parse_recipients(args.encrypt_to) if args.encrypt_to else None
+    except (OSError, ValueError) as exc:
+        print(f"triagent: error: --encrypt-to: {exc}", file=sys.stderr)
         return EXIT_USAGE
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
     try:
@@ -239,30 +275,46 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         return write_image(args.memory_output, memory_options, stop, early_reasons, args.max_disk_usage,
                            args.min_free, max_duration=args.max_duration or profile.max_duration_s)
 
+    from agent.ship import Shipment, open_uploads
+    from agent.upload import UploadError
+
     streaming = args.output == "-"
     bundle_path = None
+    local: Any = None
+    summary_stream = sys.stdout
     if streaming:
         if sys.stdout.isatty():
             print("triagent: error: refusing to write a bundle to a terminal; redirect stdout", file=sys.stderr)
             return EXIT_USAGE
-        out = sys.stdout.buffer
+        local = sys.stdout.buffer
         summary_stream = sys.stderr
-    else:
+    elif args.output:
         try:
             os.makedirs(args.output, exist_ok=True)
-            bundle_path = os.path.join(os.path.abspath(args.output), _bundle_name(compress))
+            bundle_path = os.path.join(os.path.abspath(args.output),
+                                       _bundle_name(compress) + (".age" if recipients else ""))
             fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             print(f"triagent: fatal: cannot create the bundle in {args.output!r}: {exc.strerror or exc}",
                   file=sys.stderr)
             return EXIT_FATAL
-        out = os.fdopen(fd, "wb", buffering=1 << 20)
-        summary_stream = sys.stdout
+        local = os.fdopen(fd, "wb", buffering=1 << 20)
+    upload_log = (lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)) if args.verbose \
+        else (lambda _line: None)
+    try:
+        uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log)
+    except (UploadError, OSError, ValueError) as exc:
+        print(f"triagent: fatal: cannot start the upload: {exc}", file=sys.stderr)
+        if local is not None and not streaming:
+            local.close()
+            os.unlink(bundle_path)  # type: ignore[arg-type]
+        return EXIT_FATAL
+    out = Shipment(local, uploads, recipients, close_local=not streaming)
 
     writer = BundleWriter(out, compress, args.compress_level)
     options = RunOptions(root=root, include_secrets=args.include_secrets,
                          max_duration_s=args.max_duration or profile.max_duration_s,
-                         min_free_bytes=args.min_free, output_dir=None if streaming else args.output,
+                         min_free_bytes=args.min_free, output_dir=args.output if bundle_path else None,
                          max_disk_usage=args.max_disk_usage,
                          artifact_options={"memory": memory_options, "disk.bodyfile": _disk_options(args)},
                          verbose=args.verbose)
@@ -275,25 +327,30 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
 
     try:
         run.collect_all()
-        custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns,
-                                 {"kind": "stdout" if streaming else "file", "path": bundle_path})
+        destination = {"kind": "stdout" if streaming else ("file" if bundle_path else "upload"), "path": bundle_path,
+                       "uploads": [u.backend.destination for u in uploads], "encrypted_to": len(recipients or [])}
+        custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination)
         custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        profile=profile.name, include_secrets=args.include_secrets,
                        redactions=run.redactor.redactions)
-        sha256 = run.finish(custody)
-        out.close() if not streaming else out.flush()
+        run.finish(custody)
+        shipped = out.close()
     except (BrokenPipeError, OSError) as exc:
         print(f"triagent: fatal: writing the bundle failed: {exc.strerror or exc}", file=sys.stderr)
+        out.close(abort_reason=f"writing the bundle failed: {exc}")
         return EXIT_FATAL
     if bundle_path:
         with open(bundle_path + ".sha256", "w", encoding="utf-8") as side:
-            side.write(f"{sha256}  {os.path.basename(bundle_path)}\n")
-    summary = _summary(run, bundle_path, sha256, writer.bytes_written, custody)
+            side.write(f"{shipped['sha256']}  {os.path.basename(bundle_path)}\n")
+    failed = [u for u in shipped["uploads"] if not u.get("ok")]
+    for u in failed:
+        print(f"triagent: upload to {u.get('destination')} failed: {u.get('error')}", file=sys.stderr)
+    summary = _summary(run, bundle_path, shipped, custody)
     print(summary, file=summary_stream, flush=True)
-    return EXIT_COMPLETE if run.status == "complete" else EXIT_PARTIAL
+    return EXIT_COMPLETE if run.status == "complete" and not failed else EXIT_PARTIAL
 
 
-def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody: dict[str, Any]) -> str:
+def _summary(run: Any, bundle_path: str | None, shipped: dict[str, Any], custody: dict[str, Any]) -> str:
     results = run.results
     by_status: dict[str, int] = {}
     for r in results:
@@ -302,7 +359,8 @@ def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody:
     not_complete = [f"{r.name}: {r.status}" + (f" ({r.reason})" if r.reason else "")
                     for r in results if r.status not in ("complete", "not_live")]
     summary: dict[str, Any] = {
-        "status": run.status, "bundle": bundle_path or "stdout", "sha256": sha256, "bytes": size,
+        "status": run.status, "bundle": bundle_path or ("stdout" if custody["output"]["kind"] == "stdout" else None),
+        "sha256": shipped["sha256"], "bytes": shipped["bytes"],
         "profile": run.profile.name, "artifacts": by_status,
         "records": sum(r.records for r in results), "files": sum(r.files for r in results),
         "errors": sum(1 for e in run.log if e["level"] == "error"),
@@ -311,6 +369,12 @@ def _summary(run: Any, bundle_path: str | None, sha256: str, size: int, custody:
         "stop_reason": run.stop_reason, "incomplete": not_complete[:5], "first_errors": problems[:5],
         **run.highlights,
     }
+    if shipped.get("encrypted"):
+        summary.update(encrypted=shipped["encrypted"], plaintext_sha256=shipped["plaintext_sha256"])
+    if shipped["uploads"]:
+        summary["uploads"] = [{"to": u.get("destination"), "ok": u.get("ok"), "bytes": u.get("bytes_stored"),
+                               **({"error": str(u.get("error"))[:200]} if not u.get("ok") else {})}
+                              for u in shipped["uploads"]]
     tool = custody.get("tool", {})
     if tool.get("frozen") and tool.get("unpack_fs") not in ("tmpfs", "ramfs", None):
         summary["warning"] = (f"binary unpacked to disk ({tool.get('unpack_dir')}, {tool.get('unpack_fs')}; "

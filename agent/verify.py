@@ -128,6 +128,7 @@ class Result:
     members: int = 0
     status: str | None = None
     bundle_sha256: str | None = None
+    plaintext_sha256: str | None = None  # of the decrypted bundle, when it was encrypted
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,7 @@ class Result:
 
     def summary(self) -> dict[str, Any]:
         return {"verified": self.ok, "bundle": self.path, "bundle_sha256": self.bundle_sha256,
+                **({"plaintext_sha256": self.plaintext_sha256} if self.plaintext_sha256 else {}),
                 "members": self.members, "collection_status": self.status,
                 "problems": self.problems[:20], "problem_count": len(self.problems)}
 
@@ -234,7 +236,26 @@ def _check(members: list[Member], prefix_at_seal: int | None, result: Result) ->
         result.problems.append(f"member {SEAL_NAME!r}: content altered")
 
 
-def verify(path: str) -> Result:
+class _Hashed:
+    """The raw bytes of an encrypted bundle, hashed as they are read (the shipped SHA-256)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.sha256.update(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def verify(path: str, identities: list[Any] | None = None) -> Result:
+    """Check a bundle; with ``identities`` an age-encrypted one is decrypted on the fly (each chunk
+    authenticated) and its members checked; the sidecar .sha256 is then compared with the encrypted bytes."""
     result = Result(path)
     try:
         f = open(path, "rb") if path != "-" else os.fdopen(os.dup(0), "rb")
@@ -242,20 +263,39 @@ def verify(path: str) -> Result:
         result.problems.append(f"cannot open bundle: {exc.strerror or exc}")
         return result
     stream = None
+    raw: _Hashed | None = None
     with f:
         try:
-            stream = _TarStream(f)
+            source: Any = f
+            if not identities and f.peek(32)[:19] == b"age-encryption.org/":  # type: ignore[attr-defined]
+                raise _Damaged("the bundle is encrypted (age): give --identity KEY to decrypt and verify it")
+            if identities:
+                from agent.age import AgeError, AgeReader
+
+                raw = _Hashed(f)
+                try:
+                    source = AgeReader(raw, identities)
+                except AgeError as exc:
+                    raise _Damaged(f"cannot decrypt: {exc}") from None
+            stream = _TarStream(source)
             members, prefix_at_seal = _read_members(stream, result)
             result.members = len(members)
             _check(members, prefix_at_seal, result)
         except _Damaged as exc:
             result.problems.append(str(exc))
-        except OSError as exc:
-            result.problems.append(f"cannot read bundle: {exc.strerror or exc}")
+        except (OSError, ValueError) as exc:  # age errors are ValueErrors: tampered or truncated ciphertext
+            result.problems.append(f"cannot read bundle: {getattr(exc, 'strerror', None) or exc}")
         if stream is not None:
-            while stream._read_file(READ_CHUNK):
-                pass
+            try:
+                while stream._read_file(READ_CHUNK):
+                    pass
+            except ValueError as exc:
+                result.problems.append(f"cannot decrypt the rest of the bundle: {exc}")
             result.bundle_sha256 = stream.file_sha256.hexdigest()
+        if raw is not None:
+            while raw.read(READ_CHUNK):
+                pass
+            result.plaintext_sha256, result.bundle_sha256 = result.bundle_sha256, raw.sha256.hexdigest()
     sidecar = path + ".sha256"
     if path != "-" and os.path.exists(sidecar) and result.bundle_sha256:
         with open(sidecar, encoding="utf-8", errors="replace") as s:

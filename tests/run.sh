@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar gzip:gzip mkfs.ext4:e2fsprogs \
-        debugfs:e2fsprogs fls:sleuthkit qemu-system-x86_64:qemu-system-x86 busybox:busybox-static; do
+        debugfs:e2fsprogs fls:sleuthkit qemu-system-x86_64:qemu-system-x86 busybox:busybox-static age:age \
+        npm:npm node:nodejs; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -21,7 +22,10 @@ fi
 
 # Debian's own interpreter: the same one the single binary is built from.
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ticket]'
+# Storage servers that check signatures, on loopback only (tests/upload_servers.py starts them).
+[ -x tests/.npm/node_modules/.bin/s3rver ] && [ -x tests/.npm/node_modules/.bin/azurite-blob ] ||
+    npm install --prefix tests/.npm --no-audit --no-fund s3rver@3.7.1 azurite@3.35.0
 
 # The single binary (tests run the main collect with it). A failed build fails the run in CI.
 if ! bash build/build.sh; then

@@ -1,0 +1,110 @@
+"""collect → encrypt → upload, through the command line: the bundle streams to s3rver with no --output
+(nothing on the host's disk), encrypted to the responder; the object read back has the summary's SHA-256,
+the stock `age -d` decrypts it and `verify --identity` proves the members. A dead URL is a clear error
+that keeps the local copy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import upload_servers as srv
+from conftest import need, run_triagent
+
+from agent import ticket as tk
+from agent import upload as up
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    import importlib.util
+
+    srv.need(importlib.util.find_spec("boto3") is not None, "boto3 is not installed (pip install -e '.[ticket]')")
+    with srv.run_s3rver(tmp_path_factory.mktemp("s3-ship")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def age_key(tmp_path_factory) -> tuple[Path, str]:
+    need(shutil.which("age-keygen") is not None and shutil.which("age") is not None,
+         "age is not installed (apt-get install age)")
+    folder = tmp_path_factory.mktemp("age")
+    proc = subprocess.run(["age-keygen", "-o", str(folder / "key")], capture_output=True, text=True, check=True)
+    recipient = next(w for w in proc.stderr.split() if w.startswith("age1"))
+    return folder / "key", recipient
+
+
+def _summary(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _ticket(s3, tmp_path: Path, **kw) -> Path:
+    ticket = tk.s3_ticket(s3.client(), s3.bucket, tk.object_key("case-9", "host-z", "bundle.tar.gz.age"), **kw)
+    path = tmp_path / "ticket.json"
+    path.write_text(json.dumps(ticket))
+    return path
+
+
+def test_encrypted_bundle_streams_to_s3_and_nothing_stays_on_disk(s3, age_key, tmp_path):
+    key, recipient = age_key
+    ticket = _ticket(s3, tmp_path, size_hint=64 << 20, part_size=5 << 20, mode="multipart")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    proc = run_triagent(["collect", "--profile", "minimal", "--upload", str(ticket), "--encrypt-to", recipient,
+                         "--case-id", "case-9"], cwd=workdir)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = _summary(proc)
+    assert summary["bundle"] is None and summary["uploads"][0]["ok"], summary
+    assert list(workdir.iterdir()) == [], "collect with only --upload left files behind"
+    assert "X-Amz-Signature" not in proc.stdout.decode() + proc.stderr.decode()
+    back = up.verify_remote(str(ticket), expected_sha256=summary["sha256"])
+    assert back["match"], (back, summary["sha256"])
+
+    data = _download(ticket)
+    assert hashlib.sha256(data).hexdigest() == summary["sha256"]
+    shipped = tmp_path / "bundle.tar.gz.age"
+    shipped.write_bytes(data)
+    plain = subprocess.run(["age", "-d", "-i", str(key), str(shipped)], capture_output=True, check=True).stdout
+    assert hashlib.sha256(plain).hexdigest() == summary["plaintext_sha256"]
+    (tmp_path / "bundle.tar.gz").write_bytes(plain)
+    with tarfile.open(tmp_path / "bundle.tar.gz") as tar:
+        custody = json.loads(tar.extractfile("triagent/custody.json").read())
+    assert custody["case_id"] == "case-9" and "X-Amz" not in json.dumps(custody)
+    checked = run_triagent(["verify", "--identity", str(key), str(shipped)])
+    assert checked.returncode == 0 and json.loads(checked.stdout)["plaintext_sha256"] == summary["plaintext_sha256"]
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x01
+    shipped.write_bytes(bytes(damaged))
+    assert run_triagent(["verify", "--identity", str(key), str(shipped)]).returncode == 1
+
+
+def _download(ticket: Path) -> bytes:
+    import requests
+
+    read_url = json.loads(ticket.read_text())["read_url"]
+    response = requests.get(read_url, timeout=60)
+    response.raise_for_status()
+    return response.content
+
+
+def test_expired_url_keeps_the_local_copy_and_says_so(s3, tmp_path):
+    from datetime import timedelta
+
+    ticket = _ticket(s3, tmp_path, size_hint=1 << 20, expires=timedelta(seconds=1), mode="single")
+    time.sleep(2.5)
+    proc = run_triagent(["collect", "--profile", "minimal", "--output", str(tmp_path / "out"), "--upload",
+                         str(ticket)])
+    summary = _summary(proc)
+    assert proc.returncode == 1, summary
+    failed = summary["uploads"][0]
+    assert not failed["ok"] and "expired" in failed["error"].lower(), failed
+    assert "X-Amz-Signature" not in proc.stdout.decode() + proc.stderr.decode()
+    local = Path(summary["bundle"])
+    assert local.exists() and hashlib.sha256(local.read_bytes()).hexdigest() == summary["sha256"]
+    assert run_triagent(["verify", str(local)]).returncode == 0
