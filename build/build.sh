@@ -24,14 +24,16 @@ PY=/usr/bin/python3
 PYI_VERSION=6.22.3
 PATCH="$HERE/bootloader-tmpdir-fallback.patch"
 # The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
-PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests cramjam==2.14.0)
+PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests cramjam==2.14.0 pyyaml==6.0.3
+          cryptography==50.0.2)
 
 log() { printf '[build] %s\n' "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
 # Must match tests/e2e/test_binary.py:source_digest().
 source_digest() {
     find agent collectors specs build setup.cfg -type f \( -name '*.py' -o -name '*.toml' -o -name '*.spec' \
-        -o -name '*.sh' -o -name '*.patch' -o -name '*.cfg' \) -not -path '*/.venv/*' -not -path 'build/work/*' \
+        -o -name '*.sh' -o -name '*.patch' -o -name '*.cfg' -o -name '*.yaml' \) -not -path '*/.venv/*' \
+        -not -path 'build/work/*' \
         -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
 }
 
