@@ -113,4 +113,7 @@ def open_uploads(targets: list[str], ca_bundle: str | None, bearer_token_file: s
     """One upload per --upload target (URL or ticket file); raises UploadError naming the one that failed."""
     from agent.upload import open_upload
 
-    return [open_upload(t, ca_bundle=ca_bundle, bearer_token_file=bearer_token_file, log=log) for t in targets]
+    # One part buffer: on the suspect host memory matters more than overlapping gzip with the network
+    # (measured over loopback: 0.94x curl's throughput, peak RSS part size + 33 MB; two buffers: 1.04x, + 50 MB).
+    return [open_upload(t, ca_bundle=ca_bundle, bearer_token_file=bearer_token_file, log=log, buffers=1)
+            for t in targets]
