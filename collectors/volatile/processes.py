@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from collectors.base import Context, Item, Problem, Record
+from collectors.base import Context, FileCopy, Item, Problem, Record
 from collectors.util import parse_passwd, read_small, read_text, text, utc
 
 HASH_CHUNK = 1 << 20
@@ -85,6 +85,27 @@ def _hash_exe(pid: int, limit: int, cache: dict, ctx: Context) -> tuple[str | No
     return cache[key]
 
 
+def _recover_exe(pid: int, rec: dict, copied: set[str], limit: int) -> FileCopy | None:
+    """A deleted or memfd executable exists nowhere but in the running process: copy it from
+    /proc/PID/exe (once per content) so it can be scanned and reversed later."""
+    exe = rec.get("exe") or ""
+    if not (rec.get("exe_deleted") or rec.get("exe_origin") == "/memfd" or exe.startswith("/memfd:")):
+        return None
+    digest = rec.get("exe_sha256")
+    if not digest or digest in copied:
+        return None
+    path = f"/proc/{pid}/exe"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    copied.add(digest)
+    rec["exe_copy"] = path
+    return FileCopy(path, fd, st, 0, min(st.st_size, limit),
+                    f"capped at {limit} bytes" if st.st_size > limit else None, "processes")
+
+
 def _environ(pid: int) -> dict[str, str]:
     data = read_small(f"/proc/{pid}/environ", 1 << 20)
     env = {}
@@ -110,6 +131,8 @@ def collect(ctx: Context) -> Iterator[Item]:
     suspicious = tuple(ctx.opt("suspicious_exe_prefixes", []))
     max_fds = int(ctx.opt("max_fds_per_process", 4096))
     hash_cache: dict = {}
+    copied: set[str] = set()
+    copy_limit = int(ctx.opt("copy_exe_max_bytes", 64 << 20))
     vanished = 0
     for pid in psutil.pids():
         ctx.check()
@@ -143,8 +166,11 @@ def collect(ctx: Context) -> Iterator[Item]:
             continue
         if rec.get("kernel_thread"):
             errors.pop("exe", None)  # kernel threads have no executable
+        recovered = _recover_exe(pid, rec, copied, copy_limit)
         rec["errors"] = errors
         yield Record("processes", rec)
+        if recovered is not None:
+            yield recovered
     if vanished:
         yield Problem(f"{vanished} processes exited while being read (expected on a busy host)", level="info",
                       detail={"vanished": vanished})

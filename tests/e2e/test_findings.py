@@ -54,3 +54,11 @@ def test_findings_point_at_their_evidence(tmp_path):
         assert any(evidence(f)["pid"] == procs[1].pid for f in by_kind["writable_place_executable"])
         assert any(evidence(f)["pid"] == procs[2].pid for f in by_kind["memfd_executable"])
         assert any(evidence(f)["pid"] == procs[3].pid for f in by_kind["ld_preload_environment"])
+        # the deleted and the memfd executables exist nowhere else: their bytes are in the bundle
+        manifest = {m["name"]: m for m in json.loads(source.extractfile("triagent/manifest.json").read())["members"]}
+        copies = {m["sha256"] for name, m in manifest.items() if name.startswith("fs/$rootfs$/proc/")
+                  and name.endswith("/exe")}  # one copy per content
+        for f in by_kind["deleted_executable"] + by_kind["memfd_executable"]:
+            record = evidence(f)
+            if record["pid"] in (procs[0].pid, procs[2].pid):
+                assert record["exe_sha256"] in copies, (record, sorted(copies))
