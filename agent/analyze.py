@@ -58,6 +58,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
             options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
                                "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
+                "dissect": {"rows_dir": rows},
                 "findings": {"memory_rows": rows, "verdict_sink": verdict}})
             run = Run(load_profile("analysis"), writer, Redactor(load_secrets()), options, started_ns=started_ns)
             if verbose:

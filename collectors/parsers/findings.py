@@ -117,9 +117,13 @@ class MemoryRows:
         self.folder = folder
 
     def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        return self.stream(f"volatility.{plugin}")
+
+    def stream(self, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """Any stream this analysis wrote beside its bundle (``dissect.authlog``, ``volatility.<plugin>``)."""
         if not self.folder:
             return
-        name = f"volatility.{plugin}.jsonl"
+        name = f"{stream}.jsonl"
         try:
             handle = open(os.path.join(self.folder, name), "rb")
         except OSError:
@@ -275,6 +279,34 @@ def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterat
                      [s[:3] for s in settings], pid=pid, settings=[s[3] for s in settings])
 
 
+def _sigma_and_yara(ctx: Context, tar: tarfile.TarFile, rows: Any) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The other rule kinds: Sigma over log records, YARA-X over the bundle's files. Each needs its
+    library (pySigma, yara-x: the `analysis` extra); without it the run says so and goes on."""
+    from collectors.parsers import rules as rules_engine
+
+    folder = ctx.opt("rules_dir") or rules_engine.rules_folder()
+    found: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    try:
+        from collectors.parsers import sigma
+
+        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, ctx.check))
+    except ImportError as exc:
+        problems.append(Problem(f"sigma rules skipped: {exc.name or exc} is not installed", level="warning"))
+    except (OSError, ValueError) as exc:
+        problems.append(Problem(f"sigma rules: {exc}", level="error"))
+    try:
+        from collectors.parsers import yara
+
+        compiled = yara.compile_rules(os.path.join(folder, "yara"))
+        found += list(yara.scan(compiled, tar, check=ctx.check))
+    except ImportError as exc:
+        problems.append(Problem(f"yara rules skipped: {exc.name or exc} is not installed", level="warning"))
+    except (OSError, ValueError) as exc:
+        problems.append(Problem(f"yara rules: {exc}", level="error"))
+    return found, problems
+
+
 def collect(ctx: Context) -> Iterator[Item]:
     """The `findings` artifact of `analyze`: ctx.root is the source bundle; option ``memory_rows`` is the
     folder holding this analysis's volatility3 rows, ``verdict_sink`` a dict that receives the verdict.
@@ -297,8 +329,11 @@ def collect(ctx: Context) -> Iterator[Item]:
     with tar:
         checks = [r.data for r in host_findings(tar)] + [r.data for r in memory_findings(tar, memory)]
         now = rules_engine.collection_time(tar) or 0.0
-        rows = rules_engine.bundle_rows(tar, memory, checks)
+        rows = rules_engine.bundle_rows(tar, memory.stream, checks)
         found = list(rules_engine.evaluate(rules, rows, now, ctx.check))
+        extra, problems = _sigma_and_yara(ctx, tar, rows)
+        found += extra
+    yield from problems
     covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
     found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
     order = {s: i for i, s in enumerate(rules_engine.SEVERITIES)}

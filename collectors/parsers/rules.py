@@ -72,6 +72,10 @@ def load_rules(folder: str | None = None) -> list[Rule]:
     return rules
 
 
+def rules_folder() -> str:
+    return _specs_folder()
+
+
 def _specs_folder() -> str:
     import specs
 

@@ -113,6 +113,27 @@ def _policy() -> dict:
     return engine.load_verdict_policy()
 
 
+def test_memory_rows_feed_the_rules(tmp_path):
+    """Rules that read this analysis's volatility rows (syscall hooks, malfind) see them."""
+    from collectors.parsers.findings import MemoryRows
+
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "volatility.linux.malware.check_syscall.Check_syscall.jsonl").write_text(
+        json.dumps({"Table Name": "64bit", "Index": 62, "Handler Address": 1, "Handler Symbol": "UNKNOWN"}) + "\n" +
+        json.dumps({"Table Name": "64bit", "Index": 0, "Handler Address": 2, "Handler Symbol": "__x64_sys_read"}))
+    (rows / "volatility.linux.malware.malfind.Malfind.jsonl").write_text(
+        json.dumps({"PID": 77, "Process": "sshd", "Start": 4096, "Protection": "rwx"}) + "\n")
+    bundle = tmp_path / "empty.tar"
+    with tarfile.open(bundle, "w"):
+        pass
+    with tarfile.open(bundle) as tar:
+        found = list(engine.evaluate([SHIPPED["TRI-KERN-004"], SHIPPED["TRI-PROC-005"]],
+                                     engine.bundle_rows(tar, MemoryRows(str(rows)).stream, []), NOW))
+    assert [(f["rule"], f["evidence"][0]["line"]) for f in found] == [("TRI-KERN-004", 1), ("TRI-PROC-005", 1)]
+    assert "syscall 62" in found[0]["summary"] and "pid 77 (sshd)" in found[1]["summary"]
+
+
 def test_verdict_policy():
     policy = _policy()
     assert engine.verdict([], True, policy)["recommendation"] == "no"
@@ -143,6 +164,12 @@ def test_planted_root_gives_findings_and_a_yes(tmp_path):
     fakeroot.build(root)
     fakeroot.plant_cron(root)
     os.symlink("/dev/null", root / "home/alice/.bash_history")
+    (root / "var/log").mkdir(parents=True, exist_ok=True)
+    (root / "var/log/auth.log").write_text(
+        "Nov 23 10:00:05 fakehost sshd[124]: Accepted publickey for root from 203.0.113.9 port 4243 ssh2: "
+        "ED25519 SHA256:bm90IGEgcmVhbCBrZXk\n"
+        "Nov 23 10:02:00 fakehost useradd[300]: new user: name=toor, UID=0, GID=0, home=/root, shell=/bin/bash\n")
+    (root / "etc/cron.d/kworker").write_text("@reboot root /var/tmp/.kw/run.sh\n# xmrig -o stratum+tcp://p:3333\n")
     summary, findings, verdict, bundle = _analyse(tmp_path, root)
     by_rule: dict[str, list[dict]] = {}
     for f in findings:
@@ -156,6 +183,11 @@ def test_planted_root_gives_findings_and_a_yes(tmp_path):
         line = tar.extractfile(pointer["member"]).read().splitlines()[pointer["line"] - 1]
     assert "curl" in json.loads(line)["command"]
     assert verdict["recommendation"] == "yes" and summary["full_disk"] == "yes"
+    sigma = {f["title"]: f for f in findings if f.get("kind") == "sigma"}
+    assert "User account created with UID 0" in sigma and "Remote login as root accepted" in sigma, sorted(sigma)
+    assert sigma["User account created with UID 0"]["mitre"] == ["T1136.001"]
+    yara = [f for f in findings if f.get("rule") == "yara:triage.crypto_miner_xmrig"]
+    assert [f["path"] for f in yara] == ["/etc/cron.d/kworker"], [f["summary"] for f in findings]
     assert any(d["rule"] == "TRI-EXEC-002" for d in verdict["drivers"])
 
 

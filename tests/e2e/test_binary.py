@@ -16,7 +16,7 @@ from conftest import REPO, members, need, run_triagent, summary_of
 
 BINARY = REPO / "dist" / "triagent"
 SSM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-SOURCE_SUFFIXES = (".py", ".toml", ".spec", ".sh", ".patch", ".cfg", ".yaml")
+SOURCE_SUFFIXES = (".py", ".toml", ".spec", ".sh", ".patch", ".cfg", ".yaml", ".yml", ".yar")
 
 
 def source_digest() -> str:
