@@ -276,7 +276,6 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
                            args.min_free, max_duration=args.max_duration or profile.max_duration_s)
 
     from agent.ship import Shipment, open_uploads
-    from agent.upload import UploadError
 
     streaming = args.output == "-"
     bundle_path = None
@@ -301,14 +300,18 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         local = os.fdopen(fd, "wb", buffering=1 << 20)
     upload_log = (lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)) if args.verbose \
         else (lambda _line: None)
-    try:
-        uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log)
-    except (UploadError, OSError, ValueError) as exc:
-        print(f"triagent: fatal: cannot start the upload: {exc}", file=sys.stderr)
-        if local is not None and not streaming:
-            local.close()
-            os.unlink(bundle_path)  # type: ignore[arg-type]
-        return EXIT_FATAL
+    uploads: list[Any] = []
+    if args.upload:  # the HTTP stack is imported only when there is something to upload
+        from agent.upload import UploadError
+
+        try:
+            uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log)
+        except (UploadError, OSError, ValueError) as exc:
+            print(f"triagent: fatal: cannot start the upload: {exc}", file=sys.stderr)
+            if local is not None and not streaming:
+                local.close()
+                os.unlink(bundle_path)  # type: ignore[arg-type]
+            return EXIT_FATAL
     out = Shipment(local, uploads, recipients, close_local=not streaming)
 
     writer = BundleWriter(out, compress, args.compress_level)

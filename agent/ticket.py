@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from agent.upload import DEFAULT_PART_SIZE, GCS_QUANTUM, S3_MAX_PARTS, S3_MIN_PART, TICKET_FORMAT, MiB
+from agent.limits import DEFAULT_PART_SIZE, GCS_QUANTUM, S3_MAX_PARTS, S3_MIN_PART, TICKET_FORMAT, MiB
 
 HEADROOM = 1.5          # part URLs for 1.5x the size hint (+2): bundles outgrow their estimates
 S3_MAX_SINGLE = 5 << 30

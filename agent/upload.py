@@ -39,14 +39,17 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-MiB = 1 << 20
-DEFAULT_PART_SIZE = 16 * MiB
-S3_MIN_PART = 5 * MiB
-S3_MAX_PARTS = 10_000
-AZURE_MAX_BLOCKS = 50_000
-GCS_QUANTUM = 256 * 1024
+from agent.limits import (  # noqa: F401  (re-exported: tests and tools use them from here)
+    AZURE_MAX_BLOCKS,
+    DEFAULT_PART_SIZE,
+    GCS_QUANTUM,
+    S3_MAX_PARTS,
+    S3_MIN_PART,
+    TICKET_FORMAT,
+    MiB,
+)
+
 AZURE_VERSION = "2023-11-03"
-TICKET_FORMAT = "triagent-upload-ticket/1"
 KINDS = ("s3-put", "s3-multipart", "azure-blob", "gcs-resumable", "https-put")
 
 # Query parameters that are (parts of) credentials, for text that is not a parseable URL.
