@@ -160,6 +160,19 @@ def test_no_process_is_hidden_on_a_clean_guest(planted):
     assert "process_hidden_from_live_view" not in found, found["process_hidden_from_live_view"]
 
 
+def test_rules_name_them_and_a_clean_kernel_raises_no_rootkit_alarm(planted):
+    found = [f for kind in _findings(planted).values() for f in kind]
+    rules = {f.get("rule") for f in found}
+    assert {"TRI-EVADE-003", "TRI-EVADE-004", "TRI-PROC-002", "TRI-KERN-002", "TRI-NET-002"} <= rules, sorted(
+        str(r) for r in rules)
+    false_alarms = [f["summary"] for f in found if f.get("rule") in
+                    ("TRI-KERN-001", "TRI-KERN-004", "TRI-KERN-005", "TRI-KERN-006", "TRI-PROC-004", "TRI-NET-001")]
+    assert not false_alarms, false_alarms
+    with tarfile.open(planted["analysis"]) as tar:
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+    assert verdict["recommendation"] == "yes" and verdict["memory_analysed"] is True, verdict
+
+
 def test_volatility_plugin_times(planted, capsys):
     with tarfile.open(planted["analysis"]) as tar:
         status = json.loads(tar.extractfile("triagent/artifacts/volatility.jsonl").read().splitlines()[0])
