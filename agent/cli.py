@@ -107,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--identity", action="append", default=[], metavar="KEY",
                    help="decrypt an age-encrypted bundle with this key (age or OpenSSH private key file)")
 
+    from agent.readiness import add_readiness_arguments
     from agent.ticket import add_ticket_arguments
 
     add_ticket_arguments(sub)
+    add_readiness_arguments(sub)
 
     a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
     a.add_argument("bundle", help="a bundle made by collect")
@@ -134,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "profiles":
             return _profiles()
+        if args.command == "readiness":
+            from agent.readiness import run_readiness
+
+            return run_readiness(args)
         if args.command == "ticket":
             from agent.ticket import run_ticket
 
