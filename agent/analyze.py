@@ -39,6 +39,22 @@ def extract_image(bundle: str, workdir: str) -> str | None:
     return path
 
 
+def extract_symbols(bundle: str, workdir: str) -> list[str]:
+    """The symbol tables the collector built on the host (``symbols/linux/*.json.xz``), as a folder
+    volatility3 searches, or [] when the bundle has none."""
+    folder = os.path.join(workdir, "bundle-symbols")
+    found = False
+    with tarfile.open(bundle) as tar:
+        for member in tar:
+            if member.isfile() and re.fullmatch(r"symbols/linux/[^/]+\.json(\.xz)?", member.name):
+                os.makedirs(os.path.join(folder, "linux"), exist_ok=True)
+                with tar.extractfile(member) as src, \
+                        open(os.path.join(folder, "linux", os.path.basename(member.name)), "wb") as out:
+                    shutil.copyfileobj(src, out)
+                found = True
+    return [folder] if found else []
+
+
 def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
             verbose: bool = False) -> int:
     started_ns = time.time_ns()
@@ -57,6 +73,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
             verdict: dict[str, Any] = {}
             options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
+                               "bundle_symbols": extract_symbols(bundle, workdir) if image else [],
                                "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
                 "dissect": {"rows_dir": rows},
                 "findings": {"memory_rows": rows, "verdict_sink": verdict}})

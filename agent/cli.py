@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--remote-isf-url", metavar="URL", help="a volatility3 ISF index to fetch symbols from")
     a.add_argument("--verbose", "-v", action="store_true")
 
+    y = sub.add_parser("symbols", help="build a volatility3 symbol table for this kernel from its BTF and kallsyms")
+    y.add_argument("--output", "-o", required=True, metavar="FILE", help="the ISF to write (.json.xz), or -")
+    y.add_argument("--root", default="/", help="read /proc and /sys under this directory instead")
+
     sub.add_parser("profiles", help="list profiles and their artifacts")
     return parser
 
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "profiles":
             return _profiles()
+        if args.command == "symbols":
+            return _symbols(args)
         if args.command == "readiness":
             from agent.readiness import run_readiness
 
@@ -163,6 +169,30 @@ def _profiles() -> int:
         out[name] = {"description": profile.description, "max_duration_s": profile.max_duration_s,
                      "artifacts": [a.name for a in profile.artifacts]}
     print(json.dumps(out, indent=1))
+    return EXIT_COMPLETE
+
+
+def _symbols(args: argparse.Namespace) -> int:
+    from collectors.memory.btf import BTFError
+    from collectors.memory.isf import NoBTF
+    from collectors.memory.symbols import OBTAIN, build
+
+    try:
+        data, facts = build(os.path.abspath(args.root))
+    except NoBTF as exc:
+        print(json.dumps({"status": "no_btf", "reason": str(exc), "how": OBTAIN}))
+        return EXIT_PARTIAL
+    except (BTFError, OSError, ValueError) as exc:
+        print(json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}))
+        return EXIT_FATAL
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "xb") as out:
+            out.write(data)
+    facts.update(status="built", output=args.output)
+    print(json.dumps(facts), file=sys.stderr if args.output == "-" else sys.stdout)
     return EXIT_COMPLETE
 
 
@@ -257,7 +287,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         if args.memory_output:
             only = ["memory"]
         else:
-            extra = (["memory"] if args.memory else []) + (["disk.bodyfile"] if args.disk else [])
+            extra = (["memory", "memory.symbols"] if args.memory else []) + (["disk.bodyfile"] if args.disk else [])
             if extra:
                 only = (only or [a.name for a in load_profile(args.profile).artifacts]) + extra
         profile = load_profile(args.profile, only=only, exclude=split(args.exclude))

@@ -20,7 +20,7 @@ from typing import Any
 from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
 from agent.plan import ArtifactSpec, Profile
 from agent.redact import PemScrubber, Redactor, starts_with_private_key
-from collectors.base import Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
+from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
 from collectors.memory.image import ChunkReader, Companion
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
@@ -230,6 +230,11 @@ class Run:
                 self.copied_paths.add(item.path)
                 self.writer.add_symlink(FS_PREFIX + item.path, item.target, item.stat,
                                         source=item.path, artifact=artifact)
+        elif isinstance(item, Blob):
+            if self._disk_ok(artifact):
+                self.writer.add_bytes(item.name, item.data, time.time_ns(), artifact=artifact, **item.meta)
+                result.files += 1
+                result.bytes += len(item.data)
         else:
             self.note(artifact, "error", f"collector yielded an unknown item {type(item).__name__}")
 

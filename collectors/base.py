@@ -91,7 +91,16 @@ class Stream:
     stats: Any = None
 
 
-Item = Record | Problem | FileCopy | SymlinkCopy | Stream
+@dataclass
+class Blob:
+    """A small member a collector made (e.g. a symbol table), written as is under ``name``."""
+
+    name: str
+    data: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Item = Record | Problem | FileCopy | SymlinkCopy | Stream | Blob
 
 
 @dataclass

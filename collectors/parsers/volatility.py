@@ -184,6 +184,11 @@ def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: s
             failed += 1
             if session.saved_config is None and ("Unsatisfied" in error or "symbol" in error.lower()):
                 error = f"{NO_SYMBOLS} {banner_texts[0] if banner_texts else 'this image'} ({error})"
+                if name.startswith("linux."):  # every kernel plugin would fail the same way: say it once
+                    yield Problem(f"volatility: {error}; {len(plugins) - done - failed} more plugins not run",
+                                  level="error", detail={"plugin": name})
+                    failed = len(plugins) - done
+                    break
             yield Problem(f"volatility {name}: {error}", level="error", detail={"plugin": name})
             continue
         done += 1
@@ -211,6 +216,23 @@ def collect(ctx: Any) -> Iterator[Item]:
     if not image:
         yield Problem("no memory image to analyse (take one with --memory)", level="info")
         return
-    yield from analyse(image, list(ctx.opt("plugins", [])), list(ctx.opt("symbols", [])),
-                       ctx.opt("cache_dir") or os.path.join(os.path.dirname(image), "volatility-cache"),
-                       float(ctx.opt("plugin_budget_s", 300)), ctx.opt("remote_isf_url"), ctx.opt("rows_dir"))
+    # Symbol sources in order of precedence, each tried alone so that the order is ours and not the
+    # banner cache's: the responder's --symbols folders, the ISF the collector built from the host's BTF
+    # (in the bundle), then an ISF server; the binary's own bundled folder is searched with each.
+    sources = [(label, dirs, remote) for label, dirs, remote in (
+        ("--symbols", list(ctx.opt("symbols", [])), None),
+        ("bundle (built on the host from BTF)", list(ctx.opt("bundle_symbols", [])), None),
+        ("--remote-isf-url", [], ctx.opt("remote_isf_url")),
+    ) if dirs or remote] or [("bundled with triagent", [], None)]
+    cache = ctx.opt("cache_dir") or os.path.join(os.path.dirname(image), "volatility-cache")
+    for attempt, (label, dirs, remote) in enumerate(sources):
+        items = list(analyse(image, list(ctx.opt("plugins", [])), dirs, f"{cache}-{attempt}",
+                             float(ctx.opt("plugin_budget_s", 300)), remote, ctx.opt("rows_dir")))
+        status = next((i.data for i in items if isinstance(i, Record) and i.stream == "volatility"), {})
+        if status.get("status") == "symbols_missing" and attempt + 1 < len(sources):
+            yield Problem(f"volatility: no symbol table from {label} matches {status.get('banners')}; trying "
+                          f"{sources[attempt + 1][0]}", level="info")
+            continue
+        status["symbols_source"] = label if status.get("symbol_table") else None
+        yield from items
+        return
