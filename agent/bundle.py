@@ -28,6 +28,7 @@ FS_PREFIX = "fs/$rootfs$"
 META_PREFIX = "triagent"
 MANIFEST_NAME = f"{META_PREFIX}/manifest.json"
 SEAL_NAME = f"{META_PREFIX}/seal.json"
+SIG_NAME = f"{META_PREFIX}/manifest.sig.json"  # optional, between the manifest and the seal
 # Our gzip header: no name, no mtime, OS "unknown". verify demands exactly these bytes, so even the
 # header bytes that gzip itself never checks are covered.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -231,12 +232,17 @@ class BundleWriter:
         padded = None if short_reason is None else {"reason": short_reason, "zero_padded_from": padded_from}
         return self._entry(header, digest.hexdigest(), incomplete=padded, **extra)
 
-    def seal(self, manifest_meta: dict[str, Any], mtime_ns: int) -> str:
-        """Write the manifest, then the seal; end the archive. Returns the bundle's SHA-256."""
+    def seal(self, manifest_meta: dict[str, Any], mtime_ns: int,
+             sign: Callable[[bytes], dict[str, Any]] | None = None) -> str:
+        """Write the manifest, its signature when ``sign`` is given, then the seal; end the archive.
+        Returns the bundle's SHA-256."""
         manifest = dict(manifest_meta, members=self.entries, compression=self.compress, sealed_at_ns=mtime_ns)
         data = canonical_json(manifest)
         self.add_bytes(MANIFEST_NAME, data, mtime_ns)
         self.entries.pop()  # the manifest does not list itself; the seal covers it
+        if sign is not None:  # it signs the manifest's bytes, so it cannot be listed in it; the seal covers it
+            self.add_bytes(SIG_NAME, canonical_json(sign(data)), mtime_ns)
+            self.entries.pop()
         seal_data = seal_document(hashlib.sha256(data).hexdigest(), self._out.tar_bytes)
         header = Header(member_name(SEAL_NAME), size=len(seal_data), mode=0o444, mtime_ns=mtime_ns)
         self._out.write(tarformat.encode(header) + seal_data + b"\0" * tarformat.pad(len(seal_data)))

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-free", type=_size, default=256 << 20, metavar="BYTES",
                    help="stop (partial bundle) when the output filesystem has less free space (default 256M)")
     c.add_argument("--no-nice", action="store_true", help="do not lower our CPU and I/O priority")
+    c.add_argument("--sign-key", metavar="FILE", help="sign the manifest with this Ed25519 key (OpenSSH or PEM, "
+                   "brought on trusted media); `verify --public-key` checks it")
     m = c.add_argument_group("memory")
     m.add_argument("--memory", action="store_true", help="also take a memory image (after processes, before files)")
     m.add_argument("--memory-format", choices=("lime", "avml"), default="lime",
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="bundle file, or - for stdin")
     v.add_argument("--identity", action="append", default=[], metavar="KEY",
                    help="decrypt an age-encrypted bundle with this key (age or OpenSSH private key file)")
+    v.add_argument("--public-key", metavar="KEY", help="the examiner's Ed25519 public key (ssh-ed25519 line, PEM, or "
+                   "a file): the manifest's signature must be by it. Without it a signature is only checked to "
+                   "be consistent, which anyone re-signing an altered bundle could also achieve")
 
     from agent.readiness import add_readiness_arguments
     from agent.ticket import add_ticket_arguments
@@ -208,7 +213,7 @@ def _verify(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"triagent verify: cannot load --identity: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = verify(args.bundle, identities)
+    result = verify(args.bundle, identities, args.public_key)
     print(json.dumps(result.summary(), ensure_ascii=False))
     for problem in result.problems:
         print(f"triagent verify: {problem}", file=sys.stderr)
@@ -281,6 +286,15 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"triagent: error: --encrypt-to: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    sign_key = None
+    if args.sign_key:  # a bad key fails now, not after an hour of collection
+        from agent.signing import load_private_key
+
+        try:
+            sign_key = load_private_key(args.sign_key)
+        except (OSError, ValueError) as exc:
+            print(f"triagent: error: --sign-key: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
     try:
         only = split(args.artifacts)
@@ -372,7 +386,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        profile=profile.name, include_secrets=args.include_secrets,
                        redactions=run.redactor.redactions)
-        run.finish(custody)
+        run.finish(custody, sign_key=sign_key, jsonld=True)
         shipped = out.close()
     except (BrokenPipeError, OSError) as exc:
         print(f"triagent: fatal: writing the bundle failed: {exc.strerror or exc}", file=sys.stderr)

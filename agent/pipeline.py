@@ -379,7 +379,9 @@ class Run:
         bad = {"failed", "timeout", "interrupted", "skipped", "refused"}
         return "partial" if self.stop.is_set() or any(r.status in bad for r in self.results) else "complete"
 
-    def finish(self, custody: dict[str, Any]) -> str:
+    def finish(self, custody: dict[str, Any], sign_key: Any = None, jsonld: bool = False) -> str:
+        """Seal the bundle: collection log, custody (and its CASE/UCO graph with ``jsonld``), manifest,
+        its Ed25519 signature with ``sign_key``, seal."""
         now = time.time_ns()
         log_data = b"".join(canonical_json(e) for e in self.log)
         self.writer.add_bytes(f"{META_PREFIX}/collection.log.jsonl", log_data, now)
@@ -388,8 +390,20 @@ class Run:
         self.writer.add_bytes(f"{META_PREFIX}/custody.json",
                               json.dumps(custody, indent=1, sort_keys=True, ensure_ascii=False)
                               .encode("utf-8", "backslashreplace"), now)
-        return self.writer.seal({"format": "triagent-bundle/1", "status": self.status,
-                                 "profile": self.profile.name, "started_ns": self.started_ns}, now)
+        if jsonld:
+            from agent.case import JSONLD_NAME, custody_jsonld, jsonld_bytes
+
+            graph = custody_jsonld(custody, {"members": self.writer.entries}, None)
+            self.writer.add_bytes(JSONLD_NAME, jsonld_bytes(graph), now)
+        meta: dict[str, Any] = {"format": "triagent-bundle/1", "status": self.status, "profile": self.profile.name,
+                                "started_ns": self.started_ns}
+        sign = None
+        if sign_key is not None:
+            from agent.signing import fingerprint, sign_manifest
+
+            meta["signer"] = fingerprint(sign_key.public_key())  # inside what is signed: removal is detected
+            sign = lambda data: sign_manifest(data, sign_key)  # noqa: E731
+        return self.writer.seal(meta, now, sign=sign)
 
 
 PART_BYTES = 32 << 20  # a stream of unknown size is written in parts of about this size

@@ -21,6 +21,7 @@ from agent.bundle import (
     GZIP_HEADER,
     MANIFEST_NAME,
     SEAL_NAME,
+    SIG_NAME,
     canonical_json,
     gzip_seal_member,
     header_fields,
@@ -129,6 +130,7 @@ class Result:
     status: str | None = None
     bundle_sha256: str | None = None
     plaintext_sha256: str | None = None  # of the decrypted bundle, when it was encrypted
+    signature: str | None = None  # what the manifest's signature check found, when the bundle is signed
 
     @property
     def ok(self) -> bool:
@@ -137,6 +139,7 @@ class Result:
     def summary(self) -> dict[str, Any]:
         return {"verified": self.ok, "bundle": self.path, "bundle_sha256": self.bundle_sha256,
                 **({"plaintext_sha256": self.plaintext_sha256} if self.plaintext_sha256 else {}),
+                **({"signature": self.signature} if self.signature else {}),
                 "members": self.members, "collection_status": self.status,
                 "problems": self.problems[:20], "problem_count": len(self.problems)}
 
@@ -185,12 +188,15 @@ def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], int
     return members, prefix_at_seal
 
 
-def _check(members: list[Member], prefix_at_seal: int | None, result: Result) -> None:
-    if len(members) < 2 or os.fsdecode(members[-1].header.name) != SEAL_NAME \
-            or os.fsdecode(members[-2].header.name) != MANIFEST_NAME:
+def _check(members: list[Member], prefix_at_seal: int | None, result: Result, public_key: str | None = None) -> None:
+    signed = len(members) >= 3 and os.fsdecode(members[-2].header.name) == SIG_NAME
+    tail = 3 if signed else 2
+    if len(members) < tail or os.fsdecode(members[-1].header.name) != SEAL_NAME \
+            or os.fsdecode(members[-tail].header.name) != MANIFEST_NAME:
         result.problems.append("bundle has no manifest and seal at its end (incomplete or truncated)")
         return
-    manifest_member, seal_member = members[-2], members[-1]
+    manifest_member, seal_member = members[-tail], members[-1]
+    sig_member = members[-2] if signed else None
     try:
         seal = json.loads(seal_member.data or b"")
         manifest = json.loads(manifest_member.data or b"")
@@ -209,12 +215,13 @@ def _check(members: list[Member], prefix_at_seal: int | None, result: Result) ->
         result.problems.append(f"member {MANIFEST_NAME!r}: content altered")
     result.status = manifest.get("status")
     sealed_at = manifest.get("sealed_at_ns")
-    for member in (manifest_member, seal_member):
+    for member in (manifest_member, seal_member) + ((sig_member,) if sig_member else ()):
         h = member.header
         if (h.mode, h.uid, h.gid, h.mtime_ns, h.atime_ns, h.ctime_ns) != (0o444, 0, 0, sealed_at, None, None):
             result.problems.append(f"member {os.fsdecode(h.name)!r}: tar metadata altered")
+    _check_signature(manifest_member, sig_member, manifest, public_key, result)
     listed = manifest.get("members", [])
-    body = members[:-2]
+    body = members[:-tail]
     for index, member in enumerate(body):
         name = os.fsdecode(member.header.name)
         entry = listed[index] if index < len(listed) else None
@@ -236,6 +243,34 @@ def _check(members: list[Member], prefix_at_seal: int | None, result: Result) ->
         result.problems.append(f"member {SEAL_NAME!r}: content altered")
 
 
+def _check_signature(manifest_member: Member, sig_member: Member | None, manifest: dict[str, Any],
+                     public_key: str | None, result: Result) -> None:
+    signer = manifest.get("signer")
+    if sig_member is None:
+        if signer:
+            result.problems.append(f"member {SIG_NAME!r}: removed (the manifest names signer {signer})")
+        elif public_key:
+            result.problems.append("the bundle is not signed (--public-key was given)")
+        return
+    from agent.signing import verify_signature
+
+    try:
+        sig = json.loads(sig_member.data or b"")
+    except ValueError:
+        result.problems.append(f"member {SIG_NAME!r}: content altered (not JSON)")
+        return
+    if canonical_json(sig) != sig_member.data:
+        result.problems.append(f"member {SIG_NAME!r}: content altered")
+        return
+    ok, message = verify_signature(manifest_member.data or b"", sig, public_key)
+    if not ok:
+        result.problems.append(f"member {SIG_NAME!r}: {message}")
+    elif signer != sig.get("fingerprint"):
+        result.problems.append(f"member {SIG_NAME!r}: signed by {sig.get('fingerprint')}, the manifest names "
+                               f"{signer}")
+    result.signature = message
+
+
 class _Hashed:
     """The raw bytes of an encrypted bundle, hashed as they are read (the shipped SHA-256)."""
 
@@ -253,7 +288,7 @@ class _Hashed:
         return len(data)
 
 
-def verify(path: str, identities: list[Any] | None = None) -> Result:
+def verify(path: str, identities: list[Any] | None = None, public_key: str | None = None) -> Result:
     """Check a bundle; with ``identities`` an age-encrypted one is decrypted on the fly (each chunk
     authenticated) and its members checked; the sidecar .sha256 is then compared with the encrypted bytes."""
     result = Result(path)
@@ -280,7 +315,7 @@ def verify(path: str, identities: list[Any] | None = None) -> Result:
             stream = _TarStream(source)
             members, prefix_at_seal = _read_members(stream, result)
             result.members = len(members)
-            _check(members, prefix_at_seal, result)
+            _check(members, prefix_at_seal, result, public_key)
         except _Damaged as exc:
             result.problems.append(str(exc))
         except (OSError, ValueError) as exc:  # age errors are ValueErrors: tampered or truncated ciphertext
