@@ -112,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "a file): the manifest's signature must be by it. Without it a signature is only checked to "
                    "be consistent, which anyone re-signing an altered bundle could also achieve")
 
+    from agent.push import add_push_arguments
     from agent.readiness import add_readiness_arguments
     from agent.ticket import add_ticket_arguments
 
     add_ticket_arguments(sub)
     add_readiness_arguments(sub)
+    add_push_arguments(sub)
 
     a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
     a.add_argument("bundle", help="a bundle made by collect")
@@ -147,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             return _profiles()
         if args.command == "symbols":
             return _symbols(args)
+        if args.command == "push":
+            from agent.push import run_push
+
+            return run_push(args)
         if args.command == "readiness":
             from agent.readiness import run_readiness
 
