@@ -113,12 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "be consistent, which anyone re-signing an altered bundle could also achieve")
 
     from agent.push import add_push_arguments
+    from agent.rank import add_rank_arguments
     from agent.readiness import add_readiness_arguments
     from agent.ticket import add_ticket_arguments
 
     add_ticket_arguments(sub)
     add_readiness_arguments(sub)
     add_push_arguments(sub)
+    add_rank_arguments(sub)
 
     a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
     a.add_argument("bundle", help="a bundle made by collect")
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             return _profiles()
         if args.command == "symbols":
             return _symbols(args)
+        if args.command == "rank":
+            from agent.rank import run_rank
+
+            return run_rank(args)
         if args.command == "push":
             from agent.push import run_push
 
