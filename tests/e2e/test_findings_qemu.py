@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,87 @@ def test_rules_name_them_and_a_clean_kernel_raises_no_rootkit_alarm(planted):
     with tarfile.open(planted["analysis"]) as tar:
         verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
     assert verdict["recommendation"] == "yes" and verdict["memory_analysed"] is True, verdict
+
+
+# --------------------------------------------------------------------------------------------------
+# Symbols built in the guest from its own BTF and kallsyms (memory.symbols) against the fixture's
+# dwarf2json ISF: the same processes, modules and listeners
+# --------------------------------------------------------------------------------------------------
+
+def _rows_of(path: str, plugin: str) -> list[dict]:
+    with tarfile.open(path) as tar:
+        name = f"triagent/artifacts/volatility.{plugin}.jsonl"
+        return [json.loads(x) for x in tar.extractfile(name).read().splitlines()] if name in tar.getnames() else []
+
+
+@pytest.fixture(scope="module")
+def btf_analysis(planted, tmp_path_factory):
+    from agent.analyze import extract_image, extract_symbols
+    from collectors.base import Context, Problem, Record
+    from collectors.parsers import volatility
+
+    workdir = tmp_path_factory.mktemp("btf-isf")
+    symbols = extract_symbols(str(planted["bundle"]), str(workdir))
+    assert symbols, "the guest's bundle holds no symbols/linux/*.json.xz"
+    image = extract_image(str(planted["bundle"]), str(workdir))
+    plugins = [p for p in _spec_plugins()]
+    ctx = Context(root="/", live=False, options={"image": image, "plugins": plugins, "bundle_symbols": symbols,
+                                                  "cache_dir": str(workdir / "cache"), "plugin_budget_s": 600})
+    started = time.monotonic()
+    items = list(volatility.collect(ctx))
+    status = next(i.data for i in items if isinstance(i, Record) and i.stream == "volatility")
+    rows: dict[str, list[dict]] = {}
+    for i in items:
+        if isinstance(i, Record) and i.stream.startswith("volatility.linux."):
+            rows.setdefault(i.stream.split(".", 1)[1], []).append(i.data)
+    failures = {i.detail.get("plugin"): i.message for i in items if isinstance(i, Problem) and i.detail.get("plugin")}
+    Path(image).unlink()
+    return {"status": status, "rows": rows, "failures": failures, "seconds": time.monotonic() - started}
+
+
+def _spec_plugins() -> list[str]:
+    import tomllib
+
+    spec = tomllib.loads((REPO / "specs/artifacts/parsers.toml").read_text())
+    return next(a for a in spec["artifact"] if a["name"] == "volatility")["options"]["plugins"]
+
+
+def test_guest_built_its_symbol_table_from_btf(planted):
+    with tarfile.open(planted["bundle"]) as tar:
+        names = tar.getnames()
+        record = [json.loads(x) for x in tar.extractfile("triagent/artifacts/symbols.jsonl").read().splitlines()]
+    assert record and record[0]["status"] == "built", record
+    assert record[0]["member"] in names and record[0]["member"].startswith("symbols/linux/6.1.0-56-cloud-amd64")
+
+
+def test_btf_isf_alone_gives_the_same_processes_modules_and_listeners(planted, btf_analysis, capsys):
+    status = btf_analysis["status"]
+    assert status["symbols_source"] == "bundle (built on the host from BTF)", status
+    assert status["symbol_table"] and "bundle-symbols" in status["symbol_table"], status
+    fixture = planted["analysis"]  # analysed with the fixture's dwarf2json ISF only
+
+    def procs(rows: list[dict]) -> set:
+        return {(r.get("PID"), r.get("COMM")) for r in rows}
+
+    def modules(rows: list[dict]) -> set:
+        return {r.get("Module Name") for r in rows}
+
+    def listeners(rows: list[dict]) -> set:
+        return {(r.get("Proto"), r.get("Source Port"), r.get("PID")) for r in rows if r.get("State") == "LISTEN"}
+
+    got = btf_analysis["rows"]
+    assert procs(got.get("linux.pslist.PsList", [])) == procs(_rows_of(fixture, "linux.pslist.PsList")) != set()
+    assert modules(got.get("linux.lsmod.Lsmod", [])) == modules(_rows_of(fixture, "linux.lsmod.Lsmod")) != set()
+    assert listeners(got.get("linux.sockstat.Sockstat", [])) == \
+        listeners(_rows_of(fixture, "linux.sockstat.Sockstat")) != set()
+    with capsys.disabled():
+        print(f"\n[BTF ISF] {status['plugins_run']} of {len(_spec_plugins())} plugins ran in "
+              f"{btf_analysis['seconds']:.0f} s with only the ISF built in the guest; per plugin, rows with the "
+              "BTF ISF / the dwarf2json ISF:")
+        for plugin in _spec_plugins():
+            mine, theirs = len(got.get(plugin, [])), len(_rows_of(fixture, plugin))
+            why = btf_analysis["failures"].get(plugin, "")
+            print(f"  {plugin:48} {mine:6} / {theirs:<6} {why[:150]}")
 
 
 def test_volatility_plugin_times(planted, capsys):
