@@ -58,8 +58,12 @@ def tool_identity() -> dict[str, Any]:
     info: dict[str, Any] = {"name": "triagent", "version": agent.__version__, "frozen": frozen,
                             "python": platform.python_version()}
     if frozen:
-        info["binary"] = sys.executable
-        info["binary_sha256"] = _sha256_file(sys.executable)
+        launcher = os.environ.get("STATICX_PROG_PATH")  # the released file when staticx wraps the binary
+        info["binary"] = launcher or sys.executable
+        info["binary_sha256"] = _sha256_file(info["binary"])
+        if launcher:
+            info["runtime_dir"] = os.environ.get("STATICX_BUNDLE_DIR")
+        info["unpack_requested"] = os.environ.pop("TRIAGENT_TMPDIR", None)
         unpack = getattr(sys, "_MEIPASS", None)
         info["unpack_dir"] = unpack
         info["unpack_fs"] = fs_type(unpack) if unpack else None
