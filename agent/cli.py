@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-free", type=_size, default=256 << 20, metavar="BYTES",
                    help="stop (partial bundle) when the output filesystem has less free space (default 256M)")
     c.add_argument("--no-nice", action="store_true", help="do not lower our CPU and I/O priority")
+    c.add_argument("--expect-sha256", metavar="HEX", help="refuse to run unless this binary's SHA-256 is HEX (the "
+                   "value build/build.sh printed; for runs from trusted media)")
     c.add_argument("--sign-key", metavar="FILE", help="sign the manifest with this Ed25519 key (OpenSSH or PEM, "
                    "brought on trusted media); `verify --public-key` checks it")
     m = c.add_argument_group("memory")
@@ -298,6 +300,15 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"triagent: error: --encrypt-to: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.expect_sha256:
+        from agent.custody import tool_identity
+
+        tool = tool_identity()
+        actual = tool.get("binary_sha256")
+        if not tool.get("frozen") or actual != args.expect_sha256.strip().lower():
+            print(f"triagent: fatal: --expect-sha256: this binary ({tool.get('binary') or 'running from source'}) "
+                  f"has SHA-256 {actual}, not {args.expect_sha256}: refusing to run", file=sys.stderr)
+            return EXIT_FATAL
     sign_key = None
     if args.sign_key:  # a bad key fails now, not after an hour of collection
         from agent.signing import load_private_key
@@ -395,6 +406,8 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         destination = {"kind": "stdout" if streaming else ("file" if bundle_path else "upload"), "path": bundle_path,
                        "uploads": [u.backend.destination for u in uploads], "encrypted_to": len(recipients or [])}
         custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination)
+        if args.expect_sha256:
+            custody["tool"]["expected_sha256_matched"] = True
         custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        profile=profile.name, include_secrets=args.include_secrets,
                        redactions=run.redactor.redactions)

@@ -63,7 +63,7 @@ def tool_identity() -> dict[str, Any]:
         info["binary_sha256"] = _sha256_file(info["binary"])
         if launcher:
             info["runtime_dir"] = os.environ.get("STATICX_BUNDLE_DIR")
-        info["unpack_requested"] = os.environ.pop("TRIAGENT_TMPDIR", None)
+        info["unpack_requested"] = os.environ.get("TRIAGENT_TMPDIR")
         unpack = getattr(sys, "_MEIPASS", None)
         info["unpack_dir"] = unpack
         info["unpack_fs"] = fs_type(unpack) if unpack else None

@@ -211,8 +211,11 @@ fi
 (cd "$ROOT" && source_digest > "$BIN.sources")
 [ "$PORTABLE" = 0 ] || cp "$BIN.sources" "$PBIN.sources"
 
+# The SHA-256 a responder writes down with the release: `collect --expect-sha256` checks it on the host.
 for b in "$BIN" "$PBIN"; do
     [ -x "$b" ] || continue
     size="$(stat -c %s "$b")"
-    printf '%s %s bytes (%s MiB)\n' "$b" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')"
+    (cd "$(dirname "$b")" && sha256sum "$(basename "$b")" > "$(basename "$b").sha256")
+    printf '%s %s bytes (%s MiB) sha256 %s\n' "$b" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')" \
+        "$(cut -d' ' -f1 "$b.sha256")"
 done

@@ -67,6 +67,22 @@ def test_binary_collects_like_ssm_runs_it(binary, tmp_path):
         "the unpack directory must be removed at exit"
 
 
+def test_trusted_media_self_check(binary, tmp_path):
+    """--expect-sha256: the value build.sh printed lets the binary run; any other refuses before collecting."""
+    recorded = (binary.parent / f"{binary.name}.sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(binary.read_bytes()).hexdigest()
+    proc = _ssm_run(binary, ["collect", "--profile", "minimal", "--output", str(tmp_path / "ok"),
+                             "--expect-sha256", recorded])
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    custody = json.loads(members(summary_of(proc)["bundle"])["triagent/custody.json"])
+    assert custody["tool"]["expected_sha256_matched"] is True
+    wrong = "0" * 64
+    proc = _ssm_run(binary, ["collect", "--profile", "minimal", "--output", str(tmp_path / "no"),
+                             "--expect-sha256", wrong])
+    assert proc.returncode == 3 and b"refusing to run" in proc.stderr, proc.stderr
+    assert not (tmp_path / "no").exists(), "a refused run must write nothing"
+
+
 def _strace(tmp_path: Path, calls: str, cmd: list[str], out: Path | str, env: dict | None, cwd: str) -> str:
     need(shutil.which("strace") is not None, "strace is needed (apt-get install strace)")
     log = tmp_path / "strace.log"
