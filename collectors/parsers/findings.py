@@ -76,6 +76,7 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
             yield _finding("module_hidden_from_proc_modules", "high",
                            f"module {m.get('name')} is in /sys/module but not in /proc/modules", member, line,
                            module=m.get("name"))
+    yield from _login_log_tampering(tar)
     for member, line, m in _rows(tar, "modules"):
         name = m.get("name")
         if "installed_file" in m and not m["installed_file"]:
@@ -88,6 +89,33 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
             yield _finding("module_unsigned_or_out_of_tree", "medium",
                            f"module {name} taints the kernel ({m.get('taint')}): unsigned or out of tree",
                            member, line, module=name, taint=m.get("taint"))
+
+
+def _login_log_tampering(tar: tarfile.TarFile) -> Iterator[Record]:
+    """wtmp/btmp only grow, in time order: a zeroed record between two others (what wtmp cleaners
+    leave) or time running backwards without a clock-change record means the file was edited."""
+    for stream in ("wtmp", "btmp"):
+        previous: dict[str, tuple[int, float | None, str, str, int]] = {}
+        for member, line, r in _rows(tar, stream):
+            source, index, when = r.get("source"), r.get("index"), _time(r.get("time_utc"))
+            if not isinstance(index, int):
+                continue
+            last = previous.get(source)
+            if last is not None:
+                gap = index - last[0] - 1
+                if gap > 0:
+                    yield _found("login_log_tampering", "high",
+                                 f"{source}: {gap} zeroed record(s) between records {last[0]} and {index} "
+                                 "(entries wiped)", [("source", last[3], last[4]), ("source", member, line)],
+                                 log=source, zeroed=gap)
+                clock_change = r.get("type") in ("NEW_TIME", "OLD_TIME") or last[2] in ("NEW_TIME", "OLD_TIME")
+                if when is not None and last[1] is not None and when < last[1] - 300 and not clock_change:
+                    yield _found("login_log_tampering", "medium",
+                                 f"{source}: record {index} is {int(last[1] - when)} s older than record {last[0]} "
+                                 "before it (edited, or the clock was set back)",
+                                 [("source", last[3], last[4]), ("source", member, line)], log=source)
+            previous[source] = (index, when if when is not None else (last[1] if last else None),
+                                str(r.get("type")), member, line)
 
 
 def _time(value: Any) -> float | None:

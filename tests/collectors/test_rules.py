@@ -170,6 +170,10 @@ def test_planted_root_gives_findings_and_a_yes(tmp_path):
         "ED25519 SHA256:bm90IGEgcmVhbCBrZXk\n"
         "Nov 23 10:02:00 fakehost useradd[300]: new user: name=toor, UID=0, GID=0, home=/root, shell=/bin/bash\n")
     (root / "etc/cron.d/kworker").write_text("@reboot root /var/tmp/.kw/run.sh\n# xmrig -o stratum+tcp://p:3333\n")
+    now = 1_795_000_000
+    login = [fakeroot._utmp(7, 100 + i, "pts/0", "alice", "203.0.113.9", now + 60 * i) for i in range(3)]
+    (root / "var/log/wtmp").write_bytes(login[0] + b"\0" * len(login[0]) + login[1]  # a wiped record
+                                        + fakeroot._utmp(7, 200, "pts/1", "bob", "h", now - 7200) + login[2])
     summary, findings, verdict, bundle = _analyse(tmp_path, root)
     by_rule: dict[str, list[dict]] = {}
     for f in findings:
@@ -183,6 +187,9 @@ def test_planted_root_gives_findings_and_a_yes(tmp_path):
         line = tar.extractfile(pointer["member"]).read().splitlines()[pointer["line"] - 1]
     assert "curl" in json.loads(line)["command"]
     assert verdict["recommendation"] == "yes" and summary["full_disk"] == "yes"
+    tampering = sorted(f["summary"] for f in by_rule["TRI-EVADE-008"])
+    assert len(tampering) == 2 and "1 zeroed record(s) between records 0 and 2" in tampering[0], tampering
+    assert "record 3 is 7260 s older than record 2" in tampering[1], tampering
     sigma = {f["title"]: f for f in findings if f.get("kind") == "sigma"}
     assert "User account created with UID 0" in sigma and "Remote login as root accepted" in sigma, sorted(sigma)
     assert sigma["User account created with UID 0"]["mitre"] == ["T1136.001"]
