@@ -408,6 +408,10 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination)
         if args.expect_sha256:
             custody["tool"]["expected_sha256_matched"] = True
+        if run.cloud is not None:
+            from collectors.volatile.cloud import identity_for_custody
+
+            custody["cloud"] = identity_for_custody(run.cloud)
         custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        profile=profile.name, include_secrets=args.include_secrets,
                        redactions=run.redactor.redactions)

@@ -71,6 +71,7 @@ class Run:
     progress: Callable[[str], None] = lambda line: None
     _budget_end: float = float("inf")
     highlights: dict[str, Any] = field(default_factory=dict)  # short facts for the summary line
+    cloud: dict[str, Any] | None = None  # the "cloud" record: the custody record names the instance
 
     @property
     def live(self) -> bool:
@@ -202,6 +203,8 @@ class Run:
             if stream is None:
                 stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
             stream.add(self.redactor.record(item.data, item.stream), self.writer)
+            if item.stream == "cloud":
+                self.cloud = item.data
             result.records += 1
         elif isinstance(item, Problem):
             if item.level == "error":
