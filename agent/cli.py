@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_readiness_arguments(sub)
     add_push_arguments(sub)
     add_rank_arguments(sub)
+    from agent.report import add_report_arguments
+    from agent.timeline import add_timeline_arguments
+
+    add_timeline_arguments(sub)
+    add_report_arguments(sub)
 
     a = sub.add_parser("analyze", help="parsers over a bundle on the responder's side (volatility3, dissect.target)")
     a.add_argument("bundle", help="a bundle made by collect")
@@ -153,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
             return _profiles()
         if args.command == "symbols":
             return _symbols(args)
+        if args.command == "timeline":
+            from agent.timeline import run_timeline
+
+            return run_timeline(args)
+        if args.command == "report":
+            from agent.report import run_report
+
+            return run_report(args)
         if args.command == "rank":
             from agent.rank import run_rank
 

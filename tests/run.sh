@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar gzip:gzip mkfs.ext4:e2fsprogs \
         debugfs:e2fsprogs fls:sleuthkit qemu-system-x86_64:qemu-system-x86 busybox:busybox-static age:age \
-        npm:npm node:nodejs musl-gcc:musl-tools scons:scons readelf:binutils; do
+        npm:npm node:nodejs musl-gcc:musl-tools scons:scons readelf:binutils chromium:chromium; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 ldconfig -p | grep -q 'libsnappy\.so\.1' || need+=(libsnappy1v5)  # volatility3 reads AVML images with it
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # the report's browser test
 if [ "${#need[@]}" -gt 0 ]; then
     echo "[tests] apt-get install ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
