@@ -116,7 +116,7 @@ def test_this_host_for_real():
     assert checks["upload"]["status"] == "skipped"
     assert checks["clock"]["synchronized"] in (True, False)
     assert checks["shm"]["fs"] == "tmpfs" or checks["shm"]["status"] == "degraded"
-    assert 0 <= checks["start"]["process_age_s"] < 60
+    assert checks["start"]["process_age_s"] >= 0  # in process: the test runner's own age, bounded by nothing
     assert result["duration_s"] < 5
 
 

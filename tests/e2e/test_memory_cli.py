@@ -103,7 +103,7 @@ def test_refusal_is_a_line_and_the_run_goes_on(synthetic, tmp_path):
     summary = summary_of(proc)
     assert proc.returncode == 1 and summary["status"] == "partial"
     assert "--memory-limit" in summary["memory"]["refused"]
-    assert summary["artifacts"] == {"complete": 2, "refused": 1}
+    assert summary["artifacts"] == {"complete": 3, "refused": 1}  # clock, processes, memory.symbols; memory
     assert run_triagent(["verify", summary["bundle"]]).returncode == 0
 
 
