@@ -22,18 +22,22 @@ from collectors.base import Context, Item, Problem, Record
 WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
 
 
-def _rows(tar: tarfile.TarFile, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    names = sorted(n for n in tar.getnames()
-                   if n == f"triagent/artifacts/{stream}.jsonl" or n.startswith(f"triagent/artifacts/{stream}.part"))
+def stream_rows(tar: tarfile.TarFile, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(member, line, record) of a stream of the bundle, its parts in order; lines that are not a JSON
+    object are skipped."""
+    names = sorted(n for n in tar.getnames() if n == f"triagent/artifacts/{stream}.jsonl"
+                   or (n.startswith(f"triagent/artifacts/{stream}.part") and n.endswith(".jsonl")))
     for name in names:
         handle = tar.extractfile(name)
         if handle is None:
             continue
         for number, line in enumerate(handle.read().splitlines(), 1):
             try:
-                yield name, number, json.loads(line)
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                yield name, number, record
 
 
 Evidence = tuple[str, int]  # (member, line) in the source bundle; memory rows say "analysis"
@@ -51,7 +55,7 @@ def _found(kind: str, severity: str, summary: str, evidence: Iterable[tuple[str,
 
 
 def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
-    for member, line, p in _rows(tar, "processes"):
+    for member, line, p in stream_rows(tar, "processes"):
         exe, pid, name = p.get("exe") or "", p.get("pid"), p.get("name")
         if p.get("exe_origin") == "/memfd" or exe.startswith("/memfd:"):
             yield _finding("memfd_executable", "high", f"pid {pid} ({name}) runs from an anonymous memfd",
@@ -62,7 +66,7 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
         if exe.startswith(tuple(place + "/" for place in WRITABLE_PLACES)):
             yield _finding("writable_place_executable", "medium", f"pid {pid} ({name}) runs from {exe}",
                            member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
-    for member, line, r in _rows(tar, "preload"):
+    for member, line, r in stream_rows(tar, "preload"):
         if r.get("kind") == "ld.so.preload" and r.get("libraries"):
             yield _finding("ld_so_preload", "high", "/etc/ld.so.preload loads " +
                            ", ".join(lib["path"] for lib in r["libraries"]), member, line,
@@ -71,13 +75,13 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
             yield _finding("ld_preload_environment", "medium", f"pid {r.get('pid')} ({r.get('comm')}) has "
                            f"{', '.join(sorted(r.get('environment', {})))} set", member, line,
                            pid=r.get("pid"), environment=r.get("environment"))
-    for member, line, m in _rows(tar, "sys_modules"):
+    for member, line, m in stream_rows(tar, "sys_modules"):
         if m.get("hidden_from_proc_modules"):
             yield _finding("module_hidden_from_proc_modules", "high",
                            f"module {m.get('name')} is in /sys/module but not in /proc/modules", member, line,
                            module=m.get("name"))
     yield from _login_log_tampering(tar)
-    for member, line, m in _rows(tar, "modules"):
+    for member, line, m in stream_rows(tar, "modules"):
         name = m.get("name")
         if "installed_file" in m and not m["installed_file"]:
             where = m.get("module_tree") or "the kernel's module tree"
@@ -96,7 +100,7 @@ def _login_log_tampering(tar: tarfile.TarFile) -> Iterator[Record]:
     leave) or time running backwards without a clock-change record means the file was edited."""
     for stream in ("wtmp", "btmp"):
         previous: dict[str, tuple[int, float | None, str, str, int]] = {}
-        for member, line, r in _rows(tar, stream):
+        for member, line, r in stream_rows(tar, stream):
             source, index, when = r.get("source"), r.get("index"), _time(r.get("time_utc"))
             if not isinstance(index, int):
                 continue
@@ -179,7 +183,7 @@ def memory_findings(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record
 def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
     if not (memory.has("linux.pslist.PsList") or memory.has("linux.psscan.PsScan")):
         return
-    live = {p.get("pid"): (m, n, p) for m, n, p in _rows(tar, "processes")}
+    live = {p.get("pid"): (m, n, p) for m, n, p in stream_rows(tar, "processes")}
     if not live:
         return
     listed: set[int] = set()
@@ -213,7 +217,7 @@ def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float
 
 
 def _module_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
-    live = {m.get("name") for _, _, m in _rows(tar, "modules")}
+    live = {m.get("name") for _, _, m in stream_rows(tar, "modules")}
     if live:  # with no /proc/modules rows at all there is nothing to compare against
         for member, line, row in memory("linux.lsmod.Lsmod"):
             name = row.get("Module Name")
@@ -240,7 +244,7 @@ def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None)
     namespace the live view read, but /proc/net did not, are hidden listeners."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     netns_read: set[Any] = set()
-    for member, line, c in _rows(tar, "connections"):
+    for member, line, c in stream_rows(tar, "connections"):
         netns_read.add(c.get("netns"))
         if not c.get("listening") or c.get("proto") not in ("tcp", "udp", "tcp6", "udp6"):
             continue
@@ -249,7 +253,7 @@ def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None)
         entry["evidence"].append(("source", member, line))
         for owner in c.get("owners") or []:
             entry["owners"].add(f"{owner.get('pid')} {owner.get('name') or owner.get('comm') or ''}".strip())
-    starts = {p.get("pid"): _time(p.get("start_time_utc")) for _, _, p in _rows(tar, "processes")}
+    starts = {p.get("pid"): _time(p.get("start_time_utc")) for _, _, p in stream_rows(tar, "processes")}
     for member, line, row in memory("linux.sockstat.Sockstat"):
         proto, port = str(row.get("Proto") or "").lower(), _port(row.get("Source Port"))
         state = str(row.get("State") or "")
@@ -285,7 +289,7 @@ HISTORY_OFF = {"HISTFILE": {"/dev/null", ""}, "HISTSIZE": {"0"}, "HISTFILESIZE":
 def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
     if not memory.has("linux.bash.Bash"):
         return
-    on_disk = {str(h.get("command") or "").strip() for _, _, h in _rows(tar, "histories")}
+    on_disk = {str(h.get("command") or "").strip() for _, _, h in stream_rows(tar, "histories")}
     disabled: dict[int, list[tuple[str, str, int, str]]] = {}
     for member, line, row in memory("linux.envars.Envars"):
         key, value = row.get("KEY"), str(row.get("VALUE") or "")

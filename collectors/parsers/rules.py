@@ -271,23 +271,13 @@ def evaluate(rules: list[Rule], rows: Callable[[str], Iterable[Row]], now: float
 
 def bundle_rows(tar: tarfile.TarFile, memory_rows: Callable[[str], Iterable[tuple[str, int, dict[str, Any]]]],
                 findings: list[dict[str, Any]]) -> Callable[[str], Iterator[Row]]:
-    names = tar.getnames()
+    from collectors.parsers.findings import stream_rows
+
     cache: dict[str, list[Row]] = {}
 
     def stream(name: str) -> Iterator[Row]:
-        members = sorted(n for n in names if n == f"triagent/artifacts/{name}.jsonl"
-                         or (n.startswith(f"triagent/artifacts/{name}.part") and n.endswith(".jsonl")))
-        for member in members:
-            handle = tar.extractfile(member)
-            if handle is None:
-                continue
-            for number, line in enumerate(handle.read().splitlines(), 1):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    yield "source", member, number, record
+        for member, number, record in stream_rows(tar, name):
+            yield "source", member, number, record
 
     def files() -> Iterator[Row]:
         try:
