@@ -41,17 +41,43 @@ def extract_image(bundle: str, workdir: str) -> str | None:
 
 def extract_symbols(bundle: str, workdir: str) -> list[str]:
     """The symbol tables the collector built on the host (``symbols/linux/*.json.xz``), as a folder
-    volatility3 searches, or [] when the bundle has none."""
+    volatility3 searches, or [] when the bundle has none. Where the collector deferred the build for
+    want of memory (``symbols/linux/<release>-btf.inputs/``), the table is built here from its inputs."""
+    from collectors.memory.symbols import INPUTS_SUFFIX, build_from_inputs
+
     folder = os.path.join(workdir, "bundle-symbols")
+    linux = os.path.join(folder, "linux")
+    inputs = os.path.join(workdir, "bundle-symbol-inputs")
     found = False
+    deferred: set[str] = set()
     with tarfile.open(bundle) as tar:
         for member in tar:
-            if member.isfile() and re.fullmatch(r"symbols/linux/[^/]+\.json(\.xz)?", member.name):
-                os.makedirs(os.path.join(folder, "linux"), exist_ok=True)
-                with tar.extractfile(member) as src, \
-                        open(os.path.join(folder, "linux", os.path.basename(member.name)), "wb") as out:
-                    shutil.copyfileobj(src, out)
+            if not member.isfile():
+                continue
+            if re.fullmatch(r"symbols/linux/[^/]+\.json(\.xz)?", member.name):
+                target = os.path.join(linux, os.path.basename(member.name))
                 found = True
+            elif m := re.fullmatch(rf"symbols/linux/([^/]+){re.escape(INPUTS_SUFFIX)}/([a-z0-9.]+)", member.name):
+                deferred.add(m.group(1))
+                target = os.path.join(inputs, m.group(1), m.group(2))
+            else:
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with tar.extractfile(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    for release in sorted(deferred):
+        if os.path.exists(os.path.join(linux, f"{release}-btf.json.xz")):
+            continue
+        try:
+            data, _facts = build_from_inputs(os.path.join(inputs, release))
+        except (OSError, ValueError) as exc:  # BTFError is a ValueError
+            print(f"triagent analyze: warning: the symbol table deferred by the collector could not be built "
+                  f"from {release}{INPUTS_SUFFIX}: {exc}", file=sys.stderr)
+            continue
+        os.makedirs(linux, exist_ok=True)
+        with open(os.path.join(linux, f"{release}-btf.json.xz"), "wb") as out:
+            out.write(data)
+        found = True
     return [folder] if found else []
 
 

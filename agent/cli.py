@@ -261,6 +261,14 @@ def _lower_priority() -> dict[str, Any]:
         facts["ionice"] = "best-effort/7"
     except (OSError, psutil.Error, AttributeError) as exc:
         facts["ionice_error"] = str(exc)
+    # Under memory pressure the kernel's OOM killer is to pick us, not one of the host's processes:
+    # those are the evidence (and the workload we were asked not to disturb).
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write("1000")
+        facts["oom_score_adj"] = 1000
+    except OSError as exc:
+        facts["oom_score_adj_error"] = exc.strerror or str(exc)
     return facts
 
 

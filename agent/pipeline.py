@@ -314,10 +314,11 @@ class Run:
             companion_hash = hashlib.sha256()
             entries, counters = [], {False: 0, True: 0}
             for part in _parts(chunks, PART_BYTES):
-                (companion_hash if part.companion else image_hash).update(part.data)
+                for chunk in part.chunks:
+                    (companion_hash if part.companion else image_hash).update(chunk)
                 base = f"{item.name}-companion.lime" if part.companion else item.name
                 entries.append(self.writer.add_generated(
-                    f"{base}.part{counters[part.companion]:04d}", part.read, len(part.data), time.time_ns(),
+                    f"{base}.part{counters[part.companion]:04d}", part.read, part.size, time.time_ns(),
                     artifact=artifact, part=counters[part.companion], companion=part.companion or None,
                     **item.meta))
                 counters[part.companion] += 1
@@ -409,18 +410,27 @@ class Run:
         return self.writer.seal(meta, now, sign=sign)
 
 
-PART_BYTES = 32 << 20  # a stream of unknown size is written in parts of about this size
+PART_BYTES = 16 << 20  # a stream of unknown size is written in parts of about this size, each held in memory
 
 
 class _Part:
-    def __init__(self, data: bytes, companion: bool):
-        self.data, self.companion = data, companion
-        self.pos = 0
+    """The chunks of one part, read back in order without joining them (no second copy in memory)."""
 
-    def read(self, n: int) -> bytes:
-        out = self.data[self.pos:self.pos + n]
-        self.pos += len(out)
-        return out
+    def __init__(self, chunks: list[bytes], companion: bool):
+        self.chunks, self.companion = chunks, companion
+        self.size = sum(len(c) for c in chunks)
+        self._index = self._offset = 0
+
+    def read(self, n: int) -> bytes | memoryview:
+        while self._index < len(self.chunks):
+            chunk = self.chunks[self._index]
+            if self._offset < len(chunk):
+                out = memoryview(chunk)[self._offset:self._offset + n]
+                self._offset += len(out)
+                return out
+            self.chunks[self._index] = b""  # written: its memory can go
+            self._index, self._offset = self._index + 1, 0
+        return b""
 
 
 def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
@@ -432,13 +442,13 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     for chunk in chunks:
         companion = isinstance(chunk, Companion)
         if buffer and (size >= target or companion != kind):
-            yield _Part(b"".join(buffer), kind)
-            buffer, size = [], 0
+            part, buffer, size = _Part(buffer, kind), [], 0
+            yield part
         kind = companion
         buffer.append(bytes(chunk))
         size += len(chunk)
     if buffer or size == 0:
-        yield _Part(b"".join(buffer), kind)
+        yield _Part(buffer, kind)
 
 
 @dataclass

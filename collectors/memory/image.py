@@ -2,7 +2,7 @@
 
 LiME: per range a 32-byte header (magic 0x4C694D45, version 1, start, end inclusive, 8 zero bytes)
 and the range's bytes; its size is known before reading. AVML (compressed): per block of at most
-16 MiB a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
+4 MiB (AVML allows 16) a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
 length as a u64; all-zero blocks are skipped, as AVML does; its size is known only at the end.
 Both are opened by volatility3 as they are. volatility3 2.28 hangs on an AVML record that snappy
 could not shrink, so pages that do not compress go to a companion LiME file instead (never lost).
@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from collectors.memory.ranges import PhysRange
 
 BLOCK = 16 << 20
+# AVML blocks of 4 MiB: the reading ring, the compressor's scratch buffer and the bundle's part buffer
+# all scale with it, and a 512 MiB cloud VM must not swap or meet its OOM killer while we image it.
+AVML_BLOCK = 4 << 20
 LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
 HEADER = struct.Struct("<IIQQ8x")
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
@@ -65,7 +68,7 @@ def avml_record_bound(size: int) -> int:
 
 
 def avml_bound(ranges: list[PhysRange]) -> int:
-    return sum(avml_record_bound(size) for _, size in blocks(ranges))
+    return sum(avml_record_bound(size) for _, size in blocks(ranges, AVML_BLOCK))
 
 
 class _Prefetcher:
@@ -174,11 +177,18 @@ class Companion(bytes):
     """Bytes of the companion LiME file: memory an AVML image cannot hold (see avml_chunks)."""
 
 
-def avml_record(start: int, data: bytes | memoryview) -> bytes:
+def avml_record(start: int, data: bytes | memoryview, scratch: bytearray | None = None) -> bytes:
+    """One AVML record; with ``scratch`` (at least avml_record_bound(len(data)) bytes) snappy writes
+    into it and only the finished record is copied out, so no transient block-sized copies pile up."""
     import cramjam  # snappy framed format at GB/s; imported only when AVML is asked for
 
-    framed = bytes(cramjam.snappy.compress(data))
-    return HEADER.pack(AVML_MAGIC, 2, start, start + len(data) - 1) + framed + struct.pack("<Q", len(framed))
+    if scratch is None or len(scratch) < avml_record_bound(len(data)):
+        scratch = bytearray(avml_record_bound(len(data)))
+    view = memoryview(scratch)
+    framed = cramjam.snappy.compress_into(data, view[HEADER.size:])
+    HEADER.pack_into(view, 0, AVML_MAGIC, 2, start, start + len(data) - 1)
+    struct.pack_into("<Q", view, HEADER.size + framed, framed)
+    return bytes(view[:HEADER.size + framed + 8])
 
 
 def _readable_by_volatility(record: bytes, size: int) -> bool:
@@ -216,11 +226,13 @@ def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Calla
     """AVML records, one per block; all-zero blocks are skipped (counted in stats). Records are new
     bytes, so the reading buffers are free again at once whatever ``consumer_lag`` says. Pages that
     snappy cannot shrink come as Companion chunks (a LiME stream of its own)."""
-    for start, _size, data in _Prefetcher(fd, ranges, stats, stop):
-        if data == _ZEROS[:len(data)]:
+    scratch = bytearray(avml_record_bound(AVML_BLOCK))
+    zeros = bytes(AVML_BLOCK)  # a full-length slice of it is itself: no copy per comparison
+    for start, _size, data in _Prefetcher(fd, ranges, stats, stop, block=AVML_BLOCK):
+        if data == zeros[:len(data)]:
             stats.zero_blocks_skipped += 1
             continue
-        record = avml_record(start, data)
+        record = avml_record(start, data, scratch)
         if _readable_by_volatility(record, len(data)):
             stats.records += 1
             yield record

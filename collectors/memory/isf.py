@@ -30,6 +30,7 @@ import lzma
 import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 from collectors.memory.btf import (
@@ -559,7 +560,9 @@ def build_isf(
     """
     notes = notes if notes is not None else []
     raw = bytes(btf_from_blob(btf))
+    btf_digest = _sha256(raw)
     parsed = parse_btf(raw)
+    del raw
     conv = _Converter(parsed)
     try:
         base_types = conv.base_types()
@@ -569,29 +572,22 @@ def build_isf(
         raise BTFError("type graph nested too deeply") from exc
 
     syms = parse_kallsyms(kallsyms)
+    kallsyms_digest = _sha256(kallsyms)
     if syms and all(addr == 0 for addr, _ in syms.values()):
         notes.append("all kallsyms addresses are 0 (not root, or kptr_restrict=2): symbol addresses are unusable")
     if kaslr_shift is None:
         kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config)
         notes.extend(shift_notes)
-    text_addr = syms.get("_text", (0, ""))[0]
-    # Only addresses inside the kernel image move with KASLR; per-cpu symbols are small absolute offsets.
-    floor = X86_64_START_KERNEL_MAP if text_addr >= X86_64_START_KERNEL_MAP else X86_32_PAGE_OFFSET
 
-    symbols: dict[str, Desc] = {}
-    for name, (addr, _letter) in syms.items():
-        if addr >= floor:
-            addr -= kaslr_shift
-        symbols[name] = {"address": addr}
-
-    # Per-cpu variables are the only globals BTF describes.
+    # Types of globals, taken while the parsed BTF is alive: per-cpu variables are the only globals BTF
+    # describes; SYMBOL_TYPES names the others volatility needs.
+    typed: dict[str, Desc] = {}
     for t in parsed.types:
         if t.kind == KIND_DATASEC:
             for v in t.vars:
                 var = parsed.types[v.type]
-                if var.kind == KIND_VAR and var.name in symbols:
-                    symbols[var.name]["type"] = conv.desc(var.type)
-
+                if var.kind == KIND_VAR and var.name in syms:
+                    typed[var.name] = conv.desc(var.type)
     nr_cpus = _config_int(kernel_config, "CONFIG_NR_CPUS")
     if nr_cpus is None and "__per_cpu_offset" in syms:
         # Without the config, size the array from the gap to the next symbol (entries past nr_cpu_ids are unused).
@@ -599,10 +595,25 @@ def build_isf(
         after = min((a for a, _ in syms.values() if a > start), default=start + 8 * 64)
         nr_cpus = max(1, min((after - start) // 8, 8192))
     for name, spec in SYMBOL_TYPES.items():
-        if name in symbols and "type" not in symbols[name]:
+        if name in syms and name not in typed:
             d = conv.spec_desc(spec, nr_cpus or 0)
             if d is not None:
-                symbols[name]["type"] = d
+                typed[name] = d
+    # The parsed BTF is the biggest thing we hold (~60 MB for a distribution kernel): gone before the
+    # symbol table (another ~50 MB) is built, so the peak is one of them, not both.
+    del conv, parsed
+
+    text_addr = syms.get("_text", (0, ""))[0]
+    # Only addresses inside the kernel image move with KASLR; per-cpu symbols are small absolute offsets.
+    floor = X86_64_START_KERNEL_MAP if text_addr >= X86_64_START_KERNEL_MAP else X86_32_PAGE_OFFSET
+    symbols: dict[str, Desc] = {}
+    for name, (addr, _letter) in syms.items():
+        if addr >= floor:
+            addr -= kaslr_shift
+        symbols[name] = {"address": addr} if name not in typed else {"address": addr, "type": typed[name]}
+    missing = [needed for needed in ("init_task", "init_files", "init_mm") if needed not in syms]
+    has_dtb = any(n in syms for n in ("init_top_pgt", "init_level4_pgt", "swapper_pg_dir"))
+    del syms
 
     banner_bytes = banner.encode("latin-1") if isinstance(banner, str) else bytes(banner)
     banner_bytes = banner_bytes.rstrip(b"\x00")
@@ -617,10 +628,9 @@ def build_isf(
     # dwarf2json stores the whole C string including its terminating NUL, and volatility scans for these bytes.
     banner_sym["constant_data"] = base64.b64encode(banner_bytes + b"\x00").decode()
 
-    for needed in ("init_task", "init_files", "init_mm"):
-        if needed not in syms:
-            notes.append(f"{needed} missing from kallsyms; volatility's Linux automagic needs it")
-    if "init_top_pgt" not in syms and "init_level4_pgt" not in syms and "swapper_pg_dir" not in syms:
+    for needed in missing:
+        notes.append(f"{needed} missing from kallsyms; volatility's Linux automagic needs it")
+    if not has_dtb:
         notes.append("no init_top_pgt/init_level4_pgt/swapper_pg_dir in kallsyms; volatility cannot find the DTB")
 
     metadata = {
@@ -635,9 +645,9 @@ def build_isf(
         },
         "linux": {
             "symbols": [
-                {"kind": "system-map", "name": "kallsyms", "hash_type": "sha256", "hash_value": _sha256(kallsyms)}
+                {"kind": "system-map", "name": "kallsyms", "hash_type": "sha256", "hash_value": kallsyms_digest}
             ],
-            "types": [{"name": "btf", "hash_type": "sha256", "hash_value": _sha256(raw)}],
+            "types": [{"name": "btf", "hash_type": "sha256", "hash_value": btf_digest}],
         },
     }
     return {
@@ -651,21 +661,40 @@ def build_isf(
 
 def write_isf(isf: dict[str, Any], path_or_fileobj: str | os.PathLike[str] | IO[bytes], *, preset: int = 2) -> None:
     """Write ``isf`` as compact JSON compressed with xz (what volatility expects for *.json.xz)."""
-    # json.dumps with default separators-free settings runs the C encoder; json.dump would use the slow Python one.
-    payload = json.dumps(isf, separators=(",", ":")).encode()
     comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=preset)
     if isinstance(path_or_fileobj, str | os.PathLike):
         with open(path_or_fileobj, "wb") as fh:
-            _write_chunks(fh, payload, comp)
+            _write_compressed(fh, _json_pieces(isf), comp)
     else:
-        _write_chunks(path_or_fileobj, payload, comp)
+        _write_compressed(path_or_fileobj, _json_pieces(isf), comp)
 
 
-def _write_chunks(fh: IO[bytes], payload: bytes, comp: lzma.LZMACompressor) -> None:
-    view = memoryview(payload)
-    step = 1 << 20
-    for i in range(0, len(view), step):
-        out = comp.compress(view[i : i + step])
+def _json_pieces(isf: dict[str, Any], batch: int = 1 << 20) -> Iterator[bytes]:
+    """The compact JSON of ``isf`` in pieces of about ``batch`` bytes: the same text json.dumps gives,
+    without ever holding all of it (tens of MB) at once. Each entry still goes through the C encoder."""
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    pending: list[str] = []
+    size = 0
+    for i, (key, value) in enumerate(isf.items()):
+        pending.append(("{" if i == 0 else ",") + dumps(key) + ":")
+        if isinstance(value, dict) and value:
+            for j, (name, entry) in enumerate(value.items()):
+                text = ("{" if j == 0 else ",") + dumps(name) + ":" + dumps(entry)
+                pending.append(text)
+                size += len(text)
+                if size >= batch:
+                    yield "".join(pending).encode()
+                    pending, size = [], 0
+            pending.append("}")
+        else:
+            pending.append(dumps(value))
+    pending.append("}" if isf else "{}")
+    yield "".join(pending).encode()
+
+
+def _write_compressed(fh: IO[bytes], pieces: Iterator[bytes], comp: lzma.LZMACompressor) -> None:
+    for piece in pieces:
+        out = comp.compress(piece)
         if out:
             fh.write(out)
     fh.write(comp.flush())

@@ -1,10 +1,16 @@
 """The `memory.symbols` artifact: a volatility3 symbol table (ISF) for the running kernel, built on the
 host from its own BTF (/sys/kernel/btf/vmlinux) and /proc/kallsyms, so that the memory image in the
 same bundle is analysable the moment it lands (no debug package, no dwarf2json, no ISF server).
-Member ``symbols/linux/<release>-btf.json.xz``; `analyze` uses it after any `--symbols` folder."""
+Member ``symbols/linux/<release>-btf.json.xz``; `analyze` uses it after any `--symbols` folder.
+
+Building it costs about 28 bytes of memory per byte of BTF (~150 MB for a distribution kernel). On a
+host that has not that much to spare (a 512 MiB VM just imaged) the build is deferred: the inputs go
+into the bundle instead (``symbols/linux/<release>-btf.inputs/``: the BTF, kallsyms, the banner, the
+kernel config), a few MB, and `analyze` builds the same table from them on the responder's side."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import time
@@ -14,14 +20,42 @@ from collectors.base import Blob, Context, Item, Problem, Record
 
 OBTAIN = ("install the kernel's debug package (linux-image-<release>-dbg, kernel-debuginfo) and run dwarf2json, "
           "or point `triagent analyze --remote-isf-url` at an ISF server")
+INPUTS_SUFFIX = "-btf.inputs"
+BTF_PATH = "sys/kernel/btf/vmlinux"
+MEMORY_PER_BTF_BYTE = 28  # measured peak RSS growth of build() over the BTF's size (Debian 6.1: 5.5 MB -> 150 MB)
 
 
 def build(root: str = "/", preset: int = 2) -> tuple[bytes, dict]:
     """(the .json.xz bytes, facts about them); raises NoBTF, BTFError, OSError."""
-    from collectors.memory.isf import from_host, write_isf
+    from collectors.memory.isf import from_host
 
     started = time.monotonic()
-    isf, notes = from_host(root)
+    return _finish(*from_host(root), started=started, preset=preset)
+
+
+def build_from_inputs(folder: str, preset: int = 2) -> tuple[bytes, dict]:
+    """The same table from inputs a deferred collection shipped (see module doc); raises BTFError, OSError."""
+    from collectors.memory.isf import build_isf
+
+    started = time.monotonic()
+
+    def text(name: str) -> str | None:
+        try:
+            with open(os.path.join(folder, name), encoding="latin-1") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    with open(os.path.join(folder, "vmlinux.btf"), "rb") as fh:
+        btf = fh.read()
+    notes: list[str] = []
+    isf = build_isf(btf, text("kallsyms") or "", text("version") or "", kernel_config=text("config"), notes=notes)
+    return _finish(isf, notes, started=started, preset=preset)
+
+
+def _finish(isf: dict, notes: list[str], started: float, preset: int) -> tuple[bytes, dict]:
+    from collectors.memory.isf import write_isf
+
     buffer = io.BytesIO()
     write_isf(isf, buffer, preset=preset)
     producer = isf.get("metadata", {}).get("producer", {})
@@ -31,13 +65,37 @@ def build(root: str = "/", preset: int = 2) -> tuple[bytes, dict]:
     return buffer.getvalue(), facts
 
 
+def memory_available(root: str = "/") -> int | None:
+    """MemAvailable from <root>/proc/meminfo in bytes, or None when the kernel does not say."""
+    try:
+        with open(os.path.join(root, "proc", "meminfo"), encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def collect(ctx: Context) -> Iterator[Item]:
     from collectors.memory.btf import BTFError
     from collectors.memory.isf import NoBTF
 
-    release = os.uname().release
+    root = ctx.root  # "/" on a live host; a copy of its /proc and /sys in tests
+    release = _release(root)
     try:
-        data, facts = build("/", int(ctx.opt("xz_preset", 2)))
+        btf_size = os.stat(os.path.join(root, BTF_PATH)).st_size
+    except OSError:
+        btf_size = 0
+    available = memory_available(root)
+    headroom = int(ctx.opt("headroom_mb", 96)) << 20
+    need = btf_size * int(ctx.opt("memory_per_btf_byte", MEMORY_PER_BTF_BYTE))
+    if btf_size and available is not None and available - need < headroom:
+        yield from _defer(root, release, f"{available >> 20} MiB available, building needs about {need >> 20} MiB "
+                                   f"and {headroom >> 20} MiB stays free for the host")
+        return
+    try:
+        data, facts = build(root, int(ctx.opt("xz_preset", 2)))
     except NoBTF as exc:
         yield Record("symbols", {"status": "no_btf", "release": release, "reason": str(exc), "how": OBTAIN})
         yield Problem(f"no BTF in this kernel: no symbol table built here; {OBTAIN}", level="warning")
@@ -52,3 +110,36 @@ def collect(ctx: Context) -> Iterator[Item]:
     yield Record("symbols", {"status": "built", "release": release, "member": member, **facts})
     for note in facts["notes"]:
         yield Problem(f"symbols: {note}", level="info")
+
+
+def _release(root: str) -> str:
+    try:
+        with open(os.path.join(root, "proc", "sys", "kernel", "osrelease"), encoding="ascii", errors="replace") as fh:
+            return fh.read().strip() or os.uname().release
+    except OSError:
+        return os.uname().release
+
+
+def _defer(root: str, release: str, reason: str) -> Iterator[Item]:
+    """Ship what the table is built from; `analyze` builds it (the same bytes in, the same table out)."""
+    folder = f"symbols/linux/{release}{INPUTS_SUFFIX}"
+    shipped, problems = [], []
+    sources = [("vmlinux.btf", BTF_PATH, False), ("kallsyms", "proc/kallsyms", False),
+               ("version", "proc/version", False), ("config", f"boot/config-{release}", False),
+               ("config", "proc/config.gz", True)]
+    for name, path, gunzip in sources:
+        if name in shipped:
+            continue
+        try:
+            with (gzip.open if gunzip else open)(os.path.join(root, path), "rb") as fh:
+                data = fh.read()
+        except (OSError, EOFError) as exc:
+            if name != "config":
+                problems.append(f"/{path}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        yield Blob(f"{folder}/{name}", data, {"symbols_input": f"/{path}"})
+        shipped.append(name)
+    yield Record("symbols", {"status": "deferred", "release": release, "reason": reason, "member": folder,
+                             "inputs": shipped, "problems": problems,
+                             "how": "`triagent analyze` builds the table from these inputs"})
+    yield Problem(f"symbol table deferred to analysis ({reason}); its inputs are in {folder}/", level="warning")

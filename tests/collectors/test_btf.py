@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import lzma
 import os
@@ -599,3 +600,87 @@ def test_volatility_loads_built_isf(built: dict[str, Any], reference: dict[str, 
     with lzma.open(path) as fh:
         identifier = LinuxIdentifier.get_identifier(json.load(fh))
     assert identifier == base64.b64decode(reference["symbols"]["linux_banner"]["constant_data"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Too little memory on the host: the inputs are shipped and analyze builds the same table from them.
+
+
+def _symbols_items(root: Path, **options: Any) -> list[Any]:
+    from collectors.base import Context
+    from collectors.memory import symbols
+
+    return list(symbols.collect(Context(root=str(root), live=True, options=options)))
+
+
+def _meminfo(root: Path, available_kib: int) -> None:
+    (root / "proc" / "meminfo").write_text(f"MemTotal:       524288 kB\nMemAvailable:   {available_kib} kB\n")
+
+
+def test_symbols_built_when_memory_suffices(tmp_path: Path) -> None:
+    from collectors.base import Blob, Record
+
+    root = _fake_root(tmp_path, every_kind_blob()[0])
+    _meminfo(root, 8 << 20)
+    items = _symbols_items(root)
+    record = next(i.data for i in items if isinstance(i, Record))
+    assert record["status"] == "built" and record["release"] == "9.9.9-test", record
+    assert [i.name for i in items if isinstance(i, Blob)] == ["symbols/linux/9.9.9-test-btf.json.xz"]
+
+
+def test_symbols_deferred_when_memory_is_short(tmp_path: Path) -> None:
+    """MemAvailable below BTF size x factor + headroom: no build on the host; the BTF, kallsyms, banner and
+    config are shipped, and analyze's extract_symbols builds a table identical to the host-built one."""
+    import tarfile
+
+    from agent.analyze import extract_symbols
+    from collectors.base import Blob, Record
+    from collectors.memory import symbols
+
+    btf = every_kind_blob()[0]
+    root = _fake_root(tmp_path / "root", btf)
+    (root / "boot").mkdir()
+    (root / "boot" / "config-9.9.9-test").write_text("CONFIG_PHYSICAL_START=0x1000000\n")
+    _meminfo(root, 90 * 1024)  # 90 MiB available: under the 96 MiB that must stay free
+    items = _symbols_items(root, headroom_mb=96, memory_per_btf_byte=symbols.MEMORY_PER_BTF_BYTE)
+    record = next(i.data for i in items if isinstance(i, Record))
+    assert record["status"] == "deferred" and "MiB available" in record["reason"], record
+    assert record["inputs"] == ["vmlinux.btf", "kallsyms", "version", "config"], record
+    blobs = {i.name: i.data for i in items if isinstance(i, Blob)}
+    folder = "symbols/linux/9.9.9-test-btf.inputs"
+    assert blobs[f"{folder}/vmlinux.btf"] == btf
+    assert blobs[f"{folder}/kallsyms"] == (root / "proc" / "kallsyms").read_bytes()
+    assert not any(n.endswith(".json.xz") for n in blobs)
+
+    bundle = tmp_path / "bundle.tar"
+    with tarfile.open(bundle, "w") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    work = tmp_path / "work"
+    work.mkdir()
+    folders = extract_symbols(str(bundle), str(work))
+    assert len(folders) == 1
+    built_here = Path(folders[0]) / "linux" / "9.9.9-test-btf.json.xz"
+    with lzma.open(built_here) as fh:
+        deferred = json.load(fh)
+    on_host, _notes = from_host(str(root))
+    for isf in (deferred, on_host):
+        isf["metadata"]["producer"].pop("datetime")
+    assert deferred == on_host
+
+
+def test_deferred_inputs_that_do_not_parse_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import tarfile
+
+    from agent.analyze import extract_symbols
+
+    bundle = tmp_path / "bundle.tar"
+    with tarfile.open(bundle, "w") as tar:
+        for name, data in (("vmlinux.btf", b"\x9f\xeb\x01\x00garbage"), ("version", b"Linux version 1\n")):
+            info = tarfile.TarInfo(f"symbols/linux/1-btf.inputs/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert extract_symbols(str(bundle), str(tmp_path)) == []
+    assert "could not be built from 1-btf.inputs" in capsys.readouterr().err

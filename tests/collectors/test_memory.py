@@ -120,13 +120,16 @@ def test_image_matches_physical_memory(tmp_path, fmt):
 
 
 def test_avml_skips_zero_blocks(tmp_path):
+    from collectors.memory.image import AVML_BLOCK
+
     zero_range = [(0x100000, 0x100000 + 48 * MiB - 1)]
     syn = kcore_fixture.build(tmp_path, zero_range, zero_pages=list(range(0x100000, 0x100000 + 32 * MiB, 4096)))
     _, _, (item, data) = _acquire(syn, "avml")
-    assert item.length is None and item.stats.zero_blocks_skipped == 2
+    assert item.length is None and item.stats.zero_blocks_skipped == 32 * MiB // AVML_BLOCK
     decoded = parse_avml(data)
-    assert [s for s, _, _ in decoded] == [0x100000 + 32 * MiB]  # the two zero blocks are skipped
-    assert decoded[0][2] == kcore_fixture.pattern(0x100000 + 32 * MiB, 16 * MiB)
+    # the zero blocks are skipped; the rest comes in blocks of AVML_BLOCK
+    assert [s for s, _, _ in decoded] == list(range(0x100000 + 32 * MiB, 0x100000 + 48 * MiB, AVML_BLOCK))
+    assert b"".join(b for _, _, b in decoded) == kcore_fixture.pattern(0x100000 + 32 * MiB, 16 * MiB)
 
 
 def test_la57_is_reported(tmp_path):

@@ -121,6 +121,7 @@ def test_custody_record(collected):
     assert "collect" in custody["command_line"]
     assert {a["name"] for a in custody["artifacts"]} >= {"processes", "histories", "ssh"}
     assert custody["priority"]["nice"] >= 10 and custody["priority"]["ionice"] == "best-effort/7"  # gentle by default
+    assert custody["priority"]["oom_score_adj"] == 1000  # the OOM killer takes us before any host process
 
 
 def test_verify_cli(collected):
