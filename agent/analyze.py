@@ -21,22 +21,45 @@ from agent.plan import load_profile, load_secrets
 from agent.redact import Redactor
 from agent.verify import verify
 
-IMAGE_MEMBER = re.compile(r"memory/[^/]+\.(lime|avml)(\.part\d{4})?")
+IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part\d{4})?")
+COMPANION_SUFFIX = "-companion.lime"
 
 
 def extract_image(bundle: str, workdir: str) -> str | None:
-    """The bundle's memory image as one file (AVML parts joined in order), or None."""
+    """The bundle's memory image as one file volatility3 opens, or None: the image's parts joined in
+    order; an AVML image that has a companion (the pages snappy could not shrink, kept as LiME) is
+    merged with it into one LiME image, so that no page is missing from the analysis."""
+    images: dict[str, list[tarfile.TarInfo]] = {}
     with tarfile.open(bundle) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and IMAGE_MEMBER.fullmatch(m.name)),
-                         key=lambda m: m.name)
-        if not members:
+        for member in tar.getmembers():
+            m = IMAGE_MEMBER.fullmatch(member.name) if member.isfile() else None
+            if m:
+                images.setdefault(m.group(1), []).append(member)
+        main = sorted(name for name in images if not name.endswith(COMPANION_SUFFIX))
+        if not main:
             return None
-        path = os.path.join(workdir, os.path.basename(members[0].name).split(".part")[0])
-        with open(path, "wb") as out:
-            for member in members:
-                with tar.extractfile(member) as src:
-                    shutil.copyfileobj(src, out, 8 << 20)
-    return path
+        name = main[0]
+
+        def join(image: str) -> str:
+            path = os.path.join(workdir, image)
+            with open(path, "wb") as out:
+                for member in sorted(images[image], key=lambda m: m.name):
+                    with tar.extractfile(member) as src:  # type: ignore[union-attr]
+                        shutil.copyfileobj(src, out, 8 << 20)
+            return path
+
+        image = join(name)
+        if name + COMPANION_SUFFIX not in images:
+            return image
+        companion = join(name + COMPANION_SUFFIX)
+    from collectors.memory.image import merge_to_lime
+
+    merged = os.path.join(workdir, name.rsplit(".", 1)[0] + ".merged.lime")
+    with open(image, "rb") as avml, open(companion, "rb") as extra, open(merged, "wb") as out:
+        merge_to_lime(avml, extra, out)
+    os.unlink(image)
+    os.unlink(companion)
+    return merged
 
 
 def extract_symbols(bundle: str, workdir: str) -> list[str]:

@@ -435,20 +435,23 @@ class _Part:
 
 def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     """Group whole chunks (AVML records) into parts of about ``target`` bytes: each part is itself a
-    valid image of the records it holds. Companion chunks (LiME) make parts of their own."""
-    buffer: list[bytes] = []
-    size = 0
-    kind = False
+    valid image of the records it holds. Companion chunks (LiME) gather in parts of their own, beside
+    (never interleaved with) the AVML parts: at most two parts are in memory at once."""
+    buffers: dict[bool, list[bytes]] = {False: [], True: []}
+    sizes = {False: 0, True: 0}
+    parts = 0
     for chunk in chunks:
-        companion = isinstance(chunk, Companion)
-        if buffer and (size >= target or companion != kind):
-            part, buffer, size = _Part(buffer, kind), [], 0
+        kind = isinstance(chunk, Companion)
+        buffers[kind].append(bytes(chunk))
+        sizes[kind] += len(chunk)
+        if sizes[kind] >= target:
+            part = _Part(buffers[kind], kind)
+            buffers[kind], sizes[kind] = [], 0
+            parts += 1
             yield part
-        kind = companion
-        buffer.append(bytes(chunk))
-        size += len(chunk)
-    if buffer or size == 0:
-        yield _Part(buffer, kind)
+    for kind in (False, True):
+        if buffers[kind] or (not kind and not parts and not buffers[True]):  # an empty image is one empty part
+            yield _Part(buffers[kind], kind)
 
 
 @dataclass

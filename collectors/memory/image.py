@@ -19,6 +19,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from collectors.memory.ranges import PhysRange
 
@@ -255,3 +256,68 @@ class ChunkReader:
             self.current = memoryview(chunk)
         out, self.current = self.current[:n], self.current[n:]
         return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading images back (responder side)
+
+
+def lime_records(fh: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end inclusive, bytes) of each record of a LiME file, in file order."""
+    while header := fh.read(HEADER.size):
+        if len(header) < HEADER.size:
+            raise ValueError("LiME: truncated record header")
+        magic, version, start, end = HEADER.unpack(header)
+        if magic != LIME_MAGIC or version != 1 or end < start:
+            raise ValueError(f"LiME: bad record header at offset {fh.tell() - HEADER.size}")
+        data = fh.read(end - start + 1)
+        if len(data) != end - start + 1:
+            raise ValueError(f"LiME: record {start:#x}-{end:#x} is truncated")
+        yield start, end, data
+
+
+def avml_records(fh: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end inclusive, decompressed bytes) of each record of an AVML (version 2) file."""
+    import cramjam
+
+    while header := fh.read(HEADER.size):
+        if len(header) < HEADER.size:
+            raise ValueError("AVML: truncated record header")
+        magic, version, start, end = HEADER.unpack(header)
+        if magic != AVML_MAGIC or version != 2 or end < start:
+            raise ValueError(f"AVML: bad record header at offset {fh.tell() - HEADER.size}")
+        want, out, framed = end - start + 1, bytearray(), 0
+        while len(out) < want:
+            chunk_header = fh.read(4)
+            if len(chunk_header) < 4:
+                raise ValueError(f"AVML: record {start:#x}-{end:#x} is truncated")
+            kind, length = chunk_header[0], int.from_bytes(chunk_header[1:4], "little")
+            body = fh.read(length)
+            if len(body) != length:
+                raise ValueError(f"AVML: record {start:#x}-{end:#x} is truncated")
+            framed += 4 + length
+            if kind == 0x00:  # compressed: masked CRC-32C, then raw snappy
+                out += cramjam.snappy.decompress_raw(body[4:])
+            elif kind == 0x01:  # stored: masked CRC-32C, then the bytes
+                out += body[4:]
+            elif 0x02 <= kind <= 0x7F:
+                raise ValueError(f"AVML: unskippable snappy chunk type {kind:#x} in record {start:#x}")
+            # 0xff (stream identifier), 0xfe (padding) and 0x80-0xfd are skipped
+        trailer = fh.read(8)
+        if len(out) != want or len(trailer) != 8 or struct.unpack("<Q", trailer)[0] != framed:
+            raise ValueError(f"AVML: record {start:#x}-{end:#x} does not decode to its length")
+        yield start, end, bytes(out)
+
+
+def merge_to_lime(avml: BinaryIO, companion: BinaryIO, out: BinaryIO) -> int:
+    """One LiME image from an AVML image and its companion LiME file (the pages snappy could not
+    shrink), records in address order as volatility's LiME layer requires; returns the records written.
+    Both inputs are already in address order, so a two-way merge holds one record of each at a time."""
+    import heapq
+
+    written = 0
+    for start, end, data in heapq.merge(avml_records(avml), lime_records(companion), key=lambda r: r[0]):
+        out.write(HEADER.pack(LIME_MAGIC, 1, start, end))
+        out.write(data)
+        written += 1
+    return written

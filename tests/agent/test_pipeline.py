@@ -57,3 +57,25 @@ def test_failures_and_timeouts_are_isolated(tmp_path, monkeypatch):
         assert fine["environ"] == {"DB_PASSWORD": "<redacted>", "LANG": "C"}
         assert tar.extractfile("triagent/artifacts/boom.jsonl").read()  # what came before the bug is kept
         assert len(tar.extractfile("triagent/artifacts/slow.jsonl").read().splitlines()) >= 3
+
+
+def test_memory_parts_bounded_and_never_interleaved() -> None:
+    """AVML records and companion (LiME) chunks fill parts of their own kind up to the target; pages
+    that alternate between the two kinds do not make a part per alternation; read() returns the bytes
+    in order without joining them."""
+    from agent.pipeline import _parts
+    from collectors.memory.image import Companion
+
+    def shape(chunks: list[bytes], target: int = 10) -> list[tuple[bool, int]]:
+        return [(p.companion, p.size) for p in _parts(iter(chunks), target)]
+
+    assert shape([]) == [(False, 0)]  # an empty image is still one (empty) part
+    alternating = [b"a" * 4, Companion(b"c" * 3), b"a" * 7, Companion(b"c" * 8), b"a" * 2] * 3
+    parts = shape(alternating)
+    assert sum(s for k, s in parts if not k) == 39 and sum(s for k, s in parts if k) == 33
+    assert len(parts) == 7 and all(s <= 10 + 8 for _, s in parts), parts  # one part per alternation made 15
+    part = next(_parts(iter([b"ab", b"", b"cde", b"f"]), 100))
+    out = b""
+    while piece := part.read(2):
+        out += bytes(piece)
+    assert out == b"abcdef" and part.size == 6

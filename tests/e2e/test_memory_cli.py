@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import kcore_fixture
 import pytest
@@ -184,3 +185,21 @@ def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
     summary = summary_of(proc)
     m = members(summary["bundle"])
     assert any("-companion.lime.part" in n for n in m) and run_triagent(["verify", summary["bundle"]]).returncode == 0
+    # analyze's view of that bundle: one LiME image, AVML and companion merged in address order, every
+    # byte where it was in memory (volatility's LiME layer reads both kinds of page)
+    from agent.analyze import extract_image
+    from collectors.memory.image import lime_records
+
+    work = tmp_path / "analysis"
+    work.mkdir()
+    merged = extract_image(summary["bundle"], str(work))
+    assert merged is not None and merged.endswith(".merged.lime"), merged
+    covered = 0
+    with open(merged, "rb") as fh:
+        for start, end, data in lime_records(fh):
+            assert data == fill(start, end - start + 1), hex(start)
+            covered += end - start + 1
+    assert covered == 48 * MiB  # no zero block in this memory: nothing skipped, nothing lost
+    for addr in (probe, random_lo + 100, random_hi + 4096):
+        assert _volatility_read(merged, "lime", addr, 64) == fill(addr, 64), hex(addr)
+    assert sorted(p.name for p in work.iterdir()) == [Path(merged).name]  # the joined inputs are gone
