@@ -262,14 +262,23 @@ class ChunkReader:
 # Reading images back (responder side)
 
 
+def _next_header(fh: BinaryIO, fmt: str, magic: int, version: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of the next record, or None at the end of the file."""
+    header = fh.read(HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise ValueError(f"{fmt}: truncated record header")
+    got_magic, got_version, start, end = HEADER.unpack(header)
+    if got_magic != magic or got_version != version or end < start:
+        raise ValueError(f"{fmt}: bad record header at offset {fh.tell() - HEADER.size}")
+    return start, end
+
+
 def lime_records(fh: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
     """(start, end inclusive, bytes) of each record of a LiME file, in file order."""
-    while header := fh.read(HEADER.size):
-        if len(header) < HEADER.size:
-            raise ValueError("LiME: truncated record header")
-        magic, version, start, end = HEADER.unpack(header)
-        if magic != LIME_MAGIC or version != 1 or end < start:
-            raise ValueError(f"LiME: bad record header at offset {fh.tell() - HEADER.size}")
+    while (span := _next_header(fh, "LiME", LIME_MAGIC, 1)) is not None:
+        start, end = span
         data = fh.read(end - start + 1)
         if len(data) != end - start + 1:
             raise ValueError(f"LiME: record {start:#x}-{end:#x} is truncated")
@@ -280,12 +289,8 @@ def avml_records(fh: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
     """(start, end inclusive, decompressed bytes) of each record of an AVML (version 2) file."""
     import cramjam
 
-    while header := fh.read(HEADER.size):
-        if len(header) < HEADER.size:
-            raise ValueError("AVML: truncated record header")
-        magic, version, start, end = HEADER.unpack(header)
-        if magic != AVML_MAGIC or version != 2 or end < start:
-            raise ValueError(f"AVML: bad record header at offset {fh.tell() - HEADER.size}")
+    while (span := _next_header(fh, "AVML", AVML_MAGIC, 2)) is not None:
+        start, end = span
         want, out, framed = end - start + 1, bytearray(), 0
         while len(out) < want:
             chunk_header = fh.read(4)

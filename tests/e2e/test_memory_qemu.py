@@ -168,6 +168,7 @@ def test_pslist_of_qemu_dump_finds_planted_process(plain_run, kernel):
 class Acquisition(GuestRun):
     fmt: str = "lime"
     _image: Path | None = None
+    _analysable: Path | None = None
 
     @property
     def stream(self) -> qg.StreamResult:
@@ -207,6 +208,22 @@ class Acquisition(GuestRun):
             self._image = out
         return self._image
 
+    @property
+    def analysable(self) -> Path:
+        """What `triagent analyze` gives volatility: the image itself, or for an AVML image with a
+        companion (pages snappy could not shrink) the two merged into one LiME image."""
+        if self._analysable is None:
+            self._analysable = self.image
+            with tarfile.open(self.stream.path) as tar:
+                has_companion = any("-companion.lime.part" in n for n in tar.getnames())
+            if has_companion:
+                from agent.analyze import extract_image
+
+                work = self.workdir / "analysable"
+                work.mkdir(exist_ok=True)
+                self._analysable = Path(extract_image(str(self.stream.path), str(work)))
+        return self._analysable
+
 
 @pytest.fixture(scope="module", params=["lime", "avml"])
 def acquisition(request, kernel, binary, tmp_path_factory):  # noqa: F811 (fixture)
@@ -219,7 +236,7 @@ def acquisition(request, kernel, binary, tmp_path_factory):  # noqa: F811 (fixtu
     result = guest.run(timeout=RUN_TIMEOUT, dump_memory=True)
     acq = Acquisition(canary, result, workdir, fmt)
     yield acq
-    for p in (result.dump, result.streams["bundle"].path, acq._image):
+    for p in (result.dump, result.streams["bundle"].path, acq._image, acq._analysable):
         if p is not None:
             p.unlink(missing_ok=True)
 
@@ -288,11 +305,7 @@ def test_pslist_finds_planted_process(acquisition, kernel):
             assert not avml.oversized, f"AVML blocks volatility3 cannot read: {avml.oversized[:5]}"
         finally:
             avml.close()
-    try:
-        rows = _pslist(image, kernel, acquisition.workdir)
-    finally:
-        if image != acquisition.image:
-            image.unlink()
+    rows = _pslist(acquisition.analysable, kernel, acquisition.workdir)
     assert rows, "linux.pslist found no process at all (LA57? wrong ISF?)"
     pid = acquisition.result.meta["planted_pid"]
     assert any(r.get("COMM") == acquisition.canary and str(r.get("PID")) == pid for r in rows), \
@@ -303,7 +316,7 @@ def test_pslist_finds_planted_process(acquisition, kernel):
 def test_image_matches_qemu_dump_on_kernel_read_only_pages(acquisition, kernel, capsys):
     if acquisition.fmt == "avml":
         need(qg.snappy_library() is not None, "reading AVML needs libsnappy (apt-get install libsnappy1v5)")
-    image, dump = qg.open_image(acquisition.image), qg.ElfCore(acquisition.result.dump)
+    image, dump = qg.open_image(acquisition.analysable), qg.ElfCore(acquisition.result.dump)
     try:
         pages, where = _kernel_pages_match(image, dump, kernel, acquisition.result.b64("version"))
     finally:
