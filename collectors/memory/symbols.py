@@ -22,7 +22,8 @@ OBTAIN = ("install the kernel's debug package (linux-image-<release>-dbg, kernel
           "or point `triagent analyze --remote-isf-url` at an ISF server")
 INPUTS_SUFFIX = "-btf.inputs"
 BTF_PATH = "sys/kernel/btf/vmlinux"
-MEMORY_PER_BTF_BYTE = 30  # peak RSS growth of build() over the BTF size: 26x on Debian 6.1 (5.5 MB), 29x on the fixture (4.1 MB)
+# peak RSS growth of build() over the BTF size: 26x on Debian 6.1 (5.5 MB), 29x on the fixture (4.1 MB)
+MEMORY_PER_BTF_BYTE = 30
 
 
 def build(root: str = "/", preset: int = 2) -> tuple[bytes, dict]:
