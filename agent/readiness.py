@@ -49,6 +49,7 @@ EXIT_USAGE = 2
 DEFAULT_THROUGHPUT_MBPS = 50.0      # MB/s to the bucket: a cautious figure for a cloud VM's egress
 DEFAULT_BUDGET_S = 3600             # SSM's default executionTimeout
 DEFAULT_MIN_SHM = 256 << 20         # the fetched binary plus its unpacked copy, with room to spare
+MIN_AVAILABLE = 192 << 20           # the collector's peak resident memory (measured in a 512 MiB guest), rounded up
 SLOW_START_S = 5.0                  # the cold-start goal is 1.2 s; five times that is worth a word
 LINE_LIMIT = 2000                   # SSM keeps 2,500 characters of output
 KCORE_4LEVEL_MAX = 1 << 48          # 128 TiB + headers: the 4-level kcore; 5-level ones are far larger
@@ -257,9 +258,15 @@ def check_memory(root: str = "/", throughput_mbps: float = DEFAULT_THROUGHPUT_MB
     estimate = total / (throughput_mbps * 1e6)
     facts = {"mem_total": total, "throughput_mbps": throughput_mbps, "upload_estimate_s": round(estimate, 1),
              "budget_s": budget_s}
+    available = re.search(r"^MemAvailable:\s*(\d+)\s*kB", text, re.M)
+    if available:
+        facts["mem_available"] = int(available.group(1)) * 1024
     if estimate > budget_s:
         return Check(DEGRADED, f"memory image of {total / 2**30:.1f} GiB needs ~{estimate:.0f} s at "
                      f"{throughput_mbps:g} MB/s, over the {budget_s:g} s budget", facts)
+    if available and facts["mem_available"] < MIN_AVAILABLE:
+        return Check(DEGRADED, f"only {facts['mem_available'] >> 20} MiB of memory available: the collector "
+                     f"holds up to ~{MIN_AVAILABLE >> 20} MiB and the kernel would kill it first", facts)
     return Check(OK, None, facts)
 
 
@@ -389,8 +396,11 @@ def check_symbols(root: str = "/", symbol_dirs: Iterable[str] = (), isf_url: str
     if isf or facts.get("isf_server"):
         return Check(OK, None, facts)
     if facts["btf"]:
-        return Check(OK, None, facts | {"note": "no ISF for this banner; /sys/kernel/btf/vmlinux lets one "
-                                                "be built from BTF"})
+        from collectors.memory.symbols import build_would_starve
+
+        short = build_would_starve(root)
+        return Check(OK, None, facts | {"note": "no ISF for this banner; /sys/kernel/btf/vmlinux lets one be built "
+                                                "from BTF" + (f" (at analysis: {short})" if short else " here")})
     return Check(DEGRADED, "no volatility symbols for this exact kernel banner and no BTF to build them", facts)
 
 

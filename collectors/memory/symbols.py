@@ -24,6 +24,7 @@ INPUTS_SUFFIX = "-btf.inputs"
 BTF_PATH = "sys/kernel/btf/vmlinux"
 # peak RSS growth of build() over the BTF size: 26x on Debian 6.1 (5.5 MB), 29x on the fixture (4.1 MB)
 MEMORY_PER_BTF_BYTE = 30
+HEADROOM_MB = 96  # left free for the host's own processes
 
 
 def build(root: str = "/", preset: int = 2) -> tuple[bytes, dict]:
@@ -78,22 +79,32 @@ def memory_available(root: str = "/") -> int | None:
     return None
 
 
+def build_would_starve(root: str = "/", per_btf_byte: int = MEMORY_PER_BTF_BYTE,
+                       headroom_mb: int = HEADROOM_MB) -> str | None:
+    """Why building the table here would leave the host short of memory, or None when it fits (or
+    when there is no BTF, or the kernel does not say what is available)."""
+    try:
+        btf_size = os.stat(os.path.join(root, BTF_PATH)).st_size
+    except OSError:
+        return None
+    available = memory_available(root)
+    need, headroom = btf_size * per_btf_byte, headroom_mb << 20
+    if available is None or available - need >= headroom:
+        return None
+    return (f"{available >> 20} MiB available, building needs about {need >> 20} MiB "
+            f"and {headroom >> 20} MiB stays free for the host")
+
+
 def collect(ctx: Context) -> Iterator[Item]:
     from collectors.memory.btf import BTFError
     from collectors.memory.isf import NoBTF
 
     root = ctx.root  # "/" on a live host; a copy of its /proc and /sys in tests
     release = _release(root)
-    try:
-        btf_size = os.stat(os.path.join(root, BTF_PATH)).st_size
-    except OSError:
-        btf_size = 0
-    available = memory_available(root)
-    headroom = int(ctx.opt("headroom_mb", 96)) << 20
-    need = btf_size * int(ctx.opt("memory_per_btf_byte", MEMORY_PER_BTF_BYTE))
-    if btf_size and available is not None and available - need < headroom:
-        yield from _defer(root, release, f"{available >> 20} MiB available, building needs about {need >> 20} MiB "
-                                   f"and {headroom >> 20} MiB stays free for the host")
+    short = build_would_starve(root, int(ctx.opt("memory_per_btf_byte", MEMORY_PER_BTF_BYTE)),
+                               int(ctx.opt("headroom_mb", HEADROOM_MB)))
+    if short:
+        yield from _defer(root, release, short)
         return
     try:
         data, facts = build(root, int(ctx.opt("xz_preset", 2)))

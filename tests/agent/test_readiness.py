@@ -254,6 +254,25 @@ def test_memory_budget(tmp_path):
     assert fits["status"] == "ok"
 
 
+def test_memory_available_for_the_collector(tmp_path):
+    """Too little MemAvailable for the collector is degraded; with BTF, the symbols check says whether
+    the table would be built here or, to spare the host, at analysis from shipped inputs."""
+    def planted(name: str, available_kib: int) -> dict:
+        root = plant(tmp_path / name, mem_kib=512 << 10, btf=True)
+        (root / "sys" / "kernel" / "btf" / "vmlinux").write_bytes(b"\x9f\xeb\x01\x00" + bytes(4 << 20))
+        meminfo = root / "proc" / "meminfo"
+        meminfo.write_text(meminfo.read_text() + f"MemAvailable:   {available_kib} kB\n")
+        return run(root)["checks"]
+
+    short = planted("short", 100 << 10)
+    assert short["memory"]["status"] == "degraded" and "only 100 MiB of memory available" in short["memory"]["reason"]
+    assert short["memory"]["mem_available"] == 100 << 20
+    assert "at analysis: 100 MiB available" in short["symbols"]["note"], short["symbols"]
+    roomy = planted("roomy", 400 << 10)
+    assert roomy["memory"]["status"] == "ok" and roomy["memory"]["mem_available"] == 400 << 20
+    assert roomy["symbols"]["note"].endswith("built from BTF here"), roomy["symbols"]
+
+
 def test_dev_shm(tmp_path):
     noexec = run(plant(tmp_path / "a", shm_options="rw,nosuid,nodev,noexec"))["checks"]["shm"]
     assert noexec["status"] == "degraded" and noexec["noexec"] is True and "noexec" in noexec["reason"]
