@@ -35,12 +35,14 @@ def extract_image(bundle: str, workdir: str) -> str | None:
             m = IMAGE_MEMBER.fullmatch(member.name) if member.isfile() else None
             if m:
                 images.setdefault(m.group(1), []).append(member)
-        main = sorted(name for name in images if not name.endswith(COMPANION_SUFFIX))
-        if not main:
+        names = sorted({n.removesuffix(COMPANION_SUFFIX) for n in images})
+        if not names:
             return None
-        name = main[0]
+        name = names[0]
 
-        def join(image: str) -> str:
+        def join(image: str) -> str | None:
+            if image not in images:
+                return None
             path = os.path.join(workdir, image)
             with open(path, "wb") as out:
                 for member in sorted(images[image], key=lambda m: m.name):
@@ -48,10 +50,11 @@ def extract_image(bundle: str, workdir: str) -> str | None:
                         shutil.copyfileobj(src, out, 8 << 20)
             return path
 
-        image = join(name)
-        if name + COMPANION_SUFFIX not in images:
-            return image
-        companion = join(name + COMPANION_SUFFIX)
+        image, companion = join(name), join(name + COMPANION_SUFFIX)
+    if companion is None:
+        return image
+    if image is None or os.path.getsize(image) == 0:  # every page went to the companion: it is the image
+        return companion
     from collectors.memory.image import merge_to_lime
 
     merged = os.path.join(workdir, name.rsplit(".", 1)[0] + ".merged.lime")
@@ -113,7 +116,12 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
     os.makedirs(output_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
     try:
-        image = extract_image(bundle, workdir)
+        image_error = None
+        try:
+            image = extract_image(bundle, workdir)
+        except ValueError as exc:  # a damaged image (the verify warning above says more): analyse the rest
+            image, image_error = None, str(exc)
+            print(f"triagent analyze: warning: the memory image cannot be read: {exc}", file=sys.stderr)
         name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
         path = os.path.join(os.path.abspath(output_dir), name)
         with open(path, "xb") as out:
@@ -137,7 +145,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
                 "action": "analyze", "source_bundle": os.path.abspath(bundle),
                 "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
                 "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
-                "memory_image": os.path.basename(image) if image else None,
+                "memory_image": os.path.basename(image) if image else None, "memory_image_error": image_error,
                 "image_sha256": _sha256(image) if image else None,
                 "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

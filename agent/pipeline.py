@@ -439,7 +439,7 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     (never interleaved with) the AVML parts: at most two parts are in memory at once."""
     buffers: dict[bool, list[bytes]] = {False: [], True: []}
     sizes = {False: 0, True: 0}
-    parts = 0
+    image_parts = 0
     for chunk in chunks:
         kind = isinstance(chunk, Companion)
         buffers[kind].append(bytes(chunk))
@@ -447,10 +447,10 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
         if sizes[kind] >= target:
             part = _Part(buffers[kind], kind)
             buffers[kind], sizes[kind] = [], 0
-            parts += 1
+            image_parts += not kind
             yield part
     for kind in (False, True):
-        if buffers[kind] or (not kind and not parts and not buffers[True]):  # an empty image is one empty part
+        if buffers[kind] or (not kind and not image_parts):  # the image has one part at least, if empty
             yield _Part(buffers[kind], kind)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes.util
 import hashlib
+import io
 import json
+import os
 import signal
 import subprocess
 import time
@@ -127,7 +129,6 @@ def test_sigterm_while_the_image_streams(tmp_path):
 
 
 def test_not_root_is_a_refusal_not_a_traceback(synthetic):
-    import os
     import shutil
     import tempfile
 
@@ -150,7 +151,6 @@ def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
     """volatility3 2.28 hangs on AVML records snappy could not shrink: such pages must go to the
     companion LiME file, and the AVML image must still open (within seconds) and read right."""
     need(ctypes.util.find_library("snappy") is not None, "volatility3's AVML layer needs libsnappy (libsnappy1v5)")
-    import os
     import threading
 
     noise = os.urandom(16 * MiB)  # one whole 16 MiB AVML block that snappy cannot shrink
@@ -203,3 +203,60 @@ def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
     for addr in (probe, random_lo + 100, random_hi + 4096):
         assert _volatility_read(merged, "lime", addr, 64) == fill(addr, 64), hex(addr)
     assert sorted(p.name for p in work.iterdir()) == [Path(merged).name]  # the joined inputs are gone
+
+
+def test_analyze_survives_a_damaged_companion(tmp_path):
+    """A bundle whose companion LiME part was damaged after sealing: analyze says the bundle does not
+    verify and the image cannot be read, records why in its custody, and analyses the rest."""
+    import tarfile
+
+    noise = os.urandom(4 * MiB)
+    noisy_lo = 0x100000 + 4 * MiB  # the second 4 MiB block cannot be compressed: it goes to the companion
+
+    def fill(paddr: int, n: int) -> bytes:
+        out = bytearray(kcore_fixture.pattern(paddr, n))
+        lo, hi = max(paddr, noisy_lo), min(paddr + n, noisy_lo + 4 * MiB)
+        if lo < hi:
+            out[lo - paddr:hi - paddr] = noise[lo - noisy_lo:hi - noisy_lo]
+        return bytes(out)
+
+    syn = kcore_fixture.build(tmp_path / "src", [(0x100000, 0x100000 + 16 * MiB - 1)], fill=fill)
+    proc = run_triagent(["collect", "--memory", "--memory-format", "avml", "--artifacts", "clock", "--exclude",
+                         "memory.symbols", "--output", str(tmp_path / "b")] + _memory_args(syn))
+    bundle = summary_of(proc)["bundle"]
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(bundle) as src, tarfile.open(damaged, "w") as dst:
+        for member in src:
+            data = src.extractfile(member).read() if member.isfile() else None
+            if "-companion.lime.part0000" in member.name:
+                data = b"XXXX" + data[4:]
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    proc = run_triagent(["analyze", str(damaged), "--output", str(tmp_path / "analysis")])
+    stderr = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert "memory image cannot be read: LiME: bad record header" in stderr, stderr[-2000:]
+    summary = summary_of(proc)
+    custody = json.loads(members(summary["analysis"])["triagent/custody.json"])
+    assert custody["source_verified"] is False and custody["memory_image"] is None
+    assert custody["memory_image_error"].startswith("LiME: bad record header"), custody
+
+
+def test_memory_that_never_compresses_is_all_companion(tmp_path):
+    """Every page incompressible: the AVML image is one empty part, the companion holds everything, and
+    analyze hands volatility the companion (a LiME image) with every byte."""
+    from agent.analyze import extract_image
+
+    noise = os.urandom(4 * MiB)
+    syn = kcore_fixture.build(tmp_path / "src", [(0x100000, 0x100000 + 8 * MiB - 1)],
+                              fill=lambda paddr, n: (noise * 3)[(paddr - 0x100000) % (4 * MiB):][:n])
+    proc = run_triagent(["collect", "--memory", "--memory-format", "avml", "--artifacts", "clock", "--exclude",
+                         "memory.symbols", "--output", str(tmp_path / "b")] + _memory_args(syn))
+    summary = summary_of(proc)
+    m = members(summary["bundle"])
+    assert m["memory/" + summary["memory"]["member"].split("/")[1].replace("*", "0000")] == b""
+    work = tmp_path / "analysis"
+    work.mkdir()
+    image = extract_image(summary["bundle"], str(work))
+    assert image is not None and image.endswith("-companion.lime"), image
+    for addr in (0x100000, 0x100000 + 5 * MiB + 123):
+        assert _volatility_read(image, "lime", addr, 64) == (noise * 3)[(addr - 0x100000) % (4 * MiB):][:64]
