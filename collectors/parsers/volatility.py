@@ -72,6 +72,35 @@ def _rows(grid: Any) -> Iterator[dict[str, Any]]:
         yield out.get()
 
 
+HIDDEN_MODULES = "linux.malware.hidden_modules.Hidden_modules"
+
+
+def _hidden_modules_for_any_producer(base: type) -> type:
+    """volatility3 2.28's hidden_modules means to refuse tables made by dwarf2json before 0.8, but its
+    validator is written upside down (it answers "invalid" for good tables), so every table made by any
+    other tool is refused too, among them the one we build from BTF. The same guard the right way round:
+    old dwarf2json tables are still refused, the rest of the plugin is volatility's own."""
+    from volatility3.framework import exceptions
+    from volatility3.framework.symbols.linux.utilities import modules as linux_modules
+
+    class Hidden_modules(base):  # type: ignore[misc,valid-type]  # the name volatility's config paths use
+        @classmethod
+        def find_hidden_modules(cls, context: Any, vmlinux_module_name: str) -> Iterator[Any]:
+            if not context.symbol_space.verify_table_versions(
+                    "dwarf2json", lambda version, _: bool(version) and version >= (0, 8, 0)):
+                raise exceptions.SymbolSpaceError("Invalid symbol table, please ensure the ISF table produced by "
+                                                  "dwarf2json was created with version 0.8.0 or later")
+            yield from linux_modules.Modules.get_hidden_modules(
+                context, vmlinux_module_name, cls.get_lsmod_module_addresses(context, vmlinux_module_name),
+                linux_modules.Modules.get_modules_memory_boundaries(context, vmlinux_module_name))
+
+        implementation = find_hidden_modules
+
+    Hidden_modules.__module__ = base.__module__
+    Hidden_modules.__qualname__ = base.__qualname__
+    return Hidden_modules
+
+
 def bundled_symbol_dirs() -> list[str]:
     """The binary's own symbols folder (build/symbols at build time), when it holds any table."""
     base = getattr(sys, "_MEIPASS", None) or os.path.join(os.path.dirname(__file__), "..", "..", "build")
@@ -100,6 +129,8 @@ class Session:
         volatility3.symbols.__path__ = dirs + list(constants.SYMBOL_BASEPATHS)
         self.import_failures = sorted(framework.import_files(volatility3.plugins, True))
         self.plugins = framework.list_plugins()
+        if HIDDEN_MODULES in self.plugins:
+            self.plugins[HIDDEN_MODULES] = _hidden_modules_for_any_producer(self.plugins[HIDDEN_MODULES])
         self.location = requirements.URIRequirement.location_from_file(image)
         self.saved_config: Any = None
         self.symbol_table: str | None = None
