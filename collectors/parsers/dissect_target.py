@@ -89,6 +89,12 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
             if isinstance(item, BaseException):
                 if type(item).__name__ == "UnsupportedPluginError":  # nothing for it on this target
                     yield Problem(f"dissect plugin {name}: not applicable here ({str(item)[:200]})", level="info")
+                elif type(item).__name__ == "PluginNotFoundError" and _exported(name):
+                    yield Problem(f"dissect plugin {name}: not for this target's OS ({getattr(target, 'os', '?')})",
+                                  level="info")
+                elif type(item).__name__ == "PluginNotFoundError":
+                    yield Problem(f"dissect plugin {name} is not in this installation of dissect.target"
+                                  f"{_import_failure(name)}", level="error")
                 else:
                     yield Problem(f"dissect plugin {name} failed after {count} records: "
                                   f"{type(item).__name__}: {str(item)[:300]}", level="error")
@@ -105,6 +111,27 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
         cancel.set()
     yield Problem(f"dissect plugin {name}: {count} records in {time.monotonic() - started:.2f}s", level="info",
                   detail={"note": KNOWN_WRONG[name]} if name in KNOWN_WRONG else {})
+
+
+def _exported(name: str) -> bool:
+    """Whether some loaded plugin of dissect.target, for any OS, exports this function."""
+    from dissect.target import plugin
+
+    return any(True for _ in plugin.lookup(name))
+
+
+def _import_failure(name: str) -> str:
+    """Why a plugin module of dissect.target did not import (a missing optional dependency, most often)."""
+    try:
+        from dissect.target import plugin
+
+        leaf = name.split(".")[-1]
+        for failure in plugin.failed():
+            if failure.module.rsplit(".", 1)[-1] in (leaf, name.split(".")[0]):
+                return f": {failure.module} did not import ({str(failure.stacktrace[-1]).strip()[:200]})"
+    except Exception:  # only a better message is at stake
+        pass
+    return ""
 
 
 def collect(ctx: Context) -> Iterator[Item]:
