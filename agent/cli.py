@@ -110,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("bundle", help="bundle file, or - for stdin")
     v.add_argument("--identity", action="append", default=[], metavar="KEY",
                    help="decrypt an age-encrypted bundle with this key (age or OpenSSH private key file)")
-    v.add_argument("--public-key", metavar="KEY", help="the examiner's Ed25519 public key (ssh-ed25519 line, PEM, or "
-                   "a file): the manifest's signature must be by it. Without it a signature is only checked to "
-                   "be consistent, which anyone re-signing an altered bundle could also achieve")
+    v.add_argument("--public-key", "--pubkey", metavar="KEY",
+                   help="the examiner's Ed25519 public key (ssh-ed25519 line, PEM, or a file): the manifest's "
+                   "signature must be by it. Without it a signature is only checked to be consistent, which "
+                   "anyone re-signing an altered bundle could also achieve")
 
     from agent.push import add_push_arguments
     from agent.rank import add_rank_arguments

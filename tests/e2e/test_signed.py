@@ -25,16 +25,17 @@ def signed(tmp_path_factory) -> tuple[Path, Path, Path]:
     return Path(summary["bundle"]), folder / "examiner.pub", folder / "intruder.pub"
 
 
-def _verify(bundle: Path, key: Path | None) -> tuple[int, dict]:
-    proc = run_triagent(["verify", str(bundle)] + (["--public-key", str(key)] if key else []))
+def _verify(bundle: Path, key: Path | None, option: str = "--public-key") -> tuple[int, dict]:
+    proc = run_triagent(["verify", str(bundle)] + ([option, str(key)] if key else []))
     return proc.returncode, json.loads(proc.stdout)
 
 
-def test_good_signature_by_the_expected_key(signed):
+@pytest.mark.parametrize("option", ["--public-key", "--pubkey"])
+def test_good_signature_by_the_expected_key(signed, option):
     bundle, examiner, intruder = signed
-    code, out = _verify(bundle, examiner)
+    code, out = _verify(bundle, examiner, option)
     assert code == 0 and "expected key" in out["signature"], out
-    code, out = _verify(bundle, intruder)
+    code, out = _verify(bundle, intruder, option)
     assert code == 1 and any("manifest.sig.json" in p for p in out["problems"]), out
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
