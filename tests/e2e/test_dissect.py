@@ -29,8 +29,12 @@ def _plant_journal(root: Path) -> bool:
         f"__REALTIME_TIMESTAMP={1_790_000_000_000_000 + i * 1_000_000}\n__MONOTONIC_TIMESTAMP={1000 + i}\n"
         f"_BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE={message}\nPRIORITY=4\nSYSLOG_IDENTIFIER=sshd\n"
         f"_PID=42\n\n" for i, message in enumerate(["triagent planted journal line", LONG_MESSAGE]))
-    subprocess.run([str(JOURNAL_REMOTE), "-o", str(folder / "system.journal"), "-"], input=export.encode(),
+    journal = folder / "system.journal"
+    subprocess.run([str(JOURNAL_REMOTE), "-o", str(journal), "-"], input=export.encode(),
                    check=True, capture_output=True, timeout=60)
+    raw = journal.read_bytes()
+    # incompatible flags (header offset 12) carry COMPRESSED_ZSTD (8), and the long text is not stored plain
+    assert int.from_bytes(raw[12:16], "little") & 8 and LONG_MESSAGE.encode() not in raw, "journal not zstd-compressed"
     return True
 
 
