@@ -74,8 +74,33 @@ def header_fields(header: Header) -> dict[str, Any]:
     return fields
 
 
+class UnsafeMemberName(ValueError):
+    """A member name that could climb out of an extraction folder or hide itself."""
+
+
+def unsafe_name_reason(name: bytes) -> str | None:
+    """Why a member name is refused (None when it is safe): a leading '/', a '..' component, an empty
+    or '.' component, NUL."""
+    if not name:
+        return "empty name"
+    if name.startswith(b"/"):
+        return "leading '/'"
+    if b"\0" in name:
+        return "NUL byte"
+    parts = name.split(b"/")
+    if b".." in parts:
+        return "'..' component"
+    if any(p in (b"", b".") for p in parts):
+        return "empty or '.' component"
+    return None
+
+
 def member_name(name: str | bytes) -> bytes:
-    return name if isinstance(name, bytes) else os.fsencode(name)
+    raw = name if isinstance(name, bytes) else os.fsencode(name)
+    reason = unsafe_name_reason(raw)
+    if reason:
+        raise UnsafeMemberName(f"refused member name {raw[:200]!r}: {reason}")
+    return raw
 
 
 class _Output:
@@ -179,7 +204,8 @@ class BundleWriter:
     def add_symlink(self, name: str | bytes, target: str | bytes, st: os.stat_result, **extra: Any) -> dict[str, Any]:
         header = Header(self._unique(member_name(name)), mode=st.st_mode & 0o7777, uid=st.st_uid,
                         gid=st.st_gid, mtime_ns=st.st_mtime_ns, atime_ns=st.st_atime_ns,
-                        ctime_ns=st.st_ctime_ns, typeflag=tarformat.SYMTYPE, linkname=member_name(target))
+                        ctime_ns=st.st_ctime_ns, typeflag=tarformat.SYMTYPE,
+                        linkname=target if isinstance(target, bytes) else os.fsencode(target))
         self._out.write(tarformat.encode(header))
         return self._entry(header, hashlib.sha256(b"").hexdigest(), **extra)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.bundle import FS_PREFIX, META_PREFIX, BundleWriter, canonical_json
+from agent.bundle import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
 from agent.plan import ArtifactSpec, Profile
 from agent.redact import PemScrubber, Redactor, starts_with_private_key
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
@@ -25,6 +25,8 @@ from collectors.memory.image import ChunkReader, Companion
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
+READ_TIMEOUT_S = 30.0  # a host read (open, list, read) stuck this long is abandoned with its collector
+POLL_S = 0.2  # how often the writer looks up from a wait (stop requests, deadlines)
 _DONE = object()
 
 
@@ -53,6 +55,8 @@ class RunOptions:
     max_disk_usage: int | None = None  # the most the bundle may take on the output filesystem
     artifact_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # from the command line
     verbose: bool = False
+    read_remote_fs: bool = False  # read FUSE and network filesystems below the root (they can stall)
+    read_timeout_s: float = READ_TIMEOUT_S  # a read that makes no progress this long is abandoned
 
 
 @dataclass
@@ -118,7 +122,8 @@ class Run:
         options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
         options["space_available"] = self._space_available()
         ctx = Context(root=self.options.root, live=self.live, options=options,
-                      include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end)
+                      include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end,
+                      secret_policy=self.secret_rule, read_remote_fs=self.options.read_remote_fs)
         self._budget_end = budget_end
         items: queue.Queue = queue.Queue(maxsize=512)
         streams: dict[str, _JsonlStream] = {}
@@ -150,7 +155,7 @@ class Run:
             if item is _DONE:
                 break
             if item is None or time.monotonic() > budget_end or self.stop.is_set():
-                reason = self._interruption(budget_end)
+                reason = self._interruption(budget_end) or (self._stalled(ctx) if item is None else None)
                 if reason:
                     ctx.cancel.set()
                     if item is not None:
@@ -175,6 +180,27 @@ class Run:
         result.seconds = round(time.monotonic() - started, 3)
         result.ended_utc = _utc_now()
 
+    def _stalled(self, ctx: Context) -> str | None:
+        """A collector blocked in one host read for longer than the read timeout is abandoned: its
+        thread may never come back (a FUSE server that does not answer), the run goes on."""
+        reading = ctx.reading
+        if reading is None or time.monotonic() - reading[1] < self.options.read_timeout_s:
+            return None
+        return f"a read of {reading[0]} made no progress for {self.options.read_timeout_s:g} s: abandoned"
+
+    def secret_rule(self, path: str, head: bytes) -> str | None:
+        """The secret policy on a resolved in-root path and a file's first bytes: the rule that
+        withholds the file, or None. The evidence reader asks it before a parser sees a file; the
+        sink asks it before a raw copy."""
+        if self.redactor.include_secrets:
+            return None
+        if self.redactor.withheld(path):
+            return "secret path"
+        content = getattr(self.redactor, "withheld_content", None)
+        if content is not None:
+            return content(head)
+        return "private key" if starts_with_private_key(head) else None
+
     def _interruption(self, budget_end: float) -> str | None:
         if self.stop.is_set():
             return self.stop_reason or "stop requested"
@@ -198,6 +224,14 @@ class Run:
     # ---- the sink ---------------------------------------------------------------------------
 
     def _dispatch(self, artifact: str, item: Any, result: ArtifactResult, streams: dict[str, _JsonlStream]) -> None:
+        try:
+            self._dispatch_item(artifact, item, result, streams)
+        except UnsafeMemberName as exc:  # a host-made name that could climb out of an extraction folder
+            result.errors += 1
+            self.note(artifact, "error", str(exc))
+
+    def _dispatch_item(self, artifact: str, item: Any, result: ArtifactResult,
+                       streams: dict[str, _JsonlStream]) -> None:
         if isinstance(item, Record):
             stream = streams.get(item.stream)
             if stream is None:
@@ -242,48 +276,56 @@ class Run:
             self.note(artifact, "error", f"collector yielded an unknown item {type(item).__name__}")
 
     def _copy(self, artifact: str, item: FileCopy, result: ArtifactResult) -> None:
+        """A raw copy, read off this thread (the writer must never block on a host read: a FUSE file
+        that never answers would hold the seal hostage), through the secret gate."""
         if item.path in self.copied_paths:
             return
         self.copied_paths.add(item.path)
         if self.redactor.withheld(item.path):
             self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
             return
-        if not self.redactor.include_secrets:
-            try:
-                head = os.pread(item.fd, 4096, item.offset)
-            except OSError as exc:
-                result.errors += 1
-                self.note(artifact, "error", f"cannot read: {exc.strerror}", path=item.path, errno=exc.errno)
-                return
-            if starts_with_private_key(head):
-                self.note(artifact, "info", "withheld: private key (use --include-secrets to copy it)",
-                          path=item.path)
-                return
+        reader = _OffThreadReader(item.fd, item.path, self.options.read_timeout_s, self._should_abandon)
+        scrubber = None
+        try:
+            if not self.redactor.include_secrets:
+                rule = self.secret_rule(item.path, reader.pread(4096, 0))  # content rules read a file's start
+                if rule:
+                    self.note(artifact, "info", f"withheld: {rule} (use --include-secrets to copy it)",
+                              path=item.path)
+                    return
+                scrubber = PemScrubber()
+                if item.offset and hasattr(scrubber, "prime"):  # a tail window may begin inside a key block
+                    before = min(item.offset, 64 << 10)
+                    scrubber.prime(reader.pread(before, item.offset - before))
+        except OSError as exc:
+            result.errors += 1
+            self.note(artifact, "error", f"cannot read: {exc.strerror}", path=item.path, errno=exc.errno)
+            return
         if not self._disk_ok(artifact):
             return
-        position = item.offset
-        end = item.offset + item.length
-
-        def read(n: int) -> bytes:
-            nonlocal position
-            data = os.pread(item.fd, min(n, end - position), position) if position < end else b""
-            position += len(data)
-            return data
-
-        scrubber = None
-        if not self.redactor.include_secrets:
-            scrubber = PemScrubber()
-            read = scrubber.reader(read)
-        entry = self.writer.add_stream(
-            FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
-            source=item.path, artifact=artifact, source_size=item.stat.st_size,
-            source_offset=item.offset or None, capped=item.cap_reason,
-            redacted_private_key_blocks=(scrubber.blocks or None) if scrubber else None)
+        reader.start(item.offset, item.length)
+        read = reader.read if scrubber is None else scrubber.reader(reader.read)
+        try:
+            entry = self.writer.add_stream(
+                FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
+                source=item.path, artifact=artifact, source_size=item.stat.st_size,
+                source_offset=item.offset or None, capped=item.cap_reason,
+                redacted_private_key_blocks=(scrubber.blocks or None) if scrubber else None,
+                masked=(getattr(scrubber, "masked", None) or None) if scrubber else None)
+        finally:
+            reader.stop()
         result.files += 1
         result.bytes += item.length
         if entry.get("incomplete"):
             result.warnings += 1
             self.note(artifact, "warning", f"copy incomplete: {entry['incomplete']['reason']}", path=item.path)
+
+    def _should_abandon(self) -> str | None:
+        if self.stop.is_set():
+            return self.stop_reason or "stop requested"
+        if time.monotonic() > self._budget_end:
+            return "artifact time budget exhausted"
+        return None
 
     def _stream(self, artifact: str, item: Stream, result: ArtifactResult,
                 streams: dict[str, _JsonlStream]) -> None:
@@ -452,6 +494,84 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     for kind in (False, True):
         if buffers[kind] or (not kind and not image_parts):  # the image has one part at least, if empty
             yield _Part(buffers[kind], kind)
+
+
+class _OffThreadReader:
+    """Reads a host file in a thread of its own; the writer takes the chunks with a deadline. A read
+    that makes no progress for ``timeout`` seconds, or a stop request, abandons the thread (it may be
+    stuck in the kernel for ever) and ends the member as incomplete: the run goes on and seals."""
+
+    DEPTH = 4
+
+    def __init__(self, fd: int, path: str, timeout: float, abandon: Callable[[], str | None]):
+        self.fd, self.path, self.timeout, self.abandon = fd, path, timeout, abandon
+        self._queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _wait(self, box: queue.Queue) -> Any:
+        waited = 0.0
+        while True:
+            try:
+                return box.get(timeout=POLL_S)
+            except queue.Empty:
+                waited += POLL_S
+            reason = self.abandon()
+            if reason is None and waited >= self.timeout:
+                reason = f"read made no progress for {self.timeout:g} s"
+            if reason is not None:
+                self._stopped.set()
+                raise OSError(errno.ETIMEDOUT, f"abandoned: {reason}", self.path)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """One read, off this thread, under the same deadline."""
+        box: queue.Queue = queue.Queue(maxsize=1)
+
+        def run() -> None:
+            try:
+                box.put(os.pread(self.fd, n, offset))
+            except OSError as exc:
+                box.put(exc)
+
+        threading.Thread(target=run, name="evidence-read", daemon=True).start()
+        out = self._wait(box)
+        if isinstance(out, OSError):
+            raise out
+        return out
+
+    def start(self, offset: int, length: int) -> None:
+        def run() -> None:
+            pos, end = offset, offset + length
+            try:
+                while pos < end and not self._stopped.is_set():
+                    chunk = os.pread(self.fd, min(COPY_CHUNK, end - pos), pos)
+                    self._put(chunk)
+                    if not chunk:
+                        return
+                    pos += len(chunk)
+                self._put(b"")
+            except OSError as exc:
+                self._put(exc)
+
+        self._thread = threading.Thread(target=run, name="evidence-read", daemon=True)
+        self._thread.start()
+
+    def _put(self, value: Any) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(value, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int) -> bytes:
+        out = self._wait(self._queue)
+        if isinstance(out, OSError):
+            raise out
+        return out
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,12 @@ class Problem:
     @classmethod
     def from_os_error(cls, exc: OSError, what: str, path: str | None = None) -> Problem:
         code = exc.errno
+        detail = getattr(exc, "detail", None)
+        if isinstance(detail, dict):  # fsread.Withheld: a secret file, described, never parsed
+            return cls(str(exc.strerror), path=path, level="info", errno=code, detail=dict(detail))
         name = errno.errorcode.get(code, str(code)) if code is not None else type(exc).__name__
+        if code == errno.EREMOTE:  # fsread.RemoteFilesystem: listed, not read unless asked
+            return cls(f"{what}: {exc.strerror}", path=path, level="warning", errno=code)
         level = "warning" if code in (errno.ENOENT, errno.ESRCH) else "error"
         return cls(f"{what}: {name} {exc.strerror or exc}", path=path, level=level, errno=code)
 
@@ -114,11 +120,29 @@ class Context:
     artifact: str = ""
     deadline: float = float("inf")  # time.monotonic() value
     cancel: threading.Event = field(default_factory=threading.Event)
+    # (resolved path, file head) -> the rule that withholds the file, or None (set by the engine)
+    secret_policy: Callable[[str, bytes], str | None] | None = None
+    read_remote_fs: bool = False  # read FUSE and network filesystems below the root
+    # what the collector is blocked on, if anything: (path, time.monotonic() when it began)
+    reading: tuple[str, float] | None = None
 
     def check(self) -> None:
         """Collectors call this in loops: it raises Cancelled when the budget is gone."""
         if self.cancel.is_set() or time.monotonic() > self.deadline:
             raise Cancelled()
+
+    @contextmanager
+    def blocking(self, path: str) -> Iterator[None]:
+        """Mark a call that may block in the kernel (open, read, list), so the engine can see a read
+        that never returns and abandon this collector instead of waiting for ever."""
+        outer = self.reading
+        if outer is None:
+            self.reading = (path, time.monotonic())
+        try:
+            yield
+        finally:
+            if outer is None:
+                self.reading = None
 
     def host_path(self, path: str) -> str:
         """Map an evidence path (absolute, as on the suspect) to where we read it."""

@@ -42,7 +42,7 @@ def collect(ctx: Context) -> Iterator[Item]:
     for path, stream in (("/etc/passwd", "users"), ("/etc/group", "groups"), ("/etc/shadow", "shadow"),
                          ("/etc/gshadow", None)):
         try:
-            data, _, truncated = read_capped(ctx, path, cap)
+            data, _, truncated = read_capped(ctx, path, cap, facts_only=stream in ("shadow", None))
         except FileNotFoundError:
             continue
         except OSError as exc:

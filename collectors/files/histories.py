@@ -5,13 +5,12 @@ none of them can fail on content."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from collections.abc import Callable, Iterator
 
 from collectors.base import Context, Item, Problem, Record, SymlinkCopy
-from collectors.files.fsread import copy_file, read_capped, resolve
+from collectors.files.fsread import copy_file, lstat, read_capped, readlink, stat_path
 from collectors.files.homes import Home, homes
 from collectors.util import text, utc
 
@@ -184,7 +183,7 @@ def collect(ctx: Context) -> Iterator[Item]:
 
 def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, max_chars: int) -> Iterator[Item]:
     try:
-        link = os.lstat(ctx.host_path(path))
+        path, link = lstat(ctx, path)  # the history's own in-root path: its folders may be links
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -192,11 +191,14 @@ def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, ma
         return
     if stat.S_ISLNK(link.st_mode):
         # `ln -sf /dev/null ~/.bash_history` is how history is switched off: the link is the evidence
-        pointed = os.readlink(ctx.host_path(path))
+        try:
+            pointed = readlink(ctx, path)
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot read history link", path)
+            return
         yield SymlinkCopy(path, pointed, link)
         try:
-            resolved = resolve(ctx, path)
-            target = os.stat(ctx.host_path(resolved))
+            resolved, target = stat_path(ctx, path)
         except OSError:
             target = None
         if target is None or not stat.S_ISREG(target.st_mode):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from collectors.base import Context, Problem
-from collectors.files.fsread import read_capped, resolve
+from collectors.files.fsread import listdir, read_capped, stat_path
 from collectors.util import parse_passwd
 
 
@@ -34,15 +33,15 @@ def homes(ctx: Context) -> Iterator[Home | Problem]:
             candidates.append((user["name"], user["uid"], user["home"]))
     candidates.append(("root", 0, "/root"))
     try:
-        for name in sorted(os.listdir(ctx.host_path("/home"))):
+        for name, _ in listdir(ctx, "/home"):
             candidates.append((None, None, "/home/" + name))
     except OSError:
         pass
     owners = {home: (name, uid) for name, uid, home in candidates if name}
     for name, uid, home in candidates:
         try:
-            real = resolve(ctx, home)
-            if not stat.S_ISDIR(os.stat(ctx.host_path(real)).st_mode):
+            real, st = stat_path(ctx, home)
+            if not stat.S_ISDIR(st.st_mode):
                 continue
         except OSError:
             continue
@@ -52,8 +51,5 @@ def homes(ctx: Context) -> Iterator[Home | Problem]:
         if name is None:
             name, uid = owners.get(real, (None, None))
         if name is None:
-            try:
-                uid = os.stat(ctx.host_path(real)).st_uid
-            except OSError:
-                pass
+            uid = st.st_uid
         yield Home(name, uid, real)

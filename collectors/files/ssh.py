@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import copy_file, read_capped, resolve, walk_glob
+from collectors.files.fsread import copy_file, listdir, read_capped, walk_glob
 from collectors.files.homes import Home, homes
 from collectors.util import text
 
@@ -287,7 +287,7 @@ def collect(ctx: Context) -> Iterator[Item]:
 def _user_ssh_dir(ctx: Context, home: Home, cap: int, done: set[str]) -> Iterator[Item]:
     directory = home.path.rstrip("/") + "/.ssh"
     try:
-        names = sorted(os.listdir(ctx.host_path(resolve(ctx, directory))))
+        names = [name for name, _ in listdir(ctx, directory)]
     except OSError:
         return
     for name in names:
@@ -360,7 +360,7 @@ def _known_hosts(ctx: Context, path: str, user: str | None, cap: int) -> Iterato
 
 def _private_key(ctx: Context, path: str, user: str | None) -> Iterator[Item]:
     try:
-        data, st, _ = read_capped(ctx, path, 1 << 20)
+        data, st, _ = read_capped(ctx, path, 1 << 20, facts_only=True)
     except OSError as exc:
         if not isinstance(exc, FileNotFoundError):
             yield Problem.from_os_error(exc, "cannot read possible private key", path)

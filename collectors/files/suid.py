@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import open_regular
+from collectors.files.fsread import walk_tree
 from collectors.util import read_text, utc
 
 PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
@@ -38,13 +38,14 @@ def _skipped_mounts(ctx: Context) -> set[str]:
     return skipped
 
 
-def _sha256(host_path: str, limit: int) -> str | None:
+def _sha256(dir_fd: int, name: str, limit: int) -> str | None:
     try:
-        fd, st = open_regular(host_path)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        if st.st_size > limit:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
         digest = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
@@ -62,27 +63,25 @@ def collect(ctx: Context) -> Iterator[Item]:
     for top in ctx.opt("paths", ["/"]):
         if top.rstrip("/") in skipped:
             continue
-        for folder, dirs, files in os.walk(ctx.host_path(top), onerror=lambda e: errors.append(str(e))):
-            ctx.check()
-            relative = os.path.relpath(folder, ctx.host_path("/"))
-            shown = "/" if relative == "." else "/" + relative  # the path as on the evidence host
-            dirs[:] = [d for d in dirs if os.path.join(shown, d) not in skipped]
+        for shown, files, dir_fd in walk_tree(ctx, top, frozenset(skipped)):
             for name in files:
-                path = os.path.join(folder, name)
                 try:
-                    st = os.lstat(path)
+                    with ctx.blocking(shown):
+                        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 except OSError as exc:
                     errors.append(str(exc))
                     continue
                 if not stat.S_ISREG(st.st_mode) or not st.st_mode & (stat.S_ISUID | stat.S_ISGID):
                     continue
                 count += 1
+                with ctx.blocking(shown):
+                    digest = _sha256(dir_fd, name, hash_limit)
                 yield Record("suid", {
-                    "path": os.path.join(shown, name), "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+                    "path": shown.rstrip("/") + "/" + name, "mode": f"{stat.S_IMODE(st.st_mode):04o}",
                     "setuid": bool(st.st_mode & stat.S_ISUID), "setgid": bool(st.st_mode & stat.S_ISGID),
                     "uid": st.st_uid, "gid": st.st_gid, "size": st.st_size, "inode": st.st_ino,
                     "mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime),
-                    "sha256": _sha256(path, hash_limit)})
+                    "sha256": digest})
     if errors:
         yield Problem(f"suid walk: {len(errors)} folders or files not readable (first: {errors[0][:200]})",
                       level="warning")

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import read_capped
+from collectors.files.fsread import exists, read_capped
 from collectors.util import read_small, text
 
 LOADER_VARIABLES = ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH")
@@ -24,7 +24,7 @@ def collect(ctx: Context) -> Iterator[Item]:
         entries = [w for line in text(data).splitlines() for w in line.split("#", 1)[0].replace(":", " ").split()]
         yield Record("preload", {
             "kind": "ld.so.preload", "present": True, "size": st.st_size, "content": text(data[:65536]),
-            "libraries": [{"path": e, "exists": os.path.lexists(ctx.host_path(e))} for e in entries],
+            "libraries": [{"path": e, "exists": exists(ctx, e)} for e in entries],
             "finding": bool(entries),
         })
     if not ctx.live:

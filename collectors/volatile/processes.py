@@ -13,7 +13,8 @@ from typing import Any
 import psutil
 
 from collectors.base import Context, FileCopy, Item, Problem, Record
-from collectors.util import parse_passwd, read_small, read_text, text, utc
+from collectors.files.homes import passwd_users
+from collectors.util import read_small, read_text, text, utc
 
 HASH_CHUNK = 1 << 20
 DELETED_SUFFIX = " (deleted)"
@@ -53,11 +54,8 @@ class _Fields:
         return None
 
 
-def _names(path: str) -> dict[int, str]:
-    try:
-        return {u["uid"]: u["name"] for u in parse_passwd(read_small(path)) if u["uid"] is not None}
-    except OSError:
-        return {}
+def _names(ctx: Context) -> dict[int, str]:
+    return {u["uid"]: u["name"] for u in passwd_users(ctx) if u["uid"] is not None}
 
 
 def _hash_exe(pid: int, limit: int, cache: dict, ctx: Context) -> tuple[str | None, str | None]:
@@ -125,8 +123,7 @@ def _status_fields(pid: int) -> dict[str, str]:
 
 
 def collect(ctx: Context) -> Iterator[Item]:
-    root_prefix = ctx.host_path("/etc/passwd")
-    users = _names(root_prefix)
+    users = _names(ctx)
     limit = int(ctx.opt("hash_exe_max_bytes", 256 << 20))
     suspicious = tuple(ctx.opt("suspicious_exe_prefixes", []))
     max_fds = int(ctx.opt("max_fds_per_process", 4096))

@@ -47,7 +47,8 @@ def parse_utmp(data: bytes, source: str) -> Iterator[dict]:
 def _open(ctx: Context, path: str) -> tuple[int, os.stat_result] | Problem | None:
     """An evidence file opened safely; None when it does not exist, a Problem when it cannot be opened."""
     try:
-        return open_regular(ctx.host_path(resolve(ctx, path)))
+        fd, st, _ = open_regular(ctx, path)
+        return fd, st
     except FileNotFoundError:
         return None
     except OSError as exc:

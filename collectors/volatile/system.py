@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
+from collectors.files.fsread import is_dir, walk_tree
 from collectors.util import read_text, text, utc
 
 TIME_STATES = {0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR"}
@@ -183,16 +184,16 @@ def installed_modules(ctx: Context, release: str) -> tuple[str, dict[str, str] |
     how rootkits arrive."""
     tree = f"/lib/modules/{release}"
     found: dict[str, str] = {}
-    if not os.path.isdir(ctx.host_path(tree)):
+    if not is_dir(ctx, tree):
         return tree, None
-    for folder, dirs, files in os.walk(ctx.host_path(tree)):
-        ctx.check()
-        dirs[:] = [d for d in dirs if d not in ("build", "source")]  # links into kernel headers, not modules
+    # links into kernel headers, not modules
+    start = None
+    for folder, files, _ in walk_tree(ctx, tree, frozenset({"build", "source"})):
+        start = start or folder  # the tree's in-root path (/lib is often a link to usr/lib)
         for name in files:
             for suffix in MODULE_SUFFIXES:
                 if name.endswith(suffix):
-                    relative = os.path.relpath(os.path.join(folder, name), ctx.host_path(tree))
-                    found.setdefault(name[: -len(suffix)].replace("-", "_"), f"{tree}/{relative}")
+                    found.setdefault(name[: -len(suffix)].replace("-", "_"), f"{tree}{folder[len(start):]}/{name}")
     return tree, found
 
 
