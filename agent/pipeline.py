@@ -76,6 +76,7 @@ class Run:
     _budget_end: float = float("inf")
     highlights: dict[str, Any] = field(default_factory=dict)  # short facts for the summary line
     cloud: dict[str, Any] | None = None  # the "cloud" record: the custody record names the instance
+    abandoned_reads: int = 0  # threads left blocked in a host read (they may never return)
 
     @property
     def live(self) -> bool:
@@ -162,6 +163,9 @@ class Run:
                         self._dispatch(spec.name, item, result, streams)
                     result.status = "interrupted" if self.stop.is_set() else "timeout"
                     result.reason = reason
+                    if ctx.reading is not None:
+                        self.abandoned_reads += 1
+                        reason += f" (its read of {ctx.reading[0]} never returned)"
                     self.note(spec.name, "error", f"{result.status}: {reason}")
                     self._discard_queued(items)
                     break
@@ -299,6 +303,7 @@ class Run:
                     scrubber.prime(reader.pread(before, item.offset - before))
         except OSError as exc:
             result.errors += 1
+            self.abandoned_reads += reader.abandoned
             self.note(artifact, "error", f"cannot read: {exc.strerror}", path=item.path, errno=exc.errno)
             return
         if not self._disk_ok(artifact):
@@ -314,6 +319,7 @@ class Run:
                 masked=(getattr(scrubber, "masked", None) or None) if scrubber else None)
         finally:
             reader.stop()
+            self.abandoned_reads += reader.abandoned
         result.files += 1
         result.bytes += item.length
         if entry.get("incomplete"):
@@ -508,6 +514,7 @@ class _OffThreadReader:
         self._queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self.abandoned = False
 
     def _wait(self, box: queue.Queue) -> Any:
         waited = 0.0
@@ -521,6 +528,7 @@ class _OffThreadReader:
                 reason = f"read made no progress for {self.timeout:g} s"
             if reason is not None:
                 self._stopped.set()
+                self.abandoned = True
                 raise OSError(errno.ETIMEDOUT, f"abandoned: {reason}", self.path)
 
     def pread(self, n: int, offset: int) -> bytes:

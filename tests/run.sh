@@ -14,6 +14,7 @@ done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 ldconfig -p | grep -q 'libsnappy\.so\.1' || need+=(libsnappy1v5)  # volatility3 reads AVML images with it
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)  # writes the journal files tests plant
+ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)  # fusepy's FUSE server whose reads never answer
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # the report's browser test
 if [ "${#need[@]}" -gt 0 ]; then
     echo "[tests] apt-get install ${need[*]}" >&2
