@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "is written; repeat for a copy elsewhere. Without --output nothing but one part in memory "
                    "exists on the host")
     u.add_argument("--ca-bundle", metavar="FILE", help="also trust this CA for uploads (TLS checks are always on)")
+    u.add_argument("--proxy", metavar="URL", help="send uploads through this proxy (http://HOST:PORT; the TLS tunnel "
+                   "is verified end to end), or `none` for a direct connection; wins over HTTPS_PROXY/NO_PROXY, "
+                   "the only proxy variables read")
     u.add_argument("--bearer-token-file", metavar="FILE", help="Authorization: Bearer token for a plain HTTPS PUT")
     u.add_argument("--encrypt-to", action="append", default=[], metavar="RECIPIENT",
                    help="encrypt the bundle (age format) to an age1... recipient, an ssh-ed25519 / ssh-rsa public "
@@ -400,7 +403,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         from agent.upload import UploadError
 
         try:
-            uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log)
+            uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log, args.proxy)
         except (UploadError, OSError, ValueError) as exc:
             print(f"triagent: fatal: cannot start the upload: {exc}", file=sys.stderr)
             if local is not None and not streaming:

@@ -14,6 +14,13 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 
+def _scrub(text: str) -> str:
+    """Error text from an upload (or from requests/urllib3 under it) may carry a URL: no query, no user info."""
+    from agent.upload import scrub
+
+    return scrub(text)
+
+
 class _Fan:
     """The shipped bytes: hashed once, then written to the local copy and every live upload."""
 
@@ -39,15 +46,16 @@ class _Fan:
     def _drop(self, upload: Any, exc: BaseException) -> None:
         self.uploads.remove(upload)
         result = getattr(upload, "result", None)
+        text = _scrub(str(exc))
         try:
-            result = upload.abort(str(exc)) or result
+            result = upload.abort(text) or result
         except Exception:  # noqa: BLE001 - the abort is best effort; the error is already recorded
             pass
         entry = result.to_dict() if hasattr(result, "to_dict") else {}
-        entry.update(ok=False, error=str(exc)[:500], error_kind=getattr(exc, "kind", None))
+        entry.update(ok=False, error=text[:500], error_kind=getattr(exc, "kind", None))
         entry.pop("etags", None)
         self.failed.append(entry)
-        self.log(f"upload failed and was dropped: {str(exc)[:300]}")
+        self.log(f"upload failed and was dropped: {text[:300]}")
 
     def flush(self) -> None:
         if self.local is not None:
@@ -99,8 +107,11 @@ class Shipment:
             except Exception as exc:  # noqa: BLE001 - reported, never raised: the bundle exists locally
                 result = getattr(upload, "result", None)
                 entry = result.to_dict() if hasattr(result, "to_dict") else {}
-                entry.update(ok=False, error=str(exc)[:500], error_kind=getattr(exc, "kind", None))
+                entry.update(ok=False, error=_scrub(str(exc))[:500], error_kind=getattr(exc, "kind", None))
             entry.pop("etags", None)
+            for key in ("error", "not_uploaded", "cleanup", "destination"):
+                if isinstance(entry.get(key), str):
+                    entry[key] = _scrub(entry[key])
             results.append(entry)
         shipped = {"sha256": self.fan.sha256.hexdigest(), "bytes": self.fan.bytes, "uploads": results}
         if self.plain_sha256 is not None:
@@ -109,11 +120,14 @@ class Shipment:
 
 
 def open_uploads(targets: list[str], ca_bundle: str | None, bearer_token_file: str | None,
-                 log: Callable[[str], None]) -> list[Any]:
-    """One upload per --upload target (URL or ticket file); raises UploadError naming the one that failed."""
+                 log: Callable[[str], None], proxy: str | None = None) -> list[Any]:
+    """One upload per --upload target (URL or ticket file); raises UploadError naming the one that failed.
+    Trust comes from the command line only: --ca-bundle (plus certifi's roots), --proxy (else HTTPS_PROXY /
+    NO_PROXY); every URL must be https:// without user info, checked before any connection."""
     from agent.upload import open_upload
 
     # One part buffer: on the suspect host memory matters more than overlapping gzip with the network
     # (measured over loopback: 0.94x curl's throughput, peak RSS part size + 33 MB; two buffers: 1.04x, + 50 MB).
-    return [open_upload(t, ca_bundle=ca_bundle, bearer_token_file=bearer_token_file, log=log, buffers=1)
+    return [open_upload(t, ca_bundle=ca_bundle, bearer_token_file=bearer_token_file, log=log, buffers=1,
+                        proxy=proxy)
             for t in targets]

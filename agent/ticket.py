@@ -12,6 +12,12 @@ Ticket JSON ("format": "triagent-upload-ticket/1"), one of these kinds:
   gcs-resumable start_url, headers.start (headers signed into the URL, sent with the POST)
   https-put     url, bearer_token_file
 Common: destination (no secrets), created, expires, part_size, read_url (optional, GET for read-back).
+
+The collector sends a presigned S3 URL only the optional headers it signed: a SigV4 URL names them in
+X-Amz-SignedHeaders (headers.* not named there are left out); a SigV2 URL (AWSAccessKeyId/Signature/
+Expires) does not, and its signature covers Content-MD5, Content-Type and every x-amz-* header, so those
+are sent only when the ticket lists them in signed_headers.{put,part,complete} (botocore signs none of
+them: it carries x-amz-* values in the query instead). Every URL must be https:// with no user info.
 """
 
 from __future__ import annotations

@@ -12,14 +12,25 @@ or a bare URL):
   gcs-resumable V4 signed POST (x-goog-resumable: start), then 256 KiB-aligned chunks
   https-put     one streamed PUT (chunked transfer encoding), optional bearer token from a file
 
-Presigned URLs are credentials: nothing here logs or raises a URL with its query string, and
-exceptions from requests are never chained (their text carries the full URL).
+Presigned URLs are credentials: nothing here logs or raises a URL with its query string or user info,
+and exceptions from requests are never chained (their text carries the full URL).
+
+The host is hostile (we run as root on a machine an attacker owns), so only what the operator gave on
+the command line is trusted, never the host's environment or home:
+  - TLS: certifi's roots plus --ca-bundle, nothing else (SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE
+    and CURL_CA_BUNDLE are ignored); verification cannot be turned off.
+  - no ~/.netrc, no credentials in a URL (refused), only https:// URLs (refused before any connection).
+  - proxy: --proxy URL (wins), else HTTPS_PROXY / NO_PROXY read here explicitly (HTTP_PROXY, ALL_PROXY
+    ignored); the TLS tunnel through it is verified end to end with the same context.
+  - a presigned S3 URL gets only the optional headers it signed (SigV4: X-Amz-SignedHeaders; SigV2:
+    Content-MD5, Content-Type and x-amz-* only where the ticket's signed_headers names them).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import queue
@@ -29,7 +40,7 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +69,7 @@ _SECRET_PARAMS = re.compile(
     r"sktid|skt|ske|sks|skv|upload_?id|uploadid|partnumber|token|access_token|code)=[^&\s'\"<>]*")
 _QUERY = re.compile(r"\?[^\s'\"<>)\]]+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>@]+@")
 
 
 def safe_url(url: str) -> str:
@@ -75,7 +87,8 @@ def safe_url(url: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """Remove query strings, signature-like parameters and bearer tokens from any text."""
+    """Remove query strings, URL user info, signature-like parameters and bearer tokens from any text."""
+    text = _USERINFO.sub(r"\1<userinfo removed>@", text)
     text = _QUERY.sub("?<query removed>", text)
     text = _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}=<removed>", text)
     return _BEARER.sub(r"\1<removed>", text)
@@ -83,7 +96,8 @@ def scrub(text: str) -> str:
 
 class UploadError(Exception):
     """A failed upload. `kind`: forbidden, expired, not_found, conflict, rejected, too_large, network,
-    server, integrity, ticket, aborted, tls. The message is scrubbed and says what was not uploaded."""
+    server, integrity, ticket, aborted, tls, insecure (a URL or proxy refused before any connection). The
+    message is scrubbed and says what was not uploaded."""
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, code: str | None = None):
         self.kind = kind
@@ -137,9 +151,130 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
+def check_url(url: str, what: str = "upload URL") -> None:
+    """Refuse, before any connection, a URL that is not https:// or that carries user info."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UploadError("insecure", f"the {what} is not a valid URL") from None
+    if parts.scheme.lower() != "https":
+        raise UploadError("insecure", f"refusing the {what} {safe_url(url)}: only https:// is accepted; plain "
+                          f"{parts.scheme or 'http'} would send the signature in clear to anyone on the path")
+    if "@" in parts.netloc:
+        raise UploadError("insecure", f"refusing the {what} {safe_url(url)}: it carries user:password@ "
+                          "credentials, which would be sent as Basic auth (breaking a presigned URL) and "
+                          "recorded; give the URL without them")
+    if not parts.hostname:
+        raise UploadError("insecure", f"the {what} names no host")
+
+
+_TICKET_URL_KEYS = ("url", "blob_url", "container_url", "start_url", "complete_url", "abort_url", "read_url")
+
+
+def check_ticket_urls(ticket: dict[str, Any]) -> None:
+    """Every URL of a ticket: https:// only, no user info (checked before anything is sent)."""
+    for key in _TICKET_URL_KEYS:
+        if ticket.get(key):
+            check_url(str(ticket[key]), f"ticket's {key}")
+    for n, url in enumerate(ticket.get("part_urls") or [], 1):
+        check_url(str(url), f"ticket's part URL {n}")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Where https:// requests go: straight, or through one proxy (a CONNECT tunnel, TLS verified end to
+    end with our own context). From --proxy, else HTTPS_PROXY/https_proxy and NO_PROXY/no_proxy only."""
+
+    url: str | None = None          # scheme://host[:port], no user info
+    no_proxy: tuple[str, ...] = ()
+    source: str = "none"
+
+    def for_url(self, url: str) -> dict[str, str]:
+        if not self.url or urlsplit(url).scheme.lower() != "https" or self.bypass(url):
+            return {}
+        return {"https": self.url}
+
+    def bypass(self, url: str) -> bool:
+        """NO_PROXY: `*`, host names (`.example.com` / `*.example.com` / `example.com` match sub-domains),
+        IP addresses and CIDR networks, each optionally with `:port`."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        port = str(parts.port or 443)
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            addr = None
+        for entry in self.no_proxy:
+            if entry == "*":
+                return True
+            name, want_port = entry, None
+            if name.startswith("["):
+                name, _, rest = name[1:].partition("]")
+                want_port = rest[1:] if rest.startswith(":") else None
+            elif name.count(":") == 1:
+                name, want_port = name.split(":")
+            if want_port and want_port != port:
+                continue
+            name = name.lstrip("*").lstrip(".").rstrip(".")
+            if not name:
+                continue
+            try:
+                net = ipaddress.ip_network(name, strict=False)
+            except ValueError:
+                net = None
+            if net is not None:
+                if addr is not None and addr in net:
+                    return True
+                continue
+            if host == name or host.endswith("." + name):
+                return True
+        return False
+
+    def describe(self) -> str:
+        return f"via proxy {self.url} ({self.source})" if self.url else "direct (no proxy)"
+
+
+def _proxy_url(value: str, source: str) -> str:
+    text = value.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise UploadError("insecure", f"the proxy from {source} is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UploadError("insecure", f"the proxy from {source} must be http://HOST:PORT or https://HOST:PORT "
+                          f"(got {parts.scheme or '?'}://)")
+    if "@" in parts.netloc:
+        raise UploadError("insecure", f"refusing the proxy from {source}: it carries user:password@ credentials, "
+                          "which would be recorded; proxy authentication is not supported")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def proxy_config(proxy: str | None = None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
+    """--proxy (`none` for a direct connection) wins over the environment, NO_PROXY included; else
+    https_proxy/HTTPS_PROXY with no_proxy/NO_PROXY. No other variable, no netrc, no proxy credentials."""
+    if proxy is not None:
+        if proxy.strip().lower() in ("", "none", "direct"):
+            return ProxyConfig(source="--proxy none")
+        return ProxyConfig(_proxy_url(proxy, "--proxy"), (), "--proxy")
+    env = os.environ if environ is None else environ
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        value = (env.get(name) or "").strip()
+        if value:
+            no = env.get("no_proxy") or env.get("NO_PROXY") or ""
+            entries = tuple(e.strip().lower() for e in no.split(",") if e.strip())
+            return ProxyConfig(_proxy_url(value, name), entries, name)
+    return ProxyConfig()
+
+
 class _TLSAdapter(HTTPAdapter):
     """certifi's roots plus the operator's CA, from memory: requests' `verify=` takes one path and
-    we write nothing to the suspect's disk."""
+    we write nothing to the suspect's disk. Verification is forced on: whatever `verify` a caller (or
+    requests' environment merging) passes, no CA file reaches urllib3, which would add it to our context."""
 
     def __init__(self, context: ssl.SSLContext, **kw: Any):
         self._context = context
@@ -150,23 +285,51 @@ class _TLSAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kw)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # ssl_context: the destination's TLS inside the CONNECT tunnel; proxy_ssl_context: an https:// proxy.
         proxy_kwargs["ssl_context"] = self._context
+        proxy_kwargs["proxy_ssl_context"] = self._context
         return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    def send(self, request: Any, stream: bool = False, timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> Any:
+        return super().send(request, stream=stream, timeout=timeout, verify=True, cert=None, proxies=proxies)
+
+
+class _Session(requests.Session):
+    """A session that reads nothing from the environment (trust_env off: no netrc, no REQUESTS_CA_BUNDLE,
+    no *_PROXY) and takes its proxy from a ProxyConfig, per URL."""
+
+    def __init__(self, proxy: ProxyConfig):
+        super().__init__()
+        self.trust_env = False
+        self.proxy = proxy
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:
+        kw["verify"] = True
+        kw["cert"] = None
+        kw["proxies"] = self.proxy.for_url(url if isinstance(url, str) else url.decode())
+        return super().request(method, url, *args, **kw)
 
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """certifi's roots and the operator's CA only: built by hand, because ssl.create_default_context /
+    load_default_certs / set_default_verify_paths read SSL_CERT_FILE and SSL_CERT_DIR."""
     import certifi
 
-    ctx = ssl.create_default_context(cafile=certifi.where())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)     # CERT_REQUIRED and check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=certifi.where())
     if ca_bundle:
         ctx.load_verify_locations(cafile=ca_bundle)
     return ctx
 
 
-def make_session(ca_bundle: str | None = None, pool: int = 4) -> requests.Session:
-    """TLS verification is always on; HTTPS_PROXY/NO_PROXY are honoured (trust_env)."""
-    s = requests.Session()
-    s.trust_env = True
+def make_session(ca_bundle: str | None = None, pool: int = 4,
+                 proxy: str | ProxyConfig | None = None) -> requests.Session:
+    """TLS verification is always on; nothing comes from the environment but HTTPS_PROXY/NO_PROXY
+    (read explicitly; `proxy`, the operator's --proxy, wins)."""
+    config = proxy if isinstance(proxy, ProxyConfig) else proxy_config(proxy)
+    s = _Session(config)
     adapter = _TLSAdapter(tls_context(ca_bundle), pool_connections=pool, pool_maxsize=pool, max_retries=0)
     s.mount("https://", adapter)
     s.mount("http://", HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0))
@@ -229,13 +392,17 @@ class _Http:
     def send(self, method: str, url: str, *, what: str, data: Any = None,
              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> requests.Response:
         """One try. Transient failures raise _Transient, final ones UploadError."""
+        check_url(url, f"URL for {what}")       # also a session URL a service handed back (GCS Location)
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         try:
             resp = self.session.request(method, url, data=data, headers=headers, timeout=timeout,
                                         allow_redirects=False)
         except requests.exceptions.SSLError as exc:
-            raise UploadError("tls", f"{what}: TLS verification failed for {safe_url(url)}: "
-                              f"{_short(exc)}") from None
+            if _verify_failure(exc):
+                raise UploadError("tls", f"{what}: TLS verification failed for {safe_url(url)}: "
+                                  f"{_short(exc)}") from None
+            # A TLS connection cut mid-way (EOF, reset by a middlebox) is worth another try.
+            raise _Transient(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             raise _Transient(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
@@ -283,6 +450,24 @@ class _Http:
         return self.retrying(what, lambda _n: self.send(method, url, what=what, **kw))
 
 
+def _verify_failure(exc: BaseException) -> bool:
+    """The peer's certificate was refused (unknown CA, wrong host, expired), as opposed to a TLS
+    connection that broke: requests wraps urllib3's MaxRetryError, whose reason wraps the ssl error."""
+    todo: list[Any] = [exc]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text.lower() \
+        or "hostname mismatch" in text.lower()
+
+
 def _short(exc: BaseException) -> str:
     return scrub(str(exc))[:300]
 
@@ -309,7 +494,8 @@ class _Backend:
 
     @property
     def destination(self) -> str:
-        return self.ticket.get("destination") or safe_url(self._main_url())
+        dest = self.ticket.get("destination")
+        return scrub(str(dest)) if dest else safe_url(self._main_url())
 
     def _main_url(self) -> str:
         return self.ticket.get("url", "")
@@ -332,6 +518,10 @@ class _Backend:
     def _headers(self, op: str) -> dict[str, str]:
         return dict((self.ticket.get("headers") or {}).get(op) or {})
 
+    def _signed(self, op: str) -> list[str]:
+        """Headers the ticket declares signed into op's URLs (for SigV2, whose URL does not list them)."""
+        return list((self.ticket.get("signed_headers") or {}).get(op) or [])
+
 
 class _S3Put(_Backend):
     """One presigned PUT: S3 needs the length first, so the stream is held in the one part buffer."""
@@ -346,7 +536,7 @@ class _S3Put(_Backend):
         if not final:
             raise UploadError("too_large", "the stream outgrew one buffer, the most a single presigned PUT "
                               "carries here; issue a multipart ticket (triagent ticket s3 --size-hint ...)")
-        _s3_put(self, self.ticket["url"], data, self._headers("put"), "PUT object", md5)
+        _s3_put(self, self.ticket["url"], data, self._headers("put"), "PUT object", md5, self._signed("put"))
         self.stored, self.parts = len(data), 1
 
     def finish(self, total: int) -> None:
@@ -354,12 +544,44 @@ class _S3Put(_Backend):
             self.put_part(1, 0, memoryview(b""), True)
 
 
+def s3_signature(url: str) -> tuple[str | None, set[str]]:
+    """("v4", X-Amz-SignedHeaders) or ("v2", set()) for a presigned S3 URL in query form, else (None, set())."""
+    try:
+        query = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+    except ValueError:
+        return None, set()
+    if "x-amz-signedheaders" in query or query.get("x-amz-algorithm", "").upper() == "AWS4-HMAC-SHA256":
+        return "v4", {h.strip().lower() for h in query.get("x-amz-signedheaders", "host").split(";") if h.strip()}
+    if "awsaccesskeyid" in query and "signature" in query:
+        return "v2", set()
+    return None, set()
+
+
+# What SigV2's string to sign covers besides the method, the expiry and the resource.
+def _v2_covered(name: str) -> bool:
+    return name in ("content-md5", "content-type") or name.startswith("x-amz-")
+
+
+def s3_headers(url: str, headers: Mapping[str, str], declared: Iterable[str] = ()) -> dict[str, str]:
+    """The headers a presigned S3 URL may carry: SigV4, only those named in X-Amz-SignedHeaders (S3
+    refuses an unsigned x-amz-* and the signature covers what it lists); SigV2, whose string to sign
+    includes Content-MD5, Content-Type and every x-amz-* header, those only where the ticket declares them
+    signed (`declared`), other headers as given. Not a presigned S3 URL: all of them."""
+    form, signed = s3_signature(url)
+    if form == "v4":
+        return {k: v for k, v in headers.items() if k.lower() in signed}
+    if form == "v2":
+        ok = {d.lower() for d in declared}
+        return {k: v for k, v in headers.items() if not _v2_covered(k.lower()) or k.lower() in ok}
+    return dict(headers)
+
+
 def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, str], what: str,
-            md5: bytes | None = None) -> None:
+            md5: bytes | None = None, declared: Iterable[str] = ()) -> None:
     digest = md5 or _md5(data)
-    # Content-MD5 is a plain header (not x-amz-*), so it may be sent unsigned; S3 checks it, and the
-    # ETag (MD5 of the body for non-KMS objects) is checked here, for services that do not.
-    hdrs = {**headers, "Content-MD5": base64.b64encode(digest).decode()}
+    # Content-MD5 goes only where the URL signed it (a SigV2 URL that did not breaks with it, a SigV4 one
+    # lists what it signed); the ETag (MD5 of the body for non-KMS objects) is checked here in any case.
+    hdrs = s3_headers(url, {**headers, "Content-MD5": base64.b64encode(digest).decode()}, declared)
 
     def attempt(_n: int) -> None:
         resp = backend.http.send("PUT", url, what=what, data=data, headers=hdrs)
@@ -391,7 +613,8 @@ class _S3Multipart(_Backend):
         if not final and len(data) < S3_MIN_PART:
             raise UploadError("ticket", f"part size {len(data)} is below S3's 5 MiB minimum")
         before = len(self.etags)
-        _s3_put(self, self.urls[number - 1], data, self._headers("part"), f"part {number}", md5)
+        _s3_put(self, self.urls[number - 1], data, self._headers("part"), f"part {number}", md5,
+                self._signed("part"))
         self.part_etags[number] = self.etags[before]
         self.stored += len(data)
         self.parts += 1
@@ -405,7 +628,8 @@ class _S3Multipart(_Backend):
             body.append(f"<Part><PartNumber>{n}</PartNumber><ETag>{_xml_escape(self.part_etags[n])}</ETag></Part>")
         body.append("</CompleteMultipartUpload>")
         payload = "".join(body).encode()
-        headers = {**self._headers("complete"), "Content-Type": "application/xml"}
+        headers = s3_headers(self.ticket["complete_url"],
+                             {**self._headers("complete"), "Content-Type": "application/xml"}, self._signed("complete"))
 
         def attempt(n: int) -> None:
             try:
@@ -912,10 +1136,15 @@ def ticket_for_url(url: str) -> dict[str, Any]:
 def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, part_size: int | None = None,
                 log: Callable[[str], None] | None = None, bearer_token_file: str | None = None,
                 retry: RetryPolicy | None = None, buffers: int = 2,
-                session: requests.Session | None = None) -> Upload:
+                session: requests.Session | None = None, proxy: str | None = None) -> Upload:
     """Start an upload to a ticket file, a ticket dict or a URL. `part_size` defaults to the
-    ticket's, else 16 MiB; `buffers` = part buffers in memory (2: one fills while one is sent)."""
+    ticket's, else 16 MiB; `buffers` = part buffers in memory (2: one fills while one is sent).
+    `proxy`: the operator's --proxy (URL, or `none`); without it HTTPS_PROXY/NO_PROXY. Every URL of the
+    ticket is checked (https:// only, no user info) before any connection."""
+    if isinstance(target, str) and "://" in target:
+        check_url(target)
     ticket = dict(target) if isinstance(target, dict) else load_ticket(target)
+    check_ticket_urls(ticket)
     if bearer_token_file:
         ticket["bearer_token_file"] = bearer_token_file
     logger = log or (lambda _msg: None)
@@ -931,10 +1160,11 @@ def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, p
         size, buffers = max(size, int(ticket.get("max_bytes") or 0)), 1
     if kind == "s3-multipart" and size < S3_MIN_PART:
         raise UploadError("ticket", f"part size {size} is below S3's 5 MiB minimum")
-    http = _Http(session or make_session(ca_bundle), retry or RetryPolicy(), safe_log)
+    http = _Http(session or make_session(ca_bundle, proxy=proxy), retry or RetryPolicy(), safe_log)
+    route = http.session.proxy.describe() if isinstance(http.session, _Session) else "caller's session"
     try:
         backend = _BACKENDS[kind](http, ticket)
-        safe_log(f"upload: {kind} to {backend.destination}, parts of {size} bytes")
+        safe_log(f"upload: {kind} to {backend.destination}, parts of {size} bytes, {route}")
         backend.begin()
     except KeyError as exc:
         raise UploadError("ticket", f"the {kind} ticket lacks {exc}") from None
@@ -942,8 +1172,11 @@ def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, p
 
 
 def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None = None,
-                  ca_bundle: str | None = None, session: requests.Session | None = None) -> dict[str, Any]:
+                  ca_bundle: str | None = None, session: requests.Session | None = None,
+                  proxy: str | None = None) -> dict[str, Any]:
     """Read the object back (the ticket's read URL, else the URL itself) and hash it."""
+    if isinstance(target, str) and "://" in target:
+        check_url(target)
     ticket = dict(target) if isinstance(target, dict) else load_ticket(target)
     url = ticket.get("read_url")
     if not url:
@@ -953,7 +1186,8 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
             url = ticket["url"]
         else:
             raise UploadError("ticket", "the ticket has no read URL")
-    http = _Http(session or make_session(ca_bundle), RetryPolicy(attempts=3), lambda _m: None)
+    check_url(url, "read-back URL")
+    http = _Http(session or make_session(ca_bundle, proxy=proxy), RetryPolicy(attempts=3), lambda _m: None)
     headers = {"x-ms-version": AZURE_VERSION} if ticket.get("kind") == "azure-blob" else {}
     token_file = ticket.get("bearer_token_file")
     if token_file and not ticket.get("read_url"):
@@ -963,7 +1197,7 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
         sha = hashlib.sha256()
         size = 0
         try:
-            with http.session.get(url, headers=headers, stream=True,
+            with http.session.get(url, headers=headers, stream=True, allow_redirects=False,
                                   timeout=(http.policy.connect_timeout, http.policy.read_timeout)) as resp:
                 if resp.status_code != 200:
                     code, msg = _error_code(resp)
@@ -974,13 +1208,20 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
                 for chunk in resp.iter_content(MiB):
                     sha.update(chunk)
                     size += len(chunk)
+        except requests.exceptions.SSLError as exc:
+            if not _verify_failure(exc):
+                raise _Transient(f"read back: {type(exc).__name__}: {_short(exc)}") from None
+            raise UploadError("tls", f"read back: TLS verification failed for {safe_url(url)}: {_short(exc)}") \
+                from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             raise _Transient(f"read back: {type(exc).__name__}: {_short(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise UploadError("network", f"read back: {type(exc).__name__}: {_short(exc)}") from None
         return size, sha.hexdigest()
 
     size, digest = http.retrying("read back", attempt)
-    out: dict[str, Any] = {"destination": ticket.get("destination") or safe_url(url), "bytes": size,
+    out: dict[str, Any] = {"destination": scrub(str(ticket.get("destination") or "")) or safe_url(url), "bytes": size,
                            "sha256": digest}
     if expected_sha256 is not None:
         out["match"] = digest == expected_sha256.lower()

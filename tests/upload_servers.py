@@ -1,6 +1,8 @@
-"""Real storage servers on loopback for the upload tests: s3rver (checks SigV4 presigned signatures
-and expiry), Azurite (checks SAS signatures, permissions and Content-MD5), fake-gcs-server (behind a
-shim, see GcsShim), a fault-injecting proxy and a TLS PUT server with trustme certificates.
+"""Real storage servers on loopback for the upload tests: s3rver (checks SigV2 presigned signatures,
+SigV4 access keys and expiry), Azurite (checks SAS signatures, permissions and Content-MD5),
+fake-gcs-server (behind a shim, see GcsShim), a fault-injecting proxy, a CONNECT proxy and a TLS PUT
+server. Every one speaks HTTPS with a trustme certificate for 127.0.0.1 (the collector refuses http://):
+its CA is in no trust store, the tests pass it as ca_bundle / --ca-bundle (`ca_file` on each server).
 
 npm packages live in tests/.npm (npm install --prefix tests/.npm s3rver azurite). A server that
 cannot start is a skip with the reason, or a failure when CI=true.
@@ -8,6 +10,7 @@ cannot start is a skip with the reason, or a failure when CI=true.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import http.server
@@ -21,6 +24,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -93,29 +97,106 @@ def _npm_tool(name: str) -> Path:
     return tool
 
 
+# ---------------------------------------------------------------------------------------------- TLS
+
+@dataclass
+class TLSFiles:
+    """A trustme CA and a certificate for 127.0.0.1/localhost it signed, as PEM files."""
+
+    ca: object                      # trustme.CA
+    ca_file: Path
+    cert_file: Path                 # leaf + chain
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """The test side's context (trusts this CA only)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def make_tls(folder: Path) -> TLSFiles:
+    """A fresh CA (trusted by nothing) and a server certificate for 127.0.0.1, written under folder."""
+    try:
+        import trustme
+    except ImportError:
+        need(False, "trustme is not installed (pip install trustme)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert_file.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    return TLSFiles(ca, ca_file, cert_file, key_file)
+
+
+_TLS: TLSFiles | None = None
+
+
+def shared_tls() -> TLSFiles:
+    """The CA the test servers share (one per test session, in a temporary folder removed at exit)."""
+    global _TLS
+    if _TLS is None:
+        folder = Path(tempfile.mkdtemp(prefix="triagent-test-tls-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _TLS = make_tls(folder)
+    return _TLS
+
+
+
 # ---------------------------------------------------------------------------------------------- s3rver
 
 @dataclass
 class S3Server:
-    endpoint: str
+    endpoint: str                   # https://127.0.0.1:PORT
     bucket: str
     data_dir: Path
+    ca_file: Path
 
-    def client(self):
+    def client(self, **kw):
+        """agent.ticket's client (SigV4, path style) trusting the test CA. Checksums only where required:
+        over HTTPS botocore otherwise sends put_object bodies aws-chunked with a trailer, which s3rver
+        stores as they came."""
+        import boto3
+        from botocore.config import Config
+
         from agent.ticket import s3_client
 
-        return s3_client(self.endpoint, aws_access_key_id=S3RVER_KEY, aws_secret_access_key=S3RVER_KEY)
+        kw.setdefault("aws_access_key_id", S3RVER_KEY)
+        kw.setdefault("aws_secret_access_key", S3RVER_KEY)
+        ours = s3_client(self.endpoint, verify=str(self.ca_file), **kw)
+        config = ours.meta.config.merge(Config(request_checksum_calculation="when_required",
+                                               response_checksum_validation="when_required"))
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=ours.meta.region_name, config=config,
+                            verify=str(self.ca_file), **kw)
+
+    def client_v2(self, endpoint: str | None = None):
+        """A client that presigns in the older query form (AWSAccessKeyId, Signature, Expires: SigV2),
+        which s3rver checks, Content-MD5 and Content-Type included."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=S3RVER_KEY, aws_secret_access_key=S3RVER_KEY,
+                            verify=str(self.ca_file),
+                            config=Config(signature_version="s3", s3={"addressing_style": "path"}))
 
 
 @contextlib.contextmanager
-def run_s3rver(tmp: Path, bucket: str = "evidence") -> Iterator[S3Server]:
+def run_s3rver(tmp: Path, bucket: str = "evidence", tls: TLSFiles | None = None) -> Iterator[S3Server]:
     tool = _npm_tool("s3rver")
+    tls = tls or shared_tls()
     port = free_port()
     data = tmp / "s3rver-data"
     data.mkdir(parents=True, exist_ok=True)
-    argv = [str(tool), "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent", "--configure-bucket", bucket]
+    argv = [str(tool), "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent", "--configure-bucket", bucket,
+            "--key", str(tls.key_file), "--cert", str(tls.cert_file)]
     with server_process(argv, port, tmp / "s3rver.log"):
-        yield S3Server(f"http://127.0.0.1:{port}", bucket, data)
+        yield S3Server(f"https://127.0.0.1:{port}", bucket, data, tls.ca_file)
 
 
 # ---------------------------------------------------------------------------------------------- Azurite
@@ -124,23 +205,27 @@ def run_s3rver(tmp: Path, bucket: str = "evidence") -> Iterator[S3Server]:
 class AzureServer:
     account_url: str
     container: str
+    ca_file: Path
 
 
 @contextlib.contextmanager
-def run_azurite(tmp: Path, container: str = "evidence") -> Iterator[AzureServer]:
+def run_azurite(tmp: Path, container: str = "evidence", tls: TLSFiles | None = None) -> Iterator[AzureServer]:
     tool = _npm_tool("azurite-blob")
+    tls = tls or shared_tls()
     port = free_port()
     work = tmp / "azurite"
     work.mkdir(parents=True, exist_ok=True)
     # --disableTelemetry: Azurite would otherwise report to a remote service.
     argv = [str(tool), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-            "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
+            "--skipApiVersionCheck", "--disableTelemetry", "--silent", "--cert", str(tls.cert_file),
+            "--key", str(tls.key_file)]
     with server_process(argv, port, tmp / "azurite.log", cwd=work):
-        url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        url = f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
         from azure.storage.blob import BlobServiceClient
 
-        BlobServiceClient(account_url=url, credential=AZURITE_KEY).create_container(container)
-        yield AzureServer(url, container)
+        BlobServiceClient(account_url=url, credential=AZURITE_KEY,
+                          connection_verify=str(tls.ca_file)).create_container(container)
+        yield AzureServer(url, container, tls.ca_file)
 
 
 # ---------------------------------------------------------------------------------------------- GCS
@@ -170,8 +255,9 @@ class GcsShim(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, tls: TLSFiles):
         super().__init__(("127.0.0.1", 0), _GcsShimHandler)
+        self.socket = tls.server_context().wrap_socket(self.socket, server_side=True)
         self.upstream = upstream
         self.sessions: dict[str, GcsSession] = {}
         self.violations: list[str] = []
@@ -180,7 +266,7 @@ class GcsShim(http.server.ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"https://127.0.0.1:{self.server_address[1]}"
 
 
 class _GcsShimHandler(http.server.BaseHTTPRequestHandler):
@@ -208,8 +294,11 @@ class _GcsShimHandler(http.server.BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
         resp = requests.request(method, self.server.upstream + path, data=body, headers=headers,
                                 allow_redirects=False, timeout=60)
-        self._reply(resp.status_code, {k: v for k, v in resp.headers.items()
-                                       if k.lower() in ("location", "range", "content-type")}, resp.content)
+        hdrs = {k: v for k, v in resp.headers.items() if k.lower() in ("location", "range", "content-type")}
+        for k, v in hdrs.items():   # fake-gcs-server names its own (http) scheme; the shim is the HTTPS front
+            if k.lower() == "location" and v.startswith("http://"):
+                hdrs[k] = "https://" + v[len("http://"):]
+        self._reply(resp.status_code, hdrs, resp.content)
 
     def do_POST(self) -> None:
         body = self._body()
@@ -288,6 +377,7 @@ class GcsServer:
     bucket: str
     shim: GcsShim
     service_account_file: Path
+    ca_file: Path
 
 
 def fake_service_account(path: Path) -> Path:
@@ -306,22 +396,24 @@ def fake_service_account(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_fake_gcs(tmp: Path, bucket: str = "evidence") -> Iterator[GcsServer]:
+def run_fake_gcs(tmp: Path, bucket: str = "evidence", tls: TLSFiles | None = None) -> Iterator[GcsServer]:
     import requests
 
     binary = fake_gcs_binary()
+    tls = tls or shared_tls()
     port = free_port()
-    shim = GcsShim(f"http://127.0.0.1:{port}")
+    # The shim speaks HTTPS to the client; fake-gcs-server behind it plain HTTP on loopback.
+    shim = GcsShim(f"http://127.0.0.1:{port}", tls)
     threading.Thread(target=shim.serve_forever, daemon=True).start()
     host = f"127.0.0.1:{shim.server_address[1]}"
     # -public-host: signed URLs name the shim's host; fake-gcs-server routes them by that Host.
     argv = [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
-            "-external-url", f"http://{host}", "-public-host", host, "-log-level", "warn"]
+            "-external-url", f"https://{host}", "-public-host", host, "-log-level", "warn"]
     try:
         with server_process(argv, port, tmp / "fake-gcs.log"):
             requests.post(f"http://127.0.0.1:{port}/storage/v1/b", json={"name": bucket}, timeout=10)
             yield GcsServer(shim.url, f"http://127.0.0.1:{port}", bucket, shim,
-                            fake_service_account(tmp / "fake-sa.json"))
+                            fake_service_account(tmp / "fake-sa.json"), tls.ca_file)
     finally:
         shim.shutdown()
         shim.server_close()
@@ -338,15 +430,20 @@ def reset(sock: socket.socket) -> None:
 
 
 class FaultProxy:
-    """An HTTP/1.1 proxy on loopback, one request per upstream connection (Connection: close).
+    """An HTTPS/1.1 relay on loopback (TLS ends here, a new TLS connection per request goes upstream),
+    one request per upstream connection (Connection: close). It records each request's head.
     Faults are drawn per request with a body: `resets` resets at a random offset inside the body,
     `stalls` holds a request (no byte forwarded, none answered) for `stall_seconds`, `errors_503`
     answers 503 without forwarding. A faulted request is always followed by a clean one, so each
     fault costs the client exactly one retry."""
 
     def __init__(self, upstream_port: int, *, resets: int = 0, stalls: int = 0, errors_503: int = 0,
-                 stall_seconds: float = 5.0, seed: int = 1):
+                 stall_seconds: float = 5.0, seed: int = 1, tls: TLSFiles | None = None):
         self.upstream_port = upstream_port
+        tls = tls or shared_tls()           # HTTPS on both sides: the client's and the upstream's
+        self.server_ctx = tls.server_context()
+        self.client_ctx = tls.client_context()
+        self.heads: list[bytes] = []        # every request head received, as sent by the client
         self.rng = random.Random(seed)
         self.plan = ["reset"] * resets + ["stall"] * stalls + ["503"] * errors_503
         self.rng.shuffle(self.plan)
@@ -387,6 +484,7 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         try:
+            client = self.server_ctx.wrap_socket(client, server_side=True)
             while True:
                 head = _read_head(client)
                 if head is None:
@@ -400,6 +498,8 @@ class FaultProxy:
                 client.close()
 
     def _one(self, client: socket.socket, head: bytes) -> bool:
+        with self.lock:
+            self.heads.append(head)
         lines = head.split(b"\r\n")
         length = 0
         kept = [lines[0]]
@@ -426,7 +526,8 @@ class FaultProxy:
             time.sleep(self.stall_seconds)
             reset(client)
             return False
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        upstream = self.client_ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.upstream_port)),
+                                               server_hostname="127.0.0.1")
         try:
             upstream.sendall(b"\r\n".join(kept) + b"\r\n\r\n")
             cut = self.rng.randrange(0, length) if fault == "reset" else None
@@ -482,16 +583,18 @@ def _read_exact(sock: socket.socket, n: int) -> None:
 # ---------------------------------------------------------------------------------------------- TLS PUT
 
 class PutServer(http.server.ThreadingHTTPServer):
-    """HTTPS PUT/GET server keeping objects in memory; PUT needs `Authorization: Bearer <token>`."""
+    """HTTPS PUT/GET server keeping objects in memory; PUT needs `Authorization: Bearer <token>` (any
+    PUT when token is None). It records each request's method, path and headers."""
 
     daemon_threads = True
 
-    def __init__(self, context: ssl.SSLContext, token: str):
+    def __init__(self, context: ssl.SSLContext, token: str | None):
         super().__init__(("127.0.0.1", 0), _PutHandler)
         self.socket = context.wrap_socket(self.socket, server_side=True)
         self.token = token
         self.objects: dict[str, bytes] = {}
         self.chunked: dict[str, bool] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
 
     @property
     def url(self) -> str:
@@ -525,8 +628,9 @@ class _PutHandler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def do_PUT(self) -> None:
+        self.server.requests.append(("PUT", self.path, dict(self.headers.items())))
         body = self._read_body()
-        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+        if self.server.token is not None and self.headers.get("Authorization") != f"Bearer {self.server.token}":
             return self._reply(401, b"bad token")
         path = urlsplit(self.path).path
         self.server.objects[path] = body
@@ -534,12 +638,13 @@ class _PutHandler(http.server.BaseHTTPRequestHandler):
         self._reply(201)
 
     def do_GET(self) -> None:
+        self.server.requests.append(("GET", self.path, dict(self.headers.items())))
         data = self.server.objects.get(urlsplit(self.path).path)
         self._reply(200, data) if data is not None else self._reply(404)
 
 
 @contextlib.contextmanager
-def run_put_server(token: str = "s3cret-token") -> Iterator[tuple[PutServer, object]]:
+def run_put_server(token: str | None = "s3cret-token") -> Iterator[tuple[PutServer, object]]:
     """Yields (server, trustme CA). The CA is in no trust store: tests pass it as ca_bundle."""
     try:
         import trustme
@@ -559,3 +664,105 @@ def run_put_server(token: str = "s3cret-token") -> Iterator[tuple[PutServer, obj
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- CONNECT proxy
+
+class ConnectProxy:
+    """An HTTP proxy on loopback that records every connection and request head and serves CONNECT only.
+    `tunnel`: relays the bytes both ways (the client's TLS runs end to end with the server).
+    `intercept`: answers 200 to CONNECT, then plays the server itself with a certificate from its own
+    CA (a TLS-terminating middlebox); a client that verifies the tunnel refuses it, and any request head
+    that still arrives is kept in `intercepted`."""
+
+    def __init__(self, mode: str = "tunnel"):
+        self.mode = mode
+        self.accepted = 0
+        self.connects: list[str] = []       # CONNECT targets, host:port
+        self.heads: list[bytes] = []
+        self.intercepted: list[bytes] = []
+        self.lock = threading.Lock()
+        self.intercept_ctx: ssl.SSLContext | None = None
+        if mode == "intercept":
+            import trustme
+
+            self.intercept_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            trustme.CA().issue_cert("127.0.0.1", "localhost").configure_cert(self.intercept_ctx)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.running = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> ConnectProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = None
+        try:
+            head = _read_head(client)
+            if head is None:
+                return
+            with self.lock:
+                self.heads.append(head)
+            method, target = head.split(b" ", 2)[:2]
+            if method != b"CONNECT":
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            with self.lock:
+                self.connects.append(target.decode())
+            if self.mode == "intercept":
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                tls = self.intercept_ctx.wrap_socket(client, server_side=True)   # type: ignore[union-attr]
+                inner = _read_head(tls)
+                if inner is not None:
+                    self.intercepted.append(inner)
+                    tls.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            host, _, port = target.decode().rpartition(":")
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+            upstream.settimeout(None)
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join(30)
+        except (OSError, ValueError):
+            pass
+        finally:
+            for sock in (client, upstream):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)

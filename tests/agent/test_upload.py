@@ -48,6 +48,21 @@ def fast(attempts: int = 6, read_timeout: float = 30.0) -> up.RetryPolicy:
                           read_timeout=read_timeout)
 
 
+def ca_file() -> str:
+    """The CA of the loopback servers (in no trust store: the collector trusts only what it is given)."""
+    return str(srv.shared_tls().ca_file)
+
+
+def open_upload(target, **kw) -> up.Upload:
+    kw.setdefault("ca_bundle", ca_file())
+    return up.open_upload(target, **kw)
+
+
+def verify_remote(target, **kw) -> dict:
+    kw.setdefault("ca_bundle", ca_file())
+    return up.verify_remote(target, **kw)
+
+
 def need_module(name: str) -> None:
     import importlib.util
 
@@ -87,12 +102,12 @@ def test_s3_single_put_round_trip(s3):
     ticket = s3_ticket(s3, size_hint=len(data), part_size=5 * MiB)
     assert ticket["kind"] == "s3-put" and "If-None-Match" in ticket["headers"]["put"]
     logs: list[str] = []
-    upload = up.open_upload(ticket, log=logs.append)
+    upload = open_upload(ticket, log=logs.append)
     feed(upload, data)
     result = upload.close()
     assert result.ok and result.committed and result.parts == 1 and result.bytes == len(data)
     assert result.sha256 == hashlib.sha256(data).hexdigest()
-    back = up.verify_remote(ticket, expected_sha256=result.sha256)
+    back = verify_remote(ticket, expected_sha256=result.sha256)
     assert back["match"] and back["bytes"] == len(data)
     assert_no_secrets(*logs, json.dumps(result.to_dict()))
 
@@ -104,12 +119,12 @@ def test_s3_multipart_round_trip_from_ticket_file(s3, tmp_path):
     path = tmp_path / "ticket.json"
     path.write_text(json.dumps(ticket))
     logs: list[str] = []
-    upload = up.open_upload(str(path), log=logs.append)
+    upload = open_upload(str(path), log=logs.append)
     feed(upload, data)
     result = upload.close()
     assert result.ok and result.parts == 5 and result.bytes_stored == len(data)
     assert all(re.fullmatch(r'"[0-9a-f]{32}"', e) for e in result.etags)
-    assert up.verify_remote(str(path), expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    assert verify_remote(str(path), expected_sha256=hashlib.sha256(data).hexdigest())["match"]
     assert_no_secrets(*logs)
 
 
@@ -121,7 +136,7 @@ def test_s3_object_lock_headers_are_signed_and_sent(s3):
     signed = urlsplit(ticket["url"]).query
     assert "x-amz-object-lock-mode" in signed and "x-amz-object-lock-legal-hold" in signed
     assert ticket["headers"]["put"]["x-amz-object-lock-retain-until-date"] == "2031-01-02T03:04:05Z"
-    upload = up.open_upload(ticket)
+    upload = open_upload(ticket)
     upload.write(b"locked evidence")
     assert upload.close().ok
 
@@ -129,7 +144,7 @@ def test_s3_object_lock_headers_are_signed_and_sent(s3):
 def test_s3_single_put_refuses_a_stream_larger_than_its_buffer(s3):
     ticket = s3_ticket(s3, size_hint=MiB, mode="single")
     ticket["max_bytes"] = ticket["part_size"] = 6 * MiB
-    upload = up.open_upload(ticket)
+    upload = open_upload(ticket)
     upload.write(stream(6 * MiB))
     with pytest.raises(up.UploadError) as err:
         upload.write(b"one byte too many")
@@ -142,7 +157,7 @@ def test_expired_presigned_url_is_a_clear_error(s3):
     ticket = s3_ticket(s3, size_hint=MiB, expires=timedelta(seconds=1))
     time.sleep(2.2)
     logs: list[str] = []
-    upload = up.open_upload(ticket, log=logs.append, retry=fast())
+    upload = open_upload(ticket, log=logs.append, retry=fast())
     upload.write(stream(100_000))
     started = time.monotonic()
     with pytest.raises(up.UploadError) as err:
@@ -159,7 +174,7 @@ def test_expired_presigned_url_is_a_clear_error(s3):
 def test_expired_multipart_ticket_fails_on_first_part(s3):
     ticket = s3_ticket(s3, size_hint=20 * MiB, part_size=5 * MiB, mode="multipart", expires=timedelta(seconds=1))
     time.sleep(2.2)
-    upload = up.open_upload(ticket, retry=fast())
+    upload = open_upload(ticket, retry=fast())
     with pytest.raises(up.UploadError) as err:
         upload.write(stream(11 * MiB))
         upload.close()
@@ -170,10 +185,10 @@ def test_expired_multipart_ticket_fails_on_first_part(s3):
 def test_refused_credentials_are_forbidden_and_scrubbed(s3):
     # s3rver 3.7 checks a SigV4 URL's access key and expiry but not the signature itself
     # (its code says "Signature version 4 calculation is unimplemented"): refuse by access key.
-    client = tk.s3_client(s3.endpoint, aws_access_key_id="UNKNOWNKEY", aws_secret_access_key="x")
+    client = s3.client(aws_access_key_id="UNKNOWNKEY", aws_secret_access_key="x")
     ticket = s3_ticket(s3, client=client, size_hint=MiB)
     logs: list[str] = []
-    upload = up.open_upload(ticket, log=logs.append, retry=fast())
+    upload = open_upload(ticket, log=logs.append, retry=fast())
     upload.write(b"x" * 1000)
     with pytest.raises(up.UploadError) as err:
         upload.close()
@@ -183,16 +198,16 @@ def test_refused_credentials_are_forbidden_and_scrubbed(s3):
 
 def test_connection_errors_never_show_the_query(tmp_path):
     port = srv.free_port()          # nothing listens there
-    url = f"http://127.0.0.1:{port}/bkt/key?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAXXX"
+    url = f"https://127.0.0.1:{port}/bkt/key?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAXXX"
     logs: list[str] = []
-    upload = up.open_upload(url, log=logs.append, retry=fast(attempts=2))
+    upload = open_upload(url, log=logs.append, retry=fast(attempts=2))
     upload.write(b"data")
     with pytest.raises(up.UploadError) as err:
         upload.close()
     assert err.value.kind == "network" and err.value.__cause__ is None
     assert "deadbeef" not in str(err.value) and "AKIAXXX" not in str(err.value)
     assert all("deadbeef" not in line for line in logs)
-    assert f"http://127.0.0.1:{port}/bkt/key" in str(err.value)
+    assert f"https://127.0.0.1:{port}/bkt/key" in str(err.value)
 
 
 def test_safe_url_and_scrub():
@@ -206,12 +221,12 @@ def test_fault_proxy_multipart_still_lands_intact(s3):
     proxy = srv.FaultProxy(int(s3.endpoint.rsplit(":", 1)[1]), resets=10, stalls=1, errors_503=2,
                            stall_seconds=3.0, seed=7)
     try:
-        client = tk.s3_client(f"http://127.0.0.1:{proxy.port}", aws_access_key_id=srv.S3RVER_KEY,
-                              aws_secret_access_key=srv.S3RVER_KEY)
+        client = tk.s3_client(f"https://127.0.0.1:{proxy.port}", aws_access_key_id=srv.S3RVER_KEY,
+                              aws_secret_access_key=srv.S3RVER_KEY, verify=ca_file())
         data = stream(16 * 5 * MiB + 4321, seed=3)
         ticket = s3_ticket(s3, client=client, size_hint=len(data), part_size=5 * MiB, mode="multipart")
         logs: list[str] = []
-        upload = up.open_upload(ticket, log=logs.append, retry=fast(attempts=4, read_timeout=1.5))
+        upload = open_upload(ticket, log=logs.append, retry=fast(attempts=4, read_timeout=1.5))
         feed(upload, data)
         result = upload.close()
     finally:
@@ -220,7 +235,7 @@ def test_fault_proxy_multipart_still_lands_intact(s3):
     assert faults.count("reset") == 10 and faults.count("stall") == 1 and faults.count("503") == 2
     assert len({off for f, off in proxy.done if f == "reset"}) > 1, "resets at one offset only"
     assert result.ok and result.parts == 17 and result.retries >= 13
-    back = up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())
+    back = verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())
     assert back["match"] and back["bytes"] == len(data)
     assert_no_secrets(*logs)
 
@@ -236,39 +251,39 @@ def test_azure_blocks_round_trip(azure):
     data = stream(9 * MiB + 77, seed=4)
     ticket = azure_ticket(azure, tk.object_key("case-1", "host-b", "bundle.tar.gz"), part_size=2 * MiB)
     logs: list[str] = []
-    upload = up.open_upload(ticket, log=logs.append)
+    upload = open_upload(ticket, log=logs.append)
     feed(upload, data)
     result = upload.close()
     assert result.ok and result.parts == 5 and result.skipped_parts == 0
-    assert up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
     assert_no_secrets(*logs, json.dumps(result.to_dict()))
 
 
 def test_azure_resume_skips_blocks_the_service_has_and_never_overwrites(azure):
     data = stream(7 * MiB, seed=5)
     ticket = azure_ticket(azure, "case-1/incoming/host-c/resume.tar", part_size=MiB)
-    first = up.open_upload(ticket, buffers=1)
+    first = open_upload(ticket, buffers=1)
     first.write(data[:4 * MiB + 1])          # blocks 1-4 are sent, the 5th waits in the buffer
     aborted = first.abort("simulated crash")
     assert aborted.bytes_stored == 4 * MiB and not aborted.committed
     assert "4194304 of the 4194305 bytes" in aborted.not_uploaded
-    second = up.open_upload(ticket)
+    second = open_upload(ticket)
     second.write(data)
     result = second.close()
     assert result.ok and result.skipped_parts == 4 and result.parts == 7
-    assert up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
-    third = up.open_upload(ticket)          # same blob name again: If-None-Match refuses it
+    assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    third = open_upload(ticket)          # same blob name again: If-None-Match refuses it
     third.write(b"other content")
     with pytest.raises(up.UploadError) as err:
         third.close()
     assert err.value.kind == "conflict"
-    assert up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
 
 
 def test_azure_sas_without_permission_is_forbidden(azure):
     ticket = azure_ticket(azure, "case-1/incoming/host-d/x.tar")
     ticket["blob_url"] = ticket["blob_url"].replace("sp=rcw", "sp=r")   # signature no longer matches
-    upload = up.open_upload(ticket, retry=fast())
+    upload = open_upload(ticket, retry=fast())
     upload.write(b"x" * 10)
     with pytest.raises(up.UploadError) as err:
         upload.close()
@@ -294,7 +309,7 @@ def test_gcs_resumable_round_trip_in_256k_chunks(gcs):
     assert "x-goog-if-generation-match" in ticket["headers"]["start"]
     before = len(_sessions_chunks(gcs))
     logs: list[str] = []
-    upload = up.open_upload(ticket, log=logs.append)
+    upload = open_upload(ticket, log=logs.append)
     feed(upload, data)
     result = upload.close()
     assert result.ok and not gcs.shim.violations
@@ -302,7 +317,7 @@ def test_gcs_resumable_round_trip_in_256k_chunks(gcs):
     assert all(n % srv.GCS_QUANTUM == 0 for cr, n in chunks if cr.endswith("/*"))
     assert chunks[-1][0].endswith(f"/{len(data)}"), "the last chunk declares the total"
     assert sum(n for _, n in chunks) == len(data)
-    assert up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
     assert_no_secrets(*logs)
 
 
@@ -310,15 +325,15 @@ def test_gcs_lost_answers_resume_from_the_server_offset(gcs):
     data = stream(3 * MiB + 1, seed=8)
     ticket = gcs_ticket(gcs, "case-1/incoming/host-f/bundle.tar.gz", part_size=512 * 1024)
     gcs.shim.drop_answers = 2           # the chunk lands but its answer is lost (connection reset)
-    upload = up.open_upload(ticket, retry=fast())
+    upload = open_upload(ticket, retry=fast())
     feed(upload, data)
     result = upload.close()
     assert result.ok and result.retries >= 2 and not gcs.shim.violations
-    assert up.verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
 
 
 def test_gcs_chunk_size_rule_enforced_by_client():
-    ticket = {"format": up.TICKET_FORMAT, "kind": "gcs-resumable", "start_url": "http://127.0.0.1:9/x"}
+    ticket = {"format": up.TICKET_FORMAT, "kind": "gcs-resumable", "start_url": "https://127.0.0.1:9/x"}
     backend = up._GcsResumable(up._Http(up.make_session(), fast(), print), ticket)
     with pytest.raises(up.UploadError):
         backend.put_part(1, 0, memoryview(b"x" * 1000), final=False)
@@ -370,6 +385,7 @@ def test_ticket_cli_writes_a_private_ticket(s3, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", srv.S3RVER_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", srv.S3RVER_KEY)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file())      # the responder's side: boto3 opens the multipart upload
     out = tmp_path / "t.json"
     rc = tk.main(["ticket", "s3", "--bucket", s3.bucket, "--case", "C 1", "--host-id", "web/01",
                   "--size-hint", "40M", "--part-size", "8M", "--endpoint-url", s3.endpoint, "-o", str(out)])
@@ -383,3 +399,4 @@ def test_ticket_cli_writes_a_private_ticket(s3, tmp_path, monkeypatch, capsys):
     summary = capsys.readouterr().out
     assert_no_secrets(summary)
     assert tk.object_key("c", "h", "n") != tk.object_key("c", "h", "n"), "a fresh key per run"
+

@@ -57,16 +57,16 @@ def test_encrypted_bundle_streams_to_s3_and_nothing_stays_on_disk(s3, age_key, t
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     proc = run_triagent(["collect", "--profile", "minimal", "--upload", str(ticket), "--encrypt-to", recipient,
-                         "--case-id", "case-9"], cwd=workdir)
+                         "--case-id", "case-9", "--ca-bundle", str(s3.ca_file)], cwd=workdir)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     summary = _summary(proc)
     assert summary["bundle"] is None and summary["uploads"][0]["ok"], summary
     assert list(workdir.iterdir()) == [], "collect with only --upload left files behind"
     assert "X-Amz-Signature" not in proc.stdout.decode() + proc.stderr.decode()
-    back = up.verify_remote(str(ticket), expected_sha256=summary["sha256"])
+    back = up.verify_remote(str(ticket), expected_sha256=summary["sha256"], ca_bundle=str(s3.ca_file))
     assert back["match"], (back, summary["sha256"])
 
-    data = _download(ticket)
+    data = _download(ticket, s3.ca_file)
     assert hashlib.sha256(data).hexdigest() == summary["sha256"]
     shipped = tmp_path / "bundle.tar.gz.age"
     shipped.write_bytes(data)
@@ -84,11 +84,11 @@ def test_encrypted_bundle_streams_to_s3_and_nothing_stays_on_disk(s3, age_key, t
     assert run_triagent(["verify", "--identity", str(key), str(shipped)]).returncode == 1
 
 
-def _download(ticket: Path) -> bytes:
+def _download(ticket: Path, ca_file: Path) -> bytes:
     import requests
 
     read_url = json.loads(ticket.read_text())["read_url"]
-    response = requests.get(read_url, timeout=60)
+    response = requests.get(read_url, timeout=60, verify=str(ca_file))
     response.raise_for_status()
     return response.content
 
@@ -99,7 +99,7 @@ def test_expired_url_keeps_the_local_copy_and_says_so(s3, tmp_path):
     ticket = _ticket(s3, tmp_path, size_hint=1 << 20, expires=timedelta(seconds=1), mode="single")
     time.sleep(2.5)
     proc = run_triagent(["collect", "--profile", "minimal", "--output", str(tmp_path / "out"), "--upload",
-                         str(ticket)])
+                         str(ticket), "--ca-bundle", str(s3.ca_file)])
     summary = _summary(proc)
     assert proc.returncode == 1, summary
     failed = summary["uploads"][0]
@@ -108,3 +108,4 @@ def test_expired_url_keeps_the_local_copy_and_says_so(s3, tmp_path):
     local = Path(summary["bundle"])
     assert local.exists() and hashlib.sha256(local.read_bytes()).hexdigest() == summary["sha256"]
     assert run_triagent(["verify", str(local)]).returncode == 0
+
