@@ -507,7 +507,7 @@ class _OffThreadReader:
     that makes no progress for ``timeout`` seconds, or a stop request, abandons the thread (it may be
     stuck in the kernel for ever) and ends the member as incomplete: the run goes on and seals."""
 
-    DEPTH = 4
+    DEPTH = 2
 
     def __init__(self, fd: int, path: str, timeout: float, abandon: Callable[[], str | None]):
         self.fd, self.path, self.timeout, self.abandon = fd, path, timeout, abandon
