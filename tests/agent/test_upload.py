@@ -9,9 +9,10 @@ import json
 import os
 import random
 import re
+import socket
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import upload_servers as srv
@@ -400,3 +401,184 @@ def test_ticket_cli_writes_a_private_ticket(s3, tmp_path, monkeypatch, capsys):
     assert_no_secrets(summary)
     assert tk.object_key("c", "h", "n") != tk.object_key("c", "h", "n"), "a fresh key per run"
 
+
+# ---------------------------------------------------------------------------------------------- hostile host
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+              "no_proxy")
+# Headers any HTTP client sends, which no presigned URL needs to sign.
+TRANSPORT = {"host", "content-length", "transfer-encoding", "user-agent", "accept", "accept-encoding", "connection"}
+
+
+def test_plain_http_is_refused_before_any_connection():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        signed = f"http://127.0.0.1:{port}/bkt/key?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIAXXX"
+        https = f"https://127.0.0.1:{port}/bkt/key?X-Amz-Signature=cafe"
+        targets = [signed, f"http://127.0.0.1:{port}/incoming/bundle.tar.gz",
+                   {"format": up.TICKET_FORMAT, "kind": "s3-multipart", "part_urls": [https, signed],
+                    "complete_url": https, "abort_url": https},
+                   {"format": up.TICKET_FORMAT, "kind": "https-put", "url": https, "read_url": signed}]
+        for target in targets:
+            with pytest.raises(up.UploadError) as err:
+                open_upload(target, retry=fast(attempts=1)).write(b"evidence")
+            text = str(err.value)
+            assert err.value.kind == "insecure" and "https://" in text and "signature in clear" in text, text
+            assert "deadbeef" not in text and "AKIAXXX" not in text
+        with pytest.raises(up.UploadError) as err:
+            verify_remote(signed)
+        assert err.value.kind == "insecure"
+        time.sleep(0.2)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()       # nobody connected
+    finally:
+        listener.close()
+
+
+def _v2_urls(client, ticket: dict) -> dict:
+    """A multipart ticket's URLs presigned again in the SigV2 query form."""
+    bucket, key = ticket["destination"][len("s3://"):].split("/", 1)
+    common = {"Bucket": bucket, "Key": key, "UploadId": ticket["upload_id"]}
+
+    def sign(op: str, **params) -> str:
+        return client.generate_presigned_url(op, Params={**common, **params}, ExpiresIn=600)
+
+    return {"part_urls": [sign("upload_part", PartNumber=n) for n in range(1, len(ticket["part_urls"]) + 1)],
+            "complete_url": sign("complete_multipart_upload", IfNoneMatch="*"),
+            "abort_url": sign("abort_multipart_upload"),
+            "read_url": client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                      ExpiresIn=600)}
+
+
+def _presigned_heads(proxy: srv.FaultProxy) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, query, headers) of the requests made with a presigned URL (the SDK's own calls sign a header)."""
+    out = []
+    for head in proxy.heads:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        query = urlsplit(target).query
+        if "Signature=" in query:
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            out.append((method, query, headers))
+    return out
+
+
+@pytest.mark.parametrize("form", ["s3v4", "s3v2"])
+def test_presigned_urls_get_only_the_headers_they_signed(s3, form):
+    """SigV4 (X-Amz-SignedHeaders) and the older query form (AWSAccessKeyId/Signature/Expires), which
+    s3rver verifies with Content-MD5 and Content-Type in the string to sign: a header the URL did not
+    sign is SignatureDoesNotMatch there. A recording relay in front of s3rver sees every header."""
+    relay = srv.FaultProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    endpoint = f"https://127.0.0.1:{relay.port}"
+    try:
+        client = s3.client_v2(endpoint) if form == "s3v2" else \
+            tk.s3_client(endpoint, aws_access_key_id=srv.S3RVER_KEY, aws_secret_access_key=srv.S3RVER_KEY,
+                         verify=ca_file())
+        # a bare presigned PUT URL, as boto3 gives it
+        key = f"case-1/incoming/host-h/{form}-single.bin"
+        url = client.generate_presigned_url("put_object", Params={"Bucket": s3.bucket, "Key": key}, ExpiresIn=600)
+        assert ("X-Amz-SignedHeaders=" in url) == (form == "s3v4") and ("AWSAccessKeyId=" in url) == (form == "s3v2")
+        single = stream(MiB + 17, seed=11)
+        upload = open_upload(url, retry=fast(attempts=2))
+        feed(upload, single)
+        assert upload.close().ok
+        # a multipart ticket: part URLs and a Complete (whose XML body has no signed Content-Type)
+        data = stream(11 * MiB + 5, seed=12)
+        if form == "s3v4":
+            ticket = s3_ticket(s3, client=client, size_hint=len(data), part_size=5 * MiB, mode="multipart")
+        else:   # botocore's SigV2 *header* auth of CreateMultipartUpload fails on s3rver: the SDK opens it in v4
+            ticket = s3_ticket(s3, size_hint=len(data), part_size=5 * MiB, mode="multipart")
+            ticket.update(_v2_urls(client, ticket))
+        upload = open_upload(ticket, retry=fast(attempts=2))
+        feed(upload, data)
+        result = upload.close()
+        assert result.ok and result.parts == 3
+        assert verify_remote(ticket, expected_sha256=hashlib.sha256(data).hexdigest())["match"]
+    finally:
+        relay.close()
+    stored = s3.client()
+    for k, want in ((key, single), (ticket["destination"].split("/", 3)[3], data)):
+        body = stored.get_object(Bucket=s3.bucket, Key=k)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(want).hexdigest()
+    seen = _presigned_heads(relay)
+    assert {m for m, _, _ in seen} >= {"PUT", "POST", "GET"}, seen
+    for method, query, headers in seen:
+        extra = set(headers) - TRANSPORT
+        if form == "s3v4":
+            signed = {h.lower() for h in dict(parse_qsl(query))["X-Amz-SignedHeaders"].split(";")}
+            assert extra <= signed, f"{method} sent headers its URL did not sign: {sorted(extra - signed)}"
+        else:
+            assert not {h for h in extra if h in ("content-md5", "content-type") or h.startswith("x-amz-")}, \
+                f"{method} sent {sorted(extra)} with a SigV2 URL that signed none of them"
+
+
+def test_proxy_only_from_https_proxy_no_proxy_or_the_option(monkeypatch, tmp_path):
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    netrc = tmp_path / ".netrc"         # proxy and server are both 127.0.0.1: netrc would name them
+    netrc.write_text("machine 127.0.0.1 login x password y\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(netrc))
+    with srv.run_put_server(token=None) as (server, ca), srv.ConnectProxy() as env_proxy, \
+            srv.ConnectProxy() as other, srv.ConnectProxy() as option:
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        target = f"127.0.0.1:{server.server_address[1]}"
+
+        def put(name: str, **kw) -> None:
+            upload = up.open_upload(f"{server.url}/{name}", ca_bundle=str(tmp_path / "ca.pem"),
+                                    retry=fast(attempts=2), **kw)
+            upload.write(name.encode() * 1000)
+            assert upload.close().ok
+            assert server.objects[f"/{name}"] == name.encode() * 1000
+
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, other.url)
+        put("not-http-proxy-nor-all-proxy")
+        assert other.accepted == 0, "HTTP_PROXY / ALL_PROXY were used for https"
+        assert not any("authorization" in {k.lower() for k in h} for _, _, h in server.requests), \
+            "netrc credentials were sent"
+        monkeypatch.setenv("HTTPS_PROXY", env_proxy.url)
+        put("through-https-proxy")
+        assert env_proxy.connects == [target]
+        monkeypatch.setenv("NO_PROXY", "example.invalid, 127.0.0.0/8")
+        put("no-proxy-cidr")
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        put("no-proxy-host")
+        assert env_proxy.connects == [target], "NO_PROXY names the host: no CONNECT"
+        monkeypatch.delenv("NO_PROXY")
+        put("the-option-wins", proxy=option.url)
+        assert option.connects == [target] and len(env_proxy.connects) == 1
+        put("the-option-says-direct", proxy="none")
+        assert len(env_proxy.connects) == 1 and len(option.connects) == 1
+        assert other.accepted == 0, "HTTP_PROXY / ALL_PROXY were used for https"
+        for proxy in (env_proxy, option):
+            assert not any(b"proxy-authorization" in h.lower() for h in proxy.heads)
+        assert not any("authorization" in {k.lower() for k in h} for _, _, h in server.requests), \
+            "netrc credentials were sent"
+        with pytest.raises(up.UploadError) as err:
+            up.open_upload(f"{server.url}/x", ca_bundle=str(tmp_path / "ca.pem"), proxy="http://u:pw@127.0.0.1:9")
+        assert err.value.kind == "insecure" and "pw" not in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["HTTPS_PROXY", "--proxy"])
+def test_a_proxy_that_terminates_tls_is_refused(monkeypatch, tmp_path, how):
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with srv.run_put_server(token=None) as (server, ca), srv.ConnectProxy("intercept") as mitm:
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        kw = {"proxy": mitm.url}
+        if how == "HTTPS_PROXY":
+            monkeypatch.setenv("HTTPS_PROXY", mitm.url)
+            kw = {}
+        upload = up.open_upload(f"{server.url}/k", ca_bundle=str(tmp_path / "ca.pem"), retry=fast(attempts=2), **kw)
+        with pytest.raises(up.UploadError) as err:
+            upload.write(b"evidence" * 1000)
+            upload.close()
+        assert err.value.kind == "tls", err.value
+        assert mitm.connects and not mitm.intercepted, "the request went through a tunnel we could not verify"
+        assert not server.objects

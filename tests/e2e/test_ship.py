@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -109,3 +110,92 @@ def test_expired_url_keeps_the_local_copy_and_says_so(s3, tmp_path):
     assert local.exists() and hashlib.sha256(local.read_bytes()).hexdigest() == summary["sha256"]
     assert run_triagent(["verify", str(local)]).returncode == 0
 
+
+# ---------------------------------------------------------------------------------------------- hostile host
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+              "no_proxy")
+
+
+def _hostile_env(tmp_path: Path, ca_file: Path) -> dict[str, str]:
+    """The host's environment as an attacker sets it: their CA in every variable a TLS stack reads, and a
+    ~/.netrc naming the upload host."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    netrc = home / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login x password y\n")
+    netrc.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env.update(HOME=str(home), NETRC=str(netrc), REQUESTS_CA_BUNDLE=str(ca_file), SSL_CERT_FILE=str(ca_file),
+               CURL_CA_BUNDLE=str(ca_file), SSL_CERT_DIR=str(ca_file.parent))
+    return env
+
+
+def test_upload_trusts_no_ca_and_no_netrc_from_the_host(tmp_path):
+    with srv.run_put_server(token=None) as (server, ca):
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        env = _hostile_env(tmp_path, ca_file)
+        workdir = tmp_path / "cwd"
+        workdir.mkdir()
+        url = f"{server.url}/incoming/bundle.tar.gz"
+
+        proc = run_triagent(["collect", "--profile", "minimal", "--upload", url], env=env, cwd=workdir)
+        summary = _summary(proc)
+        assert proc.returncode == 1 and not summary["uploads"][0]["ok"], summary
+        assert "TLS verification failed" in summary["uploads"][0]["error"], summary
+        assert not server.objects, "the CA from REQUESTS_CA_BUNDLE / SSL_CERT_FILE / CURL_CA_BUNDLE was trusted"
+
+        proc = run_triagent(["collect", "--profile", "minimal", "--upload", url, "--ca-bundle", str(ca_file)],
+                            env=env, cwd=workdir)
+        summary = _summary(proc)
+        assert proc.returncode == 0 and summary["uploads"][0]["ok"], (summary, proc.stderr.decode()[-2000:])
+        assert hashlib.sha256(server.objects["/incoming/bundle.tar.gz"]).hexdigest() == summary["sha256"]
+        sent = [{k.lower() for k in headers} for _, _, headers in server.requests]
+        assert sent and not any("authorization" in names for names in sent), "~/.netrc credentials were sent"
+
+
+def test_userinfo_and_signature_never_reach_custody_log_or_summary(tmp_path):
+    with srv.run_put_server(token=None) as (server, ca):
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        port = server.server_address[1]
+        out = tmp_path / "out"
+
+        # user:password@ in the URL: refused before any connection, and never repeated
+        url = f"https://evidence:pw-SECRET@127.0.0.1:{port}/k.tar.gz?X-Amz-Signature=SIG-SECRET&X-Amz-Date=1"
+        proc = run_triagent(["collect", "--profile", "minimal", "--output", str(out), "--upload", url,
+                             "--ca-bundle", str(ca_file), "-v"])
+        text = proc.stdout.decode() + proc.stderr.decode()
+        assert proc.returncode == 3 and "user:password@" in text, text[-2000:]
+        assert "pw-SECRET" not in text and "SIG-SECRET" not in text
+        assert not server.requests and not list(out.glob("*.tar.gz")), "a refused URL still ran"
+
+        # a signed URL that fails (TLS: no --ca-bundle), whose urllib3 error text carries the full query
+        url = (f"https://127.0.0.1:{port}/k.tar.gz?AWSAccessKeyId=AKID-SECRET&Signature=SIG-SECRET"
+               "&Expires=4102444800")
+        proc = run_triagent(["collect", "--profile", "minimal", "--output", str(out), "--upload", url, "-v"])
+        summary = _summary(proc)
+        assert proc.returncode == 1 and not summary["uploads"][0]["ok"], summary
+        bundle = tarfile.open(summary["bundle"])
+        custody = bundle.extractfile("triagent/custody.json").read().decode()
+        log = bundle.extractfile("triagent/collection.log.jsonl").read().decode()
+        assert f"127.0.0.1:{port}/k.tar.gz" in custody      # the destination is recorded, its secrets are not
+        for where, text in (("custody.json", custody), ("collection log", log), ("summary", proc.stdout.decode()),
+                            ("stderr", proc.stderr.decode())):
+            assert "SECRET" not in text, f"a secret reached the {where}"
+
+
+def test_proxy_option_wins_over_the_environment(tmp_path):
+    with srv.run_put_server(token=None) as (server, ca), srv.ConnectProxy() as env_proxy, \
+            srv.ConnectProxy() as option:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        env.update(HTTPS_PROXY=env_proxy.url, ALL_PROXY=env_proxy.url)
+        proc = run_triagent(["collect", "--profile", "minimal", "--upload", f"{server.url}/p.tar.gz",
+                             "--ca-bundle", str(ca_file), "--proxy", option.url], env=env, cwd=tmp_path)
+        summary = _summary(proc)
+        assert proc.returncode == 0 and summary["uploads"][0]["ok"], (summary, proc.stderr.decode()[-2000:])
+        assert option.connects == [f"127.0.0.1:{server.server_address[1]}"] and env_proxy.accepted == 0
+        assert hashlib.sha256(server.objects["/p.tar.gz"]).hexdigest() == summary["sha256"]
