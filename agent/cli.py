@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop collecting after this long and seal a partial bundle (default: the profile's)")
     c.add_argument("--include-secrets", action="store_true",
                    help="also ship shadow hashes, private keys and secret-looking environment values")
+    c.add_argument("--read-remote-fs", action="store_true",
+                   help="also read FUSE and network filesystems mounted below the root (by default they are "
+                        "listed, not read: their server can make a read wait for ever)")
+    c.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="abandon a host read that makes no progress this long (default 30)")
     c.add_argument("--compress", choices=("gzip", "none"),
                    help="bundle compression (default: gzip; none when a memory image is taken, whose format "
                    "decides: LiME raw, AVML snappy)")
@@ -418,7 +423,8 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
                          min_free_bytes=args.min_free, output_dir=args.output if bundle_path else None,
                          max_disk_usage=args.max_disk_usage,
                          artifact_options={"memory": memory_options, "disk.bodyfile": _disk_options(args)},
-                         verbose=args.verbose)
+                         verbose=args.verbose, read_remote_fs=args.read_remote_fs,
+                         read_timeout_s=max(1.0, args.read_timeout))
     run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns, stop=stop)
     current["run"] = run
     if early_reasons:
@@ -454,7 +460,24 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"triagent: upload to {u.get('destination')} failed: {u.get('error')}", file=sys.stderr)
     summary = _summary(run, bundle_path, shipped, custody)
     print(summary, file=summary_stream, flush=True)
+    if run.abandoned_reads:
+        _release_stdio()
     return EXIT_COMPLETE if run.status == "complete" and not failed else EXIT_PARTIAL
+
+
+def _release_stdio() -> None:
+    """A thread abandoned in a host read (a FUSE server that never answers) keeps this process from
+    ending until the kernel lets it go, and our descriptors with it. The bundle is sealed and the
+    summary written: let whoever reads our output (SSM, ssh) see its end now."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
 
 
 def _summary(run: Any, bundle_path: str | None, shipped: dict[str, Any], custody: dict[str, Any]) -> str:
