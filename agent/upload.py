@@ -311,9 +311,10 @@ class _Session(requests.Session):
         return super().request(method, url, *args, **kw)
 
 
-def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
-    """certifi's roots and the operator's CA only: built by hand, because ssl.create_default_context /
-    load_default_certs / set_default_verify_paths read SSL_CERT_FILE and SSL_CERT_DIR."""
+def tls_context(ca_bundle: str | None = None, ca_pem: str | None = None) -> ssl.SSLContext:
+    """certifi's roots and the operator's CA only (``--ca-bundle``, or the ticket's ``ca_pem``): built
+    by hand, because ssl.create_default_context / load_default_certs / set_default_verify_paths read
+    SSL_CERT_FILE and SSL_CERT_DIR."""
     import certifi
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)     # CERT_REQUIRED and check_hostname
@@ -321,16 +322,22 @@ def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     ctx.load_verify_locations(cafile=certifi.where())
     if ca_bundle:
         ctx.load_verify_locations(cafile=ca_bundle)
+    if ca_pem:
+        try:
+            ctx.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise UploadError("ticket", f"the ticket's ca_pem is not a PEM certificate: {exc}") from None
     return ctx
 
 
 def make_session(ca_bundle: str | None = None, pool: int = 4,
-                 proxy: str | ProxyConfig | None = None) -> requests.Session:
+                 proxy: str | ProxyConfig | None = None, ca_pem: str | None = None) -> requests.Session:
     """TLS verification is always on; nothing comes from the environment but HTTPS_PROXY/NO_PROXY
     (read explicitly; `proxy`, the operator's --proxy, wins)."""
     config = proxy if isinstance(proxy, ProxyConfig) else proxy_config(proxy)
     s = _Session(config)
-    adapter = _TLSAdapter(tls_context(ca_bundle), pool_connections=pool, pool_maxsize=pool, max_retries=0)
+    adapter = _TLSAdapter(tls_context(ca_bundle, ca_pem), pool_connections=pool, pool_maxsize=pool,
+                          max_retries=0)
     s.mount("https://", adapter)
     s.mount("http://", HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0))
     s.headers["User-Agent"] = "triagent-upload"
@@ -1160,7 +1167,10 @@ def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, p
         size, buffers = max(size, int(ticket.get("max_bytes") or 0)), 1
     if kind == "s3-multipart" and size < S3_MIN_PART:
         raise UploadError("ticket", f"part size {size} is below S3's 5 MiB minimum")
-    http = _Http(session or make_session(ca_bundle, proxy=proxy), retry or RetryPolicy(), safe_log)
+    ca_pem = ticket.get("ca_pem")  # the operator's CA for this destination (on-premises S3-compatible storage)
+    if ca_pem is not None and (not isinstance(ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in ca_pem):
+        raise UploadError("ticket", "the ticket's ca_pem must be PEM certificate text")
+    http = _Http(session or make_session(ca_bundle, proxy=proxy, ca_pem=ca_pem), retry or RetryPolicy(), safe_log)
     route = http.session.proxy.describe() if isinstance(http.session, _Session) else "caller's session"
     try:
         backend = _BACKENDS[kind](http, ticket)

@@ -44,6 +44,11 @@ def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", srv.S3RVER_KEY)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # the responder's boto3 (push presigns and starts multipart uploads) trusts the loopback s3rver's test CA
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(srv.shared_tls().ca_file))
+    # over HTTPS botocore streams put_object as aws-chunked with a trailing checksum, which S3 reads and
+    # s3rver stores verbatim: ask for checksums only where S3 requires them
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
@@ -99,7 +104,8 @@ def push_args(moto: str, s3, ledger: Path, *extra: str) -> list[str]:
     return ["push", "--document-name", "triagent-push", "--binary-url", "https://127.0.0.1:9/triagent",
             "--binary-sha256", SHA, "--bucket", s3.bucket, "--case", CASE, "--profile", "minimal",
             "--endpoint-url", moto, "--s3-endpoint-url", s3.endpoint, "--region", "us-east-1",
-            "--ledger", str(ledger), "--poll-interval", "0.05", *extra]
+            "--ledger", str(ledger), "--poll-interval", "0.05", "--ca-bundle", str(srv.shared_tls().ca_file),
+            *extra]
 
 
 def run(argv: list[str], hooks: ps.Hooks | None = None) -> int:
@@ -117,7 +123,7 @@ def ticket_from_param(value: str) -> dict:
     if value.startswith("fetch+"):
         import requests
 
-        resp = requests.get(value[6:], timeout=30)
+        resp = requests.get(value[6:], timeout=30, verify=str(srv.shared_tls().ca_file))
         resp.raise_for_status()
         return resp.json()
     return json.loads(value)
@@ -133,9 +139,11 @@ def collector_output(ticket: dict, tmp: Path, host: str) -> tuple[int, str]:
     path = tmp / f"ticket-{host}.json"
     path.write_text(json.dumps(ticket))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # the loopback s3rver speaks TLS with the tests' own CA: the collector trusts it only when told
+    ca = str(srv.shared_tls().ca_file)
     proc = subprocess.run([sys.executable, "-m", "agent", "collect", "--profile", "minimal", "--upload", str(path),
-                           "--case-id", CASE, "--no-nice"], cwd=REPO, env=env, capture_output=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+                           "--case-id", CASE, "--no-nice", "--ca-bundle", ca], cwd=REPO, env=env, capture_output=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
     line = proc.stdout.decode().strip().splitlines()[-1]
     assert line.startswith("{"), proc.stderr.decode()[-2000:]
     prefix = json.dumps({"fetched_to": "/dev/shm/triagent-push.test", "fs": "tmpfs", "fetcher": "test",
@@ -248,7 +256,7 @@ def test_ticket_by_fetch_url_is_deleted_after_the_run(moto, s3, document, tmp_pa
 
     def play_agent(host_: str, command_id: str, _invocation: dict) -> dict:
         value = command_of(moto, command_id)["Parameters"]["uploadTicket"][0]
-        assert value.startswith("fetch+http://127.0.0.1:")
+        assert value.startswith("fetch+https://127.0.0.1:")
         fetched.append(value)
         ticket = ticket_from_param(value)       # a real presigned GET against s3rver
         rc, out = collector_output(ticket, tmp_path, host_)
@@ -262,7 +270,8 @@ def test_ticket_by_fetch_url_is_deleted_after_the_run(moto, s3, document, tmp_pa
     assert line["match"] == "yes" and line["errors"] == []
     import requests
 
-    assert requests.get(fetched[0][6:], timeout=30).status_code == 404     # the ticket copy is gone
+    gone = requests.get(fetched[0][6:], timeout=30, verify=str(srv.shared_tls().ca_file))
+    assert gone.status_code == 404     # the ticket copy is gone
 
 
 def test_readiness_mode_aggregates_the_fleet(moto, s3, tmp_path, capsys):
@@ -276,7 +285,8 @@ def test_readiness_mode_aggregates_the_fleet(moto, s3, tmp_path, capsys):
         path = tmp_path / f"ready-{host}.json"
         path.write_text(json.dumps(tickets[host]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        proc = subprocess.run([sys.executable, "-m", "agent", "readiness", "--upload", str(path)], cwd=REPO,
+        proc = subprocess.run([sys.executable, "-m", "agent", "readiness", "--upload", str(path),
+                               "--ca-bundle", str(srv.shared_tls().ca_file)], cwd=REPO,
                               env=env, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
         return {"StandardOutputContent": proc.stdout.decode(), "ResponseCode": proc.returncode,
                 "Status": "Success" if proc.returncode == 0 else "Failed"}
@@ -346,7 +356,7 @@ def fake_upload(ticket: dict, payload: bytes) -> str:
     summary line it would print."""
     from agent.upload import open_upload
 
-    up = open_upload(ticket)
+    up = open_upload(ticket, ca_bundle=str(srv.shared_tls().ca_file))
     up.write(payload)
     result = up.close()
     return json.dumps({"status": "complete", "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),
@@ -415,9 +425,10 @@ args = sys.argv[1:]
 remote = shlex.split(args[args.index("--command") + 1])
 json.dump({{"argv": args, "remote": remote, "stdin": script.decode()}},
           open({str(seen)!r} + "/" + uuid.uuid4().hex, "w"))
-ticket = requests.get(remote[7].removeprefix("fetch+"), timeout=30).json()
+ca = {str(srv.shared_tls().ca_file)!r}
+ticket = requests.get(remote[7].removeprefix("fetch+"), timeout=30, verify=ca).json()
 payload = b"bundle via ssh\\n"
-up = open_upload(ticket)
+up = open_upload(ticket, ca_bundle=ca)
 up.write(payload)
 result = up.close()
 print(json.dumps({{"status": "complete", "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload),

@@ -582,3 +582,24 @@ def test_a_proxy_that_terminates_tls_is_refused(monkeypatch, tmp_path, how):
         assert err.value.kind == "tls", err.value
         assert mitm.connects and not mitm.intercepted, "the request went through a tunnel we could not verify"
         assert not server.objects
+
+
+def test_the_ticket_carries_the_operators_ca_and_nothing_else_is_trusted(tmp_path):
+    """On-premises S3-compatible storage with a private CA: the CA travels in the ticket the operator
+    made (`ca_pem`), never from the host's trust store; a ca_pem that is not a certificate is refused."""
+    with srv.run_put_server() as (server, ca):
+        url = f"{server.url}/incoming/ticket-ca.tar.gz"
+        ticket = {"format": "triagent-upload-ticket/1", "kind": "https-put", "url": url, "destination": url}
+        token_file = tmp_path / "token"
+        token_file.write_text(server.token)
+        with pytest.raises(up.UploadError) as err:
+            upload = up.open_upload(dict(ticket), bearer_token_file=str(token_file), retry=fast())
+            upload.write(b"abc")
+            upload.close()
+        assert err.value.kind == "tls"
+        upload = up.open_upload(dict(ticket, ca_pem=ca.cert_pem.bytes().decode()), bearer_token_file=str(token_file))
+        upload.write(b"evidence")
+        assert upload.close().ok and server.objects["/incoming/ticket-ca.tar.gz"] == b"evidence"
+        with pytest.raises(up.UploadError) as err:
+            up.open_upload(dict(ticket, ca_pem="not a certificate"), bearer_token_file=str(token_file))
+        assert err.value.kind == "ticket"

@@ -1,7 +1,7 @@
 """The push documents in specs/push/, run exactly as each channel's agent runs them: the script written
 to a file (or fed to `sh -s` for ssh), `env -i` with the agent's variables, its working directory, its
 timeout (the whole process group killed) and its output cut, against a loopback HTTP server that serves
-the binary and receives the bundle (an `https-put` ticket with an http://127.0.0.1 URL).
+the binary and an HTTPS one that receives the bundle (an `https-put` ticket carrying the tests' CA).
 
 Stand-in "binaries" (shell scripts with a known hash) test the wrapper's own logic without the build:
 the hash refusal, exit-code mapping, the deadline, the noexec fallback. The real dist/triagent runs in
@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -160,22 +161,33 @@ def test_scripts_have_no_bashisms():
 # ---------------------------------------------------------------------------------------------- loopback server
 
 class Server(http.server.ThreadingHTTPServer):
+    """Serves the binary and tickets over plain HTTP (the documents fetch them with the host's own
+    tools) and takes uploads on a second, HTTPS listener: the collector uploads over https:// only."""
+
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.files: dict[str, bytes] = {}
         self.objects: dict[str, bytes] = {}
         self.gets: list[str] = []
+        self.uploads: Server | None = None
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def ticket(self, name: str) -> dict:
-        url = f"{self.base}/upload/{name}"
+        import upload_servers as srv
+
+        assert self.uploads is not None
+        url = f"https://127.0.0.1:{self.uploads.server_address[1]}/upload/{name}"
+        # the operator's CA for this destination travels in the ticket (the host's trust store is never used)
         return {"format": "triagent-upload-ticket/1", "kind": "https-put", "destination": url, "url": url,
-                "created": "2026-11-23T00:00:00Z", "expires": "2036-11-23T00:00:00Z", "part_size": 1 << 20}
+                "created": "2026-11-23T00:00:00Z", "expires": "2036-11-23T00:00:00Z", "part_size": 1 << 20,
+                "ca_pem": srv.shared_tls().ca_file.read_text()}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -214,13 +226,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    srv = Server()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    import upload_servers as srv
+
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    files = srv.shared_tls()
+    tls.load_cert_chain(str(files.cert_file), str(files.key_file))
+    plain, secure = Server(), Server(tls)
+    secure.objects = plain.objects
+    plain.uploads = secure
+    for one in (plain, secure):
+        threading.Thread(target=one.serve_forever, daemon=True).start()
     try:
-        yield srv
+        yield plain
     finally:
-        srv.shutdown()
-        srv.server_close()
+        for one in (plain, secure):
+            one.shutdown()
+            one.server_close()
 
 
 @pytest.fixture(scope="session")
