@@ -109,21 +109,39 @@ def _syscall():  # noqa: ANN202 - a ctypes function
     return _openat2_state["fn"]
 
 
-def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
-    """openat2(2); OSError(ENOSYS) where the kernel (or a seccomp filter) does not have it."""
-    fn = _syscall()
-    if fn is None or _openat2_state.get("missing"):
-        raise OSError(errno.ENOSYS, "openat2 unavailable")
+def _raw_openat2(fn, dir_fd: int, path: str, flags: int, resolve: int) -> int:  # noqa: ANN001
     how = _OpenHow(flags, 0, resolve)
     fd = fn(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(path)),
             ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
         code = ctypes.get_errno()
-        if code in (errno.ENOSYS, errno.EPERM) and "works" not in _openat2_state:
-            _openat2_state["missing"] = True  # no openat2 (or a filter forbids it): walk instead
         raise OSError(code, os.strerror(code), path)
-    _openat2_state["works"] = True
     return int(fd)
+
+
+def openat2_available() -> bool:
+    """Probed once: an O_PATH openat2 of "/" (kernels before 5.6 say ENOSYS; seccomp filters ENOSYS or
+    EPERM). Without it every open is the descriptor walk's."""
+    if "available" not in _openat2_state:
+        fn = _syscall()
+        ok = False
+        if fn is not None:
+            try:
+                os.close(_raw_openat2(fn, -100, "/", os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT))  # AT_FDCWD
+                ok = True
+            except OSError:
+                ok = False
+        _openat2_state["available"] = ok
+    return bool(_openat2_state["available"]) and not _openat2_state.get("missing")
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2); OSError(ENOSYS) where the kernel (or a seccomp filter) does not have it."""
+    if not openat2_available():
+        raise OSError(errno.ENOSYS, "openat2 unavailable")
+    fd = _raw_openat2(_syscall(), dir_fd, path, flags, resolve)
+    _openat2_state["works"] = True
+    return fd
 
 
 # ---- the evidence root ------------------------------------------------------------------------
@@ -234,12 +252,14 @@ class EvidenceRoot:
             if not want_dir and not stat.S_ISREG(st.st_mode):
                 raise NotRegularFile(resolved, st.st_mode)
             fd = -1
-            if not _openat2_state.get("missing"):
+            if openat2_available():
                 try:  # the kernel keeps the open inside the root even if the tree changes under us
                     fd = _open_noatime(lambda f: openat2(self.fd, resolved.lstrip("/") or ".", f, RESOLVE_IN_ROOT
                                                          | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS), flags)
                 except OSError as exc:
-                    if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EAGAIN, errno.EXDEV, errno.ELOOP):
+                    # EAGAIN: a rename raced the lookup; ELOOP: a component became a link. The walk's
+                    # own descriptors decide then, under the same rules.
+                    if exc.errno not in (errno.EAGAIN, errno.EXDEV, errno.ELOOP):
                         raise
             if fd < 0:
                 fd = _open_noatime(lambda f: os.open(name, f, dir_fd=parent_fd), flags)
