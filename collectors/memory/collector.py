@@ -109,9 +109,6 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
         raise Refused("/proc/iomem shows no System RAM ranges (addresses are hidden from this reader)")
     facts["ram_ranges"] = [{"start": s, "end": e, "size": e - s + 1} for s, e in ram]
     facts["ram_bytes"] = sum(e - s + 1 for s, e in ram)
-    limit = ctx.opt("memory_limit")
-    if limit and facts["ram_bytes"] > limit:
-        raise Refused(f"memory ({facts['ram_bytes']} bytes) is larger than --memory-limit ({limit})")
     forced = ctx.opt("source")
     paths = dict(SOURCES, **ctx.opt("source_paths", {}))  # tests and benchmarks point at synthetic files
     candidates = [forced] if forced else list(SOURCES)
@@ -125,6 +122,11 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
         break
     else:
         raise Refused("no usable memory source: " + "; ".join(reasons))
+    # the limit is about the image we would take: only once a source can take one
+    limit = ctx.opt("memory_limit")
+    if limit and facts["ram_bytes"] > limit:
+        os.close(fd)
+        raise Refused(f"memory ({facts['ram_bytes']} bytes) is larger than --memory-limit ({limit})")
     for reason in reasons:
         yield Problem(f"memory source passed over: {reason}", level="info")
     facts.update(details, source=paths[name])

@@ -176,3 +176,18 @@ def test_lockdown_and_missing_source_refusals(tmp_path):
     unreadable.write_text("00000000-00000000 : System RAM\n")  # what a non-root reader sees
     facts, _, image = _acquire(syn, iomem_path=str(unreadable))
     assert image is None and "no System RAM" in facts["reason"]
+
+
+def test_no_source_is_named_before_the_memory_limit(tmp_path):
+    """A host with no memory source is told so, not that its RAM is larger than --memory-limit."""
+    syn = kcore_fixture.build(tmp_path, RAM[:2])
+    missing = {"kcore": str(tmp_path / "no-kcore"), "crash": str(tmp_path / "no-crash"),
+               "mem": str(tmp_path / "no-mem")}
+    for forced in ("kcore", None):
+        facts, problems, image = _acquire(syn, memory_limit=1 * MiB, source=forced, source_paths=missing)
+        assert image is None and facts["status"] == "refused"
+        assert "--memory-limit" not in facts["reason"] and "No such file" in facts["reason"], facts["reason"]
+        assert not any("--memory-limit" in p.message for p in problems)
+    # with a source, the limit still refuses (and the source is not left open)
+    facts, _, image = _acquire(syn, memory_limit=1 * MiB)
+    assert image is None and "--memory-limit" in facts["reason"] and facts["ram_bytes"] > MiB
