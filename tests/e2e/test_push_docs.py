@@ -80,8 +80,8 @@ SSM_PARAMETERS: dict[str, dict] = {
                "allowedPattern": "^(/[A-Za-z0-9._/-]{0,200})?$"},
     "executionTimeout": {"type": "String", "default": "3600", "description": "(Optional) The command's timeout in "
                          "seconds (max 172800). The collector is stopped 40 s before it so the script can clean up.",
-                         "allowedPattern": "([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})"
-                         "|(172800)"},
+                         "allowedPattern": "^(([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})"
+                         "|(172800))$"},
 }
 SSM_HEADER = [
     "#!/bin/sh",
