@@ -1,4 +1,4 @@
-"""The custody record as a CASE/UCO 1.3 JSON-LD graph (https://caseontology.org), for case tools.
+"""The custody record as a CASE/UCO 1.5 JSON-LD graph (https://caseontology.org), for case tools.
 
 One ``InvestigativeAction`` (the collection) with its performer (the examiner's role), instrument
 (triagent), object (the host) and results: a ``ProvenanceRecord`` and one ``File`` per bundle member
@@ -25,8 +25,7 @@ _UCO = "https://ontology.unifiedcyberontology.org/uco/"
 CONTEXT: dict[str, str] = {
     "kb": KB,
     "case-investigation": "https://ontology.caseontology.org/case/investigation/",
-    **{f"uco-{m}": f"{_UCO}{m}/" for m in ("action", "core", "identity", "observable", "role", "tool", "types",
-                                          "vocabulary")},
+    **{f"uco-{m}": f"{_UCO}{m}/" for m in ("action", "core", "identity", "observable", "role", "tool", "types")},
     "xsd": "http://www.w3.org/2001/XMLSchema#",
 }
 # Fixed so that ids depend only on the run, never on where or when the graph is rendered.
@@ -57,7 +56,8 @@ def _datetime(ns: int | None = None, text: str | None = None) -> dict[str, str] 
 
 def _sha256_node(node_id: str, hex_digest: str) -> dict[str, Any]:
     return {"@id": node_id, "@type": "uco-types:Hash",
-            "uco-types:hashMethod": {"@type": "uco-vocabulary:HashNameVocab", "@value": "SHA256"},
+            # UCO 1.4+: a vocabulary member is a plain xsd:string (a ...Vocab datatype is deprecated, an error in 2.0)
+            "uco-types:hashMethod": "SHA256",
             "uco-types:hashValue": {"@type": "xsd:hexBinary", "@value": hex_digest.lower()}}
 
 
@@ -159,8 +159,7 @@ def custody_jsonld(custody: dict[str, Any], manifest: dict[str, Any], tool_sha25
     graph.append(_prune({
         "@id": action_id, "@type": "case-investigation:InvestigativeAction", "uco-core:name": "triage collection",
         "uco-core:description": "; ".join(d for d in described if d) or None,
-        "uco-action:actionStatus": {"@type": "uco-vocabulary:ActionStatusTypeVocab", "@value": "Complete/Finish"}
-        if status == "complete" else None,
+        "uco-action:actionStatus": "Complete/Finish" if status == "complete" else None,
         "uco-action:startTime": _datetime(custody.get("started_ns"), custody.get("started_utc")),
         "uco-action:endTime": _datetime(text=custody.get("ended_utc")),
         "uco-action:performer": performer and {"@id": performer},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from conftest import members, need, run_triagent, summary_of
 
 from agent.case import JSONLD_NAME, custody_jsonld, jsonld_bytes
 
-CASE_VERSION = "case-1.3.0"
+# the CASE releases the current case-utils (0.18) ships; the newest first. From UCO 1.4 on, vocabulary
+# values (hash method, action status) are plain xsd:string, no longer ...Vocab-typed literals.
+CASE_VERSIONS = ("case-1.5.0", "case-1.4.0")
 SHA256_EMPTY = hashlib.sha256(b"").hexdigest()
 
 
@@ -60,7 +63,7 @@ def _nodes(graph: dict, kind: str) -> list[dict]:
 def _sha256_of(file_node: dict) -> list[str]:
     return [h["uco-types:hashValue"]["@value"] for facet in file_node["uco-core:hasFacet"]
             if facet["@type"] == "uco-observable:ContentDataFacet" for h in facet["uco-observable:hash"]
-            if h["uco-types:hashMethod"]["@value"] == "SHA256"]
+            if h["uco-types:hashMethod"] == "SHA256"]
 
 
 def _edge_cases(custody: dict, manifest: dict) -> tuple[dict, dict]:
@@ -79,8 +82,9 @@ def _edge_cases(custody: dict, manifest: dict) -> tuple[dict, dict]:
     return custody, dict(manifest, members=manifest["members"] + extra)
 
 
+@pytest.mark.parametrize("case_version", CASE_VERSIONS)
 @pytest.mark.parametrize("variant", ["bundle", "edge-cases"])
-def test_case_validate_conforms(bundle, tmp_path, variant):
+def test_case_validate_conforms(bundle, tmp_path, variant, case_version):
     validator = _case_validate()
     need(validator is not None, "case_validate not installed (pip install case-utils, in the test extra)")
     custody, manifest = bundle["custody"], bundle["manifest"]
@@ -90,9 +94,35 @@ def test_case_validate_conforms(bundle, tmp_path, variant):
         tool_sha256 = "cd" * 32
     path = tmp_path / "custody.jsonld"
     path.write_bytes(jsonld_bytes(custody_jsonld(custody, manifest, tool_sha256)))
-    proc = subprocess.run([validator, "--built-version", CASE_VERSION, str(path)], capture_output=True, timeout=600)
+    proc = subprocess.run([validator, "--built-version", case_version, str(path)], capture_output=True, timeout=600)
     report = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     assert "Conforms: True" in report and proc.returncode == 0, report[-4000:]
+
+
+def test_case_utils_is_current():
+    """The validator that judges the graph is the release the test extra pins, and that release knows
+    the CASE versions checked above (an older pin let a graph pass that the current release refuses)."""
+    validator = _case_validate()
+    need(validator is not None, "case_validate not installed (pip install case-utils, in the test extra)")
+    from importlib.metadata import version
+
+    setup = (Path(__file__).resolve().parents[2] / "setup.cfg").read_text()
+    pinned = re.search(r"^\s*case-utils==(\S+)\s*$", setup, re.M)
+    assert pinned and version("case-utils") == pinned.group(1), (pinned and pinned.group(1), version("case-utils"))
+    assert tuple(int(x) for x in pinned.group(1).split(".")[:2]) >= (0, 18)
+    help_text = subprocess.run([validator, "--help"], capture_output=True, timeout=120).stdout.decode()
+    assert all(v in help_text for v in CASE_VERSIONS), help_text[-2000:]
+
+
+def test_vocabulary_values_are_plain_strings(bundle):
+    """UCO 1.4+: hashMethod and actionStatus are xsd:string; a ...Vocab datatype is a violation."""
+    custody = dict(bundle["custody"], status="complete")
+    data = jsonld_bytes(custody_jsonld(custody, bundle["manifest"], "cd" * 32)).decode()
+    assert "uco-vocabulary:" not in data and "Vocab" not in data
+    graph = custody_jsonld(custody, bundle["manifest"], "cd" * 32)
+    assert {h["uco-types:hashMethod"] for h in _nodes(graph, "uco-types:Hash")} == {"SHA256"}
+    (action,) = _nodes(graph, "case-investigation:InvestigativeAction")
+    assert action["uco-action:actionStatus"] == "Complete/Finish"
 
 
 def test_every_member_once_with_its_sha256(bundle):
