@@ -161,7 +161,7 @@ def custody_jsonld(custody: dict[str, Any], manifest: dict[str, Any], tool_sha25
         "uco-core:description": "; ".join(d for d in described if d) or None,
         "uco-action:actionStatus": "Complete/Finish" if status == "complete" else None,
         "uco-action:startTime": _datetime(custody.get("started_ns"), custody.get("started_utc")),
-        "uco-action:endTime": _datetime(text=custody.get("ended_utc")),
+        "uco-action:endTime": _datetime(custody.get("ended_ns"), custody.get("ended_utc")),
         "uco-action:performer": performer and {"@id": performer},
         "uco-action:instrument": {"@id": tool_node["@id"]},
         "uco-action:object": {"@id": device_id},

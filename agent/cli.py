@@ -294,12 +294,12 @@ def _bundle_name(compress: str) -> str:
 
 def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     from agent.bundle import BundleWriter
-    from agent.custody import custody_record
+    from agent.custody import custody_record, run_end
     from agent.pipeline import Run, RunOptions
     from agent.plan import SpecError, load_profile, load_secrets
     from agent.redact import Redactor
 
-    started_ns = time.time_ns()
+    started_ns, started_mono_ns = time.time_ns(), time.monotonic_ns()
     # Signals first: a SIGTERM at any moment from here on still ends in a sealed, partial bundle.
     stop = threading.Event()
     early_reasons: list[str] = []
@@ -443,7 +443,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
             from collectors.volatile.cloud import identity_for_custody
 
             custody["cloud"] = identity_for_custody(run.cloud)
-        custody.update(priority=priority, ended_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        custody.update(priority=priority, **run_end(started_ns, started_mono_ns),
                        profile=profile.name, include_secrets=args.include_secrets,
                        redactions=run.redactor.redactions)
         run.finish(custody, sign_key=sign_key, jsonld=True)

@@ -7,11 +7,12 @@ import os
 import platform
 import re
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agent
-from collectors.util import utc
 from collectors.volatile.system import clock_facts, host_identity
 
 _SECRET_URL = re.compile(r"(?i)(https?://[^/\s?]+[^\s?]*)\?\S*")
@@ -87,6 +88,25 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+def utc_ns(ns: int) -> str:
+    """Nanoseconds since the epoch as ISO 8601 UTC, always with six fraction digits (the nanoseconds
+    themselves go beside it): cut the same way at both ends, a later time never prints earlier."""
+    seconds, rest = divmod(int(ns), 1_000_000_000)
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+
+
+def run_end(started_ns: int, started_mono_ns: int) -> dict[str, Any]:
+    """The end of the run for custody: ``ended_ns``/``ended_utc`` never before the start. The duration
+    comes from the monotonic clock; a wall clock set back during the run (NTP, an operator) gives the
+    start plus that duration instead, and its own reading is kept as ``wall_clock_at_end_utc``."""
+    wall, duration = time.time_ns(), max(0, time.monotonic_ns() - started_mono_ns)
+    ended = max(wall, started_ns + duration)
+    out: dict[str, Any] = {"ended_utc": utc_ns(ended), "ended_ns": ended, "duration_ns": duration}
+    if ended != wall:
+        out["wall_clock_at_end_utc"] = utc_ns(wall)
+    return out
+
+
 def custody_record(args: dict[str, Any], argv: list[str], root: str, live: bool, started_ns: int,
                    output: dict[str, Any]) -> dict[str, Any]:
     clock, _ = clock_facts(root if live else "/")
@@ -98,7 +118,7 @@ def custody_record(args: dict[str, Any], argv: list[str], root: str, live: bool,
         "command_line": [mask_argument(a) for a in argv],
         "run_as": {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "pid": os.getpid(),
                    "cwd": os.getcwd() if os.path.exists(".") else None},
-        "started_utc": utc(started_ns / 1e9), "started_ns": started_ns,
+        "started_utc": utc_ns(started_ns), "started_ns": started_ns,
         "clock_at_end": clock,
         "output": output,
     }

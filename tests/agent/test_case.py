@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,43 @@ def test_thousands_of_members_one_node_each(bundle):
     data = jsonld_bytes(graph)
     data.decode("utf-8")  # the undecodable name is spelled out, not a lone surrogate
     assert b"a\\\\xff" in data
+
+
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def test_end_is_not_before_start(bundle):
+    """Both ends of the run at full (microsecond) precision, the nanoseconds beside: the end is never
+    before the start, in custody.json and in the graph."""
+    from datetime import datetime
+
+    custody = bundle["custody"]
+    assert _STAMP.fullmatch(custody["started_utc"]) and _STAMP.fullmatch(custody["ended_utc"]), custody
+    assert custody["ended_ns"] >= custody["started_ns"]
+    start, end = (datetime.fromisoformat(custody[k]) for k in ("started_utc", "ended_utc"))
+    assert end >= start
+    seconds, rest = divmod(custody["ended_ns"], 10**9)
+    assert custody["ended_utc"] == f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+    (action,) = _nodes(custody_jsonld(custody, bundle["manifest"], None), "case-investigation:InvestigativeAction")
+    graph_start, graph_end = (datetime.fromisoformat(action[k]["@value"]) for k in ("uco-action:startTime",
+                                                                                      "uco-action:endTime"))
+    assert graph_end >= graph_start and action["uco-action:endTime"]["@value"] == custody["ended_utc"]
+
+
+def test_end_when_the_clock_steps_back(monkeypatch):
+    """The wall clock set back during the run (NTP, an operator): the end is the start plus the
+    monotonic duration, and the clock's own reading is kept beside it."""
+    import time as time_module
+
+    from agent import custody as custody_module
+
+    started_ns, started_mono = 1_780_000_000_123_456_789, 5_000_000_000
+    monkeypatch.setattr(time_module, "monotonic_ns", lambda: started_mono + 2_500_000_000)
+    monkeypatch.setattr(time_module, "time_ns", lambda: started_ns - 3_600_000_000_000)
+    end = custody_module.run_end(started_ns, started_mono)
+    assert end["ended_ns"] == started_ns + 2_500_000_000 and end["duration_ns"] == 2_500_000_000
+    assert end["ended_utc"] == "2026-05-28T20:26:42.623456Z" and end["ended_utc"] > custody_module.utc_ns(started_ns)
+    assert end["wall_clock_at_end_utc"] == "2026-05-28T19:26:40.123456Z"
+    monkeypatch.setattr(time_module, "time_ns", lambda: started_ns + 2_500_000_100)  # an ordinary run
+    end = custody_module.run_end(started_ns, started_mono)
+    assert end["ended_ns"] == started_ns + 2_500_000_100 and "wall_clock_at_end_utc" not in end
