@@ -4,6 +4,7 @@ traceback in the middle of a collection."""
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,12 @@ class Secrets:
     env_value_patterns: list[str]
     withheld_paths: list[str]
     record_fields: dict[str, list[str]] = field(default_factory=dict)
+    withheld_paths_except: list[str] = field(default_factory=list)
+    # value rules in priority order (ours first, then each [[import]]'s): gitleaks' rule tables, each
+    # with "source" (who wrote it) and "syntax" ("python" for ours, "re2" for imported ones) added
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    allowlists: list[dict[str, Any]] = field(default_factory=list)  # global: apply to every rule's secret
+    imports: list[dict[str, Any]] = field(default_factory=list)  # {name, path, syntax, rules, disabled}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -96,7 +103,47 @@ def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None 
     return Profile(name, raw.get("description", ""), float(raw.get("max_duration_s", 1800)), chosen)
 
 
+def _allowlists(raw: dict[str, Any], source: str, syntax: str) -> list[dict[str, Any]]:
+    found = raw.get("allowlists", [])
+    if isinstance(raw.get("allowlist"), dict):  # gitleaks' older spelling: one global table
+        found = [raw["allowlist"], *found]
+    return [dict(a, source=source, syntax=syntax) for a in found]
+
+
 def load_secrets(specs_dir: Path = SPECS_DIR) -> Secrets:
-    raw = _read(specs_dir / "secrets.toml")
+    """secrets.toml and the rule sets it imports (paths relative to specs/). Our own rules must
+    compile (a bad one is a spec error); an imported rule that cannot be converted is dropped and
+    counted by agent.redact, so that a newer upstream file degrades instead of stopping a run."""
+    path = specs_dir / "secrets.toml"
+    raw = _read(path)
+    rules: list[dict[str, Any]] = []
+    for rule in raw.get("rules", []):
+        if not isinstance(rule, dict) or not rule.get("id") or not rule.get("regex"):
+            raise SpecError(f"{path.name}: every [[rules]] needs an id and a regex: {rule!r}")
+        try:
+            re.compile(rule["regex"], re.ASCII)
+        except re.error as exc:
+            raise SpecError(f"{path.name}: rule {rule['id']!r}: {exc}") from None
+        rules.append(dict(rule, source="triagent", syntax="python"))
+    allowlists = _allowlists(raw, "triagent", "python")
+    imports = []
+    for imp in raw.get("import", []):
+        name, syntax = imp.get("name") or imp.get("path", "?"), imp.get("syntax", "re2")
+        if syntax not in ("re2", "python"):
+            raise SpecError(f"{path.name}: import {name!r}: unknown syntax {syntax!r}")
+        imported = _read(specs_dir / imp["path"])
+        disabled = set(imp.get("disable", []))
+        taken = [dict(r, source=name, syntax=syntax) for r in imported.get("rules", [])
+                 if r.get("id") not in disabled]
+        rules += taken
+        allowlists += _allowlists(imported, name, syntax)
+        imports.append({"name": name, "path": imp["path"], "syntax": syntax, "rules": len(taken),
+                        "disabled": sorted(disabled)})
+    seen: set[str] = set()
+    for rule in rules:
+        if rule["id"] in seen:
+            raise SpecError(f"{path.name}: rule id {rule['id']!r} defined twice")
+        seen.add(rule["id"])
     return Secrets(raw.get("env_name_patterns", []), raw.get("env_value_patterns", []),
-                   raw.get("withheld_paths", []), raw.get("record_fields", {}))
+                   raw.get("withheld_paths", []), raw.get("record_fields", {}),
+                   raw.get("withheld_paths_except", []), rules, allowlists, imports)
