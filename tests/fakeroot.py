@@ -1,5 +1,6 @@
 """Builds a fake evidence root on disk: users, every listed history format, SSH keys with options,
-private keys (plain, encrypted, PEM), a shadow file, login records. Returns what a correct
+private keys (plain, encrypted, PEM, DER), a shadow file and its backups, WireGuard and OpenVPN keys,
+database and cloud credentials, secrets typed into a history, login records. Returns what a correct
 collector must find and what must never leave the host."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Expected:
     shadow: dict[str, str] = field(default_factory=dict)  # account -> scheme
     logins: list[str] = field(default_factory=list)  # wtmp users
     failed_logins: list[str] = field(default_factory=list)  # btmp users
+    masked_commands: dict[str, str] = field(default_factory=dict)  # typed with a secret -> as recorded
+    withheld: dict[str, str] = field(default_factory=dict)  # secret file -> why (path | content rule)
 
 
 def _write(root: Path, path: str, data: bytes | str, mode: int = 0o644, uid: int = 0) -> Path:
@@ -164,7 +167,101 @@ def build(root: Path) -> Expected:
         f.seek(292 * 1000)
         f.write(struct.pack("<i32s256s", t, b"pts/0", b"198.51.100.7"))
         f.truncate(292 * 70000)  # sparse, as on a real host
+    _plant_secret_kinds(root, exp)
     return exp
+
+
+# Made-up credentials, random-looking so that no allowlist of the rule sets lets them through, and free
+# of characters JSON would escape (the bundle is searched for their exact bytes).
+GHP = "ghp_R8kz2Qm7Vw4Xp1Lb9Nc3Ty6Hd0Fj5Gs8Ae2U"
+XOXB = "xoxb-2841937561024-5829174630284-Wq7Zr2Kx9Pm4Tb6Nc1Lv8Hd"
+AWS_KEY_ID, AWS_SECRET = "AKIAT2SYWB3WKH5DNSIP", "Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNm12"
+WG_PRIVATE, WG_PSK = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=", "vKLdiF1fW+OhnGR3jNTHvx8PtKHlNa48wzuZfxFu04E="
+WG_NETDEV = "ogEZI/2GdIzgTaKKEjfxIrOWGORzs6ztStE5MgRBtDA="
+OVPN_LINES = ["6acef03f62675b4b1bbd03e53b187727", "1f2e3d4c5b6a79880f1e2d3c4b5a6978",
+              "a9c8e7f6d5b4a3928170f6e5d4c3b2a1", "0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6"]
+
+
+def _static_key(lines: list[str]) -> str:
+    return ("-----BEGIN OpenVPN Static key V1-----\n" + "\n".join(lines * 4)
+            + "\n-----END OpenVPN Static key V1-----\n")
+
+
+def _plant_secret_kinds(root: Path, exp: Expected) -> None:
+    """Secret kinds the bundle must not carry: shadow backups, DER, WireGuard and OpenVPN keys, database
+    and cloud credentials, and secrets typed into a history or written into a unit file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    # shadow and gshadow backups (withheld by path), a gshadow that holds a hash
+    bak = "$6$bAkS4lt0$Hq3Zt8Lm2Vx7Rk4Nw9Pb6Cd1Fy5Gs0Je3Ua8Io2Tn7Kv4Mx9Qw1Er6Ty3Ui8Op5As2Df7Gh4Jk9Lz0Xc"
+    gsh = "$y$j9T$GsH4d0wS4lt$Qw7Er2Ty9Ui4Op1As6Df3Gh8Jk5Lz0XcVbNm7Qr2"
+    _write(root, "/etc/shadow.bak", f"root:{bak}:19600:0:99999:7:::\nsvc:*:19700:0:99999:7:::\n", mode=0o600)
+    _write(root, "/etc/gshadow~", f"sudo:{gsh}::alice\nroot:*::\n", mode=0o600)
+    _write(root, "/etc/gshadow", "sudo:!::alice\nroot:*::\n", mode=0o640)
+    exp.secrets += [bak[3:].encode(), gsh[3:].encode()]
+    exp.withheld.update({"/etc/shadow.bak": "path", "/etc/gshadow~": "path"})
+
+    # a DER PKCS#8 key where no path rule looks: its content withholds it
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    _write(root, "/etc/opt/vendor/license.key", der, mode=0o600)
+    exp.secrets += [der[-600:-560], der[-200:-160]]  # the private exponent's and the CRT values' bytes
+    exp.withheld["/etc/opt/vendor/license.key"] = "der-pkcs8-private-key"
+
+    # WireGuard: its own folder (by path), and a systemd-networkd netdev (masked in the copy)
+    _write(root, "/etc/wireguard/wg0.conf", f"[Interface]\nAddress = 10.8.0.1/24\nPrivateKey = {WG_PRIVATE}\n"
+           f"ListenPort = 51820\n\n[Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n"
+           f"PresharedKey = {WG_PSK}\nAllowedIPs = 10.8.0.2/32\n", mode=0o600)
+    _write(root, "/etc/systemd/network/30-wg0.netdev",
+           f"[NetDev]\nName=wg0\nKind=wireguard\n\n[WireGuard]\nPrivateKey={WG_NETDEV}\nListenPort=51820\n")
+    exp.secrets += [WG_PRIVATE.encode(), WG_PSK.encode(), WG_NETDEV.encode()]
+    exp.withheld["/etc/wireguard/wg0.conf"] = "path"
+
+    # OpenVPN: a static key file (by content), and a client config with an inline key (masked in the copy)
+    _write(root, "/etc/openvpn/server/ta.key", "#\n# 2048 bit OpenVPN static key\n#\n" + _static_key(OVPN_LINES[:2]),
+           mode=0o600)
+    _write(root, "/etc/openvpn/client/corp.conf", "client\nremote vpn.example.org 1194\nkey-direction 1\n"
+           "<tls-auth>\n#\n# 2048 bit OpenVPN static key\n#\n" + _static_key(OVPN_LINES[2:]) + "</tls-auth>\n")
+    exp.secrets += [line.encode() for line in OVPN_LINES]
+    exp.withheld["/etc/openvpn/server/ta.key"] = "openvpn-static-key"
+
+    # database and tool credentials (by path)
+    _write(root, "/etc/mysql/debian.cnf", "[client]\nhost = localhost\nuser = debian-sys-maint\n"
+           "password = Deb1anSysMa1ntPw\nsocket = /run/mysqld/mysqld.sock\n", mode=0o600)
+    _write(root, "/root/.pgpass", "db.internal:5432:*:app:PgPassFilePw77\n", mode=0o600)
+    _write(root, "/home/alice/.netrc", "machine ftp.example.org login alice password N3trcFilePw\n", mode=0o600,
+           uid=1000)
+    _write(root, "/home/alice/.git-credentials", f"https://alice:{GHP}@github.com\n", mode=0o600, uid=1000)
+    _write(root, "/root/.aws/credentials", f"[default]\naws_access_key_id = {AWS_KEY_ID}\n"
+           f"aws_secret_access_key = {AWS_SECRET}\n", mode=0o600)
+    _write(root, "/root/.aws/config", "[default]\nregion = eu-west-1\noutput = json\n")
+    _write(root, "/root/.docker/config.json",
+           '{"auths": {"registry.example.org": {"auth": "ZGVwbG95OkQwY2tlclJlZ2lzdHJ5UHc="}}}\n', mode=0o600)
+    exp.secrets += [b"Deb1anSysMa1ntPw", b"PgPassFilePw77", b"N3trcFilePw", GHP[4:].encode(), AWS_SECRET.encode(),
+                    b"ZGVwbG95OkQwY2tlclJlZ2lzdHJ5UHc="]
+    exp.withheld.update({p: "path" for p in ("/etc/mysql/debian.cnf", "/root/.pgpass", "/home/alice/.netrc",
+                                              "/home/alice/.git-credentials", "/root/.aws/credentials",
+                                              "/root/.docker/config.json")})
+
+    # a unit file (copied by the triage profile) with a password in its environment and command line
+    _write(root, "/etc/systemd/system/db-backup.service", "[Unit]\nDescription=nightly dump\n\n[Service]\n"
+           "Environment=MYSQL_PWD=UnitEnvPw42\nExecStart=/usr/bin/mysqldump -uroot -pUnitDumpPw42 --all-databases\n")
+    exp.secrets += [b"UnitEnvPw42", b"UnitDumpPw42"]
+
+    # secrets typed into a history: the commands stay, the values go
+    typed = {
+        "mysql -uroot -pS3cretPW1 appdb": "mysql -uroot -p**** appdb",
+        f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}": "export AWS_SECRET_ACCESS_KEY=****",
+        "curl -u deploy:Curl-Pa55word https://ci.example.org/api": "curl -u deploy:**** https://ci.example.org/api",
+        f"git clone https://{GHP}@github.com/corp/infra.git": "git clone https://ghp_****@github.com/corp/infra.git",
+        f"echo {XOXB} > /tmp/.slack": "echo xoxb-**** > /tmp/.slack",
+    }
+    _write(root, "/home/bob/.bash_history", "ls -la\n" + "".join(f"{c}\n" for c in typed) + "exit\n",
+           mode=0o600, uid=1001)
+    exp.masked_commands.update(typed)
+    exp.secrets += [b"S3cretPW1", b"Curl-Pa55word", XOXB[5:].encode()]
 
 
 def plant_cron(root: Path) -> dict[str, str]:

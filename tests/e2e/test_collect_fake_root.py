@@ -3,10 +3,15 @@ the bundle verifies and dissect.target opens it as it is."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import subprocess
+import tarfile
 
+import fakeroot
 import pytest
 from conftest import jsonl, members, raw_tar_bytes, run_triagent, summary_of
 
@@ -20,6 +25,83 @@ def collected(evidence_root, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     summary = summary_of(proc)
     return root, expected, summary, members(summary["bundle"])
+
+
+@pytest.fixture(scope="module")
+def collected_full(tmp_path_factory):
+    """The full profile over a root of its own (its parsers read files and move their access times)."""
+    root = tmp_path_factory.mktemp("evidence-root-full")
+    expected = fakeroot.build(root)
+    out = tmp_path_factory.mktemp("out-full")
+    proc = run_triagent(["collect", "--root", str(root), "--output", str(out), "--profile", "full"])
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = summary_of(proc)
+    return root, expected, summary, members(summary["bundle"])
+
+
+def _unpacked(data: bytes) -> bytes:
+    """A member's bytes, and for a compressed member its content as well."""
+    try:
+        if data[:2] == b"\x1f\x8b":
+            return data + gzip.decompress(data)
+        if data[:6] == b"\xfd7zXZ\x00":
+            return data + lzma.decompress(data)
+        if data[:3] == b"BZh":
+            return data + bz2.decompress(data)
+        if data[:4] == b"\x28\xb5\x2f\xfd":
+            from backports import zstd
+            return data + zstd.decompress(data)
+    except (OSError, EOFError, ValueError, ImportError, lzma.LZMAError):
+        pass
+    return data
+
+
+def _everything(bundle: str, found: dict[str, bytes]) -> bytes:
+    with tarfile.open(bundle) as tar:
+        names = [m.name.encode() + b"\n" + m.linkname.encode() for m in tar.getmembers()]
+    return b"\n".join([_unpacked(data) for data in found.values()] + names)
+
+
+@pytest.mark.parametrize("profile", ["triage", "full"])
+def test_no_secret_anywhere_in_the_bundle(request, profile):
+    _, expected, summary, m = request.getfixturevalue("collected" if profile == "triage" else "collected_full")
+    everything = _everything(summary["bundle"], m)
+    leaked = [s for s in expected.secrets if s in everything]
+    assert not leaked, f"{profile}: secret bytes in the bundle: {leaked}"
+    for path in expected.withheld:
+        assert f"fs/$rootfs${path}" not in m, path
+
+
+def test_secret_files_withheld_by_path_and_content(collected_full):
+    _, expected, _, m = collected_full
+    log = [json.loads(line) for line in m["triagent/collection.log.jsonl"].splitlines()]
+    withheld = {e.get("path"): e["message"] for e in log if "withheld" in e["message"]}
+    for path, why in expected.withheld.items():
+        if path.startswith("/etc/"):  # the full profile copies /etc/**; homes' credential files are not copied
+            assert path in withheld, (path, sorted(withheld))
+            if why != "path":
+                assert why in withheld[path], (path, withheld[path])
+    assert "fs/$rootfs$/root/.aws/config" not in m or b"region" in m["fs/$rootfs$/root/.aws/config"]
+
+
+def test_typed_secrets_masked_in_records_and_copies(collected, collected_full):
+    for _, expected, _, m in (collected, collected_full):
+        records = {r["command"]: r for r in jsonl(m, "histories") if r["user"] == "bob" and r["shell"] == "bash"}
+        for typed, masked in expected.masked_commands.items():
+            assert typed not in records and masked in records, (masked, sorted(records))
+            assert records[masked]["redacted"] and records[masked]["redacted"][0]["field"] == "command"
+        assert "redacted" not in records["ls -la"]
+        copy = m["fs/$rootfs$/home/bob/.bash_history"]
+        assert b"mysql -uroot -p********* appdb\n" in copy and b"S3cretPW1" not in copy
+        unit = m["fs/$rootfs$/etc/systemd/system/db-backup.service"]
+        assert b"ExecStart=/usr/bin/mysqldump -uroot -p************ --all-databases" in unit
+    manifest = json.loads(collected[3]["triagent/manifest.json"])
+    entry = next(e for e in manifest["members"] if e["name"] == "fs/$rootfs$/home/bob/.bash_history")
+    assert entry["size"] == os.stat(collected[0] / "home/bob/.bash_history").st_size  # length kept
+    netdev = collected_full[3]["fs/$rootfs$/etc/systemd/network/30-wg0.netdev"]
+    assert b"PrivateKey=****" in netdev
+    ovpn = collected_full[3]["fs/$rootfs$/etc/openvpn/client/corp.conf"]
+    assert b"<tls-auth>\n" in ovpn and b"</tls-auth>\n" in ovpn
 
 
 def test_summary_and_sidecar(collected):
@@ -147,11 +229,15 @@ def test_dissect_target_opens_the_bundle(collected):
 def test_include_secrets_opt_in(evidence_root, tmp_path):
     root, expected = evidence_root
     proc = run_triagent(["collect", "--root", str(root), "--output", str(tmp_path), "--profile", "triage",
-                         "--artifacts", "ssh,accounts", "--include-secrets"])
+                         "--artifacts", "ssh,accounts,histories", "--include-secrets"])
     summary = summary_of(proc)
     m = members(summary["bundle"])
     assert "fs/$rootfs$/etc/shadow" in m and "fs/$rootfs$/root/.ssh/id_ed25519" in m
     assert any(r.get("password_hash") for r in jsonl(m, "shadow"))
+    commands = {r["command"]: r for r in jsonl(m, "histories")}
+    for typed in expected.masked_commands:  # nothing masked either
+        assert typed in commands and "redacted" not in commands[typed]
+    assert b"mysql -uroot -pS3cretPW1 appdb\n" in m["fs/$rootfs$/home/bob/.bash_history"]
 
 
 def test_stream_to_stdout(evidence_root, tmp_path):
