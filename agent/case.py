@@ -109,21 +109,37 @@ def custody_jsonld(custody: dict[str, Any], manifest: dict[str, Any], tool_sha25
              "uco-core:kindOfRelationship": "Has_Role", "uco-core:isDirectional": True},
         ]
 
+    def device(node_key: str, host: dict[str, Any], description: str | None) -> str:
+        device_id = kb("Device", node_key)
+        facets: list[dict[str, Any]] = [_prune({
+            "@id": kb("ComputerSpecificationFacet", node_key),
+            "@type": "uco-observable:ComputerSpecificationFacet",
+            "uco-observable:hostname": host.get("hostname") and _text(host["hostname"]),
+            "uco-observable:processorArchitecture": host.get("machine"),
+        })]
+        if host.get("product_name") or host.get("sys_vendor"):
+            model = " ".join(_text(host[k]) for k in ("sys_vendor", "product_name") if host.get(k))
+            facets.append({"@id": kb("DeviceFacet", node_key), "@type": "uco-observable:DeviceFacet",
+                           "uco-observable:model": model})
+        references = [{"@id": kb("ExternalReference", node_key + key), "@type": "uco-core:ExternalReference",
+                       "uco-core:definingContext": where, "uco-core:externalIdentifier": _text(host[key])}
+                      for key, where in _HOST_IDS if host.get(key)]
+        graph.append(_prune({"@id": device_id, "@type": "uco-observable:Device", "uco-core:description": description,
+                             "uco-core:hasFacet": facets, "uco-core:externalReference": references}))
+        return device_id
+
+    # The evidence: live, this machine; with --root, what the image's own files say it is.
     host = custody.get("host") or {}
-    device_id = kb("Device")
-    facets: list[dict[str, Any]] = [_prune({
-        "@id": kb("ComputerSpecificationFacet"), "@type": "uco-observable:ComputerSpecificationFacet",
-        "uco-observable:hostname": host.get("hostname") and _text(host["hostname"]),
-        "uco-observable:processorArchitecture": host.get("machine"),
-    })]
-    if host.get("product_name") or host.get("sys_vendor"):
-        model = " ".join(_text(host[k]) for k in ("sys_vendor", "product_name") if host.get(k))
-        facets.append({"@id": kb("DeviceFacet"), "@type": "uco-observable:DeviceFacet", "uco-observable:model": model})
-    references = [{"@id": kb("ExternalReference", key), "@type": "uco-core:ExternalReference",
-                   "uco-core:definingContext": where, "uco-core:externalIdentifier": _text(host[key])}
-                  for key, where in _HOST_IDS if host.get(key)]
-    graph.append(_prune({"@id": device_id, "@type": "uco-observable:Device", "uco-core:hasFacet": facets,
-                         "uco-core:externalReference": references}))
+    release = host.get("os_release") if isinstance(host.get("os_release"), dict) else {}
+    os_name = release.get("PRETTY_NAME") or " ".join(str(release[k]) for k in ("NAME", "VERSION") if release.get(k))
+    device_id = device("", host, f"operating system: {_text(os_name)}" if os_name else None)
+    # Where the collection ran: the evidence itself when live, the collecting machine with --root.
+    environment_id = device_id
+    collector = custody.get("collector")
+    if custody.get("live") is False and isinstance(collector, dict):
+        environment_id = device("\0collector", collector,
+                                f"the machine that ran triagent (collecting from {_text(custody.get('root'))}); "
+                                "not the evidence")
 
     files = []
     for member in manifest.get("members", []):
@@ -165,6 +181,7 @@ def custody_jsonld(custody: dict[str, Any], manifest: dict[str, Any], tool_sha25
         "uco-action:performer": performer and {"@id": performer},
         "uco-action:instrument": {"@id": tool_node["@id"]},
         "uco-action:object": {"@id": device_id},
+        "uco-action:environment": {"@id": environment_id},
         "uco-action:result": [{"@id": provenance_id}, *files],
     }))
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -286,15 +285,14 @@ def _disk_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _bundle_name(compress: str) -> str:
-    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64] or "host"
+def _bundle_name(compress: str, host: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"triagent_{host}_{stamp}.tar" + (".gz" if compress == "gzip" else "")
 
 
 def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     from agent.bundle import BundleWriter
-    from agent.custody import custody_record, run_end
+    from agent.custody import bundle_host, custody_record, evidence_identity, run_end
     from agent.pipeline import Run, RunOptions
     from agent.plan import SpecError, load_profile, load_secrets
     from agent.redact import Redactor
@@ -384,6 +382,8 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
     bundle_path = None
     local: Any = None
     summary_stream = sys.stdout
+    # who the evidence is comes from the evidence (with --root, not from the machine running us)
+    evidence = evidence_identity(root, args.read_remote_fs, max(1.0, args.read_timeout))
     if streaming:
         if sys.stdout.isatty():
             print("triagent: error: refusing to write a bundle to a terminal; redirect stdout", file=sys.stderr)
@@ -394,7 +394,8 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         try:
             os.makedirs(args.output, exist_ok=True)
             bundle_path = os.path.join(os.path.abspath(args.output),
-                                       _bundle_name(compress) + (".age" if recipients else ""))
+                                       _bundle_name(compress, bundle_host(evidence, os.path.realpath(root) == "/"))
+                                       + (".age" if recipients else ""))
             fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             print(f"triagent: fatal: cannot create the bundle in {args.output!r}: {exc.strerror or exc}",
@@ -436,7 +437,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         run.collect_all()
         destination = {"kind": "stdout" if streaming else ("file" if bundle_path else "upload"), "path": bundle_path,
                        "uploads": [u.backend.destination for u in uploads], "encrypted_to": len(recipients or [])}
-        custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination)
+        custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination, evidence)
         if args.expect_sha256:
             custody["tool"]["expected_sha256_matched"] = True
         if run.cloud is not None:

@@ -7,12 +7,16 @@ import os
 import platform
 import re
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agent
+from collectors.base import Context
+from collectors.files.fsread import read_capped
+from collectors.util import text
 from collectors.volatile.system import clock_facts, host_identity
 
 _SECRET_URL = re.compile(r"(?i)(https?://[^/\s?]+[^\s?]*)\?\S*")
@@ -107,13 +111,86 @@ def run_end(started_ns: int, started_mono_ns: int) -> dict[str, Any]:
     return out
 
 
+OS_RELEASE_KEYS = ("NAME", "ID", "ID_LIKE", "VERSION", "VERSION_ID", "VERSION_CODENAME", "BUILD_ID", "VARIANT_ID",
+                   "PRETTY_NAME")
+
+
+def _evidence_files(root: str, read_remote: bool) -> dict[str, Any]:
+    ctx = Context(root=root, live=os.path.realpath(root) == "/", options={}, read_remote_fs=read_remote)
+
+    def read(path: str, cap: int = 4096) -> str | None:
+        try:
+            return text(read_capped(ctx, path, cap)[0])
+        except (OSError, ValueError):
+            return None
+
+    def first_line(path: str) -> str | None:
+        data = read(path)
+        return next((line.strip() for line in (data or "").splitlines()
+                     if line.strip() and not line.lstrip().startswith("#")), None)
+
+    ident: dict[str, Any] = {"hostname_file": first_line("/etc/hostname"), "machine_id": first_line("/etc/machine-id"),
+                             "cloud_instance_id": first_line("/var/lib/cloud/data/instance-id")}
+    release = read("/etc/os-release", 65536) or read("/usr/lib/os-release", 65536)
+    if release is not None:
+        fields = {}
+        for line in release.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in OS_RELEASE_KEYS:
+                fields[key.strip()] = value.strip().strip('"').strip("'")
+        ident["os_release"] = fields
+    return ident
+
+
+def evidence_identity(root: str, read_remote: bool = False, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Who the evidence says it is: its /etc/hostname, /etc/machine-id, os-release and cloud instance
+    id, read inside ``root`` through the collectors' confined reader (a link in an image resolves inside
+    the image, never on the collecting machine). A read that does not come back within ``timeout_s``
+    (a stalled FUSE server) leaves the fields unknown."""
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        out.update(_evidence_files(root, read_remote))
+
+    worker = threading.Thread(target=work, name="triagent-identity", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        return {"identity_unread": f"reading the evidence's identity files took over {timeout_s:g}s"}
+    return out
+
+
+def collector_identity() -> dict[str, Any]:
+    """The machine that runs triagent (with --root, not the evidence)."""
+    uname = os.uname()
+    ident = host_identity("/", True)
+    return {"hostname": uname.nodename, "kernel_release": uname.release, "machine": uname.machine,
+            **{k: ident.get(k) for k in ("machine_id", "boot_id", "product_uuid")}}
+
+
+def bundle_host(evidence: dict[str, Any], live: bool) -> str:
+    """The host part of the bundle's name: the running system's name live, the evidence's own otherwise."""
+    import socket
+
+    name = socket.gethostname() if live else (evidence.get("hostname_file") or "unknown-host")
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)[:64] or "host"
+
+
 def custody_record(args: dict[str, Any], argv: list[str], root: str, live: bool, started_ns: int,
-                   output: dict[str, Any]) -> dict[str, Any]:
+                   output: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``evidence`` is ``evidence_identity(root)`` (read again when not given). Live, ``host`` is this
+    machine; with --root it is only what the evidence's files say, and ``collector`` is this machine."""
     clock, _ = clock_facts(root if live else "/")
+    if evidence is None:
+        evidence = evidence_identity(root, bool(args.get("read_remote_fs")))
+    if live:
+        host = dict(host_identity(root, live), os_release=evidence.get("os_release"))
+    else:
+        host = dict(evidence, hostname=evidence.get("hostname_file"))
     return {
         "case_id": args.get("case_id"), "examiner": args.get("examiner"), "notes": args.get("notes"),
         "tool": tool_identity(),
-        "host": host_identity(root, live),
+        "host": host, "collector": collector_identity(),
         "live": live, "root": root,
         "command_line": [mask_argument(a) for a in argv],
         "run_as": {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "pid": os.getpid(),

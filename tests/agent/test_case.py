@@ -72,7 +72,12 @@ def _edge_cases(custody: dict, manifest: dict) -> tuple[dict, dict]:
     custody = dict(custody, examiner=None, case_id=None, notes=None, status="partial", stop_reason="interrupted",
                    host=dict(custody["host"], product_name="Standard PC", sys_vendor="QEMU",
                              cloud_instance_id="i-0123456789abcdef0",
-                             product_uuid="0e5c2b9e-0000-4000-8000-1d2e3f4a5b6c"))
+                             product_uuid="0e5c2b9e-0000-4000-8000-1d2e3f4a5b6c",
+                             os_release={"PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)"}),
+                   # collected from a mounted image: the collecting machine is a device of its own
+                   live=False, root="/mnt/image\udcff",
+                   collector={"hostname": "forensic-ws", "machine": "x86_64", "machine_id": "ab" * 16,
+                              "boot_id": "0e5c2b9e-0000-4000-8000-aaaaaaaaaaaa"})
     extra = [
         {"name": "fs/$rootfs$/etc/odd\udcff name", "type": "symlink", "target": "/x\udcfe", "size": 0,
          "sha256": SHA256_EMPTY, "mtime_ns": 1, "atime_ns": 2, "ctime_ns": 3, "source": "/etc/odd\udcff name"},
