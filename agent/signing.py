@@ -3,7 +3,8 @@
 The manifest lists every other member's SHA-256, so signing it signs the bundle. The signature is
 an OpenSSH SSHSIG blob (PROTOCOL.sshsig) with its own namespace: an SSH login key reused here can
 never be made to sign anything an SSH server would accept, and an examiner can check a bundle
-without triagent (``sshsig_armor`` gives the text that ``ssh-keygen -Y verify`` reads).
+without triagent: the document carries the same signature armored (``armored``, the text that
+``ssh-keygen -Y verify -s`` reads; the README has the recipe), and verify demands it be that signature.
 """
 
 from __future__ import annotations
@@ -144,10 +145,12 @@ def sign_manifest(manifest_bytes: bytes, key: Ed25519PrivateKey) -> dict[str, An
     raw = key.sign(_signed_data(NAMESPACE, "sha512", manifest_bytes))
     blob = (_MAGIC + struct.pack(">I", 1) + _string(_key_blob(public)) + _string(NAMESPACE.encode())
             + _string(b"") + _string(b"sha512") + _string(_string(_KEY_TYPE) + _string(raw)))
-    return {"format": SIG_FORMAT, "algorithm": "ed25519", "namespace": NAMESPACE,
-            "public_key": public_key_line(public), "fingerprint": fingerprint(public),
-            "signature": base64.b64encode(blob).decode("ascii"),
-            "signed": SIGNED_NAME, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()}
+    sig = {"format": SIG_FORMAT, "algorithm": "ed25519", "namespace": NAMESPACE,
+           "public_key": public_key_line(public), "fingerprint": fingerprint(public),
+           "signature": base64.b64encode(blob).decode("ascii"),
+           "signed": SIGNED_NAME, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()}
+    sig["armored"] = sshsig_armor(sig)  # for `ssh-keygen -Y verify` without triagent
+    return sig
 
 
 def sshsig_armor(sig: dict[str, Any]) -> str:
@@ -207,6 +210,9 @@ def verify_signature(manifest_bytes: bytes, sig: dict[str, Any],
         listed_key.verify(raw, _signed_data(NAMESPACE, hash_text, manifest_bytes))
     except InvalidSignature:
         return False, f"signature does not verify with {signer} (manifest or signature altered)"
+    if "armored" in sig and sig["armored"] != sshsig_armor(sig):
+        # optional (older documents lack it), but when present it is what a reader without triagent checks
+        return False, "the armored signature (for ssh-keygen) is not this document's signature (altered)"
     if public_key_text_or_path is None:
         return True, f"signature valid, made by {signer} (signer not checked: no expected public key given)"
     return True, f"good signature by the expected key {signer}"

@@ -238,3 +238,20 @@ def test_encrypted_openssh_key_is_refused(tmp_path):
                    stdin=subprocess.DEVNULL)
     with pytest.raises(SigningError, match="encrypted"):
         load_private_key(str(key))
+
+
+def test_armored_form_is_carried_and_checked(tmp_path):
+    """The signature document carries the armored SSHSIG (what `ssh-keygen -Y verify -s` reads); verify
+    refuses a document whose armored form is not its signature (one key's blob, another's armor)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    sig = sign_manifest(MANIFEST, key)
+    assert sig["armored"] == signing.sshsig_armor(sig)
+    assert sig["armored"].startswith("-----BEGIN SSH SIGNATURE-----\n") and "\n-----END SSH SIGNATURE-----\n" \
+        in sig["armored"]
+    assert verify_signature(MANIFEST, sig, None)[0]
+    other = sign_manifest(MANIFEST, ed25519.Ed25519PrivateKey.generate())
+    for armored in (other["armored"], sig["armored"].replace("\n", "\r\n"), "", 7):
+        ok, reason = verify_signature(MANIFEST, dict(sig, armored=armored), None)
+        assert not ok and "armored" in reason, (armored, reason)
+    # a document written before the armored form existed still verifies
+    assert verify_signature(MANIFEST, {k: v for k, v in sig.items() if k != "armored"}, None)[0]

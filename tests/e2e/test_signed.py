@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -77,3 +79,45 @@ def test_altered_or_removed_signature_is_named(signed, tmp_path):
     assert code == 1 and any("manifest.sig.json" in p for p in out["problems"]), out
     code, out = _verify(_rewrite(bundle, tmp_path / "drop.tar", drop="triagent/manifest.sig.json"), None)
     assert code == 1 and any("removed" in p for p in out["problems"]), out
+
+
+def _readme_recipe() -> str:
+    """The README's shell block that checks a bundle's signature with ssh-keygen alone."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    recipe = [b for b in blocks if "ssh-keygen -Y verify" in b]
+    assert len(recipe) == 1, "README: no single ```sh block with the ssh-keygen -Y verify recipe"
+    return recipe[0]
+
+
+def test_readme_recipe_verifies_with_ssh_keygen(signed, tmp_path):
+    """The armored SSHSIG inside triagent/manifest.sig.json, extracted and checked exactly as the README
+    says, by the real `ssh-keygen -Y verify`: good for the examiner's key and the bundle as sealed; bad
+    for another key or for a manifest that is not the signed one."""
+    bundle, examiner, intruder = signed
+    need(shutil.which("python3") is not None, "python3 is not on PATH (the README recipe uses it)")
+    recipe = _readme_recipe().replace("BUNDLE", shlex.quote(str(bundle)))
+    with tarfile.open(bundle) as tar:
+        sig = json.loads(tar.extractfile("triagent/manifest.sig.json").read())
+        manifest = tar.extractfile("triagent/manifest.json").read()
+    assert sig["armored"].startswith("-----BEGIN SSH SIGNATURE-----\n")
+    assert sig["armored"].endswith("-----END SSH SIGNATURE-----\n")
+
+    def run(key: Path, folder: Path, script: str = recipe) -> subprocess.CompletedProcess:
+        folder.mkdir()
+        shutil.copy(key, folder / "examiner.pub")
+        return subprocess.run(["sh", "-ec", script], cwd=folder, capture_output=True, timeout=60)
+
+    good = run(examiner, tmp_path / "good")
+    assert good.returncode == 0, (good.stdout, good.stderr)
+    assert b'Good "triagent-manifest" signature' in good.stdout + good.stderr
+    assert (tmp_path / "good" / "manifest.sig").read_text() == sig["armored"]
+    bad = run(intruder, tmp_path / "intruder")
+    assert bad.returncode != 0, (bad.stdout, bad.stderr)
+    # a manifest that is not the signed one (one byte changed): ssh-keygen refuses it
+    (tmp_path / "other.json").write_bytes(manifest.replace(b'"triagent-bundle/1"', b'"triagent-bundle/2"'))
+    altered = recipe.replace(f"tar -xOf {shlex.quote(str(bundle))} triagent/manifest.json",
+                             f"cat {shlex.quote(str(tmp_path / 'other.json'))}")
+    assert altered != recipe
+    bad = run(examiner, tmp_path / "altered", altered)
+    assert bad.returncode != 0, (bad.stdout, bad.stderr)
