@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.bundle import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
 from agent.plan import ArtifactSpec, Profile
-from agent.redact import PemScrubber, Redactor, starts_with_private_key
+from agent.redact import Redactor, starts_with_private_key
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
 from collectors.memory.image import ChunkReader, Companion
 
@@ -297,8 +297,8 @@ class Run:
                     self.note(artifact, "info", f"withheld: {rule} (use --include-secrets to copy it)",
                               path=item.path)
                     return
-                scrubber = PemScrubber()
-                if item.offset and hasattr(scrubber, "prime"):  # a tail window may begin inside a key block
+                scrubber = self.redactor.scrubber()
+                if item.offset:  # a tail window may begin inside a key block
                     before = min(item.offset, 64 << 10)
                     scrubber.prime(reader.pread(before, item.offset - before))
         except OSError as exc:
@@ -314,9 +314,10 @@ class Run:
             entry = self.writer.add_stream(
                 FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
                 source=item.path, artifact=artifact, source_size=item.stat.st_size,
-                source_offset=item.offset or None, capped=item.cap_reason,
-                redacted_private_key_blocks=(scrubber.blocks or None) if scrubber else None,
-                masked=(getattr(scrubber, "masked", None) or None) if scrubber else None)
+                source_offset=item.offset or None, capped=item.cap_reason)
+            if scrubber is not None:  # known only once the member is written (the manifest comes last)
+                entry.update({k: v for k, v in (("redacted_private_key_blocks", scrubber.blocks),
+                                                ("masked", dict(scrubber.masked))) if v})
         finally:
             reader.stop()
             self.abandoned_reads += reader.abandoned

@@ -205,13 +205,16 @@ def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, ma
             yield Problem(f"history file is a symbolic link to {pointed}: it keeps nothing", path=path,
                           level="warning")
             return
-        path = resolved
+        link, path = path, resolved
+    else:
+        link = path
     try:
-        data, st, truncated = read_capped(ctx, path, cap, keep)
+        # read through the link: a link to a secret is then described as such (link, target, size, hash)
+        data, st, truncated = read_capped(ctx, link, cap, keep)
     except FileNotFoundError:
         return
     except OSError as exc:
-        yield Problem.from_os_error(exc, "cannot read history", path)
+        yield Problem.from_os_error(exc, "cannot read history", link)
         return
     if truncated and keep == "tail" and b"\n" in data[:-1]:
         data = data.split(b"\n", 1)[-1]  # drop the partial first line of a tail window

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from collectors.base import Cancelled, Context, Item, Problem, Record
+from collectors.files.fsread import CONTENT_CHECK_BYTES, Withheld, read_capped
 
 KNOWN_WRONG = {
     "ssh.authorized_keys": "dissect.target 3.25 misreads keys with options; see stream ssh_keys (ours)",
@@ -47,6 +48,27 @@ def record_dict(record: Any) -> dict[str, Any]:
     return out
 
 
+def _withheld_source(ctx: Context, row: dict[str, Any], cache: dict[str, str | None]) -> str | None:
+    """dissect.target reads files through its own filesystem layer, following links inside the
+    target: a record whose source file the run withholds (by resolved path or content, asked of our
+    evidence reader) is dropped. Returns None to keep it, the reason the first time it is dropped,
+    "" after that."""
+    source = row.get("source")
+    if not isinstance(source, str) or not source.startswith("/") or ctx.include_secrets:
+        return None
+    if source not in cache:
+        try:
+            read_capped(ctx, source, CONTENT_CHECK_BYTES)
+            cache[source] = None
+        except Withheld as exc:
+            cache[source] = exc.strerror or "withheld"
+            return cache[source]
+        except (OSError, ValueError):
+            cache[source] = None
+        return None
+    return None if cache[source] is None else ""
+
+
 def _function(target: Any, name: str) -> Any:
     obj = target
     for part in name.split("."):
@@ -68,6 +90,7 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
         except BaseException as exc:  # isolation: any plugin failure is a record
             results.put(exc)
 
+    withheld: dict[str, str | None] = {}
     thread = threading.Thread(target=worker, name=f"dissect:{name}", daemon=True)
     started = time.monotonic()
     thread.start()
@@ -102,6 +125,12 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
             count += 1
             try:
                 row = record_dict(item)
+                why = _withheld_source(ctx, row, withheld)
+                if why is not None:  # e.g. a history that is a link to a private key: not one line of it
+                    if why:
+                        yield Problem(f"dissect plugin {name}: records of a withheld secret file dropped: {why}",
+                                      path=str(row.get("source")), level="info")
+                    continue
                 if keep is not None:
                     keep.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 yield Record(f"dissect.{name}", row)

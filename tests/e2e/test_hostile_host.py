@@ -79,7 +79,7 @@ def test_hostile_root_cannot_steer_the_collector(attack, tmp_path, profile):
     leaked = [s[:16] for s in attack["secrets"] if s in everything]
     assert not leaked, f"secret bytes reached the bundle: {leaked}"
     log = [json.loads(line) for line in found["triagent/collection.log.jsonl"].splitlines()]
-    withheld = {e.get("path"): e for e in log if "withheld" in e["message"]}
+    withheld = {e.get("path"): e for e in log if "withheld" in e["message"] and e.get("detail")}
     # each link to a secret is recorded as such: link, target, size and hash of the target
     shadow = withheld.get("/root/.bash_history")
     assert shadow and shadow["detail"]["resolved"] == "/etc/shadow", sorted(withheld)
