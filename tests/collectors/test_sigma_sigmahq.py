@@ -4,8 +4,10 @@ by collectors/parsers/sigma.py and by the reference — pySigma's SQLite backend
 over a Zircolite-style table (one TEXT COLLATE NOCASE column per field the rule names, keywords in a text
 column, REGEXP as Python's re.search) built here, independently, one table per rule — over one corpus:
 
-- real log lines (tests/data/sigma_corpus/auth.log, syslog, audit.log) read by dissect.target and turned
-  into records by the collector's own record_dict, as a bundle holds them;
+- log files (tests/data/sigma_corpus/auth.log, syslog, audit.log: lines written by hand in the exact
+  formats of sshd, sudo, useradd, su, cron, systemd, the kernel, rsyslog, clamd, named, vsftpd, guacd and
+  auditd, its ENRICHED format and hex-encoded fields included) read by dissect.target and turned into
+  records by the collector's own record_dict, as a bundle holds them;
 - the records of modifiers.yml, which hit each modifier (contains/startswith/endswith/all/re/re|i|m|s/cased/
   exists/windash/base64/base64offset/cidr/lt/gt/neq/fieldref/time parts), list-OR, null, numbers;
 - for each SigmaHQ rule, records made from its own detection (one per way to satisfy it) and the same with
@@ -38,7 +40,7 @@ CORPUS = TESTS / "data" / "sigma_corpus"
 CASES = yaml.safe_load((CORPUS / "modifiers.yml").read_text(encoding="utf-8"))
 SIGMAHQ_COMMIT = "8eaafff1f2845a696050e05e72ba1140ee190698"
 
-# What the real lines of the corpus make the SigmaHQ rules find through the analysis's path (a bundle's
+# What the lines of the corpus's log files make the SigmaHQ rules find through the analysis's path (a bundle's
 # streams): each hit was read against its line.
 EXPECTED_FINDINGS = {
     # auth.log
@@ -314,7 +316,7 @@ def test_sigmahq_linux_rules_agree_with_the_reference_backend(tmp_path):
 
 
 def test_sigmahq_linux_rules_over_a_bundles_streams(tmp_path):
-    """The analysis's path: the SigmaHQ folder as the rules folder, the real lines as the bundle's
+    """The analysis's path: the SigmaHQ folder as the rules folder, the corpus's log files as the bundle's
     dissect.authlog/syslog/audit streams. The rules of log sources a bundle lacks are refused, one
     warning per source, and the others find what the lines hold."""
     streams = real_records(tmp_path)
