@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import is_dir, walk_tree
+from collectors.files.fsread import is_dir, read_capped, readlink, walk_tree
 from collectors.util import read_text, text, utc
 
 TIME_STATES = {0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR"}
@@ -62,9 +62,8 @@ def clock_facts(root: str = "/") -> tuple[dict, list[Problem]]:
         "boottime_s": time.clock_gettime(time.CLOCK_BOOTTIME),
     }
     facts["boot_utc_from_clocks"] = utc(now_ns / 1e9 - facts["boottime_s"])
-    etc = os.path.join(root, "etc")
-    _try(facts, "timezone_file", lambda: read_text(os.path.join(etc, "timezone")).strip(), problems)
-    _try(facts, "localtime_link", lambda: os.readlink(os.path.join(etc, "localtime")), problems)
+    _try(facts, "timezone_file", lambda: _in_root_text(root, "/etc/timezone", 4096).strip(), problems)
+    _try(facts, "localtime_link", lambda: readlink(_root_context(root), "/etc/localtime"), problems)
     facts["tz_env"] = os.environ.get("TZ")
     facts["local_utc_offset_s"] = -time.timezone if not time.localtime().tm_isdst else -time.altzone
     facts["tzname"] = list(time.tzname)
@@ -84,6 +83,15 @@ def clock(ctx: Context) -> Iterator[Item]:
     yield from problems
 
 
+def _root_context(root: str) -> Context:
+    return Context(root=root, live=os.path.realpath(root) == "/", options={})
+
+
+def _in_root_text(root: str, path: str, limit: int) -> str:
+    """A file of the evidence root, read inside it (a link in an image cannot reach the responder's files)."""
+    return text(read_capped(_root_context(root), path, limit)[0])
+
+
 def host_identity(root: str = "/", live: bool = True) -> dict:
     """Identifiers for the custody record; every field optional (a missing one is None)."""
 
@@ -93,9 +101,15 @@ def host_identity(root: str = "/", live: bool = True) -> dict:
         except OSError:
             return None
 
+    def in_root(path: str) -> str | None:
+        try:
+            return _in_root_text(root, path, 4096).strip() or None
+        except (OSError, ValueError):
+            return None
+
     ident = {
-        "hostname_file": first_line(os.path.join(root, "etc/hostname")),
-        "machine_id": first_line(os.path.join(root, "etc/machine-id")),
+        "hostname_file": in_root("/etc/hostname"),
+        "machine_id": in_root("/etc/machine-id"),
     }
     if live:
         uname = os.uname()
@@ -108,15 +122,15 @@ def host_identity(root: str = "/", live: bool = True) -> dict:
             "board_asset_tag": first_line("/sys/class/dmi/id/board_asset_tag"),
             "chassis_asset_tag": first_line("/sys/class/dmi/id/chassis_asset_tag"),
         })
-    ident["cloud_instance_id"] = first_line(os.path.join(root, "var/lib/cloud/data/instance-id"))
+    ident["cloud_instance_id"] = in_root("/var/lib/cloud/data/instance-id")
     return ident
 
 
 def _os_release(root: str) -> dict:
-    for rel in ("etc/os-release", "usr/lib/os-release"):
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
         try:
-            data = read_text(os.path.join(root, rel), 65536)
-        except OSError:
+            data = _in_root_text(root, path, 65536)
+        except (OSError, ValueError):
             continue
         out = {}
         for line in data.splitlines():

@@ -136,3 +136,24 @@ def test_bundle_writer_refuses_names_that_climb():
         with pytest.raises(UnsafeMemberName):
             member_name(bad)
     assert member_name("fs/$rootfs$/etc/passwd") == b"fs/$rootfs$/etc/passwd"
+
+
+def test_identity_and_clock_files_are_read_inside_the_root(tmp_path, method):
+    """The system artifact and custody name the host from /etc/hostname, machine-id, os-release and
+    the timezone: in an image, a link there must not name the responder's machine instead."""
+    from collectors.volatile.system import _os_release, clock_facts, host_identity
+
+    root, outside = _tree(tmp_path)
+    (outside / "os-release").write_text('ID="responder-os"\n')
+    (outside / "hostname").write_text("responder-workstation\n")
+    os.symlink(str(outside / "hostname"), root / "etc/hostname")
+    os.symlink(str(outside / "os-release"), root / "etc/os-release")
+    os.symlink(str(outside / "canary.txt"), root / "etc/timezone")
+    ident = host_identity(str(root), live=False)
+    assert ident["hostname_file"] is None and _os_release(str(root)) == {}
+    assert clock_facts(str(root))[0].get("timezone_file") is None
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text("ID=debian\n")
+    (root / "etc/machine-id").write_text("0123456789abcdef\n")
+    assert _os_release(str(root)) == {"ID": "debian"}
+    assert host_identity(str(root), live=False)["machine_id"] == "0123456789abcdef"
