@@ -89,3 +89,30 @@ def test_hostile_root_cannot_steer_the_collector(attack, tmp_path, profile):
         assert path in withheld, (path, sorted(withheld))
     # the links themselves are evidence and are kept as links
     assert "fs/$rootfs$/root/.bash_history" in names
+
+
+def test_a_key_block_that_begins_before_a_tail_window_is_still_overwritten(tmp_path):
+    """Logs keep their newest end: when the window starts inside a private-key block, the block's
+    start is before the window, yet its body must not ship."""
+    root = tmp_path / "root"
+    (root / "var/log").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    key = tmp_path / "k"
+    body = _ssh_keygen(key)
+    block = key.read_bytes()
+    cap = 2 << 20  # files.logs keeps the last 2 MiB of a log
+    line = b"Dec  5 10:00:00 host app[1]: ordinary line\n"
+    head = line * ((3 << 20) // len(line))
+    cut = len(head) + len(block) // 2  # the window starts half way into the key block
+    tail_len = cap - (len(block) - len(block) // 2)
+    tail = (line * (tail_len // len(line) + 1))[-tail_len:]
+    log = head + block + tail
+    assert len(log) - cap == cut
+    (root / "var/log/syslog").write_bytes(log)
+    proc = run_triagent(["collect", "--root", str(root), "--output", str(tmp_path / "out"),
+                         "--artifacts", "files.logs"])
+    bundle = summary_of(proc)["bundle"]
+    copy = members(bundle)["fs/$rootfs$/var/log/syslog"]
+    assert len(copy) == cap and copy.endswith(line)
+    assert not [b for b in body if b in copy], "key body lines shipped"
