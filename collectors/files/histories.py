@@ -17,20 +17,45 @@ from collectors.util import text, utc
 Parsed = Iterator[dict]
 _OCTAL = re.compile(r"\\([0-7]{3})")
 _BASH_TS = re.compile(rb"^#(\d{9,11})\s*$")
-_ZSH_EXT = re.compile(r"^: *(\d+):(\d+);(.*)$", re.S)
+_ZSH_EXT = re.compile(rb"^: *(\d+):(\d+);(.*)$", re.S)
 
 
 def parse_bash(data: bytes) -> Parsed:
-    pending_ts = None
+    """bash's file as bash reads it back. With HISTTIMEFORMAT set bash writes ``#<epoch>`` before each
+    entry, and an entry is every line up to the next ``#<epoch>`` line (a command with embedded
+    newlines, ``shopt -s lithist``, a quoted argument spanning lines); lines after a timestamped entry
+    that have no ``#<epoch>`` of their own (a shell without HISTTIMEFORMAT appending) belong to it, as
+    bash joins them. Lines before the first ``#<epoch>`` (or in a file with none) are one entry each."""
+    entry: list[bytes] = []
+    start, pending_ts, timed = 0, None, False
+
+    def flush() -> Iterator[dict]:
+        while entry and not entry[-1].strip():
+            entry.pop()  # bash never ends a command with a newline: blank lines after it are not it
+        if entry:
+            rec = {"line": start, "command": text(b"\n".join(entry)), "timestamp": pending_ts}
+            if len(entry) > 1:
+                rec["lines"] = len(entry)
+            yield rec
+        entry.clear()
+
     for number, line in enumerate(data.split(b"\n"), 1):
+        line = line[:-1] if line.endswith(b"\r") else line
         m = _BASH_TS.match(line)
         if m:
-            pending_ts = int(m.group(1))
+            yield from flush()
+            pending_ts, timed = int(m.group(1)), True
             continue
-        if not line.strip():
+        if not timed:
+            if line.strip():
+                yield {"line": number, "command": text(line), "timestamp": None}
             continue
-        yield {"line": number, "command": text(line.rstrip(b"\r")), "timestamp": pending_ts}
-        pending_ts = None
+        if not entry:
+            if not line.strip():
+                continue
+            start = number
+        entry.append(line)
+    yield from flush()
 
 
 def _zsh_unmetafy(data: bytes) -> bytes:
@@ -48,29 +73,48 @@ def _zsh_unmetafy(data: bytes) -> bytes:
     return bytes(out)
 
 
-def parse_zsh(data: bytes) -> Parsed:
-    lines = text(_zsh_unmetafy(data)).split("\n")
+def _zsh_entries(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """zsh's readhistline: a line ending in a backslash goes on (the backslash becomes a newline); an
+    entry whose text ends in a backslash was written with one space after it, which is taken off."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
     number = 0
     while number < len(lines):
-        start = number
-        entry = lines[number]
+        start, buf = number, lines[number]
         number += 1
-        # a command that spans lines ends each continued line with a backslash
-        while entry.endswith("\\") and number < len(lines):
-            entry = entry[:-1] + "\n" + lines[number]
+        while buf.endswith(b"\\") and number < len(lines):
+            buf = buf[:-1] + b"\n" + lines[number]
             number += 1
-        if not entry.strip():
+        stripped = buf.rstrip(b" ")
+        if stripped != buf and stripped.endswith(b"\\"):
+            buf = buf[:-1]
+        yield start + 1, buf
+
+
+def parse_zsh(data: bytes) -> Parsed:
+    """zsh's file as zsh reads it back (readhistfile): ``: <start>:<elapsed>;<command>`` in the extended
+    format, the bare command otherwise (a leading ``\\:`` stands for ``:``); bytes are metafied."""
+    for number, entry in _zsh_entries(data):
+        timestamp = elapsed = None
+        if entry.startswith(b":"):
+            m = _ZSH_EXT.match(entry)
+            if m:
+                timestamp, elapsed, entry = int(m.group(1)), int(m.group(2)), m.group(3)
+        elif entry.startswith(b"\\:"):
+            entry = entry[1:]
+        command = text(_zsh_unmetafy(entry))
+        if not command.strip():
             continue
-        m = _ZSH_EXT.match(entry)
-        if m:
-            yield {"line": start + 1, "command": m.group(3), "timestamp": int(m.group(1)),
-                   "elapsed_s": int(m.group(2))}
-        else:
-            yield {"line": start + 1, "command": entry, "timestamp": None}
+        rec = {"line": number, "command": command, "timestamp": timestamp}
+        if elapsed is not None:
+            rec["elapsed_s"] = elapsed
+        yield rec
 
 
 def _fish_unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+    """fish writes a backslash as two and a newline as backslash-n; any other backslash stays."""
+    return re.sub(r"\\(\\|n)", lambda m: "\n" if m.group(1) == "n" else "\\", value)
 
 
 def parse_fish(data: bytes) -> Parsed:
@@ -90,9 +134,62 @@ def parse_fish(data: bytes) -> Parsed:
         elif current is not None and line.startswith("  paths:"):
             section = current.setdefault("paths", [])
         elif current is not None and section is not None and line.startswith("    - "):
-            section.append(line[6:])
+            section.append(_fish_unescape(line[6:]))
     if current:
         yield current
+
+
+def parse_ksh93(data: bytes) -> Parsed:
+    """ksh93's binary file (\\201\\001 first): each command NUL-terminated, starting on an even byte
+    (NUL padding), ending in its newline; \\202\\0 opens a 6-byte command-number marker and
+    \\201\\0 cancels the command before it (hist_eof). No times are kept."""
+    out: list[dict] = []
+    pos, size = 2, len(data)
+    while pos < size:
+        byte = data[pos]
+        if byte == 0:
+            pos += 1
+        elif byte == 0x82 and data[pos + 1:pos + 2] == b"\0":
+            pos += 6
+        elif byte == 0x81 and data[pos + 1:pos + 2] == b"\0":
+            if out:
+                out[-1]["cancelled"] = True
+            pos += 2
+        elif byte in (0x81, 0x82):
+            pos += 1
+        else:
+            end = data.find(b"\0", pos)
+            end = size if end < 0 else end
+            command = data[pos:end]
+            out.append({"offset": pos, "command": text(command[:-1] if command.endswith(b"\n") else command),
+                        "timestamp": None})
+            pos = end + 1
+    yield from (r for r in out if r["command"].strip())
+
+
+def parse_mksh(data: bytes) -> Parsed:
+    """mksh's binary file (\\253\\315 first): <\\377><command number, 4 bytes big-endian><command><NUL>."""
+    pos = 2
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 5 > len(data):
+            return
+        end = data.find(b"\0", pos + 5)
+        end = len(data) if end < 0 else end
+        command = text(data[pos + 5:end])
+        if command.strip():
+            yield {"offset": pos, "event": int.from_bytes(data[pos + 1:pos + 5], "big"), "command": command,
+                   "timestamp": None}
+        pos = end + 1
+
+
+def parse_sh(data: bytes) -> Parsed:
+    """~/.sh_history and the like: ksh93's or mksh's binary file by its magic, else one line each (ash)."""
+    if data[:2] == b"\x81\x01":
+        return parse_ksh93(data)
+    if data[:2] == b"\xab\xcd":
+        return parse_mksh(data)
+    return parse_lines(data)
 
 
 def parse_lines(data: bytes) -> Parsed:
@@ -163,7 +260,7 @@ def parse_viminfo(data: bytes) -> Parsed:
 
 
 PARSERS: dict[str, Callable[[bytes], Parsed]] = {
-    "bash": parse_bash, "zsh": parse_zsh, "fish": parse_fish, "sh": parse_lines, "python": parse_lines,
+    "bash": parse_bash, "zsh": parse_zsh, "fish": parse_fish, "sh": parse_sh, "python": parse_lines,
     "lines": parse_lines, "mysql": parse_libedit, "psql": parse_libedit, "less": parse_less, "vim": parse_viminfo,
 }
 
