@@ -101,6 +101,34 @@ def _hidden_modules_for_any_producer(base: type) -> type:
     return Hidden_modules
 
 
+# Packages volatility3 fills by walking their folders for *.py files (framework.import_files): the
+# automagics (among them the Linux stacker, symbol finder and kernel module) and the layers (LiME, ELF,
+# AVML, QEMU...). In the single binary those modules live in the PYZ archive and their folders hold no
+# source, so the walk finds nothing: banners still work (they need neither) but every kernel plugin is
+# left with an unsatisfied kernel requirement, whatever symbol table is offered.
+WALKED_PACKAGES = ("volatility3.framework.automagic", "volatility3.framework.layers")
+
+
+def import_walked_packages() -> list[str]:
+    """Import every module of WALKED_PACKAGES through the import system (which sees the PYZ archive of a
+    frozen binary as well as a source install), so that volatility's own folder walk has nothing left to
+    find. Returns the modules that could not be imported (optional back ends such as leechcore)."""
+    import importlib
+    import pkgutil
+
+    failures = []
+    for package in WALKED_PACKAGES:
+        module = importlib.import_module(package)
+        for info in pkgutil.iter_modules(module.__path__, package + "."):
+            if info.name.rsplit(".", 1)[-1].startswith("__"):
+                continue
+            try:
+                importlib.import_module(info.name)
+            except Exception:  # noqa: BLE001 - as volatility's own import_files(ignore_errors=True)
+                failures.append(info.name)
+    return failures
+
+
 def bundled_symbol_dirs() -> list[str]:
     """The binary's own symbols folder (build/symbols at build time), when it holds any table."""
     base = getattr(sys, "_MEIPASS", None) or os.path.join(os.path.dirname(__file__), "..", "..", "build")
@@ -127,7 +155,7 @@ class Session:
             constants.REMOTE_ISF_URL = remote_isf_url
         dirs = [os.path.abspath(d) for d in symbol_dirs] + bundled_symbol_dirs()
         volatility3.symbols.__path__ = dirs + list(constants.SYMBOL_BASEPATHS)
-        self.import_failures = sorted(framework.import_files(volatility3.plugins, True))
+        self.import_failures = sorted(import_walked_packages() + framework.import_files(volatility3.plugins, True))
         self.plugins = framework.list_plugins()
         if HIDDEN_MODULES in self.plugins:
             self.plugins[HIDDEN_MODULES] = _hidden_modules_for_any_producer(self.plugins[HIDDEN_MODULES])
@@ -266,4 +294,8 @@ def collect(ctx: Any) -> Iterator[Item]:
             continue
         status["symbols_source"] = label if status.get("symbol_table") else None
         yield from items
+        if status.get("status") in ("symbols_missing", "unsupported"):
+            # No kernel plugin ran: the artifact did not do its job, and the analysis is not complete.
+            yield Problem(f"volatility: no kernel plugin could run ({status['status']})", level="error",
+                          detail={"artifact_status": "failed"})
         return
