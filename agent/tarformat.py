@@ -134,12 +134,34 @@ class TarFormatError(ValueError):
     pass
 
 
+PAX_CAP = 1 << 20  # a pax (or GNU long-name) header body larger than this is refused, never read
+AREGTYPE, LNKTYPE, DIRTYPE, GLOBALTYPE = b"\0", b"1", b"5", b"g"
+GNU_LONGNAME, GNU_LONGLINK = b"L", b"K"
+_CONTENT_TYPES = (REGTYPE, AREGTYPE, b"7")  # types whose size is followed by content (as tarfile reads them)
+
+
+def content_size(header: Header) -> int:
+    """Bytes of content that follow a header: its size for regular files (and types unknown to tar, as
+    tarfile reads them), none for links, directories and devices whatever their size field says."""
+    if header.typeflag in _CONTENT_TYPES or header.typeflag not in (SYMTYPE, LNKTYPE, DIRTYPE, b"3", b"4", b"6"):
+        return header.size
+    return 0
+
+
 def _field_octal(buf: bytes, start: int, end: int, what: str) -> int:
     text = buf[start:end].split(b"\0", 1)[0].strip()
     try:
         return int(text or b"0", 8)
     except ValueError:
         raise TarFormatError(f"bad {what} field") from None
+
+
+def _field_number(buf: bytes, start: int, end: int, what: str) -> int:
+    """Octal, or GNU base-256 (first byte 0x80 / 0xff), as other tar writers use for large values."""
+    if buf[start] in (0x80, 0xFF):
+        value = int.from_bytes(buf[start + 1:end], "big")
+        return value - (1 << (8 * (end - start - 1))) if buf[start] == 0xFF else value
+    return _field_octal(buf, start, end, what)
 
 
 def _parse_block(buf: bytes) -> Header:
@@ -161,11 +183,36 @@ def _parse_block(buf: bytes) -> Header:
     )
 
 
+def _parse_block_lenient(buf: bytes) -> Header:
+    """Any ustar header (POSIX or GNU, as tarfile and GNU tar write them): the checksum still has to hold."""
+    try:
+        stored = int(buf[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        raise TarFormatError("bad checksum field") from None
+    if stored not in (sum(buf[:148]) + 8 * 32 + sum(buf[156:]),
+                      sum(b - 256 if b > 127 else b for b in buf[:148] + b" " * 8 + buf[156:])):
+        raise TarFormatError("header checksum mismatch")
+    if buf[257:263] not in (b"ustar\0", b"ustar "):
+        raise TarFormatError("not a ustar header")
+    name = buf[0:100].split(b"\0", 1)[0]
+    prefix = buf[345:500].split(b"\0", 1)[0] if buf[257:263] == b"ustar\0" else b""
+    return Header(
+        name=prefix + b"/" + name if prefix else name,
+        mode=_field_number(buf, 100, 108, "mode"),
+        uid=_field_number(buf, 108, 116, "uid"),
+        gid=_field_number(buf, 116, 124, "gid"),
+        size=_field_number(buf, 124, 136, "size"),
+        mtime_ns=_field_number(buf, 136, 148, "mtime") * _NS,
+        typeflag=buf[156:157],
+        linkname=buf[157:257].split(b"\0", 1)[0],
+    )
+
+
 def _parse_pax(body: bytes) -> list[tuple[bytes, bytes]]:
     records = []
     pos = 0
     while pos < len(body):
-        space = body.find(b" ", pos)
+        space = body.find(b" ", pos, pos + 24)
         if space < 0:
             raise TarFormatError("bad pax record")
         try:
@@ -181,48 +228,85 @@ def _parse_pax(body: bytes) -> list[tuple[bytes, bytes]]:
     return records
 
 
-def decode(read_exact) -> tuple[Header, bytes] | None:
+def decode(read_exact, canonical: bool = True, pax_cap: int = PAX_CAP) -> tuple[Header, bytes] | None:
     """Read one member's header(s) with ``read_exact(n) -> bytes``. Returns (header, raw bytes),
-    or None at the end-of-archive marker. Raises TarFormatError on anything non-canonical."""
+    or None at the end-of-archive marker. With ``canonical`` (verify) raises TarFormatError on anything
+    that is not exactly what ``encode`` writes; without it reads any ustar/pax header. Either way a pax
+    or long-name body over ``pax_cap`` bytes is refused before it is read."""
     raw = read_exact(BLOCK)
     if len(raw) < BLOCK:
         raise TarFormatError("archive ends inside a header")
     if raw == b"\0" * BLOCK:
         return None
     try:
-        return _decode(raw, read_exact)
+        return _decode(raw, read_exact, canonical, pax_cap)
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, TarFormatError):
             raise
         raise TarFormatError(f"bad pax value ({exc})") from None
 
 
-def _decode(raw: bytes, read_exact) -> tuple[Header, bytes]:
-    header = _parse_block(raw)
-    if header.typeflag == PAXTYPE:
-        body = read_exact(header.size + pad(header.size))
-        raw += body
-        records = _parse_pax(body[:header.size])
-        block = read_exact(BLOCK)
-        if len(block) < BLOCK:
-            raise TarFormatError("archive ends inside a header")
-        raw += block
-        header = _parse_block(block)
-        for key, value in records:
-            if key == b"path":
-                header.name = value
-            elif key == b"linkpath":
-                header.linkname = value
-            elif key in (b"uid", b"gid", b"size"):
-                setattr(header, key.decode(), int(value))
-            elif key == b"mtime":
-                header.mtime_ns = _parse_time(value)
-            elif key == b"atime":
-                header.atime_ns = _parse_time(value)
-            elif key == b"ctime":
-                header.ctime_ns = _parse_time(value)
-            else:
-                header.extra[key.decode("utf-8", "backslashreplace")] = value
-    if encode(header) != raw:
+def _read_body(read_exact, header: Header, pax_cap: int, what: str) -> bytes:
+    if header.size < 0 or header.size > pax_cap:
+        raise TarFormatError(f"{what} of {header.size} bytes (more than the {pax_cap}-byte cap): refused")
+    body = read_exact(header.size + pad(header.size))
+    if len(body) < header.size + pad(header.size):
+        raise TarFormatError("archive ends inside a header")
+    return body
+
+
+def _decode(raw: bytes, read_exact, canonical: bool = True, pax_cap: int = PAX_CAP) -> tuple[Header, bytes]:
+    parse = _parse_block if canonical else _parse_block_lenient
+    header = parse(raw)
+    records: list[tuple[bytes, bytes]] = []
+    long_name = long_link = None
+    for _ in range(8):  # extended headers before the member's own (pax, GNU long names, pax globals)
+        if header.typeflag == PAXTYPE or (not canonical and header.typeflag in (GLOBALTYPE, GNU_LONGNAME,
+                                                                                 GNU_LONGLINK)):
+            body = _read_body(read_exact, header, pax_cap, "extended header")
+            raw += body
+            if header.typeflag == PAXTYPE:
+                records += _parse_pax(body[:header.size])
+            elif header.typeflag == GNU_LONGNAME:
+                long_name = body[:header.size].split(b"\0", 1)[0]
+            elif header.typeflag == GNU_LONGLINK:
+                long_link = body[:header.size].split(b"\0", 1)[0]
+            block = read_exact(BLOCK)
+            if len(block) < BLOCK:
+                raise TarFormatError("archive ends inside a header")
+            if not canonical and block == b"\0" * BLOCK:
+                raise TarFormatError("archive ends after an extended header")
+            raw += block
+            header = parse(block)
+            if canonical:
+                break
+        else:
+            break
+    else:
+        raise TarFormatError("too many extended headers in a row")
+    if canonical and header.typeflag == PAXTYPE:
+        raise TarFormatError("header is not in canonical form (altered)")
+    if long_name is not None:
+        header.name = long_name
+    if long_link is not None:
+        header.linkname = long_link
+    for key, value in records:
+        if key == b"path":
+            header.name = value
+        elif key == b"linkpath":
+            header.linkname = value
+        elif key in (b"uid", b"gid", b"size"):
+            setattr(header, key.decode(), int(value))
+        elif key == b"mtime":
+            header.mtime_ns = _parse_time(value)
+        elif key == b"atime":
+            header.atime_ns = _parse_time(value)
+        elif key == b"ctime":
+            header.ctime_ns = _parse_time(value)
+        else:
+            header.extra[key.decode("utf-8", "backslashreplace")] = value
+    if header.size < 0:
+        raise TarFormatError("negative size")
+    if canonical and encode(header) != raw:
         raise TarFormatError("header is not in canonical form (altered)")
     return header, raw
