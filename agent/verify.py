@@ -11,115 +11,40 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from agent import tarformat
-from agent.bundle import (
-    GZIP_HEADER,
-    MANIFEST_NAME,
-    SEAL_NAME,
-    SIG_NAME,
-    canonical_json,
-    gzip_seal_member,
-    header_fields,
-    seal_document,
+from agent.bundle import MANIFEST_NAME, SEAL_NAME, SIG_NAME, canonical_json, header_fields, seal_document
+from agent.reader import (
+    MANIFEST_CAP,
+    BundleError,
+    BundleReader,
+    Manifest,
+    TooLarge,
+    loads_bounded,
+    open_regular,
+    quoted,
+    shown,
 )
 
 READ_CHUNK = 1 << 20
+MAX_MEMBERS = 250_000  # the collector's file budgets stay far below; each member costs verify ~250 bytes
+PROBLEM_LIMIT = 1000  # problems kept (all are counted)
+SMALL_CAP = 1 << 20  # the seal and the signature
 
 
 class _Damaged(Exception):
     pass
 
 
-class _TarStream:
-    """Uncompressed tar bytes from a file, through a strict gzip decoder when compressed."""
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.file_sha256 = hashlib.sha256()
-        self.buffer = bytearray()
-        self.position = 0  # offset in the uncompressed tar
-        self.eof = False
-        head = self._read_file(len(GZIP_HEADER))
-        self.gzip = head[:2] == b"\x1f\x8b"
-        if self.gzip:
-            if head != GZIP_HEADER:
-                raise _Damaged("gzip header altered (not the one triagent writes)")
-            self._inflate = zlib.decompressobj(-15)
-            self._sealed_part = hashlib.sha256(head)
-            self._crc = 0
-            self._size = 0
-        else:
-            self.buffer += head
-
-    def _read_file(self, n: int) -> bytes:
-        data = self.f.read(n)
-        self.file_sha256.update(data)
-        return data
-
-    def _fill(self) -> bool:
-        if self.eof:
-            return False
-        raw = self._read_file(READ_CHUNK)
-        if not self.gzip:
-            if not raw:
-                self.eof = True
-                return False
-            self.buffer += raw
-            return True
-        try:
-            data = self._inflate.decompress(raw) if raw else b""
-        except zlib.error as exc:
-            raise _Damaged(f"compressed stream damaged ({exc})") from None
-        self._crc = zlib.crc32(data, self._crc)
-        self._size += len(data)
-        self.buffer += data
-        if not self._inflate.eof:
-            if not raw:
-                raise _Damaged("compressed stream truncated")
-            self._sealed_part.update(raw)
-        else:
-            unused = self._inflate.unused_data
-            self._sealed_part.update(raw[:len(raw) - len(unused)])
-            trailer, tail = unused[:8], unused[8:]
-            trailer += self._read_file(8 - len(trailer))
-            self._sealed_part.update(trailer)
-            if trailer != struct.pack("<II", self._crc, self._size & 0xFFFFFFFF):
-                raise _Damaged("compressed stream CRC/length mismatch")
-            # The compressed bytes' own seal covers every file byte before it.
-            expected = gzip_seal_member(self._sealed_part.hexdigest())
-            seal = tail + self._read_file(len(expected) + 1 - len(tail))
-            if seal != expected:
-                raise _Damaged("compressed bytes altered (gzip seal mismatch: deflate or gzip framing changed)")
-            self.eof = True
-        return True
-
-    def read(self, n: int) -> bytes:
-        while len(self.buffer) < n and self._fill():
-            pass
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        self.position += len(data)
-        return data
-
-    def drain_to_end(self) -> bytes:
-        out = bytearray()
-        while True:
-            chunk = self.read(READ_CHUNK)
-            if not chunk:
-                return bytes(out)
-            out += chunk.strip(b"\0")[:1]  # keep only evidence that something non-zero is there
-
-
 @dataclass
-class Member:
+class _Special:
+    """The manifest, the signature or the seal: the only members whose bytes verify keeps."""
     header: tarformat.Header
     sha256: str
-    data: bytes | None  # kept only for our own small metadata members
+    data: bytes | None
 
 
 @dataclass
@@ -131,144 +56,162 @@ class Result:
     bundle_sha256: str | None = None
     plaintext_sha256: str | None = None  # of the decrypted bundle, when it was encrypted
     signature: str | None = None  # what the manifest's signature check found, when the bundle is signed
+    problem_count: int = 0
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # manifest entries asked for (``keep``)
+    manifest_read: bool = False  # the manifest could be compared with the members (``entries`` is complete)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < PROBLEM_LIMIT:
+            self.problems.append(problem)
+
     def summary(self) -> dict[str, Any]:
         return {"verified": self.ok, "bundle": self.path, "bundle_sha256": self.bundle_sha256,
                 **({"plaintext_sha256": self.plaintext_sha256} if self.plaintext_sha256 else {}),
                 **({"signature": self.signature} if self.signature else {}),
-                "members": self.members, "collection_status": self.status,
-                "problems": self.problems[:20], "problem_count": len(self.problems)}
+                "members": self.members, "collection_status": shown(self.status) if self.status else self.status,
+                "problems": self.problems[:20], "problem_count": max(self.problem_count, len(self.problems))}
 
 
-def _read_members(stream: _TarStream, result: Result) -> tuple[list[Member], int | None]:
-    """Walk the tar strictly. Returns the members and the offset where the seal starts."""
-    members: list[Member] = []
+def _read_members(reader: BundleReader, result: Result) -> tuple[list[bytes], dict[str, _Special], int | None]:
+    """Walk the tar strictly, keeping of each member only its metadata as the manifest lists it and the
+    SHA-256 of its content (``canonical header fields JSON + 32 digest bytes``); the manifest, signature
+    and seal are kept whole. Returns those, and the offset where the seal starts."""
+    seen: list[bytes] = []
+    special: dict[str, _Special] = {}
+    names: set[bytes] = set()
     prefix_at_seal = None
-    last = "(start of bundle)"
-    while True:
-        try:
-            parsed = tarformat.decode(stream.read)
-        except tarformat.TarFormatError as exc:
-            raise _Damaged(f"header of the member after {last!r}: {exc}") from None
-        if parsed is None:
-            break
-        header, _raw = parsed
-        name = os.fsdecode(header.name)
-        if name == SEAL_NAME:
-            prefix_at_seal = stream.position - len(_raw)
-        if header.typeflag not in (tarformat.REGTYPE, tarformat.SYMTYPE):
-            raise _Damaged(f"member {name!r}: unexpected tar entry type {header.typeflag!r}")
-        digest = hashlib.sha256()
-        keep = name.startswith("triagent/") and header.size <= 64 << 20
-        kept = bytearray()
-        remaining = header.size
-        while remaining:
-            chunk = stream.read(min(READ_CHUNK, remaining))
-            if not chunk:
-                raise _Damaged(f"member {name!r}: bundle ends inside its content")
-            digest.update(chunk)
-            if keep:
-                kept += chunk
-            remaining -= len(chunk)
-        padding = stream.read(tarformat.pad(header.size))
-        if padding.strip(b"\0") or len(padding) != tarformat.pad(header.size):
-            raise _Damaged(f"member {name!r}: padding after its content altered")
-        members.append(Member(header, digest.hexdigest(), bytes(kept) if keep else None))
-        last = name
-    if stream.position % tarformat.BLOCK:
-        raise _Damaged("archive length is not a multiple of 512")
-    if stream.drain_to_end():
-        raise _Damaged(f"non-zero bytes after the end-of-archive marker (after {last!r})")
-    if (stream.position) % tarformat.RECORD:
-        raise _Damaged("archive end is not padded to a full tar record")
-    return members, prefix_at_seal
-
-
-def _check(members: list[Member], prefix_at_seal: int | None, result: Result, public_key: str | None = None) -> None:
-    signed = len(members) >= 3 and os.fsdecode(members[-2].header.name) == SIG_NAME
-    tail = 3 if signed else 2
-    if len(members) < tail or os.fsdecode(members[-1].header.name) != SEAL_NAME \
-            or os.fsdecode(members[-tail].header.name) != MANIFEST_NAME:
-        result.problems.append("bundle has no manifest and seal at its end (incomplete or truncated)")
-        return
-    manifest_member, seal_member = members[-tail], members[-1]
-    sig_member = members[-2] if signed else None
     try:
-        seal = json.loads(seal_member.data or b"")
-        manifest = json.loads(manifest_member.data or b"")
+        for member in reader:
+            if len(seen) >= MAX_MEMBERS:
+                raise _Damaged(f"more than {MAX_MEMBERS} members: not a bundle triagent writes (not read further)")
+            name = member.name
+            if member.problem:
+                result.add(f"member {quoted(name)}: {member.problem}")
+            if member.raw_name in names:
+                result.add(f"member {quoted(name)}: a second member of the same name (one hides the other)")
+            names.add(member.raw_name)
+            if name == SEAL_NAME:
+                prefix_at_seal = member.offset
+            data = None
+            if name in (MANIFEST_NAME, SIG_NAME, SEAL_NAME) and member.kind == "file":
+                try:
+                    data = member.read_all(MANIFEST_CAP if name == MANIFEST_NAME else SMALL_CAP)
+                except TooLarge as exc:
+                    result.add(str(exc))
+            member.finish()
+            digest = member.digest.digest()  # type: ignore[union-attr]
+            if data is not None or name in (MANIFEST_NAME, SIG_NAME, SEAL_NAME):
+                special[name] = _Special(member.header, digest.hex(), data)
+            seen.append(canonical_json(header_fields(member.header))[:-1] + digest)
+    except BundleError as exc:
+        raise _Damaged(str(exc)) from None
+    return seen, special, prefix_at_seal
+
+
+def _name_of(record: bytes) -> str:
+    return json.loads(record[:-32]).get("name", "")
+
+
+def _check(seen: list[bytes], special: dict[str, _Special], prefix_at_seal: int | None, result: Result,
+           public_key: str | None = None, keep: Callable[[str], bool] | None = None) -> None:
+    signed = len(seen) >= 3 and _name_of(seen[-2]) == SIG_NAME
+    tail = 3 if signed else 2
+    if len(seen) < tail or _name_of(seen[-1]) != SEAL_NAME or _name_of(seen[-tail]) != MANIFEST_NAME \
+            or MANIFEST_NAME not in special or SEAL_NAME not in special:
+        result.add("bundle has no manifest and seal at its end (incomplete or truncated)")
+        return
+    manifest_member, seal_member = special[MANIFEST_NAME], special[SEAL_NAME]
+    sig_member = special.get(SIG_NAME) if signed else None
+    if manifest_member.data is None or seal_member.data is None:
+        return  # too large: already named
+    try:
+        seal = loads_bounded(seal_member.data)
+        manifest = Manifest(manifest_member.data, canonical=True)
+        if not isinstance(seal, dict):
+            raise ValueError("not an object")
     except ValueError:
-        result.problems.append(f"{SEAL_NAME} or {MANIFEST_NAME}: not valid JSON (altered)")
+        result.add(f"{SEAL_NAME} or {MANIFEST_NAME}: not valid JSON (altered)")
         return
     prefix_bytes = prefix_at_seal or 0
     expected_seal = seal_document(manifest_member.sha256, prefix_bytes)
     if expected_seal != seal_member.data:
         if canonical_json(seal) != seal_member.data or set(seal) != set(json.loads(expected_seal)) \
                 or seal.get("format") != json.loads(expected_seal)["format"]:
-            result.problems.append(f"member {SEAL_NAME!r}: content altered")
+            result.add(f"member {SEAL_NAME!r}: content altered")
         elif seal.get("prefix_bytes") != prefix_bytes:
-            result.problems.append(f"member {SEAL_NAME!r}: content altered (prefix length)")
-    if canonical_json(manifest) != manifest_member.data or seal.get("manifest_sha256") != manifest_member.sha256:
-        result.problems.append(f"member {MANIFEST_NAME!r}: content altered")
-    result.status = manifest.get("status")
-    sealed_at = manifest.get("sealed_at_ns")
+            result.add(f"member {SEAL_NAME!r}: content altered (prefix length)")
+    if not manifest.canonical or seal.get("manifest_sha256") != manifest_member.sha256:
+        result.add(f"member {MANIFEST_NAME!r}: content altered")
+    fields = manifest.fields
+    result.status = fields.get("status") if isinstance(fields.get("status"), str) else None
+    sealed_at = fields.get("sealed_at_ns")
     for member in (manifest_member, seal_member) + ((sig_member,) if sig_member else ()):
         h = member.header
         if (h.mode, h.uid, h.gid, h.mtime_ns, h.atime_ns, h.ctime_ns) != (0o444, 0, 0, sealed_at, None, None):
-            result.problems.append(f"member {os.fsdecode(h.name)!r}: tar metadata altered")
-    _check_signature(manifest_member, sig_member, manifest, public_key, result)
-    listed = manifest.get("members", [])
-    body = members[:-tail]
-    for index, member in enumerate(body):
-        name = os.fsdecode(member.header.name)
-        entry = listed[index] if index < len(listed) else None
-        if entry is None or entry.get("name") != name:
-            result.problems.append(f"member {name!r}: not listed in the manifest at this position")
-            continue
-        expected = {k: entry.get(k) for k in header_fields(member.header)}
-        actual = header_fields(member.header)
-        if set(entry) & {"atime_ns", "ctime_ns", "target"} - set(actual):
-            result.problems.append(f"member {name!r}: tar metadata altered")
-        elif expected != actual:
-            changed = sorted(k for k in actual if expected[k] != actual[k])
-            result.problems.append(f"member {name!r}: tar metadata altered ({', '.join(changed)})")
-        if entry.get("sha256") != member.sha256:
-            result.problems.append(f"member {name!r}: content altered (SHA-256 mismatch)")
-    for entry in listed[len(body):]:
-        result.problems.append(f"member {entry.get('name')!r}: listed in the manifest but missing")
+            result.add(f"member {quoted(h.name)}: tar metadata altered")
+    _check_signature(manifest_member, sig_member, fields, public_key, result)
+    listed = manifest.entries()
+    result.manifest_read = True
+    try:
+        for record in seen[:-tail]:
+            actual = json.loads(record[:-32])
+            name = actual["name"]
+            entry = next(listed, None)
+            if not isinstance(entry, dict) or entry.get("name") != name:
+                result.add(f"member {quoted(name)}: not listed in the manifest at this position")
+                continue
+            if keep is not None and keep(name):
+                result.entries[name] = entry
+            expected = {k: entry.get(k) for k in actual}
+            if set(entry) & {"atime_ns", "ctime_ns", "target"} - set(actual):
+                result.add(f"member {quoted(name)}: tar metadata altered")
+            elif expected != actual:
+                changed = sorted(k for k in actual if expected[k] != actual[k])
+                result.add(f"member {quoted(name)}: tar metadata altered ({', '.join(changed)})")
+            if entry.get("sha256") != record[-32:].hex():
+                result.add(f"member {quoted(name)}: content altered (SHA-256 mismatch)")
+        for entry in listed:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            result.add(f"member {quoted(str(name))}: listed in the manifest but missing")
+    except ValueError as exc:
+        result.add(f"member {MANIFEST_NAME!r}: {exc}")
     if expected_seal != seal_member.data and not result.problems:
-        result.problems.append(f"member {SEAL_NAME!r}: content altered")
+        result.add(f"member {SEAL_NAME!r}: content altered")
 
 
-def _check_signature(manifest_member: Member, sig_member: Member | None, manifest: dict[str, Any],
+def _check_signature(manifest_member: _Special, sig_member: _Special | None, manifest: dict[str, Any],
                      public_key: str | None, result: Result) -> None:
     signer = manifest.get("signer")
     if sig_member is None:
         if signer:
-            result.problems.append(f"member {SIG_NAME!r}: removed (the manifest names signer {signer})")
+            result.add(f"member {SIG_NAME!r}: removed (the manifest names signer {quoted(signer)})")
         elif public_key:
-            result.problems.append("the bundle is not signed (--public-key was given)")
+            result.add("the bundle is not signed (--public-key was given)")
         return
     from agent.signing import verify_signature
 
     try:
-        sig = json.loads(sig_member.data or b"")
+        sig = loads_bounded(sig_member.data or b"")
+        if not isinstance(sig, dict):
+            raise ValueError("not an object")
     except ValueError:
-        result.problems.append(f"member {SIG_NAME!r}: content altered (not JSON)")
+        result.add(f"member {SIG_NAME!r}: content altered (not JSON)")
         return
     if canonical_json(sig) != sig_member.data:
-        result.problems.append(f"member {SIG_NAME!r}: content altered")
+        result.add(f"member {SIG_NAME!r}: content altered")
         return
     ok, message = verify_signature(manifest_member.data or b"", sig, public_key)
     if not ok:
-        result.problems.append(f"member {SIG_NAME!r}: {message}")
+        result.add(f"member {SIG_NAME!r}: {shown(message)}")
     elif signer != sig.get("fingerprint"):
-        result.problems.append(f"member {SIG_NAME!r}: signed by {sig.get('fingerprint')}, the manifest names "
-                               f"{signer}")
-    result.signature = message
+        result.add(f"member {SIG_NAME!r}: signed by {quoted(sig.get('fingerprint'))}, the manifest names "
+                   f"{quoted(signer)}")
+    result.signature = shown(message)
 
 
 class _Hashed:
@@ -288,16 +231,19 @@ class _Hashed:
         return len(data)
 
 
-def verify(path: str, identities: list[Any] | None = None, public_key: str | None = None) -> Result:
+def verify(path: str, identities: list[Any] | None = None, public_key: str | None = None,
+           keep: Callable[[str], bool] | None = None) -> Result:
     """Check a bundle; with ``identities`` an age-encrypted one is decrypted on the fly (each chunk
-    authenticated) and its members checked; the sidecar .sha256 is then compared with the encrypted bytes."""
+    authenticated) and its members checked; the sidecar .sha256 is then compared with the encrypted bytes.
+    ``keep(name)`` asks for the manifest entries of those members (``result.entries``). Memory stays
+    bounded whatever the bundle (agent/reader.py): only the manifest, signature and seal are kept."""
     result = Result(path)
     try:
-        f = open(path, "rb") if path != "-" else os.fdopen(os.dup(0), "rb")
+        f = open_regular(path) if path != "-" else os.fdopen(os.dup(0), "rb")
     except OSError as exc:
-        result.problems.append(f"cannot open bundle: {exc.strerror or exc}")
+        result.add(f"cannot open bundle: {shown(exc.strerror or exc)}")
         return result
-    stream = None
+    reader = None
     raw: _Hashed | None = None
     with f:
         try:
@@ -312,29 +258,38 @@ def verify(path: str, identities: list[Any] | None = None, public_key: str | Non
                     source = AgeReader(raw, identities)
                 except AgeError as exc:
                     raise _Damaged(f"cannot decrypt: {exc}") from None
-            stream = _TarStream(source)
-            members, prefix_at_seal = _read_members(stream, result)
-            result.members = len(members)
-            _check(members, prefix_at_seal, result, public_key)
-        except _Damaged as exc:
-            result.problems.append(str(exc))
-        except (OSError, ValueError) as exc:  # age errors are ValueErrors: tampered or truncated ciphertext
-            result.problems.append(f"cannot read bundle: {getattr(exc, 'strerror', None) or exc}")
-        if stream is not None:
             try:
-                while stream._read_file(READ_CHUNK):
-                    pass
+                reader = BundleReader(source, strict=True, hash_members=True, hash_file=True)
+            except BundleError as exc:
+                raise _Damaged(str(exc)) from None
+            seen, special, prefix_at_seal = _read_members(reader, result)
+            result.members = len(seen)
+            _check(seen, special, prefix_at_seal, result, public_key, keep)
+        except _Damaged as exc:
+            result.add(str(exc))
+        except (OSError, ValueError) as exc:  # age errors are ValueErrors: tampered or truncated ciphertext
+            result.add(f"cannot read bundle: {shown(getattr(exc, 'strerror', None) or exc)}")
+        if reader is not None:
+            try:
+                complete = reader.src.drain_file()
             except ValueError as exc:
-                result.problems.append(f"cannot decrypt the rest of the bundle: {exc}")
-            result.bundle_sha256 = stream.file_sha256.hexdigest()
+                result.add(f"cannot decrypt the rest of the bundle: {shown(exc)}")
+                complete = True
+            if complete:
+                result.bundle_sha256 = reader.src.file_sha256.hexdigest()  # type: ignore[union-attr]
+            else:
+                result.add("more than 16 MiB of data after the end of the bundle (not hashed)")
         if raw is not None:
             while raw.read(READ_CHUNK):
                 pass
             result.plaintext_sha256, result.bundle_sha256 = result.bundle_sha256, raw.sha256.hexdigest()
     sidecar = path + ".sha256"
-    if path != "-" and os.path.exists(sidecar) and result.bundle_sha256:
-        with open(sidecar, encoding="utf-8", errors="replace") as s:
-            recorded = s.read().split(" ", 1)[0].strip()
+    if path != "-" and os.path.isfile(sidecar) and result.bundle_sha256:
+        try:
+            with open_regular(sidecar) as s:
+                recorded = s.read(4096).decode("utf-8", "replace").split(" ", 1)[0].strip()
+        except OSError:
+            recorded = None
         if recorded != result.bundle_sha256:
-            result.problems.append(f"bundle SHA-256 differs from {os.path.basename(sidecar)}")
+            result.add(f"bundle SHA-256 differs from {quoted(os.path.basename(sidecar))}")
     return result
