@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 from typing import Any
@@ -18,87 +17,192 @@ from typing import Any
 from agent.bundle import BundleWriter
 from agent.pipeline import Run, RunOptions
 from agent.plan import load_profile, load_secrets
+from agent.reader import READ_CHUNK, BundleError, BundleReader, dumps, quoted, shown
 from agent.redact import Redactor
 from agent.verify import verify
 
-IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part\d{4})?")
+IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part(\d{4,}))?")
 COMPANION_SUFFIX = "-companion.lime"
+SYMBOL_TABLE = re.compile(r"symbols/linux/([^/]+\.json(?:\.xz)?)")
+MIN_FREE_BYTES = 256 << 20  # analyze never leaves less than this free where it writes
+_ZERO = bytes(READ_CHUNK)
 
 
-def extract_image(bundle: str, workdir: str) -> str | None:
+class Refused(ValueError):
+    """What a bundle asks analyze to write is refused (too large for the space left, not declared)."""
+
+
+def _free_bytes(folder: str) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def _check_space(folder: str, planned: int, min_free: int | None, what: str) -> None:
+    min_free = MIN_FREE_BYTES if min_free is None else min_free
+    free = _free_bytes(folder)
+    if free - planned < min_free:
+        raise Refused(f"{what} ({planned} bytes) would leave {max(0, free - planned)} bytes free in {folder}, under "
+                      f"the {min_free}-byte floor: not extracted")
+
+
+def _limit(name: str, size: int, declared: dict[str, dict[str, Any]] | None) -> int:
+    """Bytes of a member analyze may write: its size, never more than the manifest declares for it."""
+    if declared is None:
+        return size
+    entry = declared.get(name)
+    listed = entry.get("size") if isinstance(entry, dict) else None
+    if not isinstance(listed, int) or isinstance(listed, bool) or listed < 0:
+        raise Refused(f"member {quoted(name)} is not declared in the manifest: not extracted")
+    return min(size, listed)
+
+
+def _extract(bundle: str, targets: dict[str, tuple[str, int, int]]) -> None:
+    """Write each wanted member (name -> (file, offset, most bytes)) in one bounded pass; all-zero chunks
+    are left as holes, so the files take no more than the bytes that are not zero."""
+    handles: dict[str, Any] = {}
+    try:
+        with BundleReader(bundle) as reader:
+            for member in reader.accepted():
+                if member.name not in targets or member.kind != "file":
+                    continue
+                path, offset, limit = targets[member.name]
+                if path not in handles:
+                    handles[path] = open(path, "r+b" if os.path.exists(path) else "wb")
+                out = handles[path]
+                out.seek(offset)
+                left = limit
+                while left > 0 and (chunk := member.read(min(READ_CHUNK, left))):
+                    left -= len(chunk)
+                    if chunk == _ZERO[:len(chunk)]:
+                        out.seek(len(chunk), os.SEEK_CUR)
+                    else:
+                        out.write(chunk)
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _members(bundle: str, pattern: re.Pattern[str]) -> list[tuple[str, int]]:
+    """(name, size) of the accepted regular members whose name matches (one pass over headers)."""
+    with BundleReader(bundle) as reader:
+        return [(m.name, m.size) for m in reader.accepted() if m.kind == "file" and pattern.fullmatch(m.name)]
+
+
+def extract_image(bundle: str, workdir: str, declared: dict[str, dict[str, Any]] | None = None,
+                  min_free: int | None = None) -> str | None:
     """The bundle's memory image as one file volatility3 opens, or None: the image's parts joined in
     order; an AVML image that has a companion (the pages snappy could not shrink, kept as LiME) is
-    merged with it into one LiME image, so that no page is missing from the analysis."""
-    images: dict[str, list[tarfile.TarInfo]] = {}
-    with tarfile.open(bundle) as tar:
-        for member in tar.getmembers():
-            m = IMAGE_MEMBER.fullmatch(member.name) if member.isfile() else None
-            if m:
-                images.setdefault(m.group(1), []).append(member)
-        names = sorted({n.removesuffix(COMPANION_SUFFIX) for n in images})
-        if not names:
-            return None
-        name = names[0]
+    merged with it into one LiME image, so that no page is missing from the analysis.
 
-        def join(image: str) -> str | None:
-            if image not in images:
-                return None
-            path = os.path.join(workdir, image)
-            with open(path, "wb") as out:
-                for member in sorted(images[image], key=lambda m: m.name):
-                    with tar.extractfile(member) as src:  # type: ignore[union-attr]
-                        shutil.copyfileobj(src, out, 8 << 20)
-            return path
-
-        image, companion = join(name), join(name + COMPANION_SUFFIX)
-    if companion is None:
+    Bounded: the reader's limits, no more bytes than the manifest declares (``declared``: its entries by
+    name; None when there is no manifest to go by), and nothing when the space left in ``workdir`` would
+    fall under ``min_free`` (Refused). A bundle that cannot be read raises BundleError; both are
+    ValueErrors."""
+    images: dict[str, list[tuple[str, int]]] = {}
+    for name, size in _members(bundle, IMAGE_MEMBER):
+        images.setdefault(IMAGE_MEMBER.fullmatch(name).group(1), []).append((name, size))  # type: ignore[union-attr]
+    names = sorted({n.removesuffix(COMPANION_SUFFIX) for n in images})
+    if not names:
+        return None
+    name = names[0]
+    targets: dict[str, tuple[str, int, int]] = {}
+    sizes: dict[str, int] = {}
+    for image in (name, name + COMPANION_SUFFIX):
+        if image not in images:
+            continue
+        path = os.path.join(workdir, image)
+        offset = 0
+        for member, size in sorted(images[image]):
+            limit = _limit(member, size, declared)
+            targets[member] = (path, offset, limit)
+            offset += limit
+        sizes[path] = offset
+    _check_space(workdir, sum(sizes.values()), min_free, "the memory image")
+    for path in sizes:
+        open(path, "wb").close()
+    try:
+        _extract(bundle, targets)
+    except BaseException:
+        for path in sizes:
+            os.unlink(path)
+        raise
+    for path, size in sizes.items():
+        os.truncate(path, size)
+    image = os.path.join(workdir, name) if os.path.join(workdir, name) in sizes else None
+    companion = os.path.join(workdir, name + COMPANION_SUFFIX)
+    if companion not in sizes:
         return image
     if image is None or os.path.getsize(image) == 0:  # every page went to the companion: it is the image
+        if image is not None:
+            os.unlink(image)
         return companion
     from collectors.memory.image import merge_to_lime
 
     merged = os.path.join(workdir, name.rsplit(".", 1)[0] + ".merged.lime")
-    with open(image, "rb") as avml, open(companion, "rb") as extra, open(merged, "wb") as out:
-        merge_to_lime(avml, extra, out)
-    os.unlink(image)
-    os.unlink(companion)
+    _check_space(workdir, sum(sizes.values()), min_free, "the merged memory image")
+    try:
+        with open(image, "rb") as avml, open(companion, "rb") as extra, open(merged, "wb") as out:
+            merge_to_lime(avml, extra, out)
+    finally:
+        os.unlink(image)
+        os.unlink(companion)
     return merged
 
 
-def extract_symbols(bundle: str, workdir: str) -> list[str]:
+def extract_symbols(bundle: str, workdir: str, declared: dict[str, dict[str, Any]] | None = None,
+                    min_free: int | None = None, problems: list[str] | None = None) -> list[str]:
     """The symbol tables the collector built on the host (``symbols/linux/*.json.xz``), as a folder
     volatility3 searches, or [] when the bundle has none. Where the collector deferred the build for
-    want of memory (``symbols/linux/<release>-btf.inputs/``), the table is built here from its inputs."""
+    want of memory (``symbols/linux/<release>-btf.inputs/``), the table is built here from its inputs.
+    The same bounds as extract_image; a member that cannot be taken is named in ``problems``."""
     from collectors.memory.symbols import INPUTS_SUFFIX, build_from_inputs
 
+    problems = problems if problems is not None else []
+    inputs_member = re.compile(rf"symbols/linux/([^/]+){re.escape(INPUTS_SUFFIX)}/([a-z0-9.]+)")
     folder = os.path.join(workdir, "bundle-symbols")
     linux = os.path.join(folder, "linux")
     inputs = os.path.join(workdir, "bundle-symbol-inputs")
-    found = False
+    targets: dict[str, tuple[str, int, int]] = {}
     deferred: set[str] = set()
-    with tarfile.open(bundle) as tar:
-        for member in tar:
-            if not member.isfile():
+    found = False
+    for name, size in _members(bundle, re.compile(f"{SYMBOL_TABLE.pattern}|{inputs_member.pattern}")):
+        if m := SYMBOL_TABLE.fullmatch(name):
+            target = os.path.join(linux, m.group(1))
+        else:
+            m = inputs_member.fullmatch(name)
+            release, file = m.group(1), m.group(2)  # type: ignore[union-attr]
+            if release in (".", "..") or file in (".", ".."):
+                problems.append(f"member {quoted(name)}: not a symbol input name; skipped")
                 continue
-            if re.fullmatch(r"symbols/linux/[^/]+\.json(\.xz)?", member.name):
-                target = os.path.join(linux, os.path.basename(member.name))
-                found = True
-            elif m := re.fullmatch(rf"symbols/linux/([^/]+){re.escape(INPUTS_SUFFIX)}/([a-z0-9.]+)", member.name):
-                deferred.add(m.group(1))
-                target = os.path.join(inputs, m.group(1), m.group(2))
-            else:
-                continue
+            target = os.path.join(inputs, release, file)
+        try:
+            limit = _limit(name, size, declared)
+        except Refused as exc:
+            problems.append(str(exc))
+            continue
+        if m.re is SYMBOL_TABLE:
+            found = True
+        else:
+            deferred.add(m.group(1))
+        targets[name] = (target, 0, limit)
+    if targets:
+        _check_space(workdir, sum(t[2] for t in targets.values()), min_free, "the symbol tables")
+        for target, _, _ in targets.values():
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            with tar.extractfile(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
+            open(target, "wb").close()
+        _extract(bundle, targets)
+        for target, _, limit in targets.values():
+            os.truncate(target, limit)
     for release in sorted(deferred):
         if os.path.exists(os.path.join(linux, f"{release}-btf.json.xz")):
             continue
         try:
             data, _facts = build_from_inputs(os.path.join(inputs, release))
         except (OSError, ValueError) as exc:  # BTFError is a ValueError
-            print(f"triagent analyze: warning: the symbol table deferred by the collector could not be built "
-                  f"from {release}{INPUTS_SUFFIX}: {exc}", file=sys.stderr)
+            message = (f"the symbol table deferred by the collector could not be built from "
+                       f"{shown(release)}{INPUTS_SUFFIX}: {shown(exc)}")
+            problems.append(message)
+            print(f"triagent analyze: warning: {message}", file=sys.stderr)
             continue
         os.makedirs(linux, exist_ok=True)
         with open(os.path.join(linux, f"{release}-btf.json.xz"), "wb") as out:
@@ -109,34 +213,73 @@ def extract_symbols(bundle: str, workdir: str) -> list[str]:
 
 def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
             verbose: bool = False) -> int:
+    """Exit 0: analysed, and the bundle verifies; 1: analysed, with problems (each named in the summary and
+    in the analysis bundle's log); 3: nothing written (the analysis exists already, or no space)."""
     started_ns = time.time_ns()
-    checked = verify(bundle)
+    if not os.path.isfile(bundle):  # a FIFO or a device is not a bundle (and a FIFO would block its readers)
+        print(f"triagent analyze: error: {shown(repr(bundle))} is not a regular file", file=sys.stderr)
+        return 2
+    name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
+    path = os.path.join(os.path.abspath(output_dir), name)
+    if os.path.lexists(path):
+        print(f"triagent analyze: error: {shown(path)} exists already (remove it, or choose another --output)",
+              file=sys.stderr)
+        return 3
+    checked = verify(bundle, keep=lambda n: n.startswith(("memory/", "symbols/")))
+    problems: list[str] = []
     if not checked.ok:
         print(f"triagent analyze: warning: the bundle does not verify: {checked.problems[:3]}", file=sys.stderr)
-    os.makedirs(output_dir, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
+    declared = checked.entries if checked.manifest_read else None
     try:
-        image_error = None
+        os.makedirs(output_dir, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
+    except OSError as exc:
+        print(f"triagent analyze: error: cannot write in {shown(output_dir)}: {shown(exc)}", file=sys.stderr)
+        return 3
+    run = None
+    try:
+        image_error = unreadable = None
+        image = None
         try:
-            image = extract_image(bundle, workdir)
-        except ValueError as exc:  # a damaged image (the verify warning above says more): analyse the rest
-            image, image_error = None, str(exc)
-            print(f"triagent analyze: warning: the memory image cannot be read: {exc}", file=sys.stderr)
-        name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
-        path = os.path.join(os.path.abspath(output_dir), name)
-        with open(path, "xb") as out:
+            image = extract_image(bundle, workdir, declared)
+        except BundleError as exc:
+            unreadable = image_error = str(exc)
+            problems.append(f"the memory image cannot be read: {image_error}")
+        except Refused as exc:
+            image_error = str(exc)
+            problems.append(f"the memory image is not extracted: {image_error}")
+        except (ValueError, OSError) as exc:  # a damaged image (the verify warning above says more)
+            image_error = shown(exc)
+        if image_error:
+            what = "is not extracted" if image_error.endswith("not extracted") else "cannot be read"
+            print(f"triagent analyze: warning: the memory image {what}: {image_error}", file=sys.stderr)
+        bundle_symbols: list[str] = []
+        if image:
+            try:
+                bundle_symbols = extract_symbols(bundle, workdir, declared, problems=problems)
+            except (ValueError, OSError) as exc:
+                problems.append(f"the bundle's symbol tables are not used: {shown(exc)}")
+        tmp = os.path.join(workdir, name)
+        with open(tmp, "xb") as out:
             writer = BundleWriter(out, "gzip")
             rows = os.path.join(workdir, "memory-rows")
             verdict: dict[str, Any] = {}
-            options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, artifact_options={
+            options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, min_free_bytes=MIN_FREE_BYTES,
+                                 artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
-                               "bundle_symbols": extract_symbols(bundle, workdir) if image else [],
+                               "bundle_symbols": bundle_symbols,
                                "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
                 "dissect": {"rows_dir": rows},
                 "findings": {"memory_rows": rows, "verdict_sink": verdict}})
-            run = Run(load_profile("analysis"), writer, Redactor(load_secrets()), options, started_ns=started_ns)
+            profile = load_profile("analysis")
+            if unreadable:  # a tar that cannot be read on is not handed to dissect.target's own tar reader
+                profile.artifacts = [a for a in profile.artifacts if a.name != "dissect"]
+                problems.append(f"the bundle cannot be read past a point ({unreadable}): dissect.target not run")
+            run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
             if verbose:
                 run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+            for problem in problems:
+                run.note("bundle", "error", problem)
             run.collect_all()
             if verdict:
                 writer.add_bytes("triagent/verdict.json", json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
@@ -150,17 +293,26 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
                 "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             sha256 = run.finish(custody)
-        with open(path + ".sha256", "w", encoding="utf-8") as side:
-            side.write(f"{sha256}  {name}\n")
+        try:
+            os.link(tmp, path)  # never over an analysis that appeared meanwhile
+        except FileExistsError:
+            print(f"triagent analyze: error: {shown(path)} appeared while analysing: not replaced", file=sys.stderr)
+            return 3
+        side = os.path.join(workdir, name + ".sha256")
+        with open(side, "w", encoding="utf-8") as handle:
+            handle.write(f"{sha256}  {name}\n")
+        os.replace(side, path + ".sha256")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    errors = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
     summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
                "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
                "artifacts": {r.name: r.status for r in run.results},
-               "records": sum(r.records for r in run.results),
-               "errors": [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"][:5]}
-    print(json.dumps(summary, ensure_ascii=False, separators=(",", ":"))[:2000])
-    return 0 if run.status == "complete" and checked.ok else 1
+               "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
+               "errors": errors[:5]}
+    print(dumps(summary, separators=(",", ":"))[:2000])
+    refused = unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
+    return 0 if run.status == "complete" and checked.ok and not refused else 1
 
 
 def _sha256(path: str) -> str:

