@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import hashlib
 import importlib.util
-import io
 import ipaddress
 import json
 import math
@@ -29,18 +27,17 @@ import multiprocessing
 import os
 import re
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agent.reader import BundleView, dumps, is_regular, quoted, shown, walk_regular
+
 TABLES = ("hosts", "findings", "indicators", "processes", "connections", "ssh_keys")
 INDICATOR_KINDS = ("ssh_key_fingerprint", "remote_ip", "exe_sha256", "command_line", "cron_command", "url")
 EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 TEXT_CAP = 1000
-# A member this large is not a record stream a ranking needs (memory images live outside artifacts/).
-MEMBER_CAP = 512 << 20
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
 
@@ -176,70 +173,11 @@ _CHECK_STREAMS = {"processes", "preload", "sys_modules", "modules", "connections
 _PART = re.compile(r"triagent/artifacts/(.+?)(?:\.part\d+)?\.jsonl")
 
 
-class _HashingReader:
-    def __init__(self, raw: io.BufferedReader):
-        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-
-def read_members(path: str, want: Callable[[str], bool], hash_bytes: bool = True) -> tuple[dict[str, bytes],
-                                                                                          str | None, int]:
-    """The wanted regular members' bytes, the file's SHA-256 (None when not hashed) and its size."""
-    members: dict[str, bytes] = {}
-    if not hash_bytes and not path.endswith(".gz"):
-        # An uncompressed bundle can hold a memory image: seek past what we do not read.
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                if member.isfile() and want(member.name) and member.size <= MEMBER_CAP:
-                    members[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
-        return members, None, os.path.getsize(path)
-    with open(path, "rb") as raw:
-        reader = _HashingReader(raw)  # type: ignore[arg-type]
-        with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                if member.isfile() and want(member.name) and member.size <= MEMBER_CAP:
-                    members[member.name] = tar.extractfile(member).read()
-        while reader.read(1 << 20):  # the end-of-archive blocks and the gzip trailer count too
-            pass
-    return members, reader.digest.hexdigest(), reader.size
-
-
-def _memory_tar(members: dict[str, bytes]) -> tarfile.TarFile:
-    """The kept members as a TarFile, so the rules engine reads them as it reads any bundle."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as out:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return tarfile.open(fileobj=buffer, mode="r:")
-
-
-def _jsonl(members: dict[str, bytes], stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    # numbered exactly as collectors/parsers/rules.bundle_rows numbers them, so pointers agree
-    names = sorted(n for n in members if (m := _PART.fullmatch(n)) and m.group(1) == stream)
-    for name in names:
-        for number, line in enumerate(members[name].splitlines(), 1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield name, number, record
-
-
-def _json_member(members: dict[str, bytes], name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(members[name])
-    except (KeyError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def open_bundle(path: str, want: Callable[[str], bool], hash_bytes: bool = True) -> BundleView:
+    """One bounded pass over a bundle (agent/reader.py): the record streams ``want`` names, its small JSON
+    members, its manifest's fields, and the file's SHA-256 when ``hash_bytes`` (else an uncompressed
+    bundle's memory image is seeked over, not read)."""
+    return BundleView(path, want, hash_file=hash_bytes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,7 +203,7 @@ def _engine() -> dict[str, Any]:
 Rows = Callable[[str], Iterator[tuple[str, str, int, dict[str, Any]]]]
 
 
-def compute_findings(tar: tarfile.TarFile) -> tuple[list[dict[str, Any]], dict[str, Any], Rows]:
+def compute_findings(tar: Any) -> tuple[list[dict[str, Any]], dict[str, Any], Rows]:
     """Findings and verdict as ``triagent analyze`` makes them when there is no memory image: the same
     steps as collectors.parsers.findings.collect, with the rules loaded once per worker instead of once
     per bundle (tests/agent/test_rank.py compares the two). Also the engine's row reader, whose parsed
@@ -290,26 +228,25 @@ def analysis_beside(path: str) -> str | None:
     stem = os.path.basename(path).split(".tar")[0]
     for suffix in (".analysis.tar.gz", ".analysis.tar"):
         candidate = os.path.join(os.path.dirname(path), stem + suffix)
-        if os.path.isfile(candidate):
+        if is_regular(candidate):  # found, not named: a regular file itself, never a link or a FIFO
             return candidate
     return None
 
 
 def _analysis_findings(path: str, sha256: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]] | str:
     """(findings, verdict) of an analysis bundle, or why it is not used."""
-    def want(name: str) -> bool:
-        return name in ("triagent/custody.json", "triagent/verdict.json") or \
-            bool((m := _PART.fullmatch(name)) and m.group(1) == "findings")
-
-    members, _, _ = read_members(path, want, hash_bytes=False)
-    custody = _json_member(members, "triagent/custody.json")
-    source = custody.get("source_bundle_sha256")
-    if sha256 and source and source != sha256:
-        return f"{os.path.basename(path)} was made from other bytes (source_bundle_sha256 {source[:12]}…); ignored"
-    verdict = _json_member(members, "triagent/verdict.json")
-    if not verdict:
-        return f"{os.path.basename(path)} has no verdict.json; ignored"
-    return [r for _, _, r in _jsonl(members, "findings")], verdict
+    with open_bundle(path, lambda stream: stream == "findings", hash_bytes=False) as view:
+        if view.error:
+            return f"{os.path.basename(path)} cannot be read ({view.error}); ignored"
+        custody = view.json("triagent/custody.json")
+        source = custody.get("source_bundle_sha256")
+        if sha256 and source and source != sha256:
+            return (f"{os.path.basename(path)} was made from other bytes (source_bundle_sha256 "
+                    f"{shown(source, 12)}); ignored")
+        verdict = view.json("triagent/verdict.json")
+        if not verdict:
+            return f"{os.path.basename(path)} has no verdict.json; ignored"
+        return [r for _, _, r in view.stream_rows("findings")], verdict
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,26 +332,25 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
     notes: list[str] = []
     streams = _engine()["streams"]
 
-    def want(name: str) -> bool:
-        if name in ("triagent/manifest.json", "triagent/custody.json"):
-            return True
-        match = _PART.fullmatch(name)
-        return bool(match and match.group(1) in streams)
-
     sidecar = _sidecar(path)
     try:
         # a gzip bundle is read whole anyway: hashing it costs little and checks the sidecar
-        members, sha256, size = read_members(path, want, hash_bytes=not sidecar or path.endswith(".gz"))
-    except Exception as exc:  # zlib.error, struct.error...: one damaged bundle must not stop a fleet's ranking
+        tar = open_bundle(path, lambda stream: stream in streams, hash_bytes=not sidecar or path.endswith(".gz"))
+    except Exception as exc:  # not a regular file, unreadable: one bundle must not stop a fleet's ranking
         host["error"] = f"cannot read the bundle: {type(exc).__name__}: {exc}"[:500]
         tables["hosts"].append(host)
         return tables
+    if tar.error:
+        host["error"] = f"cannot read the bundle: {tar.error}"[:500]
+        tables["hosts"].append(host)
+        return tables
+    sha256 = tar.sha256
     host.update(sha256=sha256 or sidecar, sha256_source="computed" if sha256 else "sidecar",
-                sidecar_match=(sha256 == sidecar) if sha256 and sidecar else None, bytes=size)
+                sidecar_match=(sha256 == sidecar) if sha256 and sidecar else None, bytes=os.path.getsize(path))
     if host["sidecar_match"] is False:
         notes.append("the .sha256 sidecar does not match the bundle")
-    custody = _json_member(members, "triagent/custody.json")
-    manifest = _json_member(members, "triagent/manifest.json")
+    custody = tar.json("triagent/custody.json")
+    manifest = tar.manifest_fields
     if not manifest:
         notes.append("no manifest.json: not a triagent bundle, or cut short")
     ident = custody.get("host") if isinstance(custody.get("host"), dict) else {}
@@ -438,7 +374,6 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
         else:
             found, verdict = result
             host.update(findings_source="analysis", analysis=os.path.relpath(analysis, base).replace(os.sep, "/"))
-    tar = _memory_tar(members)
     if found is None:
         found, verdict, rows = compute_findings(tar)
         host["findings_source"] = "rules"
@@ -457,9 +392,11 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
     for f in found:
         if f.get("severity") in counts:
             counts[f["severity"]] += 1
+    if tar.problems:
+        notes.append(f"{len(tar.problems)} problem(s) reading the bundle, e.g. {tar.problems[0]}")
     host.update(memory_analysed=_b(verdict.get("memory_analysed")), score=_i(verdict.get("score")),
                 recommendation=_s(verdict.get("recommendation")), findings=len(found), **counts,
-                notes="; ".join(notes) or None)
+                notes="; ".join(notes)[:TEXT_CAP] or None)
     tables["hosts"].append(host)
     tables["findings"] = [_finding_row(host_key, f) for f in found]
 
@@ -588,14 +525,19 @@ def _process_chunk(task: tuple[int, list[str], str, str]) -> dict[str, Any]:
     return {"bundles": len(paths), "errors": errors}
 
 
-def find_bundles(folder: str, skip: str | None = None) -> list[str]:
-    found = []
+def _is_bundle_name(name: str) -> bool:
+    return name.endswith((".tar.gz", ".tar")) and ".analysis.tar" not in name
+
+
+def find_bundles(folder: str, skip: str | None = None, skipped: list[str] | None = None) -> list[str]:
+    """Bundles under ``folder``: regular files only, never through a link (a FIFO or a link to /dev/zero
+    named *.tar.gz would block or never end); those passed over are listed in ``skipped``."""
     skip_real = os.path.realpath(skip) if skip else None
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(here, d)) != skip_real)
-        for name in sorted(files):
-            if name.endswith((".tar.gz", ".tar")) and ".analysis.tar" not in name:
-                found.append(os.path.join(here, name))
+    others: list[str] = []
+    found = [p for p in walk_regular(folder, lambda d: os.path.realpath(d) == skip_real, others)
+             if _is_bundle_name(os.path.basename(p))]
+    if skipped is not None:
+        skipped += [p for p in others if _is_bundle_name(os.path.basename(p))]
     return found
 
 
@@ -756,7 +698,10 @@ def run_rank(args: argparse.Namespace) -> int:
     out_dir = os.path.abspath(args.output or os.path.join(folder, "fleet"))
     jobs = args.jobs or _cpu_count()
     started = time.monotonic()
-    bundles = find_bundles(folder, skip=out_dir)
+    passed_over: list[str] = []
+    bundles = find_bundles(folder, skip=out_dir, skipped=passed_over)
+    for path in passed_over[:10]:
+        print(f"triagent rank: skipped {quoted(os.path.relpath(path, folder))}: not a regular file", file=sys.stderr)
     if not bundles:
         print(f"triagent rank: no bundles (*.tar.gz, *.tar) under {folder}", file=sys.stderr)
         return EXIT_USAGE
@@ -774,18 +719,19 @@ def run_rank(args: argparse.Namespace) -> int:
     if top:
         result = {k: v[:top] for k, v in result.items()}
     if args.format == "json":
-        print(json.dumps({**summary, **result}, ensure_ascii=False, default=str))
+        print(dumps({**summary, **result}, default=str))
     else:
         print(format_table(result, summary))
     for error in errors[:10]:
-        print(f"triagent rank: unreadable: {error}", file=sys.stderr)
+        print(f"triagent rank: unreadable: {shown(error, 500)}", file=sys.stderr)
     print(f"triagent rank: {len(bundles)} bundles in {seconds:.1f} s ({summary['bundles_per_s']}/s), "
           f"{len(errors)} unreadable; tables in {out_dir}", file=sys.stderr)
     return EXIT_UNREADABLE if errors else EXIT_OK
 
 
 def _cut(value: Any, width: int) -> str:
-    text = "" if value is None else str(value).replace("\n", " ")
+    # a terminal obeys escape sequences: the bundle's strings are shown with control characters escaped
+    text = shown("" if value is None else str(value))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -809,8 +755,8 @@ def format_table(result: dict[str, Any], summary: dict[str, Any]) -> str:
     for s in result["shared_indicators"]:
         keys = s.get("host_keys") or []
         listed = ", ".join(keys[:3]) + (f" +{len(keys) - 3}" if len(keys) > 3 else "")
-        lines.append(f"{s['kind']:<20} {s['hosts']:>5} {s['flagged_hosts']:>7} {_cut(s.get('max_score'), 4):>4}  "
-                     f"{_cut(s['value'], 50):<50}  {_cut(listed, 90)}")
+        lines.append(f"{_cut(s['kind'], 20):<20} {s['hosts']:>5} {s['flagged_hosts']:>7} "
+                     f"{_cut(s.get('max_score'), 4):>4}  {_cut(s['value'], 50):<50}  {_cut(listed, 90)}")
     if not result["shared_indicators"]:
         lines.append("(none)")
     return "\n".join(lines)

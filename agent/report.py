@@ -15,12 +15,14 @@ import bisect
 import html
 import json
 import os
+import re
 import sys
-import tarfile
 import time
 from collections import Counter
 from typing import Any
 
+from agent.reader import JSON_CAP, LINE_CAP, MANIFEST_CAP, BundleError, BundleReader, BundleView, Manifest, dumps
+from agent.reader import shown as _inert
 from agent.timeline import Event, Stats, beside, collect_events, iso, to_us
 from agent.verify import verify
 
@@ -29,109 +31,140 @@ WINDOW_MINUTES = 10
 WINDOW_EVENT_LIMIT = 250  # per merged window; the full timeline is `triagent timeline`
 EVIDENCE_CHARS = 6000
 LOG_LIMIT = 300
+LOG_KEEP = 5000  # errors and warnings kept from a collection log (all are counted)
+FINDINGS_KEEP = 5000
+RECORDS_BUDGET = 32 << 20  # characters of cited records kept for the evidence boxes
+RECORD_CHARS = 64 << 10
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
+_HTML_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def e(value: Any) -> str:
-    """HTML-escaped text of anything (quotes too: the same helper serves attribute values)."""
+    """HTML-escaped text of anything (quotes too: the same helper serves attribute values); control
+    characters and bidirectional overrides are shown as ``\\u001b``, never passed to the page."""
     if value is None:
         return ""
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, default=str)
-    return html.escape(value, quote=True)
+    return html.escape(_HTML_CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value), quote=True)
 
 
 # --- reading --------------------------------------------------------------------------------------
 
-def _json_member(tar: tarfile.TarFile, name: str) -> Any:
-    try:
-        handle = tar.extractfile(name)
-    except KeyError:
-        return None
-    if handle is None:
-        return None
-    try:
-        return json.loads(handle.read())
-    except ValueError:
-        return None
-
-
 class _Bundle:
-    """What the report needs from one bundle, read in one pass: its custody, log, host facts, and the
-    exact records the findings point at."""
+    """What the report needs from one bundle, read in one bounded pass (agent/reader.py): its custody,
+    log, host facts, and the exact records the findings point at."""
 
     def __init__(self, path: str, wanted: set[tuple[str, int]]):
         self.path = path
         self.custody: dict[str, Any] = {}
-        self.manifest: dict[str, dict[str, Any]] = {}
+        self.manifest: dict[str, dict[str, Any]] = {}  # the entries of the file copies the findings cite
         self.verdict: dict[str, Any] | None = None
-        self.log: list[dict[str, Any]] = []
+        self.log: list[dict[str, Any]] = []  # errors and warnings (up to LOG_KEEP)
+        self.log_levels: Counter[str] = Counter()
         self.first: dict[str, dict[str, Any]] = {}  # stream -> its first record (system, clock, disk)
         self.records: dict[tuple[str, int], str] = {}
         self.findings: list[tuple[str, int, dict[str, Any]]] = []
+        self.problems: list[str] = []
         self.error: str | None = None
+        self._kept = 0
         try:
             self._read(wanted)
-        except (OSError, tarfile.TarError, EOFError) as exc:
-            self.error = f"cannot read {os.path.basename(path)}: {exc}"
+        except (OSError, BundleError) as exc:
+            self.error = f"cannot read {os.path.basename(path)}: {_inert(exc)}"
 
     def _read(self, wanted: set[tuple[str, int]]) -> None:
         members = {m for m, _ in wanted}
-        with tarfile.open(self.path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name
-                if name in ("triagent/custody.json", "triagent/manifest.json", "triagent/verdict.json"):
-                    doc = _json_member(tar, name)
-                    if not isinstance(doc, dict):
+        copies = {m for m, line in wanted if line == 0}
+        with BundleReader(self.path) as reader:
+            try:
+                for member in reader.accepted():
+                    if member.kind != "file":
                         continue
-                    if name.endswith("custody.json"):
-                        self.custody = doc
-                    elif name.endswith("verdict.json"):
-                        self.verdict = doc
-                    else:
-                        self.manifest = {m.get("name"): m for m in doc.get("members", []) if isinstance(m, dict)}
-                    continue
-                wanted_here = name in members
-                keep = name in ("triagent/collection.log.jsonl", "triagent/artifacts/findings.jsonl",
-                                "triagent/artifacts/system.jsonl", "triagent/artifacts/clock.jsonl",
-                                "triagent/artifacts/disk.jsonl")
-                if not (keep or wanted_here):
-                    continue
-                handle = tar.extractfile(member)
-                if handle is None:
-                    continue
-                for number, raw in enumerate(handle, 1):
-                    if wanted_here and (name, number) in wanted:
-                        self.records[(name, number)] = raw.decode("utf-8", "backslashreplace")
-                    if not keep:
-                        continue
-                    try:
-                        rec = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if not isinstance(rec, dict):
-                        continue
-                    if name.endswith("collection.log.jsonl"):
-                        self.log.append(rec)
-                    elif name.endswith("findings.jsonl"):
-                        self.findings.append((name, number, rec))
-                    else:
-                        self.first.setdefault(name.rsplit("/", 1)[-1].split(".")[0], rec)
+                    self._member(member, wanted, members, copies)
+            finally:
+                self.problems[:0] = reader.problems
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < 200:
+            self.problems.append(text)
+
+    def _member(self, member: Any, wanted: set[tuple[str, int]], members: set[str], copies: set[str]) -> None:
+        name = member.name
+        if name in ("triagent/custody.json", "triagent/verdict.json"):
+            try:
+                doc = member.json(JSON_CAP)
+            except ValueError as exc:
+                self._problem(f"{name}: {exc}")
+                return
+            if isinstance(doc, dict):
+                if name.endswith("custody.json"):
+                    self.custody = doc
+                else:
+                    self.verdict = doc
+            return
+        if name == "triagent/manifest.json":
+            if copies:
+                try:
+                    manifest = Manifest(member.read_all(MANIFEST_CAP))
+                    for entry in manifest.entries():
+                        if isinstance(entry, dict) and entry.get("name") in copies:
+                            self.manifest[entry["name"]] = entry
+                except ValueError as exc:
+                    self._problem(f"{name}: {exc}")
+            return
+        wanted_here = name in members
+        keep = name in ("triagent/collection.log.jsonl", "triagent/artifacts/findings.jsonl",
+                        "triagent/artifacts/system.jsonl", "triagent/artifacts/clock.jsonl",
+                        "triagent/artifacts/disk.jsonl")
+        if not (keep or wanted_here):
+            return
+        for number, raw, cut in member.lines(LINE_CAP):
+            if cut:
+                self._problem(f"{name} line {number}: longer than {LINE_CAP} bytes, cut (not read)")
+            if wanted_here and (name, number) in wanted and self._kept < RECORDS_BUDGET:
+                text = raw[:RECORD_CHARS].decode("utf-8", "backslashreplace")
+                self.records[(name, number)] = text + ("…" if len(raw) > RECORD_CHARS or cut else "")
+                self._kept += len(text)
+            if not keep or cut:
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if name.endswith("collection.log.jsonl"):
+                level = str(rec.get("level"))
+                self.log_levels[level] += 1
+                if level in ("error", "warning") and len(self.log) < LOG_KEEP:
+                    self.log.append(rec)
+            elif name.endswith("findings.jsonl"):
+                if len(self.findings) < FINDINGS_KEEP:
+                    self.findings.append((name, number, rec))
+                elif not any(p.startswith(f"{name}: more than") for p in self.problems):
+                    self._problem(f"{name}: more than {FINDINGS_KEEP} findings; the rest not shown")
+            else:
+                self.first.setdefault(name.rsplit("/", 1)[-1].split(".")[0], rec)
 
 
-def _findings_of(analysis: _Bundle | None, bundle: str) -> tuple[list[tuple[str, int, dict[str, Any]]], str]:
-    """The analysis's findings, or the host checks run here over the bundle when there is no analysis."""
+def _findings_of(analysis: _Bundle | None, bundle: str,
+                 problems: list[str] | None = None) -> tuple[list[tuple[str, int, dict[str, Any]]], str]:
+    """The analysis's findings, or the host checks run here over the bundle when there is no analysis (what
+    they could not read is added to ``problems``)."""
     if analysis is not None and not analysis.error:
         return analysis.findings, "analysis"
     from collectors.parsers.findings import host_findings
 
     found = []
     try:
-        with tarfile.open(bundle) as tar:
+        with BundleView(bundle) as tar:
             found = [("", 0, r.data) for r in host_findings(tar)]
-    except (OSError, tarfile.TarError, EOFError):
+        if problems is not None:
+            problems += [f"host checks: {p}" for p in tar.problems[:50]]
+    except (OSError, BundleError):
         pass
     return found, "host checks (not analysed)"
 
@@ -452,6 +485,9 @@ def _integrity_html(path: str, checked: Any, bundle: _Bundle | None, role: str,
                  ("source verified at analysis", c.get("source_verified"))]
         if bundle.error:
             extra += f"<p class=bad>{e(bundle.error)}</p>"
+        if bundle.problems:
+            extra += ("<p class=bad>Problems met while reading it (refused members, cut lines):</p><ul class=bad>"
+                      + "".join(f"<li>{e(p)}</li>" for p in bundle.problems[:50]) + "</ul>")
     return (f"<h3>{e(role)}: {status}</h3>{extra}{_kv(rows)}"
             + (f"<ul class=bad>{problems}</ul>" if problems else "")), ok
 
@@ -472,15 +508,15 @@ def _missing_html(source: _Bundle, analysis: _Bundle | None) -> tuple[str, int]:
             parts.append(f"<h3>{e(role)}: artifacts not complete</h3><table><thead><tr><th>artifact</th>"
                          f"<th>status</th><th>reason</th><th>errors</th><th>warnings</th></tr></thead>"
                          f"<tbody>{rows}</tbody></table>")
-        problems = [r for r in bundle.log if r.get("level") in ("error", "warning")]
-        if problems:
-            count += len(problems)
-            problems.sort(key=lambda r: (r.get("level") != "error", str(r.get("artifact"))))
+        levels = bundle.log_levels
+        total = levels.get("error", 0) + levels.get("warning", 0)
+        if total:
+            count += total
+            problems = sorted(bundle.log, key=lambda r: (r.get("level") != "error", str(r.get("artifact"))))
             rows = "".join(f"<tr><td>{e(r.get('level'))}</td><td>{e(r.get('artifact'))}</td><td>{e(r.get('path'))}"
                            f"</td><td>{e(r.get('message'))}</td></tr>" for r in problems[:LOG_LIMIT])
-            levels = Counter(str(r.get("level")) for r in problems)
-            more = f"<p class=muted>{len(problems) - LOG_LIMIT} more in collection.log.jsonl</p>" \
-                if len(problems) > LOG_LIMIT else ""
+            more = f"<p class=muted>{total - LOG_LIMIT} more in collection.log.jsonl</p>" \
+                if total > LOG_LIMIT else ""
             parts.append(f"<h3>{e(role)}: {levels.get('error', 0)} errors, {levels.get('warning', 0)} warnings"
                          f"</h3><table><thead><tr><th>level</th><th>artifact</th><th>path</th><th>message</th></tr>"
                          f"</thead><tbody>{rows}</tbody></table>{more}")
@@ -494,7 +530,8 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
     checked = verify(bundle)
     checked_analysis = verify(analysis) if analysis else None
     analysis_data = _Bundle(analysis, set()) if analysis else None
-    findings, findings_from = _findings_of(analysis_data, bundle)
+    checks: list[str] = []
+    findings, findings_from = _findings_of(analysis_data, bundle, checks)
     pointers = _pointers(findings)
     if analysis_data is not None and pointers["analysis"]:
         analysis_data = _Bundle(analysis, pointers["analysis"])  # type: ignore[arg-type]
@@ -503,8 +540,12 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
     stats = Stats()
     try:
         events = collect_events(bundle, analysis if analysis_data and not analysis_data.error else None, stats)
-    except (OSError, tarfile.TarError, EOFError):
+    except (OSError, BundleError):
         events = []
+    problems = [p for b in (source, analysis_data) if b is not None
+                for p in ([b.error] if b.error else []) + b.problems]
+    problems += [p for p in checks if p.removeprefix("host checks: ") not in problems]
+    problems += [p for p in stats.problems if p.startswith("timeline cut")]  # the rest repeats the above
     times = _finding_times(findings, events)
     counts = Counter(str(f.get("severity") or "info") for _, _, f in findings)
     verdict = analysis_data.verdict if analysis_data is not None else None
@@ -518,6 +559,10 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
         integrity += more
     else:
         integrity += "<h3>Analysis bundle: none</h3><p>not analysed</p>"
+    extra = [p for p in problems if not any(p in b.problems for b in (source, analysis_data) if b is not None)]
+    if extra:
+        integrity += ("<h3 class=bad>Problems met while checking and ordering the records</h3><ul class=bad>"
+                      + "".join(f"<li>{e(p)}</li>" for p in extra[:50]) + "</ul>")
     timeline_page, shown = _timeline_html(events, findings, times, window_minutes)
     missing_page, missing = _missing_html(source, analysis_data)
     skipped = f"{sum(stats.unknown.values())} records without a time, {sum(stats.garbage.values())} unusable times"
@@ -570,6 +615,7 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
         "analysis_verified": analysis_ok,
         "analysis_sha256": checked_analysis.bundle_sha256 if checked_analysis else None,
         "events": len(events), "timeline_shown": shown, "not_collected": missing,
+        "problems": len(problems), "problem_examples": problems[:3],
         "bytes": os.path.getsize(output), "seconds": round(time.monotonic() - started, 2),
     }
 
@@ -578,25 +624,28 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     """A few plain lines for stderr: what the report says, for a responder without a browser at hand."""
     rec = summary.get("recommendation")
     verdict = {"yes": "FULL DISK: YES", "no": "full disk: no", "needs-memory": "full disk: needs memory first",
-               "not-analysed": "not analysed (no verdict; host checks only)"}.get(str(rec), f"verdict: {rec}")
-    score = f" (score {summary['score']}/100)" if summary.get("score") is not None else ""
-    counts = ", ".join(f"{n} {s}" for s, n in (summary.get("counts") or {}).items() if n)
+               "not-analysed": "not analysed (no verdict; host checks only)"}.get(str(rec))
+    verdict = verdict or f"verdict: {_plain(rec, 40)}"
+    score = f" (score {_plain(summary['score'], 20)}/100)" if summary.get("score") is not None else ""
+    counts = ", ".join(f"{_plain(n, 20)} {_plain(s, 20)}" for s, n in (summary.get("counts") or {}).items() if n)
     integrity = "verified" if summary.get("source_verified") else "DOES NOT VERIFY"
     if summary.get("analysis"):
         integrity += "; analysis " + ("verified" if summary.get("analysis_verified") else "DOES NOT VERIFY")
-    lines = [f"triagent report: {summary.get('host') or '?'}: {verdict}{score}",
+    lines = [f"triagent report: {_plain(summary.get('host') or '?', 80)}: {verdict}{score}",
              f"  findings: {summary.get('findings', 0)}" + (f" ({counts})" if counts else ""),
              *(f"  - {_plain(t)}" for t in summary.get("top") or []),
              f"  integrity: bundle {integrity}",
              f"  not collected: {summary.get('not_collected', 0)} errors/warnings/incomplete artifacts",
-             f"  report: {summary.get('output')}"]
+             *([f"  problems reading the bundles: {summary['problems']} (refused members, cut lines: in the report)"]
+               if summary.get("problems") else []),
+             *(f"  - {_plain(p)}" for p in summary.get("problem_examples") or []),
+             f"  report: {_plain(summary.get('output'), 4096)}"]
     return "\n".join(lines)
 
 
-def _plain(text: str, limit: int = 160) -> str:
+def _plain(text: Any, limit: int = 160) -> str:
     # a terminal would obey escape sequences planted in a bundle: show control characters escaped
-    cleaned = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in str(text))
-    return cleaned[:limit] + ("…" if len(cleaned) > limit else "")
+    return _inert(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str), limit)
 
 
 def add_report_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -614,7 +663,7 @@ def add_report_arguments(subparsers: Any) -> argparse.ArgumentParser:
 def run_report(args: argparse.Namespace) -> int:
     for path in (args.bundle, args.analysis):
         if path and not os.path.isfile(path):
-            print(f"triagent report: error: {path!r} is not a file", file=sys.stderr)
+            print(f"triagent report: error: {_plain(repr(path), 4096)} is not a file", file=sys.stderr)
             return 2
     analysis = args.analysis or beside(args.bundle)
     output = args.output
@@ -626,10 +675,9 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         summary = report(args.bundle, analysis, output, getattr(args, "window", WINDOW_MINUTES))
     except OSError as exc:
-        print(f"triagent report: error: {exc}", file=sys.stderr)
+        print(f"triagent report: error: {_plain(exc, 4096)}", file=sys.stderr)
         return 3
     print(terminal_summary(summary), file=sys.stderr)
-    print(json.dumps({k: summary[k] for k in ("output", "host", "recommendation", "score", "findings",
-                                              "source_verified", "analysis_verified")},
-                     ensure_ascii=False, default=str))
+    print(dumps({k: summary[k] for k in ("output", "host", "recommendation", "score", "findings",
+                                         "source_verified", "analysis_verified", "problems")}, default=str))
     return 0 if summary["source_verified"] and summary["analysis_verified"] is not False else 1

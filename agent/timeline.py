@@ -23,16 +23,30 @@ import os
 import re
 import stat
 import sys
-import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, TextIO
 
+from agent.reader import (
+    JSON_CAP,
+    LINE_CAP,
+    MANIFEST_CAP,
+    BundleError,
+    BundleReader,
+    Manifest,
+    dumps,
+    is_regular,
+    name_problem,
+    quoted,
+)
+from agent.reader import shown as _inert
+
 FORMATS = ("timesketch", "bodyfile", "csv")
 MESSAGE_LIMIT = 4096
 MAX_YEAR = 2999  # a later "time" in a history or log line is written by someone, not by a clock
-STREAM_MEMBER = re.compile(r"triagent/artifacts/(?P<stream>.+?)(?:\.part\d+)?\.jsonl")
+STREAM_MEMBER = re.compile(r"triagent/artifacts/(?P<stream>.+?)(?:\.part\d+)?\.jsonl", re.DOTALL)
+EVENT_BUDGET = 128 << 20  # estimated memory of the events held to sort them; past it the timeline is cut
 MACB = ("Last Access Time", "Content Modification Time", "Metadata Modification Time", "Creation Time")
 A, M, C, B = range(4)
 
@@ -83,10 +97,17 @@ class Stats:
     garbage: Counter[str] = field(default_factory=Counter)  # stream -> records whose time could not be used
     host: str | None = None
     members: int = 0
+    problems: list[str] = field(default_factory=list)  # refused members, cut lines, a cut timeline
+    cut: int = 0  # events left out past EVENT_BUDGET
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 200:
+            self.problems.append(text)
 
     def as_dict(self) -> dict[str, Any]:
         return {"events": self.events, "host": self.host, "skipped_unknown": sum(self.unknown.values()),
-                "skipped_garbage": sum(self.garbage.values()), "garbage_by_stream": dict(self.garbage)}
+                "skipped_garbage": sum(self.garbage.values()), "garbage_by_stream": dict(self.garbage),
+                "events_cut": self.cut, "problems": self.problems[:20], "problem_count": len(self.problems)}
 
 
 class _Garbage(ValueError):
@@ -304,9 +325,11 @@ def _extractor(stream: str) -> Extractor | None:
 
 # --- reading bundles --------------------------------------------------------------------------------
 
-def jsonl_lines(handle: IO[bytes]) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(line number, record) of a JSON Lines member; a line that is not a JSON object gives None."""
-    for number, raw in enumerate(handle, 1):
+def jsonl_lines(handle: IO[bytes] | Iterable[tuple[int, bytes, bool]]) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, record) of a JSON Lines member (a file, or the reader's (number, line, cut) lines);
+    a line that is not a JSON object, or was cut at the line cap, gives None."""
+    lines = enumerate(handle, 1) if hasattr(handle, "read") else ((n, raw) for n, raw, cut in handle if not cut)
+    for number, raw in lines:
         try:
             rec = json.loads(raw)
         except ValueError:
@@ -328,6 +351,7 @@ class _Collector:
         self.first_time: dict[tuple[str, str, int], int] = {}
         self.wanted: set[tuple[str, str, int]] = set()
         self.process_seen: set[tuple[Any, int]] = set()
+        self.cost = 0
 
     def add(self, out: list[Event], timed: Timed, stream: str, bundle: str, member: str, line: int) -> None:
         value, unit, desc, message, facts, macb, file = timed
@@ -341,6 +365,14 @@ class _Collector:
             return
         if len(message) > MESSAGE_LIMIT:
             message = message[:MESSAGE_LIMIT] + "…"
+        self.cost += 320 + len(message) + (120 * len(facts) if facts else 0) + (200 + len(file[0]) if file else 0)
+        if self.cost > EVENT_BUDGET:
+            if not self.stats.cut:
+                self.stats.problem(f"timeline cut at {len(self.events) + sum(map(len, self.deferred.values()))} "
+                                   f"events: the bundle holds more than {EVENT_BUDGET >> 20} MiB of events "
+                                   f"(from {quoted(member)} line {line} on, events are left out)")
+            self.stats.cut += 1
+            return
         out.append(Event(us, sys.intern(desc), sys.intern(stream), bundle, sys.intern(member), line,
                          message, facts, macb, file))
         key = (bundle, member, line)
@@ -349,30 +381,45 @@ class _Collector:
                 self.first_time[key] = us
 
     def read(self, path: str, bundle: str) -> None:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                self.stats.members += 1
-                name = member.name
-                if name == "triagent/manifest.json":
-                    self._manifest(tar, member, bundle)
-                elif name in ("triagent/custody.json", "triagent/verdict.json"):
-                    handle = tar.extractfile(member)
-                    try:
-                        doc = json.loads(handle.read()) if handle else None
-                    except ValueError:
-                        doc = None
-                    if isinstance(doc, dict):
-                        self.custody[f"{bundle}:{os.path.basename(name)}"] = doc
-                elif m := STREAM_MEMBER.fullmatch(name):
-                    self._stream(tar, member, m.group("stream"), bundle)
+        """One bounded pass over a bundle (agent/reader.py); refused members and cut lines are named in
+        the stats' problems, and a bundle that cannot be read on ends the pass with a named problem."""
+        reader = BundleReader(path)
+        with reader:
+            try:
+                for member in reader.accepted():
+                    if member.kind != "file":
+                        continue
+                    self.stats.members += 1
+                    name = member.name
+                    if name == "triagent/manifest.json":
+                        self._manifest(member, bundle)
+                    elif name in ("triagent/custody.json", "triagent/verdict.json"):
+                        try:
+                            doc = member.json(JSON_CAP)
+                        except ValueError as exc:
+                            self.stats.problem(f"{bundle}: {exc}")
+                            doc = None
+                        if isinstance(doc, dict):
+                            self.custody[f"{bundle}:{os.path.basename(name)}"] = doc
+                    elif m := STREAM_MEMBER.fullmatch(name):
+                        self._stream(member, m.group("stream"), bundle)
+            except BundleError as exc:
+                self.stats.problem(f"{bundle}: {exc}")
+            finally:
+                for problem in reader.problems:
+                    self.stats.problem(f"{bundle}: {problem}")
 
-    def _stream(self, tar: tarfile.TarFile, member: tarfile.TarInfo, stream: str, bundle: str) -> None:
+    def _lines(self, member: Any, stream: str, bundle: str) -> Iterator[tuple[int, bytes, bool]]:
+        for number, raw, cut in member.lines(LINE_CAP):
+            if cut:
+                self.stats.problem(f"{bundle}: {quoted(member.name)} line {number}: longer than {LINE_CAP} bytes, "
+                                   "cut (not read)")
+            yield number, raw, cut
+
+    def _stream(self, member: Any, stream: str, bundle: str) -> None:
         self.streams[bundle].add(stream)
         if bundle == "analysis" and stream == "findings":
-            handle = tar.extractfile(member)
-            for number, rec in jsonl_lines(handle) if handle else ():
+            for number, rec in jsonl_lines(self._lines(member, stream, bundle)):
                 if rec is not None:
                     self.findings.append((member.name, number, rec))
                     self.wanted.update((e.get("bundle"), e.get("member"), e.get("line"))
@@ -382,11 +429,8 @@ class _Collector:
         if extract is None:
             return
         out = self.deferred.setdefault(f"{bundle}:{stream}", []) if stream.startswith("dissect.") else self.events
-        handle = tar.extractfile(member)
-        if handle is None:
-            return
         process_plugin = stream.removeprefix("volatility.") in VOLATILITY_PROCESS_PLUGINS
-        for number, rec in jsonl_lines(handle):
+        for number, rec in jsonl_lines(self._lines(member, stream, bundle)):
             if rec is None:
                 self.stats.garbage[stream] += 1
                 continue
@@ -401,30 +445,38 @@ class _Collector:
             except (TypeError, ValueError, AttributeError):  # a record of an unexpected shape costs only itself
                 self.stats.garbage[stream] += 1
 
-    def _manifest(self, tar: tarfile.TarFile, member: tarfile.TarInfo, bundle: str) -> None:
-        handle = tar.extractfile(member)
+    def _manifest(self, member: Any, bundle: str) -> None:
         try:
-            manifest = json.loads(handle.read()) if handle else {}
-        except ValueError:
+            manifest = Manifest(member.read_all(MANIFEST_CAP))
+            for entry in manifest.entries():
+                self._manifest_entry(entry, bundle)
+        except ValueError as exc:
             self.stats.garbage["manifest"] += 1
+            self.stats.problem(f"{bundle}: triagent/manifest.json: {exc}")
+
+    def _manifest_entry(self, entry: Any, bundle: str) -> None:
+        if not isinstance(entry, dict) or not str(entry.get("name", "")).startswith("fs/"):
             return
-        for entry in manifest.get("members", []) if isinstance(manifest, dict) else []:
-            if not isinstance(entry, dict) or not str(entry.get("name", "")).startswith("fs/"):
-                continue
+        if name_problem(os.fsencode(entry["name"])):  # the member it lists is refused: so is the entry
+            return
+        try:
             source = str(entry.get("source") or entry["name"].split("/", 2)[-1])
             kind = "l" if entry.get("type") == "symlink" else "r"
             mode = entry.get("mode") if isinstance(entry.get("mode"), int) else 0
             file = (source, 0, _mode_string(mode | (stat.S_IFLNK if kind == "l" else stat.S_IFREG), kind),
                     int(entry.get("uid") or 0), int(entry.get("gid") or 0),
                     int(entry.get("source_size") or entry.get("size") or 0))
-            artifact = str(entry.get("artifact") or "files")
-            facts = _facts(entry, "artifact", "sha256") or {}
-            facts["path"] = source
-            target = f" -> {entry['target']}" if entry.get("target") else ""
-            stream = sys.intern(f"files.{artifact}" if not artifact.startswith("files") else artifact)
-            for key, macb in (("atime_ns", A), ("mtime_ns", M), ("ctime_ns", C)):
-                self.add(self.events, (entry.get(key), "ns", MACB[macb], f"{source}{target} (copied by {artifact})",
-                                       facts, macb, file), stream, bundle, entry["name"], 0)
+        except (TypeError, ValueError, OverflowError):
+            self.stats.garbage["manifest"] += 1
+            return
+        artifact = str(entry.get("artifact") or "files")
+        facts = _facts(entry, "artifact", "sha256") or {}
+        facts["path"] = source
+        target = f" -> {entry['target']}" if entry.get("target") else ""
+        stream = sys.intern(f"files.{artifact}" if not artifact.startswith("files") else artifact)
+        for key, macb in (("atime_ns", A), ("mtime_ns", M), ("ctime_ns", C)):
+            self.add(self.events, (entry.get(key), "ns", MACB[macb], f"{source}{target} (copied by {artifact})",
+                                   facts, macb, file), stream, bundle, entry["name"], 0)
 
     def finish(self) -> list[Event]:
         for key, events in self.deferred.items():
@@ -502,8 +554,9 @@ _CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> str:
-    """A spreadsheet would run a cell starting with = + - @ as a formula; these strings come from the
-    suspect host, so such a cell is kept as text with a leading quote (OWASP CSV injection advice)."""
+    """A spreadsheet would run a cell starting with = + - @ (or a tab or carriage return before one) as a
+    formula; these strings come from the suspect host, so every text cell that starts so is kept as text
+    with a leading quote (OWASP CSV injection advice)."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return "'" + text if text.startswith(_CSV_RISKY) else text
 
@@ -512,9 +565,14 @@ CSV_HEADER = ["datetime", "timestamp", "timestamp_desc", "host", "stream", "mess
               "evidence_member", "evidence_line", "facts"]
 
 
-def _body_name(name: str) -> str:
-    # mactime splits on "|" and reads one line per entry: neither may appear inside a name
-    return name.replace("\\", "\\\\").replace("|", "\\x7c").replace("\n", "\\n").replace("\r", "\\r")
+_BODY_UNSAFE = re.compile("[|\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _body_name(name: Any) -> str:
+    # mactime splits on "|" and reads one line per entry: neither may appear inside any field (a control
+    # character would also reach the terminal mactime prints to)
+    text = str(name).replace("\\", "\\\\")
+    return _BODY_UNSAFE.sub(lambda m: "\\x7c" if m.group(0) == "|" else f"\\u{ord(m.group(0)):04x}", text)
 
 
 def _bodyfile_lines(events: Iterable[Event]) -> Iterator[str]:
@@ -535,20 +593,20 @@ def _bodyfile_lines(events: Iterable[Event]) -> Iterator[str]:
             groups[(e.bundle, e.member, e.line, name)] = [(name, 0, "-/----------", 0, 0, 0), [seconds] * 4]
     for (_bundle, _member, _line, _name), (file, times) in groups.items():
         name, inode, mode, uid, gid, size = file
-        yield "|".join(["0", _body_name(name), str(inode), mode, str(uid), str(gid), str(size)]
-                       + [str(t) for t in times]) + "\n"
+        yield "|".join(_body_name(field) for field in ["0", name, inode, mode, uid, gid, size, *times]) + "\n"
 
 
 def write(events: Iterable[Event], fmt: str, out: TextIO, host: str | None = None) -> None:
     if fmt == "timesketch":
         for e in events:
-            out.write(json.dumps(_timesketch_row(e, host), ensure_ascii=False, default=str) + "\n")
+            out.write(dumps(_timesketch_row(e, host), default=str) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_HEADER)
         for e in events:
-            writer.writerow([e.datetime, e.us, e.desc, _cell(host or ""), e.stream, _cell(e.message), e.bundle,
-                             _cell(e.member), e.line, _cell(e.facts) if e.facts else ""])
+            writer.writerow([_cell(e.datetime), e.us, _cell(e.desc), _cell(host or ""), _cell(e.stream),
+                             _cell(e.message), _cell(e.bundle), _cell(e.member), e.line,
+                             _cell(e.facts) if e.facts else ""])
     elif fmt == "bodyfile":
         out.writelines(_bodyfile_lines(events))
     else:
@@ -595,7 +653,7 @@ def beside(bundle: str) -> str | None:
             name = name[: -len(suffix)]
             break
     candidate = os.path.join(os.path.dirname(os.path.abspath(bundle)), name + ".analysis.tar.gz")
-    return candidate if os.path.isfile(candidate) else None
+    return candidate if is_regular(candidate) else None  # found, not named: a regular file, not a link
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -615,7 +673,7 @@ def add_timeline_arguments(subparsers: Any) -> argparse.ArgumentParser:
 def run_timeline(args: argparse.Namespace) -> int:
     for path in (args.bundle, args.analysis):
         if path and not os.path.isfile(path):
-            print(f"triagent timeline: error: {path!r} is not a file", file=sys.stderr)
+            print(f"triagent timeline: error: {_inert(repr(path))} is not a file", file=sys.stderr)
             return 2
     analysis = args.analysis or beside(args.bundle)
     stats = Stats()
@@ -628,10 +686,10 @@ def run_timeline(args: argparse.Namespace) -> int:
             with open(partial, "wb") as out:
                 count = timeline(args.bundle, analysis, args.format, out, stats)
             os.replace(partial, args.output)
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        print(f"triagent timeline: error: cannot read the bundle: {exc}", file=sys.stderr)
+    except (OSError, BundleError) as exc:
+        print(f"triagent timeline: error: cannot read the bundle: {_inert(exc)}", file=sys.stderr)
         return 3
     summary = stats.as_dict()
     summary.update({"format": args.format, "analysis": analysis, "output": args.output, "events": count})
-    print(json.dumps(summary, ensure_ascii=False, default=str), file=sys.stderr)
-    return 0
+    print(dumps(summary, default=str), file=sys.stderr)
+    return 1 if stats.problems else 0
