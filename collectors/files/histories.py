@@ -20,22 +20,136 @@ _BASH_TS = re.compile(rb"^#(\d{9,11})\s*$")
 _ZSH_EXT = re.compile(rb"^: *(\d+):(\d+);(.*)$", re.S)
 
 
+_SH_OPEN = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until": "done", "select": "done",
+            "{": "}"}
+_SH_CLOSE = {"fi", "esac", "done", "}"}
+_SH_CMD_AFTER = {"then", "do", "else", "elif", "if", "while", "until", "{", "!", "time", "in"}
+_SH_OPERATORS = ("&&", "||", ";;&", ";;", ";&", "|&", "<<<", "<<-", "<<", ">>", "&>", ";", "&", "|", "(", ")",
+                 "<", ">")
+
+
+class _ShellInput:
+    """Whether the lines of a bash entry so far form a complete command, as bash's parser decides when
+    to stop reading: an open quote, a trailing backslash or operator, a pending here-document or an
+    open compound command (if/case/loops, braces, parentheses) means the next line is part of it.
+    A light lexer, not a parser: where it cannot tell it says complete."""
+
+    def __init__(self) -> None:
+        self.quote = ""  # ', ", $' or `
+        self.stack: list[str] = []
+        self.heredocs: list[tuple[str, bool]] = []  # (delimiter, strip tabs) still to read
+        self.reading_heredoc: tuple[str, bool] | None = None
+        self.continued = False
+
+    def incomplete(self) -> bool:
+        return bool(self.quote or self.stack or self.heredocs or self.reading_heredoc or self.continued)
+
+    def feed(self, line: str) -> None:
+        if self.reading_heredoc:
+            word, tabs = self.reading_heredoc
+            if (line.lstrip("\t") if tabs else line) == word:
+                self.reading_heredoc = self.heredocs.pop(0) if self.heredocs else None
+            return
+        self.continued = False
+        i, n, cmd, word, want_delim = 0, len(line), True, "", None
+
+        def end_word() -> None:
+            nonlocal word, cmd, want_delim
+            if want_delim is not None and word:
+                self.heredocs.append((word.replace("'", "").replace('"', "").replace("\\", ""), want_delim))
+                want_delim = None
+            elif word and cmd and word in _SH_OPEN:
+                self.stack.append(_SH_OPEN[word])
+            elif word and cmd and word in _SH_CLOSE and self.stack and self.stack[-1] == word:
+                self.stack.pop()
+            if word:
+                cmd = word in _SH_CMD_AFTER or (cmd and "=" in word and not word.startswith("="))
+            word = ""
+
+        while i < n:
+            c = line[i]
+            if self.quote:
+                if c == "\\" and self.quote != "'":
+                    i += 2
+                    continue
+                if (c == "'" and self.quote in ("'", "$'")) or (c == '"' and self.quote == '"') \
+                        or (c == "`" and self.quote == "`"):
+                    self.quote = ""
+                word += "x"
+                i += 1
+                continue
+            if c == "\\":
+                if i == n - 1:
+                    self.continued = True
+                    break
+                word += line[i:i + 2]
+                i += 2
+                continue
+            if c in "'\"`":
+                self.quote = c
+                word += c
+                i += 1
+                continue
+            if c == "$" and line[i + 1:i + 2] == "'":
+                self.quote = "$'"
+                word += "x"
+                i += 2
+                continue
+            if c == "$" and line[i + 1:i + 2] == "(":
+                self.stack.append(")")
+                word += "x"
+                i += 2
+                continue
+            if c == "#" and not word:
+                break  # a comment
+            if c in " \t":
+                end_word()
+                i += 1
+                continue
+            op = next((o for o in _SH_OPERATORS if line.startswith(o, i)), None)
+            if op is None:
+                word += c
+                i += 1
+                continue
+            end_word()
+            if op in ("<<", "<<-"):
+                want_delim = op == "<<-"
+            elif op == "(":
+                self.stack.append(")")
+            elif op == ")" and self.stack and self.stack[-1] == ")":
+                self.stack.pop()
+            cmd = op not in ("<<", "<<-", "<<<", "<", ">", ">>", "&>")
+            i += len(op)
+        end_word()
+        stripped = line.split(" #", 1)[0].rstrip()
+        if stripped.endswith(("|", "&&", "||", "|&")) and not self.quote:
+            self.continued = True
+        if self.heredocs and not self.quote and not self.continued:
+            self.reading_heredoc = self.heredocs.pop(0)
+
+
 def parse_bash(data: bytes) -> Parsed:
-    """bash's file as bash reads it back. With HISTTIMEFORMAT set bash writes ``#<epoch>`` before each
-    entry, and an entry is every line up to the next ``#<epoch>`` line (a command with embedded
-    newlines, ``shopt -s lithist``, a quoted argument spanning lines); lines after a timestamped entry
-    that have no ``#<epoch>`` of their own (a shell without HISTTIMEFORMAT appending) belong to it, as
-    bash joins them. Lines before the first ``#<epoch>`` (or in a file with none) are one entry each."""
+    """bash's file as bash writes it. With HISTTIMEFORMAT set bash writes ``#<epoch>`` before each entry
+    and an entry may span lines (a command with embedded newlines, ``shopt -s lithist``, a quoted
+    argument spanning lines): its lines run to the next ``#<epoch>`` line while the command they make
+    is unfinished (open quote, compound command, here-document, trailing pipe or backslash). A line
+    after a finished entry with no ``#<epoch>`` of its own (a shell without HISTTIMEFORMAT appending, a
+    hand edit) is an entry of its own with no time (``untimed``): it does not take the time of the
+    entry before it, and the entries after it keep theirs. Lines before the first ``#<epoch>`` (or in a
+    file with none) are one entry each, as bash reads them."""
     entry: list[bytes] = []
-    start, pending_ts, timed = 0, None, False
+    start, entry_ts, pending_ts, timed = 0, None, None, False
+    shell = _ShellInput()
 
     def flush() -> Iterator[dict]:
         while entry and not entry[-1].strip():
             entry.pop()  # bash never ends a command with a newline: blank lines after it are not it
         if entry:
-            rec = {"line": start, "command": text(b"\n".join(entry)), "timestamp": pending_ts}
+            rec = {"line": start, "command": text(b"\n".join(entry)), "timestamp": entry_ts}
             if len(entry) > 1:
                 rec["lines"] = len(entry)
+            if entry_ts is None:
+                rec["untimed"] = True
             yield rec
         entry.clear()
 
@@ -44,17 +158,22 @@ def parse_bash(data: bytes) -> Parsed:
         m = _BASH_TS.match(line)
         if m:
             yield from flush()
-            pending_ts, timed = int(m.group(1)), True
+            pending_ts, timed, shell = int(m.group(1)), True, _ShellInput()
             continue
         if not timed:
             if line.strip():
                 yield {"line": number, "command": text(line), "timestamp": None}
             continue
-        if not entry:
-            if not line.strip():
-                continue
-            start = number
+        if entry and shell.incomplete():
+            entry.append(line)
+            shell.feed(text(line))
+            continue
+        if not line.strip():
+            continue
+        yield from flush()
+        start, entry_ts, pending_ts, shell = number, pending_ts, None, _ShellInput()
         entry.append(line)
+        shell.feed(text(line))
     yield from flush()
 
 

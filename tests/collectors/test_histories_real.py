@@ -119,28 +119,33 @@ def test_bash_multiline_entries_with_timestamps(tmp_path):
 
 
 def test_bash_cmdhist_without_lithist_and_a_desynchronised_file(tmp_path):
-    """Without lithist bash joins a compound command with `;` but keeps a quoted newline; a session
-    without HISTTIMEFORMAT appends entries with no #<epoch> line (bash reads them into the entry before);
-    the timed session after it must still come out right."""
+    """Without lithist bash joins a compound command with `;` but keeps a quoted newline. A session
+    without HISTTIMEFORMAT then appends entries with no #<epoch> line: each stays an entry of its own,
+    with no time (bash itself would read them into the entry before and give them its time), and the
+    timed session after it still comes out right."""
     bash = _shell("bash")
     hist = tmp_path / ".bash_history"
     common = {"HISTFILE": str(hist), "PS1": "$ ", "PS2": "> "}
     s1 = _type([bash, "--norc", "--noprofile", "-i"],
                ["shopt -s cmdhist histappend", "for i in 1 2; do", "echo $i", "done", "echo 'a", "b'", "exit"],
                _env(tmp_path, HISTTIMEFORMAT="%s ", **common), tmp_path)
+    first = _bash_reads(hist)
     _type([bash, "--norc", "--noprofile", "-i"], ["shopt -s histappend", "echo untimed", "exit"],
           _env(tmp_path, **common), tmp_path)
     s3 = _type([bash, "--norc", "--noprofile", "-i"],
-               ["shopt -s histappend", "echo 'late\nquoted'", "id", "exit"],
+               ["shopt -s histappend", "echo 'late", "quoted' | tr a-z A-Z |", "cat", "id", "exit"],
                _env(tmp_path, HISTTIMEFORMAT="%s ", **common), tmp_path)
+    assert b"#" not in hist.read_bytes().split(b"\nexit\n")[1]  # the untimed session wrote no #<epoch> lines
     records = _parse(hist)
-    assert [(r["timestamp"], r["command"]) for r in records] == _bash_reads(hist)
     commands = [r["command"] for r in records]
-    assert commands[:3] == ["shopt -s cmdhist histappend", "for i in 1 2; do echo $i; done", "echo 'a\nb'"]
-    assert "shopt -s histappend\necho untimed\nexit" in commands[3]  # the untimed lines, as bash reads them
-    assert commands[4:] == ["shopt -s histappend", "echo 'late\nquoted'", "id", "exit"]
+    assert commands == ["shopt -s cmdhist histappend", "for i in 1 2; do echo $i; done", "echo 'a\nb'", "exit",
+                        "shopt -s histappend", "echo untimed", "exit",
+                        "shopt -s histappend", "echo 'late\nquoted' | tr a-z A-Z | cat", "id", "exit"]
+    assert [(r["timestamp"], r["command"]) for r in records[:4]] == first  # as bash reads the first session
     _in_time(records[:4], *s1)
-    _in_time(records[4:], *s3)
+    assert all(r["timestamp"] is None and r["untimed"] for r in records[4:7])
+    _in_time(records[7:], *s3)
+    assert not any(r.get("untimed") for r in records[:4] + records[7:])
 
 
 def test_bash_without_timestamps_is_one_line_each(tmp_path):
@@ -192,3 +197,17 @@ def test_ksh_binary_history(tmp_path, shell):
     _type([path, "-i"], lines, _env(tmp_path, HISTFILE=str(hist), ENV="/dev/null", PS1="$ "), tmp_path)
     records = _parse(hist)
     assert [r["command"] for r in records] == typed + ["exit"]
+
+
+def test_bash_lines_added_by_hand_keep_the_rest_right():
+    """A file bash wrote with timestamps, then edited: a line appended with `echo ... >>` and an entry's
+    #<epoch> line deleted. Each added line is its own untimed entry; unfinished commands still span lines."""
+    data = (b"#1700000000\ncase $1 in\n  a) echo a;;\nesac\n"
+            b"echo planted >> ~/.bash_history\n"  # no #<epoch>: added by hand
+            b"#1700000010\ncat <<-END | sh\n\tid\n\tEND\n"
+            b"wget http://192.0.2.9/x\n"  # an entry whose #<epoch> line was deleted
+            b"#1700000020\nexit\n")
+    records = list(PARSERS["bash"](data))
+    assert [(r["timestamp"], r["command"]) for r in records] == [
+        (1700000000, "case $1 in\n  a) echo a;;\nesac"), (None, "echo planted >> ~/.bash_history"),
+        (1700000010, "cat <<-END | sh\n\tid\n\tEND"), (None, "wget http://192.0.2.9/x"), (1700000020, "exit")]
