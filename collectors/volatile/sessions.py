@@ -32,16 +32,40 @@ def _addr(raw: bytes) -> str | None:
     return str(ipaddress.IPv6Address(raw))
 
 
-def parse_utmp(data: bytes, source: str) -> Iterator[dict]:
-    for index in range(len(data) // UTMP.size):
-        chunk = data[index * UTMP.size:(index + 1) * UTMP.size]
+def _fields(chunk: bytes) -> tuple[int, dict]:
+    ut_type, pid, line, ut_id, user, host, term, exit_code, session, sec, usec, addr, _ = UTMP.unpack(chunk)
+    return ut_type, {"pid": pid, "line": _cstr(line), "id": _cstr(ut_id), "user": _cstr(user), "host": _cstr(host),
+                     "exit_termination": term, "exit_status": exit_code, "session": session,
+                     "time_utc": _time(sec, usec), "address": _addr(addr)}
+
+
+def _time(sec: int, usec: int) -> str | None:
+    try:
+        return utc(sec + usec / 1e6) if sec > 0 else None
+    except (OverflowError, OSError, ValueError):  # a corrupt record's time may be out of any range
+        return None
+
+
+def parse_utmp(data: bytes, source: str, first_index: int = 0) -> Iterator[dict]:
+    """Every record, in file order. A record of type EMPTY or of zero bytes (what log wipers leave) is
+    kept as such, never as a login: ``type`` EMPTY, ``zeroed``, and what was left of it in ``residue``.
+    A ut_type outside 0-9 is not a record glibc writes: ``corrupt``, its ``raw_type``, the fields as
+    they decode in ``decoded`` (not as a login's)."""
+    for i in range(len(data) // UTMP.size):
+        index = first_index + i
+        chunk = data[i * UTMP.size:(i + 1) * UTMP.size]
+        where = {"source": source, "index": index, "offset": index * UTMP.size}
         if chunk == b"\0" * UTMP.size:
+            yield {**where, "type": "EMPTY", "zeroed": True}
             continue
-        ut_type, pid, line, ut_id, user, host, term, exit_code, session, sec, usec, addr, _ = UTMP.unpack(chunk)
-        yield {"source": source, "index": index, "type": UT_TYPES.get(ut_type, ut_type), "pid": pid,
-               "line": _cstr(line), "id": _cstr(ut_id), "user": _cstr(user), "host": _cstr(host),
-               "exit_termination": term, "exit_status": exit_code, "session": session,
-               "time_utc": utc(sec + usec / 1e6) if sec > 0 else None, "address": _addr(addr)}
+        ut_type, fields = _fields(chunk)
+        if ut_type == 0:
+            yield {**where, "type": "EMPTY", "zeroed": True,
+                   "residue": {k: v for k, v in fields.items() if v not in (None, "", 0)}}
+        elif ut_type not in UT_TYPES:
+            yield {**where, "type": None, "raw_type": ut_type, "corrupt": True, "decoded": fields}
+        else:
+            yield {**where, "type": UT_TYPES[ut_type], **fields}
 
 
 def _open(ctx: Context, path: str) -> tuple[int, os.stat_result] | Problem | None:
@@ -56,37 +80,52 @@ def _open(ctx: Context, path: str) -> tuple[int, os.stat_result] | Problem | Non
 
 
 def _records_of(ctx: Context, path: str, stream: str, max_records: int) -> Iterator[Item]:
+    """Records go to ``stream``; EMPTY and zeroed ones to ``<stream>_empty``, so that what reads the
+    login stream (the tampering check: a gap in its indexes is a wiped record) sees only real records."""
     opened = _open(ctx, path)
     if not isinstance(opened, tuple):
         yield from [opened] if opened else []
         return
     fd, st = opened
     try:
-        if st.st_size % UTMP.size:
-            yield Problem(f"size {st.st_size} is not a multiple of {UTMP.size}: trailing bytes ignored",
-                          path=path, level="warning")
+        trailing = st.st_size % UTMP.size
+        if trailing:
+            yield Problem(f"{trailing} trailing bytes after the last whole {UTMP.size}-byte record ignored "
+                          f"(size {st.st_size}: a partial record, or not a utmp file)", path=path, level="warning")
         total = st.st_size // UTMP.size
         start = max(0, total - max_records)
         if start:
             yield Problem(f"only the newest {max_records} of {total} records parsed", path=path, level="warning")
         pos = start * UTMP.size
         index = start
+        empty = corrupt = 0
         while pos < total * UTMP.size:
             ctx.check()
             data = os.pread(fd, min(READ_CHUNK, total * UTMP.size - pos), pos)
             if not data:
                 break
             data = data[: len(data) - len(data) % UTMP.size]
-            for rec in parse_utmp(data, path):
-                rec["index"] += index
+            for rec in parse_utmp(data, path, index):
+                if rec.get("zeroed"):
+                    empty += 1
+                    yield Record(f"{stream}_empty", rec)
+                    continue
+                corrupt += bool(rec.get("corrupt"))
                 yield Record(stream, rec)
             index += len(data) // UTMP.size
             pos += len(data)
+        if corrupt:
+            yield Problem(f"{corrupt} record(s) with a type outside 0-9 (corrupt: true in stream {stream})",
+                          path=path, level="warning")
+        if empty:
+            yield Problem(f"{empty} EMPTY or zeroed record(s) kept in stream {stream}_empty", path=path,
+                          level="info")
     finally:
         os.close(fd)
 
 
 def utmp(ctx: Context) -> Iterator[Item]:
+    """/run/utmp (or /var/run/utmp through its link) of the live host or of the --root, like wtmp."""
     seen = False
     for path in ctx.opt("paths", ["/run/utmp"]):
         try:
@@ -98,7 +137,8 @@ def utmp(ctx: Context) -> Iterator[Item]:
         seen = True
         yield from _records_of(ctx, real, "sessions", 100000)
     if not seen:
-        yield Problem("no utmp file found", level="warning")
+        # /run is a tmpfs: an image or a copied root usually has none, a running host always has one
+        yield Problem("no utmp file found", level="warning" if ctx.live else "info")
 
 
 def login_records(ctx: Context) -> Iterator[Item]:

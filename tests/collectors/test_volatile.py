@@ -129,6 +129,8 @@ def test_utmp_parser_roundtrip(tmp_path):
     rec = struct.pack("<hxxi32s4s32s256shhiii16s20s", 7, 99, b"pts/3", b"ts/3", b"mallory", b"evil.example",
                       0, 0, 0, 1700000000, 5, bytes([192, 0, 2, 1]) + b"\0" * 12, b"")
     parsed = list(sessions.parse_utmp(rec + b"\0" * 384 + rec, "/var/log/wtmp"))
-    assert len(parsed) == 2 and parsed[1]["index"] == 2
+    assert len(parsed) == 3 and parsed[2]["index"] == 2 and parsed[2]["offset"] == 768
+    # the zeroed record between them is kept as what it is, not as a login
+    assert parsed[1] == {"source": "/var/log/wtmp", "index": 1, "offset": 384, "type": "EMPTY", "zeroed": True}
     assert parsed[0]["user"] == "mallory" and parsed[0]["type"] == "USER_PROCESS"
     assert parsed[0]["address"] == "192.0.2.1" and parsed[0]["time_utc"] == "2023-11-14T22:13:20.000005Z"
