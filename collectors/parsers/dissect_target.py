@@ -118,6 +118,11 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
                 elif type(item).__name__ == "PluginNotFoundError":
                     yield Problem(f"dissect plugin {name} is not in this installation of dissect.target"
                                   f"{_import_failure(name)}", level="error")
+                elif _inputs_absent(item):  # e.g. no NetworkManager, no preferences.plist: nothing to act on
+                    yield Problem(f"dissect plugin {name}: its input is not on this host "
+                                  f"({type(item).__name__}: {str(item)[:200]})"
+                                  + (f" after {count} records" if count else ""),
+                                  level="warning" if count else "info")
                 else:
                     yield Problem(f"dissect plugin {name} failed after {count} records: "
                                   f"{type(item).__name__}: {str(item)[:300]}", level="error")
@@ -140,6 +145,24 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
         cancel.set()
     yield Problem(f"dissect plugin {name}: {count} records in {time.monotonic() - started:.2f}s", level="info",
                   detail={"note": KNOWN_WRONG[name]} if name in KNOWN_WRONG else {})
+
+
+_ABSENT = (FileNotFoundError, NotADirectoryError)  # dissect.target's own exceptions of these names subclass them
+_ABSENT_NAMES = {"TargetPathNotFoundError", "RegistryKeyNotFoundError", "RegistryValueNotFoundError",
+                 "HiveUnavailableError"}
+
+
+def _inputs_absent(exc: BaseException) -> bool:
+    """Whether a plugin failed because the files or keys it reads are not there (the host does not use
+    what the plugin parses), as opposed to a failure a responder must look at (permissions, corrupt
+    data, a bug): the exception or one it was raised from."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, _ABSENT) or type(cause).__name__ in _ABSENT_NAMES:
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 def _exported(name: str) -> bool:
