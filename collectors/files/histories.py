@@ -302,6 +302,9 @@ def parse_mksh(data: bytes) -> Parsed:
         pos = end + 1
 
 
+_BINARY_FORMATS = (b"\x81\x01", b"\xab\xcd")  # ksh93's and mksh's history files
+
+
 def parse_sh(data: bytes) -> Parsed:
     """~/.sh_history and the like: ksh93's or mksh's binary file by its magic, else one line each (ash)."""
     if data[:2] == b"\x81\x01":
@@ -434,7 +437,7 @@ def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, ma
         return
     if truncated and keep == "tail" and b"\n" in data[:-1]:
         data = data.split(b"\n", 1)[-1]  # drop the partial first line of a tail window
-    if _looks_binary(data):
+    if _looks_binary(data) and data[:2] not in _BINARY_FORMATS:
         yield Problem("history file holds binary data (parsed as escaped text)", path=path, level="warning")
     long_lines = 0
     for rec in PARSERS[kind](data):

@@ -211,3 +211,25 @@ def test_bash_lines_added_by_hand_keep_the_rest_right():
     assert [(r["timestamp"], r["command"]) for r in records] == [
         (1700000000, "case $1 in\n  a) echo a;;\nesac"), (None, "echo planted >> ~/.bash_history"),
         (1700000010, "cat <<-END | sh\n\tid\n\tEND"), (None, "wget http://192.0.2.9/x"), (1700000020, "exit")]
+
+
+def test_collector_reads_a_ksh93_history_under_root(tmp_path):
+    """Through the collector (evidence reader, homes from passwd): ksh93's binary file is parsed, not
+    reported as binary data."""
+    from collectors.base import Context, Problem, Record
+    from collectors.files import histories
+
+    ksh = _shell("ksh93")
+    root = tmp_path / "root"
+    home = root / "home/dave"
+    home.mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\ndave:x:1001:1001::/home/dave:/bin/ksh\n")
+    _type([ksh, "-i"], ["echo 'two", "lines'", "exit"],
+          _env(home, HISTFILE=str(home / ".sh_history"), ENV="/dev/null", PS1="$ "), home)
+    ctx = Context(root=str(root), live=False, options={"files": [[".sh_history", "sh"]]})
+    items = list(histories.collect(ctx))
+    records = [i.data for i in items if isinstance(i, Record) and i.stream == "histories"]
+    assert [(r["user"], r["command"], r["path"]) for r in records] == [
+        ("dave", "echo 'two\nlines'", "/home/dave/.sh_history"), ("dave", "exit", "/home/dave/.sh_history")]
+    assert not [i for i in items if isinstance(i, Problem) and i.level != "info"], items
