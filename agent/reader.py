@@ -757,15 +757,25 @@ class _Packed:
         self.size = 0
         self.stored = 0
         self._deflate = zlib.compressobj(1)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
-        out = self._deflate.compress(data)
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= 256 << 10:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        out = self._deflate.compress(b"".join(self._pending))
+        self._pending, self._pending_size = [], 0
         if out:
             self.parts.append(out)
             self.stored += len(out)
 
     def close(self) -> None:
+        self._flush_pending()
         out = self._deflate.flush()
         self.parts.append(out)
         self.stored += len(out)
@@ -883,8 +893,13 @@ class BundleView:
                             self._uncached.add(name)
                             continue
                         packed = _Packed()
-                        for chunk in member.chunks():
-                            packed.add(chunk)
+                        for number, line, cut in member.lines(LINE_CAP):
+                            if cut:  # kept as an empty line (the numbering holds), named once read
+                                self._note(f"member {quoted(name)} line {number}: longer than {LINE_CAP} bytes, "
+                                           "cut (not read)")
+                                packed.add(b"\n")
+                            else:
+                                packed.add(line + b"\n")
                             if cached + packed.stored > STREAM_CACHE_BUDGET:
                                 break
                         packed.close()
