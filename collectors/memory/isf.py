@@ -30,7 +30,7 @@ import lzma
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from collectors.memory.btf import (
@@ -551,12 +551,16 @@ def build_isf(
     kernel_config: str | None = None,
     kaslr_shift: int | None = None,
     notes: list[str] | None = None,
+    kernel_memory: Callable[[], tuple[Any, list[int]]] | None = None,
 ) -> dict[str, Any]:
     """Build an ISF dict (volatility3 format 6.2.0) from raw BTF, /proc/kallsyms text and /proc/version.
 
     ``btf`` may also be an ELF vmlinux or bzImage (its .BTF section is used).  ``kaslr_shift`` overrides the
     slide derived from kallsyms ``_text``.  Human-readable warnings are appended to ``notes`` when given.
-    Raises BTFError for unusable BTF.
+    ``kernel_memory`` opens the running kernel's memory (a /proc/kcore reader and the addresses of the loaded
+    modules' ``struct module``): it is called only when kallsyms lacks the data symbols volatility needs
+    (a kernel without CONFIG_KALLSYMS_ALL), which are then found there (collectors.memory.kcore) and the
+    KASLR slide taken from its VMCOREINFO.  Raises BTFError for unusable BTF.
     """
     notes = notes if notes is not None else []
     raw = bytes(btf_from_blob(btf))
@@ -575,8 +579,15 @@ def build_isf(
     kallsyms_digest = _sha256(kallsyms)
     if syms and all(addr == 0 for addr, _ in syms.values()):
         notes.append("all kallsyms addresses are 0 (not root, or kptr_restrict=2): symbol addresses are unusable")
+    banner_bytes = banner.encode("latin-1") if isinstance(banner, str) else bytes(banner)
+    recovered, memory_shift = _recover(syms, user_types, banner_bytes, kernel_memory, notes)
     if kaslr_shift is None:
         kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config)
+        if memory_shift is not None:
+            if memory_shift != kaslr_shift and "_text" in syms:
+                notes.append(f"KASLR shift {memory_shift:#x} from VMCOREINFO (KERNELOFFSET) used; kallsyms and the "
+                             f"assumed link address gave {kaslr_shift:#x}")
+            kaslr_shift, shift_notes = memory_shift, []
         notes.extend(shift_notes)
 
     # Types of globals, taken while the parsed BTF is alive: per-cpu variables are the only globals BTF
@@ -615,7 +626,6 @@ def build_isf(
     has_dtb = any(n in syms for n in ("init_top_pgt", "init_level4_pgt", "swapper_pg_dir"))
     del syms
 
-    banner_bytes = banner.encode("latin-1") if isinstance(banner, str) else bytes(banner)
     banner_bytes = banner_bytes.rstrip(b"\x00")
     if not banner_bytes.endswith(b"\n"):
         banner_bytes += b"\n"
@@ -641,7 +651,8 @@ def build_isf(
             "datetime": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
             # Extra keys are allowed under "producer" by the 6.x schema; nowhere else is.
             "kaslr_shift": f"{kaslr_shift:#x}",
-            "source": "btf+kallsyms",
+            "source": "btf+kallsyms" + ("+kcore" if recovered else ""),
+            **({"recovered_symbols": recovered} if recovered else {}),
         },
         "linux": {
             "symbols": [
@@ -657,6 +668,40 @@ def build_isf(
         "enums": enums,
         "symbols": symbols,
     }
+
+
+def _recover(syms: dict[str, tuple[int, str]], user_types: dict[str, Desc], banner: bytes,
+             kernel_memory: Callable[[], tuple[Any, list[int]]] | None,
+             notes: list[str]) -> tuple[dict[str, str], int | None]:
+    """Data symbols kallsyms lacks, found in the running kernel's memory and added to ``syms``; returns how
+    each was found and the KASLR slide VMCOREINFO states (None when nothing was looked up there)."""
+    from collectors.memory.kcore import WANTED, KcoreError, missing_essentials, recover_from
+
+    missing = missing_essentials(syms)
+    if not missing or kernel_memory is None or not syms:
+        return {}, None
+    try:
+        memory, modules = kernel_memory()
+    except OSError as exc:
+        notes.append(f"{', '.join(missing)} missing from kallsyms (CONFIG_KALLSYMS_ALL=n?), and kernel memory cannot "
+                     f"be read to find them: {exc.strerror or exc}")
+        return {}, None
+    try:
+        found, shift = recover_from(memory, {n: a for n, (a, _) in syms.items()}, user_types, banner, modules, notes)
+    except (KcoreError, ValueError) as exc:
+        notes.append(f"{', '.join(missing)} missing from kallsyms (CONFIG_KALLSYMS_ALL=n?), and not found in kernel "
+                     f"memory: {exc.strerror if isinstance(exc, OSError) else exc}")
+        return {}, None
+    finally:
+        close = getattr(memory, "close", None)
+        if close:
+            close()
+    for name, (addr, _how) in found.items():
+        syms.setdefault(name, (addr, "?"))
+    if found:
+        notes.append(f"kallsyms lacks data symbols (CONFIG_KALLSYMS_ALL=n?); found {len(found)} in kernel memory: "
+                     + ", ".join(sorted(n for n in found if n in WANTED)))
+    return {n: how for n, (_a, how) in sorted(found.items())}, shift
 
 
 def write_isf(isf: dict[str, Any], path_or_fileobj: str | os.PathLike[str] | IO[bytes], *, preset: int = 2) -> None:
@@ -764,8 +809,16 @@ def from_host(root: str = "/") -> tuple[dict[str, Any], list[str]]:
     config = _read_kernel_config(root, release)
     if config is None:
         notes.append("kernel config not found; assuming default CONFIG_PHYSICAL_START/ALIGN for the KASLR shift")
-    isf = build_isf(btf_blob, kallsyms, banner, kernel_config=config, notes=notes)
+    isf = build_isf(btf_blob, kallsyms, banner, kernel_config=config, notes=notes,
+                    kernel_memory=lambda: open_kernel_memory(root))
     return isf, notes
+
+
+def open_kernel_memory(root: str = "/") -> tuple[Any, list[int]]:
+    """<root>/proc/kcore and the loaded modules' ``struct module`` addresses (for build_isf's kernel_memory)."""
+    from collectors.memory.kcore import KCORE, Kcore, module_structs
+
+    return Kcore(os.path.join(root, KCORE)), module_structs(root)
 
 
 def main(argv: list[str] | None = None) -> int:
