@@ -18,7 +18,9 @@ found again in process, so that the symbol table built from BTF still opens a me
   the node of its ``list`` that lies in the image (none when no module is loaded: then it is named missing);
 - ``socket_file_ops`` and ``sockfs_dentry_operations``: the read-only structures whose function pointers are
   the text symbols ``sock_read_iter``/``sock_write_iter``/``sock_poll``/``sock_close`` and ``sockfs_dname``;
-- ``sys_call_table``: the array that starts with ``__x64_sys_read``, ``__x64_sys_write``, ``__x64_sys_open``.
+- ``sys_call_table``: the array that starts with ``__x64_sys_read``, ``__x64_sys_write``, ``__x64_sys_open``;
+- ``tk_core`` (process start times): the cacheline-aligned ``struct {seq; timekeeper}`` whose timekeeper's
+  ``xtime_sec`` and ``ktime_sec`` are the wall and monotonic seconds of the moment the image is read.
 
 Addresses found here are the running kernel's (KASLR applied); the ISF builder moves them back to link time
 like the kallsyms ones. Every candidate that does not pass its checks is dropped: a symbol is either found
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,7 +43,7 @@ CHUNK = 4 << 20
 # automagic: init_task, init_mm, init_files, the page-table root and linux_banner; pslist, lsmod, sockstat).
 WANTED = ("linux_banner", "init_task", "init_mm", "init_files", "init_top_pgt", "swapper_pg_dir", "modules",
           "net_namespace_list", "socket_file_ops", "sockfs_dentry_operations", "init_uts_ns", "init_net",
-          "sys_call_table")
+          "sys_call_table", "tk_core")
 
 
 class KcoreError(OSError):
@@ -266,13 +269,19 @@ def _unique(found: list[int], what: str, notes: list[str]) -> int | None:
     return None
 
 
+def _clock() -> tuple[float, float]:
+    return time.time(), time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], layout: Layout, banner: bytes,
-            vmcoreinfo: dict[str, str], module_structs: list[int], notes: list[str]) -> dict[str, tuple[int, str]]:
+            vmcoreinfo: dict[str, str], module_structs: list[int], notes: list[str],
+            clock: Callable[[], tuple[float, float]] | None = _clock) -> dict[str, tuple[int, str]]:
     """Running-kernel addresses of the WANTED symbols (and the other vmcoreinfo symbols) that are not in
     ``known`` (what kallsyms lists: name -> running address), each with how it was found.
 
     ``read(vaddr, size)`` reads kernel memory; ``image_range`` is the kernel image ([_text, _end), the
-    KCORE_TEXT segment); ``module_structs`` addresses of loaded modules' ``struct module``."""
+    KCORE_TEXT segment); ``module_structs`` addresses of loaded modules' ``struct module``; ``clock`` gives
+    (CLOCK_REALTIME, CLOCK_MONOTONIC) now, for the live timekeeper (None: not looked for)."""
     out: dict[str, tuple[int, str]] = {}
     text_syms = known
 
@@ -280,7 +289,9 @@ def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], l
         return name not in known and name not in out
 
     start = text_syms.get("_etext") or image_range[0]
+    before = clock() if clock else None
     image = _Image(read, start, image_range[1])
+    after = clock() if clock else None
     for name, addr in vmcoreinfo_symbols(vmcoreinfo).items():
         # SYMBOL_ARRAY entries (mem_section) give a pointer's value, not its address: only the image's own
         if want(name) and image_range[0] <= addr < image_range[1]:
@@ -406,6 +417,9 @@ def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], l
                                                "poll": "sock_poll", "release": "sock_close"}, False)
     ops("sockfs_dentry_operations", "dentry_operations", {"d_dname": "sockfs_dname"}, True)
 
+    if want("tk_core") and before and after:
+        _timekeeper(image, layout, before, after, out, notes)
+
     if want("sys_call_table") and all(s in text_syms for s in ("__x64_sys_read", "__x64_sys_write",
                                                                "__x64_sys_open")):
         first = struct.pack("<QQQ", text_syms["__x64_sys_read"], text_syms["__x64_sys_write"],
@@ -414,6 +428,35 @@ def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], l
         if table is not None:
             out["sys_call_table"] = (table, "__x64_sys_read, __x64_sys_write, __x64_sys_open in a row")
     return out
+
+
+def _timekeeper(image: _Image, layout: Layout, before: tuple[float, float], after: tuple[float, float],
+                out: dict[str, tuple[int, str]], notes: list[str], slack: int = 3) -> None:
+    """tk_core (``struct {seq; timekeeper}``, cacheline aligned): the timekeeper whose xtime_sec and ktime_sec
+    are the wall and monotonic seconds of the moment the image was read and whose two clocks agree.
+    (shadow_timekeeper holds the same values but is not the second member of a cacheline-aligned struct.)"""
+    anon = next((n for n, t in layout.types.items() if set(t.get("fields", {})) == {"seq", "timekeeper"}), None)
+    try:
+        inner = layout.offset(anon, "timekeeper") if anon else None
+        xtime, ktime = layout.offset("timekeeper", "xtime_sec"), layout.offset("timekeeper", "ktime_sec")
+        mono, raw = layout.offset("timekeeper", "tkr_mono.clock"), layout.offset("timekeeper", "tkr_raw.clock")
+    except KeyError as exc:
+        notes.append(f"tk_core: BTF has no {exc.args[0]}")
+        return
+    if inner is None:
+        notes.append("tk_core: BTF has no struct {seq; timekeeper}")
+        return
+    found = []
+    for second in range(int(before[0]) - slack, int(after[0]) + slack + 1):
+        for hit in image.find_all(struct.pack("<Q", second), 8):
+            tk = hit - xtime
+            k, c1, c2 = image.u64(tk + ktime), image.u64(tk + mono), image.u64(tk + raw)
+            if (k is not None and before[1] - slack <= k <= after[1] + slack and c1 == c2 and c1 is not None
+                    and c1 >= KERNEL_SPACE and (tk - inner) % 64 == 0):
+                found.append(tk - inner)
+    addr = _unique(found, "tk_core (the timekeeper of the time the image was read)", notes)
+    if addr is not None:
+        out["tk_core"] = (addr, "timekeeper whose seconds are now")
 
 
 def module_structs(root: str = "/") -> list[int]:
@@ -470,5 +513,5 @@ def recover_from(memory: Any, known: dict[str, int], user_types: dict[str, Any],
     image_range = kernel_image_range(memory, text)
     if image_range is None:
         raise KcoreError(0, "no segment of kernel memory holds the kernel image")
-    found = recover(memory.read, image_range, known, Layout(user_types), banner, info, modules, notes)
+    found = recover(memory.read, image_range, known, Layout(user_types), banner, info, modules, notes, clock=_clock)
     return found, kernel_offset(info)
