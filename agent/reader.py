@@ -868,7 +868,6 @@ class BundleView:
         self.manifest_fields: dict[str, Any] = {}
         self._reduced_manifest: bytes | None = None
         self._streams: dict[str, _Packed] = {}
-        self._uncached: set[str] = set()
         self._row_cost: dict[str, int] = {}
         self._cut_streams: set[str] = set()
         self.sha256: str | None = None
@@ -890,8 +889,7 @@ class BundleView:
                         self._manifest(member)
                     elif (match and want(match.group("stream"))) or name == "triagent/collection.log.jsonl":
                         if cached > STREAM_CACHE_BUDGET:
-                            self._uncached.add(name)
-                            continue
+                            continue  # read again from the bundle when asked for
                         packed = _Packed()
                         for number, line, cut in member.lines(LINE_CAP):
                             if cut:  # kept as an empty line (the numbering holds), named once read
@@ -904,7 +902,6 @@ class BundleView:
                                 break
                         packed.close()
                         if member.remaining:
-                            self._uncached.add(name)
                             self.problems.append(f"member {quoted(name)}: kept on disk only (record streams "
                                                  "over the memory budget are read again when needed)")
                         else:

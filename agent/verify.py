@@ -4,6 +4,12 @@ Layers, each strict: our exact gzip header, the deflate stream with its CRC-32 a
 tar header re-encoded and compared byte for byte, padding and end-of-archive all zero, every
 member's content and metadata against the manifest, the manifest against the seal, and the seal's
 hash over every tar byte before it. A sidecar ``BUNDLE.sha256`` is checked too when present.
+
+Strict about names too, whatever the seal says (anyone can seal a bundle): a member name with a ``..``,
+empty or ``.`` component, a leading ``/``, NUL or a control character, a link leading out of
+``fs/$rootfs$/`` (or anywhere else), and a name no collector writes in that place are each a named
+problem (agent/reader.py ``member_problem``). Bounded whatever the bundle: it is read through
+agent/reader.py, keeping only the manifest, the signature and the seal.
 """
 
 from __future__ import annotations
