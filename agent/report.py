@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from agent.reader import JSON_CAP, LINE_CAP, MANIFEST_CAP, BundleError, BundleReader, BundleView, Manifest, dumps
+from agent.reader import JSON_CAP, LINE_CAP, MANIFEST_CAP, BundleError, BundleReader, Manifest, dumps
 from agent.reader import shown as _inert
 from agent.timeline import Event, Stats, beside, collect_events, iso, to_us
 from agent.verify import verify
@@ -150,23 +150,30 @@ class _Bundle:
                 self.first.setdefault(name.rsplit("/", 1)[-1].split(".")[0], rec)
 
 
-def _findings_of(analysis: _Bundle | None, bundle: str,
-                 problems: list[str] | None = None) -> tuple[list[tuple[str, int, dict[str, Any]]], str]:
-    """The analysis's findings, or the host checks run here over the bundle when there is no analysis (what
-    they could not read is added to ``problems``)."""
+def _findings_of(analysis: _Bundle | None, bundle: str, problems: list[str] | None = None
+                 ) -> tuple[list[tuple[str, int, dict[str, Any]]], str, dict[str, Any] | None]:
+    """The analysis's findings, or, when there is no analysis, the rules and host checks run here over the
+    bundle by the very code `triagent rank` runs on a plain collection bundle (agent/rank.py
+    compute_findings: no memory image), with the verdict those rules give (what they could not read is
+    added to ``problems``)."""
     if analysis is not None and not analysis.error:
-        return analysis.findings, "analysis"
-    from collectors.parsers.findings import host_findings
+        return analysis.findings, "analysis", None
+    from agent.rank import _engine, compute_findings, open_bundle
 
-    found = []
+    found: list[dict[str, Any]] = []
+    verdict: dict[str, Any] | None = None
     try:
-        with BundleView(bundle) as tar:
-            found = [("", 0, r.data) for r in host_findings(tar)]
+        streams = _engine()["streams"]
+        with open_bundle(bundle, lambda stream: stream in streams, hash_bytes=False) as tar:
+            if tar.error:
+                raise BundleError(tar.error)
+            found, verdict, _ = compute_findings(tar)
         if problems is not None:
-            problems += [f"host checks: {p}" for p in tar.problems[:50]]
-    except (OSError, BundleError):
-        pass
-    return found, "host checks (not analysed)"
+            problems += [f"rules: {p}" for p in tar.problems[:50]]
+    except (OSError, BundleError, ValueError) as exc:
+        if problems is not None:
+            problems.append(f"rules: not run: {_inert(exc)}")
+    return [("", 0, f) for f in found], "the rules run here, as `triagent rank` runs them (not analysed)", verdict
 
 
 def _pointers(findings: list[tuple[str, int, dict[str, Any]]]) -> dict[str, set[tuple[str, int]]]:
@@ -244,14 +251,23 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
     return "<table>" + "".join(cells) + "</table>" if cells else "<p class=muted>nothing recorded</p>"
 
 
-def _verdict_html(verdict: dict[str, Any] | None, analysed: bool, counts: Counter[str]) -> str:
+def _verdict_html(verdict: dict[str, Any] | None, analysed: bool, counts: Counter[str],
+                  rules: dict[str, Any] | None = None) -> str:
     if verdict is None:
         rec = "not-analysed" if not analysed else "unknown"
         title = "NOT ANALYSED" if not analysed else "NO VERDICT"
-        why = ("no analysis bundle: run `triagent analyze` for the verdict; the host checks below were run over "
-               "the bundle's own records") if not analysed else "the analysis bundle holds no verdict.json"
-        return (f'<section id="verdict" data-recommendation="{e(rec)}"><div class=big>Full disk: {e(title)}</div>'
-                f"<p>{e(why)}</p>{_counts_html(counts)}</section>")
+        if analysed:
+            why = "the analysis bundle holds no verdict.json"
+        elif rules is not None:
+            why = (f"no analysis bundle: the rules and host checks were run here over the bundle's own records, "
+                   f"as `triagent rank` runs them, without a memory image: score {rules.get('score')}/100, "
+                   f"which would recommend '{rules.get('recommendation')}'; run `triagent analyze` for the verdict")
+        else:
+            why = "no analysis bundle, and the rules could not be run over the bundle: nothing was judged"
+        score = (f' data-rules-score="{e(rules.get("score"))}" data-rules-recommendation='
+                 f'"{e(rules.get("recommendation"))}"') if rules is not None else ""
+        return (f'<section id="verdict" data-recommendation="{e(rec)}"{score}><div class=big>Full disk: {e(title)}'
+                f"</div><p>{e(why)}</p>{_counts_html(counts)}</section>")
     rec = str(verdict.get("recommendation") or "unknown")
     label = {"yes": "YES — take the full disk", "no": "NO — triage is enough",
              "needs-memory": "NEEDS MEMORY — analyse a memory image first"}.get(rec, rec.upper())
@@ -531,11 +547,11 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
     checked_analysis = verify(analysis) if analysis else None
     analysis_data = _Bundle(analysis, set()) if analysis else None
     checks: list[str] = []
-    findings, findings_from = _findings_of(analysis_data, bundle, checks)
+    findings, findings_from, rules_verdict = _findings_of(analysis_data, bundle, checks)
     pointers = _pointers(findings)
     if analysis_data is not None and pointers["analysis"]:
         analysis_data = _Bundle(analysis, pointers["analysis"])  # type: ignore[arg-type]
-        findings, findings_from = _findings_of(analysis_data, bundle)
+        findings, findings_from, rules_verdict = _findings_of(analysis_data, bundle)
     source = _Bundle(bundle, pointers["source"])
     stats = Stats()
     try:
@@ -544,7 +560,7 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
         events = []
     problems = [p for b in (source, analysis_data) if b is not None
                 for p in ([b.error] if b.error else []) + b.problems]
-    problems += [p for p in checks if p.removeprefix("host checks: ") not in problems]
+    problems += [p for p in checks if p.removeprefix("rules: ") not in problems]
     problems += [p for p in stats.problems if p.startswith("timeline cut")]  # the rest repeats the above
     times = _finding_times(findings, events)
     counts = Counter(str(f.get("severity") or "info") for _, _, f in findings)
@@ -579,7 +595,7 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
 <h1>{e(title)}</h1>
 <p class=muted>bundle {e(os.path.basename(bundle))} · analysis {e(os.path.basename(analysis) if analysis else "none")}
  · findings from {e(findings_from)} · report made {e(generated)} by triagent</p>
-{_verdict_html(verdict, analysis_data is not None and not analysis_data.error, counts)}
+{_verdict_html(verdict, analysis_data is not None and not analysis_data.error, counts, rules_verdict)}
 <nav><a href="#findings">Findings ({len(findings)})</a><a href="#host">Host</a><a href="#custody">Custody and
  integrity</a><a href="#timeline-section">Timeline</a><a href="#missing">Not collected ({missing})</a></nav>
 <h2 id="findings">Findings by severity</h2>
@@ -608,7 +624,10 @@ def report(bundle: str, analysis: str | None, output: str, window_minutes: float
         "analysis": os.path.abspath(analysis) if analysis else None, "analysed": analysis_data is not None,
         "recommendation": (verdict or {}).get("recommendation") if verdict else
         ("not-analysed" if analysis_data is None else "unknown"),
-        "score": (verdict or {}).get("score"), "findings": len(findings),
+        "score": (verdict or rules_verdict or {}).get("score"), "findings": len(findings),
+        "findings_from": "analysis" if verdict is not None or findings_from == "analysis" else
+        ("rules" if rules_verdict is not None else "none"),
+        "rules_recommendation": (rules_verdict or {}).get("recommendation") if verdict is None else None,
         "counts": {s: counts.get(s, 0) for s in SEVERITIES},
         "top": [f"{f.get('severity')}: {f.get('summary')}" for _, _, f in ranked[:5]],
         "source_verified": source_ok, "source_sha256": checked.bundle_sha256,
@@ -624,7 +643,7 @@ def terminal_summary(summary: dict[str, Any]) -> str:
     """A few plain lines for stderr: what the report says, for a responder without a browser at hand."""
     rec = summary.get("recommendation")
     verdict = {"yes": "FULL DISK: YES", "no": "full disk: no", "needs-memory": "full disk: needs memory first",
-               "not-analysed": "not analysed (no verdict; host checks only)"}.get(str(rec))
+               "not-analysed": "not analysed (no verdict; rules run here, no memory image)"}.get(str(rec))
     verdict = verdict or f"verdict: {_plain(rec, 40)}"
     score = f" (score {_plain(summary['score'], 20)}/100)" if summary.get("score") is not None else ""
     counts = ", ".join(f"{_plain(n, 20)} {_plain(s, 20)}" for s, n in (summary.get("counts") or {}).items() if n)

@@ -6,6 +6,7 @@ message; plus the "not analysed" path and the plain-text summary."""
 from __future__ import annotations
 
 import html.parser
+import importlib.util
 import json
 import os
 import shutil
@@ -146,6 +147,31 @@ def test_not_analysed_runs_the_host_checks(bundles, tmp_path):
     assert "login_log_tampering" in text  # collectors.parsers.findings.host_findings over the bundle
     assert RAW_PLANTED not in text
     assert "not analysed" in proc.stderr.decode()
+
+
+def test_report_and_rank_agree_without_an_analysis(bundles, tmp_path):
+    """Issue 14, item 6: a bundle without an analysis showed "Findings (0)" in the report while `rank` scored
+    it 100 with 11 findings; both now run the same rules (agent/rank.py compute_findings)."""
+    need(all(importlib.util.find_spec(m) for m in ("duckdb", "pyarrow")), "rank needs duckdb and pyarrow")
+    folder = tmp_path / "lone"
+    folder.mkdir()
+    lone = folder / os.path.basename(bundles["bundle"])
+    shutil.copy(bundles["bundle"], lone)
+    proc = run_triagent([str(folder), "--format", "json", "--output", str(tmp_path / "rank")],
+                        cmd=[sys.executable, "-m", "agent.rank"])
+    assert proc.returncode in (0, 1), proc.stderr.decode()[-3000:]
+    (host,) = json.loads(proc.stdout)["hosts"]
+    assert host["findings_source"] == "rules" and host["findings"] > 0, host
+    summary = report(str(lone), None, str(tmp_path / "r.html"))
+    text = (tmp_path / "r.html").read_text()
+    assert summary["findings"] == host["findings"], (summary, host)
+    assert summary["recommendation"] == "not-analysed" and summary["findings_from"] == "rules"
+    assert summary["score"] == host["score"] and summary["rules_recommendation"] == host["recommendation"]
+    assert {s: summary["counts"][s] for s in ("critical", "high", "medium", "low")} == \
+        {s: host[s] for s in ("critical", "high", "medium", "low")}
+    assert f'<a href="#findings">Findings ({host["findings"]})</a>' in text
+    assert f'data-rules-score="{host["score"]}"' in text and "NOT ANALYSED" in text
+    assert host["top_rule"] in text
 
 
 def test_analysis_beside_the_bundle_is_found(bundles, tmp_path):
