@@ -74,6 +74,13 @@ echo '{facts['command']}' >&9
 sleep 2
 """)
     guest.stream("bundle", f"env -i PATH={qg.SSM_PATH} {GUEST} collect --memory --output -", max_mib=1536)
+    # A kernel without CONFIG_KALLSYMS_ALL lists only text symbols: the same kallsyms with every other
+    # symbol removed, bind-mounted over /proc/kallsyms, and the symbol table built again in the guest.
+    guest.stream("text_only_isf", "grep -E '^[0-9a-f]+ [tT] ' /proc/kallsyms > /tmp/text.kallsyms && "
+                 "mount --bind /tmp/text.kallsyms /proc/kallsyms && "
+                 "grep -c -v -E '^[0-9a-f]+ [tT] ' /proc/kallsyms >&2; "
+                 f"env -i PATH={qg.SSM_PATH} {GUEST} symbols --output -; rc=$?; umount /proc/kallsyms; exit $rc",
+                 max_mib=32)
     result = guest.run(timeout=1800)
     stream = result.streams["bundle"]
     assert stream.rc == 0 and stream.nbytes > 0, stream.stderr.decode(errors="replace")[-3000:]
@@ -87,7 +94,8 @@ sleep 2
                           capture_output=True, timeout=2400, cwd=REPO)
     summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     yield {"facts": facts, "meta": result.meta, "bundle": stream.path, "analysis": summary["analysis"],
-           "summary": summary, "stderr": proc.stderr.decode(errors="replace")}
+           "summary": summary, "stderr": proc.stderr.decode(errors="replace"), "workdir": workdir,
+           "text_only_isf": result.streams["text_only_isf"]}
     stream.path.unlink(missing_ok=True)
 
 
@@ -267,3 +275,116 @@ def test_volatility_plugin_times(planted, capsys):
         print(f"\n[volatility on the guest image] {status['seconds']} s for {status['plugins_run']} plugins:")
         for name, seconds in sorted(times.items(), key=lambda kv: -kv[1]):
             print(f"  {seconds:7.2f} s  {name}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The binary alone on the responder's side (issue 15): `dist/triagent analyze BUNDLE` with no --symbols
+# and no network uses the table the guest built, runs every plugin, names the planted things and says yes
+# --------------------------------------------------------------------------------------------------
+
+def _pslist_key(rows: list[dict]) -> set:
+    return {(r.get("OFFSET (V)"), r.get("PID"), r.get("TID"), r.get("PPID"), r.get("COMM"), r.get("UID"), r.get("GID"))
+            for r in rows}
+
+
+def _lsmod_key(rows: list[dict]) -> set:
+    return {(r.get("Offset"), r.get("Module Name"), r.get("Code Size")) for r in rows}
+
+
+def _sockstat_key(rows: list[dict]) -> set:
+    return {(r.get("NetNS"), r.get("PID"), r.get("FD"), r.get("Sock Offset"), r.get("Family"), r.get("Type"),
+             r.get("Proto"), r.get("Source Addr"),
+             r.get("Source Port"), r.get("Destination Addr"), r.get("Destination Port"), r.get("State"))
+            for r in rows}
+
+
+KEYS = {"linux.pslist.PsList": _pslist_key, "linux.lsmod.Lsmod": _lsmod_key, "linux.sockstat.Sockstat": _sockstat_key}
+
+
+@pytest.fixture(scope="module")
+def binary_analysis(planted, binary):  # noqa: F811 (fixture)
+    out = planted["workdir"] / "binary-analysis"
+    # no network at all where unshare can make an empty network namespace (root); offline by default anyway
+    isolate = ["unshare", "--net"] if shutil.which("unshare") and subprocess.run(
+        ["unshare", "--net", "true"], capture_output=True).returncode == 0 else []
+    started = time.monotonic()
+    proc = subprocess.run(isolate + [str(binary), "analyze", str(planted["bundle"]), "--output", str(out)],
+                          env={"PATH": qg.SSM_PATH}, cwd="/usr/bin", stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=2400)
+    seconds = time.monotonic() - started
+    lines = proc.stdout.decode().strip().splitlines()
+    assert lines, f"no summary from the binary's analyze ({proc.returncode}): {proc.stderr.decode()[-3000:]}"
+    summary = json.loads(lines[-1])
+    return {"summary": summary, "analysis": summary["analysis"], "rc": proc.returncode, "seconds": seconds,
+            "isolated": bool(isolate), "stderr": proc.stderr.decode(errors="replace")}
+
+
+def test_binary_analyze_runs_every_plugin_with_the_bundles_own_table(binary_analysis, capsys):
+    s = binary_analysis["summary"]
+    assert s["artifacts"]["volatility"] == "complete", (s, binary_analysis["stderr"][-3000:])
+    with tarfile.open(binary_analysis["analysis"]) as tar:
+        status = json.loads(tar.extractfile("triagent/artifacts/volatility.jsonl").read().splitlines()[0])
+    assert status["symbols_source"] == "bundle (built on the host from BTF)", status
+    assert status["plugins_run"] == len(_spec_plugins()) and status["plugins_failed"] == 0, status
+    assert not any("symbols missing" in e for e in s["errors"]), s
+    with capsys.disabled():
+        print(f"\n[binary analyze] {binary_analysis['seconds']:.0f} s, {status['plugins_run']} plugins, "
+              f"network namespace isolated: {binary_analysis['isolated']}")
+
+
+def test_binary_rows_equal_the_fixture_tables(planted, binary_analysis):
+    for plugin, key in KEYS.items():
+        mine, theirs = key(_rows_of(binary_analysis["analysis"], plugin)), key(_rows_of(planted["analysis"], plugin))
+        assert mine == theirs != set(), (plugin, mine ^ theirs)
+
+
+def test_binary_names_the_planted_items_and_says_yes(planted, binary_analysis):
+    found = _findings({"analysis": binary_analysis["analysis"]})
+    facts, meta = planted["facts"], planted["meta"]
+    assert [f for f in found.get("shell_command_only_in_memory", []) if f["command"] == facts["command"]], sorted(found)
+    assert [f for f in found.get("listening_socket", []) if f["proto"] == "tcp" and f["port"] == PORT], sorted(found)
+    assert [f for f in found.get("deleted_executable", []) if f["pid"] == int(meta["ghost_pid"])], sorted(found)
+    assert [f for f in found.get("module_not_installed", []) if f["module"] == "dummy"], sorted(found)
+    with tarfile.open(binary_analysis["analysis"]) as tar:
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+    assert verdict["recommendation"] == "yes" and verdict["memory_analysed"] is True, verdict
+    assert binary_analysis["summary"]["full_disk"] == "yes", binary_analysis["summary"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A kernel without CONFIG_KALLSYMS_ALL (issue 15, item 5): the table built in the guest from text-only
+# kallsyms finds the data symbols in /proc/kcore, and volatility gives the same rows as with the fixture's
+# dwarf2json table
+# --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def text_only_rows(planted, tmp_path_factory):
+    from agent.analyze import extract_image
+
+    stream = planted["text_only_isf"]
+    err = stream.stderr.decode(errors="replace")
+    assert stream.rc == 0 and stream.nbytes > 0, err[-3000:]
+    lines = err.strip().splitlines()
+    assert lines[0].strip() == "0", f"the bind-mounted kallsyms still lists {lines[0]} non-text symbols"
+    facts = json.loads(lines[-1])
+    workdir = tmp_path_factory.mktemp("text-only-isf")
+    isf = workdir / "text-only.json.xz"
+    isf.write_bytes(stream.path.read_bytes())
+    image = Path(extract_image(str(planted["bundle"]), str(workdir)))
+    rows = {plugin: qg.volatility(sys.executable, image, plugin, isf, workdir) for plugin in KEYS}
+    image.unlink()
+    return {"facts": facts, "rows": rows}
+
+
+def test_text_only_kallsyms_table_names_what_it_found_in_kcore(text_only_rows):
+    facts = text_only_rows["facts"]
+    assert facts["status"] == "built" and facts["source"] == "btf+kallsyms+kcore", facts
+    notes = " ".join(facts["notes"])
+    assert "found" in notes and "init_task" in notes and "linux_banner" in notes, facts["notes"]
+    assert "missing" not in notes, facts["notes"]
+
+
+def test_text_only_kallsyms_table_gives_the_same_rows(planted, text_only_rows):
+    for plugin, key in KEYS.items():
+        mine, theirs = key(text_only_rows["rows"][plugin]), key(_rows_of(planted["analysis"], plugin))
+        assert mine == theirs != set(), (plugin, mine ^ theirs)
