@@ -214,6 +214,18 @@ tr.hit td{background:#fff3cd}tr.is-finding td{background:#fde2e2;font-weight:600
 td.t{white-space:nowrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 td.msg,td.ptr{word-break:break-all}td.ptr{font-size:11px;color:#4a5560;max-width:260px}
 .filter{margin:6px 0;padding:4px 8px;width:340px}
+@page{margin:12mm}
+@media print{
+body{background:#fff;font-size:11px}main{max-width:none;padding:0}nav,.filter,input[type=checkbox],label{display:none}
+pre{max-height:none;overflow:visible;white-space:pre-wrap;word-break:break-all;overflow-wrap:anywhere;
+background:#fff;color:#000;border:1px solid #8a939c;break-inside:auto}
+td,th,.meta,.muted,li,p{overflow-wrap:anywhere;word-break:break-word}td.msg,td.ptr{word-break:break-all}
+td.ptr{max-width:none}td.t{white-space:normal}table{table-layout:auto}
+h1,h2,h3{break-after:avoid}tr,.meta,.sev{break-inside:avoid}.finding{border-color:#8a939c}
+#verdict,.sev,tr.hit td,tr.is-finding td{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+h2#custody,h2#timeline-section,h2#missing{break-before:page}
+details::details-content{content-visibility:visible;display:block}details>summary{list-style:none}
+}
 """
 
 SCRIPT = """

@@ -208,6 +208,34 @@ def test_chromium_renders_it_without_console_messages(page, tmp_path):
     assert not [line for line in err.splitlines() if ":CONSOLE" in line]
 
 
+def test_printed_report_keeps_long_evidence_whole(page, tmp_path):
+    """Issue 14, item 6: printed or saved as PDF, the report clipped long evidence (a 300 px scroll box).
+    The page's own styles, with a long record in an evidence box: the PDF holds its last line, the end of a
+    long line without spaces, and the facts folded in a <details> on screen."""
+    path, _, text = page
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                   None)
+    need(browser is not None, "headless Chromium is needed for the browser test (apt-get install chromium)")
+    need(shutil.which("pdftotext") is not None, "pdftotext (poppler-utils) reads the printed PDF")
+    facts = text.index("<details><summary>facts</summary><pre>") + len("<details><summary>facts</summary><pre>")
+    start = text.index("<pre>", text.index("</details>", facts)) + len("<pre>")  # the first evidence box
+    lines = [f"line {i:03d} of the evidence record" for i in range(150)]
+    long_line = "x" * 3000 + "ENDOFTHELONGLINE"
+    record = "\n".join([*lines, long_line, "LASTLINEOFTHERECORD"])
+    hostile = (text[:facts] + "FACTSFOLDEDONSCREEN " + text[facts:start] + record
+               + text[text.index("</pre>", start):])
+    printed = tmp_path / "long.html"
+    printed.write_text(hostile, encoding="utf-8")
+    pdf = tmp_path / "report.pdf"
+    _, err = _chromium(browser, tmp_path, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", printed.as_uri())
+    assert pdf.read_bytes()[:5] == b"%PDF-", err[-2000:]
+    words = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, check=True, timeout=60).stdout.decode()
+    joined = "".join(words.split())
+    assert "line149oftheevidencerecord" in joined and "LASTLINEOFTHERECORD" in joined
+    assert "x" * 3000 + "ENDOFTHELONGLINE" in joined
+    assert "FACTSFOLDEDONSCREEN" in joined  # a finding's folded facts are printed too
+
+
 def _chromium(browser: str, tmp_path: Path, *args: str) -> tuple[str, str]:
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
     # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
