@@ -99,6 +99,8 @@ class Stats:
     members: int = 0
     problems: list[str] = field(default_factory=list)  # refused members, cut lines, a cut timeline
     cut: int = 0  # events left out past EVENT_BUDGET
+    # "source" | "analysis" -> the bundle's file name and SHA-256 (the whole file's, hashed as it is read)
+    bundles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 200:
@@ -107,7 +109,8 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return {"events": self.events, "host": self.host, "skipped_unknown": sum(self.unknown.values()),
                 "skipped_garbage": sum(self.garbage.values()), "garbage_by_stream": dict(self.garbage),
-                "events_cut": self.cut, "problems": self.problems[:20], "problem_count": len(self.problems)}
+                "events_cut": self.cut, "bundles": self.bundles, "problems": self.problems[:20],
+                "problem_count": len(self.problems)}
 
 
 class _Garbage(ValueError):
@@ -383,7 +386,7 @@ class _Collector:
     def read(self, path: str, bundle: str) -> None:
         """One bounded pass over a bundle (agent/reader.py); refused members and cut lines are named in
         the stats' problems, and a bundle that cannot be read on ends the pass with a named problem."""
-        reader = BundleReader(path)
+        reader = BundleReader(path, hash_file=True)  # every byte read is hashed: the bundle's SHA-256
         with reader:
             try:
                 for member in reader.accepted():
@@ -408,6 +411,12 @@ class _Collector:
             finally:
                 for problem in reader.problems:
                     self.stats.problem(f"{bundle}: {problem}")
+            # the rest of the file (the seal, or what a bundle that could not be read on still holds) is
+            # hashed too: the SHA-256 is the whole file's, as `sha256sum` and the .sha256 side file give it
+            reader.src.drain_file(1 << 62)
+            digest = reader.src.file_sha256
+            self.stats.bundles[bundle] = {"name": os.path.basename(path),
+                                          "sha256": digest.hexdigest() if digest is not None else None}
 
     def _lines(self, member: Any, stream: str, bundle: str) -> Iterator[tuple[int, bytes, bool]]:
         for number, raw, cut in member.lines(LINE_CAP):
@@ -540,11 +549,29 @@ def collect_events(bundle: str, analysis: str | None = None, stats: Stats | None
 
 # --- writers ----------------------------------------------------------------------------------------
 
-def _timesketch_row(e: Event, host: str | None) -> dict[str, Any]:
+Bundles = dict[str, dict[str, Any]]  # Stats.bundles
+
+
+def _bundle_name(e: Event, bundles: Bundles | None) -> str:
+    """The file name of the bundle an event comes from (its role, "source" or "analysis", when unknown)."""
+    return str((bundles or {}).get(e.bundle, {}).get("name") or e.bundle)
+
+
+def _bundle_sha256(e: Event, bundles: Bundles | None) -> str | None:
+    return (bundles or {}).get(e.bundle, {}).get("sha256")
+
+
+def _pointer(e: Event, bundles: Bundles | None) -> str:
+    return f"{_bundle_name(e, bundles)}:{e.member}:{e.line}"
+
+
+def _timesketch_row(e: Event, host: str | None, bundles: Bundles | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"message": e.message, "datetime": e.datetime, "timestamp": e.us,
                            "timestamp_desc": e.desc, "host": host, "stream": e.stream,
-                           "data_type": f"triagent:{e.stream}", "evidence": e.pointer,
-                           "evidence_bundle": e.bundle, "evidence_member": e.member, "evidence_line": e.line}
+                           "data_type": f"triagent:{e.stream}", "evidence": _pointer(e, bundles),
+                           "evidence_bundle": _bundle_name(e, bundles),
+                           "evidence_bundle_sha256": _bundle_sha256(e, bundles), "evidence_role": e.bundle,
+                           "evidence_member": e.member, "evidence_line": e.line}
     for key, value in (e.facts or {}).items():
         row.setdefault(key.lstrip("_").replace(" ", "_"), value)  # Timesketch refuses fields starting with "_"
     return row
@@ -562,7 +589,7 @@ def _cell(value: Any) -> str:
 
 
 CSV_HEADER = ["datetime", "timestamp", "timestamp_desc", "host", "stream", "message", "evidence_bundle",
-              "evidence_member", "evidence_line", "facts"]
+              "evidence_bundle_sha256", "evidence_member", "evidence_line", "facts"]
 
 
 _BODY_UNSAFE = re.compile("[|\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -575,7 +602,7 @@ def _body_name(name: Any) -> str:
     return _BODY_UNSAFE.sub(lambda m: "\\x7c" if m.group(0) == "|" else f"\\u{ord(m.group(0)):04x}", text)
 
 
-def _bodyfile_lines(events: Iterable[Event]) -> Iterator[str]:
+def _bodyfile_lines(events: Iterable[Event], bundles: Bundles | None = None) -> Iterator[str]:
     """One line per file record with all its known times (what `fls -m` writes; mactime makes the
     per-time rows); every other event is its own line with its time in all four columns, as volatility's
     timeliner writes them."""
@@ -589,26 +616,29 @@ def _bodyfile_lines(events: Iterable[Event]) -> Iterator[str]:
             entry[1][e.macb] = e.us // 1_000_000
         else:
             seconds = e.us // 1_000_000
-            name = f"[{e.stream}] {e.desc}: {e.message} <{e.pointer}>"
+            name = f"[{e.stream}] {e.desc}: {e.message} <{_pointer(e, bundles)}>"
             groups[(e.bundle, e.member, e.line, name)] = [(name, 0, "-/----------", 0, 0, 0), [seconds] * 4]
     for (_bundle, _member, _line, _name), (file, times) in groups.items():
         name, inode, mode, uid, gid, size = file
         yield "|".join(_body_name(field) for field in ["0", name, inode, mode, uid, gid, size, *times]) + "\n"
 
 
-def write(events: Iterable[Event], fmt: str, out: TextIO, host: str | None = None) -> None:
+def write(events: Iterable[Event], fmt: str, out: TextIO, host: str | None = None,
+          bundles: Bundles | None = None) -> None:
+    """``bundles`` (Stats.bundles) names each event's bundle by its file name and SHA-256."""
     if fmt == "timesketch":
         for e in events:
-            out.write(dumps(_timesketch_row(e, host), default=str) + "\n")
+            out.write(dumps(_timesketch_row(e, host, bundles), default=str) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_HEADER)
         for e in events:
             writer.writerow([_cell(e.datetime), e.us, _cell(e.desc), _cell(host or ""), _cell(e.stream),
-                             _cell(e.message), _cell(e.bundle), _cell(e.member), e.line,
+                             _cell(e.message), _cell(_bundle_name(e, bundles)), _bundle_sha256(e, bundles) or "",
+                             _cell(e.member), e.line,
                              _cell(e.facts) if e.facts else ""])
     elif fmt == "bodyfile":
-        out.writelines(_bodyfile_lines(events))
+        out.writelines(_bodyfile_lines(events, bundles))
     else:
         raise ValueError(f"unknown timeline format {fmt!r} (one of {', '.join(FORMATS)})")
 
@@ -622,11 +652,11 @@ def timeline(bundle: str, analysis: str | None, fmt: str, out: BinaryIO | TextIO
     stats = stats if stats is not None else Stats()
     events = collect_events(bundle, analysis, stats)
     if _is_text(out):
-        write(events, fmt, out, stats.host)  # type: ignore[arg-type]
+        write(events, fmt, out, stats.host, stats.bundles)  # type: ignore[arg-type]
         return len(events)
     wrapper = io.TextIOWrapper(out, encoding="utf-8", errors="backslashreplace", newline="")  # type: ignore[arg-type]
     try:
-        write(events, fmt, wrapper, stats.host)
+        write(events, fmt, wrapper, stats.host, stats.bundles)
     finally:
         wrapper.flush()
         wrapper.detach()  # the caller owns ``out``: closing the wrapper would close it

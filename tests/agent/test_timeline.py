@@ -108,14 +108,43 @@ def test_planted_history_line_has_its_utc_time_and_pointer(bundles, outputs):
     assert row["timestamp_desc"] == "Command Executed"
     line = _history_line(bundles["bundle"], PLANTED)
     assert (row["evidence_bundle"], row["evidence_member"], row["evidence_line"]) == \
-        ("source", "triagent/artifacts/histories.jsonl", line)
+        (os.path.basename(bundles["bundle"]), "triagent/artifacts/histories.jsonl", line)
+    assert row["evidence_bundle_sha256"] == _sha256(bundles["bundle"]) and row["evidence_role"] == "source"
+    assert row["evidence"] == f"{os.path.basename(bundles['bundle'])}:triagent/artifacts/histories.jsonl:{line}"
     # the pointer leads to the very record
     record = json.loads(members(bundles["bundle"])[row["evidence_member"]].splitlines()[line - 1])
     assert record["command"] == PLANTED
     # the analysis's finding about it sits at the same time
     findings = [r for r in rows if r["stream"] == "findings" and "<script>" in r["message"]]
     assert findings and all(r["timestamp"] == PLANTED_TS * 1_000_000 for r in findings)
-    assert all(r["evidence_bundle"] == "analysis" for r in findings)
+    assert all(r["evidence_bundle"] == os.path.basename(bundles["analysis"]) for r in findings)
+    assert all(r["evidence_bundle_sha256"] == _sha256(bundles["analysis"]) for r in findings)
+
+
+def test_events_name_their_bundle_by_name_and_sha256(bundles, outputs):
+    """Issue 14, item 6: events named their bundle as the literal "source" (or "analysis"); each names the
+    bundle's file and its SHA-256 (the whole file's, computed while it is read) in every format."""
+    names = {os.path.basename(bundles["bundle"]): _sha256(bundles["bundle"]),
+             os.path.basename(bundles["analysis"]): _sha256(bundles["analysis"])}
+    rows = [json.loads(line) for line in outputs["timesketch"][1].splitlines()]
+    assert {(r["evidence_bundle"], r["evidence_bundle_sha256"]) for r in rows} == set(names.items())
+    assert not any(r["evidence"].startswith(("source:", "analysis:")) for r in rows)
+    csv_rows = list(csv.DictReader(io.StringIO(outputs["csv"][1])))
+    assert {(r["evidence_bundle"], r["evidence_bundle_sha256"]) for r in csv_rows} == set(names.items())
+    body = outputs["bodyfile"][1]
+    assert "<source:" not in body and f"<{os.path.basename(bundles['bundle'])}:triagent/" in body
+    stats = outputs["timesketch"][2].as_dict()
+    assert stats["bundles"] == {"source": {"name": os.path.basename(bundles["bundle"]),
+                                           "sha256": names[os.path.basename(bundles["bundle"])]},
+                                "analysis": {"name": os.path.basename(bundles["analysis"]),
+                                             "sha256": names[os.path.basename(bundles["analysis"])]}}
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def test_garbage_times_are_skipped_and_counted(outputs):
@@ -131,7 +160,8 @@ def test_csv_has_a_header_and_the_same_events(bundles, outputs):
     rows = list(csv.DictReader(io.StringIO(text)))
     assert count == len(rows) == outputs["timesketch"][0]
     assert list(rows[0]) == ["datetime", "timestamp", "timestamp_desc", "host", "stream", "message",
-                             "evidence_bundle", "evidence_member", "evidence_line", "facts"]
+                             "evidence_bundle", "evidence_bundle_sha256", "evidence_member", "evidence_line",
+                             "facts"]
     assert [int(r["timestamp"]) for r in rows] == sorted(int(r["timestamp"]) for r in rows)
     hit = next(r for r in rows if r["stream"] == "histories" and PLANTED in r["message"])
     assert int(hit["timestamp"]) == PLANTED_TS * 1_000_000
