@@ -346,7 +346,8 @@ def _sigma_and_yara(ctx: Context, tar: tarfile.TarFile, rows: Any) -> tuple[list
     try:
         from collectors.parsers import sigma
 
-        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, ctx.check))
+        # a rule the engine refuses is a warning in the analysis log, with its reason (not a finding)
+        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, ctx.check, problems))
     except ImportError as exc:
         problems.append(Problem(f"sigma rules skipped: {exc.name or exc} is not installed", level="warning"))
     except (OSError, ValueError) as exc:
