@@ -24,8 +24,13 @@ _SH_OPEN = {"if": "fi", "case": "esac", "for": "done", "while": "done", "until":
             "{": "}"}
 _SH_CLOSE = {"fi", "esac", "done", "}"}
 _SH_CMD_AFTER = {"then", "do", "else", "elif", "if", "while", "until", "{", "!", "time", "in"}
-_SH_OPERATORS = ("&&", "||", ";;&", ";;", ";&", "|&", "<<<", "<<-", "<<", ">>", "&>", ";", "&", "|", "(", ")",
-                 "<", ">")
+_SH_SPECIAL = re.compile(r"['\"`\\$#;&|()<>]")
+_SH_PLAIN = re.compile(r"[^\s'\"`\\$#;&|()<>]+")
+_SH_QUOTE_END = {"'": re.compile(r"'"), '"': re.compile(r'\\.?|"'), "$'": re.compile(r"\\.?|'"),
+                 "`": re.compile(r"\\.?|`")}
+_SH_OPERATOR = re.compile(r"&&|\|\||;;&|;;|;&|\|&|<<<|<<-|<<|>>|&>|[;&|()<>]")
+_SH_MAX_DEPTH = 256  # deeper nesting is no command anyone typed: still unfinished, not counted further
+_BASH_MAX_ENTRY_LINES = 10000  # an unfinished command (a quote never closed) ends here, not at the file's end
 
 
 class _ShellInput:
@@ -51,78 +56,95 @@ class _ShellInput:
                 self.reading_heredoc = self.heredocs.pop(0) if self.heredocs else None
             return
         self.continued = False
-        i, n, cmd, word, want_delim = 0, len(line), True, "", None
+        if not self.quote and not _SH_SPECIAL.search(line):  # words only: keywords are all that count
+            cmd = True
+            for text_ in line.split():
+                if cmd and text_ in _SH_OPEN and len(self.stack) < _SH_MAX_DEPTH:
+                    self.stack.append(_SH_OPEN[text_])
+                elif cmd and text_ in _SH_CLOSE and self.stack and self.stack[-1] == text_:
+                    self.stack.pop()
+                cmd = text_ in _SH_CMD_AFTER or (cmd and "=" in text_ and not text_.startswith("="))
+            return
+        i, n, cmd, want_delim, last = 0, len(line), True, None, ""
+        word: list[str] = []
 
         def end_word() -> None:
-            nonlocal word, cmd, want_delim
-            if want_delim is not None and word:
-                self.heredocs.append((word.replace("'", "").replace('"', "").replace("\\", ""), want_delim))
+            nonlocal cmd, want_delim, last
+            text_ = "".join(word)
+            word.clear()
+            if not text_:
+                return
+            last = "word"
+            if want_delim is not None:
+                self.heredocs.append((text_.replace("'", "").replace('"', "").replace("\\", ""), want_delim))
                 want_delim = None
-            elif word and cmd and word in _SH_OPEN:
-                self.stack.append(_SH_OPEN[word])
-            elif word and cmd and word in _SH_CLOSE and self.stack and self.stack[-1] == word:
+            elif cmd and text_ in _SH_OPEN and len(self.stack) < _SH_MAX_DEPTH:
+                self.stack.append(_SH_OPEN[text_])
+            elif cmd and text_ in _SH_CLOSE and self.stack and self.stack[-1] == text_:
                 self.stack.pop()
-            if word:
-                cmd = word in _SH_CMD_AFTER or (cmd and "=" in word and not word.startswith("="))
-            word = ""
+            cmd = text_ in _SH_CMD_AFTER or (cmd and "=" in text_ and not text_.startswith("="))
 
         while i < n:
-            c = line[i]
             if self.quote:
-                if c == "\\" and self.quote != "'":
-                    i += 2
-                    continue
-                if (c == "'" and self.quote in ("'", "$'")) or (c == '"' and self.quote == '"') \
-                        or (c == "`" and self.quote == "`"):
+                m = _SH_QUOTE_END[self.quote].search(line, i)
+                if m is None:
+                    word.append(line[i:])
+                    break
+                word.append(line[i:m.end()])
+                i = m.end()
+                if m.group() in ("'", '"', "`"):
                     self.quote = ""
-                word += "x"
-                i += 1
                 continue
+            m = _SH_PLAIN.match(line, i)
+            if m:
+                word.append(m.group())
+                i = m.end()
+                continue
+            c = line[i]
             if c == "\\":
                 if i == n - 1:
                     self.continued = True
                     break
-                word += line[i:i + 2]
+                word.append(line[i:i + 2])
                 i += 2
-                continue
-            if c in "'\"`":
+            elif c in "'\"`":
                 self.quote = c
-                word += c
+                word.append(c)
                 i += 1
-                continue
-            if c == "$" and line[i + 1:i + 2] == "'":
+            elif c == "$" and line.startswith("$'", i):
                 self.quote = "$'"
-                word += "x"
+                word.append("$'")
                 i += 2
-                continue
-            if c == "$" and line[i + 1:i + 2] == "(":
-                self.stack.append(")")
-                word += "x"
+            elif c == "$" and line.startswith("$(", i):
+                if len(self.stack) < _SH_MAX_DEPTH:
+                    self.stack.append(")")
+                word.append("$(")
                 i += 2
-                continue
-            if c == "#" and not word:
-                break  # a comment
-            if c in " \t":
+            elif c == "$":
+                word.append(c)
+                i += 1
+            elif c == "#":
+                if not word:
+                    break  # a comment
+                word.append(c)
+                i += 1
+            elif c in " \t":
                 end_word()
                 i += 1
-                continue
-            op = next((o for o in _SH_OPERATORS if line.startswith(o, i)), None)
-            if op is None:
-                word += c
-                i += 1
-                continue
-            end_word()
-            if op in ("<<", "<<-"):
-                want_delim = op == "<<-"
-            elif op == "(":
-                self.stack.append(")")
-            elif op == ")" and self.stack and self.stack[-1] == ")":
-                self.stack.pop()
-            cmd = op not in ("<<", "<<-", "<<<", "<", ">", ">>", "&>")
-            i += len(op)
+            else:
+                op = m.group() if (m := _SH_OPERATOR.match(line, i)) else c
+                end_word()
+                if op in ("<<", "<<-"):
+                    want_delim = op == "<<-"
+                elif op == "(" and len(self.stack) < _SH_MAX_DEPTH:
+                    self.stack.append(")")
+                elif op == ")" and self.stack and self.stack[-1] == ")":
+                    self.stack.pop()
+                cmd = op not in ("<<", "<<-", "<<<", "<", ">", ">>", "&>")
+                last = op
+                i += len(op)
         end_word()
-        stripped = line.split(" #", 1)[0].rstrip()
-        if stripped.endswith(("|", "&&", "||", "|&")) and not self.quote:
+        if not self.quote and last in ("|", "||", "&&", "|&"):
             self.continued = True
         if self.heredocs and not self.quote and not self.continued:
             self.reading_heredoc = self.heredocs.pop(0)
@@ -141,40 +163,45 @@ def parse_bash(data: bytes) -> Parsed:
     start, entry_ts, pending_ts, timed = 0, None, None, False
     shell = _ShellInput()
 
-    def flush() -> Iterator[dict]:
+    def flush() -> dict | None:
         while entry and not entry[-1].strip():
             entry.pop()  # bash never ends a command with a newline: blank lines after it are not it
+        rec = None
         if entry:
             rec = {"line": start, "command": text(b"\n".join(entry)), "timestamp": entry_ts}
             if len(entry) > 1:
                 rec["lines"] = len(entry)
             if entry_ts is None:
                 rec["untimed"] = True
-            yield rec
-        entry.clear()
+            entry.clear()
+        return rec
 
     for number, line in enumerate(data.split(b"\n"), 1):
         line = line[:-1] if line.endswith(b"\r") else line
         m = _BASH_TS.match(line)
         if m:
-            yield from flush()
-            pending_ts, timed, shell = int(m.group(1)), True, _ShellInput()
+            if rec := flush():
+                yield rec
+            pending_ts, timed = int(m.group(1)), True
             continue
         if not timed:
             if line.strip():
                 yield {"line": number, "command": text(line), "timestamp": None}
             continue
-        if entry and shell.incomplete():
+        if entry and shell.incomplete() and len(entry) < _BASH_MAX_ENTRY_LINES:
             entry.append(line)
             shell.feed(text(line))
             continue
         if not line.strip():
             continue
-        yield from flush()
-        start, entry_ts, pending_ts, shell = number, pending_ts, None, _ShellInput()
+        if rec := flush():
+            yield rec
+        start, entry_ts, pending_ts = number, pending_ts, None
         entry.append(line)
+        shell = _ShellInput()
         shell.feed(text(line))
-    yield from flush()
+    if rec := flush():
+        yield rec
 
 
 def _zsh_unmetafy(data: bytes) -> bytes:
