@@ -283,8 +283,8 @@ def test_volatility_plugin_times(planted, capsys):
 # --------------------------------------------------------------------------------------------------
 
 def _pslist_key(rows: list[dict]) -> set:
-    return {(r.get("OFFSET (V)"), r.get("PID"), r.get("TID"), r.get("PPID"), r.get("COMM"), r.get("UID"), r.get("GID"))
-            for r in rows}
+    return {(r.get("OFFSET (V)"), r.get("PID"), r.get("TID"), r.get("PPID"), r.get("COMM"), r.get("UID"), r.get("GID"),
+             r.get("CREATION TIME")) for r in rows}
 
 
 def _lsmod_key(rows: list[dict]) -> set:
@@ -380,7 +380,8 @@ def test_text_only_kallsyms_table_names_what_it_found_in_kcore(text_only_rows):
     facts = text_only_rows["facts"]
     assert facts["status"] == "built" and facts["source"] == "btf+kallsyms+kcore", facts
     notes = " ".join(facts["notes"])
-    assert "found" in notes and "init_task" in notes and "linux_banner" in notes, facts["notes"]
+    assert "found" in notes and all(n in notes for n in ("init_task", "linux_banner", "init_mm", "init_top_pgt",
+                                                             "modules", "socket_file_ops", "tk_core")), facts["notes"]
     assert "missing" not in notes, facts["notes"]
 
 
