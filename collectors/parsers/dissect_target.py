@@ -191,12 +191,14 @@ def collect(ctx: Context) -> Iterator[Item]:
     try:
         from dissect.target import Target  # heavy: imported only when this artifact runs
     except ImportError as exc:
-        yield Problem(f"dissect.target is not available: {exc}", level="error")
+        yield Problem(f"dissect.target is not available: {exc}", level="error",
+                      detail={"artifact_status": "failed"})  # the plugin set did not run: the run is partial
         return
     try:
         target = Target.open(ctx.root)
     except Exception as exc:
-        yield Problem(f"dissect.target cannot open {ctx.root}: {type(exc).__name__}: {exc}", level="error")
+        yield Problem(f"dissect.target cannot open {ctx.root}: {type(exc).__name__}: {exc}", level="error",
+                      detail={"artifact_status": "failed"})
         return
     yield Record("dissect", {"root": ctx.root, "os": str(getattr(target, "os", None)),
                              "open_seconds": round(time.monotonic() - started, 3)})

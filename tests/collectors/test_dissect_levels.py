@@ -45,3 +45,19 @@ def test_a_real_failure_stays_an_error():
     for name in ("audit", "journal"):
         problems = _problems(target, name, "/")
         assert problems[0].level == "error", [(p.level, p.message) for p in problems]
+
+
+def test_a_plugin_set_that_cannot_run_makes_the_run_partial(tmp_path):
+    """A root dissect.target cannot open (nothing it knows in it): the artifact failed, the run is
+    partial and the exit code says so, through the real pipeline and CLI."""
+    try:
+        import dissect.target  # noqa: F401
+    except ImportError:
+        need(False, "dissect.target is not installed (the analysis extra)")
+    from conftest import run_triagent, summary_of
+
+    (tmp_path / "root").mkdir()
+    proc = run_triagent(["collect", "--root", str(tmp_path / "root"), "--output", str(tmp_path / "out"),
+                         "--profile", "full", "--artifacts", "dissect"])
+    summary = summary_of(proc)
+    assert summary["status"] == "partial" and proc.returncode == 1, summary
