@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.bundle import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
 from agent.plan import ArtifactSpec, Profile
-from agent.redact import Redactor, starts_with_private_key
+from agent.redact import Redactor
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
 from collectors.memory.image import ChunkReader, Companion
 
@@ -200,10 +200,7 @@ class Run:
             return None
         if self.redactor.withheld(path):
             return "secret path"
-        content = getattr(self.redactor, "withheld_content", None)
-        if content is not None:
-            return content(head)
-        return "private key" if starts_with_private_key(head) else None
+        return self.redactor.withheld_content(head)
 
     def _interruption(self, budget_end: float) -> str | None:
         if self.stop.is_set():
