@@ -13,7 +13,22 @@ file copies, or ``findings`` for the cross-view checks in findings.py) and a con
 Field tests: eq, ne, in, not_in, contains, icontains, startswith, endswith, regex (case-insensitive),
 exists, empty, gt, ge, lt, le, within_days (a UTC timestamp or *_ns value at most N days before the
 collection started). A hit is a finding with the rule's id, title, severity, MITRE techniques, a summary
-made from the record (``{field}`` placeholders) and an evidence pointer (bundle, member, line)."""
+made from the record (``{field}`` placeholders) and an evidence pointer (bundle, member, line).
+
+A sequence rule joins records across streams and time instead of testing one record:
+
+    sequence:
+      by: source_ip             # field(s) every step's records share (a step may name its own `by`)
+      within_s: 86400           # all steps within this many seconds (optional)
+      ordered: true             # steps in time order (default); false: all present, in any order
+      steps:
+        - {source: auth, where: {event: {eq: ssh_failed}}, min_count: 5, time: time_utc}
+        - {source: auth, where: {event: {eq: ssh_accepted}}}
+
+Its summary reads the fields of each step's latest record (a later step's first) plus ``{count}``
+(records of the first step), ``{first_time}`` and ``{last_time}``. Any rule may name a
+``memory_question``: a template saying what a memory image would decide about its finding, which is what
+earns "needs-memory" when no image was analysed."""
 
 from __future__ import annotations
 
@@ -46,6 +61,8 @@ class Rule:
     summary: str
     facts: list[str] = field(default_factory=list)
     origin: str = ""
+    sequence: dict[str, Any] | None = None
+    memory_question: str = ""
 
 
 Row = tuple[str, str, int, dict[str, Any]]  # (bundle, member, line, record)
@@ -84,21 +101,72 @@ def _specs_folder() -> str:
 
 def _rule(raw: dict[str, Any], origin: str) -> Rule:
     try:
-        sources = raw["source"] if isinstance(raw["source"], list) else [raw["source"]]
+        sequence = raw.get("sequence")
+        if sequence is not None:
+            sequence = _sequence(sequence, f"{origin}: rule {raw['id']}")
+            sources = sorted({step["source"] for step in sequence["steps"]})
+        else:
+            sources = raw["source"] if isinstance(raw["source"], list) else [raw["source"]]
         condition = {k: raw[k] for k in ("where", "any", "all", "not") if k in raw}
         rule = Rule(id=str(raw["id"]), title=str(raw["title"]), severity=str(raw["severity"]),
                     mitre=[str(m) for m in raw.get("mitre", [])], sources=[str(s) for s in sources],
                     condition=condition, summary=str(raw.get("summary", raw["title"])),
-                    facts=[str(f) for f in raw.get("facts", [])], origin=origin)
-    except (KeyError, TypeError) as exc:
+                    facts=[str(f) for f in raw.get("facts", [])], origin=origin, sequence=sequence,
+                    memory_question=str(raw.get("memory_question") or ""))
+    except (KeyError, TypeError, AttributeError) as exc:
         raise RuleError(f"{origin}: rule {raw.get('id', '?') if isinstance(raw, dict) else raw!r}: "
                         f"missing or bad {exc}") from exc
     if rule.severity not in SEVERITIES:
         raise RuleError(f"{origin}: rule {rule.id}: severity {rule.severity!r} is not one of {SEVERITIES}")
+    if sequence is not None:
+        if condition:
+            raise RuleError(f"{origin}: rule {rule.id}: a sequence rule puts its conditions in its steps")
+        return rule
     if not condition:
         raise RuleError(f"{origin}: rule {rule.id}: no condition (where / any / all / not)")
     _check(condition, f"{origin}: rule {rule.id}")
     return rule
+
+
+def _fields(value: Any, where: str) -> list[str]:
+    fields = value if isinstance(value, list) else [value]
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        raise RuleError(f"{where}: `by` names one field or a list of fields, not {value!r}")
+    return fields
+
+
+def _sequence(raw: Any, where: str) -> dict[str, Any]:
+    """A sequence block checked and normalised: every step with its source, condition, key fields,
+    minimum count and time field."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+        raise RuleError(f"{where}: a sequence has a non-empty list of steps")
+    unknown = set(raw) - {"by", "within_s", "ordered", "steps"}
+    if unknown:
+        raise RuleError(f"{where}: unknown sequence keys {sorted(unknown)}")
+    steps = []
+    for number, step in enumerate(raw["steps"], 1):
+        at = f"{where}: step {number}"
+        if not isinstance(step, dict) or not isinstance(step.get("source"), str):
+            raise RuleError(f"{at}: a step is a mapping with a source")
+        unknown = set(step) - {"source", "where", "any", "all", "not", "by", "min_count", "time"}
+        if unknown:
+            raise RuleError(f"{at}: unknown step keys {sorted(unknown)}")
+        condition = {k: step[k] for k in ("where", "any", "all", "not") if k in step}
+        _check(condition, at)
+        if "by" not in step and "by" not in raw:
+            raise RuleError(f"{at}: no `by` field joins this step to the others")
+        min_count = step.get("min_count", 1)
+        if not isinstance(min_count, int) or isinstance(min_count, bool) or min_count < 1:
+            raise RuleError(f"{at}: min_count is a positive integer, not {min_count!r}")
+        steps.append({"source": step["source"], "condition": condition,
+                      "by": _fields(step.get("by", raw.get("by")), at), "min_count": min_count,
+                      "time": str(step.get("time") or "time_utc")})
+    if len({len(step["by"]) for step in steps}) != 1:
+        raise RuleError(f"{where}: every step joins on the same number of fields")
+    within = raw.get("within_s")
+    if within is not None and (not isinstance(within, (int, float)) or isinstance(within, bool) or within <= 0):
+        raise RuleError(f"{where}: within_s is a positive number of seconds, not {within!r}")
+    return {"steps": steps, "within_s": within, "ordered": bool(raw.get("ordered", True))}
 
 
 TESTS = {"eq", "ne", "in", "not_in", "contains", "icontains", "startswith", "endswith", "regex", "exists",
@@ -241,6 +309,9 @@ def evaluate(rules: list[Rule], rows: Callable[[str], Iterable[Row]], now: float
              check: Callable[[], None] = lambda: None) -> Iterator[dict[str, Any]]:
     """Findings of every rule over its sources; one finding per rule and summary (evidence merged)."""
     for rule in rules:
+        if rule.sequence is not None:
+            yield from _evaluate_sequence(rule, rows, now, check)
+            continue
         merged: dict[str, dict[str, Any]] = {}
         for source in rule.sources:
             for bundle, member, line, record in rows(source):
@@ -255,6 +326,8 @@ def evaluate(rules: list[Rule], rows: Callable[[str], Iterable[Row]], now: float
                         "title": rule.title, "severity": rule.severity, "mitre": rule.mitre, "summary": summary,
                         "source": source, "evidence": [],
                         **{f: v for f in rule.facts if (v := value_of(record, f)) is not _MISSING}}
+                    if rule.memory_question:
+                        finding["memory_question"] = render(rule.memory_question, record)
                     if source == "findings":  # a cross-view check: keep its facts, point at its evidence
                         finding.update({k: v for k, v in record.items() if k not in finding and k != "evidence"})
                 pointers = record.get("evidence") if source == "findings" else \
@@ -263,6 +336,103 @@ def evaluate(rules: list[Rule], rows: Callable[[str], Iterable[Row]], now: float
                     if len(finding["evidence"]) < 10 and pointer not in finding["evidence"]:
                         finding["evidence"].append(pointer)
         yield from merged.values()
+
+
+Hit = tuple[float, Row]
+Chain = list[list[Hit]]  # the records of each step that complete a sequence
+
+
+def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: float,
+                       check: Callable[[], None]) -> Iterator[dict[str, Any]]:
+    """One finding per join key whose records make the sequence: each step's records gathered by key
+    (records without the key fields, or without a time when order or a window matters, cannot join)."""
+    assert rule.sequence is not None
+    steps, within, ordered = rule.sequence["steps"], rule.sequence["within_s"], rule.sequence["ordered"]
+    timed = ordered or within is not None
+    per_step: list[dict[tuple[str, ...], list[Hit]]] = []
+    for step in steps:
+        keyed: dict[tuple[str, ...], list[Hit]] = {}
+        for row in rows(step["source"]):
+            check()
+            record = row[3]
+            if not matches(step["condition"], record, now):
+                continue
+            key = tuple(_text(value_of(record, f)) if value_of(record, f) is not _MISSING else "" for f in step["by"])
+            if not all(key):
+                continue
+            moment = _seconds(value_of(record, step["time"]))
+            if moment is None:
+                if timed:
+                    continue
+                moment = 0.0
+            keyed.setdefault(key, []).append((moment, row))
+        per_step.append(keyed)
+    keys = set(per_step[0]).intersection(*per_step[1:])
+    for key in sorted(keys):
+        chains = [sorted(keyed[key], key=lambda hit: hit[0]) for keyed in per_step]
+        chosen = _ordered_chain(steps, chains, within) if ordered else _unordered_chain(steps, chains, within)
+        if chosen is None:
+            continue
+        first = chosen[0]
+        record: dict[str, Any] = {}
+        for hits in chosen:  # every step's latest record, later steps' fields first
+            record.update(hits[-1][1][3])
+        times = [moment for hits in chosen for moment, _ in hits]
+        record.update(count=len(first), first_time=_iso(min(times)) if timed else "",
+                      last_time=_iso(max(times)) if timed else "")
+        finding = {"rule": rule.id, "kind": rule.id, "title": rule.title, "severity": rule.severity,
+                   "mitre": rule.mitre, "summary": render(rule.summary, record), "source": "sequence",
+                   "evidence": [],
+                   **{f: v for f in rule.facts if (v := value_of(record, f)) is not _MISSING}}
+        if rule.memory_question:
+            finding["memory_question"] = render(rule.memory_question, record)
+        for hits in chosen:  # the first and last records of each step point at the evidence
+            for _, (bundle, member, line, _record) in ([hits[0], hits[-1]] if len(hits) > 1 else hits):
+                pointer = {"bundle": bundle, "member": member, "line": line}
+                if pointer not in finding["evidence"] and len(finding["evidence"]) < 10:
+                    finding["evidence"].append(pointer)
+        yield finding
+
+
+def _ordered_chain(steps: list[dict[str, Any]], chains: list[list[Hit]], within: float | None) -> Chain | None:
+    """The earliest completion of the steps in time order: for each candidate record of the last step,
+    walk back through the steps, each needing min_count records no later than the step after it and
+    inside the window."""
+    for anchor in chains[-1]:
+        end = anchor[0]
+        start = end - within if within is not None else float("-inf")
+        chosen: Chain = [[anchor]]
+        bound = end
+        for index in range(len(steps) - 2, -1, -1):
+            hits = [h for h in chains[index] if start <= h[0] <= bound]
+            if len(hits) < steps[index]["min_count"]:
+                break
+            chosen.insert(0, hits)
+            bound = hits[-steps[index]["min_count"]][0]  # earlier steps precede enough of this one
+        else:
+            if steps[-1]["min_count"] > 1:  # the last step counts too: its records up to the anchor
+                last = [h for h in chains[-1] if start <= h[0] <= end]
+                if len(last) < steps[-1]["min_count"]:
+                    continue
+                chosen[-1] = last
+            return chosen
+    return None
+
+
+def _unordered_chain(steps: list[dict[str, Any]], chains: list[list[Hit]], within: float | None) -> Chain | None:
+    if any(len(hits) < step["min_count"] for step, hits in zip(steps, chains, strict=True)):
+        return None
+    if within is not None:  # some window of that width holds enough of every step
+        for start, _ in sorted(h for hits in chains for h in hits):
+            inside = [[h for h in hits if start <= h[0] <= start + within] for hits in chains]
+            if all(len(hits) >= step["min_count"] for step, hits in zip(steps, inside, strict=True)):
+                return inside
+        return None
+    return chains
+
+
+def _iso(seconds: float) -> str:
+    return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,38 +508,61 @@ def load_verdict_policy(path: str | None = None) -> dict[str, Any]:
 
 
 def verdict(findings: list[dict[str, Any]], memory_analysed: bool, policy: dict[str, Any]) -> dict[str, Any]:
+    """Take the full disk? "yes" when a high or critical finding stands or lower ones from different rules
+    corroborate each other up to the policy's score; "needs-memory" only when, short of that, no image was
+    analysed and a standing finding asks a question that memory answers (named in the reasons); else "no"."""
     weights: dict[str, int] = policy["weights"]
-    per_rule = int(policy.get("max_hits_per_rule", 2))
+    per_rule = int(policy.get("max_hits_per_rule", 1))
+    caps: dict[str, int] = policy.get("caps", {})
     counts = {s: 0 for s in SEVERITIES}
     by_rule: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for line, f in enumerate(findings, 1):
         counts[f.get("severity", "info")] = counts.get(f.get("severity", "info"), 0) + 1
         by_rule.setdefault(f.get("rule") or f.get("kind", "?"), []).append((line, f))
     score, drivers = 0, []
+    added = {s: 0 for s in SEVERITIES}
     for hits in by_rule.values():
         for line, f in sorted(hits, key=lambda h: SEVERITIES.index(h[1].get("severity", "info")))[:per_rule]:
-            weight = int(weights.get(f.get("severity", "info"), 0))
+            severity = f.get("severity", "info")
+            weight = int(weights.get(severity, 0))
+            if severity in caps:  # lows add up to a cap: many weak signs are still weak
+                weight = max(0, min(weight, int(caps[severity]) - added.get(severity, 0)))
             if weight:
+                added[severity] = added.get(severity, 0) + weight
                 score += weight
-                drivers.append({"rule": f.get("rule"), "kind": f.get("kind"), "severity": f.get("severity"),
+                drivers.append({"rule": f.get("rule"), "kind": f.get("kind"), "severity": severity,
                                 "summary": f.get("summary"), "line": line, "weight": weight})
     score = min(100, score)
     drivers.sort(key=lambda d: (-d["weight"], d["line"]))
+    questions = [{"rule": f.get("rule") or f.get("kind"), "question": str(f["memory_question"]), "line": line}
+                 for line, f in enumerate(findings, 1) if f.get("memory_question")]
     reasons: list[str] = []
+    strong = [d for d in drivers if d["severity"] in ("critical", "high")]
     if counts["critical"] and policy.get("any_critical_means_yes", True):
         recommendation = "yes"
-        reasons.append(f"{counts['critical']} critical finding(s)")
+        reasons.append(f"{counts['critical']} critical finding(s): " + _named(drivers, ("critical",)))
     elif score >= int(policy["full_disk_yes_from"]):
         recommendation = "yes"
-        reasons.append(f"score {score} ≥ {policy['full_disk_yes_from']}")
-    elif not memory_analysed and score >= int(policy["needs_memory_from"]):
+        reasons.append(f"{len(strong)} high finding(s) stand: {_named(strong, ('high',))}" if strong else
+                       f"{len(drivers)} findings of different rules corroborate each other (score {score} ≥ "
+                       f"{policy['full_disk_yes_from']}): {_named(drivers, SEVERITIES)}")
+    elif questions and not memory_analysed and policy.get("needs_memory_when_asked", True):
         recommendation = "needs-memory"
-        reasons.append(f"score {score} is suspicious (≥ {policy['needs_memory_from']}) but no memory image was "
-                       "analysed: take memory (collect --memory) and analyse it before deciding on the disk")
+        reasons.append(f"score {score} < {policy['full_disk_yes_from']}, and memory would decide: "
+                       + "; ".join(q["question"] for q in questions[:5])
+                       + " (take memory with collect --memory and analyse it before deciding on the disk)")
     else:
         recommendation = "no"
-        reasons.append(f"score {score} < {policy['full_disk_yes_from']}"
-                       + ("" if memory_analysed else " (memory not analysed)"))
+        reasons.append(f"nothing stands: score {score} < {policy['full_disk_yes_from']}"
+                       + (f" ({len(drivers)} uncorroborated lower finding(s): {_named(drivers, SEVERITIES)})"
+                          if drivers else "") + ("" if memory_analysed else " (memory not analysed)"))
     return {"score": score, "recommendation": recommendation, "full_disk": recommendation, "reasons": reasons,
-            "drivers": drivers[:20], "counts": counts, "memory_analysed": memory_analysed,
+            "drivers": drivers[:20], "open_questions": questions[:20] if not memory_analysed else [],
+            "counts": counts, "memory_analysed": memory_analysed,
             "policy": {k: v for k, v in policy.items() if k != "description"}}
+
+
+def _named(drivers: list[dict[str, Any]], severities: tuple[str, ...], most: int = 3) -> str:
+    named = [f"{d['rule'] or d['kind']} ({d['summary']})" for d in drivers if d["severity"] in severities]
+    more = f"; and {len(named) - most} more" if len(named) > most else ""
+    return "; ".join(str(n)[:200] for n in named[:most]) + more

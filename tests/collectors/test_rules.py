@@ -134,18 +134,6 @@ def test_memory_rows_feed_the_rules(tmp_path):
     assert "syscall 62" in found[0]["summary"] and "pid 77 (sshd)" in found[1]["summary"]
 
 
-def test_verdict_policy():
-    policy = _policy()
-    assert engine.verdict([], True, policy)["recommendation"] == "no"
-    medium = [{"rule": "A", "severity": "medium", "summary": "x"}, {"rule": "B", "severity": "medium", "summary": "y"}]
-    assert engine.verdict(medium, False, policy)["recommendation"] == "needs-memory"
-    assert engine.verdict(medium, True, policy)["recommendation"] == "no"
-    critical = engine.verdict([{"rule": "C", "severity": "critical", "summary": "z"}], True, policy)
-    assert critical["recommendation"] == "yes" and critical["drivers"][0]["rule"] == "C"
-    many = [{"rule": "A", "severity": "high", "summary": str(i)} for i in range(10)]
-    assert engine.verdict(many, True, policy)["score"] == 2 * policy["weights"]["high"]  # a rule counts twice at most
-
-
 def _analyse(tmp_path: Path, root: Path) -> tuple[dict, list[dict], dict, str]:
     bundle = summary_of(run_triagent(["collect", "--root", str(root), "--profile", "full",
                                       "--output", str(tmp_path / "out")]))["bundle"]
