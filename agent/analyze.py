@@ -307,6 +307,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
     errors = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
     summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
                "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
+               "why": str((verdict.get("reasons") or [""])[0])[:300],
                "artifacts": {r.name: r.status for r in run.results},
                "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
                "errors": errors[:5]}

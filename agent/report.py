@@ -290,12 +290,15 @@ def _verdict_html(verdict: dict[str, Any] | None, analysed: bool, counts: Counte
         + (f' <a href="#finding-{e(d.get("line"))}">(finding {e(d.get("line"))})</a>'
            if isinstance(d.get("line"), int) else "") + "</li>"
         for d in verdict.get("drivers") or [] if isinstance(d, dict))
+    questions = "".join(f'<li>{e(q.get("rule"))}: {e(q.get("question"))}</li>'
+                        for q in verdict.get("open_questions") or [] if isinstance(q, dict))
     memory = "memory image analysed" if verdict.get("memory_analysed") else "no memory image analysed"
     verdict_counts = Counter({k: v for k, v in (verdict.get("counts") or {}).items() if isinstance(v, int)})
     return (f'<section id="verdict" data-recommendation="{e(rec)}" data-score="{e(verdict.get("score"))}">'
             f'<div><span class=big>Full disk: {e(label)}</span><span class=score>score {e(verdict.get("score"))}'
             f"/100</span></div><div>{e(memory)}</div>{_counts_html(verdict_counts or counts)}"
-            f"<ul>{reasons}</ul>" + (f"<h3>Drivers</h3><ul>{drivers}</ul>" if drivers else "") + "</section>")
+            f"<ul>{reasons}</ul>" + (f"<h3>Drivers</h3><ul>{drivers}</ul>" if drivers else "")
+            + (f"<h3>What a memory image would decide</h3><ul>{questions}</ul>" if questions else "") + "</section>")
 
 
 def _counts_html(counts: Counter[str]) -> str:

@@ -268,3 +268,20 @@ def _run_report(args: list[str]) -> subprocess.CompletedProcess:
             "p=argparse.ArgumentParser();s=p.add_subparsers(dest='command');add_report_arguments(s);"
             "sys.exit(run_report(p.parse_args(sys.argv[1:])))")
     return run_triagent(args, cmd=[sys.executable, "-c", code])
+
+
+def test_verdict_names_its_drivers_and_the_questions_memory_would_decide():
+    """Issue 20, item 3: the page shows what drove the verdict and, for needs-memory, what memory decides
+    (the question text comes from the suspect host's records, so it is escaped)."""
+    from collections import Counter
+
+    from agent.report import _verdict_html
+    from collectors.parsers import rules as engine
+
+    finding = {"rule": "TRI-X-1", "severity": "medium", "summary": "pid 4 listens on 4444",
+               "memory_question": "what <b>pid 4</b> (deleted executable) is"}
+    verdict = engine.verdict([finding], False, engine.load_verdict_policy())
+    assert verdict["recommendation"] == "needs-memory"
+    text = _verdict_html(verdict, True, Counter())
+    assert "What a memory image would decide" in text and "TRI-X-1: what &lt;b&gt;pid 4&lt;/b&gt;" in text
+    assert "<h3>Drivers</h3>" in text and "pid 4 listens on 4444" in text
