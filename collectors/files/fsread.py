@@ -468,7 +468,8 @@ def _is_utf8(path: str) -> bool:
 
 def walk_glob(ctx: Context, pattern: str, max_depth: int = 12) -> Iterator[str | Problem]:
     """Expand a glob (``*``, ``?``, ``[...]``, ``**``) over the evidence root, never following
-    directory symlinks. Yields in-root paths of non-directories, and Problems. ``..`` in a pattern
+    directory symlinks that a wildcard matched (a directory the pattern names literally is followed,
+    inside the root). Yields in-root paths of non-directories, and Problems. ``..`` in a pattern
     cannot climb above the root."""
     parts = _split(pattern)
     if parts and parts[-1] == "**":
@@ -501,6 +502,18 @@ def _walk(ctx: Context, base: str, parts: list[str], depth: int, max_depth: int)
             return
         except (OSError, ValueError):
             return
+        if rest and stat.S_ISLNK(st.st_mode):
+            # A directory the pattern names literally may be a link (RHEL's /etc/init.d -> rc.d/init.d,
+            # merged /usr's /lib -> usr/lib): follow it, resolved inside the root as in a chroot. Only
+            # literal components are followed, once each, so a pattern cannot loop; wildcard matches
+            # and "**" still never enter a linked directory.
+            try:
+                where, st = stat_path(ctx, where)
+            except RemoteFilesystem as exc:
+                yield Problem.from_os_error(exc, "not read", path)
+                return
+            except (OSError, ValueError):
+                return  # dangling, a loop (ELOOP), or not under the root any more
         if not rest:
             yield where
         elif stat.S_ISDIR(st.st_mode):

@@ -157,3 +157,39 @@ def test_identity_and_clock_files_are_read_inside_the_root(tmp_path, method):
     (root / "etc/machine-id").write_text("0123456789abcdef\n")
     assert _os_release(str(root)) == {"ID": "debian"}
     assert host_identity(str(root), live=False)["machine_id"] == "0123456789abcdef"
+
+
+def test_globs_reach_files_through_an_in_root_directory_link(tmp_path, method):
+    """RHEL-family hosts have /etc/init.d -> rc.d/init.d (and merged-/usr ones /lib -> usr/lib): a
+    glob's literal component that is a directory link is followed inside the root, as in a chroot;
+    a link out of the root lands inside it, and a loop ends."""
+    from collectors.files import copy
+
+    root, outside = _tree(tmp_path)
+    (root / "etc/rc.d/init.d").mkdir(parents=True)
+    (root / "etc/rc.d/init.d/network").write_text("#!/bin/bash\n. /etc/init.d/functions\n")
+    (root / "etc/rc.d/init.d/.hidden").write_text("x\n")
+    os.symlink("rc.d/init.d", root / "etc/init.d")
+    ctx = _ctx(root)
+    scripts = ["/etc/rc.d/init.d/.hidden", "/etc/rc.d/init.d/network"]
+    assert [h for h in fsread.walk_glob(ctx, "/etc/init.d/*") if isinstance(h, str)] == scripts
+    assert [h for h in fsread.walk_glob(ctx, "/etc/init.d/**") if isinstance(h, str)] == scripts
+    # the files.system copy (its pattern /etc/init.d/*) copies the scripts
+    items = list(copy.collect(Context(root=str(root), live=False, options={"paths": ["/etc/init.d/*"]})))
+    assert [i.path for i in items] == scripts
+    for item in items:
+        item.close()
+    # an absolute target is the root's own path, never the host's
+    (outside / "init.d").mkdir()
+    (outside / "init.d/canary").write_text("CANARY-OUTSIDE\n")
+    os.symlink(str(outside / "init.d"), root / "etc/abs.d")
+    assert [h for h in fsread.walk_glob(ctx, "/etc/abs.d/*") if isinstance(h, str)] == []
+    os.symlink("../../../../../../../../../../etc/rc.d/init.d", root / "etc/climb.d")
+    assert [h for h in fsread.walk_glob(ctx, "/etc/climb.d/*") if isinstance(h, str)] == scripts
+    os.symlink("loop2", root / "etc/loop1")
+    os.symlink("loop1", root / "etc/loop2")
+    assert [h for h in fsread.walk_glob(ctx, "/etc/loop1/*") if isinstance(h, str)] == []
+    # a link to a file is still not a directory to descend into
+    os.symlink("passwd", root / "etc/pw")
+    assert [h for h in fsread.walk_glob(ctx, "/etc/pw/*") if isinstance(h, str)] == []
+    assert [h for h in fsread.walk_glob(ctx, "/etc/pw") if isinstance(h, str)] == ["/etc/pw"]
