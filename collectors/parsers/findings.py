@@ -79,7 +79,9 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
                            member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
         if exe.startswith(tuple(place + "/" for place in WRITABLE_PLACES)):
             yield _finding("writable_place_executable", "medium", f"pid {pid} ({name}) runs from {exe}",
-                           member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
+                           member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"),
+                           memory_question=f"what pid {pid} ({name}) running from {exe} is: its code, "
+                                           "mappings, sockets and command history")
     for member, line, r in stream_rows(tar, "preload"):
         if r.get("kind") == "ld.so.preload" and r.get("libraries"):
             yield _finding("ld_so_preload", "high", "/etc/ld.so.preload loads " +
@@ -88,7 +90,9 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
         elif r.get("kind") == "process" and r.get("finding"):
             yield _finding("ld_preload_environment", "medium", f"pid {r.get('pid')} ({r.get('comm')}) has "
                            f"{', '.join(sorted(r.get('environment', {})))} set", member, line,
-                           pid=r.get("pid"), environment=r.get("environment"))
+                           pid=r.get("pid"), environment=r.get("environment"),
+                           memory_question=f"which library pid {r.get('pid')} ({r.get('comm')}) preloads and "
+                                           "whether it hooks the C library")
     for member, line, m in stream_rows(tar, "sys_modules"):
         if m.get("hidden_from_proc_modules"):
             yield _finding("module_hidden_from_proc_modules", "high",

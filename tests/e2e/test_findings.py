@@ -54,6 +54,9 @@ def test_findings_point_at_their_evidence(tmp_path):
         assert any(evidence(f)["pid"] == procs[1].pid for f in by_kind["writable_place_executable"])
         assert any(evidence(f)["pid"] == procs[2].pid for f in by_kind["memfd_executable"])
         assert any(evidence(f)["pid"] == procs[3].pid for f in by_kind["ld_preload_environment"])
+        # what only memory would tell is named on the findings that ask it (issue 20, item 3)
+        asks = [f for f in by_kind["writable_place_executable"] if evidence(f)["pid"] == procs[1].pid]
+        assert f"pid {procs[1].pid}" in asks[0]["memory_question"], asks
         # the deleted and the memfd executables exist nowhere else: their bytes are in the bundle
         manifest = {m["name"]: m for m in json.loads(source.extractfile("triagent/manifest.json").read())["members"]}
         copies = {m["sha256"] for name, m in manifest.items() if name.startswith("fs/$rootfs$/proc/")
