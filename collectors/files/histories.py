@@ -408,6 +408,84 @@ def parse_viminfo(data: bytes) -> Parsed:
         yield last
 
 
+SHELL_KINDS = frozenset({"bash", "zsh", "fish", "sh"})
+# Words that run the command after them (with their own options): the program is further on.
+_LAUNCHERS = frozenset({"sudo", "doas", "nohup", "env", "exec", "nice", "ionice", "setsid", "time", "timeout",
+                        "stdbuf", "chroot", "busybox", "command", "builtin", "xargs", "watch", "strace", "taskset",
+                        "bash", "sh", "dash", "zsh", "ksh", "ash", "python", "python2", "python3", "perl", "ruby",
+                        "php", "node", "source", "."})
+_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "|&", "(", ")", "{", "}", "then", "do", "else"})
+_SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh", "ash", "busybox"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+# Launcher options followed by a value (sudo -u www, nice -n 19, env -u VAR, ionice -c 3, stdbuf -o L)
+_VALUE_OPTIONS = frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-n", "-c", "-o", "-e", "-i",
+                            "-k", "-s", "--user", "--group", "--signal", "--kill-after"})
+_ARGUMENT = re.compile(r"\d+(\.\d+)?[smhd]?|0x[0-9a-fA-F]+")  # timeout 10s, taskset 0x3
+
+
+def executed_paths(command: str, cwd: str | None, home: str | None) -> tuple[list[str], str | None]:
+    """The files a shell command runs by path (``/tmp/.x/kworker``, ``./xmrig`` after ``cd /dev/shm``,
+    ``bash /tmp/s.sh``, ``sudo nohup ~/m``), and the working folder after it (``cd`` tracked, so a later
+    ``./x`` resolves). A lexing failure or a folder we cannot know yields nothing rather than a guess."""
+    import posixpath
+    import shlex
+
+    try:
+        lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=";&|()")
+        lexer.whitespace_split = True
+        words = list(lexer)[:512]
+    except ValueError:
+        return [], cwd
+    found: list[str] = []
+    position = True  # the next word is in command position
+    after_cd = skip = script = False
+    launcher, before_cd = "", cwd
+    for word in words:
+        if word in _SEPARATORS or set(word) <= set(";&|()"):
+            position, after_cd, skip, script = True, False, False, False
+            continue
+        if script:  # sh -c '…': the string is a command line of its own
+            found += executed_paths(word, cwd, home)[0] if len(word) < 4096 else []
+            script = skip = False
+            continue
+        if skip:  # the value of a launcher's option, or chroot's folder
+            skip = False
+            continue
+        if after_cd:
+            target = home if word == "~" else word.replace("~", home or "~", 1) if word.startswith("~/") else word
+            cwd = posixpath.normpath(target if target.startswith("/") else posixpath.join(before_cd, target)) \
+                if target and (target.startswith("/") or before_cd) and not target.startswith(("-", "~", "$")) \
+                else None
+            after_cd = False
+            continue
+        if not position:
+            continue
+        if _ASSIGNMENT.match(word) or _ARGUMENT.fullmatch(word):
+            continue  # VAR=value before a command; timeout's duration, taskset's mask
+        if word.startswith("-"):
+            script = word == "-c" and launcher in _SHELLS
+            skip = word in _VALUE_OPTIONS and not script
+            continue
+        name = word.rsplit("/", 1)[-1]
+        if name == "chroot":
+            skip = True
+        if word == "cd":  # a bare `cd` goes home; `cd DIR` is read from the word after it
+            before_cd, cwd = cwd, home
+            after_cd, position = True, False
+            continue
+        if "/" in word:
+            if word.startswith("~/") and home:
+                word = home.rstrip("/") + word[1:]
+            if word.startswith("/"):
+                found.append(posixpath.normpath(word))
+            elif cwd and not word.startswith(("~", "$")):
+                found.append(posixpath.normpath(posixpath.join(cwd, word)))
+        if name not in _LAUNCHERS:
+            position = False
+        launcher = name
+    return list(dict.fromkeys(found))[:16], cwd
+
+
 PARSERS: dict[str, Callable[[bytes], Parsed]] = {
     "bash": parse_bash, "zsh": parse_zsh, "fish": parse_fish, "sh": parse_sh, "python": parse_lines,
     "lines": parse_lines, "mysql": parse_libedit, "psql": parse_libedit, "less": parse_less, "vim": parse_viminfo,
@@ -467,9 +545,14 @@ def _one(ctx: Context, home: Home, path: str, kind: str, cap: int, keep: str, ma
     if _looks_binary(data) and data[:2] not in _BINARY_FORMATS:
         yield Problem("history file holds binary data (parsed as escaped text)", path=path, level="warning")
     long_lines = 0
+    cwd: str | None = home.path  # a login shell starts in its home
     for rec in PARSERS[kind](data):
         ctx.check()
         command = rec["command"]
+        if kind in SHELL_KINDS:
+            executed, cwd = executed_paths(command, cwd, home.path)
+            if executed:
+                rec["executed"] = executed
         if len(command) > max_chars:
             rec["command"] = command[:max_chars]
             rec["command_truncated_from"] = len(command)

@@ -18,7 +18,8 @@ made from the record (``{field}`` placeholders) and an evidence pointer (bundle,
 A sequence rule joins records across streams and time instead of testing one record:
 
     sequence:
-      by: source_ip             # field(s) every step's records share (a step may name its own `by`)
+      by: source_ip             # field(s) the steps' records share (a step may name its own `by`;
+                                # a list value, such as the paths a command runs, joins on each)
       within_s: 86400           # all steps within this many seconds (optional)
       ordered: true             # steps in time order (default); false: all present, in any order
       steps:
@@ -33,6 +34,7 @@ earns "needs-memory" when no image was analysed."""
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import re
@@ -357,15 +359,13 @@ def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: fl
             record = row[3]
             if not matches(step["condition"], record, now):
                 continue
-            key = tuple(_text(value_of(record, f)) if value_of(record, f) is not _MISSING else "" for f in step["by"])
-            if not all(key):
-                continue
             moment = _seconds(value_of(record, step["time"]))
             if moment is None:
                 if timed:
                     continue
                 moment = 0.0
-            keyed.setdefault(key, []).append((moment, row))
+            for key in _join_keys(record, step["by"]):
+                keyed.setdefault(key, []).append((moment, row))
         per_step.append(keyed)
     keys = set(per_step[0]).intersection(*per_step[1:])
     for key in sorted(keys):
@@ -392,6 +392,20 @@ def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: fl
                 if pointer not in finding["evidence"] and len(finding["evidence"]) < 10:
                     finding["evidence"].append(pointer)
         yield finding
+
+
+def _join_keys(record: dict[str, Any], fields: list[str], most: int = 16) -> Iterator[tuple[str, ...]]:
+    """The keys a record joins under: one per combination of its key fields' values, where a list
+    field (the paths a command runs) joins under each of its elements; none when a field is empty."""
+    choices: list[list[str]] = []
+    for name in fields:
+        value = value_of(record, name)
+        values = value[:most] if isinstance(value, list) else [] if value is _MISSING else [value]
+        texts = list(dict.fromkeys(t for v in values if (t := _text(v))))
+        if not texts:
+            return
+        choices.append(texts)
+    yield from itertools.islice(itertools.product(*choices), most)
 
 
 def _ordered_chain(steps: list[dict[str, Any]], chains: list[list[Hit]], within: float | None) -> Chain | None:

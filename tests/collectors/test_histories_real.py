@@ -233,3 +233,30 @@ def test_collector_reads_a_ksh93_history_under_root(tmp_path):
     assert [(r["user"], r["command"], r["path"]) for r in records] == [
         ("dave", "echo 'two\nlines'", "/home/dave/.sh_history"), ("dave", "exit", "/home/dave/.sh_history")]
     assert not [i for i in items if isinstance(i, Problem) and i.level != "info"], items
+
+
+def test_paths_a_command_runs_are_recorded_with_cd_followed(tmp_path):
+    """Issue 20: `executed` names the files a shell command runs by path, so a rule can join a file
+    dropped in /tmp or /dev/shm with the command that ran it. bash itself writes the history (the
+    commands typed fail harmlessly: none of the paths exist)."""
+    from collectors.base import Context, Record
+    from collectors.files import histories
+
+    bash = _shell("bash")
+    root = tmp_path / "root"
+    home = root / "home/eve"
+    home.mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\neve:x:1001:1001::/home/eve:/bin/bash\n")
+    typed = ["cd /dev/shm", "./.x-not-here -o pool.example:3333", "timeout 1 /var/tmp/.not-here-either",
+             "ls /tmp/listed-not-run", "bash -c 'cd /tmp && ./also-not-here'", "cd", "./in-home-not-here",
+             "exit"]
+    _type([bash, "--norc", "--noprofile", "-i"], typed,
+          _env(home, HISTFILE=str(home / ".bash_history"), HISTTIMEFORMAT="%F %T ", PS1="$ "), home)
+    ctx = Context(root=str(root), live=False, options={"files": [[".bash_history", "bash"]]})
+    records = [i.data for i in histories.collect(ctx) if isinstance(i, Record) and i.stream == "histories"]
+    assert {r["command"]: r.get("executed") for r in records} == {
+        "cd /dev/shm": None, "./.x-not-here -o pool.example:3333": ["/dev/shm/.x-not-here"],
+        "timeout 1 /var/tmp/.not-here-either": ["/var/tmp/.not-here-either"], "ls /tmp/listed-not-run": None,
+        "bash -c 'cd /tmp && ./also-not-here'": ["/tmp/also-not-here"], "cd": None,
+        "./in-home-not-here": ["/home/eve/in-home-not-here"], "exit": None}

@@ -156,3 +156,20 @@ def test_broken_sequences_are_refused_with_a_reason(broken, message):
     raw = {"id": "T-B", "title": "t", "severity": "high", **broken}
     with pytest.raises(engine.RuleError, match=message):
         engine._rule(raw, "t.yaml")
+
+
+def test_a_list_field_joins_on_each_element():
+    """A file dropped in /dev/shm and a history line that ran it: the command's `executed` list joins
+    with the file's path (no time on either side, so unordered)."""
+    rule = engine._rule({
+        "id": "T-RUN", "title": "dropped then run", "severity": "high", "mitre": ["T1059.004"],
+        "summary": "{path} was run: {command}",
+        "sequence": {"ordered": False, "steps": [
+            {"source": "executables", "by": "path", "where": {"path": {"startswith": "/dev/shm/"}}},
+            {"source": "histories", "by": "executed"}]},
+    }, "t.yaml")
+    records = {"executables": [{"path": "/dev/shm/.x"}, {"path": "/dev/shm/unused"}, {"path": "/usr/bin/id"}],
+               "histories": [{"command": "./.x -o pool", "executed": ["/usr/bin/nice", "/dev/shm/.x"]},
+                             {"command": "/usr/bin/id", "executed": ["/usr/bin/id"]}, {"command": "ls"}]}
+    found = list(engine.evaluate([rule], _rows(records), NOW))
+    assert [f["summary"] for f in found] == ["/dev/shm/.x was run: ./.x -o pool"]
