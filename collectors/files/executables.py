@@ -1,11 +1,533 @@
-"""Executables in writable places and system folders (placeholder: being written)."""
+"""Executables where attackers drop them, and the system binaries they replace (issue 20).
+
+Stream ``executables``, one record per file, ``place`` telling which walk found it:
+
+- ``writable``: every regular file in /tmp, /var/tmp, /dev/shm, /run/shm (hidden ones included; walk
+  bounded by entries and depth): times (birth where statx has it), type from its magic (ELF and what
+  kind, script and its shebang, other), SHA-256 of ELFs and scripts under a size cap, and a raw copy of
+  the small ones so YARA on the responder's side reads them.
+- ``system``: the system binary folders, PAM module folders and every libkeyutils.so*, judged against
+  the package database (collectors/files/packages.py, read without the package manager). Only what the
+  rules need is hashed: files changed since their package was installed, PAM modules, libkeyutils and
+  the binaries named in ``always_hash``. Files are listed when hashed, unowned, or changed recently;
+  the thousands of untouched packaged binaries are only counted.
+
+Stream ``package_db``: one record naming the database that was read (``dpkg | rpm-sqlite | rpm-bdb |
+none``), so that no rule calls a file unowned when no database could say so.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import fnmatch
+import hashlib
+import os
+import platform
+import stat
+import struct
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from collectors.base import Context, Item
+from collectors.base import Context, Item, Problem, Record
+from collectors.files import packages
+from collectors.files.fsread import RemoteFilesystem, copy_file, is_dir, listdir, lstat, open_regular, readlink, resolve
+from collectors.util import text, utc
+
+WRITABLE = ["/tmp", "/var/tmp", "/dev/shm", "/run/shm"]
+BIN_FOLDERS = ["/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
+SECURITY_GLOBS = ["/lib*/security", "/usr/lib*/security", "/lib*/*-linux-gnu*/security",
+                  "/usr/lib*/*-linux-gnu*/security", "/usr/local/lib*/security"]
+LIBRARY_GLOBS = ["/lib*", "/usr/lib*", "/lib*/*-linux-gnu*", "/usr/lib*/*-linux-gnu*", "/usr/local/lib*"]
+ALWAYS_HASH = ["sshd", "sshd-session", "sshd-auth", "unix_chkpwd", "sudo", "su", "login", "passwd", "ps", "ls",
+               "netstat", "ss", "top", "lsof", "find"]
+HEAD_BYTES = 4096
+
+
+# ---- file facts ---------------------------------------------------------------------------------
+
+def magic(head: bytes) -> dict[str, Any]:
+    """File type from the first bytes: ELF (with its kind), a script with its shebang, or other."""
+    if head[:4] == b"\x7fELF":
+        return {"file_type": "elf", **elf_facts(head)}
+    if head[:2] == b"#!":
+        line = text(head[2:].split(b"\n", 1)[0][:256]).strip()
+        program = line.split()[0] if line.split() else ""
+        interpreter = os.path.basename(program)
+        if interpreter == "env" and len(line.split()) > 1:
+            interpreter = next((w for w in line.split()[1:] if not w.startswith("-")), "env")
+        return {"file_type": "script", "shebang": line, "interpreter": interpreter}
+    return {"file_type": "other"}
+
+
+ELF_TYPES = {1: "relocatable", 2: "executable", 3: "shared-object", 4: "core"}
+PT_INTERP, PT_DYNAMIC = 3, 2
+DF_1_PIE = 0x08000000
+DT_FLAGS_1 = 0x6FFFFFFB
+
+
+def elf_facts(head: bytes, dynamic: bytes | None = None) -> dict[str, Any]:
+    """Class, machine and kind of an ELF from its header and program headers (when they are in ``head``).
+    ``elf_kind``: executable (ET_EXEC, or ET_DYN with an interpreter: a PIE), shared-object (ET_DYN
+    without one), relocatable, core. A static PIE has no interpreter either; ``dynamic`` (the PT_DYNAMIC
+    segment's bytes) tells it apart by DF_1_PIE."""
+    if len(head) < 52 or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return {"elf_kind": "malformed"}
+    order = "<" if head[5] == 1 else ">"
+    wide = head[4] == 2
+    e_type, machine = struct.unpack_from(order + "HH", head, 16)
+    facts: dict[str, Any] = {"elf_class": 64 if wide else 32, "elf_machine": machine,
+                             "elf_kind": ELF_TYPES.get(e_type, f"type-{e_type}")}
+    try:
+        if wide:
+            phoff, = struct.unpack_from(order + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+        else:
+            phoff, = struct.unpack_from(order + "I", head, 28)
+            phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+    except struct.error:
+        return facts
+    interp, dyn = False, None
+    for i in range(min(phnum, 256)):
+        at = phoff + i * phentsize
+        if phentsize < (56 if wide else 32) or at + phentsize > len(head):
+            break  # program headers outside the head: keep what the ELF header says
+        p_type, = struct.unpack_from(order + "I", head, at)
+        if p_type == PT_INTERP:
+            interp = True
+        elif p_type == PT_DYNAMIC:
+            dyn = struct.unpack_from(order + ("QQ" if wide else "II"), head, at + (8 if wide else 4))
+    if e_type == 3:
+        if interp:
+            facts["elf_kind"] = "executable"  # a PIE: ET_DYN with an interpreter
+        elif dynamic is not None and _pie_flag(dynamic, order, wide):
+            facts["elf_kind"] = "executable"  # a static PIE
+        elif dyn is None and phnum:
+            facts["elf_kind"] = "executable"  # no dynamic segment at all: nothing could load it as a library
+    facts["elf_dynamic"] = dyn  # (offset, virtual address) of PT_DYNAMIC, for the caller to read
+    return facts
+
+
+def _pie_flag(dynamic: bytes, order: str, wide: bool) -> bool:
+    size = 16 if wide else 8
+    fmt = order + ("qQ" if wide else "iI")
+    for at in range(0, min(len(dynamic), 64 << 10) - size + 1, size):
+        tag, value = struct.unpack_from(fmt, dynamic, at)
+        if tag == 0:
+            break
+        if tag == DT_FLAGS_1:
+            return bool(value & DF_1_PIE)
+    return False
+
+
+# statx(2) for the birth time (os.stat has none on Linux): by descriptor, AT_EMPTY_PATH.
+_STATX_NR = {"x86_64": 332, "aarch64": 291, "riscv64": 291, "i686": 383, "i386": 383, "armv7l": 397,
+             "ppc64le": 383, "ppc64": 383, "s390x": 379, "loongarch64": 291}
+AT_EMPTY_PATH, STATX_BTIME = 0x1000, 0x800
+_statx_state: dict[str, Any] = {}
+
+
+def birth_time(fd: int) -> float | None:
+    """The file's birth time from statx on its descriptor, or None (no statx, or the filesystem keeps none)."""
+    number = _STATX_NR.get(platform.machine())
+    if number is None or _statx_state.get("broken"):
+        return None
+    if "fn" not in _statx_state:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).syscall
+            fn.restype = ctypes.c_long
+            _statx_state["fn"] = fn
+        except (OSError, AttributeError):
+            _statx_state["broken"] = True
+            return None
+    buf = ctypes.create_string_buffer(256)
+    rc = _statx_state["fn"](ctypes.c_long(number), ctypes.c_int(fd), ctypes.c_char_p(b""),
+                            ctypes.c_int(AT_EMPTY_PATH), ctypes.c_uint(STATX_BTIME), buf)
+    if rc != 0:
+        if ctypes.get_errno() in (38, 1):  # ENOSYS, EPERM (seccomp): do not ask again
+            _statx_state["broken"] = True
+        return None
+    mask, = struct.unpack_from("=I", buf.raw, 0)
+    if not mask & STATX_BTIME:
+        return None
+    sec, nsec = struct.unpack_from("=qI", buf.raw, 80)
+    return sec + nsec / 1e9 if sec > 0 else None
+
+
+@dataclass
+class Budget:
+    """What the artifact may still spend: entries walked, bytes hashed, bytes copied."""
+
+    entries: int
+    copy_bytes: int
+    hashed_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_facts(ctx: Context, path: str, want_digest: str | None, hash_limit: int,
+                budget: Budget) -> tuple[dict[str, Any], os.stat_result, str]:
+    """Open a regular file through fsread and read what we need in one pass: head (magic), birth time,
+    SHA-256 and, when asked, the package database's digest (same bytes, second hash)."""
+    fd, st, where = open_regular(ctx, path)
+    try:
+        head = os.pread(fd, HEAD_BYTES, 0)
+        facts = magic(head)
+        policy = ctx.secret_policy
+        rule = policy(where, head) if policy is not None and not ctx.include_secrets else None
+        if rule:  # a secret (by path or content): its type and digest only, never a line of it
+            facts = {"file_type": facts["file_type"], "withheld": rule}
+        birth = birth_time(fd)
+        facts["birth_utc"] = utc(birth) if birth else None
+        if facts.get("elf_dynamic") and facts.get("elf_kind") == "shared-object":
+            offset = facts["elf_dynamic"][0]
+            if 0 < offset < st.st_size:
+                facts.update(elf_facts(head, os.pread(fd, 4096, offset)))
+        facts.pop("elf_dynamic", None)
+        hash_it = want_digest is not None or facts["file_type"] in ("elf", "script")
+        if hash_it and st.st_size > hash_limit:
+            facts["hash_skipped"] = f"over {hash_limit} bytes"
+        elif hash_it and budget.hashed_bytes < st.st_size:
+            facts["hash_skipped"] = "artifact hashing budget spent"
+        elif hash_it:
+            sha = hashlib.sha256()
+            other = hashlib.new(want_digest) if want_digest and want_digest != "sha256" else None
+            pos = 0
+            while pos < st.st_size:
+                ctx.check()
+                with ctx.blocking(where):
+                    chunk = os.pread(fd, 1 << 20, pos)
+                if not chunk:
+                    break
+                sha.update(chunk)
+                if other:
+                    other.update(chunk)
+                pos += len(chunk)
+            budget.hashed_bytes -= pos
+            facts["sha256"] = sha.hexdigest()
+            if want_digest:
+                facts["digest"] = other.hexdigest() if other else facts["sha256"]
+        return facts, st, where
+    finally:
+        os.close(fd)
+
+
+def _times(st: os.stat_result) -> dict[str, Any]:
+    return {"size": st.st_size, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "exec_bit": bool(st.st_mode & 0o111),
+            "uid": st.st_uid, "gid": st.st_gid, "inode": st.st_ino,
+            "mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime)}
+
+
+def _recent(st: os.stat_result, birth_utc: str | None, now: float, days: float) -> bool:
+    newest = max(st.st_mtime, st.st_ctime)
+    return 0 <= now - newest <= days * 86400 or (birth_utc is not None and 0 <= now - _epoch(birth_utc) <= days * 86400)
+
+
+def _epoch(iso: str) -> float:
+    import datetime as _dt
+
+    return _dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# ---- writable places --------------------------------------------------------------------------
+
+def _own_runtime_dirs() -> set[str]:
+    """Where this very program unpacked itself (PyInstaller's _MEI folder, staticx's bundle): its own
+    libraries must not be reported as dropped executables."""
+    found = set()
+    for value in (getattr(sys, "_MEIPASS", None), os.environ.get("STATICX_BUNDLE_DIR")):
+        if value:
+            found.add(os.path.realpath(value).rstrip("/"))
+    return found
+
+
+def _walk_writable(ctx: Context, top: str, max_depth: int, budget: Budget,
+                   skip: set[str]) -> Iterator[tuple[str, int] | Problem]:
+    """(path, depth) of every non-directory below ``top``, breadth first, bounded by depth and entries;
+    links are never followed, remote filesystems never entered (fsread refuses them)."""
+    queue = [(top, 0)]
+    while queue:
+        folder, depth = queue.pop(0)
+        ctx.check()
+        try:
+            entries = listdir(ctx, folder)
+        except RemoteFilesystem as exc:
+            yield Problem.from_os_error(exc, "not read", folder)
+            continue
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot list directory", folder)
+            continue
+        for name, directory in entries:
+            path = folder.rstrip("/") + "/" + name
+            budget.entries -= 1
+            if budget.entries < 0:
+                yield Problem(f"entry limit reached in {top}: the rest of the walk not done", path=folder,
+                              level="warning")
+                return
+            if directory:
+                if path in skip:
+                    yield Problem("this collector's own unpacked runtime: not listed", path=path, level="info")
+                elif depth + 1 > max_depth:
+                    budget.notes.append(path)  # summed up in one Problem: a deep tree must not flood the log
+                else:
+                    queue.append((path, depth + 1))
+            else:
+                yield path, depth + 1
+
+
+def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
+    max_depth = int(ctx.opt("max_depth", 8))
+    hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
+    copy_cap = int(ctx.opt("copy_cap_bytes", 4 << 20))
+    days = float(ctx.opt("recent_days", 30))
+    skip = _own_runtime_dirs() if ctx.live and ctx.root == "/" else set()
+    done: set[str] = set()
+    counts = {"files": 0, "executables": 0, "copied": 0}
+    for place in ctx.opt("writable_places", WRITABLE):
+        try:
+            top = resolve(ctx, place)
+        except (OSError, ValueError):
+            continue
+        if top in done or not is_dir(ctx, top):
+            continue
+        done.add(top)
+        for hit in _walk_writable(ctx, top, max_depth, budget, skip):
+            if isinstance(hit, Problem):
+                yield hit
+                continue
+            path, depth = hit
+            try:
+                where, st = lstat(ctx, path)
+            except (OSError, ValueError) as exc:
+                yield Problem.from_os_error(exc, "cannot stat", path) if isinstance(exc, OSError) else \
+                    Problem(f"cannot stat: {exc}", path=path, level="warning")
+                continue
+            rel = where[len(top):].lstrip("/")
+            base = {"place": "writable", "area": place, "path": where, "name": os.path.basename(where),
+                    "hidden": any(part.startswith(".") for part in rel.split("/")), "depth": depth}
+            if not stat.S_ISREG(st.st_mode):
+                continue  # links (what they point at is walked where it lives), sockets, FIFOs, devices
+            counts["files"] += 1
+            try:
+                facts, st, where = _read_facts(ctx, where, None, hash_limit, budget)
+            except OSError as exc:
+                yield Problem.from_os_error(exc, "cannot read", where)
+                continue
+            row = {**base, **_times(st), **facts, "recent": _recent(st, facts.get("birth_utc"), now, days)}
+            copied = False
+            if facts["file_type"] in ("elf", "script"):
+                counts["executables"] += 1
+                if 0 < st.st_size <= copy_cap and st.st_size <= budget.copy_bytes:
+                    budget.copy_bytes -= st.st_size
+                    copies = list(copy_file(ctx, where, copy_cap))
+                    copied = any(not isinstance(c, Problem) for c in copies)
+                    counts["copied"] += copied
+                    yield from copies
+                elif st.st_size > copy_cap:
+                    row["copy_skipped"] = f"over {copy_cap} bytes"
+                else:
+                    row["copy_skipped"] = "artifact copy budget spent"
+            row["copied"] = copied
+            yield Record("executables", row)
+    if budget.notes:
+        yield Problem(f"depth limit {max_depth}: {len(budget.notes)} folders not entered (first: {budget.notes[0]})",
+                      path=budget.notes[0], level="warning", detail={"folders": budget.notes[:20]})
+    yield Problem(f"writable places: {counts['files']} files, {counts['executables']} ELF or scripts, "
+                  f"{counts['copied']} copied", level="info")
+
+
+# ---- system folders ---------------------------------------------------------------------------
+
+def _expand_dirs(ctx: Context, pattern: str) -> list[str]:
+    """Directories (resolved inside the root) matching a glob whose parts may hold * ? [...]."""
+    found = ["/"]
+    for part in [p for p in pattern.split("/") if p]:
+        nxt = []
+        for base in found:
+            if not any(c in part for c in "*?["):
+                nxt.append(base.rstrip("/") + "/" + part)
+                continue
+            try:
+                names = [name for name, _ in listdir(ctx, base)]
+            except OSError:
+                continue
+            nxt.extend(base.rstrip("/") + "/" + n for n in names if fnmatch.fnmatchcase(n, part))
+        found = nxt
+    out = []
+    for path in found:
+        if is_dir(ctx, path):
+            try:
+                out.append(resolve(ctx, path))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def _system_folders(ctx: Context) -> list[tuple[str, str]]:
+    """(resolved folder, area) with area bin | local_bin | security; merged-/usr aliases counted once."""
+    seen: dict[str, str] = {}
+    for folder in ctx.opt("bin_folders", BIN_FOLDERS):
+        for where in _expand_dirs(ctx, folder):
+            seen.setdefault(where, "local_bin" if where.startswith("/usr/local/") else "bin")
+    for pattern in ctx.opt("security_globs", SECURITY_GLOBS):
+        for where in _expand_dirs(ctx, pattern):
+            seen.setdefault(where, "security")
+    return sorted(seen.items())
+
+
+def _files_in(ctx: Context, folder: str, recursive: bool, budget: Budget) -> Iterator[str | Problem]:
+    queue = [(folder, 0)]
+    while queue:
+        current, depth = queue.pop(0)
+        ctx.check()
+        try:
+            entries = listdir(ctx, current)
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot list directory", current)
+            continue
+        for name, directory in entries:
+            budget.entries -= 1
+            if budget.entries < 0:
+                yield Problem("entry limit reached in the system folders", path=current, level="warning")
+                return
+            path = current.rstrip("/") + "/" + name
+            if directory:
+                if recursive and depth < 4:
+                    queue.append((path, depth + 1))
+            else:
+                yield path
+
+
+def _keep_for_db(path: str) -> bool:
+    """Database entries worth keeping: files directly in bin/sbin folders, below a security folder, or a
+    libkeyutils. Paths are compared again once resolved."""
+    folder, _, name = path.rpartition("/")
+    return folder.endswith(("/bin", "/sbin", "/security")) or "/security/" in folder + "/" \
+        or name.startswith("libkeyutils.so")
+
+
+def _verify(owners: list[packages.Owner] | None, facts: dict[str, Any], algo: str | None) -> str | None:
+    """ok | mismatch | config | no_digest | None (not hashed) for a hashed file against its owners."""
+    if not owners:
+        return None
+    with_digest = [o for o in owners if o.digest and o.algo == algo]
+    if not with_digest:
+        return "no_digest"
+    if "digest" not in facts:
+        return None
+    if any(o.digest == facts["digest"] for o in with_digest):
+        return "ok"
+    if all(o.config for o in with_digest):
+        return "config"  # a conffile the admin changed: not judged
+    return "mismatch"
+
+
+def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
+    db, problems = packages.load(ctx, _keep_for_db)
+    yield from problems
+    yield Record("package_db", db.summary())
+    if db.kind == "none":
+        yield Problem("no package database (dpkg, rpm) found: ownership and integrity of system files unknown",
+                      level="warning")
+    hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
+    days = float(ctx.opt("recent_days", 30))
+    slack = float(ctx.opt("install_slack_s", 600))
+    always = set(ctx.opt("always_hash", ALWAYS_HASH))
+    targets: list[tuple[str, str]] = []
+    for folder, area in _system_folders(ctx):
+        for hit in _files_in(ctx, folder, area == "security", budget):
+            if isinstance(hit, Problem):
+                yield hit
+            else:
+                targets.append((hit, area))
+    for pattern in ctx.opt("library_globs", LIBRARY_GLOBS):
+        for folder in _expand_dirs(ctx, pattern):
+            try:
+                names = [n for n, d in listdir(ctx, folder) if not d and n.startswith("libkeyutils.so")]
+            except OSError:
+                continue
+            targets.extend((folder.rstrip("/") + "/" + n, "libkeyutils") for n in names)
+    seen: set[tuple[int, int]] = set()
+    counts = {"files": 0, "listed": 0, "hashed": 0, "mismatch": 0, "unowned": 0}
+    for path, area in targets:
+        ctx.check()
+        try:
+            where, st = lstat(ctx, path)
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) in seen and not stat.S_ISLNK(st.st_mode):
+            continue  # the same file reached through two names (a merged /usr alias, a hard link)
+        seen.add((st.st_dev, st.st_ino))
+        counts["files"] += 1
+        owners = db.owners(where)
+        owned = None if owners is None else bool(owners)
+        name = os.path.basename(where)
+        base = {"place": "system", "area": area, "path": where, "name": name, "package_db": db.kind,
+                "owned": owned, "package": owners[0].package if owners else None,
+                "package_version": owners[0].version if owners else None,
+                "packages": sorted({o.package for o in owners}) if owners and len(owners) > 1 else None}
+        if stat.S_ISLNK(st.st_mode):
+            if area in ("security", "libkeyutils"):  # Ebury repoints libkeyutils.so.1 at its own file
+                try:
+                    target = readlink(ctx, where)
+                except OSError:
+                    target = None
+                counts["listed"] += 1
+                yield Record("executables", {**base, "file_type": "symlink", "link_target": target, **_times(st)})
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        installed = max((o.installed for o in owners or [] if o.installed), default=None)
+        changed = installed is not None and st.st_ctime > installed + slack
+        recent = _recent(st, None, now, days)
+        reasons = [r for r, yes in (("always_hash", name in always), ("pam_module", area == "security"),
+                                    ("libkeyutils", area == "libkeyutils"), ("changed_since_install", changed),
+                                    ("unowned", owned is False), ("recent", recent)) if yes]
+        if not reasons:
+            continue
+        algo = next((o.algo for o in owners or [] if o.digest and o.algo), None)
+        hash_it = any(r != "recent" for r in reasons) or db.kind == "none"
+        try:
+            if hash_it:
+                facts, st, where = _read_facts(ctx, where, algo or "sha256", hash_limit, budget)
+                counts["hashed"] += "sha256" in facts
+            else:
+                facts = {}
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot read", where)
+            facts = {"unreadable": True}
+        verify = _verify(owners, facts, algo)
+        if "hash_skipped" in facts and owners:
+            verify = "not_hashed"
+        counts["mismatch"] += verify == "mismatch"
+        counts["unowned"] += owned is False
+        counts["listed"] += 1
+        row = {**base, **_times(st), **{k: v for k, v in facts.items() if k != "digest"},
+               "digest_algo": algo, "package_digest": _package_digest(owners, algo),
+               "digest": facts.get("digest") if algo else None, "verify": verify,
+               "config": bool(owners) and all(o.config for o in owners or []),
+               "package_installed_utc": utc(installed), "changed_since_install": changed, "recent": recent,
+               "why": reasons}
+        yield Record("executables", row)
+    yield Problem(f"system folders: {counts['files']} files, {counts['listed']} listed, {counts['hashed']} hashed, "
+                  f"{counts['mismatch']} digest mismatches, {counts['unowned']} unowned ({db.kind})", level="info")
+
+
+def _package_digest(owners: list[packages.Owner] | None, algo: str | None) -> str | None:
+    for o in owners or []:
+        if o.digest and o.algo == algo:
+            return o.digest
+    return None
 
 
 def collect(ctx: Context) -> Iterator[Item]:
-    return iter(())
+    now = time.time()
+    budget = Budget(entries=int(ctx.opt("max_entries", 50_000)),
+                    copy_bytes=int(ctx.opt("copy_total_bytes", 64 << 20)),
+                    hashed_bytes=int(ctx.opt("hash_total_bytes", 2 << 30)))
+    writable_budget = Budget(entries=int(ctx.opt("max_writable_entries", 20_000)), copy_bytes=budget.copy_bytes,
+                             hashed_bytes=budget.hashed_bytes // 2)
+    yield from _writable(ctx, writable_budget, now)
+    budget.hashed_bytes -= (budget.hashed_bytes // 2 - writable_budget.hashed_bytes)
+    yield from _system(ctx, budget, now)
