@@ -242,6 +242,23 @@ def _own_runtime_dirs() -> set[str]:
     return found
 
 
+def _own_files() -> set[tuple[int, int]]:
+    """(device, inode) of this program's own executable and its staticx launcher: pushed into /tmp by SSM or
+    Run Command, the collector must not report itself as a dropped program."""
+    found = set()
+    candidates = [os.environ.get("STATICX_PROG_PATH")]
+    if getattr(sys, "frozen", False):
+        candidates.append(sys.executable)
+    for path in candidates:
+        if path:
+            try:
+                st = os.stat(path)  # our own file, named by our own process: not host content
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
 def _walk_writable(ctx: Context, top: str, max_depth: int, budget: Budget,
                    skip: set[str]) -> Iterator[tuple[str, int] | Problem]:
     """(path, depth) of every non-directory below ``top``, breadth first, bounded by depth and entries;
@@ -281,7 +298,9 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
     hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
     copy_cap = int(ctx.opt("copy_cap_bytes", 4 << 20))
     days = float(ctx.opt("recent_days", 30))
-    skip = _own_runtime_dirs() if ctx.live and ctx.root == "/" else set()
+    own_host = ctx.live and ctx.root == "/"
+    skip = _own_runtime_dirs() if own_host else set()
+    own = _own_files() if own_host else set()
     done: set[str] = set()
     counts = {"files": 0, "executables": 0, "copied": 0}
     for place in ctx.opt("writable_places", WRITABLE):
@@ -308,6 +327,9 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                     "hidden": any(part.startswith(".") for part in rel.split("/")), "depth": depth}
             if not stat.S_ISREG(st.st_mode):
                 continue  # links (what they point at is walked where it lives), sockets, FIFOs, devices
+            if (st.st_dev, st.st_ino) in own:
+                yield Problem("this collector's own executable: not listed", path=where, level="info")
+                continue
             counts["files"] += 1
             try:
                 facts, st, where = _read_facts(ctx, where, None, hash_limit, budget)

@@ -129,8 +129,11 @@ def load(ctx: Context, keep: Callable[[str], bool]) -> tuple[PackageDB, list[Pro
         except (OSError, ValueError, sqlite3.Error, struct.error, MemoryError) as exc:
             problems.append(Problem(f"{kind} database not read: {type(exc).__name__}: {exc}"[:500]))
             continue
-        if db is not None:
+        if db is not None and db.packages:
             return db, problems
+        if db is not None:  # e.g. dpkg installed on an RPM system: an empty database owns nothing, says nothing
+            problems.append(Problem(f"{kind} database {db.source} lists no installed package: not used",
+                                    path=db.source, level="info"))
     return PackageDB(), problems
 
 

@@ -304,3 +304,17 @@ def test_whole_run_says_yes_for_a_tampered_host_and_no_for_a_clean_one(tmp_path)
     strong = [f for f in findings if f["severity"] in ("critical", "high")]
     assert not strong, strong
     assert verdict["recommendation"] == "no", verdict
+
+
+def test_own_executable_is_not_a_dropped_program(tmp_path, monkeypatch):
+    """Pushed to /tmp by SSM, the collector (here: the staticx launcher's path) is not reported as dropped."""
+    place = tmp_path / "push"
+    place.mkdir()
+    shutil.copy(TRUE, place / "triagent")
+    shutil.copy(TRUE, place / "other")
+    monkeypatch.setenv("STATICX_PROG_PATH", str(place / "triagent"))
+    items = list(executables.collect(Context(root="/", live=True, options={
+        "writable_places": [str(place)], "bin_folders": [], "security_globs": [], "library_globs": []})))
+    listed = {i.data["path"] for i in items if isinstance(i, Record) and i.stream == "executables"}
+    assert listed == {str(place / "other")}
+    assert any(isinstance(i, Problem) and "own executable" in i.message for i in items)

@@ -266,3 +266,13 @@ def test_rpm_bdb_hash_database_written_by_libdb(tmp_path, page_size):
     assert db.kind == "rpm-bdb" and db.packages == 1, problems
     assert db.owners("/usr/bin/tinyr")[0].algo == "sha256"
     assert db.owners("/etc/tinyr.conf")[0].config
+
+
+def test_empty_dpkg_database_on_an_rpm_host_is_not_used(tmp_path):
+    """dpkg installed on an RPM system leaves an empty status file: it must not make every file unowned."""
+    root = rpm_root(tmp_path)
+    (root / "var/lib/dpkg/info").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").touch()
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.kind == "rpm-sqlite" and db.owners("/usr/bin/tinyr")
+    assert any("lists no installed package" in p.message for p in problems)
