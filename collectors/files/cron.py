@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, read_capped, walk_glob
+from collectors.files.histories import executed_paths
 from collectors.util import text
 
 NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -73,10 +74,13 @@ def collect(ctx: Context) -> Iterator[Item]:
                 rows = parse_anacrontab(data, hit) if system is None else \
                     parse_crontab(data, hit, system, None if system else os.path.basename(hit))
                 for row in rows:
+                    executed = executed_paths(str(row.get("command") or ""), None, None)[0]
+                    if executed:  # what the job runs by path, for rules that join it with dropped files
+                        row["executed"] = executed
                     yield Record("cron", row)
                 yield from copy_file(ctx, hit, cap)
     for period in ("hourly", "daily", "weekly", "monthly"):
         for hit in walk_glob(ctx, f"/etc/cron.{period}/*"):
             if isinstance(hit, str):
                 yield Record("cron", {"path": hit, "schedule": f"@{period} (run-parts)", "at_boot": False,
-                                      "user": "root", "command": hit})
+                                      "user": "root", "command": hit, "executed": [hit]})

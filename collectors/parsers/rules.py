@@ -26,8 +26,9 @@ A sequence rule joins records across streams and time instead of testing one rec
         - {source: auth, where: {event: {eq: ssh_failed}}, min_count: 5, time: time_utc}
         - {source: auth, where: {event: {eq: ssh_accepted}}}
 
-Its summary reads the fields of each step's latest record (a later step's first) plus ``{count}``
-(records of the first step), ``{first_time}`` and ``{last_time}``. Any rule may name a
+Its summary reads the fields of each step's latest record (a later step's first; ``{step1.path}`` names
+one step's), ``{key}`` (the joined value), ``{count}`` (records of the first step), ``{first_time}`` and
+``{last_time}``. Any rule may name a
 ``memory_question``: a template saying what a memory image would decide about its finding, which is what
 earns "needs-memory" when no image was analysed."""
 
@@ -375,8 +376,10 @@ def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: fl
             continue
         first = chosen[0]
         record: dict[str, Any] = {}
-        for hits in chosen:  # every step's latest record, later steps' fields first
+        for number, hits in enumerate(chosen, 1):  # every step's latest record, later steps' fields first
             record.update(hits[-1][1][3])
+            record[f"step{number}"] = hits[-1][1][3]
+        record["key"] = key[0] if len(key) == 1 else list(key)
         times = [moment for hits in chosen for moment, _ in hits]
         record.update(count=len(first), first_time=_iso(min(times)) if timed else "",
                       last_time=_iso(max(times)) if timed else "")

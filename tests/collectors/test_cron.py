@@ -16,6 +16,8 @@ def test_reboot_lines_and_users(tmp_path):
     for command, user in expected.items():
         assert got[command]["user"] == user, got.get(command)
     assert got["/var/tmp/.sysupdate --daemon"]["at_boot"] is True
+    # what a job runs by path, for rules that join it with a dropped file (issue 20)
+    assert got["/var/tmp/.sysupdate --daemon"]["executed"] == ["/var/tmp/.sysupdate"]
     assert got["/home/alice/.local/bin/miner -o pool"]["schedule"] == "@reboot"
     assert got["/home/alice/sync.sh"]["schedule"] == "0 3 * * *"
 
