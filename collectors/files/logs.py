@@ -1,15 +1,1135 @@
-"""Logs parsed into records (placeholder: being written)."""
+"""Logs parsed into records the rules read: authentication and system events (``auth``) and web
+server requests (``web_access``).
+
+Sources (newest first, each family within a byte budget of decoded text):
+
+- auth: ``/var/log/auth.log`` (Debian, Ubuntu), ``/var/log/secure`` (RHEL, Amazon Linux) and their
+  rotations (``auth.log.1``, ``auth.log.2.gz``, ``secure-20241201``...): sshd, sudo, su, account
+  changes (shadow-utils), PAM sessions.
+- system: ``/var/log/syslog``, ``/var/log/messages`` and their rotations: only what the logging daemons
+  say about themselves (rsyslogd, journald, auditd started or stopped, audit disabled) and boots and
+  shutdowns, which decide whether a stop was a reboot or someone silencing the logs.
+- web: nginx and apache access logs (combined or common format).
+
+Each log line is one record ``kind: event`` (or ``kind: request``); lines of no known event are counted,
+not kept. Each file read gives a ``kind: log_file`` record (size, mtime, first and last event, lines,
+events) and each family a ``kind: log_family`` record that compares it with the other logs and with
+wtmp, so that a rule can see an auth log emptied or cut while the rest of the host kept its history.
+
+Times: traditional syslog lines (``Mmm dd hh:mm:ss``) are in the host's local time and have no year.
+The zone comes from the host's ``/etc/localtime`` (read as a TZif file, never from our own machine);
+the year from the file's mtime, a year earlier for a month later than the mtime's (``year_inferred``).
+RFC 3339 lines carry both.
+
+Hostile input: every file is read through fsread (confined to the evidence root, secret files
+withheld); plain files keep their newest bytes up to a cap, gzip files are decompressed in bounded steps
+so a bomb stops at the budget; lines, records, per-path tables are all capped.
+"""
 
 from __future__ import annotations
 
+import bisect
+import datetime as _dt
+import io
+import ipaddress
+import os
+import re
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+from zoneinfo import ZoneInfo
 
-from collectors.base import Context, Item
+from collectors.base import Context, Item, Problem, Record
+from collectors.files.fsread import read_capped, walk_glob
+from collectors.util import text, utc
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+AUTH_LOGS = ["/var/log/auth.log", "/var/log/secure"]
+SYSTEM_LOGS = ["/var/log/syslog", "/var/log/messages"]
+WEB_LOGS = ["/var/log/nginx/*access*", "/var/log/apache2/*access*", "/var/log/httpd/*access*"]
+
+DEFAULTS: dict[str, Any] = {
+    "max_bytes": 64 << 20,  # decoded text per family, newest files first
+    "max_file_bytes": 32 << 20,  # the newest part of one plain file
+    "max_compressed_bytes": 16 << 20,  # what is read of one .gz file
+    "max_files": 64,  # per family
+    "max_records": 200_000,  # per stream
+    "max_line_chars": 8192,
+    "max_message_chars": 1024,
+    "max_web_paths": 50_000,  # script paths tracked for the web-shell summary
+}
+
+# ---- time -------------------------------------------------------------------------------------
+
+TRADITIONAL = re.compile(r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(?P<day>\d{1,2}) "
+                         r"(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)(?:\.\d+)? ")
+RFC3339 = re.compile(r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?P<frac>\.\d{1,9})?(?P<tz>Z|[+-]\d\d:?\d\d) ")
+# host, then tag: program, optional [pid], colon (rsyslog's default templates)
+TAG = re.compile(r"(?P<host>\S{1,255}) (?P<prog>[^\s\[\]:]{1,64})(?:\[(?P<pid>\d{1,10})\])?: ?(?P<msg>.*)", re.S)
+
+
+@dataclass
+class Clock:
+    """Turns a log line's timestamp into UTC, the host's way."""
+
+    zone: _dt.tzinfo
+    zone_source: str  # where the zone came from, or "assumed UTC"
+
+    def traditional(self, m: re.Match[str], mtime: float) -> _dt.datetime | None:
+        ref = _dt.datetime.fromtimestamp(mtime, self.zone)
+        month = MONTHS[m["mon"]]
+        # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
+        # month can only be from the year before (December lines in a file closed in January).
+        year = ref.year - 1 if month > ref.month else ref.year
+        try:
+            local = _dt.datetime(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]), tzinfo=self.zone)
+        except ValueError:  # Feb 29 of an inferred non-leap year, hour 25...
+            return None
+        return local.astimezone(_dt.UTC)
+
+    @staticmethod
+    def rfc3339(m: re.Match[str]) -> _dt.datetime | None:
+        frac = (m["frac"] or "")[:7]  # fromisoformat takes microseconds at most
+        tz = "+00:00" if m["tz"] == "Z" else m["tz"]
+        try:
+            return _dt.datetime.fromisoformat(m["ts"] + frac + tz).astimezone(_dt.UTC)
+        except ValueError:
+            return None
+
+
+def host_clock(ctx: Context) -> tuple[Clock, list[Problem]]:
+    """The host's zone from its own /etc/localtime (TZif), else /etc/timezone's name looked up in the
+    host's zoneinfo; UTC (said so) when neither can be read."""
+    problems: list[Problem] = []
+    try:
+        data, _, _ = read_capped(ctx, "/etc/localtime", 1 << 18)
+        return Clock(ZoneInfo.from_file(io.BytesIO(data), key="localtime"), "/etc/localtime"), problems
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        problems.append(Problem(f"host time zone /etc/localtime unreadable: {exc}", path="/etc/localtime",
+                                level="warning"))
+    try:
+        name = text(read_capped(ctx, "/etc/timezone", 256)[0]).strip()
+        if re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", name):
+            data, _, _ = read_capped(ctx, f"/usr/share/zoneinfo/{name}", 1 << 18)
+            return Clock(ZoneInfo.from_file(io.BytesIO(data), key=name), f"/etc/timezone ({name})"), problems
+    except (OSError, ValueError):
+        pass
+    problems.append(Problem("host time zone unknown: syslog times without a zone are read as UTC",
+                            level="info"))
+    return Clock(_dt.UTC, "assumed UTC"), problems
+
+
+def _iso(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _seconds(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return _dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def is_public(address: str | None) -> bool | None:
+    """True for a globally routable address, False for private, loopback, link-local, CGNAT...;
+    None when the text is not an address (sshd logs a host name under UseDNS)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global
+
+
+# ---- reading files within a budget -------------------------------------------------------------
+
+ROTATED = re.compile(r"^(?:\.(?P<num>\d{1,4})|-(?P<date>\d{8})(?:\d{2})?)(?P<gz>\.gz)?$")
+
+
+def rotations(ctx: Context, base: str) -> tuple[list[str], list[Problem]]:
+    """``base`` and its rotations, newest first: base, base.1, base.2.gz, ... then base-YYYYMMDD, newest
+    date first. Other names beside it (backups, .xz) are not read."""
+    found: list[tuple[tuple[int, int], str]] = []
+    problems: list[Problem] = []
+    name = os.path.basename(base)
+    for hit in walk_glob(ctx, glob_escape(base) + "*"):
+        if isinstance(hit, Problem):
+            problems.append(hit)
+            continue
+        tail = os.path.basename(hit)[len(name):] if os.path.basename(hit).startswith(name) else None
+        if tail == "":
+            found.append(((0, 0), hit))
+        elif tail is not None and (m := ROTATED.match(tail)):
+            found.append(((1, int(m["num"])) if m["num"] else (2, -int(m["date"])), hit))
+    return [path for _, path in sorted(found)], problems
+
+
+def glob_escape(path: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+@dataclass
+class Budget:
+    remaining: int
+    reached: bool = False
+
+    def take(self, n: int) -> None:
+        self.remaining -= n
+        if self.remaining <= 0:
+            self.reached = True
+
+
+@dataclass
+class Text:
+    path: str
+    data: bytes
+    size: int
+    mtime: float
+    compressed: bool
+    truncated: bool  # older part not read (plain file over its cap, or budget)
+    cut_at_start: bool  # the first line may be partial: skip it
+
+
+def read_log(ctx: Context, path: str, budget: Budget) -> Text | Problem | None:
+    """The newest ``budget`` bytes of a log (decompressed for .gz, in bounded steps)."""
+    cap_plain = min(int(ctx.opt("max_file_bytes", DEFAULTS["max_file_bytes"])), budget.remaining)
+    if cap_plain <= 0:
+        budget.reached = True
+        return None
+    gz = path.endswith(".gz")
+    try:
+        cap = int(ctx.opt("max_compressed_bytes", DEFAULTS["max_compressed_bytes"])) if gz else cap_plain
+        raw, st, truncated = read_capped(ctx, path, cap, keep="head" if gz else "tail")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Problem.from_os_error(exc, "cannot read log", path)
+    if not gz:
+        budget.take(len(raw))
+        return Text(path, raw, st.st_size, st.st_mtime, False, truncated, truncated)
+    data, complete, error = gunzip_bounded(raw, cap_plain)
+    budget.take(len(data))
+    text_ = Text(path, data, st.st_size, st.st_mtime, True, truncated or not complete, False)
+    if error:
+        return _with_problem(text_, Problem(f"gzip stream damaged after {len(data)} bytes: {error}", path=path,
+                                            level="warning"))
+    return text_
+
+
+def _with_problem(t: Text, p: Problem) -> Text:
+    t.problem = p  # type: ignore[attr-defined]
+    return t
+
+
+def gunzip_bounded(raw: bytes, limit: int, step: int = 1 << 20) -> tuple[bytes, bool, str | None]:
+    """Decompress gzip members (concatenated ones too) to at most ``limit`` bytes. Returns (data, whole
+    stream decoded, error). Output grows by ``step`` at a time, so a bomb costs ``limit`` bytes, no more."""
+    out = bytearray()
+    rest = raw
+    try:
+        while rest:
+            engine = zlib.decompressobj(wbits=31)
+            buf = rest
+            while buf or not engine.eof:
+                if len(out) >= limit:
+                    return bytes(out[:limit]), False, None
+                chunk = engine.decompress(buf, min(step, limit - len(out)))
+                out += chunk
+                buf = engine.unconsumed_tail
+                if engine.eof or (not buf and not chunk):
+                    break
+            if not engine.eof:
+                return bytes(out), False, "truncated gzip stream"
+            rest = engine.unused_data.lstrip(b"\0")  # gzip members may be followed by padding
+    except zlib.error as exc:
+        return bytes(out), False, str(exc)
+    return bytes(out), True, None
+
+
+def lines_of(t: Text, max_chars: int) -> Iterator[tuple[int, int, str]]:
+    """(line number within what was read, byte offset in the file or decoded stream, text)."""
+    data = t.data
+    base = t.size - len(data) if not t.compressed and t.truncated else 0
+    pos, number = 0, 0
+    if t.cut_at_start:  # a tail window starts mid-line
+        nl = data.find(b"\n")
+        pos = len(data) if nl < 0 else nl + 1
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        number += 1
+        raw = data[pos:min(end, pos + max_chars)]
+        yield number, base + pos, text(raw.rstrip(b"\r"))
+        pos = end + 1
+
+
+# ---- auth and system events -----------------------------------------------------------------
+
+SSH_ACCEPTED = re.compile(r"Accepted (?P<method>[\w/-]+) for (?P<user>.*?) from (?P<ip>\S+) port (?P<port>\d+)"
+                          r"(?: ssh2)?(?:: (?P<key_type>[A-Z0-9-]+) "
+                          r"(?P<fp>SHA256:[A-Za-z0-9+/=]+|(?:MD5:)?[0-9a-f:]{47}))?")
+SSH_FAILED = re.compile(r"Failed (?P<method>[\w/-]+) for (?P<invalid>invalid user )?(?P<user>.*?) from (?P<ip>\S+) "
+                        r"port (?P<port>\d+)(?: ssh2)?(?:: (?P<key_type>[A-Z0-9-]+) (?P<fp>SHA256:[A-Za-z0-9+/=]+))?")
+SSH_INVALID = re.compile(r"(?:Invalid|Illegal) user (?P<user>.*?) from (?P<ip>\S+)(?: port (?P<port>\d+))?\s*$")
+SSH_MAXAUTH = re.compile(r"(?:error: )?maximum authentication attempts exceeded for (?P<invalid>invalid user )?"
+                         r"(?P<user>.*?) from (?P<ip>\S+) port (?P<port>\d+)")
+SSH_PAM_FAIL = re.compile(r"error: PAM: Authentication failure for (?P<invalid>illegal user )?(?P<user>.*?) from "
+                          r"(?P<ip>\S+)")
+SSH_DISCONNECT = re.compile(r"(?:Disconnected from|Connection closed by|Received disconnect from)"
+                            r"(?: (?P<state>invalid user|authenticating user|user) (?P<user>\S*))?"
+                            r" (?P<ip>[0-9A-Fa-f.:]+) port (?P<port>\d+)(?P<rest>.*)")
+PAM = re.compile(r"pam_unix\((?P<service>[\w.-]+):(?P<type>\w+)\): (?P<what>.*)")
+PAM_SESSION = re.compile(r"session (?P<state>opened|closed) for user (?P<user>[^\s(]+)(?:\(uid=\d+\))?"
+                         r"(?: by (?P<by>[^\s(]*)(?:\(uid=(?P<by_uid>\d+)\))?)?")
+PAM_AUTHFAIL = re.compile(r"authentication failure;(?P<kv>.*)")
+PAM_PASSWORD = re.compile(r"password changed for (?P<user>\S+)")
+SUDO = re.compile(r"^\s*(?P<user>\S+) : (?P<rest>.*)$")
+SU_TO = re.compile(r"^(?P<failed>FAILED SU |FAILED su )?\(to (?P<run_as>[^)]+)\) (?P<user>\S+) on (?P<tty>\S+)")
+SU_PLUS = re.compile(r"^(?P<sign>[+-]) (?P<tty>\S+) (?P<user>[^:\s]+):(?P<run_as>\S+)")  # busybox/old su
+NEW_USER = re.compile(r"new user: name=(?P<user>[^,]+), UID=(?P<uid>-?\d+), GID=(?P<gid>-?\d+), home=(?P<home>[^,]*), "
+                      r"shell=(?P<shell>[^,]*)(?:, from=(?P<from>\S+))?")
+# groupadd says "group added to /etc/group", "... /etc/gshadow", then "new group": the last one stands for all
+NEW_GROUP = re.compile(r"new group: name=(?P<group>[^,]+), GID=(?P<gid>-?\d+)")
+ADD_TO_GROUP = re.compile(r"add '(?P<user>[^']+)' to (?P<shadow>shadow )?group '(?P<group>[^']+)'")
+USERMOD = re.compile(r"change user '(?P<user>[^']+)' (?P<attr>UID|GID|shell|home|password|name|expiration|"
+                     r"inactive period|comment)(?: from '(?P<old>[^']*)' to '(?P<new>[^']*)')?")
+USERMOD_LOCK = re.compile(r"(?P<what>lock|unlock) user '(?P<user>[^']+)' password")
+PASSWD_BY = re.compile(r"password for '(?P<user>[^']+)' changed by '(?P<by>[^']+)'")
+USERDEL = re.compile(r"delete user '(?P<user>[^']+)'\s*$")
+RSYSLOG = re.compile(r"\[origin software=\"rsyslogd\"[^\]]*\] (?P<what>.*)")
+UNIT_LOGGING = re.compile(r"(?P<verb>Stopping|Stopped|Starting|Started) (?:(?P<unit>[\w@.-]+\.service) - )?"
+                          r"(?P<name>System Logging Service|Journal Service|Security Auditing Service|"
+                          r"System Logger Daemon|Kernel Logging Service)")
+SHUTDOWN = re.compile(r"Reached target (?:[\w.-]+ - )?(?:System )?(?:Shutdown|Reboot|Power-Off|Halt|Final Step|"
+                      r"Late Shutdown Services)|Stopped target (?:[\w.-]+ - )?Multi-User System|"
+                      r"System is (?:rebooting|powering down|powering off|halting|going down)|"
+                      r"shutting down for system|systemd-shutdown|Received SIGTERM from PID 1|Power key pressed|"
+                      r"The system is going down")
+BOOT = re.compile(r"^(?:\[\s*\d+\.\d+\] )?(?:Linux version \d|Command line: |Booting Linux on physical CPU)")
+AUDIT_OFF = re.compile(r"audit: type=1305 .*\bop=set audit_enabled=0 old=1")
+REPEATED = re.compile(r"message repeated (?P<n>\d+) times: \[ ?(?P<msg>.*)\]$", re.S)
+
+SYSTEM_EVENTS = {"logging_stopped", "logging_started", "boot", "shutdown", "audit_disabled"}
+# cheap substrings before any regex, for the big system logs
+SYSTEM_HINTS = ("rsyslogd", "Logging", "Logger", "Journal", "ournal", "udit", "Linux version", "Command line",
+                "Booting Linux", "Reached target", "Stopped target", "System is", "shutting down", "shutdown",
+                "SIGTERM", "Power key", "going down")
+
+
+def _ip_fields(ip: str | None, port: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ip:
+        public = is_public(ip)
+        if public is None:
+            out["source_host"] = ip
+        else:
+            out["source_ip"] = ip
+        out["source_is_public"] = public
+    if port:
+        out["source_port"] = int(port)
+    return out
+
+
+def _kv(text_: str) -> dict[str, str]:
+    return {k: v for k, v in re.findall(r"(\w+)=(\S*)", text_)}
+
+
+def classify(program: str, msg: str) -> dict[str, Any] | None:
+    """The event a log message is, with its fields; None for a message of no known event."""
+    prog = program.lower()
+    if prog.startswith("sshd"):  # sshd, sshd-session (OpenSSH 9.8+)
+        if m := SSH_ACCEPTED.search(msg):
+            return {"event": "ssh_accepted", "method": m["method"], "user": m["user"],
+                    **_ip_fields(m["ip"], m["port"]),
+                    **({"key_type": m["key_type"], "fingerprint": m["fp"]} if m["fp"] else {})}
+        if m := SSH_FAILED.search(msg):
+            return {"event": "ssh_failed", "reason": m["method"], "user": m["user"], "invalid_user": bool(m["invalid"]),
+                    **_ip_fields(m["ip"], m["port"]),
+                    **({"key_type": m["key_type"], "fingerprint": m["fp"]} if m["fp"] else {})}
+        if m := SSH_INVALID.search(msg):
+            return {"event": "ssh_failed", "reason": "invalid_user", "user": m["user"], "invalid_user": True,
+                    **_ip_fields(m["ip"], m["port"])}
+        if m := SSH_MAXAUTH.search(msg):
+            return {"event": "ssh_failed", "reason": "max_attempts", "user": m["user"],
+                    "invalid_user": bool(m["invalid"]), **_ip_fields(m["ip"], m["port"])}
+        if m := SSH_PAM_FAIL.search(msg):
+            return {"event": "ssh_failed", "reason": "pam", "user": m["user"], "invalid_user": bool(m["invalid"]),
+                    **_ip_fields(m["ip"], None)}
+        if m := SSH_DISCONNECT.search(msg):
+            return {"event": "ssh_disconnect", "user": m["user"] or None, "preauth": "[preauth]" in (m["rest"] or ""),
+                    "auth_state": m["state"], **_ip_fields(m["ip"], m["port"])}
+    if m := PAM.search(msg):
+        return _pam(m["service"], m["type"], m["what"], prog)
+    if prog == "sudo":
+        return _sudo(msg)
+    if prog == "su":
+        if m := SU_TO.match(msg):
+            return {"event": "su_failed" if m["failed"] else "su", "user": m["user"], "run_as": m["run_as"],
+                    "tty": m["tty"]}
+        if m := SU_PLUS.match(msg):
+            return {"event": "su" if m["sign"] == "+" else "su_failed", "user": m["user"], "run_as": m["run_as"],
+                    "tty": m["tty"]}
+    if prog in ("useradd", "adduser", "groupadd", "usermod", "userdel", "passwd", "chpasswd", "chage", "gpasswd",
+                "newusers", "groupmod", "chsh", "vipw"):
+        return _account(prog, msg)
+    return _system(prog, msg)
+
+
+def _pam(service: str, kind: str, what: str, prog: str) -> dict[str, Any] | None:
+    base = {"service": service}
+    if kind == "session" and (m := PAM_SESSION.search(what)):
+        out = {"event": f"session_{m['state']}", "user": m["user"], **base}
+        if m["by"]:
+            out["by_user"] = m["by"]
+        elif m["by_uid"] is not None:
+            out["by_uid"] = int(m["by_uid"])
+        if service in ("su", "su-l") and m["by"]:  # su's own session line names who became whom
+            out["run_as"] = m["user"]
+        return out
+    if kind == "auth" and (m := PAM_AUTHFAIL.search(what)):
+        kv = _kv(m["kv"])
+        rhost = kv.get("rhost") or None
+        user = kv.get("user") or None
+        if service.startswith("sshd"):
+            return {"event": "ssh_failed", "reason": "pam", "user": user, **_ip_fields(rhost, None), **base}
+        if service.startswith("su"):
+            return {"event": "su_failed", "user": kv.get("ruser") or kv.get("logname"), "run_as": user, **base}
+        if service == "sudo":
+            return {"event": "sudo_failed", "user": kv.get("ruser") or kv.get("logname") or user,
+                    "reason": "authentication failure", **base}
+        return {"event": "auth_failed", "user": user, **_ip_fields(rhost, None), **base}
+    if kind == "chauthtok" and (m := PAM_PASSWORD.search(what)):
+        return {"event": "password_changed", "user": m["user"], **base, "by_program": prog}
+    return None
+
+
+def _sudo(msg: str) -> dict[str, Any] | None:
+    m = SUDO.match(msg)
+    if not m:
+        return None
+    rest = m["rest"]
+    command = None
+    if "COMMAND=" in rest:  # the command is last and may itself hold " ; "
+        rest, _, command = rest.partition("COMMAND=")
+    parts = [p.strip() for p in rest.split(" ; ") if p.strip()]
+    fields = dict(p.split("=", 1) for p in parts if re.match(r"^[A-Z]+=", p))
+    problems = [p for p in parts if not re.match(r"^[A-Z]+=", p)]
+    out: dict[str, Any] = {"user": m["user"], "run_as": fields.get("USER"), "tty": fields.get("TTY"),
+                           "pwd": fields.get("PWD"), "command": command.strip() if command else None}
+    if problems:
+        out["event"] = "sudo_failed"
+        out["reason"] = "; ".join(problems)
+    elif command is not None:
+        out["event"] = "sudo"
+    else:
+        return None
+    return out
+
+
+def _account(prog: str, msg: str) -> dict[str, Any] | None:
+    if m := NEW_USER.search(msg):
+        source = m["from"]
+        return {"event": "user_added", "user": m["user"], "uid": int(m["uid"]), "gid": int(m["gid"]),
+                "home": m["home"], "shell": m["shell"], "from_tty": source if source and source != "none" else None}
+    if m := NEW_GROUP.search(msg):
+        return {"event": "group_added", "group": m["group"], "gid": int(m["gid"])}
+    if m := ADD_TO_GROUP.search(msg):
+        if m["shadow"]:  # the same change told twice (/etc/group then /etc/gshadow): keep one
+            return None
+        return {"event": "user_modified", "change": "group", "user": m["user"], "group": m["group"]}
+    if m := USERMOD.search(msg):
+        out = {"event": "password_changed" if m["attr"] == "password" else "user_modified", "change": m["attr"],
+               "user": m["user"], "old": m["old"], "new": m["new"], "by_program": prog}
+        if m["attr"] == "UID" and m["new"] is not None and m["new"].lstrip("-").isdigit():
+            out["uid"] = int(m["new"])
+        return out
+    if m := USERMOD_LOCK.search(msg):
+        return {"event": "user_modified", "change": m["what"], "user": m["user"]}
+    if m := PASSWD_BY.search(msg):
+        return {"event": "password_changed", "user": m["user"], "by_user": m["by"], "by_program": prog}
+    if m := USERDEL.search(msg):
+        return {"event": "user_deleted", "user": m["user"]}
+    return None
+
+
+def _system(prog: str, msg: str) -> dict[str, Any] | None:
+    if prog == "rsyslogd" and (m := RSYSLOG.search(msg)):
+        what = m["what"]
+        if what.startswith("exiting"):
+            return {"event": "logging_stopped", "daemon": "rsyslogd", "detail": what[:200]}
+        if what.strip() == "start":
+            return {"event": "logging_started", "daemon": "rsyslogd"}
+        return None
+    if prog.startswith("systemd-journal"):
+        if "Journal stopped" in msg:
+            return {"event": "logging_stopped", "daemon": "systemd-journald"}
+        if "Journal started" in msg:
+            return {"event": "logging_started", "daemon": "systemd-journald"}
+        if "Received SIGTERM from PID 1" in msg:
+            return {"event": "shutdown", "detail": msg[:200]}
+    if prog == "auditd":
+        if "The audit daemon is exiting" in msg:
+            return {"event": "logging_stopped", "daemon": "auditd"}
+        if "listening for events" in msg:
+            return {"event": "logging_started", "daemon": "auditd"}
+    if prog == "systemd" and (m := UNIT_LOGGING.search(msg)):
+        daemon = {"System Logging Service": "rsyslogd", "Journal Service": "systemd-journald",
+                  "Security Auditing Service": "auditd"}.get(m["name"], m["unit"] or m["name"])
+        started = m["verb"].startswith("Start")
+        return {"event": "logging_started" if started else "logging_stopped", "daemon": daemon, "via": "systemd",
+                "detail": msg[:200]}
+    if prog == "kernel":
+        if BOOT.search(msg):
+            return {"event": "boot", "detail": msg[:200]}
+        if AUDIT_OFF.search(msg):
+            return {"event": "audit_disabled", "detail": msg[:300], **({"auid": kv["auid"]} if (kv := _kv(msg))
+                                                                         .get("auid") else {})}
+    if SHUTDOWN.search(msg) and prog in ("systemd", "systemd-logind", "shutdown", "systemd-shutdown", "init",
+                                         "systemd-journald", "kernel"):
+        return {"event": "shutdown", "detail": msg[:200]}
+    return None
+
+
+@dataclass
+class FileStats:
+    path: str
+    family: str
+    size: int
+    mtime: float
+    compressed: bool
+    truncated: bool
+    lines: int = 0
+    events: int = 0
+    unknown: int = 0
+    unparsed: int = 0  # lines with no syslog header at all
+    first: _dt.datetime | None = None
+    last: _dt.datetime | None = None
+    year_inferred: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "log_file", "family": self.family, "path": self.path, "size": self.size,
+                "mtime_utc": utc(self.mtime), "compressed": self.compressed, "truncated": self.truncated,
+                "lines": self.lines, "events": self.events, "unknown_lines": self.unknown,
+                "unparsed_lines": self.unparsed,
+                "first_event_utc": _iso(self.first) if self.first else None,
+                "last_event_utc": _iso(self.last) if self.last else None,
+                "span_s": round((self.last - self.first).total_seconds()) if self.first and self.last else None,
+                "year_inferred": self.year_inferred, "empty": self.size == 0}
+
+
+def parse_syslog_line(line: str, clock: Clock, mtime: float) -> tuple[_dt.datetime | None, bool, str, str,
+                                                                      int | None, str] | None:
+    """(UTC time, year inferred, host, program, pid, message) of a syslog line, None when it is not one."""
+    if m := TRADITIONAL.match(line):
+        moment, inferred, rest = clock.traditional(m, mtime), True, line[m.end():]
+    elif m := RFC3339.match(line):
+        moment, inferred, rest = Clock.rfc3339(m), False, line[m.end():]
+    else:
+        return None
+    t = TAG.match(rest)
+    if not t:
+        return None
+    pid = int(t["pid"]) if t["pid"] else None
+    return moment, inferred, t["host"], t["prog"], pid, t["msg"]
+
+
+@dataclass
+class AuthState:
+    """What the auth stream keeps across files: records written, and what the family checks need."""
+
+    max_records: int
+    records: int = 0
+    full: bool = False
+    # user -> sorted UTC seconds of sshd logins (accepted or session opened), for the wtmp cross-check
+    logins: dict[str, list[float]] = field(default_factory=dict)
+    system_events: list[dict[str, Any]] = field(default_factory=list)
+    user_events: list[dict[str, Any]] = field(default_factory=list)  # account changes, annotated at the end
+
+
+def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthState,
+               keep: set[str] | None) -> Iterator[Item]:
+    """Events of one log file as records (``keep``: only these events, for the system logs); then its
+    log_file summary."""
+    stats = FileStats(t.path, family, t.size, t.mtime, t.compressed, t.truncated)
+    max_chars = int(ctx.opt("max_line_chars", DEFAULTS["max_line_chars"]))
+    max_msg = int(ctx.opt("max_message_chars", DEFAULTS["max_message_chars"]))
+    only_system = keep is not None and keep <= SYSTEM_EVENTS
+    last_line: tuple[int, int, str] | None = None
+    for number, offset, line in lines_of(t, max_chars):
+        if number % 4096 == 0:
+            ctx.check()
+        stats.lines += 1
+        if only_system:
+            # the big system logs: parse a line only when it may be a logging-daemon or boot event; the
+            # first line and the last give the file's span
+            last_line = (number, offset, line)
+            if stats.first is not None and not any(h in line for h in SYSTEM_HINTS):
+                continue
+        parsed = parse_syslog_line(line, clock, t.mtime)
+        if parsed is None:
+            stats.unparsed += bool(line.strip())
+            continue
+        moment, inferred, host, program, pid, msg = parsed
+        if moment is not None:
+            stats.first = stats.first or moment
+            stats.last = moment
+            stats.year_inferred |= inferred
+        repeated = None
+        if (r := REPEATED.match(msg)) is not None:  # rsyslog's repeated-message reduction
+            repeated, msg = int(r["n"]), r["msg"]
+        event = classify(program, msg)
+        if event is None or (keep is not None and event["event"] not in keep):
+            stats.unknown += 1
+            continue
+        stats.events += 1
+        record = {"kind": "event", **event, "time_utc": _iso(moment) if moment else None, "host": host,
+                  "program": program, "pid": pid, "message": msg[:max_msg], "path": t.path, "line": number,
+                  "offset": offset}
+        if inferred:
+            record["year_inferred"] = True
+        if repeated:
+            record["repeated"] = repeated
+        if event["event"] in ("ssh_accepted", "session_opened") and moment is not None and record.get("user") and \
+                (event["event"] == "ssh_accepted" or str(event.get("service", "")).startswith("sshd")):
+            bisect.insort(state.logins.setdefault(str(record["user"]), []), moment.timestamp())
+        if event["event"] in SYSTEM_EVENTS:
+            if len(state.system_events) < 20000:
+                state.system_events.append(record)  # annotated (shutdown or not) once every log is read
+            continue
+        if event["event"] in ("user_added", "user_modified", "password_changed", "group_added", "user_deleted"):
+            if len(state.user_events) < 20000:
+                state.user_events.append(record)  # annotated (package, cloud-init) once those logs are read
+            continue
+        yield from _emit(state, Record("auth", record))
+    if only_system and last_line is not None:  # the span's end, from the last line with a header
+        parsed = parse_syslog_line(last_line[2], clock, t.mtime)
+        if parsed and parsed[0] is not None and (stats.last is None or parsed[0] > stats.last):
+            stats.last = parsed[0]
+    yield Record("auth", stats.record())
+    problem = getattr(t, "problem", None)
+    if problem is not None:
+        yield problem
+
+
+def _emit(state: AuthState, record: Record) -> Iterator[Item]:
+    if state.records >= state.max_records:
+        if not state.full:
+            state.full = True
+            yield Problem(f"auth: record cap {state.max_records} reached; later events not kept", level="warning")
+        return
+    state.records += 1
+    yield record
+
+
+# ---- context the events need: package installs, cloud-init, wtmp ------------------------------
+
+DPKG = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:install|upgrade|configure|remove|purge|trigproc|"
+                  r"status) (?P<pkg>\S+)")
+APT_HISTORY = re.compile(r"^(?:Start|End)-Date: (?P<ts>\d{4}-\d\d-\d\d\s+\d\d:\d\d:\d\d)")
+DNF = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d{4}|Z)) \w+ (?:Installed|Upgraded|Upgrade|Erase|"
+                 r"Reinstalled|Installing|Running scriptlet)")
+YUM = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) (?P<day>\d\d) (?P<hms>\d\d:\d\d:\d\d) (?:Installed|Updated|Erased): ")
+CLOUD_INIT = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ - .*?(?:Adding user (?P<user>[\w.-]+)|"
+                        r"Running (?:hidden )?command.*?\['(?:useradd|usermod|passwd)', '(?P<user2>[\w.-]+)'|"
+                        r"Set the password for user|Changing password for|Adding user|groupadd)")
+
+
+def _local(ts: str, clock: Clock) -> float | None:
+    try:
+        naive = _dt.datetime.fromisoformat(re.sub(r"\s+", " ", ts))
+    except ValueError:
+        return None
+    if naive.tzinfo is None:
+        naive = naive.replace(tzinfo=clock.zone)
+    return naive.timestamp()
+
+
+def package_activity(ctx: Context, clock: Clock) -> tuple[list[float], list[Problem]]:
+    """Sorted UTC seconds at which a package manager was installing or configuring something (dpkg,
+    apt, dnf, yum): an account made by a package's scripts is made then."""
+    times: list[float] = []
+    problems: list[Problem] = []
+    budget = Budget(32 << 20)
+    for base, pattern in (("/var/log/dpkg.log", DPKG), ("/var/log/apt/history.log", APT_HISTORY),
+                          ("/var/log/dnf.rpm.log", DNF), ("/var/log/dnf.log", DNF), ("/var/log/yum.log", YUM)):
+        paths, probs = rotations(ctx, base)
+        problems += probs
+        for path in paths[:16]:
+            t = read_log(ctx, path, budget)
+            if t is None:
+                continue
+            if isinstance(t, Problem):
+                problems.append(t)
+                continue
+            for _, _, line in lines_of(t, 4096):
+                m = pattern.match(line)
+                if not m:
+                    continue
+                if pattern is YUM:
+                    when = _local(f"{_dt.datetime.fromtimestamp(t.mtime, clock.zone).year}-{MONTHS[m['mon']]:02d}-"
+                                  f"{m['day']} {m['hms']}", clock) if m["mon"] in MONTHS else None
+                else:
+                    ts = m["ts"]
+                    if pattern is DNF and re.search(r"[+-]\d{4}$", ts):
+                        ts = ts[:-2] + ":" + ts[-2:]
+                    when = _local(ts, clock)
+                if when is not None and len(times) < 500_000:
+                    times.append(when)
+    times.sort()
+    return times, problems
+
+
+def cloud_init_users(ctx: Context, clock: Clock) -> tuple[dict[str, list[float]], list[float]]:
+    """{user: UTC seconds} cloud-init said it was creating or changing, and every time it touched accounts."""
+    users: dict[str, list[float]] = {}
+    times: list[float] = []
+    budget = Budget(16 << 20)
+    paths, _ = rotations(ctx, "/var/log/cloud-init.log")
+    for path in paths[:8]:
+        t = read_log(ctx, path, budget)
+        if t is None or isinstance(t, Problem):
+            continue
+        for _, _, line in lines_of(t, 4096):
+            if "user" not in line and "passw" not in line and "groupadd" not in line:
+                continue
+            m = CLOUD_INIT.match(line)
+            if m and (when := _local(m["ts"], clock)) is not None:
+                times.append(when)
+                if name := m["user"] or m["user2"]:
+                    users.setdefault(name, []).append(when)
+    times.sort()
+    return users, times
+
+
+def _near(times: list[float], moment: float, window: float) -> bool:
+    i = bisect.bisect_left(times, moment - window)
+    return i < len(times) and times[i] <= moment + window
+
+
+NOLOGIN = re.compile(r"(^|/)(nologin|false|sync|halt|shutdown)$")
+
+
+def annotate_account_event(record: dict[str, Any], packages: list[float], cloud_users: dict[str, list[float]],
+                           cloud_times: list[float]) -> None:
+    """``origin``: package (a package manager was at work within 10 minutes), cloud-init (it named the user,
+    or touched accounts within 10 minutes), system (a system account without a login shell, made by no
+    terminal), interactive (made from a terminal) or unknown."""
+    moment = _seconds(record.get("time_utc"))
+    user = str(record.get("user") or "")
+    uid = record.get("uid")
+    origin, basis = "unknown", None
+    if moment is not None and _near(cloud_users.get(user, []), moment, 1800):
+        origin, basis = "cloud-init", "cloud-init.log names this user at that time"
+    elif moment is not None and _near(cloud_times, moment, 600):
+        origin, basis = "cloud-init", "cloud-init was changing accounts then"
+    elif moment is not None and _near(packages, moment, 600):
+        origin, basis = "package", "a package manager was installing within 10 minutes"
+    elif record.get("from_tty"):
+        origin, basis = "interactive", f"made from {record['from_tty']}"
+    elif record["event"] == "user_added" and isinstance(uid, int) and 0 < uid < 1000 and \
+            NOLOGIN.search(str(record.get("shell") or "")):
+        origin, basis = "system", "system account without a login shell"
+    elif record["event"] == "group_added" and isinstance(record.get("gid"), int) and 0 < record["gid"] < 1000:
+        origin, basis = "system", "system group"
+    record["origin"] = origin
+    if basis:
+        record["origin_basis"] = basis
+
+
+def wtmp_logins(ctx: Context) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Remote logins (USER_PROCESS on a pts with a remote host) of wtmp and wtmp.1: {user, host, time}."""
+    from collectors.volatile.sessions import parse_utmp  # the one utmp decoder of the project
+
+    out: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for path in ("/var/log/wtmp", "/var/log/wtmp.1"):
+        try:
+            data, st, _ = read_capped(ctx, path, 16 << 20, keep="tail")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(Problem.from_os_error(exc, "cannot read", path))
+            continue
+        data = data[len(data) % 384:]  # a tail window starts on a record boundary of the file's end
+        for rec in parse_utmp(data, path):
+            host = str(rec.get("host") or "")
+            if rec.get("type") != "USER_PROCESS" or not str(rec.get("line", "")).startswith("pts/") or not host:
+                continue
+            # screen/tmux/X sessions (":pts/1:S.0", ":0") and mosh ("... via mosh") are not sshd logins
+            if host.startswith(":") or " via " in host or not rec.get("time_utc"):
+                continue
+            out.append({"user": rec.get("user"), "host": host, "time_utc": rec["time_utc"], "path": path})
+    return out, problems
+
+
+# ---- the families --------------------------------------------------------------------------
+
+@dataclass
+class Family:
+    name: str
+    files: list[FileStats] = field(default_factory=list)
+    budget_reached: bool = False
+
+    def span(self) -> tuple[_dt.datetime | None, _dt.datetime | None]:
+        firsts = [f.first for f in self.files if f.first]
+        lasts = [f.last for f in self.files if f.last]
+        return (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+
+    def events(self) -> int:
+        return sum(f.events for f in self.files)
+
+
+def read_family(ctx: Context, name: str, bases: list[str], clock: Clock, state: AuthState,
+                keep: set[str] | None) -> Iterator[Item | Family]:
+    """Parse every log of a family (newest first within the family's budget); the last item is the
+    Family itself."""
+    family = Family(name)
+    budget = Budget(int(ctx.opt("max_bytes", DEFAULTS["max_bytes"])))
+    max_files = int(ctx.opt("max_files", DEFAULTS["max_files"]))
+    for base in bases:
+        paths, problems = rotations(ctx, base)
+        yield from problems
+        if len(paths) > max_files:
+            yield Problem(f"{len(paths) - max_files} older rotation(s) not read (max_files {max_files})", path=base,
+                          level="info")
+            family.budget_reached = True
+        for path in paths[:max_files]:
+            ctx.check()
+            if budget.reached:
+                yield Problem(f"{name} logs: byte budget reached, not read", path=path, level="info")
+                family.budget_reached = True
+                continue
+            t = read_log(ctx, path, budget)
+            if t is None:
+                continue
+            if isinstance(t, Problem):
+                yield t
+                continue
+            family.budget_reached |= t.truncated
+            for item in parse_file(ctx, t, name, clock, state, keep):
+                if isinstance(item, Record) and item.data.get("kind") == "log_file":
+                    stats = FileStats(t.path, name, t.size, t.mtime, t.compressed, t.truncated)
+                    stats.first = _dt.datetime.fromisoformat(item.data["first_event_utc"].replace("Z", "+00:00")) \
+                        if item.data["first_event_utc"] else None
+                    stats.last = _dt.datetime.fromisoformat(item.data["last_event_utc"].replace("Z", "+00:00")) \
+                        if item.data["last_event_utc"] else None
+                    stats.events = item.data["events"]
+                    family.files.append(stats)
+                yield item
+    yield family
+
+
+def annotate_logging_stops(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each logging_stopped gets ``context``: shutdown (a shutdown or a boot marks it), restart (a start
+    within 2 minutes) or stopped (the logs went quiet with the host up), with ``restarted_after_s``.
+    The same stop told by several sources within 10 s is kept once (``also_reported``)."""
+    # sorted by time, file order kept within a second: a start logged in the same second as the stop,
+    # after it, is its restart
+    events = sorted(events, key=lambda r: r.get("time_utc") or "")
+    seconds = [_seconds(r.get("time_utc")) for r in events]
+    shutdowns = sorted(s for r, s in zip(events, seconds, strict=True) if r["event"] == "shutdown" and s is not None)
+    # for each position: the time of the next start and of the next boot at or after it
+    next_start: list[float | None] = [None] * (len(events) + 1)
+    next_boot: list[float | None] = [None] * (len(events) + 1)
+    for i in range(len(events) - 1, -1, -1):
+        kind, moment = events[i]["event"], seconds[i]
+        next_start[i] = moment if kind == "logging_started" and moment is not None else next_start[i + 1]
+        next_boot[i] = moment if kind == "boot" and moment is not None else next_boot[i + 1]
+    out: list[dict[str, Any]] = []
+    last_stop: tuple[dict[str, Any], float] | None = None
+    for i, (record, moment) in enumerate(zip(events, seconds, strict=True)):
+        if record["event"] != "logging_stopped" or moment is None:
+            out.append(record)
+            continue
+        if last_stop is not None and moment - last_stop[1] <= 10:
+            last_stop[0]["also_reported"] = last_stop[0].get("also_reported", 0) + 1
+            continue
+        start, boot = next_start[i + 1], next_boot[i + 1]
+        booted = boot is not None and (start is None or boot <= start + 5)
+        if _near(shutdowns, moment, 300) or booted:
+            context = "shutdown"
+        elif start is not None and start - moment <= 120:
+            context = "restart"
+        else:
+            context = "stopped"
+        record["context"] = context
+        record["restarted_after_s"] = round(start - moment) if start is not None else None
+        last_stop = (record, moment)
+        out.append(record)
+    return out
+
+
+def family_record(auth: Family, system: Family, logins: dict[str, list[float]], wtmp: list[dict[str, Any]],
+                  clock: Clock, now: float) -> dict[str, Any]:
+    """The auth family against the other logs and wtmp: logins wtmp holds at times the other logs cover
+    but the auth logs do not (``unlogged_logins``), and how much later than the others it begins."""
+    first, last = auth.span()
+    other_first, other_last = system.span()
+    out: dict[str, Any] = {
+        "kind": "log_family", "family": auth.name, "files": len(auth.files), "paths": [f.path for f in auth.files][:20],
+        "events": auth.events(), "first_event_utc": _iso(first) if first else None,
+        "last_event_utc": _iso(last) if last else None, "budget_reached": auth.budget_reached,
+        "other_logs_first_utc": _iso(other_first) if other_first else None,
+        "other_logs_last_utc": _iso(other_last) if other_last else None,
+        "time_zone": clock.zone_source, "wtmp_remote_logins": len(wtmp),
+        "empty": auth.events() == 0,
+    }
+    if first and other_first and not auth.budget_reached:
+        out["starts_after_other_logs_s"] = round((first - other_first).total_seconds())
+    if not auth.files or auth.budget_reached or other_first is None:
+        # no auth log at all (journald-only host), or not all of it read: nothing to compare
+        out["unlogged_logins"] = None
+        return out
+    # the times the auth logs should cover: what the other logs cover (else wtmp's own span up to now)
+    cover_from = other_first.timestamp()
+    cover_to = max(other_last.timestamp() if other_last else 0.0, last.timestamp() if last else 0.0) or now
+    slack = 300.0 if clock.zone_source != "assumed UTC" else 86400.0  # a wrong zone shifts by hours
+    unlogged: list[dict[str, Any]] = []
+    for login in wtmp:
+        moment = _seconds(login["time_utc"])
+        if moment is None or not (cover_from + slack <= moment <= cover_to):
+            continue
+        if first is None or moment < first.timestamp() - slack or (last and moment > last.timestamp() + slack):
+            unlogged.append(login)  # outside what the auth logs still hold, inside what the others hold
+        elif clock.zone_source != "assumed UTC" and not _near(logins.get(str(login["user"]), []), moment, slack):
+            unlogged.append(login)  # inside the auth logs' span, but its lines are gone
+    out["unlogged_logins"] = len(unlogged)
+    if unlogged:
+        out["unlogged_sample"] = [f"{u['user']} from {u['host']} at {u['time_utc']}" for u in unlogged[:5]]
+    return out
 
 
 def auth(ctx: Context) -> Iterator[Item]:
-    return iter(())
+    """Stream ``auth``: sshd, sudo, su, account and PAM session events; logging-daemon stops, boots and
+    shutdowns; a log_file record per file and a log_family record for the auth logs."""
+    clock, problems = host_clock(ctx)
+    yield from problems
+    state = AuthState(int(ctx.opt("max_records", DEFAULTS["max_records"])))
+    auth_bases = ctx.opt("auth_logs", AUTH_LOGS)
+    system_bases = ctx.opt("system_logs", SYSTEM_LOGS)
+    auth_family = system_family = None
+    has_auth = any(rotations(ctx, base)[0] for base in auth_bases)
+    # without any auth log (everything to /var/log/messages), the system logs carry the auth events too
+    system_keep = SYSTEM_EVENTS if has_auth else None
+    for item in read_family(ctx, "system", system_bases, clock, state, system_keep):
+        if isinstance(item, Family):
+            system_family = item
+        else:
+            yield item
+    for item in read_family(ctx, "auth", auth_bases, clock, state, None):
+        if isinstance(item, Family):
+            auth_family = item
+        else:
+            yield item
+    for record in annotate_logging_stops(state.system_events):
+        yield from _emit(state, Record("auth", record))
+    packages, probs = package_activity(ctx, clock)
+    yield from probs
+    cloud_users, cloud_times = cloud_init_users(ctx, clock)
+    for record in state.user_events:
+        annotate_account_event(record, packages, cloud_users, cloud_times)
+        yield from _emit(state, Record("auth", record))
+    wtmp, probs = wtmp_logins(ctx)
+    yield from probs
+    if auth_family is not None and system_family is not None and has_auth:
+        now = _dt.datetime.now(_dt.UTC).timestamp()
+        yield Record("auth", family_record(auth_family, system_family, state.logins, wtmp, clock, now))
+
+
+# ---- web access logs ---------------------------------------------------------------------------
+
+ACCESS = re.compile(
+    r'^(?P<client>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]{1,40})\] "(?P<request>(?:[^"\\]|\\.)*)" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-)(?: "(?P<referrer>(?:[^"\\]|\\.)*)" "(?P<ua>(?:[^"\\]|\\.)*)")?')
+ACCESS_TIME = re.compile(r"(?P<d>\d{1,2})/(?P<mon>[A-Z][a-z]{2})/(?P<y>\d{4}):(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) "
+                         r"(?P<tz>[+-]\d{4})")
+REQUEST = re.compile(r"^(?P<method>[A-Z][A-Z_-]{0,19}) (?P<target>\S+)(?: (?P<proto>HTTP/\d(?:\.\d)?))?$")
+SCRIPT_EXT = re.compile(r"\.(php\d?|phtml|phar|jsp|jspx|asp|aspx|ashx|asmx|cgi|pl|cfm)$", re.I)
+UPLOAD_DIR = re.compile(r"/(uploads?|images?|img|files|media|tmp|temp|cache|static|assets|attachments?|"
+                        r"wp-content/uploads|userfiles|\.well-known)/", re.I)
+
+
+def access_time(value: str) -> str | None:
+    m = ACCESS_TIME.fullmatch(value)
+    if not m or m["mon"] not in MONTHS:
+        return None
+    try:
+        tz = _dt.timezone(_dt.timedelta(hours=int(m["tz"][1:3]), minutes=int(m["tz"][3:])) *
+                          (-1 if m["tz"][0] == "-" else 1))
+        moment = _dt.datetime(int(m["y"]), MONTHS[m["mon"]], int(m["d"]), int(m["h"]), int(m["m"]), int(m["s"]),
+                              tzinfo=tz)
+    except ValueError:
+        return None
+    return _iso(moment)
+
+
+def _unescape(value: str | None) -> str | None:
+    if value is None or value == "-":
+        return None
+    return value.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def decode_target(target: str) -> str:
+    """URL-decoded twice (double encoding hides payloads from one decode), bounded."""
+    once = unquote_plus(target[:4096])
+    return unquote_plus(once) if "%" in once else once
+
+
+def parse_access_line(line: str) -> dict[str, Any] | None:
+    m = ACCESS.match(line)
+    if not m:
+        return None
+    request = _unescape(m["request"]) or ""
+    r = REQUEST.match(request)
+    method = path = query = proto = None
+    if r:
+        method, proto = r["method"], r["proto"]
+        target = r["target"]
+        path, _, query = target.partition("?")
+        query = query or None
+    client = m["client"]
+    record: dict[str, Any] = {
+        "kind": "request", "time_utc": access_time(m["time"]), "client_ip": client,
+        "client_is_public": is_public(client), "method": method, "path": path, "query": query, "protocol": proto,
+        "status": int(m["status"]), "bytes": int(m["bytes"]) if m["bytes"].isdigit() else 0,
+        "user_agent": _unescape(m["ua"]), "referrer": _unescape(m["referrer"]),
+        "remote_user": None if m["user"] == "-" else m["user"],
+    }
+    if r is None:
+        record["request"] = request[:2048]  # not an HTTP request line (TLS bytes, probes): kept as said
+    else:
+        record["decoded"] = decode_target(r["target"])
+    return record
+
+
+@dataclass
+class ScriptStats:
+    """One script path: who reached it and how, for the web-shell summary."""
+
+    gets_ok: int = 0
+    posts_ok: int = 0
+    requests: int = 0
+    clients: set[str] = field(default_factory=set)
+    get_clients: set[str] = field(default_factory=set)
+    post_clients: set[str] = field(default_factory=set)
+    public_post_clients: int = 0
+    first_post: str | None = None
+    last_post: str | None = None
+
+
+def _track(paths: dict[tuple[str, str], ScriptStats], log: str, rec: dict[str, Any], cap: int) -> None:
+    path = rec.get("path")
+    if not path or not SCRIPT_EXT.search(path):
+        return
+    key = (log, path)
+    stats = paths.get(key)
+    if stats is None:
+        if len(paths) >= cap:
+            return
+        stats = paths[key] = ScriptStats()
+    stats.requests += 1
+    client = rec["client_ip"]
+    if len(stats.clients) < 64:
+        stats.clients.add(client)
+    ok = 200 <= rec["status"] < 400
+    if rec["method"] in ("GET", "HEAD") and ok:
+        stats.gets_ok += 1
+        if len(stats.get_clients) < 64:
+            stats.get_clients.add(client)
+    elif rec["method"] == "POST" and 200 <= rec["status"] < 300:
+        stats.posts_ok += 1
+        if client not in stats.post_clients and len(stats.post_clients) < 64:
+            stats.post_clients.add(client)
+            stats.public_post_clients += bool(rec.get("client_is_public"))
+        when = rec.get("time_utc")
+        if when and (stats.first_post is None or when < stats.first_post):
+            stats.first_post = when
+        if when and (stats.last_post is None or when > stats.last_post):
+            stats.last_post = when
 
 
 def web(ctx: Context) -> Iterator[Item]:
-    return iter(())
+    """Stream ``web_access``: one ``request`` record per access-log line; a ``log_file`` record per file;
+    a ``web_script`` record per script path answered 200 to a POST (who reached it, by GET and by POST)."""
+    max_records = int(ctx.opt("max_records", DEFAULTS["max_records"]))
+    max_chars = int(ctx.opt("max_line_chars", DEFAULTS["max_line_chars"]))
+    max_paths = int(ctx.opt("max_web_paths", DEFAULTS["max_web_paths"]))
+    budget = Budget(int(ctx.opt("max_bytes", DEFAULTS["max_bytes"])))
+    records = 0
+    scripts: dict[tuple[str, str], ScriptStats] = {}
+    bases: list[str] = []
+    for pattern in ctx.opt("web_logs", WEB_LOGS):
+        for hit in walk_glob(ctx, pattern):
+            if isinstance(hit, Problem):
+                yield hit
+                continue
+            name = os.path.basename(hit)
+            # a rotation of a log already listed is read with it (access.log.2.gz with access.log)
+            base = os.path.dirname(hit) + "/" + re.sub(r"(\.\d{1,4}|-\d{8,10})(\.gz)?$", "", name)
+            if base not in bases and not name.endswith((".xz", ".bz2", ".zst")):
+                bases.append(base)
+    for base in bases:
+        paths, problems = rotations(ctx, base)
+        yield from problems
+        for path in paths[: int(ctx.opt("max_files", DEFAULTS["max_files"]))]:
+            ctx.check()
+            if budget.reached:
+                yield Problem("web logs: byte budget reached, not read", path=path, level="info")
+                continue
+            t = read_log(ctx, path, budget)
+            if t is None:
+                continue
+            if isinstance(t, Problem):
+                yield t
+                continue
+            stats = {"kind": "log_file", "family": "web", "path": path, "size": t.size, "mtime_utc": utc(t.mtime),
+                     "compressed": t.compressed, "truncated": t.truncated, "lines": 0, "events": 0,
+                     "unparsed_lines": 0, "first_event_utc": None, "last_event_utc": None, "empty": t.size == 0}
+            for number, offset, line in lines_of(t, max_chars):
+                if number % 4096 == 0:
+                    ctx.check()
+                stats["lines"] += 1
+                rec = parse_access_line(line)
+                if rec is None:
+                    stats["unparsed_lines"] += bool(line.strip())
+                    continue
+                stats["events"] += 1
+                when = rec["time_utc"]
+                if when:
+                    stats["first_event_utc"] = min(stats["first_event_utc"] or when, when)
+                    stats["last_event_utc"] = max(stats["last_event_utc"] or when, when)
+                rec.update({"log": path, "line": number, "offset": offset})
+                _track(scripts, base, rec, max_paths)
+                if records < max_records:
+                    records += 1
+                    yield Record("web_access", rec)
+                elif records == max_records:
+                    records += 1
+                    yield Problem(f"web_access: record cap {max_records} reached; later requests only counted",
+                                  level="warning")
+            yield Record("web_access", stats)
+            if (problem := getattr(t, "problem", None)) is not None:
+                yield problem
+    if len(scripts) >= max_paths:
+        yield Problem(f"web: {max_paths} script paths tracked; later ones not summarised", level="info")
+    for (log, path), s in scripts.items():
+        if not s.posts_ok:
+            continue
+        yield Record("web_access", {
+            "kind": "web_script", "log": log, "path": path, "requests": s.requests, "posts_ok": s.posts_ok,
+            "gets_ok": s.gets_ok,
+            # who fetched it without ever posting to it: a page people browse has such visitors, a web
+            # shell only its operator
+            "get_only_clients": len(s.get_clients - s.post_clients), "clients": len(s.clients),
+            "post_clients": len(s.post_clients),
+            "public_post_clients": s.public_post_clients, "post_client_sample": sorted(s.post_clients)[:5],
+            "first_post_utc": s.first_post, "last_post_utc": s.last_post,
+            "in_upload_dir": bool(UPLOAD_DIR.search(path))})
