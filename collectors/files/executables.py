@@ -18,6 +18,7 @@ none``), so that no rule calls a file unowned when no database could say so.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import fnmatch
 import hashlib
@@ -27,13 +28,23 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files import packages
-from collectors.files.fsread import RemoteFilesystem, copy_file, is_dir, listdir, lstat, open_regular, readlink, resolve
+from collectors.files.fsread import (
+    RemoteFilesystem,
+    copy_file,
+    is_dir,
+    listdir,
+    lstat,
+    open_regular,
+    readlink,
+    resolve,
+    walk_glob,
+)
 from collectors.util import text, utc
 
 WRITABLE = ["/tmp", "/var/tmp", "/dev/shm", "/run/shm"]
@@ -43,6 +54,10 @@ SECURITY_GLOBS = ["/lib*/security", "/usr/lib*/security", "/lib*/*-linux-gnu*/se
 LIBRARY_GLOBS = ["/lib*", "/usr/lib*", "/lib*/*-linux-gnu*", "/usr/lib*/*-linux-gnu*", "/usr/local/lib*"]
 ALWAYS_HASH = ["sshd", "sshd-session", "sshd-auth", "unix_chkpwd", "sudo", "su", "login", "passwd", "ps", "ls",
                "netstat", "ss", "top", "lsof", "find"]
+# OpenSSH 9.8+ splits sshd: the code that handles a login runs from sshd-session (and 10.0's sshd-auth),
+# outside the bin folders; a backdoor there is as good as a replaced sshd.
+EXTRA_GLOBS = ["/usr/lib/openssh/sshd-*", "/usr/libexec/openssh/sshd-*", "/usr/lib/ssh/sshd-*",
+               "/usr/libexec/sshd-*"]
 HEAD_BYTES = 4096
 
 
@@ -263,9 +278,9 @@ def _walk_writable(ctx: Context, top: str, max_depth: int, budget: Budget,
                    skip: set[str]) -> Iterator[tuple[str, int] | Problem]:
     """(path, depth) of every non-directory below ``top``, breadth first, bounded by depth and entries;
     links are never followed, remote filesystems never entered (fsread refuses them)."""
-    queue = [(top, 0)]
+    queue = collections.deque([(top, 0)])
     while queue:
-        folder, depth = queue.pop(0)
+        folder, depth = queue.popleft()
         ctx.check()
         try:
             entries = listdir(ctx, folder)
@@ -399,9 +414,9 @@ def _system_folders(ctx: Context) -> list[tuple[str, str]]:
 
 
 def _files_in(ctx: Context, folder: str, recursive: bool, budget: Budget) -> Iterator[str | Problem]:
-    queue = [(folder, 0)]
+    queue = collections.deque([(folder, 0)])
     while queue:
-        current, depth = queue.pop(0)
+        current, depth = queue.popleft()
         ctx.check()
         try:
             entries = listdir(ctx, current)
@@ -421,12 +436,15 @@ def _files_in(ctx: Context, folder: str, recursive: bool, budget: Budget) -> Ite
                 yield path
 
 
-def _keep_for_db(path: str) -> bool:
-    """Database entries worth keeping: files directly in bin/sbin folders, below a security folder, or a
-    libkeyutils. Paths are compared again once resolved."""
-    folder, _, name = path.rpartition("/")
-    return folder.endswith(("/bin", "/sbin", "/security")) or "/security/" in folder + "/" \
-        or name.startswith("libkeyutils.so")
+def _keeper(extra: list[str]) -> Callable[[str], bool]:
+    def keep(path: str) -> bool:
+        """Database entries worth keeping: files directly in bin/sbin folders, below a security folder, a
+        libkeyutils, or an extra file. Paths are compared again once resolved."""
+        folder, _, name = path.rpartition("/")
+        return folder.endswith(("/bin", "/sbin", "/security")) or "/security/" in folder + "/" \
+            or name.startswith("libkeyutils.so") or any(fnmatch.fnmatchcase(path, g) for g in extra)
+
+    return keep
 
 
 def _verify(owners: list[packages.Owner] | None, facts: dict[str, Any], algo: str | None) -> str | None:
@@ -446,7 +464,8 @@ def _verify(owners: list[packages.Owner] | None, facts: dict[str, Any], algo: st
 
 
 def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
-    db, problems = packages.load(ctx, _keep_for_db)
+    extra = list(ctx.opt("extra_globs", EXTRA_GLOBS))
+    db, problems = packages.load(ctx, _keeper(extra))
     yield from problems
     yield Record("package_db", db.summary())
     if db.kind == "none":
@@ -463,6 +482,8 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 yield hit
             else:
                 targets.append((hit, area))
+    for pattern in extra:
+        targets.extend((hit, "bin") for hit in walk_glob(ctx, pattern, 4) if isinstance(hit, str))
     for pattern in ctx.opt("library_globs", LIBRARY_GLOBS):
         for folder in _expand_dirs(ctx, pattern):
             try:

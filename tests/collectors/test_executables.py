@@ -173,16 +173,16 @@ def test_writable_rules(tmp_path):
 # ---- system folders against a dpkg database -----------------------------------------------------
 
 def _deb(where: Path) -> Path:
-    """openssh-lookalike: /usr/sbin/sshd, /usr/bin/tinytool, /usr/bin/tinyquiet (real ELFs), a PAM module,
+    """openssh-lookalike: /usr/sbin/sshd, sshd-session, /usr/bin/tinytool, /usr/bin/tinyquiet (real ELFs), a PAM module,
     libkeyutils.so.1.10 and its soname link, a conffile; built by dpkg-deb."""
     src = where / "pkg"
-    for folder in ("DEBIAN", "usr/sbin", "usr/bin", "etc", f"{MULTIARCH}/security"):
+    for folder in ("DEBIAN", "usr/sbin", "usr/bin", "etc", f"{MULTIARCH}/security", "usr/lib/openssh"):
         (src / folder).mkdir(parents=True, exist_ok=True)
     (src / "DEBIAN/control").write_text("Package: openssh-lookalike\nVersion: 1:9.2p1-2\nArchitecture: amd64\n"
                                         "Maintainer: t <t@example.org>\nDescription: test package\n")
     (src / "DEBIAN/conffiles").write_text("/etc/lookalike.conf\n")
     (src / "etc/lookalike.conf").write_text("x=1\n")
-    for name in ("usr/sbin/sshd", "usr/bin/tinytool", "usr/bin/tinyquiet"):
+    for name in ("usr/sbin/sshd", "usr/bin/tinytool", "usr/bin/tinyquiet", "usr/lib/openssh/sshd-session"):
         shutil.copy(TRUE, src / name)
     shutil.copy(_library(), src / f"{MULTIARCH}/security/pam_lookalike.so")
     shutil.copy(_library(), src / f"{MULTIARCH}/libkeyutils.so.1.10")
@@ -210,6 +210,8 @@ def system_root(tmp_path: Path, name: str, attack: bool, with_db: bool = True) -
     (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # unowned: a container image's helper
     if attack:
         shutil.copy(FALSE, root / "usr/sbin/sshd")  # replaced sshd
+        with open(root / "usr/lib/openssh/sshd-session", "ab") as fh:  # and the part that handles logins
+            fh.write(b"\0backdoor")
         with open(root / "usr/bin/tinytool", "ab") as fh:  # a patched tool
             fh.write(b"\0backdoor")
         shutil.copy(_library(), root / f"{MULTIARCH}/security/pam_unix2.so")  # a new PAM module
@@ -226,7 +228,7 @@ def test_system_folders_against_dpkg(tmp_path):
     root = system_root(tmp_path, "attack", attack=True)
     rows, problems, _, dbs = _collect(root)
     assert dbs == [{"package_db": "dpkg", "source": "/var/lib/dpkg/status", "packages": 1, "complete": True,
-                    "paths_indexed": 6}]
+                    "paths_indexed": 7}]
     seen = _by_path([r for r in rows if r["place"] == "system"])
     sshd = seen["/usr/sbin/sshd"]
     assert sshd["verify"] == "mismatch" and sshd["package"] == "openssh-lookalike" and sshd["owned"] is True
@@ -248,7 +250,7 @@ def test_system_folders_against_dpkg(tmp_path):
 
 def test_system_rules_positive_and_benign(tmp_path):
     attack = _findings(_collect(system_root(tmp_path, "attack", attack=True))[0])
-    assert [f["path"] for f in attack["TRI-INTEG-003"]] == ["/usr/sbin/sshd"]
+    assert {f["path"] for f in attack["TRI-INTEG-003"]} == {"/usr/sbin/sshd", "/usr/lib/openssh/sshd-session"}
     assert attack["TRI-INTEG-003"][0]["severity"] == "critical"
     assert [f["path"] for f in attack["TRI-INTEG-004"]] == ["/usr/bin/tinytool"]
     assert {f["path"] for f in attack["TRI-INTEG-005"]} == {f"/{MULTIARCH}/security/pam_unix2.so",
