@@ -362,6 +362,66 @@ def test_web_access_logs(tmp_path):
 
 # ---- rules: the behaviour and its benign look-alike -----------------------------------------------
 
+def failures(ip: str, start: dt.datetime, n: int, user: str = "root", pid: int = 7000) -> list[tuple[dt.datetime, str]]:
+    """What sshd logs for each guessed password: the PAM line, then "Failed password"."""
+    out = []
+    for i in range(n):
+        moment = start + dt.timedelta(seconds=7 * i)
+        invalid = "invalid user " if user not in ("root", "alice", "ubuntu") else ""
+        if invalid:
+            out.append((moment, line(moment, f"sshd[{pid + i}]", f"Invalid user {user} from {ip} port {30000 + i}")))
+        out.append((moment, line(moment, f"sshd[{pid + i}]", "pam_unix(sshd:auth): authentication failure; logname= "
+                                                            f"uid=0 euid=0 tty=ssh ruser= rhost={ip}  user={user}")))
+        out.append((moment, line(moment, f"sshd[{pid + i}]", f"Failed password for {invalid}{user} from {ip} port "
+                                                            f"{30000 + i} ssh2")))
+    return out
+
+
+def test_guessed_password_then_success(tmp_path):
+    zone(tmp_path)
+    write(tmp_path, "/var/log/auth.log", merged(failures(ATTACKER, at(6, "01:00:00"), 40),
+                                                accepted(at(6, "01:07:00"), "root", ATTACKER, 9100)))
+    found = by_rule(findings(tmp_path))
+    assert [f["severity"] for f in found["TRI-AUTH-001"]] == ["high"]
+    assert found["TRI-AUTH-001"][0]["summary"] == (f"{ATTACKER}: 40 failed logins from 2026-12-06T01:00:00Z, then "
+                                                   "root accepted (password) at 2026-12-06T01:07:00Z")
+
+
+def test_internet_background_noise_is_quiet(tmp_path):
+    """Thousands of guesses from many addresses, an admin's key from the bastion, a user who mistyped
+    twice then got in from the office, and a scanner that succeeded nowhere."""
+    zone(tmp_path)
+    noise = [p for i in range(50) for p in failures(f"185.220.101.{i + 1}", at(6, "00:00:00") + dt.timedelta(
+        minutes=i), 20, user=("admin", "oracle", "root", "test")[i % 4], pid=10000 + 100 * i)]
+    write(tmp_path, "/var/log/auth.log", merged(
+        noise, accepted(at(6, "02:00:00"), "alice", BASTION, 9200, FP_ADMIN),
+        failures("81.2.69.160", at(6, "03:00:00"), 2, user="alice"), accepted(at(6, "03:00:30"), "alice",
+                                                                              "81.2.69.160", 9300)))
+    records, _ = collect(tmp_path)
+    assert len(events(records, "ssh_failed")) > 2000
+    quiet(findings(tmp_path))
+    assert "TRI-AUTH-001" not in by_rule(findings(tmp_path))
+
+
+def test_bastion_key_also_used_from_the_internet(tmp_path):
+    zone(tmp_path)
+    write(tmp_path, "/var/log/auth.log", merged(accepted(at(5, "09:00:00"), "alice", BASTION, 9400, FP_ADMIN),
+                                                accepted(at(6, "02:13:00"), "alice", OTHER_PUBLIC, 9401, FP_ADMIN)))
+    found = by_rule(findings(tmp_path))
+    assert [f["severity"] for f in found["TRI-AUTH-002"]] == ["medium"]
+    assert found["TRI-AUTH-002"][0]["summary"] == (f"key {FP_ADMIN} accepted from {BASTION} (private) and from "
+                                                   f"{OTHER_PUBLIC} (public, for alice)")
+
+
+def test_keys_each_used_from_one_side_are_quiet(tmp_path):
+    """The admin key always through the bastion, a CI deploy key always from the CI's public address."""
+    zone(tmp_path)
+    write(tmp_path, "/var/log/auth.log", merged(
+        *[accepted(at(d, "09:00:00"), "alice", BASTION, 9500 + d, FP_ADMIN) for d in range(1, 6)],
+        *[accepted(at(d, "10:00:00"), "deploy", OTHER_PUBLIC, 9600 + d, FP_OTHER) for d in range(1, 6)]))
+    quiet(findings(tmp_path))
+
+
 def test_uid0_account_and_interactive_admin_accounts(tmp_path):
     zone(tmp_path)
     write(tmp_path, "/var/log/auth.log", [
