@@ -377,8 +377,9 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
                      problems: list[Problem]) -> PackageDB:
     if os.pread(fd, 16, 0) != b"SQLite format 3\0":
         raise ValueError(f"{where} is not an SQLite database")
-    _note_wal(ctx, where, problems)
-    db = PackageDB(kind="rpm-sqlite", source=where)
+    pending = _note_wal(ctx, where, problems)
+    # a package installed in a pending transaction would look unowned: the database is then not complete
+    db = PackageDB(kind="rpm-sqlite", source=where, complete=not pending)
     # immutable=1: no locks, no journal, no WAL or shm file is opened or created next to the database
     uri = f"file:/proc/self/fd/{fd}?mode=ro&immutable=1"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -424,16 +425,18 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
     return db
 
 
-def _note_wal(ctx: Context, where: str, problems: list[Problem]) -> None:
+def _note_wal(ctx: Context, where: str, problems: list[Problem]) -> bool:
     """Transactions still in the write-ahead log are not seen by an immutable open: say so."""
     try:
         _, st = lstat(ctx, where + "-wal")
     except (OSError, ValueError):
-        return
+        return False
     if stat.S_ISREG(st.st_mode) and st.st_size > 0:
         problems.append(Problem(f"{where}-wal holds {st.st_size} bytes of transactions an immutable open does not "
-                                "read: packages installed since the last checkpoint may look unowned", path=where,
+                                "read: ownership of files no package lists is unknown", path=where,
                                 level="warning", detail={"wal_bytes": st.st_size}))
+        return True
+    return False
 
 
 # ---- RPM Berkeley DB --------------------------------------------------------------------------

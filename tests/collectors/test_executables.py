@@ -82,6 +82,35 @@ def test_magic_of_real_files(tmp_path):
     assert executables.magic(b"hello")["file_type"] == "other"
 
 
+@pytest.mark.parametrize("compiler", ["gcc", "musl-gcc"])
+def test_static_pie_is_an_executable(tmp_path, compiler):
+    """A static PIE is ET_DYN without an interpreter, like a library: DF_1_PIE in its dynamic section tells."""
+    need(shutil.which(compiler) is not None, f"{compiler} not installed")
+    (tmp_path / "m.c").write_text("int main(void) { return 0; }\n")
+    built = subprocess.run([compiler, "-static-pie", "-o", str(tmp_path / "m"), str(tmp_path / "m.c")],
+                           capture_output=True)
+    need(built.returncode == 0, f"{compiler} cannot link a static PIE: {built.stderr[-300:]!r}")
+    library = subprocess.run([compiler, "-shared", "-fPIC", "-o", str(tmp_path / "m.so"), str(tmp_path / "m.c")],
+                             capture_output=True)
+    assert library.returncode == 0
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    shutil.copy(tmp_path / "m", root / "tmp/m")
+    shutil.copy(tmp_path / "m.so", root / "tmp/m.so")
+    seen = _by_path(_collect(root)[0])
+    assert seen["/tmp/m"]["elf_kind"] == "executable" and seen["/tmp/m.so"]["elf_kind"] == "shared-object"
+
+
+def test_size_caps(tmp_path):
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    shutil.copy(TRUE, root / "tmp/big")
+    rows, _, copies, _ = _collect(root, hash_limit_bytes=1000, copy_cap_bytes=1000)
+    big = _by_path(rows)["/tmp/big"]
+    assert "sha256" not in big and big["hash_skipped"] == "over 1000 bytes"
+    assert big["copy_skipped"] == "over 1000 bytes" and not copies and big["elf_kind"] == "executable"
+
+
 # ---- writable places ----------------------------------------------------------------------------
 
 def _writable_root(root: Path, attack: bool) -> dict[str, str]:

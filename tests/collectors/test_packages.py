@@ -215,6 +215,7 @@ def test_rpm_sqlite_pending_wal_is_named(tmp_path):
         writer.close()
     assert db.kind == "rpm-sqlite" and db.packages == 1
     assert any("-wal holds" in p.message for p in problems), problems
+    assert db.owners("/usr/bin/tinyr") and db.owners("/usr/bin/elsewhere") is None  # not "unowned"
 
 
 def _real_header(tmp_path: Path) -> bytes:
