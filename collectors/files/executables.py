@@ -187,7 +187,8 @@ def _read_facts(ctx: Context, path: str, want_digest: str | None, hash_limit: in
     SHA-256 and, when asked, the package database's digest (same bytes, second hash)."""
     fd, st, where = open_regular(ctx, path)
     try:
-        head = os.pread(fd, HEAD_BYTES, 0)
+        with ctx.blocking(where):
+            head = os.pread(fd, HEAD_BYTES, 0)
         facts = magic(head)
         policy = ctx.secret_policy
         rule = policy(where, head) if policy is not None and not ctx.include_secrets else None
@@ -198,7 +199,9 @@ def _read_facts(ctx: Context, path: str, want_digest: str | None, hash_limit: in
         if facts.get("elf_dynamic") and facts.get("elf_kind") == "shared-object":
             offset = facts["elf_dynamic"][0]
             if 0 < offset < st.st_size:
-                facts.update(elf_facts(head, os.pread(fd, 4096, offset)))
+                with ctx.blocking(where):
+                    dynamic = os.pread(fd, 4096, offset)
+                facts.update(elf_facts(head, dynamic))
         facts.pop("elf_dynamic", None)
         hash_it = want_digest is not None or facts["file_type"] in ("elf", "script")
         if hash_it and st.st_size > hash_limit:

@@ -371,3 +371,16 @@ def test_system_rules_against_rpm_sqlite(tmp_path):
     assert [f["path"] for f in found["TRI-INTEG-003"]] == ["/usr/lib64/security/pam_tinyr.so"]
     assert [f["path"] for f in found["TRI-INTEG-004"]] == ["/usr/bin/tinyr"]
     assert {r["package_db"] for r in rows if r["place"] == "system"} == {"rpm-sqlite"}
+
+
+def test_secret_scripts_give_no_line(tmp_path):
+    """A script the run's secret policy withholds keeps its type and digest; no shebang line reaches a record
+    (the engine withholds its copy by the same policy)."""
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    (root / "tmp/.deploy.sh").write_bytes(b"#!/bin/sh -x TOKEN=abc\n-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    ctx = Context(root=str(root), live=False, options={},
+                  secret_policy=lambda path, head: "private key" if b"PRIVATE KEY" in head else None)
+    rows = [i.data for i in executables.collect(ctx) if isinstance(i, Record) and i.stream == "executables"]
+    assert len(rows) == 1 and rows[0]["withheld"] == "private key" and rows[0]["file_type"] == "script"
+    assert "shebang" not in rows[0] and "TOKEN" not in json.dumps(rows[0]) and rows[0]["sha256"]
