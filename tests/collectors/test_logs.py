@@ -307,6 +307,22 @@ def test_hostile_files_are_bounded(tmp_path):
     assert sum(len(str(r)) for r in records) < 1 << 20
 
 
+def test_record_caps_keep_what_matters(tmp_path):
+    """A log full of password guessing fills at most half the records; sudo and account events stay."""
+    zone(tmp_path)
+    write(tmp_path, "/var/log/auth.log", merged(
+        failures(ATTACKER, at(6, "01:00:00"), 300),
+        [(at(6, "02:00:00"), line(at(6, "02:00:00"), "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; "
+                                                             "COMMAND=/usr/bin/systemctl restart nginx"))],
+        [(at(6, "02:01:00"), line(at(6, "02:01:00"), "useradd[3002]", "new user: name=support, UID=1002, "
+                                                                      "GID=1002, home=/home/support, shell=/bin/bash, "
+                                                                      "from=none"))]))
+    records, problems = collect(tmp_path, max_records=100)
+    assert len(events(records, "ssh_failed")) == 50
+    assert events(records, "sudo") and events(records, "user_added")
+    assert any("failed-login" in p.message for p in problems)
+
+
 def test_gunzip_bounded_stops_a_bomb_and_reads_concatenated_members():
     bomb = gzip.compress(b"\0" * (64 << 20))
     data, complete, error = logs.gunzip_bounded(bomb, 1 << 20)
@@ -692,6 +708,52 @@ def test_whole_run_collects_and_analyses_the_logs(tmp_path):
     evidence = [f for f in found if f.get("rule") == "TRI-WEB-003"][0]["evidence"][0]
     assert evidence["member"] == "triagent/artifacts/web_access.jsonl"
     assert verdict["recommendation"] == "yes"
+
+
+def test_whole_run_of_a_clean_public_server_says_no(tmp_path):
+    """Internet noise on SSH and the web, a reboot, cloud-init's first boot, an admin's sudo: no finding of
+    these rules above low, and the verdict is no. A rotated auth log that is a link to /etc/shadow is
+    withheld, never parsed into records."""
+    root = tmp_path / "root"
+    zone(root)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    secret = "$6$saltsalt$4bZ0R2l4cEJ0c2VjcmV0aGFzaHRoYXRtdXN0bm90bGVhaw"
+    (root / "etc/shadow").write_text(f"root:{secret}:19000:0:99999:7:::\n")
+    write(root, "/var/log/syslog", merged(syslog_span(at(5, "00:00:01"), at(6, "20:00:00"))) + [
+        line(at(6, "03:00:00"), "systemd-logind[512]", "System is rebooting."),
+        line(at(6, "03:00:01"), "rsyslogd", RSYSLOG.format(pid=2211) + " exiting on signal 15."),
+        line(at(6, "03:00:31"), "rsyslogd", RSYSLOG.format(pid=470) + " start"),
+        line(at(6, "03:00:31"), "kernel", KERNEL)])
+    noise = [p for i in range(20) for p in failures(f"185.220.101.{i + 1}", at(6, "04:00:00") + dt.timedelta(
+        minutes=i), 15, user="admin", pid=10000 + 100 * i)]
+    write(root, "/var/log/auth.log", merged(
+        cron_sessions(at(5, "00:17:01"), at(6, "20:17:01")), noise,
+        accepted(at(6, "09:00:00"), "alice", BASTION, 9200, FP_ADMIN),
+        [(at(6, "09:01:00"), line(at(6, "09:01:00"), "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; "
+                                                             "COMMAND=/usr/bin/apt upgrade -y"))]))
+    os.symlink("/etc/shadow", root / "var/log/auth.log.1")
+    wtmp(root, [("alice", BASTION, at(6, "09:00:01"))])
+    write(root, "/var/log/nginx/access.log", [
+        f'185.220.101.{i} - - [06/Dec/2026:05:00:{i:02d} +0000] "GET {target} HTTP/1.1" 404 153 "-" "Mozilla/5.0"'
+        for i in range(1, 30) for target in ("/wp-login.php", "/.env", "/shell.php?cmd=id")])
+    bundle = summary_of(run_triagent(["collect", "--root", str(root), "--profile", "triage",
+                                      "--output", str(tmp_path / "out")]))["bundle"]
+    with tarfile.open(bundle) as tar:
+        raw = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert b"4bZ0R2l4cEJ0c2VjcmV0aGFzaHRoYXRtdXN0bm90bGVhaw" not in b"".join(raw.values())
+    auth_records = [json.loads(x) for x in raw["triagent/artifacts/auth.jsonl"].splitlines()]
+    assert not [r for r in auth_records if r.get("path") == "/var/log/auth.log.1"]
+    assert "triagent/artifacts/web_access.jsonl" in raw
+    proc = run_triagent(["analyze", bundle, "--output", str(tmp_path / "analysis")])
+    summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    with tarfile.open(summary["analysis"]) as tar:
+        names = tar.getnames()
+        found = [json.loads(x) for x in tar.extractfile("triagent/artifacts/findings.jsonl").read().splitlines()] \
+            if "triagent/artifacts/findings.jsonl" in names else []
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+    ours = [f for f in found if str(f.get("rule", "")).startswith(("TRI-AUTH", "TRI-WEB"))]
+    quiet(ours)
+    assert verdict["recommendation"] == "no", (verdict, [(f.get("rule"), f["severity"], f["summary"]) for f in found])
 
 
 @pytest.mark.parametrize("text_, public", [("45.155.205.233", True), ("10.1.2.3", False), ("100.64.0.1", False),
