@@ -255,6 +255,12 @@ def _load_dpkg(ctx: Context, keep: Callable[[str], bool], problems: list[Problem
                           path in info["conffiles"], st.st_mtime, info["state"])
             db.files.setdefault(normal(where), []).append(owner)
     db.packages = packages
+    listed = {n[:-5].split(":")[0] for n in names if n.endswith(".list")}
+    missing = sorted({k.split(":")[0] for k in installed} - listed)
+    if missing:  # every installed package has a .list (a metapackage's holds "/."): its files are unknown
+        db.complete = False
+        problems.append(Problem(f"dpkg: {len(missing)} installed packages have no file list (first: "
+                                f"{', '.join(missing[:5])}): ownership of unlisted files unknown", level="warning"))
     return db
 
 

@@ -277,3 +277,44 @@ def test_empty_dpkg_database_on_an_rpm_host_is_not_used(tmp_path):
     db, problems = packages.load(_ctx(root), lambda p: True)
     assert db.kind == "rpm-sqlite" and db.owners("/usr/bin/tinyr")
     assert any("lists no installed package" in p.message for p in problems)
+
+
+def test_hostile_databases_are_problems_not_crashes(tmp_path):
+    """Junk where the databases should be: each one is a Problem, and ownership stays unknown."""
+    root = tmp_path / "junk"
+    (root / "var/lib/rpm").mkdir(parents=True)
+    (root / "var/lib/rpm/rpmdb.sqlite").write_bytes(b"SQLite format 3\0" + os.urandom(5000))
+    (root / "var/lib/rpm/Packages").write_bytes(os.urandom(70000))
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.kind == "none" and db.owners("/usr/bin/x") is None
+    assert len(problems) == 2 and all("database not read" in p.message for p in problems), problems
+
+    other = tmp_path / "no-table"
+    (other / "var/lib/rpm").mkdir(parents=True)
+    with sqlite3.connect(other / "var/lib/rpm/rpmdb.sqlite") as conn:
+        conn.execute("CREATE TABLE t (x)")
+    db, problems = packages.load(_ctx(other), lambda p: True)
+    assert db.kind == "none" and any("no such table" in p.message for p in problems), problems
+
+
+def test_hostile_dpkg_files(tmp_path):
+    """Binary junk and relative paths in a .list, an info folder that is a link out of the root: bounded,
+    inside the root, and nothing outside it is read."""
+    root = dpkg_root(tmp_path, divert=False)
+    info = root / "var/lib/dpkg/info"
+    (info / "tinyx.list").write_bytes((info / "tinyx.list").read_bytes() + b"\xff\xfe\0junk\nrelative/path\n/../../x\n")
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.owners("/usr/bin/tinyxold") and "relative/path" not in db.files and not problems
+    shutil.rmtree(info)
+    os.symlink("/etc", info)  # resolved inside the root: <root>/etc holds no .list files
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.kind == "none" and db.owners("/usr/bin/tinyxold") is None
+
+
+def test_installed_package_without_list_makes_ownership_unknown(tmp_path):
+    root = dpkg_root(tmp_path, divert=False)
+    with open(root / "var/lib/dpkg/status", "a") as fh:
+        fh.write("\nPackage: ghost\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n")
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.owners("/usr/bin/tinyxold") and db.owners("/usr/bin/ghost") is None and not db.complete
+    assert any("no file list (first: ghost)" in p.message for p in problems)
