@@ -42,7 +42,7 @@ from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import read_capped, walk_glob
+from collectors.files.fsread import open_regular, read_capped, walk_glob
 from collectors.util import text, utc
 
 MONTHS = {m: i for i, m in enumerate(
@@ -599,18 +599,7 @@ def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthStat
             record["year_inferred"] = True
         if repeated:
             record["repeated"] = repeated
-        if event["event"] in ("ssh_accepted", "session_opened") and moment is not None and record.get("user") and \
-                (event["event"] == "ssh_accepted" or str(event.get("service", "")).startswith("sshd")):
-            bisect.insort(state.logins.setdefault(str(record["user"]), []), moment.timestamp())
-        if event["event"] in SYSTEM_EVENTS:
-            if len(state.system_events) < 20000:
-                state.system_events.append(record)  # annotated (shutdown or not) once every log is read
-            continue
-        if event["event"] in ("user_added", "user_modified", "password_changed", "group_added", "user_deleted"):
-            if len(state.user_events) < 20000:
-                state.user_events.append(record)  # annotated (package, cloud-init) once those logs are read
-            continue
-        yield from _emit(state, Record("auth", record))
+        yield from _take(state, record, moment)
     if only_system and last_line is not None:  # the span's end, from the last line with a header
         parsed = parse_syslog_line(last_line[2], clock, t.mtime)
         if parsed and parsed[0] is not None and (stats.last is None or parsed[0] > stats.last):
@@ -619,6 +608,26 @@ def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthStat
     problem = getattr(t, "problem", None)
     if problem is not None:
         yield problem
+
+
+ACCOUNT_EVENTS = {"user_added", "user_modified", "password_changed", "group_added", "user_deleted"}
+
+
+def _take(state: AuthState, record: dict[str, Any], moment: _dt.datetime | None) -> Iterator[Item]:
+    """An event record: written now, or held for the annotations that need every log read first."""
+    kind = record["event"]
+    if kind in ("ssh_accepted", "session_opened") and moment is not None and record.get("user") and \
+            (kind == "ssh_accepted" or str(record.get("service", "")).startswith("sshd")):
+        bisect.insort(state.logins.setdefault(str(record["user"]), []), moment.timestamp())
+    if kind in SYSTEM_EVENTS:
+        if len(state.system_events) < 20000:
+            state.system_events.append(record)  # annotated (shutdown or not) once every log is read
+        return
+    if kind in ACCOUNT_EVENTS:
+        if len(state.user_events) < 20000:
+            state.user_events.append(record)  # annotated (package, cloud-init) once those logs are read
+        return
+    yield from _emit(state, Record("auth", record))
 
 
 NOISE = {"ssh_failed", "ssh_disconnect"}
@@ -738,21 +747,23 @@ NOLOGIN = re.compile(r"(^|/)(nologin|false|sync|halt|shutdown)$")
 
 def annotate_account_event(record: dict[str, Any], packages: list[float], cloud_users: dict[str, list[float]],
                            cloud_times: list[float]) -> None:
-    """``origin``: package (a package manager was at work within 10 minutes), cloud-init (it named the user,
-    or touched accounts within 10 minutes), system (a system account without a login shell, made by no
-    terminal), interactive (made from a terminal) or unknown."""
+    """``origin``: interactive (made from a terminal: shadow-utils 4.13+ logs ``from=/dev/pts/N``),
+    cloud-init (it named the user, or touched accounts within 10 minutes), package (a package manager was at
+    work within 10 minutes), system (a system account without a login shell, made by no terminal) or
+    unknown."""
     moment = _seconds(record.get("time_utc"))
     user = str(record.get("user") or "")
     uid = record.get("uid")
     origin, basis = "unknown", None
-    if moment is not None and _near(cloud_users.get(user, []), moment, 1800):
+    # a terminal first: someone typing useradd while unattended-upgrades runs is still someone typing
+    if record.get("from_tty"):
+        origin, basis = "interactive", f"made from {record['from_tty']}"
+    elif moment is not None and _near(cloud_users.get(user, []), moment, 1800):
         origin, basis = "cloud-init", "cloud-init.log names this user at that time"
     elif moment is not None and _near(cloud_times, moment, 600):
         origin, basis = "cloud-init", "cloud-init was changing accounts then"
     elif moment is not None and _near(packages, moment, 600):
         origin, basis = "package", "a package manager was installing within 10 minutes"
-    elif record.get("from_tty"):
-        origin, basis = "interactive", f"made from {record['from_tty']}"
     elif record["event"] == "user_added" and isinstance(uid, int) and 0 < uid < 1000 and \
             NOLOGIN.search(str(record.get("shell") or "")):
         origin, basis = "system", "system account without a login shell"
@@ -926,6 +937,65 @@ def family_record(auth: Family, system: Family, logins: dict[str, list[float]], 
     return out
 
 
+def journal_events(ctx: Context, state: AuthState) -> Iterator[Item]:
+    """A host without any text log (Debian 12, Amazon Linux 2023: journald only): the same events from
+    the journal files, read by the project's bounded journal reader, newest files first within
+    ``journal_budget_bytes``; one log_file record per journal file."""
+    from collectors.files import journal as jr
+
+    budget = int(ctx.opt("journal_budget_bytes", 128 << 20))
+    max_msg = int(ctx.opt("max_message_chars", DEFAULTS["max_message_chars"]))
+    used = 0
+    for item in jr.journal_files(ctx):
+        if isinstance(item, Problem):
+            yield item
+            continue
+        path, st = item
+        if used + st.st_size > budget:
+            yield Problem("journal: byte budget reached, not read", path=path, level="info")
+            continue
+        used += st.st_size
+        try:
+            fd, st, path = open_regular(ctx, path)
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot open", path)
+            continue
+        stats = FileStats(path, "journal", st.st_size, st.st_mtime, False, False)
+        try:
+            def pread(offset: int, length: int, fd: int = fd, path: str = path) -> bytes:
+                with ctx.blocking(path):
+                    return os.pread(fd, length, offset)
+
+            reader = jr.JournalFile(pread, st.st_size, check=ctx.check)
+            for number, entry in enumerate(reader.entries(), 1):
+                stats.lines += 1
+                program, msg = entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM") or "", entry.get("MESSAGE")
+                when = jr.realtime_utc(entry.get("__REALTIME"))
+                if not isinstance(msg, str) or not isinstance(program, str) or when is None:
+                    stats.unparsed += 1
+                    continue
+                moment = _dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+                stats.first = min(stats.first or moment, moment)
+                stats.last = max(stats.last or moment, moment)
+                event = classify(program, msg)
+                if event is None:
+                    stats.unknown += 1
+                    continue
+                stats.events += 1
+                pid = entry.get("SYSLOG_PID") or entry.get("_PID")
+                record = {"kind": "event", **event, "time_utc": _iso(moment), "host": entry.get("_HOSTNAME"),
+                          "program": program, "pid": int(pid) if isinstance(pid, str) and pid.isdigit() else None,
+                          "message": msg[:max_msg], "path": path, "line": number, "offset": entry.get("__OFFSET")}
+                yield from _take(state, record, moment)
+        except jr.JournalError as exc:
+            yield Problem(f"not a journal file: {exc}", path=path, level="warning")
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot read", path)
+        finally:
+            os.close(fd)
+        yield Record("auth", stats.record())
+
+
 def auth(ctx: Context) -> Iterator[Item]:
     """Stream ``auth``: sshd, sudo, su, account and PAM session events; logging-daemon stops, boots and
     shutdowns; a log_file record per file and a log_family record for the auth logs."""
@@ -948,6 +1018,8 @@ def auth(ctx: Context) -> Iterator[Item]:
             auth_family = item
         else:
             yield item
+    if not has_auth and system_family is not None and not system_family.files:
+        yield from journal_events(ctx, state)  # no text log at all: journald is the only logger
     for record in annotate_logging_stops(state.system_events):
         yield from _emit(state, Record("auth", record), reserved=True)
     packages, probs = package_activity(ctx, clock)

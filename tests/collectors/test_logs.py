@@ -345,6 +345,29 @@ def test_messages_only_host_gives_auth_events(tmp_path):
     assert not [r for r in records if r["kind"] == "log_family"]  # no auth log to compare
 
 
+def test_journald_only_host(tmp_path):
+    """Debian 12 and Amazon Linux 2023 have no rsyslog: the events come from the journal files (written
+    here by systemd's own systemd-journal-remote), and the rules see them the same way."""
+    from test_journal import write_journal
+
+    zone(tmp_path)
+    start = int(at(6, "01:00:00").timestamp()) * 1_000_000
+    entries = [("sshd", 7000 + i, f"Failed password for root from {ATTACKER} port {30000 + i} ssh2") for i in range(12)]
+    entries += [("sshd", 7100, f"Accepted password for root from {ATTACKER} port 30100 ssh2"),
+                ("useradd", 7200, "new user: name=toor, UID=0, GID=0, home=/root, shell=/bin/bash, from=/dev/pts/0"),
+                ("systemd", 1, "Stopping auditd.service - Security Auditing Service..."),
+                ("auditd", 640, "The audit daemon is exiting.")]
+    write_journal(tmp_path / "var/log/journal/0123456789abcdef0123456789abcdef/system.journal", entries,
+                  start_us=start, host="deb12")
+    records, problems = collect(tmp_path)
+    ok = events(records, "ssh_accepted")[0]
+    assert (ok["user"], ok["source_ip"], ok["host"], ok["time_utc"]) == ("root", ATTACKER, "deb12",
+                                                                         "2026-12-06T01:00:12Z")
+    assert [r["family"] for r in records if r["kind"] == "log_file"] == ["journal"]
+    found = by_rule(findings(tmp_path))
+    assert {"TRI-AUTH-001", "TRI-AUTH-003", "TRI-AUTH-007"} <= set(found), sorted(found)
+
+
 def test_web_access_logs(tmp_path):
     write(tmp_path, "/var/log/nginx/access.log", [
         '45.155.205.233 - - [06/Dec/2026:01:02:03 +0000] "GET /wp-login.php HTTP/1.1" 404 162 "-" '
