@@ -386,11 +386,8 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
     pending = _note_wal(ctx, where, problems)
     # a package installed in a pending transaction would look unowned: the database is then not complete
     db = PackageDB(kind="rpm-sqlite", source=where, complete=not pending)
-    # immutable=1: no locks, no journal, no WAL or shm file is opened or created next to the database
-    uri = f"file:/proc/self/fd/{fd}?mode=ro&immutable=1"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn = _open_sqlite(ctx, fd, where, problems)
     try:
-        conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA trusted_schema = OFF")
 
         def progress() -> int:
@@ -418,6 +415,8 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
         for hnum in numbers[:MAX_PACKAGES]:
             ctx.check()
             row = conn.execute("SELECT blob FROM Packages WHERE hnum = ?", (hnum,)).fetchone()
+            if row is None or not isinstance(row[0], bytes):
+                continue
             try:
                 _add_header(db, parse_header(bytes(row[0])), keep, normal)
             except (ValueError, TypeError, IndexError) as exc:
@@ -429,6 +428,41 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
     finally:
         conn.close()
     return db
+
+
+FD_PATH = "/proc/self/fd/{fd}"
+MAX_SQLITE_IN_MEMORY = 256 << 20
+
+
+def _open_sqlite(ctx: Context, fd: int, where: str, problems: list[Problem]) -> sqlite3.Connection:
+    """The database behind ``fd``, read-only. Through /proc/self/fd/N with immutable=1: no locks, and no
+    journal, WAL or shm file is opened or created next to it (SQLite would name them after the /proc path
+    anyway). Without /proc (a chroot), a copy in our memory (deserialize) when it is small enough."""
+    proc = FD_PATH.format(fd=fd)
+    if os.path.exists(proc):
+        conn = sqlite3.connect(f"file:{proc}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+    size = os.fstat(fd).st_size
+    if size > MAX_SQLITE_IN_MEMORY:
+        raise ValueError(f"{where}: no /proc/self/fd to open it through, and {size} bytes is too big to copy")
+    chunks, pos = [], 0
+    while pos < size:
+        ctx.check()
+        with ctx.blocking(where):
+            chunk = os.pread(fd, 1 << 20, pos)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        pos += len(chunk)
+    data = bytearray(b"".join(chunks))
+    if len(data) > 19 and data[18] == 2 and data[19] == 2:
+        data[18] = data[19] = 1  # WAL mode: an in-memory copy reads as a rollback-journal database
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.deserialize(bytes(data))
+    conn.execute("PRAGMA query_only = ON")
+    problems.append(Problem(f"no /proc/self/fd: {where} read from a copy in memory", path=where, level="info"))
+    return conn
 
 
 def _note_wal(ctx: Context, where: str, problems: list[Problem]) -> bool:

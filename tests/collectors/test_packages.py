@@ -201,6 +201,16 @@ def test_rpm_sqlite_database_written_by_rpm(tmp_path):
     assert db.owners("/usr/lib64/security/pam_tinyr.so")[0].digest
 
 
+def test_rpm_sqlite_without_proc_reads_a_copy_in_memory(tmp_path, monkeypatch):
+    root = rpm_root(tmp_path)
+    before = _listing(root / "var/lib/rpm")
+    monkeypatch.setattr(packages, "FD_PATH", str(tmp_path / "no-proc/{fd}"))
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.kind == "rpm-sqlite" and db.owners("/usr/bin/tinyr")
+    assert [p.message for p in problems] == ["no /proc/self/fd: /var/lib/rpm/rpmdb.sqlite read from a copy in memory"]
+    assert _listing(root / "var/lib/rpm") == before
+
+
 def test_rpm_sqlite_pending_wal_is_named(tmp_path):
     """A transaction still in the WAL (rpm running, or killed) is invisible to an immutable open: say so."""
     root = rpm_root(tmp_path)
