@@ -1,0 +1,240 @@
+"""Containers from the runtime's own files, without its daemon (a suspect host's dockerd may be the
+attacker's tool, and a disk image has none running): Docker's per-container ``config.v2.json`` and
+``hostconfig.json`` under its data root, and each container's writable layer (overlay2's ``diff``
+folder: exactly the files the container wrote or changed).
+
+Records: ``containers`` (one per container: image, command, state, and what it may reach on the host:
+binds, privileged, capabilities, host namespaces, devices, the runtime socket) and ``container_files``
+(the files in writable layers, executables typed and hashed). Environment values are kept only with
+--include-secrets: a container's environment is where its credentials live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+from collectors.base import Context, Item, Problem, Record
+from collectors.files.fsread import copy_file, is_dir, listdir, open_regular, read_capped, walk_tree
+from collectors.util import utc
+
+DOCKER_ROOTS = ["/var/lib/docker"]
+DAEMON_CONFIG = "/etc/docker/daemon.json"
+RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/var/run/containerd/containerd.sock", "/run/crio/crio.sock", "/var/run/crio/crio.sock",
+                   "/run/podman/podman.sock", "/var/run/podman/podman.sock")
+# Host folders whose bind gives a container the host: its root, configuration, credentials, kernel
+# interfaces, or another runtime's state.
+SENSITIVE_SOURCES = ("/", "/etc", "/root", "/home", "/boot", "/proc", "/sys", "/dev", "/var/lib/docker",
+                     "/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/usr", "/lib", "/bin",
+                     "/sbin", "/var/log", "/etc/kubernetes")
+HEAD_BYTES = 4096
+
+
+def _json(ctx: Context, path: str, cap: int) -> dict[str, Any] | Problem | None:
+    try:
+        data, _, truncated = read_capped(ctx, path, cap)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Problem.from_os_error(exc, "cannot read", path)
+    if truncated:
+        return Problem(f"larger than {cap} bytes: not parsed", path=path, level="warning")
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        return Problem(f"not JSON: {exc}", path=path, level="warning")
+    return doc if isinstance(doc, dict) else Problem("not a JSON object", path=path, level="warning")
+
+
+def _time(value: Any) -> str | None:
+    """Docker's RFC 3339 times, "0001-01-01T00:00:00Z" meaning never."""
+    if not isinstance(value, str) or value.startswith("0001-01-01"):
+        return None
+    return value
+
+
+def _bind(spec: str) -> dict[str, Any]:
+    """``source:destination[:options]`` as Docker's -v writes it into HostConfig.Binds."""
+    parts = spec.split(":")
+    source, destination = parts[0], parts[1] if len(parts) > 1 else parts[0]
+    options = parts[2].split(",") if len(parts) > 2 else []
+    return {"source": source, "destination": destination, "rw": "ro" not in options, "type": "bind"}
+
+
+def _norm(path: str) -> str:
+    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
+
+
+def reach(binds: list[dict[str, Any]], host: dict[str, Any]) -> dict[str, Any]:
+    """What a container may reach on the host, from its mounts and host configuration."""
+    sources = [(_norm(str(b.get("source") or "")), bool(b.get("rw"))) for b in binds if b.get("source")]
+    sockets = sorted({s for s, _ in sources if s in RUNTIME_SOCKETS or s.endswith(("/docker.sock", "/containerd.sock",
+                                                                                   "/crio.sock", "/podman.sock"))})
+    sensitive = sorted({s for s, _ in sources if s in SENSITIVE_SOURCES})
+    return {
+        "privileged": bool(host.get("Privileged")),
+        "cap_add": [str(c) for c in host.get("CapAdd") or []][:64],
+        "network_mode": host.get("NetworkMode"), "pid_mode": host.get("PidMode"), "ipc_mode": host.get("IpcMode"),
+        "userns_mode": host.get("UsernsMode"), "security_opt": [str(s) for s in host.get("SecurityOpt") or []][:32],
+        "devices": [str(d.get("PathOnHost")) for d in host.get("Devices") or [] if isinstance(d, dict)][:32],
+        "host_network": host.get("NetworkMode") == "host", "host_pid": host.get("PidMode") == "host",
+        "runtime_sockets": sockets, "mounts_runtime_socket": bool(sockets),
+        "sensitive_mounts": sensitive, "mounts_host_root": any(s == "/" for s, _ in sources),
+        "mounts_host_root_rw": any(s == "/" and rw for s, rw in sources),
+    }
+
+
+def docker_container(config: dict[str, Any], host: dict[str, Any], include_env: bool) -> dict[str, Any]:
+    state = config.get("State") if isinstance(config.get("State"), dict) else {}
+    cfg = config.get("Config") if isinstance(config.get("Config"), dict) else {}
+    binds = [_bind(str(b)) for b in host.get("Binds") or [] if isinstance(b, str)][:128]
+    for point in (config.get("MountPoints") or {}).values() if isinstance(config.get("MountPoints"), dict) else []:
+        if isinstance(point, dict) and point.get("Source") and not any(
+                b["destination"] == point.get("Destination") for b in binds):
+            binds.append({"source": point.get("Source"), "destination": point.get("Destination"),
+                          "rw": bool(point.get("RW")), "type": point.get("Type") or "volume",
+                          "volume": point.get("Name") or None})
+    env = [str(e) for e in cfg.get("Env") or [] if isinstance(e, str)][:256]
+    running = bool(state.get("Running"))
+    status = "running" if running else "paused" if state.get("Paused") else \
+        "exited" if _time(state.get("FinishedAt")) else "created"
+    command = [str(config.get("Path") or "")] + [str(a) for a in config.get("Args") or []]
+    return {
+        "runtime": "docker", "id": config.get("ID"), "name": str(config.get("Name") or "").lstrip("/"),
+        "image": cfg.get("Image"), "image_id": config.get("Image"), "command": " ".join(c for c in command if c)[:4096],
+        "entrypoint": cfg.get("Entrypoint"), "user": cfg.get("User") or None, "hostname": cfg.get("Hostname"),
+        "working_dir": cfg.get("WorkingDir") or None, "created_utc": _time(config.get("Created")),
+        "state": status, "running": running, "pid": state.get("Pid") or None,
+        "started_utc": _time(state.get("StartedAt")), "finished_utc": _time(state.get("FinishedAt")),
+        "exit_code": state.get("ExitCode"), "restart_policy": (host.get("RestartPolicy") or {}).get("Name"),
+        "labels": dict(list((cfg.get("Labels") or {}).items())[:64]) if isinstance(cfg.get("Labels"), dict) else {},
+        "env": env if include_env else [e.split("=", 1)[0] + "=…" for e in env],
+        "mounts": binds, "driver": config.get("Driver"), **reach(binds, host),
+    }
+
+
+def _data_roots(ctx: Context) -> list[str]:
+    roots = list(ctx.opt("docker_roots", DOCKER_ROOTS))
+    config = _json(ctx, DAEMON_CONFIG, 1 << 20)
+    if isinstance(config, dict) and isinstance(config.get("data-root") or config.get("graph"), str):
+        roots.insert(0, str(config.get("data-root") or config.get("graph")))
+    return list(dict.fromkeys(roots))
+
+
+def _upper_dir(ctx: Context, data_root: str, driver: str, cid: str) -> str | None:
+    """The container's writable layer: layerdb/mounts/<id>/mount-id names its folder under the driver."""
+    try:
+        data, _, _ = read_capped(ctx, f"{data_root}/image/{driver}/layerdb/mounts/{cid}/mount-id", 256)
+    except OSError:
+        return None
+    mount_id = data.decode("ascii", "replace").strip()
+    if not mount_id or "/" in mount_id or mount_id.startswith("."):
+        return None
+    folder = {"overlay2": f"{data_root}/overlay2/{mount_id}/diff", "overlay": f"{data_root}/overlay/{mount_id}/upper",
+              "fuse-overlayfs": f"{data_root}/fuse-overlayfs/{mount_id}/diff"}.get(driver)
+    return folder if folder and is_dir(ctx, folder) else None
+
+
+def _facts(dir_fd: int, name: str, hash_limit: int) -> dict[str, Any]:
+    from collectors.files.executables import magic
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return {"unreadable": True}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return {}
+        head = os.pread(fd, HEAD_BYTES, 0)
+        facts = magic(head)
+        if facts["file_type"] in ("elf", "script") and st.st_size <= hash_limit:
+            digest, pos = hashlib.sha256(), 0
+            while chunk := os.pread(fd, 1 << 20, pos):
+                digest.update(chunk)
+                pos += len(chunk)
+            facts["sha256"] = digest.hexdigest()
+        return facts
+    finally:
+        os.close(fd)
+
+
+def _layer_files(ctx: Context, upper: str, container: dict[str, Any], most: int,
+                 hash_limit: int) -> Iterator[Item]:
+    count = 0
+    for folder, files, dir_fd in walk_tree(ctx, upper):
+        for name in files:
+            ctx.check()
+            if count >= most:
+                yield Problem(f"writable layer lists more than {most} files: the rest not listed", path=upper,
+                              level="warning")
+                return
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            count += 1
+            inside = "/" + (folder[len(upper):].strip("/") + "/" + name).lstrip("/")
+            row: dict[str, Any] = {
+                "container_id": container["id"], "container": container["name"], "image": container["image"],
+                "running": container["running"], "path": inside, "host_path": folder.rstrip("/") + "/" + name,
+                "size": st.st_size, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "exec_bit": bool(st.st_mode & 0o111),
+                "mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime),
+                "whiteout": stat.S_ISCHR(st.st_mode) and st.st_rdev == 0,  # overlayfs: a file deleted
+                "hidden": any(p.startswith(".") for p in inside.split("/") if p),
+            }
+            if stat.S_ISLNK(st.st_mode):
+                row["file_type"] = "symlink"
+            elif stat.S_ISREG(st.st_mode):
+                row.update(_facts(dir_fd, name, hash_limit))
+            yield Record("container_files", row)
+
+
+def collect(ctx: Context) -> Iterator[Item]:
+    include_env = ctx.include_secrets
+    cap = int(ctx.opt("config_cap_bytes", 4 << 20))
+    most_files = int(ctx.opt("max_layer_files", 5000))
+    hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
+    log_cap = int(ctx.opt("log_cap_bytes", 1 << 20))
+    for data_root in _data_roots(ctx):
+        folder = f"{data_root}/containers"
+        try:
+            entries = listdir(ctx, folder)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot list", folder)
+            continue
+        for name, _is_folder in sorted(entries)[:int(ctx.opt("max_containers", 2000))]:
+            ctx.check()
+            base = f"{folder}/{name}"
+            config = _json(ctx, f"{base}/config.v2.json", cap)
+            if config is None:
+                continue
+            if isinstance(config, Problem):
+                yield config
+                continue
+            host = _json(ctx, f"{base}/hostconfig.json", cap)
+            if isinstance(host, Problem):
+                yield host
+            container = docker_container(config, host if isinstance(host, dict) else {}, include_env)
+            container["config_path"] = f"{base}/config.v2.json"
+            upper = _upper_dir(ctx, data_root, str(config.get("Driver") or ""), str(config.get("ID") or name))
+            container["upper_dir"] = upper
+            yield Record("containers", container)
+            for item in ("config.v2.json", "hostconfig.json"):
+                yield from copy_file(ctx, f"{base}/{item}", cap)
+            log = f"{base}/{name}-json.log"
+            try:
+                fd, _, _ = open_regular(ctx, log)
+                os.close(fd)
+            except OSError:
+                pass
+            else:
+                yield from copy_file(ctx, log, log_cap, keep="tail")
+            if upper:
+                yield from _layer_files(ctx, upper, container, most_files, hash_limit)
