@@ -841,9 +841,12 @@ def read_family(ctx: Context, name: str, bases: list[str], clock: Clock, state: 
             if t is None:
                 continue
             if isinstance(t, Problem):
+                # a rotation that cannot be read leaves a hole the comparison with wtmp would take for
+                # a cleared log: the family is incomplete
+                family.budget_reached |= t.level == "error" or t.detail != {}
                 yield t
                 continue
-            family.budget_reached |= t.truncated
+            family.budget_reached |= t.truncated or getattr(t, "problem", None) is not None
             for item in parse_file(ctx, t, name, clock, state, keep):
                 if isinstance(item, Record) and item.data.get("kind") == "log_file":
                     stats = FileStats(t.path, name, t.size, t.mtime, t.compressed, t.truncated)
@@ -1037,8 +1040,9 @@ def auth(ctx: Context) -> Iterator[Item]:
 
 # ---- web access logs ---------------------------------------------------------------------------
 
-ACCESS = re.compile(
-    r'^(?P<client>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]{1,40})\] "(?P<request>(?:[^"\\]|\\.)*)" '
+ACCESS = re.compile(  # combined or common; apache's vhost_combined has "host:port " in front
+    r'^(?:(?P<vhost>[^\s:\[\]]+:\d{1,5}) )?(?P<client>\S+) (?P<ident>\S+) (?P<user>\S+) '
+    r'\[(?P<time>[^\]]{1,40})\] "(?P<request>(?:[^"\\]|\\.)*)" '
     r'(?P<status>\d{3}) (?P<bytes>\d+|-)(?: "(?P<referrer>(?:[^"\\]|\\.)*)" "(?P<ua>(?:[^"\\]|\\.)*)")?')
 ACCESS_TIME = re.compile(r"(?P<d>\d{1,2})/(?P<mon>[A-Z][a-z]{2})/(?P<y>\d{4}):(?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) "
                          r"(?P<tz>[+-]\d{4})")
@@ -1094,6 +1098,8 @@ def parse_access_line(line: str) -> dict[str, Any] | None:
         "user_agent": _unescape(m["ua"]), "referrer": _unescape(m["referrer"]),
         "remote_user": None if m["user"] == "-" else m["user"],
     }
+    if m["vhost"]:
+        record["vhost"] = m["vhost"]
     if r is None:
         record["request"] = request[:2048]  # not an HTTP request line (TLS bytes, probes): kept as said
     else:

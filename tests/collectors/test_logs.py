@@ -380,12 +380,16 @@ def test_web_access_logs(tmp_path):
     write(tmp_path, "/var/log/apache2/access.log.1", [
         '91.240.118.172 - - [05/Dec/2026:22:00:00 +0100] "GET /index.html HTTP/1.0" 200 - ',  # common format
     ])
+    write(tmp_path, "/var/log/apache2/other_vhosts_access.log", [
+        'www.example.com:443 81.2.69.160 - - [06/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 3380 "-" "Mozilla/5.0"',
+    ])
     write(tmp_path, "/var/log/httpd/access_log-20261129.gz", [
         '2a01:4f8:c2c:123::1 - - [29/Nov/2026:10:00:00 +0000] "HEAD / HTTP/1.1" 200 0 "-" "curl/8.0"',
     ])
     records, _ = collect(tmp_path, "web")
     requests = [r for r in records if r["kind"] == "request"]
-    scan, api, tls, common, v6 = requests
+    scan, api, tls, common, vhost, v6 = requests
+    assert (vhost["vhost"], vhost["client_ip"], vhost["path"]) == ("www.example.com:443", "81.2.69.160", "/")
     assert (scan["client_ip"], scan["client_is_public"], scan["method"], scan["path"], scan["status"], scan["bytes"],
             scan["user_agent"], scan["referrer"], scan["log"]) == \
         (ATTACKER, True, "GET", "/wp-login.php", 404, 162, "Mozilla/5.0 zgrab/0.x", None, "/var/log/nginx/access.log")
