@@ -14,6 +14,19 @@ Stream ``executables``, one record per file, ``place`` telling which walk found 
 
 Stream ``package_db``: one record naming the database that was read (``dpkg | rpm-sqlite | rpm-bdb |
 none``), so that no rule calls a file unowned when no database could say so.
+
+Fields of every row: place, area (writable: the place as configured; system: bin | local_bin | security |
+libkeyutils), path, name, size, mode, exec_bit, uid, gid, inode, mtime_utc, ctime_utc, birth_utc (statx,
+when read and the filesystem keeps it), file_type (elf | script | other | symlink), elf_kind (executable |
+shared-object | relocatable | core | malformed), elf_class, elf_machine, shebang, interpreter, sha256,
+hash_skipped, withheld (a secret: type and digest only), recent.
+Writable rows add hidden (own name, or the folder made in the place), hidden_path (any component), depth,
+tree (the top folder in the place), tree_files (files under it), copied, copy_skipped.
+System rows add package_db, owned (true | false | null when no complete database), package,
+package_version, packages (when several), digest_algo, digest, package_digest, verify (ok | mismatch |
+config | no_digest | not_hashed | null), config, package_installed_utc, changed_since_install, why (the
+reasons it is listed: always_hash, pam_module, libkeyutils, changed_since_install, unowned, recent),
+link_target (symlinks in security folders and libkeyutils).
 """
 
 from __future__ import annotations
