@@ -13,7 +13,7 @@ for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar g
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-command -v rpmbuild >/dev/null && command -v db5.3_load >/dev/null || need+=(rpm db5.3-util)  # real RPM databases (SQLite, Berkeley DB) the package readers are tested on
+command -v rpmbuild >/dev/null && command -v db5.3_load >/dev/null && command -v git >/dev/null || need+=(rpm db5.3-util git)  # real RPM databases (SQLite, Berkeley DB) the package readers are tested on; a git clone's hooks in /tmp
 ldconfig -p | grep -q 'libsnappy\.so\.1' || need+=(libsnappy1v5)  # volatility3 reads AVML images with it
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)  # writes the journal files tests plant
 ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)  # fusepy's FUSE server whose reads never answer
