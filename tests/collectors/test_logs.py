@@ -273,6 +273,24 @@ def test_rotations_newest_first_within_budget(tmp_path):
     assert family["budget_reached"] is True and family["unlogged_logins"] is None
 
 
+def test_big_log_keeps_its_newest_end(tmp_path):
+    """A log over max_file_bytes: its newest bytes are read, the partial first line dropped, and each
+    record's offset points at its line in the file."""
+    zone(tmp_path)
+    path = write(tmp_path, "/var/log/auth.log", [
+        line(at(6, "00:00:00") + dt.timedelta(minutes=i), f"sshd[{i}]", f"Accepted password for u{i} from 10.0.0.1 "
+                                                                         "port 22 ssh2") for i in range(100)])
+    records, _ = collect(tmp_path, max_file_bytes=1000)
+    accepted_ = events(records, "ssh_accepted")
+    assert accepted_ and accepted_[-1]["user"] == "u99" and len(accepted_) < 14
+    data = path.read_bytes()
+    for record in accepted_:
+        assert data[record["offset"]:].startswith(syslog_time(dt.datetime.fromisoformat(
+            record["time_utc"].replace("Z", "+00:00"))).encode())
+    summary = [r for r in records if r["kind"] == "log_file"][0]
+    assert summary["truncated"] is True and summary["unparsed_lines"] == 0
+
+
 def test_rhel_dated_rotations(tmp_path):
     zone(tmp_path)
     write(tmp_path, "/var/log/secure", [line(at(6, "01:00:00"), "sshd[1]", "Accepted password for a from 10.0.0.1 "
@@ -475,6 +493,7 @@ def test_uid0_account_and_interactive_admin_accounts(tmp_path):
         line(at(6, "02:01:01"), "usermod[3003]", "add 'support' to group 'sudo'"),
         line(at(6, "02:01:01"), "usermod[3003]", "add 'support' to shadow group 'sudo'"),
         line(at(6, "02:02:00"), "passwd[3005]", "pam_unix(passwd:chauthtok): password changed for root"),
+        line(at(6, "02:03:00"), "passwd[3006]", "pam_unix(passwd:chauthtok): password changed for alice"),
     ])
     found = by_rule(findings(tmp_path))
     assert [f["severity"] for f in found["TRI-AUTH-003"]] == ["high"] and "toor" in found["TRI-AUTH-003"][0]["summary"]
@@ -482,6 +501,7 @@ def test_uid0_account_and_interactive_admin_accounts(tmp_path):
         ["web1: user_added support /bin/bash", "web1: user_modified support sudo"]
     assert found["TRI-AUTH-004"][0]["severity"] == "medium"
     assert found["TRI-AUTH-005"][0]["severity"] == "medium"
+    assert [(f["severity"], f["user"]) for f in found["TRI-AUTH-006"]] == [("low", "alice")]
 
 
 def test_cloud_init_first_boot_and_package_accounts_are_quiet(tmp_path):
