@@ -16,6 +16,7 @@ done
 command -v rpmbuild >/dev/null && command -v db5.3_load >/dev/null && command -v git >/dev/null || need+=(rpm db5.3-util git)  # real RPM databases (SQLite, Berkeley DB) the package readers are tested on; a git clone's hooks in /tmp
 ldconfig -p | grep -q 'libsnappy\.so\.1' || need+=(libsnappy1v5)  # volatility3 reads AVML images with it
 [ -x /lib/systemd/systemd-journal-remote ] || need+=(systemd-journal-remote)  # writes the journal files tests plant
+command -v dockerd >/dev/null || need+=(docker.io)  # a real dockerd writes the container files tests read
 ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)  # fusepy's FUSE server whose reads never answer
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # the report's browser test
 if [ "${#need[@]}" -gt 0 ]; then
