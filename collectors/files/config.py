@@ -520,6 +520,7 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
     units: list[tuple[str, str, str | None]] = []  # (path, scope, owner)
     linked: list[tuple[str, str, str | None]] = []  # targets of wants/ and alias links
     enabled: dict[str, list[str]] = {}
+    static: dict[str, list[str]] = {}
     aliases: dict[str, list[str]] = {}
     masked: set[str] = set()
     seen: set[str] = set()
@@ -537,9 +538,11 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
             except (OSError, ValueError):
                 continue
             if parent.endswith((".wants", ".requires", ".upholds")):
-                # an enablement link: the unit it names starts with that target
-                enabled.setdefault(name, []).append(hit)
-                enabled.setdefault(_template(name), []).append(hit)
+                # an enablement link: the unit it names starts with that target. The packages' own
+                # links (vendor folders) make a unit static, not enabled by anyone on this host.
+                links = static if scope in ("vendor", "user-vendor") else enabled
+                links.setdefault(name, []).append(hit)
+                links.setdefault(_template(name), []).append(hit)
                 linked.append((target, scope, owner))
                 continue
             if is_link:
@@ -590,6 +593,7 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
             "user": parsed.get("User"), "restart": parsed.get("Restart"), "wanted_by": parsed.get("WantedBy"),
             "enabled": bool(links), "enabled_by": sorted(set(links))[:20] or None, "masked": unit in masked,
             "aliases": sorted(set(aliases.get(unit, [])))[:20] or None,
+            "static": bool(static.get(unit) or static.get(_template(unit))),
             "mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
             **{k.lower(): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
         }
