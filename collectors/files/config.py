@@ -339,6 +339,48 @@ def shell_line_facts(line: str) -> dict[str, Any]:
     return facts
 
 
+_FUNCTION = re.compile(r"^(?:function\s+([\w:.@-]+)(?:\s*\(\s*\))?|([\w:.@-]+)\s*\(\s*\))\s*(\{.*)?$")
+_PARAM = re.compile(r"\$\{[^}]*\}")
+
+
+class _FunctionTracker:
+    """Which shell function body a line of a start-up file is in (by brace depth; a body in ( ) or a brace
+    inside quotes may confuse it, which only makes a line look run when it is not)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.depth = 0
+        self.pending: str | None = None  # "name()" seen, its "{" on the next line
+
+    def feed(self, line: str) -> str | None:
+        braces = _PARAM.sub("", line)
+        opened, closed = len(re.findall(r"(^|\s)\{(\s|$)|\{$", braces)), len(re.findall(r"(^|[\s;])\}", braces))
+        if self.name is None:
+            m = _FUNCTION.match(line)
+            if m:
+                name = m.group(1) or m.group(2)
+                if m.group(3) is None:
+                    self.pending = name
+                    return name
+                self.name, self.depth = name, opened - closed
+                if self.depth <= 0:
+                    self.name = None
+                return name
+            if self.pending and line.startswith("{"):
+                self.name, self.depth, self.pending = self.pending, opened - closed, None
+                name = self.name
+                if self.depth <= 0:
+                    self.name = None
+                return name
+            self.pending = None
+            return None
+        name = self.name
+        self.depth += opened - closed
+        if self.depth <= 0:
+            self.name = None
+        return name
+
+
 def _shell_rc(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -> Iterator[Item]:
     targets: list[tuple[str, str, str, str | None]] = []  # (pattern, kind, scope, user)
     targets += [(p, kind, "system", None) for p, kind in SYSTEM_RC]
@@ -361,13 +403,19 @@ def _shell_rc(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
                 yield got
                 continue
             body, st = got
+            functions = _FunctionTracker()
             for number, line in _logical_lines(body):
                 line = line.strip()
-                if not line or line.startswith("#") or _STRUCTURE.match(line):
+                if not line or line.startswith("#"):
+                    continue
+                inside = functions.feed(line)
+                if _STRUCTURE.match(line):
                     continue
                 rec = {"file": hit, "user": user, "scope": scope, "kind": kind, "line": number,
                        "text": line[:MAX_LINE_CHARS], "file_mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
                        **shell_line_facts(line)}
+                if inside:
+                    rec["function"] = inside  # defined here, run only when called
                 yield from budget.record("shell_rc", rec)
             yield from copy_file(ctx, hit, cap)
 

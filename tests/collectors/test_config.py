@@ -689,6 +689,7 @@ def test_every_config_rule_has_its_case():
     "unset HISTFILE", "export HISTFILE=/dev/null", 'HISTFILE=""', "export HISTSIZE=0", "HISTFILESIZE='0'",
     "history -c", "set +o history", "unset -v HISTFILE HISTSIZE", "[ $UID = 0 ] && export HISTFILE=/dev/null",
     "ln -sf /dev/null ~/.bash_history", "SAVEHIST=0", "export HISTIGNORE='*'",
+    "f() { echo; }\nunset HISTFILE", "function g {\n  echo ${HOME}\n}\nhistory -c",
 ])
 def test_history_disabling_lines(tmp_path, line):
     root = _base(tmp_path / "root")
@@ -700,7 +701,9 @@ def test_history_disabling_lines(tmp_path, line):
 @pytest.mark.parametrize("line", [
     "HISTSIZE=10000", "HISTFILESIZE=-1", "HISTCONTROL=ignoreboth:erasedups", "export HISTFILE=~/.history/bash",
     "PROMPT_COMMAND='history -a'", "alias forget='history -c'", "readonly HISTFILE", 'echo "$HISTFILE"',
-    "HISTTIMEFORMAT='%F %T '",
+    "HISTTIMEFORMAT='%F %T '", "forget() { history -c; }",
+    "function wipe {\n  history -c\n  unset HISTFILE\n}\necho done",
+    "private ()\n{\n    if [ -n \"${HISTFILE}\" ]; then\n        HISTFILE=/dev/null\n    fi\n}",
 ])
 def test_history_settings_that_keep_history(tmp_path, line):
     root = _base(tmp_path / "root")
