@@ -404,3 +404,20 @@ def test_secret_scripts_give_no_line(tmp_path):
     rows = [i.data for i in executables.collect(ctx) if isinstance(i, Record) and i.stream == "executables"]
     assert len(rows) == 1 and rows[0]["withheld"] == "private key" and rows[0]["file_type"] == "script"
     assert "shebang" not in rows[0] and "TOKEN" not in json.dumps(rows[0]) and rows[0]["sha256"]
+
+
+def test_verify_against_several_owners():
+    """Multilib or --force-overwrite: any owner's digest that matches makes the file good; a conffile is never
+    a mismatch; no digest in the database is said, not guessed."""
+    from collectors.files.packages import Owner
+
+    a = Owner("a", "1", "aa", "md5", False, 1.0)
+    b = Owner("b", "1", "bb", "md5", False, 1.0)
+    conf = Owner("c", "1", "cc", "md5", True, 1.0)
+    bare = Owner("d", "1", None, None, False, 1.0)
+    assert executables._verify([a, b], {"digest": "bb"}, "md5") == "ok"
+    assert executables._verify([a, b], {"digest": "zz"}, "md5") == "mismatch"
+    assert executables._verify([conf], {"digest": "zz"}, "md5") == "config"
+    assert executables._verify([bare], {"digest": "zz"}, None) == "no_digest"
+    assert executables._verify([a], {}, "md5") is None  # not hashed
+    assert executables._verify([], {"digest": "zz"}, None) is None and executables._verify(None, {}, None) is None
