@@ -329,7 +329,9 @@ def shell_line_facts(line: str) -> dict[str, Any]:
     unsets: list[str] = []
     for group in _UNSET.findall(line):
         unsets += [w for w in group.split() if not w.startswith("-")]
-    facts: dict[str, Any] = {"assigns": assigns or None, "unsets": unsets or None}
+    # named "environment" so that the redaction gate masks secret-named values (DB_PASSWORD=...) here as in
+    # a process's environment
+    facts: dict[str, Any] = {"environment": assigns or None, "unsets": unsets or None}
     alias = _ALIAS.match(line)
     if alias:
         facts["alias"] = alias.group(1)
@@ -508,7 +510,7 @@ UNIT_DIRS = [
 UNIT_TYPES = {"service", "socket", "timer", "path"}
 EXEC_KEYS = ("ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
              "ExecStopPost")
-LIST_KEYS = {"WantedBy", "RequiredBy", "Also", "Alias", "Environment", "EnvironmentFile"}
+LIST_KEYS = {"WantedBy", "RequiredBy", "Also", "Alias", "EnvironmentFile"}
 SINGLE_KEYS = {"Description", "User", "Group", "Restart", "Type", "WorkingDirectory", "Unit", "OnCalendar",
                "OnBootSec", "OnUnitActiveSec", "ListenStream", "PathChanged", "PathExists", "RemainAfterExit",
                "DynamicUser", "RootDirectory"}
@@ -531,8 +533,14 @@ def parse_unit(body: str) -> dict[str, Any]:
                 out["exec"].setdefault(key, []).append(value[:MAX_LINE_CHARS])
             else:
                 out["exec"][key] = []
+        elif key == "Environment":
+            # KEY=VALUE pairs (quoted ones whole) as a mapping: the redaction gate masks secret-named values
+            for word in _words(value):
+                name, eq, val = word.partition("=")
+                if eq:
+                    out.setdefault("Environment", {})[name] = val
         elif key in LIST_KEYS:
-            out.setdefault(key, []).extend(value.split() if key not in ("Environment",) else [value])
+            out.setdefault(key, []).extend(value.split())
         elif key in SINGLE_KEYS:
             out[key] = value
     return out

@@ -518,8 +518,8 @@ def test_debian_cloud_image_records_and_no_finding(tmp_path):
     assert mail["args"] == ["standard", "noenv"]  # "# [1]" is a comment to libpam
     # shell start-up files: the distro's history settings are there, as values
     rc = streams["shell_rc"]
-    sizes = [r for r in rc if r["file"] == "/home/ubuntu/.bashrc" and (r["assigns"] or {}).get("HISTSIZE")]
-    assert sizes and sizes[0]["assigns"] == {"HISTSIZE": "1000"} and sizes[0]["user"] == "ubuntu"
+    sizes = [r for r in rc if r["file"] == "/home/ubuntu/.bashrc" and (r["environment"] or {}).get("HISTSIZE")]
+    assert sizes and sizes[0]["environment"] == {"HISTSIZE": "1000"} and sizes[0]["user"] == "ubuntu"
     assert any(r.get("alias") == "hc" for r in rc)
     assert {r["kind"] for r in rc if r["file"].endswith(".bash_logout")} == {"logout"}
     # services: vendor units through merged /usr's /lib link (each once), enabled by their wants/ links
@@ -743,6 +743,25 @@ def test_hostile_config_files_are_bounded_and_stay_in_the_root(tmp_path):
     assert len([r for r in streams["shell_rc"] if r["file"] == "/root/.bashrc"]) == config.MAX_LINES_PER_FILE
 
 
+def test_secret_values_in_start_up_files_and_units_stay_behind_the_redaction_gate(tmp_path):
+    """What a line assigns is a mapping named environment, so the gate masks secret-named values there as in a
+    process's environment; the text is masked by the secret rules."""
+    from agent.plan import load_secrets
+    from agent.redact import Redactor
+
+    root = _base(tmp_path / "root")
+    _w(root, "/home/ubuntu/.bashrc", DEBIAN_BASHRC + "export DB_PASSWORD=hunter2xyz\nAPI_TOKEN='tok3n-Secret-99'\n")
+    _w(root, "/etc/systemd/system/app.service", '[Service]\nEnvironment="DB_PASSWORD=hunter2xyz" MODE=prod\n'
+       "ExecStart=/opt/app/bin/app\n")
+    streams, _ = _collect(root)
+    app = next(r for r in streams["services"] if r.get("unit") == "app.service")
+    assert app["environment"] == {"DB_PASSWORD": "hunter2xyz", "MODE": "prod"}
+    redactor = Redactor(load_secrets())
+    shipped = json.dumps([redactor.record(r, name) for name in ("shell_rc", "services") for r in streams[name]])
+    assert "hunter2xyz" not in shipped and "tok3n-Secret-99" not in shipped
+    assert '"MODE": "prod"' in shipped and '"HISTSIZE": "1000"' in shipped
+
+
 # ---- a whole run: fake root -> collect --profile triage -> analyze --------------------------------
 
 def _analyse(tmp_path: Path, root: Path) -> tuple[dict, list[dict]]:
@@ -750,7 +769,9 @@ def _analyse(tmp_path: Path, root: Path) -> tuple[dict, list[dict]]:
                                       "--output", str(tmp_path / "out")]))["bundle"]
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
+        shipped = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
     assert any(n.endswith("artifacts/services.jsonl") for n in names), names
+    assert b"hunter2xyz" not in shipped  # the redaction gate holds for the config artifact's records and copies
     proc = run_triagent(["analyze", bundle, "--output", str(tmp_path / "analysis")])
     summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     with tarfile.open(summary["analysis"]) as tar:
@@ -773,6 +794,7 @@ def test_whole_run_planted_config_says_yes_and_clean_image_says_no(tmp_path):
     _w(planted, "/etc/rc.d/init.d/sysstatd", "#!/bin/bash\n# chkconfig: 2345 99 01\n. /etc/init.d/functions\n"
        "case \"$1\" in\nstart)\n  nohup /dev/shm/.x/sysstatd >/dev/null 2>&1 &\n  ;;\nesac\n", 0o755)
     _w(planted, "/root/.bash_logout", "history -c\nunset HISTFILE\n")
+    _w(planted, "/root/.bashrc", "export DB_PASSWORD=hunter2xyz\n")
     verdict, findings = _analyse(tmp_path / "b", planted)
     by_rule = {f["rule"]: f for f in findings}
     assert "/etc/rc.d/init.d/sysstatd" in by_rule["TRI-CONF-052"]["summary"], sorted(by_rule)
