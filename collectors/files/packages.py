@@ -9,7 +9,9 @@ replaced, so the databases are parsed here, bounded against hostile content:
 - RPM, SQLite backend (RHEL 9, Amazon Linux 2023, Fedora): the ``Packages`` table's header blobs,
   whose tag index we parse ourselves. The database is opened read-only *and immutable* through
   ``/proc/self/fd/N`` of the descriptor fsread opened inside the evidence root, so SQLite takes no
-  lock and never creates a journal, WAL or shm file on the host.
+  lock and never creates a journal, WAL or shm file on the host. Transactions still in its write-ahead
+  log (rpm running, or killed before a checkpoint) are applied to a copy in our memory, frame checksums
+  and salts checked as SQLite's own checkpoint would; a log we cannot use makes ownership unknown.
 - RPM, Berkeley DB backend (RHEL 7-8, Amazon Linux 2): the ``Packages`` hash database's pages; the
   header blobs are found in its overflow-page chains (every header is bigger than a page).
 
@@ -383,10 +385,23 @@ def _read_rpm_sqlite(ctx: Context, fd: int, where: str, keep: Callable[[str], bo
                      problems: list[Problem]) -> PackageDB:
     if os.pread(fd, 16, 0) != b"SQLite format 3\0":
         raise ValueError(f"{where} is not an SQLite database")
-    pending = _note_wal(ctx, where, problems)
-    # a package installed in a pending transaction would look unowned: the database is then not complete
-    db = PackageDB(kind="rpm-sqlite", source=where, complete=not pending)
-    conn = _open_sqlite(ctx, fd, where, problems)
+    db = PackageDB(kind="rpm-sqlite", source=where)
+    wal = _pending_wal(ctx, where, problems)
+    conn = None
+    if wal:  # transactions not yet in the database file (rpm running, or killed): applied to a copy in memory
+        data = _memory_copy(ctx, fd, where) if os.fstat(fd).st_size <= MAX_SQLITE_IN_MEMORY else None
+        applied = apply_wal(data, wal) if data is not None else None
+        if applied is None:
+            # a package installed in a pending transaction would look unowned: the database is not complete
+            db.complete = False
+            problems.append(Problem(f"{where}-wal holds {len(wal)} bytes of transactions not read: ownership of "
+                                    "files no package lists is unknown", path=where, level="warning"))
+        else:
+            conn = _deserialized(data)  # type: ignore[arg-type]
+            problems.append(Problem(f"{where}-wal: {applied} committed transaction(s) applied to a copy in memory",
+                                    path=where, level="info"))
+    if conn is None:
+        conn = _open_sqlite(ctx, fd, where, problems)
     try:
         conn.execute("PRAGMA trusted_schema = OFF")
 
@@ -443,9 +458,15 @@ def _open_sqlite(ctx: Context, fd: int, where: str, problems: list[Problem]) -> 
         conn = sqlite3.connect(f"file:{proc}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
         return conn
+    if os.fstat(fd).st_size > MAX_SQLITE_IN_MEMORY:
+        raise ValueError(f"{where}: no /proc/self/fd to open it through, and too big to copy")
+    conn = _deserialized(_memory_copy(ctx, fd, where))
+    problems.append(Problem(f"no /proc/self/fd: {where} read from a copy in memory", path=where, level="info"))
+    return conn
+
+
+def _memory_copy(ctx: Context, fd: int, where: str) -> bytearray:
     size = os.fstat(fd).st_size
-    if size > MAX_SQLITE_IN_MEMORY:
-        raise ValueError(f"{where}: no /proc/self/fd to open it through, and {size} bytes is too big to copy")
     chunks, pos = [], 0
     while pos < size:
         ctx.check()
@@ -455,28 +476,103 @@ def _open_sqlite(ctx: Context, fd: int, where: str, problems: list[Problem]) -> 
             break
         chunks.append(chunk)
         pos += len(chunk)
-    data = bytearray(b"".join(chunks))
+    return bytearray(b"".join(chunks))
+
+
+def _deserialized(data: bytearray) -> sqlite3.Connection:
     if len(data) > 19 and data[18] == 2 and data[19] == 2:
         data[18] = data[19] = 1  # WAL mode: an in-memory copy reads as a rollback-journal database
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.deserialize(bytes(data))
     conn.execute("PRAGMA query_only = ON")
-    problems.append(Problem(f"no /proc/self/fd: {where} read from a copy in memory", path=where, level="info"))
     return conn
 
 
-def _note_wal(ctx: Context, where: str, problems: list[Problem]) -> bool:
-    """Transactions still in the write-ahead log are not seen by an immutable open: say so."""
+MAX_WAL_BYTES = 64 << 20
+WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian, big-endian
+
+
+def _pending_wal(ctx: Context, where: str, problems: list[Problem]) -> bytes | None:
+    """The write-ahead log beside the database when it holds anything (an immutable open never reads it)."""
     try:
         _, st = lstat(ctx, where + "-wal")
     except (OSError, ValueError):
-        return False
-    if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-        problems.append(Problem(f"{where}-wal holds {st.st_size} bytes of transactions an immutable open does not "
-                                "read: ownership of files no package lists is unknown", path=where,
-                                level="warning", detail={"wal_bytes": st.st_size}))
-        return True
-    return False
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None
+    if st.st_size > MAX_WAL_BYTES:
+        return _too_big_wal(st.st_size, where, problems)
+    try:
+        data, _, _ = read_capped(ctx, where + "-wal", MAX_WAL_BYTES)
+    except OSError as exc:
+        problems.append(Problem.from_os_error(exc, "cannot read the rpmdb WAL", where + "-wal"))
+        return b"?"  # something is pending that we cannot read: apply_wal refuses it, the database is incomplete
+    return data
+
+
+def _too_big_wal(size: int, where: str, problems: list[Problem]) -> bytes:
+    problems.append(Problem(f"{where}-wal is {size} bytes, over {MAX_WAL_BYTES}: not applied", path=where,
+                            level="warning"))
+    return b"?"
+
+
+def _wal_checksum(data: bytes | memoryview, order: str, s0: int, s1: int) -> tuple[int, int]:
+    words = struct.unpack(f"{order}{len(data) // 4}I", data)
+    for i in range(0, len(words) - 1, 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def apply_wal(db: bytearray, wal: bytes) -> int | None:
+    """Apply a SQLite write-ahead log's committed transactions to the database image ``db`` in place, as a
+    checkpoint would: frames whose salts match the log header and whose cumulative checksums hold, up to
+    the last commit frame. Returns the number of transactions applied, or None when the log cannot be
+    used (then the caller reads the database as it is and says it is incomplete)."""
+    if len(wal) < 32:
+        return None
+    magic, version, page_size, _, salt1, salt2, c1, c2 = struct.unpack_from(">8I", wal, 0)
+    if magic not in WAL_MAGIC or page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return None
+    order = ">" if magic & 1 else "<"
+    s0, s1 = _wal_checksum(wal[:24], order, 0, 0)
+    if (s0, s1) != (c1, c2):
+        return None
+    view = memoryview(wal)
+    pending: dict[int, int] = {}  # page number -> offset of its newest frame in the log
+    committed: dict[int, int] = {}
+    size_pages = None
+    transactions = 0
+    pos = 32
+    while pos + 24 + page_size <= len(wal):
+        pgno, commit, fs1, fs2, fc1, fc2 = struct.unpack_from(">6I", wal, pos)
+        if (fs1, fs2) != (salt1, salt2) or pgno == 0:
+            break  # a frame of an older generation of the log: the valid part ends here
+        s0, s1 = _wal_checksum(view[pos:pos + 8], order, s0, s1)
+        s0, s1 = _wal_checksum(view[pos + 24:pos + 24 + page_size], order, s0, s1)
+        if (s0, s1) != (fc1, fc2):
+            break  # a torn write: nothing after it counts
+        pending[pgno] = pos + 24
+        if commit:
+            committed.update(pending)
+            pending.clear()
+            size_pages = commit
+            transactions += 1
+        pos += 24 + page_size
+    if size_pages is None:
+        return 0
+    if len(db) % page_size:
+        return None  # the log's page size is not the database's
+    needed = size_pages * page_size
+    if needed > MAX_SQLITE_IN_MEMORY:
+        return None
+    if len(db) < needed:
+        db.extend(b"\0" * (needed - len(db)))
+    for pgno, offset in committed.items():
+        if pgno <= size_pages:
+            db[(pgno - 1) * page_size:pgno * page_size] = view[offset:offset + page_size]
+    del db[needed:]
+    return transactions
 
 
 # ---- RPM Berkeley DB --------------------------------------------------------------------------

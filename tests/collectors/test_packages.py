@@ -211,21 +211,65 @@ def test_rpm_sqlite_without_proc_reads_a_copy_in_memory(tmp_path, monkeypatch):
     assert _listing(root / "var/lib/rpm") == before
 
 
-def test_rpm_sqlite_pending_wal_is_named(tmp_path):
-    """A transaction still in the WAL (rpm running, or killed) is invisible to an immutable open: say so."""
+def test_rpm_sqlite_pending_wal_is_applied(tmp_path):
+    """A transaction still in the WAL (rpm running, or killed before its checkpoint) is invisible to an
+    immutable open: its committed frames are applied to a copy in memory, as SQLite's checkpoint would."""
     root = rpm_root(tmp_path)
-    writer = sqlite3.connect(root / "var/lib/rpm/rpmdb.sqlite")
+    path = root / "var/lib/rpm/rpmdb.sqlite"
+    writer = sqlite3.connect(path)
     try:
         writer.execute("PRAGMA journal_mode=WAL")
         writer.execute("PRAGMA wal_autocheckpoint=0")
-        writer.execute("INSERT INTO Name (key, hnum, idx) VALUES ('pending', 99, 0)")
+        blob = bytes(writer.execute("SELECT blob FROM Packages").fetchone()[0])
+        # a second package (same header, another name and file), installed in a pending transaction
+        writer.execute("INSERT INTO Packages (blob) VALUES (?)", (blob.replace(b"tinyr", b"tinyq"),))
         writer.commit()
+        writer.execute("INSERT INTO Packages (blob) VALUES (?)", (blob.replace(b"tinyr", b"tinyp"),))  # not committed
+        wal = (root / "var/lib/rpm/rpmdb.sqlite-wal").stat().st_size
+        main = path.read_bytes()
         db, problems = packages.load(_ctx(root), lambda p: True)
+        assert path.read_bytes() == main and (root / "var/lib/rpm/rpmdb.sqlite-wal").stat().st_size == wal
     finally:
+        writer.rollback()
         writer.close()
-    assert db.kind == "rpm-sqlite" and db.packages == 1
-    assert any("-wal holds" in p.message for p in problems), problems
-    assert db.owners("/usr/bin/tinyr") and db.owners("/usr/bin/elsewhere") is None  # not "unowned"
+    assert db.kind == "rpm-sqlite" and db.packages == 2 and db.complete, problems
+    assert db.owners("/usr/bin/tinyr") and db.owners("/usr/bin/tinyq")[0].package == "tinyq"
+    assert db.owners("/usr/bin/tinyp") == []  # uncommitted: not installed
+    assert [p.message for p in problems] == ["/var/lib/rpm/rpmdb.sqlite-wal: 1 committed transaction(s) applied to a "
+                                             "copy in memory"]
+
+
+def test_rpm_sqlite_unusable_wal_makes_ownership_unknown(tmp_path):
+    root = rpm_root(tmp_path)
+    (root / "var/lib/rpm/rpmdb.sqlite-wal").write_bytes(os.urandom(5000))
+    db, problems = packages.load(_ctx(root), lambda p: True)
+    assert db.kind == "rpm-sqlite" and db.owners("/usr/bin/tinyr") and db.owners("/usr/bin/elsewhere") is None
+    assert any("transactions not read" in p.message for p in problems), problems
+
+
+def test_wal_frames_are_checked():
+    """Torn or stale frames end the valid log: nothing after them is applied."""
+    page = 512
+    db = bytearray(b"\1" * page * 2)
+    header = struct.pack(">6I", 0x377F0682, 3007000, page, 0, 11, 22)
+    s0, s1 = packages._wal_checksum(header, "<", 0, 0)
+    wal = bytearray(header + struct.pack(">2I", s0, s1))
+
+    def frame(pgno: int, commit: int, fill: bytes, salt: tuple[int, int] = (11, 22), corrupt: bool = False) -> None:
+        nonlocal s0, s1
+        head = struct.pack(">4I", pgno, commit, *salt)
+        body = fill * page
+        s0, s1 = packages._wal_checksum(head[:8], "<", s0, s1)
+        s0, s1 = packages._wal_checksum(body, "<", s0, s1)
+        wal.extend(head + struct.pack(">2I", s0 ^ corrupt, s1) + body)
+
+    frame(1, 0, b"\2")
+    frame(2, 2, b"\3")  # commit: pages 1 and 2
+    frame(1, 2, b"\4", corrupt=True)  # torn
+    frame(2, 2, b"\5")
+    assert packages.apply_wal(db, bytes(wal)) == 1
+    assert db == bytearray(b"\2" * page + b"\3" * page)
+    assert packages.apply_wal(bytearray(db), b"junk" * 10) is None
 
 
 def _real_header(tmp_path: Path) -> bytes:
