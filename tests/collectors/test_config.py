@@ -684,9 +684,15 @@ def test_rule_fires_on_the_behaviour_not_on_its_look_alike(tmp_path, rule_id):
         found = _findings(_collect(root)[0])
         if name == "planted":
             assert rule_id in found, (rule_id, sorted(found))
+            if found[rule_id][0]["severity"] in ("high", "critical"):  # this alone justifies a disk image
+                flat = [f for hits in found.values() for f in hits]
+                assert engine.verdict(flat, True, engine.load_verdict_policy())["recommendation"] == "yes"
         else:
             assert rule_id not in found, found[rule_id]
             assert _serious(found) == [], _serious(found)
+            # nothing to ask memory either: without an image the verdict stays "no", not "needs-memory"
+            flat = [f for hits in found.values() for f in hits]
+            assert engine.verdict(flat, False, engine.load_verdict_policy())["recommendation"] == "no", flat
 
 
 def test_every_config_rule_has_its_case():
