@@ -15,11 +15,11 @@ Stream ``executables``, one record per file, ``place`` telling which walk found 
 Stream ``package_db``: one record naming the database that was read (``dpkg | rpm-sqlite | rpm-bdb |
 none``), so that no rule calls a file unowned when no database could say so.
 
-Fields of every row: place, area (writable: the place as configured; system: bin | local_bin | security |
-libkeyutils), path, name, size, mode, exec_bit, uid, gid, inode, mtime_utc, ctime_utc, birth_utc (statx,
-when read and the filesystem keeps it), file_type (elf | script | other | symlink), elf_kind (executable |
-shared-object | relocatable | core | malformed), elf_class, elf_machine, shebang, interpreter, sha256,
-hash_skipped, withheld (a secret: type and digest only), recent.
+Fields of every row: place, area (writable: the place as configured; system: bin | local_bin | security
+| local_security | libkeyutils), path, name, size, mode, exec_bit, uid, gid, inode, mtime_utc, ctime_utc,
+birth_utc (statx, when read and the filesystem keeps it), file_type (elf | script | other | symlink),
+elf_kind (executable | shared-object | relocatable | core | malformed), elf_class, elf_machine, shebang,
+interpreter, sha256, hash_skipped, withheld (a secret: type and digest only), recent.
 Writable rows add hidden (own name, or the folder made in the place), hidden_path (any component), depth,
 tree (the top folder in the place), tree_files (files under it), copied, copy_skipped.
 System rows add package_db, owned (true | false | null when no complete database), package,
@@ -431,14 +431,16 @@ def _expand_dirs(ctx: Context, pattern: str) -> list[str]:
 
 
 def _system_folders(ctx: Context) -> list[tuple[str, str]]:
-    """(resolved folder, area) with area bin | local_bin | security; merged-/usr aliases counted once."""
+    """(resolved folder, area) with area bin | local_bin | security | local_security; merged-/usr aliases
+    counted once."""
     seen: dict[str, str] = {}
     for folder in ctx.opt("bin_folders", BIN_FOLDERS):
         for where in _expand_dirs(ctx, folder):
             seen.setdefault(where, "local_bin" if where.startswith("/usr/local/") else "bin")
     for pattern in ctx.opt("security_globs", SECURITY_GLOBS):
         for where in _expand_dirs(ctx, pattern):
-            seen.setdefault(where, "security")
+            # /usr/local is no package's: a PAM module there is the admin's build (pam_google_authenticator)
+            seen.setdefault(where, "local_security" if where.startswith("/usr/local/") else "security")
     return sorted(seen.items())
 
 
@@ -506,7 +508,7 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
     always = set(ctx.opt("always_hash", ALWAYS_HASH))
     targets: list[tuple[str, str]] = []
     for folder, area in _system_folders(ctx):
-        for hit in _files_in(ctx, folder, area == "security", budget):
+        for hit in _files_in(ctx, folder, area.endswith("security"), budget):
             if isinstance(hit, Problem):
                 yield hit
             else:
@@ -540,7 +542,7 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 "package_version": owners[0].version if owners else None,
                 "packages": sorted({o.package for o in owners}) if owners and len(owners) > 1 else None}
         if stat.S_ISLNK(st.st_mode):
-            if area in ("security", "libkeyutils"):  # Ebury repoints libkeyutils.so.1 at its own file
+            if area in ("security", "local_security", "libkeyutils"):  # Ebury repoints libkeyutils.so.1
                 try:
                     target = readlink(ctx, where)
                 except OSError:
@@ -553,7 +555,7 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         installed = max((o.installed for o in owners or [] if o.installed), default=None)
         changed = installed is not None and st.st_ctime > installed + slack
         recent = _recent(st, None, now, days)
-        reasons = [r for r, yes in (("always_hash", name in always), ("pam_module", area == "security"),
+        reasons = [r for r, yes in (("always_hash", name in always), ("pam_module", area.endswith("security")),
                                     ("libkeyutils", area == "libkeyutils"), ("changed_since_install", changed),
                                     ("unowned", owned is False), ("recent", recent)) if yes]
         if not reasons:

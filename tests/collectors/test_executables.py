@@ -256,6 +256,8 @@ def system_root(tmp_path: Path, name: str, attack: bool, with_db: bool = True) -
     time.sleep(0.02)  # what follows happens after the install (ctime later than the .list file)
     (root / "etc/lookalike.conf").write_text("x=2\n")  # the admin edits a conffile: never judged
     shutil.copy(TRUE, root / "usr/local/bin/admin-tool")  # admins drop tools in /usr/local
+    (root / "usr/local/lib/security").mkdir(parents=True)  # and build PAM modules there
+    shutil.copy(_library(), root / "usr/local/lib/security/pam_google_authenticator.so")
     (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # unowned: a container image's helper
     if attack:
         shutil.copy(FALSE, root / "usr/sbin/sshd")  # replaced sshd
@@ -305,7 +307,8 @@ def test_system_rules_positive_and_benign(tmp_path):
     assert {f["path"] for f in attack["TRI-INTEG-005"]} == {f"/{MULTIARCH}/security/pam_unix2.so",
                                                             f"/{MULTIARCH}/libkeyutils.so.1.9"}
     assert {f["path"] for f in attack["TRI-INTEG-006"]} == {"/usr/bin/systemd-helperd", "/usr/sbin/policy-rc.d"}
-    assert [f["path"] for f in attack["TRI-INTEG-007"]] == ["/usr/local/bin/admin-tool"]
+    assert {f["path"] for f in attack["TRI-INTEG-007"]} == {"/usr/local/bin/admin-tool",
+                                                            "/usr/local/lib/security/pam_google_authenticator.so"}
 
     clean_rows = _collect(system_root(tmp_path, "clean", attack=False))[0]
     clean = _findings(clean_rows)
