@@ -117,8 +117,10 @@ HISTORY = {
     "TRI-CRED-006": ([
         "cat ~/.ssh/id_rsa", "cat /root/.aws/credentials", "find / -name id_rsa 2>/dev/null",
         'find / -name "*.pem" -type f', 'grep -rl "PRIVATE KEY" /home 2>/dev/null', "locate id_rsa",
+        "sudo cat /root/.ssh/id_* 2>/dev/null", "cat /home/*/.ssh/*",
     ], [
-        "cat ~/.ssh/id_rsa.pub", "cat ~/.ssh/authorized_keys", 'find . -name "*.pem"', "grep -r password src/",
+        "cat ~/.ssh/id_rsa.pub", "cat ~/.ssh/authorized_keys", "cat ~/.ssh/*.pub", 'find . -name "*.pem"',
+        "grep -r password src/",
         "ssh-keygen -t ed25519 -f ~/.ssh/id_ed25519",
     ]),
     "TRI-EXFIL-001": ([
@@ -403,6 +405,15 @@ def _check(kind: str, severity: str, **facts) -> dict:
     (_check("module_not_installed", "high", module="falcon_lsm_serviceable"), "TRI-KERN-007", "low"),
     (_check("module_not_installed", "medium", module="ext4"), "TRI-KERN-007", "low"),
     (_check("module_unsigned_or_out_of_tree", "medium", module="zfs"), "TRI-KERN-003", "low"),
+    (_check("ld_preload_environment", "medium", pid=4, environment={"LD_PRELOAD": "/dev/shm/.l.so"}), "TRI-EVADE-013",
+     "high"),
+    (_check("ld_preload_environment", "medium", pid=4, environment={"LD_PRELOAD": "/usr/local/lib/libhook.so"}),
+     "TRI-EVADE-006", "medium"),
+    (_check("ld_preload_environment", "medium", pid=5,
+            environment={"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}), "TRI-EVADE-014", "info"),
+    (_check("ld_preload_environment", "medium", pid=5, environment={
+        "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2:/usr/lib/libx.so"}), "TRI-EVADE-006", "medium"),
+    (_check("shell_command_only_in_memory", "medium", pid=9, command="vi /etc/hosts"), "TRI-EVADE-004", "low"),
     (_check("login_log_tampering", "high", log="/var/log/wtmp", zeroed=1), "TRI-EVADE-008", "high"),
     (_check("login_log_tampering", "medium", log="/var/log/wtmp"), "TRI-EVADE-011", "medium"),
 ])
