@@ -6,6 +6,7 @@ persistence spot, and reads the user field of system crontabs as part of the com
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
@@ -13,6 +14,7 @@ from collectors.files.fsread import copy_file, read_capped, walk_glob
 from collectors.files.histories import executed_paths
 from collectors.util import text
 
+RUN_PARTS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 NICKNAMES = {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 SYSTEM_TABLES = ["/etc/crontab", "/etc/cron.d/*"]  # these have a user field
 USER_TABLES = ["/var/spool/cron/crontabs/*", "/var/spool/cron/*", "/var/spool/cron/tabs/*"]
@@ -82,5 +84,10 @@ def collect(ctx: Context) -> Iterator[Item]:
     for period in ("hourly", "daily", "weekly", "monthly"):
         for hit in walk_glob(ctx, f"/etc/cron.{period}/*"):
             if isinstance(hit, str):
-                yield Record("cron", {"path": hit, "schedule": f"@{period} (run-parts)", "at_boot": False,
-                                      "user": "root", "command": hit, "executed": [hit]})
+                row = {"path": hit, "schedule": f"@{period} (run-parts)", "at_boot": False, "user": "root",
+                       "command": hit}
+                if RUN_PARTS_NAME.fullmatch(os.path.basename(hit)):
+                    row["executed"] = [hit]
+                else:  # Debian's run-parts runs only names of letters, digits, _ and - (.placeholder, x.dpkg-old)
+                    row["skipped_by_run_parts"] = True
+                yield Record("cron", row)

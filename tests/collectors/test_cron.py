@@ -33,3 +33,17 @@ def test_dissect_target_is_wrong_where_we_are_right(tmp_path):
     assert "/home/alice/.local/bin/miner -o pool" not in commands  # @reboot dropped by dissect 3.25
     assert "/var/tmp/.sysupdate --daemon" not in commands
     assert set(expected) - {"/usr/bin/true"} - commands  # what we find and it does not
+
+
+def test_run_parts_names_it_would_skip(tmp_path):
+    """Debian's run-parts runs only names of letters, digits, _ and -: its .placeholder (and a
+    left-over x.dpkg-old) never run, so they are not jobs a rule should read as hidden programs."""
+    folder = tmp_path / "etc/cron.hourly"
+    folder.mkdir(parents=True)
+    for name in (".placeholder", "logrotate", "x.dpkg-old"):
+        (folder / name).write_text("#!/bin/sh\n")
+    rows = {r["path"]: r for r in (i.data for i in cron.collect(Context(root=str(tmp_path), live=False, options={}))
+                                   if hasattr(i, "data"))}
+    assert rows["/etc/cron.hourly/logrotate"]["executed"] == ["/etc/cron.hourly/logrotate"]
+    assert rows["/etc/cron.hourly/.placeholder"]["skipped_by_run_parts"] is True
+    assert "executed" not in rows["/etc/cron.hourly/x.dpkg-old"]
