@@ -518,6 +518,9 @@ SINGLE_KEYS = {"Description", "User", "Group", "Restart", "Type", "WorkingDirect
                "DynamicUser", "RootDirectory"}
 
 
+_RENAMED = {"Type": "service_type", "Unit": "activates"}
+
+
 def parse_unit(body: str) -> dict[str, Any]:
     """Directives of a unit file or drop-in, by the name they have (later values win for single
     settings; an empty Exec*= resets the list, as systemd does)."""
@@ -653,7 +656,8 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
             "aliases": sorted(set(aliases.get(unit, [])))[:20] or None,
             "static": bool(static.get(unit) or static.get(_template(unit))),
             "mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
-            **{k.lower(): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
+            # Type= and a timer's or path unit's Unit= would shadow the unit's own type and name
+            **{_RENAMED.get(k, k.lower()): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
         }
         yield from budget.record("services", rec)
         if scope not in ("vendor", "user-vendor"):  # vendor units are the packages'; the rest is copied

@@ -329,6 +329,10 @@ def debian_cloud_root(root: Path) -> Path:
            "IgnoreSIGPIPE=false\nKillMode=process\nRestart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n")
     _w(root, "/usr/lib/systemd/system/systemd-tmpfiles-clean.service", "[Unit]\nDescription=Cleanup of Temporary "
            "Directories\n\n[Service]\nType=oneshot\nExecStart=systemd-tmpfiles --clean\n")
+    _w(root, "/usr/lib/systemd/system/apt-daily.timer", "[Unit]\nDescription=Daily apt download activities\n\n"
+       "[Timer]\nOnCalendar=*-*-* 6,18:00\nRandomizedDelaySec=12h\nPersistent=true\nUnit=apt-daily.service\n\n"
+       "[Install]\nWantedBy=timers.target\n")
+    _link(root, "/etc/systemd/system/timers.target.wants/apt-daily.timer", "/lib/systemd/system/apt-daily.timer")
     _link(root, "/etc/systemd/system/multi-user.target.wants/ssh.service", "/lib/systemd/system/ssh.service")
     _link(root, "/etc/systemd/system/multi-user.target.wants/cron.service", "/lib/systemd/system/cron.service")
     _link(root, "/etc/systemd/system/sshd.service", "/lib/systemd/system/ssh.service")
@@ -527,6 +531,10 @@ def test_debian_cloud_image_records_and_no_finding(tmp_path):
     ssh = units[("ssh.service", "/usr/lib/systemd/system/ssh.service")]
     assert ssh["enabled"] and ssh["exec"]["ExecStart"] == ["/usr/sbin/sshd -D $SSHD_OPTS"]
     assert ssh["restart"] == "on-failure" and ssh["wanted_by"] == ["multi-user.target"] and ssh["mtime_ns"]
+    assert ssh["type"] == "service" and ssh["service_type"] == "notify" and ssh["aliases"] == ["sshd.service"]
+    timer = units[("apt-daily.timer", "/usr/lib/systemd/system/apt-daily.timer")]
+    assert timer["type"] == "timer" and timer["activates"] == "apt-daily.service" and timer["enabled"]
+    assert timer["oncalendar"] == "*-*-* 6,18:00"
     assert sum(1 for unit, _ in units if unit == "ssh.service") == 2  # the unit and its drop-in
     dropin = units[("ssh.service", "/etc/systemd/system/ssh.service.d/override.conf")]
     assert dropin["dropin"] and dropin["exec"]["ExecStart"] == ["/usr/sbin/sshd -D -o LogLevel=VERBOSE $SSHD_OPTS"]
