@@ -429,15 +429,19 @@ def test_host_checks(check, rule, severity):
     assert [(f["rule"], f["severity"]) for f in found] == ([(rule, severity)] if rule else []), found
 
 
+RECENT, OLD = int((NOW - 3600) * 1e9), int((NOW - 40 * 86400) * 1e9)
+
+
 @pytest.mark.parametrize("entry, rule", [
-    ({"source": "/var/log/auth.log", "source_size": 0}, "TRI-EVADE-007"),
-    ({"source": "/var/log/wtmp", "source_size": 0}, "TRI-EVADE-007"),
-    ({"source": "/var/log/btmp", "source_size": 0}, None),  # nobody failed to log in, or rotated this month
-    ({"source": "/var/log/lastlog", "source_size": 0}, None),  # systemd-tmpfiles creates it empty
-    ({"source": "/var/log/auth.log", "source_size": 4096}, None),
+    ({"source": "/var/log/auth.log", "source_size": 0, "mtime_ns": RECENT}, "TRI-EVADE-007"),
+    ({"source": "/var/log/wtmp", "source_size": 0, "mtime_ns": RECENT}, "TRI-EVADE-007"),
+    ({"source": "/var/log/btmp", "source_size": 0, "mtime_ns": RECENT}, None),  # no failed login, or rotated
+    ({"source": "/var/log/lastlog", "source_size": 0, "mtime_ns": RECENT}, None),  # systemd-tmpfiles makes it
+    ({"source": "/var/log/auth.log", "source_size": 4096, "mtime_ns": RECENT}, None),
+    ({"source": "/var/log/messages", "source_size": 0, "mtime_ns": OLD}, None),  # nothing writes it any more
 ])
 def test_emptied_logs(entry, rule):
-    found = _run([SHIPPED["TRI-EVADE-007"]], {"files": [{"name": "fs" + entry["source"], **entry}]})
+    found = _run(RULES, {"files": [{"name": "fs" + entry["source"], **entry}]})
     assert [f["rule"] for f in found] == ([rule] if rule else [])
 
 
