@@ -507,3 +507,14 @@ def test_clean_servers_raise_nothing(server, shell):
     found = _run(RULES, {"histories": _history(CLEAN[server], shell)})
     alerting = [(f["rule"], f["severity"], f["summary"]) for f in found if f["severity"] in ALERTING]
     assert not alerting, alerting
+
+
+def test_memory_questions():
+    """Where a memory image would decide (a foreign module with no tree to compare against, a connection to a
+    mining-pool port), the finding says what to ask it."""
+    found = _run(RULES, {"findings": [_check("module_not_installed", "medium", module="dummy", taint="OE")],
+                         "connections": [{"state": "ESTABLISHED", "remote_port": 3333, "remote_is_public": True,
+                                          "remote_ip": "203.0.113.8", "owners": ["77 kworker"]}]})
+    questions = {f["rule"]: f.get("memory_question", "") for f in found}
+    assert "module dummy hooks system calls" in questions["TRI-KERN-008"], questions
+    assert "203.0.113.8:3333" in questions["TRI-EXEC-004"], questions
