@@ -837,3 +837,14 @@ def test_whole_run_planted_config_says_yes_and_clean_image_says_no(tmp_path):
     pointer = by_rule["TRI-CONF-052"]["evidence"][0]
     assert pointer["member"].endswith("artifacts/services.jsonl") and pointer["line"] > 0
     assert verdict["recommendation"] == "yes", verdict
+
+
+def test_files_system_copies_init_scripts_through_the_init_d_link(tmp_path):
+    """files.system's pattern /etc/init.d/* reaches RHEL's rc.d/init.d through the in-root link (issue 20)."""
+    root = amazon_linux_root(tmp_path / "root")
+    _w(root, "/etc/hostname", "al2023\n")
+    bundle = summary_of(run_triagent(["collect", "--root", str(root), "--artifacts", "files.system",
+                                      "--output", str(tmp_path / "out")]))["bundle"]
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+    assert "fs/$rootfs$/etc/rc.d/init.d/network" in names and "fs/$rootfs$/etc/rc.d/init.d/functions" in names
