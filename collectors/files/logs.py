@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
-from zoneinfo import ZoneInfo
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import open_regular, read_capped, walk_glob
@@ -80,16 +79,16 @@ class Clock:
     zone_source: str  # where the zone came from, or "assumed UTC"
 
     def traditional(self, m: re.Match[str], mtime: float) -> _dt.datetime | None:
-        ref = _dt.datetime.fromtimestamp(mtime, self.zone)
         month = MONTHS[m["mon"]]
-        # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
-        # month can only be from the year before (December lines in a file closed in January).
-        year = ref.year - 1 if month > ref.month else ref.year
         try:
+            ref = _dt.datetime.fromtimestamp(mtime, self.zone)
+            # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
+            # month can only be from the year before (December lines in a file closed in January).
+            year = ref.year - 1 if month > ref.month else ref.year
             local = _dt.datetime(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]), tzinfo=self.zone)
-        except ValueError:  # Feb 29 of an inferred non-leap year, hour 25...
+            return local.astimezone(_dt.UTC)
+        except (ValueError, OverflowError, OSError, IndexError):  # Feb 29 of a non-leap year, hour 25, mtime 2**62
             return None
-        return local.astimezone(_dt.UTC)
 
     @staticmethod
     def rfc3339(m: re.Match[str]) -> _dt.datetime | None:
@@ -101,23 +100,53 @@ class Clock:
             return None
 
 
+class _StrictTZif(io.BytesIO):
+    """TZif bytes for zoneinfo, where reading past the end is an error: CPython's loader reads the footer a
+    byte at a time until a newline and loops for ever on a file without one."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if size and not data:
+            raise ValueError("TZif data ends early")
+        return data
+
+
+def zone_from_tzif(data: bytes, key: str) -> _dt.tzinfo:
+    """A zone from the host's TZif bytes, or ValueError. The host's /etc/localtime is hostile input: it is
+    loaded by zoneinfo's pure-Python implementation (the C one crashes the process on some crafted files)
+    from a reader that cannot loop, then exercised over 1970-2040 so a zone that breaks later is refused."""
+    from zoneinfo._zoneinfo import ZoneInfo as PyZoneInfo
+
+    if len(data) > 1 << 18 or data[:4] != b"TZif":
+        raise ValueError("not a TZif file")
+    try:
+        zone = PyZoneInfo.from_file(_StrictTZif(data), key=key)
+        for year in range(1970, 2041, 5):
+            for month in (1, 4, 7, 10):
+                _dt.datetime(year, month, 15, 12, tzinfo=zone).astimezone(_dt.UTC)
+                _dt.datetime.fromtimestamp(_dt.datetime(year, month, 15, tzinfo=_dt.UTC).timestamp(), zone)
+    except Exception as exc:  # a crafted file breaks the loader in undocumented ways (IndexError, struct.error...)
+        raise ValueError(f"unusable TZif data: {type(exc).__name__}: {exc}") from None
+    return zone
+
+
 def host_clock(ctx: Context) -> tuple[Clock, list[Problem]]:
     """The host's zone from its own /etc/localtime (TZif), else /etc/timezone's name looked up in the
     host's zoneinfo; UTC (said so) when neither can be read."""
     problems: list[Problem] = []
     try:
         data, _, _ = read_capped(ctx, "/etc/localtime", 1 << 18)
-        return Clock(ZoneInfo.from_file(io.BytesIO(data), key="localtime"), "/etc/localtime"), problems
+        return Clock(zone_from_tzif(data, "localtime"), "/etc/localtime"), problems
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
-        problems.append(Problem(f"host time zone /etc/localtime unreadable: {exc}", path="/etc/localtime",
+        problems.append(Problem(f"host time zone /etc/localtime unusable: {exc}", path="/etc/localtime",
                                 level="warning"))
     try:
         name = text(read_capped(ctx, "/etc/timezone", 256)[0]).strip()
         if re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", name):
             data, _, _ = read_capped(ctx, f"/usr/share/zoneinfo/{name}", 1 << 18)
-            return Clock(ZoneInfo.from_file(io.BytesIO(data), key=name), f"/etc/timezone ({name})"), problems
+            return Clock(zone_from_tzif(data, name), f"/etc/timezone ({name})"), problems
     except (OSError, ValueError):
         pass
     problems.append(Problem("host time zone unknown: syslog times without a zone are read as UTC",
@@ -677,7 +706,10 @@ def _local(ts: str, clock: Clock) -> float | None:
         return None
     if naive.tzinfo is None:
         naive = naive.replace(tzinfo=clock.zone)
-    return naive.timestamp()
+    try:
+        return naive.timestamp()
+    except (ValueError, OverflowError, OSError, IndexError):
+        return None
 
 
 def package_activity(ctx: Context, clock: Clock) -> tuple[list[float], list[Problem]]:
@@ -701,9 +733,9 @@ def package_activity(ctx: Context, clock: Clock) -> tuple[list[float], list[Prob
                 m = pattern.match(line)
                 if not m:
                     continue
-                if pattern is YUM:
-                    when = _local(f"{_dt.datetime.fromtimestamp(t.mtime, clock.zone).year}-{MONTHS[m['mon']]:02d}-"
-                                  f"{m['day']} {m['hms']}", clock) if m["mon"] in MONTHS else None
+                if pattern is YUM:  # no year either: the file's
+                    when = _local(f"{utc(t.mtime) and utc(t.mtime)[:4]}-{MONTHS[m['mon']]:02d}-{m['day']} "
+                                  f"{m['hms']}", clock) if m["mon"] in MONTHS else None
                 else:
                     ts = m["ts"]
                     if pattern is DNF and re.search(r"[+-]\d{4}$", ts):

@@ -243,6 +243,26 @@ def test_rfc3339_secure_log_and_local_time(tmp_path):
     assert family["time_zone"] == "/etc/localtime"
 
 
+@pytest.mark.parametrize("damage", ["footer without its newline", "counts past the end", "garbage"])
+def test_hostile_localtime_is_refused_not_hung(tmp_path, damage):
+    """/etc/localtime is the host's: CPython's zoneinfo loops for ever on a TZif whose footer lacks its
+    newline (and its C loader crashes on others). Such a zone is refused with a Problem and times are
+    read as UTC, said so."""
+    good = Path("/usr/share/zoneinfo/America/New_York").read_bytes()
+    bad = {"footer without its newline": good[:-1] + b"8",
+           "counts past the end": good[:20] + b"\x00\x00\x00\x06" * 3 + b"\x7f\xff\xff\xff" * 3 + good[44:200],
+           "garbage": b"TZif2" + bytes(range(256)) * 8}[damage]
+    write(tmp_path, "/etc/localtime", bad)
+    write(tmp_path, "/var/log/auth.log", ["Dec  6 09:15:00 web1 sshd[812]: Accepted password for a from 10.0.0.1 "
+                                          "port 5022 ssh2"])
+    started = time.monotonic()
+    records, problems = collect(tmp_path)
+    assert time.monotonic() - started < 20
+    assert any("/etc/localtime unusable" in p.message for p in problems), problems
+    assert events(records, "ssh_accepted")[0]["time_utc"] == "2026-12-06T09:15:00Z"
+    assert [r["time_zone"] for r in records if r["kind"] == "log_family"] == ["assumed UTC"]
+
+
 def test_year_inferred_across_new_year(tmp_path):
     """A file last written in January holds December lines of the year before."""
     zone(tmp_path)
