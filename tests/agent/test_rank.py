@@ -25,13 +25,13 @@ FLEET_REASON = "duckdb and pyarrow (the 'fleet' extra) are not installed: pip in
 # name -> planted features (tests/bench_rank.py); expected (score, recommendation) from specs/verdict.toml
 HOSTS = {
     "clean": (set(), 0, "no"),
-    "keyed_a": ({"attacker_key"}, 30, "needs-memory"),  # 3 medium SSH-key rules
-    "keyed_b": ({"attacker_key", "dropper"}, 55, "yes"),  # + curl | bash (high)
-    "revshell": ({"revshell"}, 50, "yes"),  # bash -i >& /dev/tcp (critical)
-    "miner": ({"miner_cron", "history_off"}, 50, "yes"),  # two highs: ties with revshell, no critical
+    "keyed_a": ({"attacker_key"}, 10, "no"),  # two low SSH-key rules: a new key alone is no intrusion
+    "keyed_b": ({"attacker_key", "dropper"}, 60, "yes"),  # + curl | bash from a raw address (high)
+    "revshell": ({"revshell"}, 100, "yes"),  # bash -i >& /dev/tcp (critical)
+    "miner": ({"miner_cron", "history_off"}, 100, "yes"),  # two highs: ties with revshell, no critical
     "full": ({"full"}, 100, "yes"),  # tests/fakeroot.py with its cron
 }
-EXPECTED_ORDER = ["full", "keyed_b", "revshell", "miner", "keyed_a", "clean"]
+EXPECTED_ORDER = ["full", "revshell", "miner", "keyed_b", "keyed_a", "clean"]  # score, then criticals
 
 
 def rank(folder: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
