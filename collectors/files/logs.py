@@ -927,6 +927,7 @@ def annotate_logging_stops(events: list[dict[str, Any]]) -> list[dict[str, Any]]
             context = "stopped"
         record["context"] = context
         record["restarted_after_s"] = round(start - moment) if start is not None else None
+        record["quiet_for"] = f"{round(start - moment)} s" if start is not None else "the rest of the logs"
         last_stop = (record, moment)
         out.append(record)
     return out

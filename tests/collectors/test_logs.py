@@ -585,7 +585,7 @@ def test_logging_stopped_while_up(tmp_path):
     found = by_rule(findings(tmp_path))
     stop = found["TRI-AUTH-007"]
     assert len(stop) == 1 and stop[0]["severity"] == "high" and "rsyslogd stopped at 2026-12-06T01:10:00Z" in \
-        stop[0]["summary"] and "1800 s" in stop[0]["summary"]
+        stop[0]["summary"] and "silent for 1800 s" in stop[0]["summary"]
     assert found["TRI-AUTH-008"][0]["severity"] == "medium"
 
 
