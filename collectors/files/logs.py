@@ -219,7 +219,7 @@ class Budget:
 @dataclass
 class Text:
     path: str
-    data: bytes
+    data: bytes | bytearray
     size: int
     mtime: float
     compressed: bool
@@ -258,7 +258,7 @@ def _with_problem(t: Text, p: Problem) -> Text:
     return t
 
 
-def gunzip_bounded(raw: bytes, limit: int, step: int = 1 << 20) -> tuple[bytes, bool, str | None]:
+def gunzip_bounded(raw: bytes, limit: int, step: int = 1 << 20) -> tuple[bytes | bytearray, bool, str | None]:
     """Decompress gzip members (concatenated ones too) to at most ``limit`` bytes. Returns (data, whole
     stream decoded, error). Output grows by ``step`` at a time, so a bomb costs ``limit`` bytes, no more."""
     out = bytearray()
@@ -269,18 +269,19 @@ def gunzip_bounded(raw: bytes, limit: int, step: int = 1 << 20) -> tuple[bytes, 
             buf = rest
             while buf or not engine.eof:
                 if len(out) >= limit:
-                    return bytes(out[:limit]), False, None
+                    del out[limit:]
+                    return out, False, None
                 chunk = engine.decompress(buf, min(step, limit - len(out)))
                 out += chunk
                 buf = engine.unconsumed_tail
                 if engine.eof or (not buf and not chunk):
                     break
             if not engine.eof:
-                return bytes(out), False, "truncated gzip stream"
+                return out, False, "truncated gzip stream"
             rest = engine.unused_data.lstrip(b"\0")  # gzip members may be followed by padding
     except zlib.error as exc:
-        return bytes(out), False, str(exc)
-    return bytes(out), True, None
+        return out, False, str(exc)
+    return out, True, None  # the bytearray itself: no second copy of up to max_file_bytes
 
 
 def lines_of(t: Text, max_chars: int) -> Iterator[tuple[int, int, str]]:
