@@ -67,7 +67,7 @@ def test_scenario(name, tools, tmp_path):
         assert got in ("no", "needs-memory"), context
 
 
-def test_corpus_table(request):
+def test_corpus_table(capsys):
     """The table of verdicts (printed), and at most one clean server saying needs-memory."""
     rows = [(n, r) for n, r in RESULTS.items()]
     if not rows:
@@ -79,9 +79,7 @@ def test_corpus_table(request):
         lines.append(f"{name:<32} {r['expected']:<8} {str(r['got']):<13} {str(r['score']):>5} {r['build_s']:>5} "
                      f"{r['collect_s']:>5} {r['analyze_s']:>5}  {r['drivers']}")
     text = "\n".join(lines)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter:
-        reporter.write_line("\n" + text)
-    print(text)
+    with capsys.disabled():
+        print("\n" + text, flush=True)
     clean_memory = [n for n, r in rows if r["expected"] == "no" and r["got"] == "needs-memory"]
     assert len(clean_memory) <= 1, f"clean servers saying needs-memory: {clean_memory} (seed {SEED})\n{text}"

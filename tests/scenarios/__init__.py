@@ -49,6 +49,9 @@ CLEAN = [
     Scenario("clean-db-al2", "no", ("db",), ("al2",)),
     Scenario("clean-bastion-al2023", "no", ("bastion",), ("al2023",)),
     Scenario("clean-db-debian12", "no", ("db",), ("debian12",)),
+    Scenario("clean-ci-al2023", "no", ("ci",), ("al2023",)),
+    Scenario("clean-web-al2", "no", ("web",), ("al2",)),
+    Scenario("clean-bastion-ubuntu2204", "no", ("bastion",), ("ubuntu2204",)),
 ]
 ANY = tuple(DISTROS)
 INTRUSIONS = [Scenario(f"intr-{name}", "yes", kinds, distros, name)
@@ -89,6 +92,7 @@ def build(name: str, root: Path, seed: int, tools: Tools, now: float | None = No
     h = Host(root, rng, distro, kind, tools, now=now)
     clean.distro_base(h)
     facts = clean.KINDS[kind](h)
+    clean.extras(h, facts)
     clean.finish_base(h)
     h.notes.append(clean.describe(h))
     if sc.pattern:

