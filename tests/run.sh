@@ -33,7 +33,9 @@ fi
 [ -x tests/.npm/node_modules/.bin/s3rver ] && [ -x tests/.npm/node_modules/.bin/azurite-blob ] ||
     npm install --prefix tests/.npm --no-audit --no-fund s3rver@3.7.1 azurite@3.35.0
 
-# The single binary (tests run the main collect with it). A failed build fails the run in CI.
+# The binaries, from one PyInstaller run: dist/triagent (tests run the main collect with it), its staticx
+# wrapping dist/triagent-portable, and dist/triagent-responder (analyze with Sigma, YARA-X and the cloud
+# ranges; tests/e2e/test_responder_binary.py). A failed build fails the run in CI.
 if ! bash build/build.sh; then
     [ "${CI:-}" = "true" ] && { echo "[tests] build/build.sh failed" >&2; exit 1; }
     echo "[tests] build/build.sh failed: binary tests will be skipped" >&2
