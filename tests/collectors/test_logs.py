@@ -641,6 +641,19 @@ def test_auth_log_cleared(tmp_path):
     assert found["TRI-AUTH-010"][0]["severity"] == "medium"
 
 
+def test_auth_log_emptied(tmp_path):
+    """auth.log truncated to nothing (`> /var/log/auth.log`) while syslog and wtmp keep the days before."""
+    zone(tmp_path)
+    write(tmp_path, "/var/log/syslog", merged(syslog_span(at(3, "00:00:01"), at(6, "20:00:00"))))
+    write(tmp_path, "/var/log/auth.log", b"")
+    wtmp(tmp_path, [("root", ATTACKER, at(4, "02:00:00")), ("alice", BASTION, at(5, "09:00:00"))])
+    found = by_rule(findings(tmp_path))
+    assert found["TRI-AUTH-009"][0]["severity"] == "high" and "2 login(s)" in found["TRI-AUTH-009"][0]["summary"]
+    # the same empty auth.log on a host nobody logged in to says nothing
+    wtmp(tmp_path, [])
+    quiet(findings(tmp_path))
+
+
 def test_auth_log_lines_deleted(tmp_path):
     """The attacker's Accepted line was cut out of an auth.log that still covers that time."""
     zone(tmp_path)
