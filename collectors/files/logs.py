@@ -955,18 +955,22 @@ def family_record(auth: Family, system: Family, logins: dict[str, list[float]], 
         # no auth log at all (journald-only host), or not all of it read: nothing to compare
         out["unlogged_logins"] = None
         return out
-    # the times the auth logs should cover: what the other logs cover (else wtmp's own span up to now)
+    # the times the auth logs should cover: what the other logs cover. Traditional syslog times are local:
+    # a zone changed after the lines were written (timedatectl set-timezone on day one) or not known shifts
+    # them by whole or half hours, so a login counts as logged when the user's login lines sit at such an
+    # offset, and the edges of the spans get 15 hours of slack.
     cover_from = other_first.timestamp()
     cover_to = max(other_last.timestamp() if other_last else 0.0, last.timestamp() if last else 0.0) or now
-    slack = 300.0 if clock.zone_source != "assumed UTC" else 86400.0  # a wrong zone shifts by hours
+    edge, slack = 15 * 3600.0, 300.0
     unlogged: list[dict[str, Any]] = []
     for login in wtmp:
         moment = _seconds(login["time_utc"])
-        if moment is None or not (cover_from + slack <= moment <= cover_to):
+        if moment is None or not (cover_from + edge <= moment <= cover_to + edge):
             continue
-        if first is None or moment < first.timestamp() - slack or (last and moment > last.timestamp() + slack):
+        if first is None or moment < first.timestamp() - edge or (last and moment > last.timestamp() + edge):
             unlogged.append(login)  # outside what the auth logs still hold, inside what the others hold
-        elif clock.zone_source != "assumed UTC" and not _near(logins.get(str(login["user"]), []), moment, slack):
+        elif first.timestamp() + slack <= moment <= (last.timestamp() if last else now) - slack and not any(
+                _near(logins.get(str(login["user"]), []), moment + k * 1800.0, slack) for k in range(-28, 29)):
             unlogged.append(login)  # inside the auth logs' span, but its lines are gone
     out["unlogged_logins"] = len(unlogged)
     if unlogged:

@@ -666,6 +666,19 @@ def test_auth_log_lines_deleted(tmp_path):
     assert "TRI-AUTH-010" not in found
 
 
+def test_zone_changed_after_the_lines_were_written_is_quiet(tmp_path):
+    """The lines were written while the host ran in UTC; the admin then set Europe/Berlin. Read with the
+    new zone they sit an hour off wtmp's logins: still logged, not a deleted line."""
+    zone(tmp_path, "Europe/Berlin")
+    write(tmp_path, "/var/log/syslog", merged(syslog_span(at(3, "00:00:01"), at(6, "20:00:00"))))
+    write(tmp_path, "/var/log/auth.log", merged(cron_sessions(at(3, "00:17:01"), at(6, "20:17:01")),
+                                                accepted(at(5, "09:00:00"), "alice", BASTION, 900, FP_ADMIN)))
+    wtmp(tmp_path, [("alice", BASTION, at(5, "09:00:01"))])
+    records, _ = collect(tmp_path)
+    assert [r["unlogged_logins"] for r in records if r["kind"] == "log_family"] == [0]
+    quiet(findings(tmp_path))
+
+
 def test_young_host_with_short_logs_is_quiet(tmp_path):
     """A host booted two hours ago: short logs, an empty btmp, logins that auth.log does hold."""
     zone(tmp_path)
