@@ -1090,6 +1090,10 @@ UPLOAD_DIR = re.compile(r"/(uploads?|images?|img|files|media|tmp|temp|cache|stat
                         r"wp-content/uploads|userfiles|\.well-known)/", re.I)
 
 
+NOTABLE = re.compile(r"[;|`]|\$\(|\$\{|\b(cmd|exec|command|shell|system|passthru|eval|assert|base64|wget|curl|"
+                     r"whoami|uname|/etc/passwd|/dev/tcp|<\?php)\b", re.I)
+
+
 def access_time(value: str) -> str | None:
     m = ACCESS_TIME.fullmatch(value)
     if not m or m["mon"] not in MONTHS:
@@ -1198,7 +1202,7 @@ def web(ctx: Context) -> Iterator[Item]:
     max_chars = int(ctx.opt("max_line_chars", DEFAULTS["max_line_chars"]))
     max_paths = int(ctx.opt("max_web_paths", DEFAULTS["max_web_paths"]))
     budget = Budget(int(ctx.opt("max_bytes", DEFAULTS["max_bytes"])))
-    records = 0
+    records = notable = 0
     scripts: dict[tuple[str, str], ScriptStats] = {}
     bases: list[str] = []
     for pattern in ctx.opt("web_logs", WEB_LOGS):
@@ -1246,10 +1250,17 @@ def web(ctx: Context) -> Iterator[Item]:
                 if records < max_records:
                     records += 1
                     yield Record("web_access", rec)
-                elif records == max_records:
+                    continue
+                if records == max_records:
                     records += 1
-                    yield Problem(f"web_access: record cap {max_records} reached; later requests only counted",
-                                  level="warning")
+                    yield Problem(f"web_access: record cap {max_records} reached; older requests kept only when "
+                                  "they look like commands", level="warning")
+                # past the cap, a request the server answered whose query looks like a command is still kept
+                # (up to a tenth more): the older logs are where an intrusion's first requests are
+                if notable < max_records // 10 and rec["status"] < 400 and rec.get("query") and \
+                        NOTABLE.search(rec.get("decoded") or ""):
+                    notable += 1
+                    yield Record("web_access", rec)
             yield Record("web_access", stats)
             if (problem := getattr(t, "problem", None)) is not None:
                 yield problem

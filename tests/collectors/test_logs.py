@@ -758,6 +758,19 @@ WEB_COMMANDS = (
      "/docs?q=curl https://api.example.com", "/a?command=list", "/shop?category=shell", "/index.php?id=12"])
 
 
+def test_web_record_cap_keeps_older_command_requests(tmp_path):
+    write(tmp_path, "/var/log/nginx/access.log", [
+        f'81.2.69.{i % 200} - - [06/Dec/2026:10:00:00 +0000] "GET /page/{i} HTTP/1.1" 200 512 "-" "Mozilla/5.0"'
+        for i in range(300)])
+    write(tmp_path, "/var/log/nginx/access.log.1", [
+        f'{OTHER_PUBLIC} - - [05/Dec/2026:01:05:10 +0000] "GET /up/x.php?cmd=cat+/etc/passwd HTTP/1.1" 200 1530 "-" '
+        '"curl/7.88.1"', '81.2.69.1 - - [05/Dec/2026:01:06:00 +0000] "GET /old HTTP/1.1" 200 5 "-" "Mozilla/5.0"'])
+    records, problems = collect(tmp_path, "web", max_records=100)
+    requests = [r for r in records if r["kind"] == "request"]
+    assert len(requests) == 101 and requests[-1]["query"] == "cmd=cat+/etc/passwd"
+    assert any("record cap" in p.message for p in problems)
+
+
 def test_web_command_payloads():
     rule = RULES["TRI-WEB-001"]
     hits, misses = WEB_COMMANDS
