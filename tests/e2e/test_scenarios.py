@@ -13,9 +13,9 @@ import tarfile
 import time
 
 import pytest
-from conftest import run_triagent, summary_of
+from conftest import need, run_triagent, summary_of
 from scenarios import SCENARIOS, base_seed, build
-from scenarios.host import Tools
+from scenarios.host import JOURNAL_REMOTE, Tools
 
 pytestmark = pytest.mark.scenarios
 
@@ -25,10 +25,12 @@ RESULTS: dict[str, dict] = {}
 
 @pytest.fixture(scope="module")
 def tools(tmp_path_factory):
-    need = [p for p in ("ssh-keygen", "utmpdump", "bash", "zsh", "gzip", "gcc") if not shutil.which(p)]
-    if need:
-        pytest.skip(f"missing {need} (tests/run.sh installs them)")
-    return Tools(tmp_path_factory.mktemp("scenario-tools"))
+    missing = [p for p in ("ssh-keygen", "utmpdump", "bash", "zsh", "gzip", "gcc") if not shutil.which(p)]
+    need(not missing, f"missing {missing} (tests/run.sh installs them)")
+    tools = Tools(tmp_path_factory.mktemp("scenario-tools"))
+    need(tools.journal, f"{JOURNAL_REMOTE} is missing (tests/run.sh installs systemd-journal-remote): journal-only "
+         "hosts (Amazon Linux 2023, Debian 12 without rsyslog) would have no logs")
+    return tools
 
 
 def _verdict(analysis: str) -> dict:

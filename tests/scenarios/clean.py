@@ -930,6 +930,7 @@ def bastion(h: Host) -> dict:
     extra = [f"ssh {rng.choice(targets)}", f"ssh -A {rng.choice(targets)}", f"nc -zv {rng.choice(targets)} 5432",
              f"nc -zv {rng.choice(targets)} 22", f"ping -c 3 {rng.choice(targets)}", "who", "last | head -20",
              f"scp report.csv {rng.choice(targets)}:/tmp/", "cat /etc/passwd | grep /bin/bash"]
+    homes = {a: [public_ip(rng) for _ in range(rng.randrange(1, 3))] for a in admins}  # home ISPs, mobile
     for day in h.days():
         for _ in range(rng.randrange(3, 9)):
             user = rng.choice(admins)
@@ -937,7 +938,7 @@ def bastion(h: Host) -> dict:
             if not h.window < t < h.now - 600:
                 continue
             cmds = rng.sample(extra, rng.randrange(1, 4)) + (["exit"] if rng.random() < 0.6 else [])
-            h.ssh_login(user, office if user in limited or rng.random() < 0.6 else public_ip(rng), t,
+            h.ssh_login(user, office if user in limited or rng.random() < 0.6 else rng.choice(homes[user]), t,
                         rng.uniform(5, 120), commands=cmds)
     # one admin adds a colleague's key this week (and shows up doing it)
     newbie = rng.choice([n for n in FIRST if n not in h.accounts])
