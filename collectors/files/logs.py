@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+import functools
 import io
 import ipaddress
 import os
@@ -78,17 +79,42 @@ class Clock:
     zone: _dt.tzinfo
     zone_source: str  # where the zone came from, or "assumed UTC"
 
+    def __post_init__(self) -> None:
+        # the zone's offset per local hour and each file's reference month, computed once: the host's
+        # zone is read by zoneinfo's pure-Python code, too slow to ask for every line of a big log
+        self._offsets: dict[tuple[int, int, int, int], _dt.timedelta | None] = {}
+        self._refs: dict[float, tuple[int, int] | None] = {}
+
     def traditional(self, m: re.Match[str], mtime: float) -> _dt.datetime | None:
         month = MONTHS[m["mon"]]
-        try:
-            ref = _dt.datetime.fromtimestamp(mtime, self.zone)
-            # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
-            # month can only be from the year before (December lines in a file closed in January).
-            year = ref.year - 1 if month > ref.month else ref.year
-            local = _dt.datetime(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]), tzinfo=self.zone)
-            return local.astimezone(_dt.UTC)
-        except (ValueError, OverflowError, OSError, IndexError):  # Feb 29 of a non-leap year, hour 25, mtime 2**62
+        ref = self._refs.get(mtime, ...)
+        if ref is ...:
+            try:
+                moment = _dt.datetime.fromtimestamp(mtime, self.zone)
+                ref = self._refs[mtime] = (moment.year, moment.month)
+            except (ValueError, OverflowError, OSError, IndexError):  # an mtime of 2**62
+                ref = self._refs[mtime] = None
+        if ref is None:
             return None
+        # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
+        # month can only be from the year before (December lines in a file closed in January).
+        year = ref[0] - 1 if month > ref[1] else ref[0]
+        try:
+            naive = _dt.datetime(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]))
+        except ValueError:  # Feb 29 of a non-leap year, hour 25
+            return None
+        key = (year, month, naive.day, naive.hour)
+        offset = self._offsets.get(key, ...)
+        if offset is ...:
+            try:
+                offset = naive.replace(minute=30, second=0, tzinfo=self.zone).utcoffset()
+            except (ValueError, OverflowError, OSError, IndexError):
+                offset = None
+            if len(self._offsets) < 100_000:
+                self._offsets[key] = offset
+        if offset is None:
+            return None
+        return (naive - offset).replace(tzinfo=_dt.UTC)
 
     @staticmethod
     def rfc3339(m: re.Match[str]) -> _dt.datetime | None:
@@ -164,6 +190,7 @@ def _seconds(iso: str | None) -> float | None:
     return _dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+@functools.lru_cache(maxsize=65536)  # guessing bots come back from the same few thousand addresses
 def is_public(address: str | None) -> bool | None:
     """True for a globally routable address, False for private, loopback, link-local, CGNAT...;
     None when the text is not an address (sshd logs a host name under UseDNS)."""
@@ -352,6 +379,7 @@ SYSTEM_EVENTS = {"logging_stopped", "logging_started", "boot", "shutdown", "audi
 SYSTEM_HINTS = ("rsyslogd", "Logging", "Logger", "Journal", "ournal", "udit", "Linux version", "Command line",
                 "Booting Linux", "Reached target", "Stopped target", "System is", "shutting down", "shutdown",
                 "SIGTERM", "Power key", "going down")
+SYSTEM_HINT = re.compile("|".join(re.escape(h) for h in SYSTEM_HINTS))
 
 
 def _ip_fields(ip: str | None, port: str | None) -> dict[str, Any]:
@@ -603,7 +631,7 @@ def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthStat
             # the big system logs: parse a line only when it may be a logging-daemon or boot event; the
             # first line and the last give the file's span
             last_line = (number, offset, line)
-            if stats.first is not None and not any(h in line for h in SYSTEM_HINTS):
+            if stats.first is not None and not SYSTEM_HINT.search(line):
                 continue
         parsed = parse_syslog_line(line, clock, t.mtime)
         if parsed is None:
