@@ -612,6 +612,7 @@ class AuthState:
     logins: dict[str, list[float]] = field(default_factory=dict)
     system_events: list[dict[str, Any]] = field(default_factory=list)
     user_events: list[dict[str, Any]] = field(default_factory=list)  # account changes, annotated at the end
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # ssh_accepted, annotated with the key's history
 
 
 def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthState,
@@ -684,6 +685,9 @@ def _take(state: AuthState, record: dict[str, Any], moment: _dt.datetime | None)
     if kind in ACCOUNT_EVENTS:
         if len(state.user_events) < 20000:
             state.user_events.append(record)  # annotated (package, cloud-init) once those logs are read
+        return
+    if kind == "ssh_accepted" and len(state.accepted) < 50000:
+        state.accepted.append(record)  # annotated with the key's other uses once every log is read
         return
     yield from _emit(state, Record("auth", record))
 
@@ -833,6 +837,19 @@ def annotate_account_event(record: dict[str, Any], packages: list[float], cloud_
     record["origin"] = origin
     if basis:
         record["origin_basis"] = basis
+
+
+def annotate_key_use(accepted: list[dict[str, Any]]) -> None:
+    """Each public-key login says how often its key logged in from private and from public addresses
+    (``key_private_logins``, ``key_public_logins``): a key that works from inside the network and shows up
+    once from the internet differs from a key its owner always uses from home or the office."""
+    counts: dict[str, list[int]] = {}
+    for record in accepted:
+        if record.get("fingerprint") and record.get("source_is_public") is not None:
+            counts.setdefault(record["fingerprint"], [0, 0])[bool(record["source_is_public"])] += 1
+    for record in accepted:
+        if (pair := counts.get(record.get("fingerprint") or "")) is not None:
+            record["key_private_logins"], record["key_public_logins"] = pair
 
 
 def wtmp_logins(ctx: Context) -> tuple[list[dict[str, Any]], list[Problem]]:
@@ -1094,6 +1111,9 @@ def auth(ctx: Context) -> Iterator[Item]:
     packages, probs = package_activity(ctx, clock)
     yield from probs
     cloud_users, cloud_times = cloud_init_users(ctx, clock)
+    annotate_key_use(state.accepted)
+    for record in state.accepted:
+        yield from _emit(state, Record("auth", record))
     for record in state.user_events:
         annotate_account_event(record, packages, cloud_users, cloud_times)
         yield from _emit(state, Record("auth", record), reserved=True)
