@@ -571,6 +571,8 @@ class FileStats:
     first: _dt.datetime | None = None
     last: _dt.datetime | None = None
     year_inferred: bool = False
+    orphans: list[str] = field(default_factory=list)  # sshd sessions whose "Accepted" line is missing
+    orphan_count: int = 0  # how many (the list keeps samples once summarised)
 
     def record(self) -> dict[str, Any]:
         return {"kind": "log_file", "family": self.family, "path": self.path, "size": self.size,
@@ -580,7 +582,9 @@ class FileStats:
                 "first_event_utc": _iso(self.first) if self.first else None,
                 "last_event_utc": _iso(self.last) if self.last else None,
                 "span_s": round((self.last - self.first).total_seconds()) if self.first and self.last else None,
-                "year_inferred": self.year_inferred, "empty": self.size == 0}
+                "year_inferred": self.year_inferred, "empty": self.size == 0,
+                **({"sessions_without_login": len(self.orphans), "sessions_without_login_sample": self.orphans[:5]}
+                   if self.family == "auth" else {})}
 
 
 def parse_syslog_line(line: str, clock: Clock, mtime: float) -> tuple[_dt.datetime | None, bool, str, str,
@@ -624,6 +628,11 @@ def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthStat
     max_msg = int(ctx.opt("max_message_chars", DEFAULTS["max_message_chars"]))
     only_system = keep is not None and keep <= SYSTEM_EVENTS
     last_line: tuple[int, int, str] | None = None
+    # sshd logs "Accepted ..." then "pam_unix(sshd:session): session opened", both under the pid of the
+    # session's monitor: a session with no Accepted line of its pid just before is a login whose line was
+    # cut out of the log (sed -i '/<address>/d' leaves the session's lines that do not name the address)
+    logins_by_pid: dict[int, list[float]] = {}
+    sessions: list[tuple[int, float, str]] = []
     for number, offset, line in lines_of(t, max_chars):
         if number % 4096 == 0:
             ctx.check()
@@ -658,7 +667,19 @@ def parse_file(ctx: Context, t: Text, family: str, clock: Clock, state: AuthStat
             record["year_inferred"] = True
         if repeated:
             record["repeated"] = repeated
+        if moment is not None and pid is not None and program.startswith("sshd"):
+            if event["event"] == "ssh_accepted":
+                logins_by_pid.setdefault(pid, []).append(moment.timestamp())
+            elif event["event"] == "session_opened" and str(event.get("service", "")).startswith("sshd") and \
+                    len(sessions) < 100_000:
+                sessions.append((pid, moment.timestamp(), f"{record.get('user')} at {record['time_utc']} "
+                                                          f"({t.path} line {number})"))
         yield from _take(state, record, moment)
+    start = stats.first.timestamp() + 120 if stats.first else None  # a login may sit before a cut window
+    for pid, moment, what in sessions:
+        if start is not None and moment >= start and not any(
+                moment - 120 <= when <= moment + 2 for when in logins_by_pid.get(pid, ())):
+            stats.orphans.append(what)
     if only_system and last_line is not None:  # the span's end, from the last line with a header
         parsed = parse_syslog_line(last_line[2], clock, t.mtime)
         if parsed and parsed[0] is not None and (stats.last is None or parsed[0] > stats.last):
@@ -933,6 +954,8 @@ def read_family(ctx: Context, name: str, bases: list[str], clock: Clock, state: 
                     stats.last = _dt.datetime.fromisoformat(item.data["last_event_utc"].replace("Z", "+00:00")) \
                         if item.data["last_event_utc"] else None
                     stats.events = item.data["events"]
+                    stats.orphans = list(item.data.get("sessions_without_login_sample", []))
+                    stats.orphan_count = int(item.data.get("sessions_without_login", 0))
                     family.files.append(stats)
                 yield item
     yield family
@@ -993,6 +1016,8 @@ def family_record(auth: Family, system: Family, logins: dict[str, list[float]], 
         "other_logs_last_utc": _iso(other_last) if other_last else None,
         "time_zone": clock.zone_source, "wtmp_remote_logins": len(wtmp),
         "empty": auth.events() == 0,
+        "sessions_without_login": sum(f.orphan_count for f in auth.files),
+        "sessions_without_login_sample": [o for f in auth.files for o in f.orphans][:5],
     }
     if first and other_first and not auth.budget_reached:
         out["starts_after_other_logs_s"] = round((first - other_first).total_seconds())

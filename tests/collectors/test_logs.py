@@ -695,6 +695,22 @@ def test_zone_changed_after_the_lines_were_written_is_quiet(tmp_path):
     quiet(findings(tmp_path))
 
 
+def test_login_lines_cut_with_sed(tmp_path):
+    """sed -i '/<address>/d' auth.log and the login cut out of wtmp too: the session's PAM line, which does
+    not name the address, stays without its Accepted line."""
+    zone(tmp_path)
+    login = accepted(at(5, "22:10:00"), "ubuntu", ATTACKER, 4242)
+    sudo = [(at(5, "22:10:20"), line(at(5, "22:10:20"), "sudo", "  ubuntu : TTY=pts/0 ; PWD=/home/ubuntu ; "
+                                                                "USER=root ; COMMAND=/bin/bash"))]
+    write(tmp_path, "/var/log/auth.log", merged(
+        cron_sessions(at(5, "00:17:01"), at(6, "20:17:01")), accepted(at(5, "09:00:00"), "alice", BASTION, 900),
+        [p for p in login + sudo if ATTACKER not in p[1]]))
+    found = by_rule(findings(tmp_path))
+    assert [f["severity"] for f in found["TRI-AUTH-018"]] == ["high"]
+    assert "1 SSH session(s)" in found["TRI-AUTH-018"][0]["summary"] and "ubuntu at 2026-12-05T22:10:00Z" in \
+        found["TRI-AUTH-018"][0]["summary"]
+
+
 def test_young_host_with_short_logs_is_quiet(tmp_path):
     """A host booted two hours ago: short logs, an empty btmp, logins that auth.log does hold."""
     zone(tmp_path)
