@@ -60,7 +60,8 @@ def test_scenario(name, tools, tmp_path):
     got = verdict.get("recommendation")
     RESULTS[name] = {"expected": sc.expected, "got": got, "score": verdict.get("score"),
                      "drivers": _drivers(verdict), "build_s": round(built_s, 1), "collect_s": round(t_collect, 1),
-                     "analyze_s": round(t_analyze, 1), "host": built.notes[0]}
+                     "analyze_s": round(t_analyze, 1), "host": built.notes[0],
+                     "why": [f"{d.get('rule')}: {d.get('summary', '')}"[:150] for d in verdict.get("drivers", [])[:3]]}
     context = (f"seed TRIAGENT_SCENARIO_SEED={SEED}; scenario {name}; {'; '.join(built.notes)}; "
                f"score {verdict.get('score')}; drivers: {_drivers(verdict, 8)}")
     if sc.expected == "yes":
@@ -80,6 +81,10 @@ def test_corpus_table(capsys):
     for name, r in rows:
         lines.append(f"{name:<32} {r['expected']:<8} {str(r['got']):<13} {str(r['score']):>5} {r['build_s']:>5} "
                      f"{r['collect_s']:>5} {r['analyze_s']:>5}  {r['drivers']}")
+    lines.append("")
+    for name, r in rows:
+        lines.append(f"{name}: {r['host']}")
+        lines += [f"    {why}" for why in r["why"]]
     text = "\n".join(lines)
     with capsys.disabled():
         print("\n" + text, flush=True)

@@ -269,7 +269,7 @@ DEBIAN_GROUPS = [("root", 0), ("daemon", 1), ("bin", 2), ("sys", 3), ("adm", 4),
                  ("mail", 8), ("news", 9), ("uucp", 10), ("man", 12), ("proxy", 13), ("kmem", 15), ("dialout", 20),
                  ("cdrom", 24), ("sudo", 27), ("audio", 29), ("dip", 30), ("www-data", 33), ("backup", 34),
                  ("operator", 37), ("shadow", 42), ("utmp", 43), ("video", 44), ("plugdev", 46), ("staff", 50),
-                 ("users", 100), ("nogroup", 65534), ("systemd-journal", 999), ("netdev", 106)]
+                 ("users", 100), ("nogroup", 65534), ("systemd-journal", 999), ("netdev", 106), ("crontab", 102)]
 RHEL_GROUPS = [("root", 0), ("bin", 1), ("daemon", 2), ("sys", 3), ("adm", 4), ("tty", 5), ("disk", 6), ("lp", 7),
                ("mem", 8), ("kmem", 9), ("wheel", 10), ("cdrom", 11), ("mail", 12), ("man", 15), ("dialout", 18),
                ("floppy", 19), ("games", 20), ("tape", 33), ("video", 39), ("ftp", 50), ("lock", 54), ("audio", 63),
@@ -434,6 +434,11 @@ def distro_base(h: Host) -> None:
         [f"{rng.choice(['prod', 'ops', 'infra'])}-{rng.choice(['eu', 'us'])}-key", ""]) or None)
     pub = pub if pub.count(" ") == 2 else pub
     h.authorized(d.default_user, [pub], h.created + 22)
+    # cloud-init's disable_root: the same key for root, answering with a message (a command= look-alike)
+    root_line = ('no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command="echo \'Please login as the user '
+                 f'\\"{d.default_user}\\" rather than the user \\"root\\".\';echo;sleep 10;exit 142" {pub}')
+    h.path("/root/.ssh").mkdir(parents=True, exist_ok=True)
+    h.write("/root/.ssh/authorized_keys", root_line + "\n", 0o600, mtime=h.created + 22)
     # cron, units, init scripts, logging, packages
     _cron_base(h)
     _units_base(h)
@@ -485,6 +490,8 @@ def _cron_base(h: Host) -> None:
             h.write(f"/etc/cron.daily/{name}", f"#!/bin/sh\n\n# {name} daily job\nset -e\n", 0o755)
         h.write("/etc/cron.hourly/.placeholder", "# DO NOT EDIT OR REMOVE\n")
         h.path("/var/spool/cron/crontabs").mkdir(parents=True, exist_ok=True)
+        os.chmod(h.path("/var/spool/cron/crontabs"), 0o1730)
+        os.chown(h.path("/var/spool/cron/crontabs"), 0, 102)
     elif d.cron:
         h.write("/etc/crontab", "SHELL=/bin/bash\nPATH=/sbin:/bin:/usr/sbin:/usr/bin\nMAILTO=root\n\n"
                 "# For details see man 4 crontabs\n", mtime=h.created - 200 * DAY)
@@ -593,8 +600,9 @@ def upgrades(h: Host, admin: str) -> None:
                        "libc6:amd64 2.36-9+deb12u9", "openssh-client:amd64 1:9.2p1-2+deb12u3",
                        "python3.11:amd64 3.11.2-6+deb12u4", "linux-image-cloud-amd64:amd64 6.1.119-1"], 4)
     dpkg_log, apt_hist = [], []
-    for _ in range(rng.randrange(1, 3)):
-        t = h.when(0.5, 8, hours=(8, 18))
+    last = h.created
+    for t in sorted(h.when(0.5, 8, hours=(8, 18)) for _ in range(rng.randrange(1, 3))):
+        last = t + 60
         if d.pkg == "dpkg":
             h.ssh_login(admin, h.bastion_ip, t - 40, 8, commands=["sudo apt update", "sudo apt upgrade -y",
                                                                    "apt list --upgradable"])
@@ -624,7 +632,7 @@ def upgrades(h: Host, admin: str) -> None:
     else:
         p = "/var/log/yum.log" if d.key == "al2" else "/var/log/dnf.log"
         h.write(p, "".join(x + "\n" for x in dpkg_log), 0o600)
-        h.touch(p, h.now - rng.randrange(3600, 3 * DAY))
+        h.touch(p, last)
 
 
 def _last_time(lines: list[str], h: Host) -> float:
@@ -1036,7 +1044,43 @@ def finish_base(h: Host) -> None:
         h.write("/etc/rsyslog.conf", "# rsyslog configuration file\n*.info;mail.none;authpriv.none;cron.none"
                 "                /var/log/messages\nauthpriv.*                                              "
                 "/var/log/secure\ncron.*                                                  /var/log/cron\n")
-    h.path("/var/log/journal").mkdir(parents=True, exist_ok=True)
+    if h.d.key != "al2":  # Amazon Linux 2 keeps its journal in /run
+        h.path("/var/log/journal").mkdir(parents=True, exist_ok=True)
+    _daemon_noise(h)
+    if rng.random() < 0.5:  # a home-made /etc backup with tar, kept a week
+        h.write("/etc/cron.daily/etc-backup", "#!/bin/sh\n# keep a week of /etc\ntar czf /var/backups/etc-$(date +%a)"
+                ".tgz -C / etc 2>/dev/null\n", 0o755, mtime=h.created + 2 * DAY)
+        for day in h.days()[-7:]:
+            stamp = time.strftime("%a", time.gmtime(day))
+            h.write(f"/var/backups/etc-{stamp}.tgz", gzip.compress(rng.randbytes(512)), 0o600,
+                    mtime=day + 6.45 * 3600 if day + 6.45 * 3600 < h.now else day - 7 * DAY + 6.45 * 3600)
+
+
+def _daemon_noise(h: Host) -> None:
+    """What daemons write to syslog/messages every day: timers, time sync, DHCP renewals, the SSM agent."""
+    rng = h.rng
+    for day in h.days():
+        lines = [(6.4, "systemd", "Starting logrotate.service - Rotate log files..."),
+                 (6.41, "systemd", "logrotate.service: Deactivated successfully."),
+                 (6.41, "systemd", "Finished logrotate.service - Rotate log files."),
+                 (rng.uniform(0, 24), "systemd", "Starting man-db.service - Daily man-db regeneration..."),
+                 (rng.uniform(0, 24), "chronyd" if h.d.family == "rhel" else "chronyd",
+                  "Selected source 169.254.169.123 (169.254.169.123)")]
+        if h.d.family == "debian":
+            lines.append((rng.uniform(6, 7), "systemd", "Starting apt-daily-upgrade.service - Daily apt upgrade and "
+                          "clean activities..."))
+        if h.d.key == "al2":
+            for k in range(0, 24, 6):
+                lines.append((k + rng.uniform(0, 1), "dhclient", f"DHCPREQUEST on eth0 to "
+                              f"{h.ip.rsplit('.', 1)[0]}.1 port 67 (xid=0x{rng.getrandbits(32):08x})"))
+        if h.d.id == "amzn":
+            lines.append((rng.uniform(0, 24), "amazon-ssm-agent", "INFO [HealthCheck] HealthCheck reporting agent "
+                          "health."))
+        for hour, prog, msg in lines:
+            t = day + hour * 3600
+            if h.window < t < h.now:
+                h.log(t, prog, msg, 1 if prog == "systemd" else h._pid_base - 100 - len(prog), stream="syslog",
+                      unit="" if prog == "systemd" else f"{prog}.service")
 
 
 def describe(h: Host) -> str:

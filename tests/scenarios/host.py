@@ -578,6 +578,7 @@ class Host:
         for step in self.after:
             step()
         self._apply_mtimes()
+        self._directory_times()
         if self._keydir.exists():
             shutil.rmtree(self._keydir)
 
@@ -741,6 +742,16 @@ class Host:
 
     def _journal_dropped(self, e: Event) -> bool:
         return False  # journald keeps what a text-log editor removed
+
+    def _directory_times(self) -> None:
+        """A folder's time is its newest entry's (what creating that entry did), unless set on purpose."""
+        for folder, _, _ in sorted(os.walk(self.root), key=lambda w: -w[0].count(os.sep)):
+            rel = "/" + os.path.relpath(folder, self.root)
+            if rel in self.mtimes or rel == "/.":
+                continue
+            times = [os.lstat(os.path.join(folder, n)).st_mtime for n in os.listdir(folder)]
+            t = max(times) if times else self.created
+            os.utime(folder, (t, t))
 
     def _apply_mtimes(self) -> None:
         for p, t in sorted(self.mtimes.items(), key=lambda kv: -len(kv[0])):

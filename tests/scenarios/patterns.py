@@ -379,8 +379,9 @@ def ebury_libkeyutils(h: Host, facts: dict) -> None:
     ip = public_ip(rng)
     t0 = h.when(1, 6)
     user = rng.choice(facts.get("admins") or [h.d.default_user])
-    end = h.ssh_login(user, ip, t0, 4, tty=False, history=False)
-    h.sudo(user, t0 + 20, "sh -c cp /tmp/.k /" + h.d.libdir.lstrip("/") + "/libkeyutils.so.1.5", tty="unknown")
+    # a root shell (sudo -i or sudo su -) with history off: the commands themselves are logged nowhere
+    end = h.ssh_login(user, ip, t0, rng.uniform(3, 12), commands=["unset HISTFILE"], history=False)
+    h.sudo(user, t0 + 20, rng.choice(["-i", "su -"]), tty="pts/0")
     fake = f"{h.d.libdir}/libkeyutils.so.1.5" if h.d.family == "debian" else f"{h.d.libdir}/libkeyutils.so.1.3.2"
     real = h.path(f"{h.d.libdir}/libkeyutils.so.1").resolve()
     stamp = os.stat(real).st_mtime if real.exists() else h.created
