@@ -15,6 +15,18 @@ Each log line is one record ``kind: event`` (or ``kind: request``); lines of no 
 not kept. Each file read gives a ``kind: log_file`` record (size, mtime, first and last event, lines,
 events) and each family a ``kind: log_family`` record that compares it with the other logs and with
 wtmp, so that a rule can see an auth log emptied or cut while the rest of the host kept its history.
+A host with no text log at all (journald only) gives the same events from its journal files.
+
+Events (``event``): ssh_failed (``reason`` password, publickey, keyboard-interactive/pam, invalid_user,
+max_attempts, pam), ssh_accepted (``method``, ``key_type``, ``fingerprint``, ``key_private_logins``,
+``key_public_logins``), ssh_disconnect, sudo / sudo_failed (``user``, ``run_as``, ``command``, ``tty``,
+``pwd``, ``reason``), su / su_failed, session_opened / session_closed (``service``, ``by_user``),
+auth_failed, user_added (``uid``, ``gid``, ``home``, ``shell``, ``from_tty``), group_added,
+user_modified (``change``: group, UID, shell...), password_changed, user_deleted (all five with
+``origin``: interactive, cloud-init, package, system, unknown), logging_stopped (``daemon``,
+``context``: shutdown, restart, stopped; ``restarted_after_s``), logging_started, audit_disabled, boot,
+shutdown. Every event has ``time_utc``, ``host``, ``program``, ``pid``, ``message``, ``path``, ``line``,
+``offset`` and, for addresses, ``source_ip`` (or ``source_host``), ``source_port``, ``source_is_public``.
 
 Times: traditional syslog lines (``Mmm dd hh:mm:ss``) are in the host's local time and have no year.
 The zone comes from the host's ``/etc/localtime`` (read as a TZif file, never from our own machine);
