@@ -737,8 +737,14 @@ def test_sudo_and_su(tmp_path):
         line(d, "su[812]", "(to root) www-data on pts/3"),
         line(d, "su[812]", "pam_unix(su:session): session opened for user root(uid=0) by www-data(uid=33)"),
         line(d, "sudo", "     bob : user NOT in sudoers ; TTY=pts/1 ; PWD=/home/bob ; USER=root ; COMMAND=/bin/bash"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/sed -i "
+                        "/45.155.205.233/d /var/log/auth.log"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/sh -c echo > "
+                        "/var/log/wtmp"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/var/log ; USER=root ; COMMAND=/usr/bin/shred -u /var/log/btmp"),
     ])
     found = by_rule(findings(tmp_path))
+    assert len(found["TRI-AUTH-019"]) == 3 and {f["severity"] for f in found["TRI-AUTH-019"]} == {"high"}
     assert found["TRI-AUTH-011"][0]["severity"] == "high"
     assert "/dev/shm/.x/kworker" in found["TRI-AUTH-011"][0]["summary"]
     assert [f["summary"] for f in found["TRI-AUTH-012"]] == ["web1: alice ran as root: /bin/sh /tmp/install.sh"]
@@ -758,6 +764,16 @@ def test_admin_sudo_and_su_are_quiet(tmp_path):
         line(d, "su[813]", "pam_unix(su-l:session): session opened for user root(uid=0) by alice(uid=1000)"),
         line(d, "sudo", "pam_unix(sudo:session): session opened for user www-data(uid=33) by alice(uid=1000)"),
         line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/var/www ; USER=www-data ; COMMAND=/usr/bin/php artisan migrate"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/tail -n 200 "
+                        "/var/log/auth.log"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/grep -c Failed "
+                        "/var/log/auth.log"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/journalctl -u ssh "
+                        "--since today"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/rm -f "
+                        "/var/log/nginx/access.log.14.gz"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/sbin/logrotate -f "
+                        "/etc/logrotate.conf"),
     ])
     quiet(findings(tmp_path))
 
