@@ -774,6 +774,8 @@ def test_admin_sudo_and_su_are_quiet(tmp_path):
                         "/var/log/nginx/access.log.14.gz"),
         line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/sbin/logrotate -f "
                         "/etc/logrotate.conf"),
+        line(d, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/rm /var/log/syslog.7.gz "
+                        "/var/log/auth.log.4.gz"),
     ])
     quiet(findings(tmp_path))
 
