@@ -12,6 +12,8 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -404,12 +406,12 @@ def distro_base(h: Host) -> None:
     for mod in ("pam_unix.so", "pam_deny.so", "pam_permit.so"):
         data = real_file(f"/usr/lib/x86_64-linux-gnu/security/{mod}")
         if data:
-            h.write(f"{d.pam_dir}/{mod}", data, mtime=h.created - 90 * DAY)
+            h.write(f"{d.pam_dir}/{mod}", data, mtime=PKG_MTIME)
     keyutils = real_file("/usr/lib/x86_64-linux-gnu/libkeyutils.so.1.10")
     if keyutils:
         real = "libkeyutils.so.1.10" if d.family == "debian" else "libkeyutils.so.1.6"
-        h.write(f"{d.libdir}/{real}", keyutils, mtime=h.created - 300 * DAY)
-        h.symlink(f"{d.libdir}/libkeyutils.so.1", real, mtime=h.created - 1)
+        h.write(f"{d.libdir}/{real}", keyutils, mtime=PKG_MTIME)
+        h.symlink(f"{d.libdir}/libkeyutils.so.1", real, mtime=PKG_MTIME)
     # ssh
     if d.family == "debian":
         h.write("/etc/ssh/sshd_config", SSHD_DEBIAN, mtime=h.created - 40 * DAY)
@@ -549,8 +551,38 @@ DPKG_PACKAGES = ["base-files", "bash", "coreutils", "dpkg", "apt", "libc6", "lib
                  "cron", "rsyslog", "cloud-init", "nginx", "nginx-common", "postgresql-15", "docker-ce"]
 
 
+PKG_MTIME = 1_700_000_000.0  # the packaged files' time (the rpm database records it)
+RPMS = {"pam": ("1.5.1", "8.amzn2023.0.3", ["pam_unix.so", "pam_deny.so", "pam_permit.so"]),
+        "keyutils-libs": ("1.6.3", "1.amzn2023", ["libkeyutils.so.1.6", "libkeyutils.so.1"])}
+
+
+def _rpmdb(h: Host) -> None:
+    """Amazon Linux 2023's rpm database (sqlite, as rpm 4.16+ writes it) with the packages owning the
+    files this root holds, built by rpmbuild and recorded with rpm --justdb. Amazon Linux 2's rpm 4.11
+    writes Berkeley DB, which today's rpm cannot: that host has no package database here."""
+    d = h.d
+    rpms = []
+    for name, (version, release, files) in RPMS.items():
+        paths = [f"{d.pam_dir if name == 'pam' else d.libdir}/{f}" for f in files]
+        present = [p for p in paths if os.path.lexists(h.path(p))]
+        for p in present:  # rpm records each file's time: the one the root will show
+            os.utime(h.path(p), (PKG_MTIME, PKG_MTIME), follow_symlinks=False)
+        if present:
+            rpms.append(h.tools.rpm(name, version, release, [(p, h.path(p)) for p in present]))
+    if not rpms:
+        return
+    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", "/var/lib/rpm", "--initdb"], check=True,
+                   capture_output=True)
+    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", "/var/lib/rpm", "-i", "--justdb", "--nodeps",
+                    "--noscripts", "--ignorearch", "--ignoreos", *map(str, rpms)], check=True, capture_output=True)
+    for p in h.path("/var/lib/rpm").iterdir():
+        h.touch("/var/lib/rpm/" + p.name, h.created + 200)
+
+
 def _packages_base(h: Host) -> None:
     d = h.d
+    if d.key == "al2023" and shutil.which("rpm") and shutil.which("rpmbuild"):
+        _rpmdb(h)
     if d.pkg != "dpkg":
         h.write("/etc/yum.repos.d/amzn2-core.repo" if d.key == "al2" else "/etc/yum.repos.d/amazonlinux.repo",
                 "[amzn2-core]\nname=Amazon Linux 2 core repository\nmirrorlist=$awsproto://$amazonlinux.$awsregion."
@@ -574,8 +606,9 @@ def _packages_base(h: Host) -> None:
             continue
         lines = [line for line in md5.decode().splitlines() if line.rsplit("/", 1)[-1] in files]
         h.write(f"/var/lib/dpkg/info/{pkg}.md5sums", "".join(x + "\n" for x in lines))
-        h.write(f"/var/lib/dpkg/info/{pkg}.list", "/.\n/usr\n/usr/lib\n/usr/lib/x86_64-linux-gnu\n" +
-                "".join("/" + x.split(None, 1)[1] + "\n" for x in lines))
+        listed = (real_file(f"/var/lib/dpkg/info/{pkg}.list") or b"").decode().splitlines()
+        present = [p for p in listed if os.path.lexists(h.root / p.lstrip("/"))]  # what this root has of it
+        h.write(f"/var/lib/dpkg/info/{pkg}.list", "".join(p + "\n" for p in present))
     if d.id == "debian":
         h.write("/etc/apt/sources.list.d/debian.sources", "Types: deb\nURIs: mirror+file:///etc/apt/mirrors/"
                 "debian.list\nSuites: bookworm bookworm-updates bookworm-backports\nComponents: main\n\nTypes: deb\n"

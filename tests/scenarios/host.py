@@ -195,6 +195,36 @@ class Tools:
         return out.read_bytes()
 
 
+    def rpm(self, name: str, version: str, release: str, files: list[tuple[str, Path]]) -> Path:
+        """A binary rpm that owns `files` (root path, file in the root), made by rpmbuild."""
+        key = hashlib.sha256(repr((name, version, release, [(p, os.readlink(f) if f.is_symlink() else
+                                                             hashlib.sha256(f.read_bytes()).hexdigest())
+                                                            for p, f in files])).encode()).hexdigest()[:16]
+        top = self.cache / f"rpm-{name}-{key}"
+        found = list(top.glob("RPMS/*/*.rpm"))
+        if found:
+            return found[0]
+        src = top / "src"
+        src.mkdir(parents=True, exist_ok=True)
+        install = []
+        for i, (p, f) in enumerate(files):
+            folder = os.path.dirname(p)
+            if f.is_symlink():
+                install.append(f"mkdir -p %{{buildroot}}{folder} && ln -s {os.readlink(f)} %{{buildroot}}{p}")
+            else:
+                shutil.copy2(f, src / str(i))
+                install.append(f"mkdir -p %{{buildroot}}{folder} && cp -p {src / str(i)} %{{buildroot}}{p}")
+        spec = top / f"{name}.spec"
+        spec.write_text(f"Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: {name}\nLicense: GPLv2+\n"
+                        "AutoReqProv: no\n\n%description\n{name}\n\n%install\n" + "\n".join(install) +
+                        "\n\n%files\n" + "".join(p + "\n" for p, _ in files))
+        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", "--define", "__strip /bin/true",
+                        "--define", "debug_package %{nil}", "--define", "_build_id_links none",
+                        "--define", "__brp_compress /bin/true", str(spec)], check=True, capture_output=True,
+                       timeout=120)
+        return next(top.glob("RPMS/*/*.rpm"))
+
+
 class Host:
     def __init__(self, root: Path, rng: random.Random, distro: Distro, kind: str, tools: Tools,
                  now: float | None = None, public: bool | None = None):
