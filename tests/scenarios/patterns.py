@@ -194,6 +194,19 @@ def _stolen_key_login(h: Host, facts: dict, t: float, ip: str, commands: list[st
     return user
 
 
+def _sshd_target(h: Host) -> str:
+    return "/etc/ssh/sshd_config.d/*.conf" if h.path("/etc/ssh/sshd_config.d").exists() else "/etc/ssh/sshd_config"
+
+
+def _enable_passwords(h: Host, t: float) -> None:
+    """sed -i PasswordAuthentication no -> yes where the host sets it (drop-ins, else sshd_config)."""
+    confs = sorted(h.path("/etc/ssh/sshd_config.d").glob("*.conf")) if h.path("/etc/ssh/sshd_config.d").exists() \
+        else []
+    for p in confs or [h.path("/etc/ssh/sshd_config")]:
+        p.write_text(p.read_text().replace("PasswordAuthentication no", "PasswordAuthentication yes"))
+        h.touch("/" + str(p.relative_to(h.root)), t)
+
+
 # --------------------------------------------------------------------------------------------------
 # the patterns
 
@@ -241,7 +254,9 @@ def teamtnt_aws_creds(h: Host, facts: dict) -> None:
     authorized_keys, and leaves a miner; it comes in through the Docker API, so no shell history.
     Cado Security, "Team TNT – The First Crypto-Mining Worm to Steal AWS Credentials", 2020,
     https://www.cadosecurity.com/blog/team-tnt-the-first-crypto-mining-worm-to-steal-aws-credentials;
-    Trend Micro, "TeamTNT Now Deploying DDoS-Capable IRC Bot TNTbotinger", 2020."""
+    Trend Micro, "TeamTNT Now Deploying DDoS-Capable IRC Bot TNTbotinger", 2020;
+    AT&T Alien Labs, "TeamTNT with new detection evasion tools", 2020 (libprocesshider through
+    /etc/ld.so.preload to hide the miner), https://cybersecurity.att.com/blogs/labs-research/teamtnt-with-new-detection-evasion-tools"""
     rng = h.rng
     ip = public_ip(rng)
     t0 = h.when(0.5, 3)
@@ -288,6 +303,11 @@ chattr +ia /root/.ssh/authorized_keys 2>/dev/null
             mtime=t0 + 30)
     h.write(f"{d}/config.json", json.dumps({"pools": [{"url": _pool(h), "user": _wallet(h), "pass": h.hostname}],
                                             "donate-level": 0}), mtime=t0 + 30)
+    if rng.random() < 0.5:  # libprocesshider built on the spot and preloaded to hide the miner
+        so = rng.choice(["/usr/local/lib/libsystemd-shared.so", "/usr/lib/libprocesshider.so", "/lib/libgpu.so"])
+        h.write(so, _elf(h, "hider", HIDER_C, shared=True, NAME=rng.choice(["kswapd0", "bioset", "[ext4]"])),
+                mtime=t0 + 40)
+        h.write("/etc/ld.so.preload", so + "\n", mtime=t0 + 41)
     cid = f"{rng.getrandbits(256):064x}"
     h.write(f"/var/lib/docker/containers/{cid}/config.v2.json", json.dumps({
         "ID": cid, "Created": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(t0)), "Path": "/bin/sh",
@@ -570,7 +590,7 @@ def uid0_account(h: Host, facts: dict) -> None:
     name = rng.choice(["sysadm", "mysql-adm", "toor", "sshd-sys", "admin1", "systemd-core"])
     _stolen_key_login(h, facts, t0, ip, [
         f"useradd -o -u 0 -g 0 -M -d /root -s /bin/bash {name}", f"echo '{name}:{rng.getrandbits(40):x}' | chpasswd",
-        "sed -i 's/^PasswordAuthentication no/PasswordAuthentication yes/' /etc/ssh/sshd_config.d/*.conf",
+        "sed -i 's/^PasswordAuthentication no/PasswordAuthentication yes/' " + _sshd_target(h),
         f"systemctl restart {h.d.ssh_unit}", "exit"])
     ua = h.pid(t0 + 30)
     h.log(t0 + 30, "useradd", f"new user: name={name}, UID=0, GID=0, home=/root, shell=/bin/bash, from=/dev/pts/1", ua)
@@ -578,15 +598,54 @@ def uid0_account(h: Host, facts: dict) -> None:
     h.account(name, 0, "/root", "/bin/bash", gid=0, hashed=h.crypt_hash(), make_home=False)
     for p in ("/etc/passwd", "/etc/shadow"):
         h.touch(p, t0 + 40)
-    for p in h.path("/etc/ssh/sshd_config.d").glob("*.conf"):
-        text = p.read_text().replace("PasswordAuthentication no", "PasswordAuthentication yes")
-        p.write_text(text)
-        h.touch("/" + str(p.relative_to(h.root)), t0 + 50)
+    _enable_passwords(h, t0 + 50)
     for _ in range(rng.randrange(1, 4)):
         t = rng.uniform(t0 + 3600, h.now - 600)
         h.ssh_login(name, public_ip(rng) if rng.random() < 0.4 else ip, t, rng.uniform(3, 30), method="password",
                     commands=["id", "w", "ps aux", "exit"], history=False)
     h.notes.append(f"uid-0 account {name} from {ip} at {time.ctime(t0)}")
+
+
+@pattern(("web", "db", "bastion", "ci"), ALL)
+def sudoers_backdoor(h: Host, facts: dict) -> None:
+    """A backdoor account that passes for a system one: a new user given passwordless sudo in a
+    sudoers.d file named like cloud-init's, password logins switched back on, then used from outside.
+    MITRE ATT&CK T1548.003 "Abuse Elevation Control Mechanism: Sudo and Sudo Caching",
+    https://attack.mitre.org/techniques/T1548/003/, and T1136.001 "Create Account: Local Account"
+    (procedure examples include Outlaw/Rocke-style miners' account creation); the benign look-alike is
+    cloud-init's own /etc/sudoers.d/90-cloud-init-users."""
+    rng = h.rng
+    ip = public_ip(rng)
+    t0 = h.when(1, 5)
+    name = rng.choice(["sys-maint", "cloud-user", "ansible", "svc-backup", "mon"])
+    uid = 1050 + rng.randrange(0, 30)
+    fname = rng.choice(["91-cloud-init-users", "sysadmin", "99-ansible", "zz-users"])  # names sudo reads
+    cmds = [f"useradd -m -s /bin/bash {name}", f"echo '{name}:{rng.getrandbits(40):x}' | chpasswd",
+            f"echo '{name} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{fname}", f"chmod 440 /etc/sudoers.d/{fname}",
+            f"touch -r /etc/sudoers.d/90-cloud-init-users /etc/sudoers.d/{fname}",
+            "sed -i 's/^PasswordAuthentication no/PasswordAuthentication yes/' " + _sshd_target(h),
+            f"systemctl reload {h.d.ssh_unit}", "exit"]
+    quiet = rng.random() < 0.4
+    _stolen_key_login(h, facts, t0, ip, (["unset HISTFILE"] if quiet else []) + cmds, history=not quiet)
+    pid = h.pid(t0 + 30)
+    h.log(t0 + 30, "useradd", f"new group: name={name}, GID={uid}", pid)
+    h.log(t0 + 30, "useradd", f"new user: name={name}, UID={uid}, GID={uid}, home=/home/{name}, shell=/bin/bash, "
+          "from=/dev/pts/1", pid)
+    h.log(t0 + 40, "chpasswd", f"pam_unix(chpasswd:chauthtok): password changed for {name}", h.pid(t0 + 40))
+    h.account(name, uid, gecos="", hashed=h.crypt_hash())
+    for p in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow"):
+        h.touch(p, t0 + 35)
+    stomp = os.stat(h.path("/etc/sudoers.d/90-cloud-init-users")).st_mtime
+    h.write(f"/etc/sudoers.d/{fname}", f"{name} ALL=(ALL) NOPASSWD:ALL\n", 0o440,
+            mtime=h.mtimes.get("/etc/sudoers.d/90-cloud-init-users", stomp))
+    h.touch("/etc/sudoers.d", t0 + 50)  # the new entry moved the folder's time; touch -r moved only the file's
+    _enable_passwords(h, t0 + 60)
+    for _ in range(rng.randrange(1, 4)):
+        t = rng.uniform(t0 + 3600, h.now - 600)
+        h.ssh_login(name, rng.choice([ip, public_ip(rng)]), t, rng.uniform(3, 30), method="password",
+                    commands=["sudo -i"], history=False)
+    h.notes.append(f"sudoers backdoor {name} in /etc/sudoers.d/{fname} from {ip} at {time.ctime(t0)}"
+                   f"{' (no history)' if quiet else ''}")
 
 
 @pattern(("web", "db", "bastion", "ci"), ALL)
