@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,29 +178,47 @@ def memory_image(path: Path, size: int = 1 << 30) -> Path:
 
 # --- running a tool -------------------------------------------------------------------------------
 
+# Starts the tool and reports the tool's peak RSS on the descriptor named first. A process's ru_maxrss
+# keeps the high-water mark of the memory it had before exec, that is of whoever forked it: measured
+# straight from pytest (hundreds of MB after a long session) the figure would be pytest's. This small
+# launcher forks the tool instead.
+_LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_tool(args: list[str], cwd: Path, timeout: float = 300, code: str | None = None,
              env: dict[str, str] | None = None) -> tuple[int, bytes, bytes, int]:
     """(exit code, stdout, stderr, peak RSS in bytes) of ``python -m agent ARGS`` (or ``python -c CODE
-    ARGS``) run in ``cwd``; the peak is the child's own ru_maxrss, read with wait4."""
+    ARGS``) run in ``cwd``; the peak is the tool's own ru_maxrss, read with wait4 by a small launcher."""
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "agent", *args]
     environ = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    read_rss, write_rss = os.pipe()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                raise TimeoutError(f"{args[:1]} did not finish in {timeout} s")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_rss), *cmd], cwd=cwd, stdout=out,
+                                    stderr=err, stdin=subprocess.DEVNULL, env=environ, pass_fds=(write_rss,),
+                                    start_new_session=True)
+        finally:
+            os.close(write_rss)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise TimeoutError(f"{args[:1]} did not finish in {timeout} s") from None
+        finally:
+            with os.fdopen(read_rss, "rb") as rss:
+                peak = rss.read()
         out.seek(0)
         err.seek(0)
-        return proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024
+        returncode = proc.returncode if proc.returncode <= 128 else 128 - proc.returncode  # killed: -signal
+        return returncode, out.read(), err.read(), int(peak or 0) * 1024
 
 
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
