@@ -8,6 +8,7 @@ reproduce:  TRIAGENT_SCENARIO_SEED=<seed printed in a failure> ... -k <scenario>
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tarfile
 import time
@@ -33,9 +34,13 @@ def tools(tmp_path_factory):
     return tools
 
 
-def _verdict(analysis: str) -> dict:
+def _verdict(analysis: str) -> tuple[dict, float]:
+    """The verdict, and the seconds dissect.target's plugins took (the analysis log names each one's)."""
     with tarfile.open(analysis) as tar:
-        return json.loads(tar.extractfile("triagent/verdict.json").read())
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+        log = tar.extractfile("triagent/collection.log.jsonl").read().decode()
+    seconds = sum(float(m) for m in re.findall(r"dissect plugin [^\"]*? records in ([0-9.]+)s", log))
+    return verdict, seconds
 
 
 def _drivers(verdict: dict, n: int = 3) -> str:
@@ -56,11 +61,11 @@ def test_scenario(name, tools, tmp_path):
     proc = run_triagent(["analyze", collected["bundle"], "--output", str(tmp_path / "analysis")])
     summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     t_analyze = time.monotonic() - started - built_s - t_collect
-    verdict = _verdict(summary["analysis"])
+    verdict, t_dissect = _verdict(summary["analysis"])
     got = verdict.get("recommendation")
     RESULTS[name] = {"expected": sc.expected, "got": got, "score": verdict.get("score"),
                      "drivers": _drivers(verdict), "build_s": round(built_s, 1), "collect_s": round(t_collect, 1),
-                     "analyze_s": round(t_analyze, 1), "host": built.notes[0],
+                     "analyze_s": round(t_analyze, 1), "dissect_s": round(t_dissect, 1), "host": built.notes[0],
                      "why": [f"{d.get('rule')}: {d.get('summary', '')}"[:150] for d in verdict.get("drivers", [])[:3]]}
     context = (f"seed TRIAGENT_SCENARIO_SEED={SEED}; scenario {name}; {'; '.join(built.notes)}; "
                f"score {verdict.get('score')}; drivers: {_drivers(verdict, 8)}")
@@ -76,15 +81,18 @@ def test_corpus_table(capsys):
     if not rows:
         pytest.skip("no scenario ran")
     lines = [f"scenario corpus, TRIAGENT_SCENARIO_SEED={SEED}",
-             f"{'scenario':<32} {'expected':<8} {'got':<13} {'score':>5} {'build':>5} {'coll':>5} {'anal':>5}  "
-             "top drivers"]
+             f"{'scenario':<32} {'expected':<8} {'got':<13} {'score':>5} {'build':>5} {'coll':>5} {'anal':>5} "
+             f"{'(diss)':>6}  top drivers"]
     for name, r in rows:
         lines.append(f"{name:<32} {r['expected']:<8} {str(r['got']):<13} {str(r['score']):>5} {r['build_s']:>5} "
-                     f"{r['collect_s']:>5} {r['analyze_s']:>5}  {r['drivers']}")
+                     f"{r['collect_s']:>5} {r['analyze_s']:>5} {r['dissect_s']:>6}  {r['drivers']}")
     lines.append("")
     for name, r in rows:
         lines.append(f"{name}: {r['host']}")
         lines += [f"    {why}" for why in r["why"]]
+    total = {k: round(sum(r[k] for _, r in rows), 1) for k in ("build_s", "collect_s", "analyze_s", "dissect_s")}
+    lines.append(f"total seconds: build {total['build_s']}, collect {total['collect_s']}, analyze "
+                 f"{total['analyze_s']} (of which dissect.target's plugins {total['dissect_s']})")
     text = "\n".join(lines)
     with capsys.disabled():
         print("\n" + text, flush=True)

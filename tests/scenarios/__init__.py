@@ -9,6 +9,34 @@ What it is
     systemd-journal-remote, wtmp/btmp by utmpdump -r, histories by bash and zsh themselves, keys and
     fingerprints by ssh-keygen, rotated logs by gzip, dropped ELF files and shared objects by gcc.
 
+Clean servers (expected "no")
+    web (nginx + an API unit, or Apache + WordPress; public: scanners in auth log, btmp and the access
+    log, certbot), ci (get.docker.com once, piped or downloaded; gitlab-runner container mounting
+    /var/run/docker.sock; docker prune cron), db (PostgreSQL, nightly pg_dumpall + scp to a private
+    backup host, a backup key limited with from=/command=, sometimes added this week by an admin seen
+    doing it), bastion (many staff, office/home/VPN sources, keys with from=, a colleague onboarded this
+    week with useradd, nc -zv checks, HISTTIMEFORMAT). Every host: cloud-init's default user with
+    NOPASSWD sudo and root's "Please login as" key, hourly cron, upgrades (dpkg.log/apt history.log,
+    yum.log/dnf.log), admins' sessions and sudo, daemon noise; sometimes node_exporter in
+    /usr/local/bin, an /etc tar backup, nodesource's setup piped to bash.
+    Layouts: Debian 12 (rsyslog RFC 3339, or the journal only), Ubuntu 22.04/24.04 (traditional
+    format), Amazon Linux 2 (secure/cron/messages, dateext rotation, /etc/init.d -> rc.d/init.d, no
+    Include in sshd_config), Amazon Linux 2023 (journal only, no cron daemon, sqlite rpm database).
+
+Intrusion patterns (expected "yes"; each function's docstring cites its report)
+    kinsing-miner (Aqua / Trend Micro 2020), teamtnt-aws-creds (Cado Security 2020, AT&T Alien Labs
+    2020), outlaw-ssh-bruteforce (Juniper 2021, Trend Micro 2018), ebury-libkeyutils (ESET 2014, 2024),
+    skidmap-pam (Trend Micro 2019), symbiote-preload (Intezer/BlackBerry 2022), php-webshell (NSA/ASD
+    2020, CISA TA15-314A), log-wipe (MITRE T1070, Unit 42 Rocke 2019), systemd-reverse-shell (MITRE
+    T1543.002, Elastic 2024), uid0-account (MITRE T1136.001), sudoers-backdoor (MITRE T1548.003),
+    credential-dump (MITRE T1003.008, mimipenguin, LaZagne), docker-sock-escape (Unit 42 Graboid 2019,
+    Trend Micro 2020, MITRE T1611), exfil-curl (Cado Security 2020, MITRE T1552.004).
+
+Limits
+    A fake root cannot hold past ctimes (every file's ctime is the build's time), Amazon Linux 2 has no
+    rpm database (its rpm writes Berkeley DB, which today's rpm cannot), and journal-only hosts get fewer
+    scanner lines (dissect.target reads a journal slowly out of a .tar.gz).
+
 Randomised
     Host names, addresses, users, times (the last 7-10 days), ordering and the benign extras vary with
     the seed: TRIAGENT_SCENARIO_SEED=<int> reproduces a run; every scenario's own seed is derived from it
