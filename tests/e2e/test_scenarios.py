@@ -51,14 +51,18 @@ def _drivers(verdict: dict, n: int = 3) -> str:
 def test_scenario(name, tools, tmp_path):
     sc = SCENARIOS[name]
     started = time.monotonic()
-    built = build(name, tmp_path / "root", SEED, tools)
+    try:
+        built = build(name, tmp_path / "root", SEED, tools)
+    except Exception as exc:
+        raise AssertionError(f"building {name} failed: reproduce with TRIAGENT_SCENARIO_SEED={SEED}") from exc
     built_s = time.monotonic() - started
     proc = run_triagent(["collect", "--root", str(built.root), "--output", str(tmp_path / "out"),
                          "--profile", "triage"])
     collected = summary_of(proc)
-    assert collected.get("bundle"), (collected, proc.stderr.decode()[-2000:])
+    assert collected.get("bundle"), (f"seed {SEED}", collected, proc.stderr.decode()[-2000:])
     t_collect = time.monotonic() - started - built_s
     proc = run_triagent(["analyze", collected["bundle"], "--output", str(tmp_path / "analysis")])
+    assert proc.stdout.strip(), (f"seed {SEED}: analyze printed nothing", proc.stderr.decode()[-2000:])
     summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     t_analyze = time.monotonic() - started - built_s - t_collect
     verdict, t_dissect = _verdict(summary["analysis"])

@@ -177,9 +177,17 @@ def _every(h: Host, start: float, minutes: int, user: str, cmd: str, until: floa
 
 def _stolen_key_login(h: Host, facts: dict, t: float, ip: str, commands: list[str], minutes: float = 20,
                       sudo_i: bool = True, history: bool = True) -> str:
-    """An operator logging in with an admin's own key (stolen from a laptop or a CI secret) from an address
-    the host has never seen: the fingerprint is a known one, the source is not."""
-    user = h.rng.choice(facts.get("admins") or [h.d.default_user])
+    """An operator logging in with a key it stole: an admin's (from a laptop or a CI secret) from an address
+    the host has never seen; or the same, moving laterally from the internal host admins come from (the
+    source looks usual); or the cloud key pair of the default user. The fingerprint is always a known one."""
+    roll = h.rng.random()
+    if roll < 0.2:
+        user = h.d.default_user
+    else:
+        user = h.rng.choice(facts.get("admins") or [h.d.default_user])
+    if 0.55 < roll:
+        ip = h.rng.choice([h.bastion_ip, h.vpn_ip])  # lateral movement from a compromised internal host
+        h.notes.append(f"operator came from the internal {ip}")
     cmds = (["sudo -i"] if sudo_i else []) + commands
     h.ssh_login(user, ip, t, minutes, commands=[] if sudo_i else cmds, history=not sudo_i)
     if sudo_i:
