@@ -551,28 +551,37 @@ class Host:
         tag = f"{e.prog}[{e.pid}]" if e.pid is not None else e.prog
         return f"{self._stamp(e.t, rfc)} {self.hostname} {tag}: {e.msg}"
 
-    def _rotated(self, path: str, lines: list[tuple[float, str]], dateext: bool) -> None:
-        """One log and its rotations as logrotate leaves them: weekly; Debian: .1 plain then .N.gz
-        (delaycompress); Amazon Linux 2: -YYYYMMDD, uncompressed."""
+    def _rotated(self, path: str, lines: list[tuple[float, str]], dateext: bool, daily: bool = False,
+                 compress: bool | None = None) -> None:
+        """One log and its rotations as logrotate leaves them, with delaycompress: the newest rotation
+        plain, older ones gzipped; Debian and Ubuntu name them .1, .2.gz, Amazon Linux -YYYYMMDD (its
+        syslog files uncompressed). Weekly for the system logs, daily for a web server's."""
         if path in self.truncated_logs:
             cut = self.truncated_logs[path]
             lines = [(t, x) for t, x in lines if t > cut]
         for sub, cut in self.log_filters:
             lines = [(t, x) for t, x in lines if t > cut or sub not in x]
-        rot = self.rotation
-        parts: list[tuple[str, list[tuple[float, str]], float]] = []
+        compress = (not dateext) if compress is None else compress
+        if daily:
+            period = DAY
+            rot = int(self.now // DAY) * DAY + (0 if self.d.family == "debian" else 3 * 3600 + 41 * 60)
+            rot = rot if rot < self.now - 600 else rot - DAY
+        else:
+            period, rot = 7 * DAY, self.rotation
         current = [(t, x) for t, x in lines if t >= rot]
-        older = [(t, x) for t, x in lines if t < rot]
-        previous = [(t, x) for t, x in older if t >= rot - 7 * DAY]
-        oldest = [(t, x) for t, x in older if t < rot - 7 * DAY]
         last = current[-1][0] if current else rot
-        parts.append((path, current, max(self.mtimes.get(path, last), last)))
-        if previous:
-            name = f"{path}-{time.strftime('%Y%m%d', time.gmtime(rot))}" if dateext else f"{path}.1"
-            parts.append((name, previous, previous[-1][0]))
-        if oldest:
-            name = f"{path}-{time.strftime('%Y%m%d', time.gmtime(rot - 7 * DAY))}" if dateext else f"{path}.2.gz"
-            parts.append((name, oldest, oldest[-1][0]))
+        parts: list[tuple[str, list[tuple[float, str]], float]] = [
+            (path, current, max(self.mtimes.get(path, last), last))]
+        first = lines[0][0] if lines else rot
+        index, upper = 1, rot
+        while upper > first:
+            chunk = [(t, x) for t, x in lines if upper - period <= t < upper]
+            if chunk:
+                name = f"{path}-{time.strftime('%Y%m%d', time.gmtime(upper))}" if dateext else f"{path}.{index}"
+                if compress and index > 1:
+                    name += ".gz"
+                parts.append((name, chunk, upper + self.rng.uniform(1, 30)))
+            index, upper = index + 1, upper - period
         for name, chunk, mtime in parts:
             text = "".join(x + "\n" for _, x in chunk)
             target = self.path(name)
@@ -580,13 +589,14 @@ class Host:
             if name.endswith(".gz"):
                 raw = self.path(name[:-3])
                 raw.write_text(text)
-                subprocess.run(["gzip", "-n", "-9", "-f", str(raw)], check=True)
+                os.utime(raw, (chunk[-1][0], chunk[-1][0]))
+                subprocess.run(["gzip", "-9", "-f", str(raw)], check=True)  # keeps the name and time inside
             else:
                 target.write_text(text)
             os.chmod(target, 0o640)
             if self.d.family == "debian":
                 os.chown(target, 0, 4)  # syslog:adm as rsyslog and logrotate leave them
-            self.mtimes[name] = mtime
+            self.mtimes[name] = mtime if name == path else chunk[-1][0]
 
     def _number_sessions(self) -> None:
         """logind numbers sessions in the order they open."""
@@ -699,7 +709,7 @@ class Host:
                 self._rotated(p, lines, dateext=True)
         if self.web_log:
             self.web.sort()
-            self._rotated(self.web_log, self.web, dateext=d.family == "rhel")
+            self._rotated(self.web_log, self.web, dateext=d.family == "rhel", daily=True, compress=True)
             if self.d.family == "debian":
                 for p in self.path(self.web_log).parent.iterdir():
                     os.chown(p, 33, 4)
