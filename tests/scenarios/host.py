@@ -70,8 +70,10 @@ DISTROS = {
                          "/var/log/syslog", False, "ubuntu", "/usr/lib/x86_64-linux-gnu",
                          "/usr/lib/x86_64-linux-gnu/security", "ssh", "CRON", "dpkg", "5.15.0-1072-aws",
                          "jammy", os_release=_ubuntu_os_release("22.04", "22.04.5", "jammy", "Jammy Jellyfish")),
+    # Ubuntu 24.04's rsyslog writes RFC 3339 time stamps, like Debian 12's (dissect.target issue #903,
+    # CrowdSec issue #4199); 22.04 keeps the traditional format
     "ubuntu2404": Distro("ubuntu2404", "ubuntu", "24.04", "Ubuntu 24.04.1 LTS", "debian", "/var/log/auth.log",
-                         "/var/log/syslog", False, "ubuntu", "/usr/lib/x86_64-linux-gnu",
+                         "/var/log/syslog", True, "ubuntu", "/usr/lib/x86_64-linux-gnu",
                          "/usr/lib/x86_64-linux-gnu/security", "ssh", "CRON", "dpkg", "6.8.0-1018-aws",
                          "noble", os_release=_ubuntu_os_release("24.04", "24.04.1", "noble", "Noble Numbat")),
     "al2": Distro("al2", "amzn", "2", "Amazon Linux 2", "rhel", "/var/log/secure", "/var/log/messages", False,
@@ -413,8 +415,9 @@ class Host:
                      unit=unit)
         else:
             self.log(t, "sshd", f"Accepted password for {user} from {ip} port {port} ssh2", pid, unit=unit)
+        # PAM 1.5.3 (Ubuntu 24.04) names the login user (pam_loginuid has set it) before the uid
         self.log(t, "sshd", f"pam_unix(sshd:session): session opened for user {user}(uid={acct.uid}) by "
-                 f"{self._by()}(uid=0)", pid, unit=unit)
+                 f"{user if self.d.key == 'ubuntu2404' else ''}(uid=0)", pid, unit=unit)
         self.session += 1
         sid = f"\0sid{self.session}\0"  # numbered in time order by finish()
         logind = self._pid_base - 200
