@@ -412,6 +412,7 @@ def distro_base(h: Host) -> None:
         real = "libkeyutils.so.1.10" if d.family == "debian" else "libkeyutils.so.1.6"
         h.write(f"{d.libdir}/{real}", keyutils, mtime=PKG_MTIME)
         h.symlink(f"{d.libdir}/libkeyutils.so.1", real, mtime=PKG_MTIME)
+    system_binaries(h)
     # ssh
     if d.family == "debian":
         h.write("/etc/ssh/sshd_config", SSHD_DEBIAN, mtime=h.created - 40 * DAY)
@@ -553,7 +554,24 @@ DPKG_PACKAGES = ["base-files", "bash", "coreutils", "dpkg", "apt", "libc6", "lib
 
 PKG_MTIME = 1_700_000_000.0  # the packaged files' time (the rpm database records it)
 RPMS = {"pam": ("1.5.1", "8.amzn2023.0.3", ["pam_unix.so", "pam_deny.so", "pam_permit.so"]),
-        "keyutils-libs": ("1.6.3", "1.amzn2023", ["libkeyutils.so.1.6", "libkeyutils.so.1"])}
+        "keyutils-libs": ("1.6.3", "1.amzn2023", ["libkeyutils.so.1.6", "libkeyutils.so.1"]),
+        "coreutils": ("8.32", "30.amzn2023.0.3", ["/usr/bin/cat", "/usr/bin/cp", "/usr/bin/ls", "/usr/bin/id"]),
+        "bash": ("5.2.15", "1.amzn2023.0.2", ["/usr/bin/bash"]), "procps-ng": ("3.3.17", "14.amzn2023.0.2",
+                                                                              ["/usr/bin/ps"]),
+        "curl-minimal": ("8.5.0", "1.amzn2023.0.4", ["/usr/bin/curl"]),
+        "openssh-clients": ("8.7p1", "8.amzn2023.0.13", ["/usr/bin/ssh"])}
+# real binaries of this machine copied into every root (Debian's package names; their md5sums come along)
+SYSTEM_BINARIES = {"coreutils": ["/bin/cat", "/bin/cp", "/bin/ls", "/usr/bin/id"], "bash": ["/bin/bash"],
+                   "procps": ["/bin/ps"], "curl": ["/usr/bin/curl"], "openssh-client": ["/usr/bin/ssh"]}
+
+
+def system_binaries(h: Host) -> None:
+    for paths in SYSTEM_BINARIES.values():
+        for p in paths:
+            data = real_file(p)
+            if data:
+                target = "/usr" + p if not p.startswith("/usr/") else p  # merged /usr
+                h.write(target, data, 0o755, mtime=PKG_MTIME)
 
 
 def _rpmdb(h: Host) -> None:
@@ -563,7 +581,7 @@ def _rpmdb(h: Host) -> None:
     d = h.d
     rpms = []
     for name, (version, release, files) in RPMS.items():
-        paths = [f"{d.pam_dir if name == 'pam' else d.libdir}/{f}" for f in files]
+        paths = [f if f.startswith("/") else f"{d.pam_dir if name == 'pam' else d.libdir}/{f}" for f in files]
         present = [p for p in paths if os.path.lexists(h.path(p))]
         for p in present:  # rpm records each file's time: the one the root will show
             os.utime(h.path(p), (PKG_MTIME, PKG_MTIME), follow_symlinks=False)
@@ -600,11 +618,13 @@ def _packages_base(h: Host) -> None:
     keep = [stanzas[p] for p in DPKG_PACKAGES if p in stanzas]
     h.write("/var/lib/dpkg/status", "\n\n".join(keep) + "\n\n", mtime=h.now - h.rng.randrange(1, 5) * DAY)
     for pkg, files in (("libpam-modules:amd64", ("pam_unix.so", "pam_deny.so", "pam_permit.so")),
-                       ("libkeyutils1:amd64", ("libkeyutils.so.1.10",))):
+                       ("libkeyutils1:amd64", ("libkeyutils.so.1.10",)),
+                       *((p, tuple(f.rsplit("/", 1)[1] for f in fs)) for p, fs in SYSTEM_BINARIES.items())):
         md5 = real_file(f"/var/lib/dpkg/info/{pkg}.md5sums")
         if not md5:
             continue
-        lines = [line for line in md5.decode().splitlines() if line.rsplit("/", 1)[-1] in files]
+        lines = [line for line in md5.decode().splitlines() if line.rsplit("/", 1)[-1] in files
+                 and os.path.lexists(h.root / line.split(None, 1)[1])]
         h.write(f"/var/lib/dpkg/info/{pkg}.md5sums", "".join(x + "\n" for x in lines))
         listed = (real_file(f"/var/lib/dpkg/info/{pkg}.list") or b"").decode().splitlines()
         present = [p for p in listed if os.path.lexists(h.root / p.lstrip("/"))]  # what this root has of it
