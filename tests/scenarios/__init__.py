@@ -17,11 +17,14 @@ Clean servers (expected "no")
     doing it), bastion (many staff, office/home/VPN sources, keys with from=, a colleague onboarded this
     week with useradd, nc -zv checks, HISTTIMEFORMAT). Every host: cloud-init's default user with
     NOPASSWD sudo and root's "Please login as" key, hourly cron, upgrades (dpkg.log/apt history.log,
-    yum.log/dnf.log), admins' sessions and sudo, daemon noise; sometimes node_exporter in
-    /usr/local/bin, an /etc tar backup, nodesource's setup piped to bash.
-    Layouts: Debian 12 (rsyslog RFC 3339, or the journal only), Ubuntu 22.04/24.04 (traditional
-    format), Amazon Linux 2 (secure/cron/messages, dateext rotation, /etc/init.d -> rc.d/init.d, no
-    Include in sshd_config), Amazon Linux 2023 (journal only, no cron daemon, sqlite rpm database).
+    yum.log/dnf.log), admins' sessions and sudo, daemon noise, this machine's own ls/cat/cp/id/bash/ps/
+    curl/ssh, PAM modules and libkeyutils with their package database entries (dpkg md5sums and .list,
+    or an rpm database); sometimes node_exporter in /usr/local/bin, an /etc tar backup, nodesource's
+    setup piped to bash.
+    Layouts: Debian 12 (rsyslog RFC 3339, or the journal only), Ubuntu 22.04 (traditional format) and
+    24.04 (RFC 3339), web logs rotated daily and gzipped, Amazon Linux 2 (secure/cron/messages, dateext
+    rotation, /etc/init.d -> rc.d/init.d, no Include in sshd_config), Amazon Linux 2023 (journal only,
+    no cron daemon, sqlite rpm database).
 
 Intrusion patterns (expected "yes"; each function's docstring cites its report)
     kinsing-miner (Aqua / Trend Micro 2020), teamtnt-aws-creds (Cado Security 2020, AT&T Alien Labs
