@@ -36,9 +36,10 @@ Intrusion patterns (expected "yes"; each function's docstring cites its report)
     Trend Micro 2020, MITRE T1611), exfil-curl (Cado Security 2020, MITRE T1552.004).
 
 Limits
-    A fake root cannot hold past ctimes (every file's ctime is the build's time), Amazon Linux 2 has no
-    rpm database (its rpm writes Berkeley DB, which today's rpm cannot), and journal-only hosts get fewer
-    scanner lines (dissect.target reads a journal slowly out of a .tar.gz).
+    A fake root cannot hold past ctimes (every file's ctime is the build's time); Amazon Linux 2's rpm
+    database is its Packages file only (db_load from the same header blobs; rpm -qa/-V read it, rpm -qf
+    wants the Basenames index, absent); journal-only hosts get fewer scanner lines (dissect.target reads
+    a journal slowly out of a .tar.gz).
 
 Randomised
     Host names, addresses, users, times (the last 7-10 days), ordering and the benign extras vary with

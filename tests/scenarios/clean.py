@@ -409,7 +409,7 @@ def distro_base(h: Host) -> None:
             h.write(f"{d.pam_dir}/{mod}", data, mtime=PKG_MTIME)
     keyutils = real_file("/usr/lib/x86_64-linux-gnu/libkeyutils.so.1.10")
     if keyutils:
-        real = "libkeyutils.so.1.10" if d.family == "debian" else "libkeyutils.so.1.6"
+        real = "libkeyutils.so.1.5" if d.key == "al2" else "libkeyutils.so.1.10"  # keyutils 1.5.8 / 1.6.3
         h.write(f"{d.libdir}/{real}", keyutils, mtime=PKG_MTIME)
         h.symlink(f"{d.libdir}/libkeyutils.so.1", real, mtime=PKG_MTIME)
     system_binaries(h)
@@ -554,7 +554,7 @@ DPKG_PACKAGES = ["base-files", "bash", "coreutils", "dpkg", "apt", "libc6", "lib
 
 PKG_MTIME = 1_700_000_000.0  # the packaged files' time (the rpm database records it)
 RPMS = {"pam": ("1.5.1", "8.amzn2023.0.3", ["pam_unix.so", "pam_deny.so", "pam_permit.so"]),
-        "keyutils-libs": ("1.6.3", "1.amzn2023", ["libkeyutils.so.1.6", "libkeyutils.so.1"]),
+        "keyutils-libs": ("1.6.3", "1.amzn2023", ["libkeyutils.so.1.10", "libkeyutils.so.1"]),
         "coreutils": ("8.32", "30.amzn2023.0.3", ["/usr/bin/cat", "/usr/bin/cp", "/usr/bin/ls", "/usr/bin/id"]),
         "bash": ("5.2.15", "1.amzn2023.0.2", ["/usr/bin/bash"]), "procps-ng": ("3.3.17", "14.amzn2023.0.2",
                                                                               ["/usr/bin/ps"]),
@@ -574,14 +574,24 @@ def system_binaries(h: Host) -> None:
                 h.write(target, data, 0o755, mtime=PKG_MTIME)
 
 
+RPMS_AL2 = {"pam": ("pam", "1.1.8", "23.amzn2.0.1"), "keyutils-libs": ("keyutils-libs", "1.5.8", "3.amzn2.0.2"),
+            "coreutils": ("coreutils", "8.22", "24.amzn2"), "bash": ("bash", "4.2.46", "34.amzn2"),
+            "procps-ng": ("procps-ng", "3.3.10", "28.amzn2"), "curl-minimal": ("curl", "8.3.0", "1.amzn2.0.6"),
+            "openssh-clients": ("openssh-clients", "7.4p1", "22.amzn2.0.9")}
+
+
 def _rpmdb(h: Host) -> None:
-    """Amazon Linux 2023's rpm database (sqlite, as rpm 4.16+ writes it) with the packages owning the
-    files this root holds, built by rpmbuild and recorded with rpm --justdb. Amazon Linux 2's rpm 4.11
-    writes Berkeley DB, which today's rpm cannot: that host has no package database here."""
+    """The rpm database with the packages owning the files this root holds, built by rpmbuild and
+    recorded with rpm --justdb: sqlite for Amazon Linux 2023 (rpm 4.16+); for Amazon Linux 2 (rpm 4.11,
+    Berkeley DB) the same header blobs loaded into a hash-type Packages file by db_load."""
     d = h.d
     rpms = []
     for name, (version, release, files) in RPMS.items():
-        paths = [f if f.startswith("/") else f"{d.pam_dir if name == 'pam' else d.libdir}/{f}" for f in files]
+        paths_of = name
+        if d.key == "al2":
+            name, version, release = RPMS_AL2[name]
+            files = ["libkeyutils.so.1.5" if f == "libkeyutils.so.1.10" else f for f in files]
+        paths = [f if f.startswith("/") else f"{d.pam_dir if paths_of == 'pam' else d.libdir}/{f}" for f in files]
         present = [p for p in paths if os.path.lexists(h.path(p))]
         for p in present:  # rpm records each file's time: the one the root will show
             os.utime(h.path(p), (PKG_MTIME, PKG_MTIME), follow_symlinks=False)
@@ -589,17 +599,39 @@ def _rpmdb(h: Host) -> None:
             rpms.append(h.tools.rpm(name, version, release, [(p, h.path(p)) for p in present]))
     if not rpms:
         return
-    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", "/var/lib/rpm", "--initdb"], check=True,
-                   capture_output=True)
-    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", "/var/lib/rpm", "-i", "--justdb", "--nodeps",
+    dbpath = "/var/lib/rpm" if d.key == "al2023" else "/var/lib/.rpm-sqlite"
+    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", dbpath, "--initdb"], check=True, capture_output=True)
+    subprocess.run(["rpm", "--root", str(h.root), "--dbpath", dbpath, "-i", "--justdb", "--nodeps",
                     "--noscripts", "--ignorearch", "--ignoreos", *map(str, rpms)], check=True, capture_output=True)
+    if d.key == "al2":
+        _bdb_packages(h, h.path(dbpath) / "rpmdb.sqlite", h.path("/var/lib/rpm/Packages"))
+        shutil.rmtree(h.path(dbpath))
     for p in h.path("/var/lib/rpm").iterdir():
         h.touch("/var/lib/rpm/" + p.name, h.created + 200)
 
 
+def _bdb_packages(h: Host, sqlite_db: Path, out: Path) -> None:
+    """rpm 4.11's Packages: a Berkeley DB hash keyed by the header number (native 32-bit), record 0
+    holding the next free number, each value a header blob as rpm exports it (the sqlite Packages
+    table holds the same blobs)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{sqlite_db}?mode=ro", uri=True)
+    rows = con.execute("select hnum, blob from Packages order by hnum").fetchall()
+    con.close()
+    lines = ["VERSION=3", "format=bytevalue", "type=hash", "db_pagesize=4096", "HEADER=END"]
+    nxt = max(n for n, _ in rows) + 1
+    for key, value in [(0, nxt.to_bytes(4, "little"))] + [(n, bytes(b)) for n, b in rows]:
+        lines += [" " + key.to_bytes(4, "little").hex(), " " + value.hex()]
+    lines.append("DATA=END")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([h.tools.db_load, "-f", "/dev/stdin", str(out)], input=("\n".join(lines) + "\n").encode(),
+                   check=True, capture_output=True)
+
+
 def _packages_base(h: Host) -> None:
     d = h.d
-    if d.key == "al2023" and shutil.which("rpm") and shutil.which("rpmbuild"):
+    if d.pkg == "rpm" and shutil.which("rpm") and shutil.which("rpmbuild") and (d.key == "al2023" or h.tools.db_load):
         _rpmdb(h)
     if d.pkg != "dpkg":
         h.write("/etc/yum.repos.d/amzn2-core.repo" if d.key == "al2" else "/etc/yum.repos.d/amazonlinux.repo",

@@ -182,6 +182,7 @@ class Tools:
         self.cache = cache
         cache.mkdir(parents=True, exist_ok=True)
         self.journal = JOURNAL_REMOTE.exists()
+        self.db_load = shutil.which("db5.3_load") or shutil.which("db_load")  # Debian's db5.3-util
 
     def compile(self, name: str, source: str, shared: bool = False) -> bytes:
         digest = hashlib.sha256((source + str(shared)).encode()).hexdigest()[:16]
