@@ -37,9 +37,9 @@ Intrusion patterns (expected "yes"; each function's docstring cites its report)
 
 Limits
     A fake root cannot hold past ctimes (every file's ctime is the build's time); Amazon Linux 2's rpm
-    database is its Packages file only (db_load from the same header blobs; rpm -qa/-V read it, rpm -qf
-    wants the Basenames index, absent); journal-only hosts get fewer scanner lines (dissect.target reads
-    a journal slowly out of a .tar.gz).
+    database holds Packages, Name and Basenames only (db_load'ed from the header blobs rpm wrote; rpm
+    -qa, -qf and -V read it); journal-only hosts get fewer scanner lines (dissect.target reads a journal
+    slowly out of a .tar.gz).
 
 Randomised
     Host names, addresses, users, times (the last 7-10 days), ordering and the benign extras vary with

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -583,7 +584,7 @@ RPMS_AL2 = {"pam": ("pam", "1.1.8", "23.amzn2.0.1"), "keyutils-libs": ("keyutils
 def _rpmdb(h: Host) -> None:
     """The rpm database with the packages owning the files this root holds, built by rpmbuild and
     recorded with rpm --justdb: sqlite for Amazon Linux 2023 (rpm 4.16+); for Amazon Linux 2 (rpm 4.11,
-    Berkeley DB) the same header blobs loaded into a hash-type Packages file by db_load."""
+    Berkeley DB) the same header blobs loaded by db_load into hash-type Packages, Name and Basenames."""
     d = h.d
     rpms = []
     for name, (version, release, files) in RPMS.items():
@@ -627,6 +628,29 @@ def _bdb_packages(h: Host, sqlite_db: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([h.tools.db_load, "-f", "/dev/stdin", str(out)], input=("\n".join(lines) + "\n").encode(),
                    check=True, capture_output=True)
+    # the Name and Basenames indexes rpm -q and -qf look things up in: key -> (header number, index) pairs
+    for index, tag in (("Name", 1000), ("Basenames", 1117)):
+        items: dict[bytes, bytes] = {}
+        for n, blob in rows:
+            for i, value in enumerate(_header_strings(bytes(blob), tag)):
+                items[value] = items.get(value, b"") + struct.pack("<II", n, i)
+        lines = ["VERSION=3", "format=bytevalue", "type=hash", "db_pagesize=4096", "HEADER=END"]
+        for key, value in items.items():
+            lines += [" " + key.hex(), " " + value.hex()]
+        lines.append("DATA=END")
+        subprocess.run([h.tools.db_load, "-f", "/dev/stdin", str(out.parent / index)],
+                       input=("\n".join(lines) + "\n").encode(), check=True, capture_output=True)
+
+
+def _header_strings(blob: bytes, tag: int) -> list[bytes]:
+    """The strings of one tag of an rpm header blob (STRING or STRING_ARRAY)."""
+    count_entries, _ = struct.unpack(">II", blob[:8])
+    data = blob[8 + 16 * count_entries:]
+    for i in range(count_entries):
+        t, _, offset, count = struct.unpack(">iiii", blob[8 + 16 * i:24 + 16 * i])
+        if t == tag:
+            return data[offset:].split(b"\0")[:count]
+    return []
 
 
 def _packages_base(h: Host) -> None:
