@@ -37,6 +37,7 @@ import fnmatch
 import hashlib
 import os
 import platform
+import posixpath
 import stat
 import struct
 import sys
@@ -548,7 +549,8 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 except OSError:
                     target = None
                 counts["listed"] += 1
-                yield Record("executables", {**base, "file_type": "symlink", "link_target": target, **_times(st)})
+                yield Record("executables", {**base, "file_type": "symlink", "link_target": target,
+                                             **_link_facts(db, where, target, owners), **_times(st)})
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
@@ -586,6 +588,21 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         yield Record("executables", row)
     yield Problem(f"system folders: {counts['files']} files, {counts['listed']} listed, {counts['hashed']} hashed, "
                   f"{counts['mismatch']} digest mismatches, {counts['unowned']} unowned ({db.kind})", level="info")
+
+
+def _link_facts(db: packages.PackageDB, link: str, target: str | None,
+                owners: list[packages.Owner] | None) -> dict[str, Any]:
+    """Where a packaged link points, and whether its own package ships that file. Ebury's trick is to
+    repoint libkeyutils.so.1 at a library no package ships: the link's package lists every file it
+    installs, so this holds even when other packages' lists are missing."""
+    if not target:
+        return {}
+    path = posixpath.normpath(target if target.startswith("/") else posixpath.join(posixpath.dirname(link), target))
+    facts: dict[str, Any] = {"target_path": path}
+    if owners:
+        mine = {o.package for o in owners}
+        facts["target_in_link_package"] = any(o.package in mine for o in db.files.get(path) or [])
+    return facts
 
 
 def _package_digest(owners: list[packages.Owner] | None, algo: str | None) -> str | None:

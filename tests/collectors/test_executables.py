@@ -424,3 +424,26 @@ def test_verify_against_several_owners():
     assert executables._verify([bare], {"digest": "zz"}, None) == "no_digest"
     assert executables._verify([a], {}, "md5") is None  # not hashed
     assert executables._verify([], {"digest": "zz"}, None) is None and executables._verify(None, {}, None) is None
+
+
+def test_repointed_library_link_found_when_other_package_lists_are_missing(tmp_path):
+    """Ebury's link: libkeyutils.so.1 (owned by its package) repointed at a library that package does not
+    ship. A fake or damaged root whose dpkg database lacks other packages' lists makes every unlisted file's
+    ownership unknown (TRI-INTEG-005 stays silent), but the link's own package lists all it installs."""
+    stanza = ("\nPackage: base-files\nStatus: install ok installed\nPriority: required\nVersion: 12.4\n"
+              "Architecture: amd64\nDescription: listed in status, no .list file\n")
+    found = {}
+    for name, attack in (("attack", True), ("clean", False)):
+        root = system_root(tmp_path, name, attack=attack)
+        with open(root / "var/lib/dpkg/status", "a") as status:
+            status.write(stanza)
+        rows = _collect(root)[0]
+        link = _by_path([r for r in rows if r["place"] == "system"])[f"/{MULTIARCH}/libkeyutils.so.1"]
+        found[name] = (_findings(rows), link)
+    attack, link = found["attack"]
+    assert link["target_in_link_package"] is False and link["target_path"] == f"/{MULTIARCH}/libkeyutils.so.1.9"
+    assert "TRI-INTEG-005" not in attack  # ownership of the unlisted library is unknown ...
+    assert [f["path"] for f in attack["TRI-INTEG-008"]] == [f"/{MULTIARCH}/libkeyutils.so.1"]  # ... the link says it
+    assert attack["TRI-INTEG-008"][0]["severity"] == "critical"
+    clean, link = found["clean"]
+    assert link["target_in_link_package"] is True and "TRI-INTEG-008" not in clean
