@@ -416,6 +416,7 @@ _LAUNCHERS = frozenset({"sudo", "doas", "nohup", "env", "exec", "nice", "ionice"
                         "php", "node", "source", "."})
 _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "|&", "(", ")", "{", "}", "then", "do", "else"})
 _SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh", "ash", "busybox"})
+MAX_LEXED = 8192  # characters of a command read for the paths it runs
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # Launcher options followed by a value (sudo -u www, nice -n 19, env -u VAR, ionice -c 3, stdbuf -o L)
 _VALUE_OPTIONS = frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-n", "-c", "-o", "-e", "-i",
@@ -427,13 +428,16 @@ def executed_paths(command: str, cwd: str | None, home: str | None) -> tuple[lis
     """The files a shell command runs by path (``/tmp/.x/kworker``, ``./xmrig`` after ``cd /dev/shm``,
     ``bash /tmp/s.sh``, ``sudo nohup ~/m``), and the working folder after it (``cd`` tracked, so a later
     ``./x`` resolves). A lexing failure or a folder we cannot know yields nothing rather than a guess."""
+    import itertools
     import posixpath
     import shlex
 
-    try:
-        lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=";&|()")
+    if "/" not in command and "cd" not in command:
+        return [], cwd  # nothing runs by path and the folder stays: most lines, at no cost
+    try:  # shlex is pure Python: a pasted megabyte must not cost minutes
+        lexer = shlex.shlex(command[:MAX_LEXED].replace("\n", " ; "), posix=True, punctuation_chars=";&|()")
         lexer.whitespace_split = True
-        words = list(lexer)[:512]
+        words = list(itertools.islice(lexer, 512))
     except ValueError:
         return [], cwd
     found: list[str] = []
