@@ -534,3 +534,14 @@ def test_memory_questions():
     questions = {f["rule"]: f.get("memory_question", "") for f in found}
     assert "module dummy hooks system calls" in questions["TRI-KERN-008"], questions
     assert "203.0.113.8:3333" in questions["TRI-EXEC-004"], questions
+
+
+@pytest.mark.parametrize("path, hit", [
+    ("/etc/rc.d/init.d/network", True),  # RHEL: /etc/init.d is a link, copies carry the resolved path
+    ("/etc/rc.d/rc.local", True), ("/etc/rc.d/rc3.d/S10sshd", True), ("/etc/init.d/ssh", True),
+    ("/etc/hosts", False), ("/etc/rc.d/README", False),
+])
+def test_recent_rc_script_change_on_rhel_paths(path, hit):
+    now = 1_800_000_000.0
+    record = {"source": path, "mtime_ns": int((now - 3600) * 1e9)}
+    assert engine.matches(SHIPPED["TRI-PERSIST-005"].condition, record, now) is hit
