@@ -106,7 +106,8 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
             missing = "" if m.get("module_tree_present") else " (the tree itself is missing)"
             yield _finding("module_not_installed", "high" if m.get("module_tree_present") else "medium",
                            f"module {name} is loaded but is not in {where}{missing}: loaded from elsewhere",
-                           member, line, module=name, taint=m.get("taint"))
+                           member, line, module=name, taint=m.get("taint"),
+                           module_tree_present=bool(m.get("module_tree_present")))
         elif m.get("unsigned") or m.get("out_of_tree"):
             yield _finding("module_unsigned_or_out_of_tree", "medium",
                            f"module {name} taints the kernel ({m.get('taint')}): unsigned or out of tree",
