@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,7 +79,7 @@ def collect(ctx: Context) -> Iterator[Item]:
     most_copies = int(ctx.opt("max_copies", 200))
     most_recent = int(ctx.opt("max_recent_copies", 50))
     recent_days = float(ctx.opt("recent_days", 14))
-    now = float(ctx.opt("now", 0)) or __import__("time").time()
+    now = float(ctx.opt("now", 0)) or time.time()
     listed = copies = recent_copies = 0
     seen: set[str] = set()
     for top in _roots(ctx):
