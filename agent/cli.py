@@ -122,17 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "signature must be by it. Without it a signature is only checked to be consistent, which "
                    "anyone re-signing an altered bundle could also achieve")
 
-    from agent.push import add_push_arguments
-    from agent.rank import add_rank_arguments
     from agent.readiness import add_readiness_arguments
-    from agent.ticket import add_ticket_arguments
+    from agent.responder.push import add_push_arguments
+    from agent.responder.rank import add_rank_arguments
+    from agent.responder.ticket import add_ticket_arguments
 
     add_ticket_arguments(sub)
     add_readiness_arguments(sub)
     add_push_arguments(sub)
     add_rank_arguments(sub)
-    from agent.report import add_report_arguments
-    from agent.timeline import add_timeline_arguments
+    from agent.responder.report import add_report_arguments
+    from agent.responder.timeline import add_timeline_arguments
 
     add_timeline_arguments(sub)
     add_report_arguments(sub)
@@ -167,19 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "symbols":
             return _symbols(args)
         if args.command == "timeline":
-            from agent.timeline import run_timeline
+            from agent.responder.timeline import run_timeline
 
             return run_timeline(args)
         if args.command == "report":
-            from agent.report import run_report
+            from agent.responder.report import run_report
 
             return run_report(args)
         if args.command == "rank":
-            from agent.rank import run_rank
+            from agent.responder.rank import run_rank
 
             return run_rank(args)
         if args.command == "push":
-            from agent.push import run_push
+            from agent.responder.push import run_push
 
             return run_push(args)
         if args.command == "readiness":
@@ -187,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_readiness(args)
         if args.command == "ticket":
-            from agent.ticket import run_ticket
+            from agent.responder.ticket import run_ticket
 
             return run_ticket(args)
         if args.command == "analyze":
-            from agent.analyze import analyze
+            from agent.analysis.analyze import analyze
 
             return analyze(args.bundle, args.output, args.symbols, args.remote_isf_url, args.verbose)
         return _collect(args, argv)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _profiles() -> int:
-    from agent.plan import load_profile, profile_names
+    from agent.engine.plan import load_profile, profile_names
 
     out = {}
     for name in profile_names():
@@ -213,9 +213,9 @@ def _profiles() -> int:
 
 
 def _symbols(args: argparse.Namespace) -> int:
-    from collectors.memory.btf import BTFError
-    from collectors.memory.isf import NoBTF
-    from collectors.memory.symbols import OBTAIN, build
+    from collectors.symbols.btf import BTFError
+    from collectors.symbols.collector import OBTAIN, build
+    from collectors.symbols.isf import NoBTF
 
     try:
         data, facts = build(os.path.abspath(args.root))
@@ -237,12 +237,12 @@ def _symbols(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.verify import verify
+    from agent.bundle.verify import verify
 
     try:
         identities = None
         if args.identity:
-            from agent.age import load_identities
+            from agent.bundle.age import load_identities
 
             identities = load_identities(args.identity)
     except (OSError, ValueError) as exc:
@@ -291,11 +291,11 @@ def _bundle_name(compress: str, host: str) -> str:
 
 
 def _collect(args: argparse.Namespace, argv: list[str]) -> int:
-    from agent.bundle import BundleWriter
-    from agent.custody import bundle_host, custody_record, evidence_identity, run_end
-    from agent.pipeline import Run, RunOptions
-    from agent.plan import SpecError, load_profile, load_secrets
-    from agent.redact import Redactor
+    from agent.bundle.writer import BundleWriter
+    from agent.engine.custody import bundle_host, custody_record, evidence_identity, run_end
+    from agent.engine.pipeline import Run, RunOptions
+    from agent.engine.plan import SpecError, load_profile, load_secrets
+    from agent.engine.redact import Redactor
 
     started_ns, started_mono_ns = time.time_ns(), time.monotonic_ns()
     # Signals first: a SIGTERM at any moment from here on still ends in a sealed, partial bundle.
@@ -322,14 +322,14 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
               "(only the image)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        from agent.age import parse_recipients
+        from agent.bundle.age import parse_recipients
 
         recipients = parse_recipients(args.encrypt_to) if args.encrypt_to else None
     except (OSError, ValueError) as exc:
         print(f"triagent: error: --encrypt-to: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.expect_sha256:
-        from agent.custody import tool_identity
+        from agent.engine.custody import tool_identity
 
         tool = tool_identity()
         actual = tool.get("binary_sha256")
@@ -339,7 +339,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
             return EXIT_FATAL
     sign_key = None
     if args.sign_key:  # a bad key fails now, not after an hour of collection
-        from agent.signing import load_private_key
+        from agent.bundle.signing import load_private_key
 
         try:
             sign_key = load_private_key(args.sign_key)
@@ -371,12 +371,12 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         memory_options["iomem_path"] = args.iomem_path
     priority = {} if args.no_nice else _lower_priority()
     if args.memory_output:
-        from agent.image_only import write_image
+        from agent.engine.image_only import write_image
 
         return write_image(args.memory_output, memory_options, stop, early_reasons, args.max_disk_usage,
                            args.min_free, max_duration=args.max_duration or profile.max_duration_s)
 
-    from agent.ship import Shipment, open_uploads
+    from agent.ship.shipment import Shipment, open_uploads
 
     streaming = args.output == "-"
     bundle_path = None
@@ -406,7 +406,7 @@ def _collect(args: argparse.Namespace, argv: list[str]) -> int:
         else (lambda _line: None)
     uploads: list[Any] = []
     if args.upload:  # the HTTP stack is imported only when there is something to upload
-        from agent.upload import UploadError
+        from agent.ship.upload import UploadError
 
         try:
             uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, upload_log, args.proxy)

@@ -351,7 +351,7 @@ def find_isf(banner: str, dirs: Iterable[str]) -> tuple[str | None, int]:
 
 def isf_index_has(banner: str, url: str, ca_bundle: str | None = None, timeout: float = 10.0) -> bool:
     """volatility3's remote index format v1: {"version": 1, "linux": {b64(banner): [urls]}}."""
-    from agent.upload import make_session
+    from agent.ship.upload import make_session
 
     with make_session(ca_bundle) as session:
         resp = session.get(url, timeout=(timeout, timeout))
@@ -380,7 +380,7 @@ def check_symbols(root: str = "/", symbol_dirs: Iterable[str] = (), isf_url: str
     if isf:
         facts["isf"] = isf
     if not isf and isf_url:
-        from agent.upload import safe_url, scrub
+        from agent.ship.upload import safe_url, scrub
 
         try:
             facts["isf_server"] = isf_index_has(banner, isf_url, ca_bundle)
@@ -396,7 +396,7 @@ def check_symbols(root: str = "/", symbol_dirs: Iterable[str] = (), isf_url: str
     if isf or facts.get("isf_server"):
         return Check(OK, None, facts)
     if facts["btf"]:
-        from collectors.memory.symbols import build_would_starve
+        from collectors.symbols.collector import build_would_starve
 
         short = build_would_starve(root)
         return Check(OK, None, facts | {"note": "no ISF for this banner; /sys/kernel/btf/vmlinux lets one be built "
@@ -468,7 +468,7 @@ def check_upload(target: str | None, mode: str = "put", ca_bundle: str | None = 
     read URL), or only a HEAD: any HTTP answer over verified TLS proves the path is open."""
     if not target:
         return Check(SKIPPED, None, {"note": "no --upload ticket given"})
-    from agent.upload import RetryPolicy, UploadError, load_ticket, open_upload, safe_url, scrub, verify_remote
+    from agent.ship.upload import RetryPolicy, UploadError, load_ticket, open_upload, safe_url, scrub, verify_remote
 
     try:
         ticket = load_ticket(target)
@@ -479,7 +479,7 @@ def check_upload(target: str | None, mode: str = "put", ca_bundle: str | None = 
     started = time.monotonic()
     try:
         if mode == "head":
-            from agent.upload import make_session
+            from agent.ship.upload import make_session
 
             url = _upload_url(ticket)
             if not url:

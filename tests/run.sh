@@ -29,7 +29,7 @@ fi
 # Debian's own interpreter: the same one the single binary is built from.
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ticket,analysis,push,fleet]'
-# Storage servers that check signatures, on loopback only (tests/upload_servers.py starts them).
+# Storage servers that check signatures, on loopback only (tests/support/upload_servers.py starts them).
 [ -x tests/.npm/node_modules/.bin/s3rver ] && [ -x tests/.npm/node_modules/.bin/azurite-blob ] ||
     npm install --prefix tests/.npm --no-audit --no-fund s3rver@3.7.1 azurite@3.35.0
 

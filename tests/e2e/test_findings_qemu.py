@@ -202,7 +202,7 @@ def _rows_of(path: str, plugin: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def btf_analysis(planted, tmp_path_factory):
-    from agent.analyze import extract_image, extract_symbols
+    from agent.analysis.analyze import extract_image, extract_symbols
     from collectors.base import Context, Problem, Record
     from collectors.parsers import volatility
 
@@ -366,7 +366,7 @@ def test_binary_names_the_planted_items_and_says_yes(planted, binary_analysis):
 
 @pytest.fixture(scope="module")
 def text_only_rows(planted, tmp_path_factory):
-    from agent.analyze import extract_image
+    from agent.analysis.analyze import extract_image
 
     stream = planted["text_only_isf"]
     err = stream.stderr.decode(errors="replace")

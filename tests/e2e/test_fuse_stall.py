@@ -44,7 +44,7 @@ def stalled_root(tmp_path):
     mountpoint = root / "home/alice/.config/autostart"
     log = tmp_path / "fuse-ops.log"
     log.write_text("")
-    server = subprocess.Popen([sys.executable, str(TESTS / "fuse_stall.py"), str(mountpoint), str(log)],
+    server = subprocess.Popen([sys.executable, str(TESTS / "support" / "fuse_stall.py"), str(mountpoint), str(log)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while not os.path.ismount(mountpoint):

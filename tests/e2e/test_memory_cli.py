@@ -187,7 +187,7 @@ def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
     assert any("-companion.lime.part" in n for n in m) and run_triagent(["verify", summary["bundle"]]).returncode == 0
     # analyze's view of that bundle: one LiME image, AVML and companion merged in address order, every
     # byte where it was in memory (volatility's LiME layer reads both kinds of page)
-    from agent.analyze import extract_image
+    from agent.analysis.analyze import extract_image
     from collectors.memory.image import lime_records
 
     work = tmp_path / "analysis"
@@ -244,7 +244,7 @@ def test_analyze_survives_a_damaged_companion(tmp_path):
 def test_memory_that_never_compresses_is_all_companion(tmp_path):
     """Every page incompressible: the AVML image is one empty part, the companion holds everything, and
     analyze hands volatility the companion (a LiME image) with every byte."""
-    from agent.analyze import extract_image
+    from agent.analysis.analyze import extract_image
 
     noise = os.urandom(4 * MiB)
     syn = kcore_fixture.build(tmp_path / "src", [(0x100000, 0x100000 + 8 * MiB - 1)],

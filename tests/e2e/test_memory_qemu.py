@@ -217,7 +217,7 @@ class Acquisition(GuestRun):
             with tarfile.open(self.stream.path) as tar:
                 has_companion = any("-companion.lime.part" in n for n in tar.getnames())
             if has_companion:
-                from agent.analyze import extract_image
+                from agent.analysis.analyze import extract_image
 
                 work = self.workdir / "analysable"
                 work.mkdir(exist_ok=True)

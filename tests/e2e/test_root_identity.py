@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import members, run_triagent, summary_of
 
-from agent.case import custody_jsonld
+from agent.engine.case import custody_jsonld
 
 MACHINE_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 

@@ -18,8 +18,8 @@ import pytest
 import upload_servers as srv
 from conftest import need, run_triagent
 
-from agent import ticket as tk
-from agent import upload as up
+from agent.responder import ticket as tk
+from agent.ship import upload as up
 
 
 @pytest.fixture(scope="module")

@@ -56,9 +56,9 @@ def _rewrite(bundle: Path, dest: Path, drop: str | None = None, flip_in: str | N
         return dest
     # What someone stripping the signature would do: drop the member, then write a seal that is right for
     # what is left (the seal holds no secret), so only the signer named inside the manifest can tell.
-    from agent import tarformat
-    from agent.bundle import SEAL_NAME, seal_document
-    from agent.tarformat import Header
+    from agent.bundle import tarformat
+    from agent.bundle.tarformat import Header
+    from agent.bundle.writer import SEAL_NAME, seal_document
 
     with tarfile.open(bundle) as tar:
         manifest = tar.extractfile("triagent/manifest.json").read()

