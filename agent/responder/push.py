@@ -58,6 +58,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import specs
+
 LEDGER_FORMAT = "triagent-push-ledger/1"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 CHANNELS = ("aws-ssm", "azure-run-command", "gcp-ssh")
@@ -67,7 +69,9 @@ TERMINAL = {"Success", "Cancelled", "TimedOut", "Failed", "DeliveryTimedOut", "E
             "Undeliverable", "Terminated", "InvalidPlatform", "AccessDenied"}
 AZURE_MAX_SECONDS = 5400            # Action Run Command stops a script after 90 minutes
 INLINE_TICKET_MAX = 6000            # bigger tickets (many multipart URLs) go by fetch+URL, not in parameters
-SPECS_PUSH = Path(__file__).resolve().parent.parent / "specs" / "push"
+# found as every module finds specs/ (source tree, installed package, single binary alike); the path from
+# __file__ it replaces pointed at agent/specs/push after the layout moved this module a level down
+SPECS_PUSH = specs.path("push")
 _INSTANCE_ID = re.compile(r"^(i|mi)-[0-9a-f]{8,17}$")
 
 

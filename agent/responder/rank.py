@@ -55,7 +55,7 @@ class Column:
 def tables_folder() -> str:
     import specs
 
-    return os.path.join(os.path.dirname(specs.__file__), "tables")
+    return str(specs.path("tables"))
 
 
 def _strip_comments(text: str) -> str:
