@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark triagent against acquire 3.22 on this host (not a pytest test).
+"""Benchmark triagent against acquire 3.22 and UAC on this host (not a pytest test).
 
 Measures, in one run:
   * wall time and peak RSS of `triagent collect --profile triage` from source (`<python> -m agent`)
@@ -8,7 +8,10 @@ Measures, in one run:
     installed in its own venv, created on first use) and the ratio triagent wall / acquire wall;
   * the volatile-snapshot time (sum of custody `seconds` of the artifacts of profile "minimal");
   * the bundle size, gzip (default) and `--compress none`;
-  * the binary's size and the start time of `triagent --version` (first run and median of 5).
+  * the binary's size and the start time of `triagent --version` (first run and median of 5);
+  * with --uac DIR (a checkout of https://github.com/tclahr/uac; UAC is a shell script collection that is
+    neither on PyPI nor in Debian, so it is not fetched here): wall time and peak RSS of
+    `uac -p ir_triage` beside `triagent collect --profile full`, and the ratio (goal <= 0.1).
 
 Peak RSS is measured two ways and each figure says which:
   * "wait4": ru_maxrss from os.wait4 on the child we started. It covers that process and those of its
@@ -56,6 +59,7 @@ SAMPLE_INTERVAL_S = 0.05
 MB = 1_000_000  # goals are in SI megabytes
 
 GOAL_RATIO = 0.25
+GOAL_UAC_RATIO = 0.1
 GOAL_BUNDLE_BYTES = 10 * MB
 GOAL_BINARY_BYTES = 40 * MB
 GOAL_START_S = 1.2
@@ -187,10 +191,10 @@ def read_custody(bundle: Path) -> dict[str, Any]:
 
 
 def run_triagent(label: str, command: list[str], workdir: Path, timeout_s: float,
-                 extra_args: tuple[str, ...] = ()) -> RunResult:
-    """`<command> collect --profile triage --output DIR`, then read the bundle's size and custody."""
+                 extra_args: tuple[str, ...] = (), profile: str = "triage") -> RunResult:
+    """`<command> collect --profile PROFILE --output DIR`, then read the bundle's size and custody."""
     outdir = workdir / f"{label}-out"
-    argv = [*command, "collect", "--profile", "triage", "--output", str(outdir), *extra_args]
+    argv = [*command, "collect", "--profile", profile, "--output", str(outdir), *extra_args]
     # 0 = complete, 1 = partial: both leave a sealed bundle, so both are a successful run.
     result = run_measured(label, argv, workdir, timeout_s, cwd=REPO, ok_codes=(0, 1))
     bundle = find_bundle(outdir) if outdir.is_dir() else None
@@ -283,6 +287,23 @@ def run_acquire(exe: Path, workdir: Path, timeout_s: float) -> RunResult:
     return result
 
 
+# ---- UAC ----------------------------------------------------------------------------------------
+
+def run_uac(uac_dir: Path, workdir: Path, timeout_s: float) -> RunResult:
+    """`uac -p ir_triage DIR` from a UAC checkout, and the size of the archive it wrote."""
+    outdir = workdir / "uac-out"
+    outdir.mkdir()
+    argv = ["/bin/sh", str(uac_dir / "uac"), "-p", "ir_triage", str(outdir)]
+    result = run_measured("uac", argv, workdir, timeout_s, cwd=uac_dir)
+    outputs = [p for p in outdir.iterdir() if p.is_file() and not p.name.endswith(".log")]
+    result.extra["output_bytes"] = sum(p.stat().st_size for p in outputs)
+    result.extra["outputs"] = sorted(p.name for p in outputs)
+    if result.ok and not outputs:
+        result.ok, result.error = False, "uac exited 0 but wrote no output file"
+    shutil.rmtree(outdir, ignore_errors=True)
+    return result
+
+
 # ---- report --------------------------------------------------------------------------------------
 
 def verdict(value: float | None, goal: float) -> str:
@@ -321,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acquire-venv", type=Path, default=DEFAULT_ACQUIRE_VENV,
                         help=f"venv for acquire=={ACQUIRE_VERSION}, created if missing and kept (default: %(default)s)")
     parser.add_argument("--skip-acquire", action="store_true", help="do not install or run acquire")
+    parser.add_argument("--uac", type=Path, metavar="DIR",
+                        help="a UAC checkout: also compare `collect --profile full` with `uac -p ir_triage`")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
@@ -367,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         if acquire_exe is not None:
             exe = acquire_exe
             step("acquire", lambda: run_acquire(exe, work, args.timeout))
+        if args.uac is not None:
+            if not (args.uac / "uac").is_file():
+                parser.error(f"--uac {args.uac}: no `uac` script there")
+            uac_dir = args.uac.resolve()
+            step("source-full", lambda: run_triagent("source-full", source, work, max(args.timeout, 1800),
+                                                     profile="full"))
+            step("uac", lambda: run_uac(uac_dir, work, max(args.timeout, 3600)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -374,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, str, str]] = []
     acq = runs.get("acquire")
     acq_wall = acq.wall_s if acq is not None and acq.ok else None
-    for label in ("source", "binary", "source-nocompress", "acquire"):
+    uac = runs.get("uac")
+    uac_wall = uac.wall_s if uac is not None and uac.ok else None
+    for label in ("source", "binary", "source-nocompress", "acquire", "source-full", "uac"):
         res = runs.get(label)
         if res is None:
             continue
@@ -392,9 +424,16 @@ def main(argv: list[str] | None = None) -> int:
                          f"<= {GOAL_RATIO}", verdict(ratio, GOAL_RATIO), "triagent wall / acquire wall"))
             rows.append((f"{label}: volatile snapshot", fmt_s(res.extra.get("volatile_s")), "", "",
                          "sum custody seconds, profile minimal"))
-        if label == "acquire":
-            rows.append(("acquire: output size", fmt_mb(res.extra.get("output_bytes")), "", "",
-                         "files acquire wrote (tar + report.json)"))
+        if label == "source-full":
+            ratio = res.wall_s / uac_wall if uac_wall and res.wall_s is not None else None
+            res.extra["ratio_vs_uac"] = None if ratio is None else round(ratio, 4)
+            rows.append(("full: wall / uac ir_triage", "n/a" if ratio is None else f"{ratio:.3f}",
+                         f"<= {GOAL_UAC_RATIO}", verdict(ratio, GOAL_UAC_RATIO), "triagent full wall / uac wall"))
+        if label in ("acquire", "uac"):
+            rows.append((f"{label}: output size", fmt_mb(res.extra.get("output_bytes")), "", "",
+                         "files it wrote (archive + reports)"))
+        elif label == "source-full":
+            rows.append((f"{label}: bundle size", fmt_mb(res.extra.get("bundle_bytes")), "", "", "profile full"))
         elif label == "source-nocompress":
             rows.append((f"{label}: bundle size", fmt_mb(res.extra.get("bundle_bytes")), "", "", "--compress none"))
         else:
@@ -433,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, res in runs.items():
         if not res.ok:
             report["runs"][label]["stderr_tail"] = res.stderr_tail[-800:]
-    report["goals"] = {"ratio_max": GOAL_RATIO, "bundle_bytes_max": GOAL_BUNDLE_BYTES,
+    report["goals"] = {"ratio_max": GOAL_RATIO, "uac_ratio_max": GOAL_UAC_RATIO, "bundle_bytes_max": GOAL_BUNDLE_BYTES,
                        "binary_bytes_max": GOAL_BINARY_BYTES, "start_s_max": GOAL_START_S}
     line = json.dumps(report, sort_keys=True, separators=(",", ":"))
     if args.out:
