@@ -32,7 +32,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from agent.bundle import tarformat
 from agent.bundle.tarformat import Header
@@ -53,7 +53,13 @@ ROW_BUDGET = 96 << 20  # estimated memory of the records a BundleView hands out,
 REDUCED_MANIFEST_CAP = 16 << 20  # manifest entries a BundleView hands to the rules engine
 
 FS_ROOT = "fs/$rootfs$/"
-STREAM_MEMBER = re.compile(r"triagent/artifacts/(?P<stream>.+?)(?:\.part\d+)?\.jsonl", re.DOTALL)
+# The names of our own members, spelled here (and in the writer) only: the responder tools ask for them.
+ARTIFACTS_PREFIX = "triagent/artifacts/"
+CUSTODY_NAME = "triagent/custody.json"
+VERDICT_NAME = "triagent/verdict.json"
+LOG_NAME = "triagent/collection.log.jsonl"
+# a record stream: triagent/artifacts/<stream>.jsonl, then <stream>.partNNN.jsonl when it was split
+STREAM_MEMBER = re.compile(r"triagent/artifacts/(?P<stream>.+?)(?:\.part(?P<part>\d+))?\.jsonl", re.DOTALL)
 # Where each collector writes (README's bundle table); anything else is a name no collector emits.
 LAYOUT = re.compile(
     r"fs/\$rootfs\$/.+"
@@ -459,6 +465,15 @@ class Member:
     def lines(self, cap: int = LINE_CAP) -> Iterator[tuple[int, bytes, bool]]:
         return iter_lines(self.chunks(), cap)
 
+    @property
+    def stream(self) -> str | None:
+        """The record stream this member holds (its ``.partNNN`` dropped), or None."""
+        return stream_of(self.name)
+
+    def rows(self, parse: bool = True) -> Iterator[Row]:
+        """Its lines as Rows (each cut at LINE_CAP), parsed as JSON Lines records unless ``parse`` is False."""
+        return rows(self.lines(LINE_CAP), parse)
+
     def finish(self) -> None:
         """Pass over what is left of the content and its padding."""
         reader = self._reader
@@ -611,7 +626,82 @@ def loads_bounded(data: bytes | str, budget: int = JSON_BUDGET) -> Any:
             + 40 * raw.count(b":"))
     if cost > budget:
         raise ValueError(f"JSON document too costly to parse ({len(raw)} bytes, about {cost >> 20} MiB of objects)")
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:  # nesting deeper than the parser recurses: a hostile document, not a crash
+        raise ValueError("JSON document nested too deeply to parse") from None
+
+
+
+# --- record streams: the one way to find them and read their records -----------------------------------
+
+def stream_of(name: str) -> str | None:
+    """The stream a member holds (``triagent/artifacts/<stream>[.partNNN].jsonl``), else None."""
+    match = STREAM_MEMBER.fullmatch(name)
+    return match.group("stream") if match else None
+
+
+def stream_member(stream: str) -> str:
+    """The name of a stream's (first) member."""
+    return f"{ARTIFACTS_PREFIX}{stream}.jsonl"
+
+
+def stream_members(names: Iterable[str], stream: str | None = None) -> list[tuple[str, str]]:
+    """(member, stream) of the record-stream members among ``names`` (only ``stream``'s when given): each
+    stream's parts in order (its unnumbered member first, then by part number, not by text: part1000
+    comes after part999), streams by name."""
+    found = []
+    for name in names:
+        match = STREAM_MEMBER.fullmatch(name)
+        if match and (stream is None or match.group("stream") == stream):
+            found.append((match.group("stream"), int(match.group("part") or -1), name))
+    found.sort()
+    return [(name, found_stream) for found_stream, _, name in found]
+
+
+def parse_record(raw: bytes | str) -> dict[str, Any] | None:
+    """One JSON Lines record: the object, or None when the line is not a JSON object (garbage, an array,
+    or nested deeper than the parser recurses: a line of 100 000 "[" raises RecursionError, not
+    ValueError, and must cost only itself)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Row(NamedTuple):
+    """One line of a JSON Lines member: its 1-based number, its bytes (cut to LINE_CAP when ``cut``),
+    and its record (None when it is not a JSON object, was cut, or was not asked to be parsed)."""
+
+    number: int
+    raw: bytes
+    cut: bool
+    record: dict[str, Any] | None
+
+
+def rows(lines: Iterable[tuple[int, bytes, bool]], parse: bool = True) -> Iterator[Row]:
+    """The Rows of (number, line, cut) lines (``iter_lines``, ``Member.lines``); a cut line is never parsed."""
+    for number, raw, cut in lines:
+        yield Row(number, raw, cut, parse_record(raw) if parse and not cut else None)
+
+
+def stream_rows(bundle: Any, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(member, line, record) of a record stream, its parts in order; lines that are not a JSON object, and
+    lines over LINE_CAP, are skipped. Over a BundleView (how analyze, report and rank open bundles) the
+    view's bounded reader does it (naming cut lines, within its memory budget); over anything with
+    tarfile's ``getnames``/``extractfile`` (tests' hand-made tars) lines are read one at a time."""
+    if hasattr(bundle, "stream_rows"):
+        yield from bundle.stream_rows(stream)
+        return
+    for name, _ in stream_members(bundle.getnames(), stream):
+        handle = bundle.extractfile(name)
+        if handle is None:
+            continue
+        chunks = iter(lambda h=handle: h.read(READ_CHUNK), b"")
+        for row in rows(iter_lines(chunks, LINE_CAP)):
+            if row.record is not None:
+                yield name, row.number, row.record
 
 
 # --- the manifest, one entry at a time ----------------------------------------------------------------
@@ -858,7 +948,7 @@ class BundleView:
     for). Records are handed out by ``stream_rows`` within ROW_BUDGET; every refused member, cut line,
     and cut stream is a named problem in ``problems``."""
 
-    JSON_MEMBERS = ("triagent/custody.json", "triagent/verdict.json")
+    JSON_MEMBERS = (CUSTODY_NAME, VERDICT_NAME)
 
     def __init__(self, path: str, want: Callable[[str], bool] = lambda _stream: True, hash_file: bool = False):
         self.path = path
@@ -887,7 +977,7 @@ class BundleView:
                         self._json_member(member)
                     elif name == MANIFEST_NAME:
                         self._manifest(member)
-                    elif (match and want(match.group("stream"))) or name == "triagent/collection.log.jsonl":
+                    elif (match and want(match.group("stream"))) or name == LOG_NAME:
                         if cached > STREAM_CACHE_BUDGET:
                             continue  # read again from the bundle when asked for
                         packed = _Packed()
@@ -1021,8 +1111,7 @@ class BundleView:
         """(member, line, record) of a record stream, its parts in order; lines that are not a JSON
         object are skipped, a line over LINE_CAP is cut and named, and the records handed out stay
         within the view's ROW_BUDGET (the rest of the stream is then named as cut)."""
-        names = sorted(i.name for i in self.infos
-                       if (m := STREAM_MEMBER.fullmatch(i.name)) and m.group("stream") == stream)
+        names = [name for name, _ in stream_members((i.name for i in self.infos), stream)]
         cost = 0
         for name in names:
             handle = self.extractfile(name)
@@ -1039,11 +1128,8 @@ class BundleView:
                                              f"(the records read exceed the {ROW_BUDGET >> 20} MiB memory budget)")
                     self._row_cost[stream] = max(self._row_cost.get(stream, 0), cost)
                     return
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
+                record = parse_record(line)
+                if record is not None:
                     yield name, number, record
         self._row_cost[stream] = max(self._row_cost.get(stream, 0), cost)
 
