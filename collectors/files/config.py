@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import copy_file, lstat, read_capped, readlink, resolve, stat_path, walk_glob
+from collectors.files.fsread import copy_file, listdir, lstat, read_capped, readlink, resolve, stat_path, walk_glob
 from collectors.files.homes import Home, homes, passwd_users
 from collectors.files.ssh import _config_lines
 from collectors.util import text
@@ -183,8 +183,8 @@ def _module_dir(ctx: Context) -> str:
 
 
 class _Pam:
-    def __init__(self, ctx: Context, cap: int, budget: _Budget):
-        self.ctx, self.cap, self.budget = ctx, cap, budget
+    def __init__(self, ctx: Context, cap: int, budget: _Budget, targets: Any = None):
+        self.ctx, self.cap, self.budget, self.targets = ctx, cap, budget, targets
         self.default_dir = _module_dir(ctx)
         self.modules: dict[str, dict[str, Any]] = {}
         self.files: dict[str, list[tuple[int, str]] | Problem | None] = {}
@@ -216,6 +216,12 @@ class _Pam:
                              module_size=st.st_size, module_real_path=real)
             except (OSError, ValueError):
                 pass
+            if facts["module_found"] and self.targets is not None:
+                # its digest and the package that vouches for it: a pam_unix.so rebuilt with a master
+                # password sits in the right folder under the right name, only its bytes differ
+                got = self.targets.facts(path)
+                facts.update(module_sha256=got.get("sha256"), module_owned=got.get("owned"),
+                             module_package=got.get("package"), module_package_verify=got.get("package_verify"))
             self.modules[module] = facts
         return self.modules[module]
 
@@ -281,8 +287,8 @@ class _Pam:
         yield from self.stack(service, included, via + [path], active)
 
 
-def _pam(ctx: Context, cap: int, budget: _Budget) -> Iterator[Item]:
-    pam = _Pam(ctx, cap, budget)
+def _pam(ctx: Context, cap: int, budget: _Budget, targets: Any = None) -> Iterator[Item]:
+    pam = _Pam(ctx, cap, budget, targets)
     services = [h for h in walk_glob(ctx, "/etc/pam.d/*")]
     names = [h for h in services if isinstance(h, str)]
     yield from (h for h in services if isinstance(h, Problem))
@@ -305,11 +311,19 @@ SYSTEM_RC = [
     ("/etc/zshrc", "interactive"), ("/etc/zsh/zshrc", "interactive"), ("/etc/zlogin", "login"),
     ("/etc/zsh/zlogin", "login"), ("/etc/zlogout", "logout"), ("/etc/zsh/zlogout", "logout"),
     ("/etc/environment", "environment"),
+    # the other shells a passwd entry may name: fish, ksh/mksh, csh/tcsh (and what bash's .bashrc sources)
+    ("/etc/fish/config.fish", "always"), ("/etc/fish/conf.d/*.fish", "always"),
+    ("/usr/share/fish/vendor_conf.d/*.fish", "always"), ("/usr/local/share/fish/vendor_conf.d/*.fish", "always"),
+    ("/etc/ksh.kshrc", "interactive"), ("/etc/kshrc", "interactive"), ("/etc/mkshrc", "interactive"),
+    ("/etc/csh.cshrc", "always"), ("/etc/csh.login", "login"), ("/etc/csh.logout", "logout"),
 ]
 HOME_RC = [
     (".bashrc", "interactive"), (".bash_profile", "login"), (".bash_login", "login"), (".profile", "login"),
     (".bash_logout", "logout"), (".zshenv", "always"), (".zprofile", "login"), (".zshrc", "interactive"),
-    (".zlogin", "login"), (".zlogout", "logout"),
+    (".zlogin", "login"), (".zlogout", "logout"), (".bash_aliases", "interactive"),
+    (".config/fish/config.fish", "always"), (".config/fish/conf.d/*.fish", "always"),
+    (".kshrc", "interactive"), (".mkshrc", "interactive"), (".shrc", "interactive"),
+    (".cshrc", "always"), (".tcshrc", "always"), (".login", "login"), (".logout", "logout"),
 ]
 _ASSIGN = re.compile(r"""(?<![\w$.{/-])([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|'[^']*'|[^\s;&|)`]*)""")
 _UNSET = re.compile(r"\bunset\s+((?:-[vfn]\s+)?(?:[A-Za-z_][A-Za-z0-9_]*\s*)+)")
@@ -323,14 +337,41 @@ def _unquote(value: str) -> str:
     return value
 
 
-def shell_line_facts(line: str) -> dict[str, Any]:
-    """What a shell line sets: variables assigned (quotes removed, last value kept), unset, an alias."""
+_CSH_SETENV = re.compile(r"^\s*(setenv|unsetenv)\s+([A-Za-z_][A-Za-z0-9_]*)(?:\s+(.*?))?\s*;?\s*$")
+_FISH_SET = re.compile(r"^\s*set\s+((?:-[a-zA-Z]+\s+|--[a-z]+\s+)*)([A-Za-z_][A-Za-z0-9_]*)(?:\s+(.*?))?\s*;?\s*$")
+
+
+def dialect_of(path: str) -> str:
+    """fish, csh or sh: the syntax a start-up file is written in, by its name."""
+    name = posixpath.basename(path)
+    if name.endswith(".fish"):
+        return "fish"
+    if name in (".cshrc", ".tcshrc", ".login", ".logout", "csh.cshrc", "csh.login", "csh.logout"):
+        return "csh"
+    return "sh"
+
+
+def shell_line_facts(line: str, dialect: str = "sh") -> dict[str, Any]:
+    """What a shell line sets: variables assigned (quotes removed, last value kept), unset, an alias.
+    csh's ``setenv NAME value`` / ``unsetenv NAME`` and fish's ``set -gx NAME value`` / ``set -e NAME``
+    count as assignments and unsets too."""
     assigns: dict[str, str] = {}
     for name, value in _ASSIGN.findall(line):
         assigns[name] = _unquote(value)
     unsets: list[str] = []
     for group in _UNSET.findall(line):
         unsets += [w for w in group.split() if not w.startswith("-")]
+    m = _CSH_SETENV.match(line) if dialect == "csh" else _FISH_SET.match(line) if dialect == "fish" else None
+    if m and dialect == "csh":
+        if m.group(1) == "unsetenv":
+            unsets.append(m.group(2))
+        else:
+            assigns[m.group(2)] = _unquote(m.group(3) or "")
+    elif m:
+        if re.search(r"(^|\s)(-e|--erase)\s", m.group(1)):
+            unsets.append(m.group(2))
+        elif not re.search(r"(^|\s)(-q|--query|-n|--names|-S|--show)\s", m.group(1)):
+            assigns[m.group(2)] = _unquote(m.group(3) or "")
     # named "environment" so that the redaction gate masks secret-named values (DB_PASSWORD=...) here as in
     # a process's environment
     facts: dict[str, Any] = {"environment": assigns or None, "unsets": unsets or None}
@@ -407,6 +448,7 @@ def _shell_rc(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
                 yield got
                 continue
             body, st = got
+            dialect = dialect_of(hit)
             functions = _FunctionTracker()
             for number, line in _logical_lines(body):
                 line = line.strip()
@@ -417,7 +459,7 @@ def _shell_rc(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
                     continue
                 rec = {"file": hit, "user": user, "scope": scope, "kind": kind, "line": number,
                        "text": line[:MAX_LINE_CHARS], "file_mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
-                       **shell_line_facts(line)}
+                       **shell_line_facts(line, dialect)}
                 if inside:
                     rec["function"] = inside  # defined here, run only when called
                 yield from budget.record("shell_rc", rec)
@@ -508,7 +550,18 @@ UNIT_DIRS = [
     ("/etc/systemd/system", "system"), ("/run/systemd/system", "runtime"), ("/usr/local/lib/systemd/system", "local"),
     ("/usr/lib/systemd/system", "vendor"), ("/lib/systemd/system", "vendor"), ("/etc/systemd/user", "user-global"),
     ("/usr/lib/systemd/user", "user-vendor"),
+    # systemd-run's units (a favourite of attackers: no file in /etc, gone at reboot) and generators' output
+    ("/run/systemd/transient", "transient"), ("/run/systemd/generator.early", "generator"),
+    ("/run/systemd/generator", "generator"), ("/run/systemd/generator.late", "generator"),
+    ("/run/systemd/user", "user-runtime"), ("/usr/local/lib/systemd/user", "user-local"),
+    ("/lib/systemd/user", "user-vendor"),
 ]
+# per user: the home's folders, and the user manager's runtime folders under /run/user/UID (systemd-run --user)
+HOME_UNIT_DIRS = [(".config/systemd/user", "user"), (".local/share/systemd/user", "user")]
+USER_RUNTIME_DIRS = [("systemd/transient", "user-transient"), ("systemd/user", "user-runtime"),
+                     ("systemd/generator.early", "user-generator"), ("systemd/generator", "user-generator"),
+                     ("systemd/generator.late", "user-generator")]
+TIMER_KEYS = ("OnCalendar", "OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec", "OnUnitInactiveSec")
 UNIT_TYPES = {"service", "socket", "timer", "path"}
 EXEC_KEYS = ("ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
              "ExecStopPost")
@@ -546,6 +599,14 @@ def parse_unit(body: str) -> dict[str, Any]:
                     out.setdefault("Environment", {})[name] = val
         elif key in LIST_KEYS:
             out.setdefault(key, []).extend(value.split())
+        elif key in TIMER_KEYS:  # a timer may have several; an empty one resets them, as systemd does
+            schedule = out.setdefault("schedule", [])
+            if value:
+                schedule.append(f"{key}={value}"[:MAX_LINE_CHARS])
+            else:
+                schedule[:] = [v for v in schedule if not v.startswith(key + "=")]
+            if key in SINGLE_KEYS:
+                out[key] = value  # the last one, as before, for the rules that read it
         elif key in SINGLE_KEYS:
             out[key] = value
     return out
@@ -575,9 +636,37 @@ def _unit_scope(path: str, default: str) -> str:
     return default
 
 
-def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -> Iterator[Item]:
+def _unit_dirs(ctx: Context, user_homes: list[Home]) -> list[tuple[str, str, str | None]]:
     dirs = [(d, scope, None) for d, scope in UNIT_DIRS]
-    dirs += [(h.path.rstrip("/") + "/.config/systemd/user", "user", h.user) for h in user_homes]
+    dirs += [(h.path.rstrip("/") + "/" + sub, scope, h.user) for h in user_homes for sub, scope in HOME_UNIT_DIRS]
+    names = {u["uid"]: u["name"] for u in passwd_users(ctx) if u.get("uid") is not None}
+    try:
+        runtime = [name for name, is_dir in listdir(ctx, "/run/user") if is_dir and name.isdigit()]
+    except (OSError, ValueError):
+        runtime = []
+    for uid in runtime[:1000]:
+        owner = names.get(int(uid), uid)
+        dirs += [(f"/run/user/{uid}/{sub}", scope, owner) for sub, scope in USER_RUNTIME_DIRS]
+    return dirs
+
+
+def _exec_paths(program: str, owner_home: str | None) -> str | None:
+    """The file an Exec line's program word names, as systemd finds it (%h is the user's home; a bare name is
+    looked for in systemd's fixed search path by the caller); None when it depends on run-time values."""
+    if owner_home:
+        program = program.replace("%h", owner_home.rstrip("/")).replace("${HOME}", owner_home.rstrip("/"))
+        program = program.replace("$HOME", owner_home.rstrip("/")).replace("~/", owner_home.rstrip("/") + "/")
+    if "%" in program or "$" in program or not program:
+        return None
+    return program
+
+
+def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home],
+              targets: Any = None) -> Iterator[Item]:
+    from collectors.files.persistence import search  # persistence imports this module
+
+    dirs = _unit_dirs(ctx, user_homes)
+    home_of = {h.user: h.path for h in user_homes if h.user}
     units: list[tuple[str, str, str | None]] = []  # (path, scope, owner)
     linked: list[tuple[str, str, str | None]] = []  # targets of wants/ and alias links
     enabled: dict[str, list[str]] = {}
@@ -628,6 +717,7 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
         if target not in seen and unit.rsplit(".", 1)[-1] in UNIT_TYPES:
             seen.add(target)
             units.append((target, _unit_scope(target, scope), owner))
+    records: list[dict[str, Any]] = []
     for path, scope, owner in units:
         ctx.check()
         got = _read_text(ctx, path, cap)
@@ -659,9 +749,42 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -
             # Type= and a timer's or path unit's Unit= would shadow the unit's own type and name
             **{_RENAMED.get(k, k.lower()): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
         }
-        yield from budget.record("services", rec)
+        if rec["type"] in ("timer", "path") and not dropin:
+            # what it starts: Unit=, else the service of the same name (a template's instance keeps its name)
+            rec["triggers"] = rec.get("activates") or unit.rsplit(".", 1)[0] + ".service"
+        files: list[str] = []
+        for program in rec["executables"] or []:
+            found = _exec_paths(program, home_of.get(owner) if owner else None)
+            if found and not found.startswith("/") and "/" not in found:
+                found = search(ctx, found)  # systemd's own search path for a bare name
+            if found and found.startswith("/"):
+                files.append(found)
+        rec["exec_files"] = files or None
+        if targets is not None:
+            targets.want(files)
+        records.append(rec)
         if scope not in ("vendor", "user-vendor"):  # vendor units are the packages'; the rest is copied
             yield from copy_file(ctx, path, cap)
+    by_name: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if not rec["dropin"]:
+            by_name.setdefault(rec["unit"], rec)
+    for rec in records:
+        ctx.check()
+        if rec.get("triggers"):
+            started = by_name.get(rec["triggers"]) or by_name.get(_template(rec["triggers"]))
+            rec["triggers_found"] = started is not None
+            if started:  # so that a rule reading the timer sees what it runs, and where that unit lives
+                rec.update(triggers_command=started["command"], triggers_executables=started["executables"],
+                           triggers_scope=started["scope"], triggers_path=started["path"])
+        if targets is not None and rec["exec_files"]:
+            facts = [targets.facts(f) for f in rec["exec_files"][:16]]
+            rec["exec_targets"] = facts
+            # flat lists the rules match on: where the programs really are, and any a package does not vouch for
+            rec["exec_resolved"] = [f.get("resolved") or f["path"] for f in facts]
+            rec["exec_unowned"] = [f.get("resolved") or f["path"] for f in facts if f.get("owned") is False] or None
+            rec["exec_modified"] = [f["resolved"] for f in facts if f.get("package_verify") == "mismatch"] or None
+        yield from budget.record("services", rec)
     yield from _sysv(ctx, cap, budget)
 
 
@@ -928,14 +1051,20 @@ def _sshd(ctx: Context, budget: _Budget) -> Iterator[Item]:
 # ---- the collector -------------------------------------------------------------------------------
 
 def collect(ctx: Context) -> Iterator[Item]:
+    from collectors.files.persistence import HASH_LIMIT, Targets  # persistence imports this module
+
     cap = int(ctx.opt("cap_bytes", 1 << 20))
     budget = _Budget(int(ctx.opt("max_records_per_stream", 50000)))
+    # programs units and PAM lines name, hashed and checked against the package database (read once, for the
+    # names the units announce before their first lookup: so services come before PAM)
+    targets = Targets(ctx, int(ctx.opt("hash_limit", HASH_LIMIT)))
     user_homes: list[Home] = []
     for home in homes(ctx):
         if isinstance(home, Home):
             user_homes.append(home)
-    for part in (lambda: _pam(ctx, cap, budget), lambda: _shell_rc(ctx, cap, budget, user_homes),
-                 lambda: _services(ctx, cap, budget, user_homes), lambda: _sudo(ctx, cap, budget),
+    for part in (lambda: _services(ctx, cap, budget, user_homes, targets), lambda: _pam(ctx, cap, budget, targets),
+                 lambda: _shell_rc(ctx, cap, budget, user_homes), lambda: _sudo(ctx, cap, budget),
                  lambda: _sshd(ctx, budget)):
         ctx.check()
         yield from part()
+    yield from (p for p in targets.problems if p.level != "info")
