@@ -13,7 +13,7 @@ from typing import Any
 import specs as _specs_package
 from collectors.base import Collector
 
-SPECS_DIR = Path(_specs_package.__file__).parent
+SPECS_DIR = _specs_package.path()  # found one way (specs.path), from a source tree and the single binary alike
 
 
 class SpecError(ValueError):
@@ -29,10 +29,118 @@ class ArtifactSpec:
     description: str = ""
     live_only: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    # its [[artifact.streams]] tables as written; load_streams() checks them and makes StreamSpecs
+    streams: list[dict[str, Any]] = field(default_factory=list)
 
     def load(self) -> Collector:
         module_name, _, func = self.collector.partition(":")
         return getattr(importlib.import_module(module_name), func)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A record stream (``triagent/artifacts/<name>.jsonl``) as its producer declares it, beside the artifact
+    in specs/artifacts/*.toml: the responder tools (timeline, rank, report, rules) read this instead of
+    knowing each stream by heart. ``name`` ending in ``.*`` declares a family (``dissect.*``: every stream
+    whose name starts with ``dissect.``)."""
+
+    name: str
+    artifact: str
+    # record fields holding a time (ISO-8601 UTC text, epoch seconds, or epoch nanoseconds when the field
+    # name ends in "_ns"), most telling first
+    time: tuple[str, ...] = ()
+    description: str = ""
+    # time fields no record of a collection need carry (a kind of record that has no such time, a time
+    # only some hosts keep): the fake-root test does not ask for them
+    optional: tuple[str, ...] = ()
+    # what each time means, in Timesketch's words (timestamp_desc); a field not named is labelled
+    # "<stream> <field>"
+    time_desc: dict[str, str] = field(default_factory=dict)
+    fields: tuple[str, ...] = ()  # other record fields worth naming (documentation; not checked)
+
+    @property
+    def family(self) -> bool:
+        return self.name.endswith(".*")
+
+    def unit(self, time_field: str) -> str:
+        """How a time field is read: "ns" for *_ns fields, else "auto" (ISO text or epoch seconds)."""
+        return "ns" if time_field.endswith("_ns") else "auto"
+
+    def label(self, time_field: str) -> str:
+        return self.time_desc.get(time_field) or f"{self.name.removesuffix('.*')} {time_field}"
+
+
+_STREAM_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*(?:\.\*)?", re.IGNORECASE)
+_STREAM_KEYS = {"name", "time", "description", "optional", "time_desc", "fields"}
+
+
+def _stream_spec(raw: Any, artifact: str, where: str) -> StreamSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: artifact {artifact!r}: [[artifact.streams]] must be a table")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
+        raise SpecError(f"{where}: artifact {artifact!r}: stream name {name!r} is not a stream name")
+    unknown = set(raw) - _STREAM_KEYS
+    if unknown:
+        raise SpecError(f"{where}: stream {name!r}: unknown key(s) {sorted(unknown)}")
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise SpecError(f"{where}: stream {name!r}: {key} must be a list of field names")
+        return tuple(value)
+
+    time, optional, fields = strings("time"), strings("optional"), strings("fields")
+    if "time" not in raw:
+        raise SpecError(f"{where}: stream {name!r}: time is required ([] when its records hold no time)")
+    desc = raw.get("time_desc", {})
+    if not isinstance(desc, dict) or not all(isinstance(v, str) for v in desc.values()):
+        raise SpecError(f"{where}: stream {name!r}: time_desc must map time fields to labels")
+    stray = (set(optional) | set(desc)) - set(time)
+    if stray:
+        raise SpecError(f"{where}: stream {name!r}: {sorted(stray)} named but not among its time fields")
+    return StreamSpec(name, artifact, time, str(raw.get("description", "")), optional, dict(desc), fields)
+
+
+def load_streams(specs_dir: Path = SPECS_DIR) -> dict[str, StreamSpec]:
+    """Every declared stream by name (families under their ``prefix.*`` name). A stream declared twice,
+    by one artifact or two, is a spec error: two producers of one stream would interleave its records."""
+    streams: dict[str, StreamSpec] = {}
+    for path in sorted((specs_dir / "artifacts").glob("*.toml")):
+        for raw in _read(path).get("artifact", []):
+            artifact = str(raw.get("name"))
+            declared = raw.get("streams", [])
+            if not isinstance(declared, list):
+                raise SpecError(f"{path.name}: artifact {artifact!r}: streams must be [[artifact.streams]] tables")
+            for table in declared:
+                spec = _stream_spec(table, artifact, path.name)
+                if spec.name in streams:
+                    raise SpecError(f"{path.name}: stream {spec.name!r} declared twice (by {artifact!r} and "
+                                    f"{streams[spec.name].artifact!r})")
+                streams[spec.name] = spec
+    return streams
+
+
+_STREAMS: dict[str, StreamSpec] | None = None
+
+
+def stream_spec(name: str, streams: dict[str, StreamSpec] | None = None) -> StreamSpec | None:
+    """The declaration of a stream: its own, else the family with the longest prefix it falls in
+    (``dissect.linux.log.auth`` -> ``dissect.*``); None when undeclared. Without ``streams`` the specs
+    are loaded once per process."""
+    global _STREAMS
+    if streams is None:
+        if _STREAMS is None:
+            _STREAMS = load_streams()
+        streams = _STREAMS
+    if name in streams:
+        return streams[name]
+    best = None
+    for spec in streams.values():
+        prefix = spec.name[:-1]  # "dissect.*" -> "dissect."
+        if spec.family and name.startswith(prefix) and (best is None or len(prefix) > len(best.name) - 1):
+            best = spec
+    return best
 
 
 @dataclass
