@@ -15,8 +15,9 @@ Stream ``process_maps``, one record per process and distinct mapping target:
   segments, [aio]); listed only when executable.
 - ``kind = anonymous``: an executable mapping with no file ([heap], [stack], [anon:NAME] or unnamed), one
   record per mapping; the kernel's own [vdso], [vsyscall], [vvar] and [uprobes] pages are not listed.
-  ``jit_known`` says the process is a known JIT (Java, V8, .NET, browsers, QEMU, PCRE2 JIT users...), whose
-  code caches are writable and executable by design.
+  ``jit_known`` (on every record) says the process's executable is a known JIT (Java, V8, .NET, browsers,
+  QEMU, PCRE2 JIT users...), whose code caches are writable and executable by design; judged on the
+  executable's name only, since a process sets its own comm.
 
 The content of executable mappings of deleted files, memfds and files in writable places (which may exist
 nowhere else) is hashed, and copied into the bundle, through /proc/PID/map_files (the mapped object
@@ -226,9 +227,9 @@ def _comm(pid: int) -> str | None:
         return None
 
 
-def _is_jit(cfg: _Settings, exe: str | None, comm: str | None) -> bool:
-    names = {os.path.basename(exe or ""), comm or ""} - {""}
-    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in cfg.jit)
+def _is_jit(cfg: _Settings, exe: str | None) -> bool:
+    name = os.path.basename(exe or "")
+    return bool(name) and any(fnmatch.fnmatchcase(name, pattern) for pattern in cfg.jit)
 
 
 def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterator[Item]:
@@ -247,7 +248,7 @@ def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterato
     exe_deleted = bool(exe_link and exe_link.endswith(DELETED_SUFFIX))
     exe = exe_link[: -len(DELETED_SUFFIX)] if exe_link and exe_deleted else exe_link
     comm = _comm(pid)
-    jit = _is_jit(cfg, exe, comm)
+    jit = _is_jit(cfg, exe)
     own = pid in cfg.own
     targets: dict[tuple[str, str], _Mapped] = {}
     first_range: dict[tuple[str, str], tuple[int, int]] = {}  # an executable mapping's range, for map_files
@@ -289,7 +290,7 @@ def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterato
         mapped.size += end - start
         if executable and key not in first_range:
             first_range[key] = (start, end)
-    base = {"pid": pid, "comm": comm, "exe": exe, "exe_deleted": exe_deleted, "own_process": own}
+    base = {"pid": pid, "comm": comm, "exe": exe, "exe_deleted": exe_deleted, "own_process": own, "jit_known": jit}
     ld_preload: str | None | bool = False  # read once, only when a candidate needs it
     for key, mapped in targets.items():
         executable = key in first_range
@@ -313,6 +314,8 @@ def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterato
             flags.append("deleted_executable_mapping")
         if executable and mapped.kind in ("memfd", "shmem"):
             flags.append(f"{mapped.kind}_executable_mapping")
+        if mapped.kind == "shmem" and rec["writable_executable"]:
+            flags.append("anonymous_rwx")  # shared anonymous memory: code written and run in place
         if executable and place:
             flags.append("writable_place_executable_mapping")
         library = executable and mapped.kind == "file" and not is_exe
@@ -347,7 +350,7 @@ def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterato
                                       "perms": [anon["perms"]], "executable": True,
                                       "writable_executable": anon["writable_executable"], "region": anon["region"],
                                       "start": anon["start"], "end": anon["end"], "size": anon["size"],
-                                      "mappings": 1, "jit_known": jit, "is_exe": False, "writable_place": None,
+                                      "mappings": 1, "is_exe": False, "writable_place": None,
                                       "hidden_path": False, "library": False, "injected_candidate": False,
                                       "flags": ["anonymous_rwx" if anon["writable_executable"]
                                                 else "anonymous_executable"]})

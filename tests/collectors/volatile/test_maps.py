@@ -1,0 +1,284 @@
+"""Process mappings (collectors/volatile/maps.py) and their rules (specs/rules/maps.yaml) on the real /proc:
+real processes run a deleted copy of /bin/sleep from /dev/shm, dlopen() a library gcc built into /tmp, run
+from a memfd, load a library from an odd folder with and without LD_PRELOAD, and map anonymous rwx memory.
+Each rule fires on its planted process and stays quiet on its benign twin; over this host's own processes
+the rules raise no high finding that the process list does not already explain."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent.analysis import rules as engine
+from collectors.base import Context, FileCopy, Problem, Record
+from collectors.volatile import maps
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="map_files and other users' maps need root")
+MAPS_RULES = [r for r in engine.load_rules() if r.id.startswith("TRI-MAPS-")]
+SLEEP = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+LIB_SOURCE = "int triagent_probe(void) { return 42; }\n"
+LOAD = "import ctypes,sys,time; ctypes.CDLL(sys.argv[1]); print('loaded', flush=True); time.sleep(120)"
+# shellcode's staging: private anonymous rwx memory, and shared anonymous rwx (the kernel names it /dev/zero)
+RWX = ("import mmap,time; p=mmap.PROT_READ|mmap.PROT_WRITE|mmap.PROT_EXEC;"
+       "m=mmap.mmap(-1, 8192, flags=mmap.MAP_PRIVATE|mmap.MAP_ANONYMOUS, prot=p); m.write(b'\\xc3');"
+       "s=mmap.mmap(-1, 12288, prot=p); print('loaded', flush=True); time.sleep(120)")
+MEMFD = ("import os,sys; fd=os.memfd_create('payload',0); os.write(fd,open(sys.argv[1],'rb').read());"
+         "os.execve(f'/proc/self/fd/{fd}', ['payload','120'], {})")
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _library(where: Path, compiler: str) -> Path:
+    src = where.with_suffix(".c")
+    src.write_text(LIB_SOURCE)
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(where), str(src)], check=True, capture_output=True)
+    return where
+
+
+def _wait(pid: int, test, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if test(pid):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} never reached the planted state")
+
+
+def _loaded(proc: subprocess.Popen) -> None:
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"loaded"
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, env=env)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Iterator[dict]:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if not compiler:
+        pytest.skip("no C compiler (tests/run.sh installs gcc)")
+    tag = uuid.uuid4().hex[:8]
+    tmp = tmp_path_factory.mktemp("maps")  # under /tmp: a writable place
+    procs: dict[str, subprocess.Popen] = {}
+    cleanup: list[Path] = []
+    try:
+        # (a) a copy of sleep run from /dev/shm, then deleted
+        shm = Path(f"/dev/shm/tri-sleep-{tag}")
+        shutil.copy(SLEEP, shm)
+        os.chmod(shm, 0o755)
+        procs["deleted"] = subprocess.Popen([str(shm), "120"])
+        _wait(procs["deleted"].pid, lambda pid: str(shm) in Path(f"/proc/{pid}/maps").read_text())
+        shm.unlink()
+        # (b) a library gcc built into /tmp, dlopen()ed by ctypes (no LD_PRELOAD)
+        tmp_lib = _library(tmp / f"libtri{tag}.so", compiler)
+        procs["tmp_lib"] = _python(LOAD, str(tmp_lib))
+        # (c) sleep run from a memfd through /proc/self/fd
+        procs["memfd"] = _python(MEMFD, SLEEP)
+        _wait(procs["memfd"].pid, lambda pid: os.readlink(f"/proc/{pid}/exe").startswith("/memfd:payload"))
+        # (d) a library from a folder that is neither a library folder nor a writable place, loaded by dlopen()
+        # and (its benign twin) by LD_PRELOAD
+        odd = Path(f"/var/cache/triagent-test-{tag}")
+        odd.mkdir()
+        cleanup.append(odd)
+        odd_lib = _library(odd / "libodd.so", compiler)
+        procs["injected"] = _python(LOAD, str(odd_lib))
+        procs["preloaded"] = _python(LOAD, str(odd_lib), env={**os.environ, "LD_PRELOAD": str(odd_lib)})
+        # (e) anonymous rwx memory in a process that is no JIT
+        procs["rwx"] = _python(RWX)
+        # benign: a library in a system folder replaced (deleted) under the running process, as an upgrade does;
+        # and one in a PyInstaller-style unpack folder in /tmp
+        system_lib = _library(Path(f"/usr/local/lib/libtri-upgrade-{tag}.so"), compiler)
+        cleanup.append(system_lib)
+        procs["upgraded"] = _python(LOAD, str(system_lib))
+        mei = tmp / "_MEI4hd82k"
+        mei.mkdir()
+        procs["pyinstaller"] = _python(LOAD, str(_library(mei / "libpython-like.so", compiler)))
+        for name in ("tmp_lib", "injected", "preloaded", "rwx", "upgraded", "pyinstaller"):
+            _loaded(procs[name])
+        system_lib.unlink()
+        cleanup.remove(system_lib)
+        yield {**{name: p.pid for name, p in procs.items()}, "shm": str(shm), "tmp_lib": str(tmp_lib),
+               "odd_lib": str(odd_lib), "system_lib": str(system_lib), "sleep_sha": _sha256(SLEEP),
+               "tmp_lib_pid": procs["tmp_lib"].pid, "tmp_lib_sha": _sha256(str(tmp_lib)), "mei": str(mei)}
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _collect(**options) -> tuple[list[dict], list[Problem], list[FileCopy]]:
+    rows, problems, copies = [], [], []
+    for item in maps.collect(Context(root="/", live=True, options=options)):
+        if isinstance(item, Record):
+            assert item.stream == "process_maps"
+            rows.append(item.data)
+        elif isinstance(item, Problem):
+            problems.append(item)
+        elif isinstance(item, FileCopy):
+            copies.append(item)
+            item.close()
+    return rows, problems, copies
+
+
+def _findings(rows: list[dict]) -> list[dict]:
+    feed = [("source", "triagent/artifacts/process_maps.jsonl", n, r) for n, r in enumerate(rows, 1)]
+    return list(engine.evaluate(MAPS_RULES, lambda s: iter(feed if s == "process_maps" else []), time.time()))
+
+
+def _rules_for(findings: list[dict], pid: int) -> set[str]:
+    return {f["rule"] for f in findings if f.get("pid") == pid}
+
+
+@pytest.fixture(scope="module")
+def collected(planted) -> tuple[list[dict], list[Problem], list[FileCopy], list[dict]]:
+    rows, problems, copies = _collect()
+    return rows, problems, copies, _findings(rows)
+
+
+def _of(rows: list[dict], pid: int) -> list[dict]:
+    return [r for r in rows if r["pid"] == pid]
+
+
+def test_deleted_program_from_dev_shm(planted, collected):
+    rows, _, copies, findings = collected
+    mine = _of(rows, planted["deleted"])
+    exe = next(r for r in mine if r["is_exe"])
+    assert exe["path"] == planted["shm"] and exe["deleted"] and exe["executable"]
+    assert exe["writable_place"] == "/dev/shm" and "deleted_executable_mapping" in exe["flags"]
+    assert exe["sha256"] == planted["sleep_sha"]  # through map_files: the file is gone from disk
+    assert any(c.path == exe["content_copy"] for c in copies)
+    assert "TRI-MAPS-001" in _rules_for(findings, planted["deleted"])
+    # its libraries come from the library folders: no candidate, no other rule
+    assert not any(r["injected_candidate"] for r in mine)
+    assert _rules_for(findings, planted["deleted"]) == {"TRI-MAPS-001"}
+
+
+def test_library_dlopened_from_tmp(planted, collected):
+    rows, _, _, findings = collected
+    lib = next(r for r in _of(rows, planted["tmp_lib_pid"]) if r["path"] == planted["tmp_lib"])
+    assert lib["kind"] == "file" and lib["executable"] and not lib["is_exe"] and not lib["deleted"]
+    assert lib["writable_place"] == "/tmp" and lib["injected_candidate"] and lib["ld_preload"] is None
+    assert lib["sha256"] == planted["tmp_lib_sha"]
+    assert {"writable_place_executable_mapping", "injected_candidate"} <= set(lib["flags"])
+    # high for the /tmp library; the low candidate rule leaves writable places to it
+    assert _rules_for(findings, planted["tmp_lib_pid"]) == {"TRI-MAPS-002"}
+
+
+def test_program_run_from_memfd(planted, collected):
+    rows, _, _, findings = collected
+    mem = [r for r in _of(rows, planted["memfd"]) if r["kind"] == "memfd"]
+    assert mem and mem[0]["memfd_name"] == "payload" and mem[0]["executable"] and mem[0]["is_exe"]
+    assert mem[0]["exe"].startswith("/memfd:payload") and mem[0]["sha256"] == planted["sleep_sha"]
+    assert "memfd_executable_mapping" in mem[0]["flags"]
+    assert "TRI-MAPS-001" in _rules_for(findings, planted["memfd"])
+
+
+def test_injected_library_without_ld_preload(planted, collected):
+    rows, _, _, findings = collected
+    lib = next(r for r in _of(rows, planted["injected"]) if r["path"] == planted["odd_lib"])
+    assert lib["injected_candidate"] and lib["writable_place"] is None and not lib["listed_in_ld_so_preload"]
+    assert "sha256" not in lib  # a file still on disk: the files artifacts read it
+    assert _rules_for(findings, planted["injected"]) == {"TRI-MAPS-004"}
+    # benign twin: the same library named by LD_PRELOAD is explained (the preload artifact reports it)
+    twin = next(r for r in _of(rows, planted["preloaded"]) if r["path"] == planted["odd_lib"])
+    assert not twin["injected_candidate"] and twin["ld_preload"] == planted["odd_lib"]
+    assert not _rules_for(findings, planted["preloaded"])
+
+
+def test_anonymous_rwx_outside_known_jits(planted, collected):
+    rows, _, _, findings = collected
+    anon = [r for r in _of(rows, planted["rwx"]) if r["kind"] == "anonymous" and r["writable_executable"]]
+    assert anon and anon[0]["size"] >= 8192 and not anon[0]["jit_known"] and anon[0]["perms"] == ["rwxp"]
+    shared = [r for r in _of(rows, planted["rwx"]) if r["kind"] == "shmem"]
+    assert shared and shared[0]["path"] == "/dev/zero" and shared[0]["perms"] == ["rwxs"]
+    assert shared[0]["writable_executable"] and not shared[0]["jit_known"]
+    assert _rules_for(findings, planted["rwx"]) == {"TRI-MAPS-003"}
+    # benign twin: the same program named a JIT (by its executable's name) raises nothing
+    jit = os.path.basename(os.path.realpath(f"/proc/{planted['rwx']}/exe"))
+    rows2, _, _ = _collect(jit_executables=[jit])
+    anon2 = [r for r in _of(rows2, planted["rwx"]) if r["kind"] in ("anonymous", "shmem")]
+    assert anon2 and all(r["jit_known"] for r in anon2)
+    assert not _rules_for(_findings(rows2), planted["rwx"])
+
+
+def test_benign_look_alikes_raise_nothing(planted, collected):
+    rows, _, _, findings = collected
+    upgraded = next(r for r in _of(rows, planted["upgraded"]) if r["path"] == planted["system_lib"])
+    assert upgraded["deleted"] and upgraded["executable"] and "deleted_executable_mapping" in upgraded["flags"]
+    assert not _rules_for(findings, planted["upgraded"])  # a system library replaced under a running process
+    mei = [r for r in _of(rows, planted["pyinstaller"]) if r["path"].startswith(planted["mei"] + "/")]
+    assert mei and mei[0]["writable_place"] == "/tmp"
+    assert not _rules_for(findings, planted["pyinstaller"])  # PyInstaller's unpack folder
+    # this very process (pytest, psutil's and yaml's C extensions from the venv's site-packages)
+    own = _of(rows, os.getpid())
+    assert own and all(r["own_process"] for r in own) and not any(r["injected_candidate"] for r in own)
+
+
+def _explained(pid: int) -> bool:
+    """A process another session planted or the process list already flags: runs a deleted, memfd or
+    writable-place executable, is LD_PRELOADed, or descends from another pytest run."""
+    try:
+        proc = psutil.Process(pid)
+        exe = os.readlink(f"/proc/{pid}/exe")
+        if exe.endswith(" (deleted)") or exe.startswith(("/memfd:", "/tmp/", "/dev/shm/", "/var/tmp/")):
+            return True
+        if "LD_PRELOAD" in proc.environ():
+            return True
+        mine = {p.pid for p in psutil.Process().parents()} | {os.getpid()}
+        return any("pytest" in " ".join(p.cmdline()) and p.pid not in mine for p in proc.parents())
+    except (OSError, psutil.Error):
+        return True  # gone: nothing to judge
+
+
+def test_this_hosts_processes_raise_no_high_finding(planted, collected):
+    rows, problems, _, findings = collected
+    planted_pids = {v for k, v in planted.items() if isinstance(v, int)}
+    assert len({r["pid"] for r in rows}) >= 5
+    assert not [p for p in problems if "time budget" in p.message]
+    unexplained = [f for f in findings if f["severity"] in ("critical", "high")
+                   and f.get("pid") not in planted_pids and not _explained(f["pid"])]
+    assert not unexplained, [f["summary"] for f in unexplained]
+    summary = [p for p in problems if p.message.startswith("process maps:")]
+    assert summary and summary[0].detail["hash_max_bytes"] == 64 << 20
+
+
+def test_bounds(planted):
+    rows, problems, copies = _collect(max_processes=3, max_lines_per_process=4, hash_max_bytes=1024)
+    assert len({r["pid"] for r in rows}) <= 3
+    assert any("only the first 3" in p.message for p in problems)
+    rows, problems, copies = _collect(hash_max_bytes=1024, max_lines_per_process=100000)
+    exe = next(r for r in _of(rows, planted["deleted"]) if r["is_exe"])
+    assert "sha256" not in exe and exe["hash_skipped"] == "over 1024 bytes" and "content_copy" not in exe
+    rows, problems, _ = _collect(time_budget_s=0)
+    assert not rows and any("time budget spent" in p.message for p in problems)
+
+
+def test_not_live_yields_nothing(tmp_path):
+    items = list(maps.collect(Context(root=str(tmp_path), live=False, options={})))
+    assert len(items) == 1 and isinstance(items[0], Problem) and items[0].level == "info"
+    items = list(maps.collect(Context(root=str(tmp_path), live=True, options={})))
+    assert len(items) == 1 and isinstance(items[0], Problem)
+
+
+def test_rules_load_and_are_complete():
+    assert {r.id for r in MAPS_RULES} == {"TRI-MAPS-001", "TRI-MAPS-002", "TRI-MAPS-003", "TRI-MAPS-004"}
+    assert {r.severity for r in MAPS_RULES if r.id in ("TRI-MAPS-001", "TRI-MAPS-002")} == {"high"}
