@@ -21,7 +21,19 @@ import time
 from collections import Counter
 from typing import Any
 
-from agent.bundle.reader import JSON_CAP, LINE_CAP, MANIFEST_CAP, BundleError, BundleReader, Manifest, dumps
+from agent.bundle.reader import (
+    CUSTODY_NAME,
+    JSON_CAP,
+    LINE_CAP,
+    LOG_NAME,
+    MANIFEST_CAP,
+    MANIFEST_NAME,
+    VERDICT_NAME,
+    BundleError,
+    BundleReader,
+    Manifest,
+    dumps,
+)
 from agent.bundle.reader import shown as _inert
 from agent.bundle.verify import verify
 from agent.responder.timeline import Event, Stats, beside, collect_events, iso, to_us
@@ -35,6 +47,8 @@ LOG_KEEP = 5000  # errors and warnings kept from a collection log (all are count
 FINDINGS_KEEP = 5000
 RECORDS_BUDGET = 32 << 20  # characters of cited records kept for the evidence boxes
 RECORD_CHARS = 64 << 10
+# streams whose first record the host section shows (system, clock, disk facts); findings are all kept
+FACT_STREAMS = ("system", "clock", "disk")
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
@@ -93,19 +107,19 @@ class _Bundle:
 
     def _member(self, member: Any, wanted: set[tuple[str, int]], members: set[str], copies: set[str]) -> None:
         name = member.name
-        if name in ("triagent/custody.json", "triagent/verdict.json"):
+        if name in (CUSTODY_NAME, VERDICT_NAME):
             try:
                 doc = member.json(JSON_CAP)
             except ValueError as exc:
                 self._problem(f"{name}: {exc}")
                 return
             if isinstance(doc, dict):
-                if name.endswith("custody.json"):
+                if name == CUSTODY_NAME:
                     self.custody = doc
                 else:
                     self.verdict = doc
             return
-        if name == "triagent/manifest.json":
+        if name == MANIFEST_NAME:
             if copies:
                 try:
                     manifest = Manifest(member.read_all(MANIFEST_CAP))
@@ -116,38 +130,31 @@ class _Bundle:
                     self._problem(f"{name}: {exc}")
             return
         wanted_here = name in members
-        keep = name in ("triagent/collection.log.jsonl", "triagent/artifacts/findings.jsonl",
-                        "triagent/artifacts/system.jsonl", "triagent/artifacts/clock.jsonl",
-                        "triagent/artifacts/disk.jsonl")
+        stream = member.stream
+        keep = name == LOG_NAME or stream == "findings" or stream in FACT_STREAMS
         if not (keep or wanted_here):
             return
-        for number, raw, cut in member.lines(LINE_CAP):
+        for number, raw, cut, rec in member.rows(parse=keep):
             if cut:
                 self._problem(f"{name} line {number}: longer than {LINE_CAP} bytes, cut (not read)")
             if wanted_here and (name, number) in wanted and self._kept < RECORDS_BUDGET:
                 text = raw[:RECORD_CHARS].decode("utf-8", "backslashreplace")
                 self.records[(name, number)] = text + ("…" if len(raw) > RECORD_CHARS or cut else "")
                 self._kept += len(text)
-            if not keep or cut:
+            if rec is None:  # not kept, cut, or not a JSON object
                 continue
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            if name.endswith("collection.log.jsonl"):
+            if name == LOG_NAME:
                 level = str(rec.get("level"))
                 self.log_levels[level] += 1
                 if level in ("error", "warning") and len(self.log) < LOG_KEEP:
                     self.log.append(rec)
-            elif name.endswith("findings.jsonl"):
+            elif stream == "findings":
                 if len(self.findings) < FINDINGS_KEEP:
                     self.findings.append((name, number, rec))
                 elif not any(p.startswith(f"{name}: more than") for p in self.problems):
                     self._problem(f"{name}: more than {FINDINGS_KEEP} findings; the rest not shown")
             else:
-                self.first.setdefault(name.rsplit("/", 1)[-1].split(".")[0], rec)
+                self.first.setdefault(str(stream), rec)
 
 
 def _findings_of(analysis: _Bundle | None, bundle: str, problems: list[str] | None = None
@@ -333,7 +340,7 @@ def _evidence_html(ev: dict[str, Any], source: _Bundle, analysis: _Bundle | None
         return f"<div class=muted>{e(where)}: record not found</div>"
     try:
         text = json.dumps(json.loads(raw), indent=1, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # a cut line, or nested deeper than json recurses: shown as it is
         text = raw
     if len(text) > EVIDENCE_CHARS:
         text = text[:EVIDENCE_CHARS] + f"\n… ({len(text) - EVIDENCE_CHARS} more characters in the record)"

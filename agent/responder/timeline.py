@@ -26,12 +26,15 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from agent.bundle.reader import (
+    CUSTODY_NAME,
     JSON_CAP,
     LINE_CAP,
     MANIFEST_CAP,
+    MANIFEST_NAME,
+    VERDICT_NAME,
     BundleError,
     BundleReader,
     Manifest,
@@ -45,7 +48,6 @@ from agent.bundle.reader import shown as _inert
 FORMATS = ("timesketch", "bodyfile", "csv")
 MESSAGE_LIMIT = 4096
 MAX_YEAR = 2999  # a later "time" in a history or log line is written by someone, not by a clock
-STREAM_MEMBER = re.compile(r"triagent/artifacts/(?P<stream>.+?)(?:\.part\d+)?\.jsonl", re.DOTALL)
 EVENT_BUDGET = 128 << 20  # estimated memory of the events held to sort them; past it the timeline is cut
 MACB = ("Last Access Time", "Content Modification Time", "Metadata Modification Time", "Creation Time")
 A, M, C, B = range(4)
@@ -328,19 +330,6 @@ def _extractor(stream: str) -> Extractor | None:
 
 # --- reading bundles --------------------------------------------------------------------------------
 
-def jsonl_lines(handle: IO[bytes] | Iterable[tuple[int, bytes, bool]]) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(line number, record) of a JSON Lines member (a file, or the reader's (number, line, cut) lines);
-    a line that is not a JSON object, or was cut at the line cap, gives None."""
-    lines = enumerate(handle, 1) if hasattr(handle, "read") else ((n, raw) for n, raw, cut in handle if not cut)
-    for number, raw in lines:
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            yield number, None
-            continue
-        yield number, rec if isinstance(rec, dict) else None
-
-
 class _Collector:
     def __init__(self, stats: Stats):
         self.stats = stats
@@ -394,9 +383,9 @@ class _Collector:
                         continue
                     self.stats.members += 1
                     name = member.name
-                    if name == "triagent/manifest.json":
+                    if name == MANIFEST_NAME:
                         self._manifest(member, bundle)
-                    elif name in ("triagent/custody.json", "triagent/verdict.json"):
+                    elif name in (CUSTODY_NAME, VERDICT_NAME):
                         try:
                             doc = member.json(JSON_CAP)
                         except ValueError as exc:
@@ -404,8 +393,8 @@ class _Collector:
                             doc = None
                         if isinstance(doc, dict):
                             self.custody[f"{bundle}:{os.path.basename(name)}"] = doc
-                    elif m := STREAM_MEMBER.fullmatch(name):
-                        self._stream(member, m.group("stream"), bundle)
+                    elif (stream := member.stream) is not None:
+                        self._stream(member, stream, bundle)
             except BundleError as exc:
                 self.stats.problem(f"{bundle}: {exc}")
             finally:
@@ -418,17 +407,20 @@ class _Collector:
             self.stats.bundles[bundle] = {"name": os.path.basename(path),
                                           "sha256": digest.hexdigest() if digest is not None else None}
 
-    def _lines(self, member: Any, stream: str, bundle: str) -> Iterator[tuple[int, bytes, bool]]:
-        for number, raw, cut in member.lines(LINE_CAP):
+    def _records(self, member: Any, bundle: str) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """(line number, record or None when the line is not a JSON object) of a JSON Lines member, through
+        the reader's one record parser; a line cut at the line cap is named and skipped."""
+        for number, _raw, cut, record in member.rows():
             if cut:
                 self.stats.problem(f"{bundle}: {quoted(member.name)} line {number}: longer than {LINE_CAP} bytes, "
                                    "cut (not read)")
-            yield number, raw, cut
+                continue
+            yield number, record
 
     def _stream(self, member: Any, stream: str, bundle: str) -> None:
         self.streams[bundle].add(stream)
         if bundle == "analysis" and stream == "findings":
-            for number, rec in jsonl_lines(self._lines(member, stream, bundle)):
+            for number, rec in self._records(member, bundle):
                 if rec is not None:
                     self.findings.append((member.name, number, rec))
                     self.wanted.update((e.get("bundle"), e.get("member"), e.get("line"))
@@ -439,7 +431,7 @@ class _Collector:
             return
         out = self.deferred.setdefault(f"{bundle}:{stream}", []) if stream.startswith("dissect.") else self.events
         process_plugin = stream.removeprefix("volatility.") in VOLATILITY_PROCESS_PLUGINS
-        for number, rec in jsonl_lines(self._lines(member, stream, bundle)):
+        for number, rec in self._records(member, bundle):
             if rec is None:
                 self.stats.garbage[stream] += 1
                 continue
@@ -461,7 +453,7 @@ class _Collector:
                 self._manifest_entry(entry, bundle)
         except ValueError as exc:
             self.stats.garbage["manifest"] += 1
-            self.stats.problem(f"{bundle}: triagent/manifest.json: {exc}")
+            self.stats.problem(f"{bundle}: {MANIFEST_NAME}: {exc}")
 
     def _manifest_entry(self, entry: Any, bundle: str) -> None:
         if not isinstance(entry, dict) or not str(entry.get("name", "")).startswith("fs/"):
@@ -512,7 +504,7 @@ class _Collector:
             self.add(self.events, (custody.get(key), "auto", desc, f"triagent {desc.lower()} "
                                    f"(profile {custody.get('profile')}, examiner {custody.get('examiner') or '-'})",
                                    _facts(custody, "case_id", "examiner"), None, None),
-                     "custody", "source", "triagent/custody.json", 0)
+                     "custody", "source", CUSTODY_NAME, 0)
 
     def _finding_events(self) -> None:
         """A finding happens at its own time (a memory finding's command or creation time), else at the

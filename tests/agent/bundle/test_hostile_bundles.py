@@ -239,3 +239,28 @@ def test_rank_passes_over_fifos_and_links_to_dev_zero(made, tmp_path):
     assert [h["host_key"] for h in result["hosts"]] == ["web1.tar.gz"]
     assert b"skipped 'stuck.tar.gz': not a regular file" in stderr and b"skipped 'zero.tar.gz'" in stderr
     assert rss < RSS_LIMIT
+
+
+# --- JSON nested deeper than the parser recurses ---------------------------------------------------------
+
+def test_deeply_nested_records_cost_only_themselves(tmp_path):
+    """A line of 200 000 "[" makes json.loads raise RecursionError, not ValueError: every tool reading
+    records through agent/bundle/reader.py skips that line (and such a JSON member) and reads on."""
+    from agent.bundle.reader import BundleView, loads_bounded, parse_record
+    from agent.responder.report import report
+    from agent.responder.timeline import Stats, collect_events
+
+    deep = b"[" * 200_000
+    good = json.dumps({"pid": 7, "name": "sshd", "start_time_utc": "2025-11-24T15:00:00Z"}).encode()
+    path = hb.write(tmp_path / "deep.tar.gz", [("triagent/artifacts/processes.jsonl", deep + b"\n" + good + b"\n"),
+                                                ("triagent/verdict.json", b'{"a":' * 100_000)])
+    assert parse_record(deep) is None
+    with pytest.raises(ValueError):
+        loads_bounded(b'{"a":' * 100_000)
+    with BundleView(str(path)) as view:
+        assert [(line, r["pid"]) for _, line, r in view.stream_rows("processes")] == [(2, 7)]
+    stats = Stats()
+    events = collect_events(str(path), None, stats)
+    assert [(e.line, e.desc) for e in events if e.stream == "processes"] == [(2, "Process Start")]
+    summary = report(str(path), None, str(tmp_path / "report.html"))
+    assert (tmp_path / "report.html").is_file(), summary
