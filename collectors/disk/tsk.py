@@ -75,13 +75,26 @@ class Unavailable(Exception):
 
 
 def collect(ctx: Context) -> Iterator[Item]:
+    # An image given with --disk is the evidence itself: the OS view of this machine is not a stand-in for
+    # it. Otherwise the evidence root's own tree is, and its memory filesystems are walked first (the
+    # most volatile, and never on a device).
+    from_root = not ctx.opt("disk")
+    if from_root and ctx.opt("memory_fs", True):
+        yield from _statx(ctx, memory_only=True)
     try:
         target = locate(ctx)
         img, fs = open_fs(target.device, int(ctx.opt("offset", 0)))
     except Unavailable as exc:
         device = exc.device or ctx.opt("disk")
-        yield Problem(f"raw filesystem not available: {exc}", path=device, level="error")
-        yield Record("disk", {"status": "unavailable", "device": device, "reason": str(exc)})
+        fallback = from_root and ctx.opt("os_fallback", True)
+        if not fallback:
+            yield Problem(f"raw filesystem not available: {exc}", path=device, level="error")
+            yield Record("disk", {"status": "unavailable", "device": device, "reason": str(exc)})
+            return
+        yield Problem(f"raw filesystem not available: {exc}; the bodyfile is taken through the OS (statx) "
+                      "instead, without deleted names", path=device, level="warning")
+        yield Record("disk", {"status": "unavailable", "device": device, "reason": str(exc), "fallback": "statx"})
+        yield from _statx(ctx, memory_only=False)
         return
     try:
         yield from _collect_open(ctx, target, fs)
@@ -89,9 +102,23 @@ def collect(ctx: Context) -> Iterator[Item]:
         img.close()
 
 
+def _statx(ctx: Context, memory_only: bool) -> Iterator[Item]:
+    from collectors.disk import statx  # it builds on this module's bodyfile helpers
+
+    paths = list(ctx.opt("memory_paths", statx.MEMORY_PATHS))
+    if not memory_only:
+        paths = list(ctx.opt("paths", DEFAULT_PATHS)) + [p for p in paths if p not in ctx.opt("paths", DEFAULT_PATHS)]
+    budget = float(ctx.opt("memory_budget_s" if memory_only else "statx_budget_s", 30 if memory_only else 120))
+    most = int(ctx.opt("memory_max_entries", 20000) if memory_only else ctx.opt("max_entries", 50000))
+    yield from statx.collect_bodyfile(ctx, statx.Options(
+        paths=paths, memory_only=memory_only, max_entries=most,
+        max_depth=int(ctx.opt("max_depth", 6)), budget_s=budget,
+        exec_max_bytes=int(ctx.opt("exec_max_bytes", 8 << 20)), exec_max_count=int(ctx.opt("exec_max_count", 20))))
+
+
 def _collect_open(ctx: Context, target: Target, fs: Any) -> Iterator[Item]:
     yield Record("disk", {
-        "status": "opened", "device": target.device, "offset": int(ctx.opt("offset", 0)),
+        "status": "opened", "source": "tsk", "device": target.device, "offset": int(ctx.opt("offset", 0)),
         "fs_type": fs_type_name(int(fs.info.ftype)), "block_size": int(fs.info.block_size),
         "block_count": int(fs.info.block_count), "evidence_root_in_fs": target.prefix,
         "mounted": target.mounted, "cross_view_against": target.view_root,
@@ -103,7 +130,7 @@ def _collect_open(ctx: Context, target: Target, fs: Any) -> Iterator[Item]:
         if walker.full:
             break
         yield from walker.walk_top(path)
-    yield Record("disk", {"status": "done", "device": target.device, "entries": walker.count,
+    yield Record("disk", {"status": "done", "source": "tsk", "device": target.device, "entries": walker.count,
                           "deleted": walker.deleted, "hidden_from_os": walker.hidden,
                           "entry_limit_reached": walker.full})
 
@@ -422,7 +449,7 @@ def bodyfile_entry(entry: Any, dirpath: str) -> dict[str, Any]:
     data: dict[str, Any] = {
         "md5": "0", "name": os.fsdecode(raw_path), "inode": inode, "mode_as_string": mode,
         "uid": uid, "gid": gid, "size": size, "atime": times[0], "mtime": times[1], "ctime": times[2],
-        "crtime": times[3], "deleted": deleted, "realloc": realloc, "line": line,
+        "crtime": times[3], "deleted": deleted, "realloc": realloc, "line": line, "source": "tsk",
     }
     if link is not None:
         data["link"] = os.fsdecode(link)

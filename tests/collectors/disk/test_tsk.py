@@ -8,16 +8,19 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import pytsk3
 from conftest import need
 
-from collectors.base import Cancelled, Context, Problem, Record
-from collectors.disk import tsk
+from collectors.base import Cancelled, Context, FileCopy, Problem, Record
+from collectors.disk import statx, tsk
+from collectors.files import fsread
 
 BAD_NAME = b"bad\xff\xfename"  # not UTF-8
 CTRL_NAME = "new\nline"
@@ -204,16 +207,25 @@ def test_not_a_filesystem_is_reported_not_raised(tmp_path):
 
 def test_this_machines_root(tmp_path):
     """The device under "/" is found from mountinfo; where raw reads are refused (as on this
-    development machine) that is one clean "unavailable" record, elsewhere a normal walk."""
+    development machine) that is a warning and an "unavailable" record naming the fallback, and the
+    bodyfile comes from statx instead: the timeline is never empty."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
     for root in ("/", str(tmp_path)):
         streams, problems = _run(root=root, paths=["/etc"], max_entries=200, max_depth=1)
-        status = [d["status"] for d in streams["disk"]]
-        if status == ["unavailable"]:
-            assert [p.message for p in problems if p.level == "error"] == [
-                "raw filesystem not available: " + streams["disk"][0]["reason"]]
-            assert "bodyfile" not in streams
+        raw = [d for d in streams["disk"] if d.get("source") != "statx"]
+        assert streams["bodyfile"], root
+        if [d["status"] for d in raw] == ["unavailable"]:
+            assert raw[0]["fallback"] == "statx"
+            assert [p.message for p in problems if p.message.startswith("raw filesystem not available")] == [
+                "raw filesystem not available: " + raw[0]["reason"] + "; the bodyfile is taken through the OS "
+                "(statx) instead, without deleted names"]
+            assert not [p for p in problems if p.level == "error"]
+            assert {r["source"] for r in streams["bodyfile"]} == {"statx"}
+            assert any(r["name"].startswith("/etc/") for r in streams["bodyfile"])
+            assert streams["disk"][-1]["scope"] == "evidence root"
         else:
-            assert status == ["opened", "done"]
+            assert [d["status"] for d in raw] == ["opened", "done"]
 
 
 def test_depth_and_entry_limits(image):
@@ -305,12 +317,13 @@ def test_mounted_image_found_from_mountinfo(image, tmp_path):
             streams, problems = _run(root=str(mnt), paths=["/tmp", "/etc"])
             sub, _ = _run(root=str(mnt / "tmp"), paths=["/sub"])  # a root below the mount point
         finally:
-            subprocess.run(["umount", str(mnt / "etc")], check=True)
+            _umount(mnt / "etc")
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        _umount(mnt)
 
-    opened = streams["disk"][0]
-    assert opened["status"] == "opened" and opened["device"].startswith("/dev/")
+    opened = streams["disk"][-2]  # after the memory filesystems' summary (source statx)
+    assert streams["disk"][0]["source"] == "statx" and streams["disk"][0]["scope"] == "memory filesystems"
+    assert opened["status"] == "opened" and opened["device"].startswith("/dev/") and opened["source"] == "tsk"
     assert opened["mounted"] is True and opened["cross_view_against"] == str(mnt)
     hidden = {h["path"]: h for h in streams["crossview"]}
     assert set(hidden) == {"/etc/passwd", "/etc/new"}
@@ -318,6 +331,228 @@ def test_mounted_image_found_from_mountinfo(image, tmp_path):
     assert any(p.path == "/etc" and "another filesystem is mounted here" in p.message for p in problems)
     assert _by_name(streams["bodyfile"])["/tmp/gone"]["deleted"] is True
 
-    assert sub["disk"][0]["evidence_root_in_fs"] == "/tmp"
+    assert sub["disk"][-2]["evidence_root_in_fs"] == "/tmp"
     assert "/sub/deep/gone2" in _by_name(sub["bodyfile"])
     assert "crossview" not in sub
+
+
+# --- the OS bodyfile (statx) where TSK cannot read, and memory filesystems -----------------------------
+
+def _forget_roots(below: Path) -> None:
+    """Close the evidence reader's cached root descriptors under a mount point (it keeps one per root for
+    the process's life), so that the test can unmount it."""
+    with fsread._roots_lock:
+        for key in [k for k in fsread._roots if (k[0] + "/").startswith(str(below) + "/")]:
+            os.close(fsread._roots.pop(key).fd)
+
+
+def _umount(path: Path) -> None:
+    _forget_roots(path)
+    subprocess.run(["umount", str(path)], check=True, capture_output=True)
+
+
+def _items(ctx: Context) -> tuple[dict[str, list[dict]], list[Problem], list[FileCopy]]:
+    streams: dict[str, list[dict]] = {}
+    problems, copies = [], []
+    for item in tsk.collect(ctx):
+        if isinstance(item, Record):
+            streams.setdefault(item.stream, []).append(item.data)
+        elif isinstance(item, Problem):
+            problems.append(item)
+        elif isinstance(item, FileCopy):
+            copies.append((item.path, os.pread(item.fd, item.length, item.offset)))
+            item.close()
+    return streams, problems, copies
+
+
+def _birth(path: Path) -> int:
+    """The birth time as coreutils' stat prints it (statx underneath): the reference for crtime."""
+    return int(subprocess.run(["stat", "-c", "%W", str(path)], capture_output=True, text=True, check=True).stdout)
+
+
+def _plant_memory_fs(where: Path) -> dict[str, bytes]:
+    """A tmpfs holding a small ELF program, a script without its execute bit, a big program and data."""
+    _mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where))
+    elf = Path("/bin/true").read_bytes()
+    (where / ".x").mkdir()
+    (where / ".x" / "kworker").write_bytes(elf)
+    os.chmod(where / ".x" / "kworker", 0o755)
+    (where / "run.sh").write_bytes(b"#!/bin/sh\nexec /dev/shm/.x/kworker\n")
+    os.chmod(where / "run.sh", 0o644)
+    (where / "big").write_bytes(b"\x7fELF" + b"\0" * (300 << 10))
+    (where / "notes.txt").write_bytes(b"just data\n")
+    return {"kworker": elf, "run.sh": (where / "run.sh").read_bytes()}
+
+
+def test_xfs_root_falls_back_to_statx(tmp_path):
+    """A real XFS filesystem (TSK has no XFS reader) loop-mounted as the evidence root: the bodyfile comes
+    from statx, with birth times, links recorded and not followed, and the memory filesystem's programs
+    copied; nothing is an error."""
+    need(shutil.which("mkfs.xfs") is not None, "mkfs.xfs is needed (apt-get install xfsprogs)")
+    need(shutil.which("mount") is not None, "mount is needed (util-linux)")
+    image, mnt = tmp_path / "root.xfs", tmp_path / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(300 << 20)  # mkfs.xfs's smallest filesystem; sparse, so it costs a few MB
+    subprocess.run(["mkfs.xfs", "-q", "-f", str(image)], check=True, capture_output=True)
+    _mount("-o", "loop", str(image), str(mnt))
+    try:
+        for d in ("etc/cron.d", "tmp", "dev/shm", "usr/bin"):
+            (mnt / d).mkdir(parents=True)
+        (mnt / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+        (mnt / "etc/cron.d/sysupdate").write_text("* * * * * root /tmp/.u\n")
+        os.utime(mnt / "etc/passwd", (1600000000, 1500000000))
+        os.symlink("/etc", mnt / "tmp/etc-link")  # a link to a directory: recorded, never entered
+        (mnt / "usr/bin/suid").write_bytes(b"\x7fELF")
+        os.chmod(mnt / "usr/bin/suid", 0o4755)
+        programs = _plant_memory_fs(mnt / "dev/shm")
+        try:
+            ctx = Context(root=str(mnt), live=False, options={
+                "paths": ["/etc", "/tmp", "/usr/bin"], "exec_max_bytes": 200 << 10})
+            streams, problems, copies = _items(ctx)
+            births = {p: _birth(mnt / p.lstrip("/")) for p in ("/etc/cron.d/sysupdate", "/dev/shm/.x/kworker")}
+        finally:
+            _umount(mnt / "dev/shm")
+    finally:
+        _umount(mnt)
+
+    assert not [p for p in problems if p.level == "error"], problems
+    unavailable = [d for d in streams["disk"] if d["status"] == "unavailable"]
+    assert len(unavailable) == 1 and unavailable[0]["fallback"] == "statx"
+    assert "no filesystem TSK can read" in unavailable[0]["reason"]
+    assert any(p.level == "warning" and "taken through the OS (statx)" in p.message for p in problems)
+    summaries = {d["scope"]: d for d in streams["disk"] if d.get("source") == "statx"}
+    assert set(summaries) == {"memory filesystems", "evidence root"}
+    assert summaries["evidence root"]["filesystems"].get("xfs", 0) >= 6
+    assert summaries["memory filesystems"]["executables_copied"] == 2
+
+    rows = [r for r in streams["bodyfile"]]
+    assert {r["source"] for r in rows} == {"statx"}
+    by_name: dict[str, dict] = {}
+    for r in rows:
+        by_name.setdefault(r["name"], r)  # /dev/shm is walked by both passes
+        assert LINE.match(r["line"]), r["line"]
+    cron = by_name["/etc/cron.d/sysupdate"]
+    assert cron["fs_type"] == "xfs" and cron["btime_valid"] is True
+    assert births["/etc/cron.d/sysupdate"] > 0 and cron["crtime"] == births["/etc/cron.d/sysupdate"]
+    assert cron["mode_as_string"] == "r/rrw-r--r--" and cron["size"] == len("* * * * * root /tmp/.u\n")
+    passwd = by_name["/etc/passwd"]
+    assert (passwd["atime"], passwd["mtime"]) == (1600000000, 1500000000)
+    assert passwd["line"].split("|")[7:9] == ["1600000000", "1500000000"]
+    assert by_name["/usr/bin/suid"]["mode_as_string"] == "r/rrwsr-xr-x"
+    assert by_name["/etc"]["mode_as_string"].startswith("d/d")
+    link = by_name["/tmp/etc-link"]
+    assert link["link"] == "/etc" and link["mode_as_string"] == "l/lrwxrwxrwx"
+    assert link["line"].startswith("0|/tmp/etc-link -> /etc|")
+    assert not any(n.startswith("/tmp/etc-link/") for n in by_name)
+
+    shm = by_name["/dev/shm/.x/kworker"]
+    assert shm["fs_type"] == "tmpfs" and shm["executable"] is True and shm["copied"] is True
+    assert shm["btime_valid"] is True and shm["crtime"] == births["/dev/shm/.x/kworker"]
+    assert by_name["/dev/shm/big"].get("copied") is None  # over exec_max_bytes: listed, not copied
+    assert by_name["/dev/shm/notes.txt"].get("executable") is None
+    assert dict(copies) == {"/dev/shm/.x/kworker": programs["kworker"], "/dev/shm/run.sh": programs["run.sh"]}
+
+
+def test_ext4_loop_mount_still_uses_tsk_and_sees_tmpfs_below(image, tmp_path):
+    """A loop-mounted ext4 root is read by TSK (source "tsk", deleted names); a tmpfs mounted below a
+    chosen memory path (here /tmp/sub, on the ext4) is walked through statx, and only it."""
+    need(shutil.which("mount") is not None, "mount is needed (util-linux)")
+    copy, mnt = tmp_path / "disk.ext4", tmp_path / "mnt"
+    shutil.copy(image["img"], copy)
+    mnt.mkdir()
+    _mount("-o", "loop", str(copy), str(mnt))
+    try:
+        programs = _plant_memory_fs(mnt / "tmp/sub")
+        try:
+            streams, problems, copies = _items(Context(root=str(mnt), live=False, options={
+                "paths": ["/tmp", "/etc"], "memory_paths": ["/tmp", "/dev/shm"], "exec_max_bytes": 200 << 10}))
+        finally:
+            _umount(mnt / "tmp/sub")
+    finally:
+        _umount(mnt)
+    assert not [p for p in problems if p.level == "error"], problems
+    assert [(d.get("source"), d["status"]) for d in streams["disk"]] == [
+        ("statx", "done"), ("tsk", "opened"), ("tsk", "done")]
+    assert streams["disk"][1]["fs_type"] == "ext4"
+    tsk_rows = [r for r in streams["bodyfile"] if r["source"] == "tsk"]
+    statx_rows = [r for r in streams["bodyfile"] if r["source"] == "statx"]
+    assert _by_name(tsk_rows)["/tmp/gone"]["deleted"] is True
+    assert {r["fs_type"] for r in statx_rows} == {"tmpfs"}  # the ext4 /tmp around it is TSK's
+    names = {r["name"] for r in statx_rows}
+    assert {"/tmp/sub", "/tmp/sub/.x/kworker", "/tmp/sub/run.sh", "/tmp/sub/notes.txt"} <= names
+    assert "/tmp/keep" not in names
+    assert dict(copies) == {"/tmp/sub/.x/kworker": programs["kworker"], "/tmp/sub/run.sh": programs["run.sh"]}
+
+
+def _statx_run(root: Path, **options) -> tuple[list[dict], list[Problem], dict]:
+    opts = statx.Options(paths=options.pop("paths", ["/"]), memory_only=False, **options)
+    rows, problems, summary = [], [], {}
+    for item in statx.collect_bodyfile(Context(root=str(root), live=False, options={}), opts):
+        if isinstance(item, Record) and item.stream == "bodyfile":
+            rows.append(item.data)
+        elif isinstance(item, Record):
+            summary = item.data
+        elif isinstance(item, Problem):
+            problems.append(item)
+    return rows, problems, summary
+
+
+def test_statx_keeps_the_newest_within_its_entry_budget(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    for i in range(20):
+        (tree / "a" / f"old{i}").write_text("x")
+    now = int(time.time())
+    newest = {"/a/b/new1": now + 3000, "/a/new2": now + 2000, "/new3": now + 1000}
+    for name, mtime in newest.items():
+        (tree / name.lstrip("/")).write_text("y")
+        os.utime(tree / name.lstrip("/"), (mtime, mtime))
+    rows, problems, summary = _statx_run(tree, max_entries=3)
+    assert [r["name"] for r in rows] == list(newest)  # newest first
+    assert [r["mtime"] for r in rows] == list(newest.values())
+    assert summary["entry_limit_reached"] is True and summary["entries"] == 3 and summary["scanned"] >= 23
+    assert any("the newest 3 of" in p.message for p in problems)
+
+    rows, problems, summary = _statx_run(tree, max_entries=1000, max_depth=0)
+    names = {r["name"] for r in rows}
+    assert "/a/old1" not in names and "/a" in names and "/new3" in names
+    assert summary["depth_limited_dirs"] == 1
+    assert any("directory depth limit (0) reached: 1 directories" in p.message for p in problems)
+
+    rows, problems, summary = _statx_run(tree, budget_s=0)
+    assert summary["time_limit_reached"] is True and len(rows) <= 1
+    assert any("stopped at its time budget" in p.message for p in problems)
+
+
+def test_statx_does_not_enter_a_remote_filesystem(tmp_path):
+    """A FUSE or network mount below the root (as fsread's mountinfo scan finds it) is not even looked at."""
+    tree = tmp_path / "tree"
+    (tree / "share").mkdir(parents=True)
+    (tree / "share" / "secret").write_text("remote")
+    (tree / "local").write_text("here")
+    ctx = Context(root=str(tree), live=False, options={})
+    root = fsread.evidence(ctx)
+    saved = root.remote
+    root.remote = {str(tree / "share"): "fuse.sshfs"}
+    try:
+        rows, problems, _ = _statx_run(tree)
+    finally:
+        root.remote = saved
+    names = {r["name"] for r in rows}
+    assert "/local" in names and "/share" not in names and "/share/secret" not in names
+    assert any(p.path == "/share" and "fuse.sshfs" in p.message for p in problems)
+
+
+def test_statx_mode_strings_match_tsk():
+    """Each file type gets the letters fls prints (name type / meta type), e.g. a socket is s/h."""
+    cases = {stat.S_IFREG | 0o644: "r/rrw-r--r--", stat.S_IFDIR | 0o1777: "d/drwxrwxrwt",
+             stat.S_IFLNK | 0o777: "l/lrwxrwxrwx", stat.S_IFIFO | 0o600: "p/prw-------",
+             stat.S_IFSOCK | 0o755: "s/hrwxr-xr-x", stat.S_IFCHR | 0o620: "c/crw--w----",
+             stat.S_IFBLK | 0o660: "b/brw-rw----"}
+    for mode, expected in cases.items():
+        st = statx.StatxResult(mode, 7, 0, 0, 0, 0, 0, 0, None, (0, 0))
+        row = statx.statx_entry(b"/x", st, None, "xfs")
+        assert row["mode_as_string"] == expected
+        assert row["crtime"] == 0 and row["btime_valid"] is False
+    assert statx.statx_how() in ("libc", "syscall", "lstat")
