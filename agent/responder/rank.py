@@ -32,7 +32,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from agent.bundle.reader import BundleView, dumps, is_regular, quoted, shown, walk_regular
+from agent.bundle.reader import (
+    CUSTODY_NAME,
+    VERDICT_NAME,
+    BundleView,
+    dumps,
+    is_regular,
+    quoted,
+    shown,
+    stream_rows,
+    walk_regular,
+)
 
 TABLES = ("hosts", "findings", "indicators", "processes", "connections", "ssh_keys")
 INDICATOR_KINDS = ("ssh_key_fingerprint", "remote_ip", "exe_sha256", "command_line", "cron_command", "url")
@@ -170,7 +180,6 @@ def arrow_schema(columns: list[Column]) -> Any:
 # adds every stream a rule names, so a rule over a new stream needs no change here.
 _TABLE_STREAMS = {"processes", "connections", "ssh_keys", "histories", "cron", "wtmp", "btmp", "lastlog"}
 _CHECK_STREAMS = {"processes", "preload", "sys_modules", "modules", "connections", "histories"}
-_PART = re.compile(r"triagent/artifacts/(.+?)(?:\.part\d+)?\.jsonl")
 
 
 def open_bundle(path: str, want: Callable[[str], bool], hash_bytes: bool = True) -> BundleView:
@@ -238,15 +247,15 @@ def _analysis_findings(path: str, sha256: str | None) -> tuple[list[dict[str, An
     with open_bundle(path, lambda stream: stream == "findings", hash_bytes=False) as view:
         if view.error:
             return f"{os.path.basename(path)} cannot be read ({view.error}); ignored"
-        custody = view.json("triagent/custody.json")
+        custody = view.json(CUSTODY_NAME)
         source = custody.get("source_bundle_sha256")
         if sha256 and source and source != sha256:
             return (f"{os.path.basename(path)} was made from other bytes (source_bundle_sha256 "
                     f"{shown(source, 12)}); ignored")
-        verdict = view.json("triagent/verdict.json")
+        verdict = view.json(VERDICT_NAME)
         if not verdict:
             return f"{os.path.basename(path)} has no verdict.json; ignored"
-        return [r for _, _, r in view.stream_rows("findings")], verdict
+        return [r for _, _, r in stream_rows(view, "findings")], verdict
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,7 +358,7 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
                 sidecar_match=(sha256 == sidecar) if sha256 and sidecar else None, bytes=os.path.getsize(path))
     if host["sidecar_match"] is False:
         notes.append("the .sha256 sidecar does not match the bundle")
-    custody = tar.json("triagent/custody.json")
+    custody = tar.json(CUSTODY_NAME)
     manifest = tar.manifest_fields
     if not manifest:
         notes.append("no manifest.json: not a triagent bundle, or cut short")
