@@ -1,4 +1,4 @@
-"""The `findings` artifact of `analyze` (agent/analysis/findings.py) hands the Sigma engine the analysis
+"""The `findings` artifact of `analyze` (agent/analysis/steps.py) hands the Sigma engine the analysis
 log: a rule the engine refuses reaches it as a warning with its reason, and is no finding (issue 14, item 5:
 agent/analysis/sigma.py ``evaluate(..., check, problems)``)."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.analysis import findings
 from agent.analysis import rules as rules_engine
+from agent.analysis import steps
 from collectors.base import Context, Problem, Record
 
 HAVE_SIGMA = importlib.util.find_spec("sigma") is not None
@@ -47,7 +47,7 @@ def test_refused_sigma_rules_are_warnings_in_the_analysis_log(tmp_path):
         "title": "new user", "logsource": {"product": "linux", "service": "auth"},
         "detection": {"s": {"message|contains": "new user"}, "condition": "s"}, "level": "high"}))
     ctx = Context(root=_bundle(tmp_path / "b.tar.gz"), live=False, options={"rules_dir": str(rules)})
-    items = list(findings.collect(ctx))
+    items = list(steps.collect(ctx))
     found = [i.data for i in items if isinstance(i, Record) and i.stream == "findings"]
     warnings = [i for i in items if isinstance(i, Problem) and i.level == "warning" and "sigma" in i.message]
     assert not [f for f in found if f.get("kind") == "sigma_refused"], found
