@@ -7,10 +7,12 @@ Stream ``executables``, one record per file, ``place`` telling which walk found 
   kind, script and its shebang, other), SHA-256 of ELFs and scripts under a size cap, and a raw copy of
   the small ones so YARA on the responder's side reads them.
 - ``system``: the system binary folders, PAM module folders and every libkeyutils.so*, judged against
-  the package database (collectors/files/packages.py, read without the package manager). Only what the
-  rules need is hashed: files changed since their package was installed, PAM modules, libkeyutils and
-  the binaries named in ``always_hash``. Files are listed when hashed, unowned, or changed recently;
-  the thousands of untouched packaged binaries are only counted.
+  the package database (collectors/files/packages.py, read without the package manager). Hashed: files
+  changed since their package was installed, PAM modules, libkeyutils, the binaries named in
+  ``always_hash``, and (``hash_path_binaries``, why ``path``) every file in the PATH folders, from a budget of
+  its own (``path_hash_limit_bytes`` per file, ``path_hash_total_bytes`` in all; a file over either is listed
+  with ``hash_skipped`` naming the cap, and the closing info Problem carries both caps). Other files (in
+  security folders: untouched ones) are listed when unowned or changed recently, else only counted.
 
 Stream ``package_db``: one record naming the database that was read (``dpkg | rpm-sqlite | rpm-bdb |
 none``), so that no rule calls a file unowned when no database could say so.
@@ -25,7 +27,7 @@ tree (the top folder in the place), tree_files (files under it), copied, copy_sk
 System rows add package_db, owned (true | false | null when no complete database), package,
 package_version, packages (when several), digest_algo, digest, package_digest, verify (ok | mismatch |
 config | no_digest | not_hashed | null), config, package_installed_utc, changed_since_install, why (the
-reasons it is listed: always_hash, pam_module, libkeyutils, changed_since_install, unowned, recent),
+reasons it is listed: always_hash, pam_module, libkeyutils, changed_since_install, unowned, recent, path),
 link_target (symlinks in security folders and libkeyutils).
 """
 
@@ -507,6 +509,12 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
     days = float(ctx.opt("recent_days", 30))
     slack = float(ctx.opt("install_slack_s", 600))
     always = set(ctx.opt("always_hash", ALWAYS_HASH))
+    # every program in the PATH folders hashed (issue 16 item 5), from a budget of its own so that the
+    # files the rules need are never starved by a thousand untouched ones
+    path_all = bool(ctx.opt("hash_path_binaries", True))
+    path_limit = int(ctx.opt("path_hash_limit_bytes", hash_limit))
+    path_budget = Budget(entries=0, copy_bytes=0, hashed_bytes=int(ctx.opt("path_hash_total_bytes", 1 << 30)))
+    path_total = path_budget.hashed_bytes
     targets: list[tuple[str, str]] = []
     for folder, area in _system_folders(ctx):
         for hit in _files_in(ctx, folder, area.endswith("security"), budget):
@@ -524,7 +532,8 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 continue
             targets.extend((folder.rstrip("/") + "/" + n, "libkeyutils") for n in names)
     seen: set[tuple[int, int]] = set()
-    counts = {"files": 0, "listed": 0, "hashed": 0, "mismatch": 0, "unowned": 0}
+    counts = {"files": 0, "listed": 0, "hashed": 0, "mismatch": 0, "unowned": 0, "path_hashed": 0,
+              "path_skipped": 0}
     for path, area in targets:
         ctx.check()
         try:
@@ -559,15 +568,23 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         recent = _recent(st, None, now, days)
         reasons = [r for r, yes in (("always_hash", name in always), ("pam_module", area.endswith("security")),
                                     ("libkeyutils", area == "libkeyutils"), ("changed_since_install", changed),
-                                    ("unowned", owned is False), ("recent", recent)) if yes]
+                                    ("unowned", owned is False), ("recent", recent),
+                                    ("path", path_all and area in ("bin", "local_bin"))) if yes]
         if not reasons:
             continue
         algo = next((o.algo for o in owners or [] if o.digest and o.algo), None)
         hash_it = any(r != "recent" for r in reasons) or db.kind == "none"
+        path_only = all(r in ("path", "recent") for r in reasons) and db.kind != "none"
         try:
             if hash_it:
-                facts, st, where = _read_facts(ctx, where, algo or "sha256", hash_limit, budget)
+                facts, st, where = _read_facts(ctx, where, algo or "sha256", path_limit if path_only else hash_limit,
+                                               path_budget if path_only else budget)
                 counts["hashed"] += "sha256" in facts
+                if path_only:
+                    counts["path_hashed"] += "sha256" in facts
+                    counts["path_skipped"] += "hash_skipped" in facts
+                    if facts.get("hash_skipped") == "artifact hashing budget spent":
+                        facts["hash_skipped"] = f"PATH hashing budget ({path_total} bytes) spent"
             else:
                 facts = {}
         except OSError as exc:
@@ -587,7 +604,12 @@ def _system(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                "why": reasons}
         yield Record("executables", row)
     yield Problem(f"system folders: {counts['files']} files, {counts['listed']} listed, {counts['hashed']} hashed, "
-                  f"{counts['mismatch']} digest mismatches, {counts['unowned']} unowned ({db.kind})", level="info")
+                  f"{counts['mismatch']} digest mismatches, {counts['unowned']} unowned ({db.kind}); PATH programs: "
+                  f"{counts['path_hashed']} hashed, {counts['path_skipped']} not (cap {path_limit} bytes per file, "
+                  f"{path_total} in all)", level="info",
+                  detail={"path_hashed": counts["path_hashed"], "path_not_hashed": counts["path_skipped"],
+                          "path_hash_limit_bytes": path_limit, "path_hash_total_bytes": path_total,
+                          "path_hash_bytes_left": path_budget.hashed_bytes, "hash_limit_bytes": hash_limit})
 
 
 def _link_facts(db: packages.PackageDB, link: str, target: str | None,

@@ -288,8 +288,10 @@ def test_system_folders_against_dpkg(tmp_path):
     assert sshd["sha256"] == hashlib.sha256(Path(FALSE).read_bytes()).hexdigest()
     tool = seen["/usr/bin/tinytool"]
     assert tool["verify"] == "mismatch" and "changed_since_install" in tool["why"]
-    # an untouched packaged binary outside the hash list is only listed (recent), never read
-    assert seen["/usr/bin/tinyquiet"]["why"] == ["recent"] and "sha256" not in seen["/usr/bin/tinyquiet"]
+    # an untouched packaged binary outside the hash list: hashed as a PATH program, and it matches its package
+    quiet = seen["/usr/bin/tinyquiet"]
+    assert quiet["why"] == ["recent", "path"] and quiet["verify"] == "ok"
+    assert quiet["sha256"] == hashlib.sha256(Path(TRUE).read_bytes()).hexdigest()
     assert seen[f"/{MULTIARCH}/security/pam_lookalike.so"]["verify"] == "ok"
     assert seen[f"/{MULTIARCH}/security/pam_unix2.so"]["owned"] is False
     assert seen[f"/{MULTIARCH}/libkeyutils.so.1.9"]["area"] == "libkeyutils"
@@ -297,6 +299,32 @@ def test_system_folders_against_dpkg(tmp_path):
     assert seen[f"/{MULTIARCH}/libkeyutils.so.1.10"]["verify"] == "ok"
     assert seen["/usr/local/bin/admin-tool"]["area"] == "local_bin"
     assert "/bin/sshd" not in seen and "/etc/lookalike.conf" not in seen  # merged /usr: once; /etc not walked
+
+
+def test_path_programs_hashed_within_their_own_caps(tmp_path):
+    """Every file in the PATH folders is hashed from a budget of its own (per file and in total, both caps in
+    the rows that hit them and in the closing summary); without it, untouched ones are only listed."""
+    root = system_root(tmp_path, "attack", attack=True)
+    # the old behaviour on request: an untouched packaged binary outside the hash list is listed, never read
+    rows, _, _, _ = _collect(root, hash_path_binaries=False)
+    quiet = _by_path(rows)["/usr/bin/tinyquiet"]
+    assert quiet["why"] == ["recent"] and "sha256" not in quiet and quiet["verify"] is None
+    # a per-file cap smaller than true(1): PATH-only files are listed with the cap, the files the rules need
+    # (sshd, changed since install, unowned) keep the artifact's own cap and are hashed
+    size = os.path.getsize(TRUE)
+    rows, problems, _, _ = _collect(root, path_hash_limit_bytes=size - 1)
+    seen = _by_path([r for r in rows if r["place"] == "system"])
+    assert seen["/usr/bin/tinyquiet"]["hash_skipped"] == f"over {size - 1} bytes"
+    assert seen["/usr/bin/tinyquiet"]["verify"] == "not_hashed"
+    assert "sha256" in seen["/usr/sbin/sshd"] and "sha256" in seen["/usr/bin/tinytool"]
+    assert "sha256" in seen["/usr/bin/systemd-helperd"]
+    summary = next(p for p in problems if p.message.startswith("system folders:"))
+    assert summary.detail["path_hash_limit_bytes"] == size - 1 and summary.detail["path_not_hashed"] >= 1
+    # a total too small for one: the row names the spent PATH budget
+    rows, problems, _, _ = _collect(root, path_hash_total_bytes=size - 1)
+    quiet = _by_path(rows)["/usr/bin/tinyquiet"]
+    assert quiet["hash_skipped"] == f"PATH hashing budget ({size - 1} bytes) spent" and "sha256" not in quiet
+    assert "sha256" in _by_path(rows)["/usr/sbin/sshd"]
 
 
 def test_system_rules_positive_and_benign(tmp_path):
