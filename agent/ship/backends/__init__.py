@@ -1,0 +1,1 @@
+"""The upload backends, one file per storage service."""
