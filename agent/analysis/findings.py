@@ -17,41 +17,10 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from agent.bundle.reader import LINE_CAP, stream_rows
 from collectors.base import Record
 
 WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
-
-
-LINE_CAP = 1 << 20  # agent/bundle/reader.py's cap: a longer line is not a record anyone wrote
-
-
-def stream_rows(tar: Any, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """(member, line, record) of a stream of the bundle, its parts in order; lines that are not a JSON
-    object are skipped. Over a BundleView (agent/bundle/reader.py: how analyze, report and rank open bundles)
-    its bounded reader does it; over a tarfile.TarFile lines are read one at a time, each cut at LINE_CAP."""
-    if hasattr(tar, "stream_rows"):
-        yield from tar.stream_rows(stream)
-        return
-    from agent.bundle.reader import STREAM_MEMBER
-
-    names = sorted(n for n in tar.getnames() if (m := STREAM_MEMBER.fullmatch(n)) and m.group("stream") == stream)
-    for name in names:
-        handle = tar.extractfile(name)
-        if handle is None:
-            continue
-        number = 0
-        while line := handle.readline(LINE_CAP + 1):
-            number += 1
-            if len(line) > LINE_CAP:  # cut: pass over the rest of it
-                while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
-                    pass
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield name, number, record
 
 
 Evidence = tuple[str, int]  # (member, line) in the source bundle; memory rows say "analysis"

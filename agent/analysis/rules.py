@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from agent.bundle.reader import stream_rows
+
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
 
@@ -465,8 +467,6 @@ def _iso(seconds: float) -> str:
 
 def bundle_rows(tar: tarfile.TarFile, memory_rows: Callable[[str], Iterable[tuple[str, int, dict[str, Any]]]],
                 findings: list[dict[str, Any]]) -> Callable[[str], Iterator[Row]]:
-    from agent.analysis.findings import stream_rows
-
     cache: dict[str, list[Row]] = {}
 
     def stream(name: str) -> Iterator[Row]:
