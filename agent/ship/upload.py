@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import queue
 import threading
 import time
@@ -71,7 +70,7 @@ __all__ = [
     "AZURE_MAX_BLOCKS", "AZURE_VERSION", "DEFAULT_PART_SIZE", "GCS_QUANTUM", "KINDS", "S3_MAX_PARTS", "S3_MIN_PART",
     "TICKET_FORMAT", "MiB", "ProxyConfig", "RetryPolicy", "Upload", "UploadError", "UploadResult", "check_ticket_urls",
     "check_url", "load_ticket", "make_session", "open_upload", "proxy_config", "s3_headers", "s3_signature",
-    "safe_url", "scrub", "ticket_for_url", "tls_context", "upload_file", "url_expiry", "verify_remote",
+    "safe_url", "scrub", "ticket_for_url", "tls_context", "url_expiry", "verify_remote",
 ]
 
 KINDS = ("s3-put", "s3-multipart", "azure-blob", "gcs-resumable", "https-put")
@@ -383,16 +382,3 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
     if expected_sha256 is not None:
         out["match"] = digest == expected_sha256.lower()
     return out
-
-
-def upload_file(path: str | os.PathLike[str], target: str | dict[str, Any], **kw: Any) -> UploadResult:
-    """Convenience for tests and the ledger: stream a file through open_upload."""
-    up = open_upload(target, **kw)
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(MiB):
-                up.write(chunk)
-    except BaseException as exc:
-        up.abort(f"{type(exc).__name__}")
-        raise
-    return up.close()
