@@ -1,14 +1,20 @@
-"""Clock facts and system facts: kernel, identity, uptime, mounts, kernel modules."""
+"""Clock facts and system facts: kernel, identity, uptime, mounts, kernel modules.
+
+Each loaded module (``modules`` stream) names the file modules.dep gives for it in the evidence root's
+/lib/modules/RELEASE (``module_file``, with its size, mtime and SHA-256 as stored on disk, bounded per file
+and in total). That is the file modprobe would load for the name, not proof of what was loaded: a module
+insmod-ed from elsewhere under an installed module's name hashes the installed file (memory tells)."""
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import time
 from collections.abc import Iterator
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import is_dir, read_capped, readlink, walk_tree
+from collectors.files.fsread import is_dir, open_regular, read_capped, readlink, walk_tree
 from collectors.util import read_text, text, utc
 
 TIME_STATES = {0: "TIME_OK", 1: "TIME_INS", 2: "TIME_DEL", 3: "TIME_OOP", 4: "TIME_WAIT", 5: "TIME_ERROR"}
@@ -211,6 +217,71 @@ def installed_modules(ctx: Context, release: str) -> tuple[str, dict[str, str] |
     return tree, found
 
 
+def module_dep(ctx: Context, release: str, cap: int = 16 << 20) -> dict[str, str]:
+    """{module name: path} from the tree's modules.dep (what modprobe loads for a name), read inside the
+    evidence root; names with '-' as '_', as /proc/modules shows them. Empty when there is none."""
+    tree = f"/lib/modules/{release}"
+    try:
+        data, _, _ = read_capped(ctx, f"{tree}/modules.dep", cap)
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, str] = {}
+    for line in text(data).splitlines():
+        path = line.partition(":")[0].strip()
+        name = path.rsplit("/", 1)[-1]
+        for suffix in MODULE_SUFFIXES:
+            if name.endswith(suffix):
+                # relative to the tree (kmod); old depmod wrote absolute paths. Either way fsread keeps it in the root.
+                full = path if path.startswith("/") else f"{tree}/{path}"
+                out.setdefault(name[: -len(suffix)].replace("-", "_"), full)
+                break
+    return out
+
+
+def hash_module_files(ctx: Context, files: dict[str, str], names: list[str], per_file: int,
+                      total: int) -> tuple[dict[str, dict], int]:
+    """SHA-256 of each loaded module's file (the file modules.dep names, as stored: a .ko.xz is hashed
+    compressed), bounded per file and in total; the cap is named in the record of a file that hits it.
+    Returns ({name: fields}, bytes left)."""
+    out: dict[str, dict] = {}
+    for name in names:
+        path = files.get(name)
+        if path is None:
+            continue
+        facts: dict = {"module_file": path}
+        out[name] = facts
+        try:
+            fd, st, where = open_regular(ctx, path)
+        except (OSError, ValueError) as exc:
+            facts["module_file_error"] = str(getattr(exc, "strerror", None) or exc)
+            continue
+        try:
+            facts.update({"module_file": where, "module_file_size": st.st_size,
+                          "module_file_mtime_utc": utc(st.st_mtime)})
+            if st.st_size > per_file:
+                facts["module_file_hash_skipped"] = f"over {per_file} bytes"
+                continue
+            if st.st_size > total:
+                facts["module_file_hash_skipped"] = "module hashing budget spent"
+                continue
+            digest, pos = hashlib.sha256(), 0
+            while pos < st.st_size:
+                ctx.check()
+                with ctx.blocking(where):
+                    chunk = os.pread(fd, 1 << 20, pos)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                pos += len(chunk)
+            total -= pos
+            facts["module_file_sha256"] = digest.hexdigest()
+        except OSError as exc:
+            facts["module_file_error"] = str(exc.strerror or exc)
+        finally:
+            os.close(fd)
+    return out, total
+
+
 def _modules(ctx: Context) -> Iterator[Item]:
     loaded: set[str] = set()
     try:
@@ -218,11 +289,13 @@ def _modules(ctx: Context) -> Iterator[Item]:
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot read /proc/modules", "/proc/modules")
         data = ""
-    tree, installed = installed_modules(ctx, os.uname().release) if data else ("", {})
-    for line in data.splitlines():
-        f = line.split()
-        if len(f) < 6:
-            continue
+    release = os.uname().release
+    tree, installed = installed_modules(ctx, release) if data else ("", {})
+    rows = [f for f in (line.split() for line in data.splitlines()) if len(f) >= 6]
+    per_file = int(ctx.opt("module_hash_limit_bytes", 32 << 20))
+    hashed, left = hash_module_files(ctx, module_dep(ctx, release) if rows else {}, [f[0] for f in rows], per_file,
+                                     int(ctx.opt("module_hash_total_bytes", 512 << 20)))
+    for f in rows:
         loaded.add(f[0])
         taint = f[6].strip("()") if len(f) > 6 else ""
         yield Record("modules", {"name": f[0], "size": int(f[1]), "refcount": int(f[2]),
@@ -230,7 +303,13 @@ def _modules(ctx: Context) -> Iterator[Item]:
                                  "state": f[4], "address": f[5], "taint": taint,
                                  "out_of_tree": "O" in taint, "unsigned": "E" in taint,
                                  "module_tree": tree, "module_tree_present": installed is not None,
-                                 "installed_file": (installed or {}).get(f[0])})
+                                 "installed_file": (installed or {}).get(f[0]),
+                                 "module_file": None, **hashed.get(f[0], {})})
+    if rows:
+        yield Problem(f"kernel modules: {len(rows)} loaded, {sum('module_file_sha256' in h for h in hashed.values())} "
+                      f"files hashed (cap {per_file} bytes per file)", level="info",
+                      detail={"module_hash_limit_bytes": per_file, "module_hash_bytes_left": left,
+                              "not_in_modules_dep": sorted(f[0] for f in rows if f[0] not in hashed)[:200]})
     try:
         names = sorted(os.listdir("/sys/module"))
     except OSError as exc:

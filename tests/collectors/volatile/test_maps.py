@@ -282,3 +282,82 @@ def test_not_live_yields_nothing(tmp_path):
 def test_rules_load_and_are_complete():
     assert {r.id for r in MAPS_RULES} == {"TRI-MAPS-001", "TRI-MAPS-002", "TRI-MAPS-003", "TRI-MAPS-004"}
     assert {r.severity for r in MAPS_RULES if r.id in ("TRI-MAPS-001", "TRI-MAPS-002")} == {"high"}
+
+
+# ---- loaded kernel modules' files (collectors/volatile/system.py) ----------------------------------------------
+
+def _module_root(tmp_path: Path) -> tuple[Path, str]:
+    """A module tree as depmod lays it out: modules.dep with paths relative to the tree, one module stored
+    xz-compressed (by xz itself) with a '-' in its file name, one plain, and a line that tries to leave the root."""
+    from collectors.volatile import system
+
+    release = "6.1.0-test-amd64"
+    tree = tmp_path / "root" / "lib/modules" / release
+    (tree / "kernel/drivers/net").mkdir(parents=True)
+    (tree / "kernel/fs").mkdir(parents=True)
+    (tree / "kernel/fs/tiny_fs.ko").write_bytes(b"\x7fELF" + b"\0" * 60 + b"tiny")
+    dummy = tree / "kernel/drivers/net/dum-my.ko"
+    dummy.write_bytes(b"\x7fELF" + os.urandom(5000))
+    if shutil.which("xz"):
+        subprocess.run(["xz", "-z", str(dummy)], check=True)
+        dummy = dummy.with_suffix(".ko.xz")
+    outside = tmp_path / "outside.ko"
+    outside.write_bytes(b"responder's own file")
+    (tree / "modules.dep").write_text(f"kernel/fs/tiny_fs.ko:\nkernel/drivers/net/{dummy.name}: kernel/fs/tiny_fs.ko\n"
+                                      f"../../../../outside.ko:\n/lib/modules/{release}/kernel/fs/missing.ko:\n")
+    assert set(system.MODULE_SUFFIXES) >= {".ko", ".ko.xz"}
+    return tmp_path / "root", release
+
+
+def test_loaded_module_files_hashed_inside_the_root(tmp_path):
+    from collectors.volatile import system
+
+    root, release = _module_root(tmp_path)
+    ctx = Context(root=str(root), live=False, options={})
+    files = system.module_dep(ctx, release)
+    assert set(files) == {"tiny_fs", "dum_my", "outside", "missing"}
+    hashed, left = system.hash_module_files(ctx, files, ["tiny_fs", "dum_my", "outside", "missing", "not_in_dep"],
+                                            1 << 20, 1 << 20)
+    tree = root / "lib/modules" / release
+    tiny = hashed["tiny_fs"]
+    assert tiny["module_file"] == f"/lib/modules/{release}/kernel/fs/tiny_fs.ko"
+    assert tiny["module_file_sha256"] == _sha256(str(tree / "kernel/fs/tiny_fs.ko"))
+    dummy = next((tree / "kernel/drivers/net").iterdir())
+    assert hashed["dum_my"]["module_file_sha256"] == _sha256(str(dummy))  # as stored: compressed
+    assert hashed["dum_my"]["module_file_size"] == dummy.stat().st_size
+    # '..' stays inside the root (as in a chroot): the responder's file next to the root is never read
+    assert "module_file_sha256" not in hashed["outside"] and "module_file_error" in hashed["outside"]
+    assert "module_file_error" in hashed["missing"] and "not_in_dep" not in hashed
+    assert left == (1 << 20) - tiny["module_file_size"] - hashed["dum_my"]["module_file_size"]
+    # the caps: per file, and in total; the record names which
+    small, _ = system.hash_module_files(ctx, files, ["tiny_fs", "dum_my"], 100, 1 << 20)
+    assert "module_file_sha256" in small["tiny_fs"] and small["dum_my"]["module_file_hash_skipped"] == "over 100 bytes"
+    spent, _ = system.hash_module_files(ctx, files, ["tiny_fs", "dum_my"], 1 << 20, 80)
+    assert "module_file_sha256" in spent["tiny_fs"]
+    assert spent["dum_my"]["module_file_hash_skipped"] == "module hashing budget spent"
+    assert system.module_dep(ctx, "no-such-release") == {}
+
+
+def test_modules_records_carry_their_files_hash(tmp_path, monkeypatch):
+    """The modules stream as the system artifact writes it, for a kernel whose /proc/modules lists two modules
+    (this machine's kernel has none: /proc/modules is given, the tree is the test root's)."""
+    import types
+
+    from collectors.volatile import system
+
+    root, release = _module_root(tmp_path)
+    real_read_text = system.read_text
+    listing = ("tiny_fs 16384 1 dum_my, Live 0x0000000000000000\n"
+               "dum_my 12288 0 - Live 0x0000000000000000 (OE)\n")
+    monkeypatch.setattr(system, "read_text", lambda path, *a: listing if path == "/proc/modules"
+                        else real_read_text(path, *a))
+    monkeypatch.setattr(system.os, "uname", lambda: types.SimpleNamespace(release=release))
+    ctx = Context(root=str(root), live=False, options={"module_hash_limit_bytes": 1 << 20})
+    items = list(system._modules(ctx))
+    mods = {i.data["name"]: i.data for i in items if isinstance(i, Record) and i.stream == "modules"}
+    tree = root / "lib/modules" / release
+    assert mods["tiny_fs"]["module_file_sha256"] == _sha256(str(tree / "kernel/fs/tiny_fs.ko"))
+    assert mods["dum_my"]["module_file"].startswith(f"/lib/modules/{release}/kernel/drivers/net/dum-my.ko")
+    assert mods["dum_my"]["out_of_tree"] and mods["dum_my"]["installed_file"] == mods["dum_my"]["module_file"]
+    summary = next(i for i in items if isinstance(i, Problem) and i.message.startswith("kernel modules:"))
+    assert summary.detail["module_hash_limit_bytes"] == 1 << 20 and summary.detail["not_in_modules_dep"] == []
