@@ -271,6 +271,7 @@ _AT_HEADER = re.compile(r"^#\s*atrun\s+uid=(\d+)\s+gid=(\d+)")
 _AT_MAIL = re.compile(r"^#\s*mail\s+(\S+)\s+(\d+)")
 _AT_EXPORT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*?);\s*export\s+\1\s*$")
 _AT_HEREDOC = re.compile(r"""^\$\{SHELL:-/bin/sh\}\s*<<\s*['"]?(\w+)['"]?\s*$""")
+_AT_ESCAPE = re.compile(r"\\(.)")
 MAX_AT_ENV = 200
 
 
@@ -296,10 +297,10 @@ def parse_at_job(body: str, name: str) -> dict[str, Any]:
             elif line.startswith("umask "):
                 out["umask"] = line.split()[1] if len(line.split()) > 1 else None
             elif (h := _AT_EXPORT.match(line)):
-                if len(env) < MAX_AT_ENV:
-                    env[h.group(1)] = h.group(2)[:MAX_LINE_CHARS]
+                if len(env) < MAX_AT_ENV:  # at backslash-escapes every character a shell would read
+                    env[h.group(1)] = _AT_ESCAPE.sub(r"\1", h.group(2))[:MAX_LINE_CHARS]
             elif line.startswith("cd ") and line.endswith("|| {"):
-                out["cwd"] = line[3:-4].strip()
+                out["cwd"] = _AT_ESCAPE.sub(r"\1", line[3:-4].strip())
                 state = "cd"
             elif line and not line.startswith("#"):
                 state = "commands"  # not at's layout: everything from here on is the job
