@@ -1,0 +1,414 @@
+"""eBPF programs, maps and links loaded in the running kernel, read from the kernel with bpf(2).
+
+An eBPF program runs inside the kernel with no process and no file behind it: BPFDoor's newer
+variants and the rootkits built on eBPF (ebpfkit, TripleCross, Boopkit) are a socket filter, an
+XDP or tc classifier reading every packet for a magic value, or kprobes and tracepoints hiding what
+they do. None of that is in /proc's process list. The kernel lists them itself: ``BPF_PROG_GET_NEXT_ID``
+walks its program table, ``BPF_PROG_GET_FD_BY_ID`` opens one, and ``BPF_OBJ_GET_INFO_BY_FD`` gives
+``struct bpf_prog_info`` (type, tag, load time, loading uid, name, maps); the same for maps and links.
+This needs CAP_SYS_ADMIN (or CAP_BPF): as another user the collector says so and stops.
+
+Which process holds a program (an open descriptor, seen in /proc/<pid>/fdinfo) tells systemd's
+own programs (cgroup firewalls and device policies) from a stranger's; a program that nothing holds
+is attached somewhere (a socket, an interface, a cgroup) or pinned under /sys/fs/bpf, whose names
+are listed too. Classic BPF filters set with SO_ATTACH_FILTER (BPFDoor's first versions) are not in
+the kernel's table and are not seen here.
+
+The kernel's objects are the live host's: under ``--root`` (an image) this collector reads nothing.
+
+* stream ``bpf_programs``: one loaded program;
+* stream ``bpf_maps``: one map;
+* stream ``bpf_links``: one link (program attached to a hook, kernel 5.8+);
+* stream ``bpf_pinned``: one name under the bpf filesystem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+from collectors.base import Context, Item, Problem, Record
+from collectors.util import read_small, read_text, utc
+
+BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
+
+BPF_PROG_GET_NEXT_ID = 11
+BPF_MAP_GET_NEXT_ID = 12
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_MAP_GET_FD_BY_ID = 14
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_LINK_GET_FD_BY_ID = 30
+BPF_LINK_GET_NEXT_ID = 31
+BPF_F_RDONLY = 1 << 3  # open a map read-only: enough for its info, and all a read-only user may get
+
+# enum bpf_prog_type / bpf_map_type / bpf_link_type (include/uapi/linux/bpf.h), in order
+PROG_TYPES = [
+    "unspec", "socket_filter", "kprobe", "sched_cls", "sched_act", "tracepoint", "xdp", "perf_event",
+    "cgroup_skb", "cgroup_sock", "lwt_in", "lwt_out", "lwt_xmit", "sock_ops", "sk_skb", "cgroup_device",
+    "sk_msg", "raw_tracepoint", "cgroup_sock_addr", "lwt_seg6local", "lirc_mode2", "sk_reuseport",
+    "flow_dissector", "cgroup_sysctl", "raw_tracepoint_writable", "cgroup_sockopt", "tracing", "struct_ops",
+    "ext", "lsm", "sk_lookup", "syscall", "netfilter",
+]
+MAP_TYPES = [
+    "unspec", "hash", "array", "prog_array", "perf_event_array", "percpu_hash", "percpu_array", "stack_trace",
+    "cgroup_array", "lru_hash", "lru_percpu_hash", "lpm_trie", "array_of_maps", "hash_of_maps", "devmap",
+    "sockmap", "cpumap", "xskmap", "sockhash", "cgroup_storage", "reuseport_sockarray", "percpu_cgroup_storage",
+    "queue", "stack", "sk_storage", "devmap_hash", "struct_ops", "ringbuf", "inode_storage", "task_storage",
+    "bloom_filter", "user_ringbuf", "cgrp_storage", "arena",
+]
+LINK_TYPES = [
+    "unspec", "raw_tracepoint", "tracing", "cgroup", "iter", "netns", "xdp", "perf_event", "kprobe_multi",
+    "struct_ops", "netfilter", "tcx", "uprobe_multi", "netkit", "sockmap",
+]
+# Executables whose programs are systemd's own (IPAddressDeny=, DeviceAllow=, RestrictFileSystems=,
+# SocketBind*=, networkd, resolved, oomd): cgroup firewalls and device policies it loads for units.
+SYSTEMD_EXE_PREFIXES = ("/usr/lib/systemd/", "/lib/systemd/", "/usr/bin/systemd", "/bin/systemd")
+MAX_MAP_IDS = 64
+MAX_OBJECTS = 10000
+
+
+class _ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info up to attach_btf_id (kernel 5.16+); older kernels fill what they know."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32), ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64), ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32), ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64), ("recursion_misses", ctypes.c_uint64), ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+    ]
+
+
+class _MapInfo(ctypes.Structure):
+    """struct bpf_map_info up to map_extra (kernel 5.16+)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32), ("btf_value_type_id", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class _LinkInfo(ctypes.Structure):
+    """The head of struct bpf_link_info (type, id, prog_id) and room for its per-type union."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("prog_id", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("union", ctypes.c_uint64 * 8)]
+
+
+class _IdAttr(ctypes.Structure):
+    """The bpf_attr of the *_GET_NEXT_ID and *_GET_FD_BY_ID commands."""
+
+    _fields_ = [("start_id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class Bpf:
+    """The bpf(2) system call through libc's syscall()."""
+
+    def __init__(self) -> None:
+        machine = platform.machine()
+        if machine not in BPF_SYSCALL:
+            raise OSError(errno.ENOSYS, f"no bpf system call number known for {machine}")
+        self.nr = BPF_SYSCALL[machine]
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+
+    def call(self, cmd: int, attr: ctypes.Structure) -> int:
+        rc = self._syscall(ctypes.c_long(self.nr), ctypes.c_int(cmd), ctypes.byref(attr),
+                           ctypes.c_uint(ctypes.sizeof(attr)))
+        if rc < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return int(rc)
+
+    def ids(self, cmd: int) -> Iterator[int]:
+        """Every id of one table (programs, maps, links), in increasing order; ENOENT ends it."""
+        attr = _IdAttr()
+        for _ in range(MAX_OBJECTS):
+            try:
+                self.call(cmd, attr)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return
+                raise
+            yield attr.next_id
+            attr.start_id, attr.next_id = attr.next_id, 0
+
+    def fd_by_id(self, cmd: int, obj_id: int, flags: int = 0) -> int:
+        return self.call(cmd, _IdAttr(obj_id, 0, flags))
+
+    def info(self, fd: int, info: ctypes.Structure) -> ctypes.Structure:
+        self.call(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+        return info
+
+
+def boot_time(stat_path: str = "/proc/stat") -> int | None:
+    """The boot moment in epoch seconds (btime of /proc/stat): program load times count from it."""
+    try:
+        for line in read_text(stat_path).splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _name(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+def _kind(table: list[str], value: int) -> str:
+    return table[value] if 0 <= value < len(table) else f"type_{value}"
+
+
+# --- which processes hold which objects ------------------------------------------------------------
+
+def holders(proc: str = "/proc", limit_fds: int = 4096) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """{("prog"|"map"|"link", id): [{pid, comm, exe}]} from every process's bpf descriptors."""
+    found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    try:
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        base = f"{proc}/{pid}"
+        try:
+            fds = os.listdir(f"{base}/fd")[:limit_fds]
+        except OSError:
+            continue
+        owner: dict[str, Any] | None = None
+        for fd in fds:
+            try:
+                target = os.readlink(f"{base}/fd/{fd}")
+            except OSError:
+                continue
+            if not target.startswith("anon_inode:bpf"):
+                continue
+            key = _fdinfo_key(f"{base}/fdinfo/{fd}", target)
+            if key is None:
+                continue
+            if owner is None:
+                owner = _process(base, pid)
+            holding = found.setdefault(key, [])
+            if owner not in holding:
+                holding.append(owner)
+    return found
+
+
+def _fdinfo_key(path: str, target: str) -> tuple[str, int] | None:
+    try:
+        fields = dict(line.split(":", 1) for line in read_text(path, 1 << 16).splitlines() if ":" in line)
+    except OSError:
+        return None
+    for kind, field in (("link", "link_id"), ("prog", "prog_id"), ("map", "map_id")):
+        if field in fields and (kind != "prog" or target == "anon_inode:bpf-prog"):
+            try:
+                return kind, int(fields[field].strip())
+            except ValueError:
+                return None
+    return None
+
+
+def _process(base: str, pid: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"pid": pid, "comm": None, "exe": None}
+    try:
+        out["comm"] = read_small(f"{base}/comm", 256).decode("utf-8", "backslashreplace").rstrip("\n")
+    except OSError:
+        pass
+    try:
+        out["exe"] = os.readlink(f"{base}/exe")
+    except OSError:
+        pass
+    return out
+
+
+def held_by(who: list[dict[str, Any]]) -> str:
+    """The holders as one line for rules and summaries: ``exe[pid]`` (comm when exe is unreadable),
+    "" when no process holds the object (attached or pinned, its loader gone)."""
+    return " ".join(f"{h.get('exe') or h.get('comm') or '?'}[{h['pid']}]" for h in who)
+
+
+def is_systemd(holder: dict[str, Any]) -> bool:
+    exe = holder.get("exe") or ""
+    return exe.startswith(SYSTEMD_EXE_PREFIXES)
+
+
+# --- the collector -----------------------------------------------------------------------------------
+
+def collect(ctx: Context) -> Iterator[Item]:
+    if ctx.root != "/" or not ctx.live:
+        yield Problem("eBPF objects are the running kernel's: read only when the evidence root is the live host "
+                      "(not under --root)", level="info")
+        return
+    try:
+        bpf = Bpf()
+    except OSError as exc:
+        yield Problem(f"bpf(2) cannot be called: {exc.strerror}", level="warning")
+        return
+    try:  # one question first: as an ordinary user every listing is refused, and one warning says it
+        next(bpf.ids(BPF_PROG_GET_NEXT_ID), None)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+            yield _refused(exc, "listing eBPF objects")
+            return
+    btime = boot_time()
+    held = holders()
+    ctx.check()
+    yield from _programs(ctx, bpf, btime, held)
+    yield from _maps(ctx, bpf, held)
+    yield from _links(ctx, bpf, held)
+    yield from pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))
+
+
+def _refused(exc: OSError, what: str) -> Problem:
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return Problem(f"{what}: the kernel refuses (CAP_SYS_ADMIN or CAP_BPF is needed)", level="warning",
+                       errno=exc.errno)
+    if exc.errno == errno.ENOSYS:
+        return Problem(f"{what}: this kernel has no bpf(2)", level="info", errno=exc.errno)
+    if exc.errno == errno.EINVAL:
+        return Problem(f"{what}: this kernel does not know the command", level="info", errno=exc.errno)
+    return Problem.from_os_error(exc, what)
+
+
+def _programs(ctx: Context, bpf: Bpf, btime: int | None, held: dict) -> Iterator[Item]:
+    try:
+        for prog_id in bpf.ids(BPF_PROG_GET_NEXT_ID):
+            ctx.check()
+            try:
+                fd = bpf.fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # unloaded since it was listed
+                    yield _refused(exc, f"program {prog_id}")
+                continue
+            try:
+                yield Record("bpf_programs", _program_record(bpf, fd, btime, held))
+            except OSError as exc:
+                yield _refused(exc, f"program {prog_id}: info")
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        yield _refused(exc, "listing eBPF programs")
+
+
+def _program_record(bpf: Bpf, fd: int, btime: int | None, held: dict) -> dict[str, Any]:
+    map_ids = (ctypes.c_uint32 * MAX_MAP_IDS)()
+    info = _ProgInfo()
+    info.nr_map_ids, info.map_ids = MAX_MAP_IDS, ctypes.addressof(map_ids)
+    bpf.info(fd, info)
+    load_s = info.load_time / 1e9
+    who = held.get(("prog", info.id), [])
+    return {
+        "id": info.id, "type": _kind(PROG_TYPES, info.type), "type_id": info.type, "name": _name(info.name),
+        "tag": bytes(info.tag).hex(), "load_time_ns": info.load_time,
+        "load_time_utc": utc(btime + load_s) if btime is not None else None,
+        "created_by_uid": info.created_by_uid, "map_ids": list(map_ids[:min(info.nr_map_ids, MAX_MAP_IDS)]),
+        "nr_map_ids": info.nr_map_ids, "gpl_compatible": bool(info.gpl_compatible & 1),
+        "ifindex": info.ifindex or None, "btf_id": info.btf_id or None,
+        "xlated_prog_len": info.xlated_prog_len, "jited_prog_len": info.jited_prog_len,
+        "run_cnt": info.run_cnt, "verified_insns": info.verified_insns or None,
+        "holders": who, "held_by": held_by(who),
+        "held_by_systemd": bool(who) and all(is_systemd(h) for h in who),
+    }
+
+
+def _maps(ctx: Context, bpf: Bpf, held: dict) -> Iterator[Item]:
+    try:
+        for map_id in bpf.ids(BPF_MAP_GET_NEXT_ID):
+            ctx.check()
+            try:
+                fd = bpf.fd_by_id(BPF_MAP_GET_FD_BY_ID, map_id, BPF_F_RDONLY)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    yield _refused(exc, f"map {map_id}")
+                continue
+            try:
+                info = bpf.info(fd, _MapInfo())
+            except OSError as exc:
+                yield _refused(exc, f"map {map_id}: info")
+                continue
+            finally:
+                os.close(fd)
+            who = held.get(("map", info.id), [])
+            yield Record("bpf_maps", {
+                "id": info.id, "type": _kind(MAP_TYPES, info.type), "type_id": info.type, "name": _name(info.name),
+                "key_size": info.key_size, "value_size": info.value_size, "max_entries": info.max_entries,
+                "map_flags": info.map_flags, "ifindex": info.ifindex or None, "btf_id": info.btf_id or None,
+                "holders": who, "held_by": held_by(who),
+                "held_by_systemd": bool(who) and all(is_systemd(h) for h in who),
+            })
+    except OSError as exc:
+        yield _refused(exc, "listing eBPF maps")
+
+
+def _links(ctx: Context, bpf: Bpf, held: dict) -> Iterator[Item]:
+    try:
+        for link_id in bpf.ids(BPF_LINK_GET_NEXT_ID):
+            ctx.check()
+            try:
+                fd = bpf.fd_by_id(BPF_LINK_GET_FD_BY_ID, link_id)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    yield _refused(exc, f"link {link_id}")
+                continue
+            try:
+                info = bpf.info(fd, _LinkInfo())
+            except OSError as exc:
+                yield _refused(exc, f"link {link_id}: info")
+                continue
+            finally:
+                os.close(fd)
+            yield Record("bpf_links", {"id": info.id, "type": _kind(LINK_TYPES, info.type), "type_id": info.type,
+                                       "prog_id": info.prog_id, "holders": held.get(("link", info.id), [])})
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # links came in 5.8: an older kernel has none to list
+            yield _refused(exc, "listing eBPF links")
+
+
+def pinned(ctx: Context, top: str, most: int) -> Iterator[Item]:
+    """Names under the bpf filesystem (pinned programs, maps, links), never opened."""
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return
+    except OSError:
+        return  # no bpf filesystem mounted: nothing pinned
+    count = 0
+    for folder, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+        ctx.check()
+        for name in sorted(dirs + files):
+            if count >= most:
+                yield Problem(f"pinned-object limit of {most} reached", path=top, level="warning")
+                return
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            count += 1
+            path = os.path.join(folder, name)
+            yield Record("bpf_pinned", {
+                "path": path, "kind": "directory" if stat.S_ISDIR(st.st_mode) else "object",
+                "uid": st.st_uid, "mode": oct(stat.S_IMODE(st.st_mode)), "mtime_utc": utc(st.st_mtime),
+            })

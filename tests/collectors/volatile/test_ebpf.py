@@ -1,0 +1,229 @@
+"""The eBPF collector against real programs: a child process loads a socket filter (BPFDoor's way in), a
+cgroup_skb program (the kind systemd loads) and an array map with bpf(BPF_PROG_LOAD / BPF_MAP_CREATE),
+keeps them open, and optionally pins the filter in a bpf filesystem of its own; the collector must list
+them from the kernel with the child as holder, and the rules in specs/rules/ebpf.yaml must call the
+filter high and leave the cgroup program (and systemd's own, where this host has any) alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import need
+
+from agent.analysis import rules as engine
+from collectors.base import Context, Problem, Record
+from collectors.volatile import ebpf
+
+CHILD = textwrap.dedent(r"""
+    import ctypes, json, os, platform, struct, sys
+    NR = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+
+    def bpf(cmd, attr):
+        fd = libc.syscall(ctypes.c_long(NR), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        return fd
+
+    def prog(kind, ret, name):
+        # r0 = ret; exit  (BPF_ALU64|BPF_MOV|BPF_K, then BPF_JMP|BPF_EXIT)
+        insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xB7, 0, 0, ret) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+        lic = ctypes.create_string_buffer(b"GPL")
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into("<IIQQIIQII16s", attr, 0, kind, 2, ctypes.addressof(insns), ctypes.addressof(lic),
+                         0, 0, 0, 0, 0, name)
+        return bpf(5, attr)  # BPF_PROG_LOAD
+
+    out = {"pid": os.getpid()}
+    try:
+        out["filter_fd"] = prog(1, 0, b"tri_bpfdoor")     # BPF_PROG_TYPE_SOCKET_FILTER
+        out["cgroup_fd"] = prog(8, 1, b"tri_cgskb")       # BPF_PROG_TYPE_CGROUP_SKB
+        attr = ctypes.create_string_buffer(128)
+        struct.pack_into("<IIIIIII16s", attr, 0, 2, 4, 8, 4, 0, 0, 0, b"tri_map")  # BPF_MAP_TYPE_ARRAY
+        out["map_fd"] = bpf(0, attr)                      # BPF_MAP_CREATE
+        if len(sys.argv) > 1:
+            path = ctypes.create_string_buffer(sys.argv[1].encode())
+            attr = ctypes.create_string_buffer(128)
+            struct.pack_into("<QII", attr, 0, ctypes.addressof(path), out["filter_fd"], 0)
+            bpf(6, attr)                                  # BPF_OBJ_PIN
+    except OSError as exc:
+        out["error"] = f"{exc.strerror} (errno {exc.errno})"
+    print(json.dumps(out), flush=True)
+    sys.stdin.read()  # hold the descriptors until the test closes our stdin
+""")
+
+
+def _collect(**options) -> tuple[dict[str, list[dict]], list[Problem]]:
+    streams: dict[str, list[dict]] = {}
+    problems = []
+    for item in ebpf.collect(Context(root="/", live=True, options=options)):
+        if isinstance(item, Record):
+            streams.setdefault(item.stream, []).append(item.data)
+        elif isinstance(item, Problem):
+            problems.append(item)
+    return streams, problems
+
+
+class _Loader:
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+        need("error" not in self.info, f"this host will not load eBPF programs: {self.info.get('error')} "
+             "(root with CAP_SYS_ADMIN or CAP_BPF is needed)")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def loader():
+    child = _Loader()
+    try:
+        yield child
+    finally:
+        child.close()
+
+
+def _findings(records: list[dict]) -> list[dict]:
+    rules = [r for r in engine.load_rules() if r.id.startswith("TRI-EBPF-")]
+    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002"}
+
+    def rows(source: str):
+        if source != "bpf_programs":
+            return []
+        return [("bundle", "artifacts/bpf_programs.jsonl", n + 1, r) for n, r in enumerate(records)]
+
+    return list(engine.evaluate(rules, rows, time.time()))
+
+
+def test_a_loaded_socket_filter_is_listed_and_called_high(loader):
+    streams, problems = _collect()
+    assert not [p for p in problems if p.level == "error"], problems
+    progs = {p["name"]: p for p in streams["bpf_programs"]}
+    pid = loader.info["pid"]
+
+    door = progs["tri_bpfdoor"]
+    assert door["type"] == "socket_filter" and door["type_id"] == 1
+    assert door["created_by_uid"] == os.getuid() and door["gpl_compatible"] is True
+    assert len(door["tag"]) == 16 and door["xlated_prog_len"] == 16  # two 8-byte instructions
+    assert [h["pid"] for h in door["holders"]] == [pid]
+    assert door["holders"][0]["exe"] == os.path.realpath(sys.executable)
+    assert door["held_by"] == f"{os.path.realpath(sys.executable)}[{pid}]"
+    assert door["held_by_systemd"] is False
+    # the tag as the kernel shows it in the holder's fdinfo
+    fdinfo = Path(f"/proc/{pid}/fdinfo/{loader.info['filter_fd']}").read_text()
+    assert f"prog_tag:\t{door['tag']}" in fdinfo
+    # load time: ns since boot, turned into UTC with /proc/stat's btime (whole seconds, hence the slack)
+    loaded = dt.datetime.fromisoformat(door["load_time_utc"].replace("Z", "+00:00")).timestamp()
+    assert abs(loaded - time.time()) < 120
+
+    maps = {m["name"]: m for m in streams["bpf_maps"]}
+    assert maps["tri_map"]["type"] == "array" and maps["tri_map"]["max_entries"] == 4
+    assert (maps["tri_map"]["key_size"], maps["tri_map"]["value_size"]) == (4, 8)
+    assert [h["pid"] for h in maps["tri_map"]["holders"]] == [pid]
+
+    findings = _findings(streams["bpf_programs"])
+    high = [f for f in findings if f["severity"] == "high"]
+    assert [f["rule"] for f in high if f["name"] == "tri_bpfdoor"] == ["TRI-EBPF-001"]
+    hit = next(f for f in high if f["name"] == "tri_bpfdoor")
+    assert f"[{pid}]" in hit["summary"] and "socket_filter" in hit["summary"]
+    assert hit["evidence"][0]["member"] == "artifacts/bpf_programs.jsonl"
+
+
+def test_cgroup_programs_are_not_high(loader):
+    """The planted cgroup_skb program, and systemd's own cgroup programs where this host runs systemd
+    with IPAddressDeny= or DeviceAllow= units, raise nothing high."""
+    streams, _ = _collect()
+    progs = streams["bpf_programs"]
+    ours = [p for p in progs if p["name"] == "tri_cgskb"]
+    assert len(ours) == 1 and ours[0]["type"] == "cgroup_skb"
+    cgroup_ids = {p["id"] for p in progs if p["type"].startswith("cgroup_")}
+    systemd = [p for p in progs if p["held_by_systemd"]]
+    high = [f for f in _findings(progs) if f["severity"] == "high"]
+    assert not [f for f in high if f["id"] in cgroup_ids]
+    assert not [f for f in high if f["id"] in {p["id"] for p in systemd}]
+
+
+def test_rules_on_program_records():
+    """The rules' edges, on records shaped as the collector writes them (a non-root kprobe cannot be
+    loaded here: unprivileged BPF is off on every distribution's default)."""
+    def prog(**kw) -> dict:
+        return {"id": kw.pop("id", 1), "type": "socket_filter", "name": "p", "tag": "00", "created_by_uid": 0,
+                "load_time_utc": "2026-01-01T00:00:00Z", "holders": [], "held_by": "", "held_by_systemd": False,
+                **kw}
+
+    records = [
+        prog(id=1, type="xdp", name="nobody_holds_me"),                               # high: loader gone
+        prog(id=2, type="sched_cls", name="tc_ingress", held_by="/tmp/.x/kworker[77]"),  # high
+        prog(id=3, type="socket_filter", name="sd_filter", held_by_systemd=True,
+             held_by="/usr/lib/systemd/systemd[1]"),                                  # systemd's: nothing
+        prog(id=4, type="xdp", name="cil_xdp_entry", held_by="/usr/bin/cilium-agent[900]"),  # a CNI: nothing
+        prog(id=5, type="kprobe", name="hide_pid", created_by_uid=1000),              # medium
+        prog(id=6, type="kprobe", name="falco_probe", created_by_uid=0),              # root's tracing: nothing
+        prog(id=7, type="cgroup_device", name="sd_devices", created_by_uid=0),        # nothing
+        prog(id=8, type="tracepoint", name="tp_user", created_by_uid=1001),           # medium
+    ]
+    got = {(f["id"], f["rule"], f["severity"]) for f in _findings(records)}
+    assert got == {(1, "TRI-EBPF-001", "high"), (2, "TRI-EBPF-001", "high"),
+                   (5, "TRI-EBPF-002", "medium"), (8, "TRI-EBPF-002", "medium")}
+
+
+def test_pinned_names_in_a_bpf_filesystem(tmp_path):
+    bpffs = tmp_path / "bpffs"
+    bpffs.mkdir()
+    proc = subprocess.run(["mount", "-t", "bpf", "bpf", str(bpffs)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"mount is not permitted here: {proc.stderr.strip()}")
+    try:
+        (bpffs / "tri").mkdir()
+        child = _Loader(str(bpffs / "tri" / "door"))
+        try:
+            streams, problems = _collect(pinned_root=str(bpffs))
+        finally:
+            child.close()
+    finally:
+        subprocess.run(["umount", str(bpffs)], check=True)
+    pinned = {p["path"]: p for p in streams["bpf_pinned"]}
+    assert pinned[str(bpffs / "tri")]["kind"] == "directory"
+    assert pinned[str(bpffs / "tri" / "door")]["kind"] == "object"
+    # pinned, the program outlives its holder's descriptor; here the child still holds it too
+    assert any(p["name"] == "tri_bpfdoor" for p in streams["bpf_programs"])
+
+
+def test_not_under_root(tmp_path):
+    items = list(ebpf.collect(Context(root=str(tmp_path), live=False, options={})))
+    assert len(items) == 1 and isinstance(items[0], Problem) and items[0].level == "info"
+    assert "live host" in items[0].message
+
+
+def test_without_privilege_it_says_so():
+    """As an ordinary user the kernel refuses to list programs: one warning, no records, no exception."""
+    repo = str(Path(__file__).resolve().parents[3])
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        os.setgid(65534)
+        os.setuid(65534)
+        sys.path.insert(0, {repo!r})
+        from collectors.base import Context
+        from collectors.volatile import ebpf
+        items = list(ebpf.collect(Context(root="/", live=True, options={{"pinned_root": "/nonexistent"}})))
+        print(json.dumps([(type(i).__name__, getattr(i, "level", None), getattr(i, "message", "")) for i in items]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and "Permission denied" in proc.stderr:
+        pytest.skip(f"the interpreter is not readable by nobody here: {proc.stderr.strip()[-200:]}")
+    assert proc.returncode == 0, proc.stderr
+    items = json.loads(proc.stdout)
+    assert items == [["Problem", "warning",
+                      "listing eBPF objects: the kernel refuses (CAP_SYS_ADMIN or CAP_BPF is needed)"]], items
