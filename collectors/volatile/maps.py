@@ -36,6 +36,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -217,7 +218,9 @@ class _Settings:
         self.max_records = int(ctx.opt("max_records_per_process", 2048))
         self.max_anon = int(ctx.opt("max_anonymous_per_process", 64))
         self.preload = _preload_entries(ctx)
-        self.own = {os.getpid(), os.getppid()}  # this collector, and a PyInstaller/staticx launcher above it
+        self.own = {os.getpid()}
+        if getattr(sys, "frozen", False) or os.environ.get("STATICX_PROG_PATH"):
+            self.own.add(os.getppid())  # the PyInstaller/staticx launcher that unpacked and started us
 
 
 def _comm(pid: int) -> str | None:

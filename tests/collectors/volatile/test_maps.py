@@ -86,8 +86,9 @@ def planted(tmp_path_factory) -> Iterator[dict]:
         procs["deleted"] = subprocess.Popen([str(shm), "120"])
         _wait(procs["deleted"].pid, lambda pid: str(shm) in Path(f"/proc/{pid}/maps").read_text())
         shm.unlink()
-        # (b) a library gcc built into /tmp, dlopen()ed by ctypes (no LD_PRELOAD)
-        tmp_lib = _library(tmp / f"libtri{tag}.so", compiler)
+        # (b) a library gcc built into /tmp, dlopen()ed by ctypes (no LD_PRELOAD); named as netty names its
+        # copies, which is no excuse outside a java
+        tmp_lib = _library(tmp / f"libnetty_transport_native_epoll_x86_64{tag}b.so", compiler)
         procs["tmp_lib"] = _python(LOAD, str(tmp_lib))
         # (c) sleep run from a memfd through /proc/self/fd
         procs["memfd"] = _python(MEMFD, SLEEP)
@@ -110,13 +111,26 @@ def planted(tmp_path_factory) -> Iterator[dict]:
         mei = tmp / "_MEI4hd82k"
         mei.mkdir()
         procs["pyinstaller"] = _python(LOAD, str(_library(mei / "libpython-like.so", compiler)))
-        for name in ("tmp_lib", "injected", "preloaded", "rwx", "upgraded", "pyinstaller"):
+        # benign: libffi's closure file (SELinux hosts) and netty's native library unpacked by a java, both
+        # unlinked once mapped, as the runtimes do
+        ffi = _library(Path(f"/tmp/ffi{tag[:6]}"), compiler)
+        cleanup.append(ffi)
+        procs["ffi"] = _python(LOAD, str(ffi))
+        java = tmp / "jdk/bin/java"
+        java.parent.mkdir(parents=True)
+        shutil.copy(os.path.realpath(sys.executable), java)
+        netty = _library(tmp / f"libnetty_transport_native_epoll_x86_64{tag}.so", compiler)
+        procs["java"] = subprocess.Popen([str(java), "-c", LOAD, str(netty)], stdout=subprocess.PIPE,
+                                         env={**os.environ, "PYTHONHOME": sys.base_prefix})
+        for name in ("tmp_lib", "injected", "preloaded", "rwx", "upgraded", "pyinstaller", "ffi", "java"):
             _loaded(procs[name])
-        system_lib.unlink()
+        for path in (system_lib, ffi, netty):
+            path.unlink()
         cleanup.remove(system_lib)
         yield {**{name: p.pid for name, p in procs.items()}, "shm": str(shm), "tmp_lib": str(tmp_lib),
                "odd_lib": str(odd_lib), "system_lib": str(system_lib), "sleep_sha": _sha256(SLEEP),
-               "tmp_lib_pid": procs["tmp_lib"].pid, "tmp_lib_sha": _sha256(str(tmp_lib)), "mei": str(mei)}
+               "tmp_lib_pid": procs["tmp_lib"].pid, "tmp_lib_sha": _sha256(str(tmp_lib)), "mei": str(mei),
+               "ffi_path": str(ffi), "netty": str(netty)}
     finally:
         for p in procs.values():
             p.kill()
@@ -228,6 +242,15 @@ def test_benign_look_alikes_raise_nothing(planted, collected):
     mei = [r for r in _of(rows, planted["pyinstaller"]) if r["path"].startswith(planted["mei"] + "/")]
     assert mei and mei[0]["writable_place"] == "/tmp"
     assert not _rules_for(findings, planted["pyinstaller"])  # PyInstaller's unpack folder
+    # runtimes' own code in temporary files: low (TRI-MAPS-005), never the high rules
+    ffi = next(r for r in _of(rows, planted["ffi"]) if r["path"] == planted["ffi_path"])
+    assert ffi["deleted"] and "deleted_executable_mapping" in ffi["flags"]
+    assert _rules_for(findings, planted["ffi"]) == {"TRI-MAPS-005"}
+    netty = next(r for r in _of(rows, planted["java"]) if r["path"] == planted["netty"])
+    assert netty["deleted"] and netty["writable_place"] == "/tmp" and netty["exe"].endswith("/jdk/bin/java")
+    assert _rules_for(findings, planted["java"]) == {"TRI-MAPS-005"}
+    # the same names in any other program are what they look like
+    assert "TRI-MAPS-005" not in _rules_for(findings, planted["tmp_lib_pid"])
     # this very process (pytest, psutil's and yaml's C extensions from the venv's site-packages)
     own = _of(rows, os.getpid())
     assert own and all(r["own_process"] for r in own) and not any(r["injected_candidate"] for r in own)
@@ -280,7 +303,7 @@ def test_not_live_yields_nothing(tmp_path):
 
 
 def test_rules_load_and_are_complete():
-    assert {r.id for r in MAPS_RULES} == {"TRI-MAPS-001", "TRI-MAPS-002", "TRI-MAPS-003", "TRI-MAPS-004"}
+    assert {r.id for r in MAPS_RULES} == {f"TRI-MAPS-00{n}" for n in range(1, 6)}
     assert {r.severity for r in MAPS_RULES if r.id in ("TRI-MAPS-001", "TRI-MAPS-002")} == {"high"}
 
 
