@@ -3,12 +3,17 @@
 Streams:
 
 - ``pam``: every rule line of each PAM service stack (/etc/pam.d/*, includes and substacks followed, and
-  /etc/pam.conf), with the module resolved as libpam resolves it and whether it lies in the distro's
-  module folders.
-- ``shell_rc``: each command line of the shell start-up and logout files (system-wide and in every home),
-  with the variables it assigns and unsets, so rules can tell ``unset HISTFILE`` from ``HISTSIZE=1000``.
-- ``services``: systemd units and drop-ins (their Exec* lines, User, Restart, WantedBy, enabled or not)
-  and the command lines of SysV init scripts and rc.local.
+  /etc/pam.conf), with the module resolved as libpam resolves it, whether it lies in the distro's module
+  folders, its SHA-256, the package that owns it and whether the package's digest still matches.
+- ``shell_rc``: each command line of the shell start-up and logout files (system-wide and in every home of
+  /etc/passwd, service accounts included; bash, zsh, sh, fish, ksh/mksh, csh/tcsh), with the variables it
+  assigns and unsets, so rules can tell ``unset HISTFILE`` from ``HISTSIZE=1000``.
+- ``services``: systemd units and drop-ins (their Exec* lines, User, Restart, WantedBy, enabled or not) from
+  the system, runtime, transient (systemd-run), generator and user folders (homes, /etc/systemd/user,
+  /run/user/UID/systemd), each Exec program resolved inside the root, hashed and checked against the
+  package database (``exec_targets``, ``exec_resolved``, ``exec_unowned``, ``exec_modified``); a timer's
+  ``schedule`` and the unit it ``triggers`` with that unit's command; and the command lines of SysV init
+  scripts and rc.local.
 - ``sudo_rules``: sudoers grants, one record per user of a rule line, aliases and tags resolved.
 - ``sshd_settings``: sshd_config directives (Include followed) marked ``effective`` by sshd's own
   first-value-wins reading, so a later ``PermitRootLogin yes`` that never applies is not taken for one.
@@ -718,6 +723,10 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home],
             seen.add(target)
             units.append((target, _unit_scope(target, scope), owner))
     records: list[dict[str, Any]] = []
+    if len(units) > budget.limit:  # records are held until the package database is read: hold no more than kept
+        yield Problem(f"services: over {budget.limit} unit files; the rest not read", level="warning")
+        # the packages' units are the ones to lose first: a flood must not push a transient unit out
+        units = sorted(units, key=lambda u: u[1] in ("vendor", "user-vendor"))[:budget.limit]
     for path, scope, owner in units:
         ctx.check()
         got = _read_text(ctx, path, cap)
@@ -1051,13 +1060,13 @@ def _sshd(ctx: Context, budget: _Budget) -> Iterator[Item]:
 # ---- the collector -------------------------------------------------------------------------------
 
 def collect(ctx: Context) -> Iterator[Item]:
-    from collectors.files.persistence import HASH_LIMIT, Targets  # persistence imports this module
+    from collectors.files.persistence import HASH_BUDGET, HASH_LIMIT, Targets  # persistence imports this module
 
     cap = int(ctx.opt("cap_bytes", 1 << 20))
     budget = _Budget(int(ctx.opt("max_records_per_stream", 50000)))
     # programs units and PAM lines name, hashed and checked against the package database (read once, for the
     # names the units announce before their first lookup: so services come before PAM)
-    targets = Targets(ctx, int(ctx.opt("hash_limit", HASH_LIMIT)))
+    targets = Targets(ctx, int(ctx.opt("hash_limit", HASH_LIMIT)), int(ctx.opt("hash_budget", HASH_BUDGET)))
     user_homes: list[Home] = []
     for home in homes(ctx):
         if isinstance(home, Home):

@@ -46,6 +46,7 @@ from collectors.files.ssh import _config_lines
 from collectors.util import utc
 
 HASH_LIMIT = 64 << 20  # a program bigger than this is described, not hashed
+HASH_BUDGET = 512 << 20  # bytes hashed per artifact: a thousand units naming a thousand big files stay bounded
 MAX_TARGETS = 4096  # distinct programs looked at per artifact
 # where a program named without a folder is looked for (systemd's fixed search path; a shell's usual PATH)
 SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -56,8 +57,8 @@ class Targets:
     the PAM module folders and the file names announced with :meth:`want` before the first lookup (so a
     300 000-file package set is never held)."""
 
-    def __init__(self, ctx: Context, hash_limit: int = HASH_LIMIT):
-        self.ctx, self.hash_limit = ctx, hash_limit
+    def __init__(self, ctx: Context, hash_limit: int = HASH_LIMIT, hash_budget: int = HASH_BUDGET):
+        self.ctx, self.hash_limit, self.hash_budget = ctx, hash_limit, hash_budget
         self.names: set[str] = set()
         self.db: packages.PackageDB | None = None
         self.problems: list[Problem] = []
@@ -117,6 +118,10 @@ class Targets:
         if st.st_size > self.hash_limit:
             out["hash_skipped"] = f"over {self.hash_limit} bytes"
             return out
+        if st.st_size > self.hash_budget:
+            out["hash_skipped"] = "artifact hashing budget spent"
+            return out
+        self.hash_budget -= st.st_size
         try:
             sha, md5 = self._hash(where, bool(want_md5))
         except Cancelled:
@@ -250,7 +255,8 @@ def _udev(ctx: Context, cap: int, budget: _Budget, targets: Targets) -> Iterator
                     rec["target"] = first_word or None
                     rec["executables"] = command_executables(run["program"]) or None
                     targets.want([first_word, *(rec["executables"] or [])])
-                pending.append(rec)
+                if len(pending) <= budget.limit:  # the budget drops the rest anyway: do not hold them
+                    pending.append(rec)
         if scope not in ("vendor", "local-vendor"):  # the packages' rules are on every Debian; the rest is copied
             yield from copy_file(ctx, path, cap)
     for rec in pending:
@@ -431,7 +437,7 @@ def _ssh_rc(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home]) -> 
 def collect(ctx: Context) -> Iterator[Item]:
     cap = int(ctx.opt("cap_bytes", 1 << 20))
     budget = _Budget(int(ctx.opt("max_records_per_stream", 50000)))
-    targets = Targets(ctx, int(ctx.opt("hash_limit", HASH_LIMIT)))
+    targets = Targets(ctx, int(ctx.opt("hash_limit", HASH_LIMIT)), int(ctx.opt("hash_budget", HASH_BUDGET)))
     user_homes = [h for h in homes(ctx) if isinstance(h, Home)]
     users = {u["uid"]: u["name"] for u in passwd_users(ctx) if u.get("uid") is not None}
     for part in (lambda: _udev(ctx, cap, budget, targets), lambda: _at_jobs(ctx, cap, budget, users),

@@ -89,10 +89,10 @@ def _homes(root: Path) -> None:
         shutil.copytree("/etc/skel", root / home.lstrip("/"), symlinks=True, dirs_exist_ok=True)
 
 
-def _collect(root: Path, *collectors) -> tuple[dict[str, list[dict]], list[Problem]]:
+def _collect(root: Path, *collectors, **options) -> tuple[dict[str, list[dict]], list[Problem]]:
     streams: dict[str, list[dict]] = {}
     problems: list[Problem] = []
-    ctx = Context(root=str(root), live=False, options={})
+    ctx = Context(root=str(root), live=False, options=options)
     for collector in collectors or (config.collect, persistence.collect):
         for item in collector(ctx):
             if isinstance(item, Record):
@@ -470,3 +470,18 @@ def test_hostile_files_stay_bounded_and_in_the_root(tmp_path):
     assert "ssh_rc" not in streams and any(p.path == "/root/.ssh/rc" for p in problems)  # a FIFO is never opened
     [job] = streams["at_jobs"]
     assert len(job["commands"]) <= 400 and len(job["command"]) <= persistence.MAX_LINE_CHARS * 4
+
+
+def test_hashing_and_held_records_are_bounded(tmp_path):
+    """Units are held until the package database is read, and their programs hashed: both have limits."""
+    root = _base(tmp_path)
+    for n in range(12):
+        _w(root, f"/run/systemd/transient/run-u{n}.service", TRANSIENT + f"[Service]\nExecStart=/opt/p{n}\n")
+        _w(root, f"/opt/p{n}", b"x" * 100, 0o755)
+    streams, problems = _collect(root, config.collect, hash_budget=350, max_records_per_stream=5)
+    transient = [r for r in streams["services"] if r.get("scope") == "transient"]
+    assert len(streams["services"]) == 5 and any("unit files; the rest not read" in p.message for p in problems)
+    hashed = [r for r in transient if r["exec_targets"][0].get("sha256")]
+    skipped = [r for r in transient if r["exec_targets"][0].get("hash_skipped") == "artifact hashing budget spent"]
+    assert len(hashed) <= 3 and len(hashed) + len(skipped) == len(transient)
+    assert len(transient) == 5  # the packages' units are dropped first, not the transient ones
