@@ -384,3 +384,24 @@ def test_modules_records_carry_their_files_hash(tmp_path, monkeypatch):
     assert mods["dum_my"]["out_of_tree"] and mods["dum_my"]["installed_file"] == mods["dum_my"]["module_file"]
     summary = next(i for i in items if isinstance(i, Problem) and i.message.startswith("kernel modules:"))
     assert summary.detail["module_hash_limit_bytes"] == 1 << 20 and summary.detail["not_in_modules_dep"] == []
+
+
+def test_a_pid_that_exits_is_counted_not_an_error(monkeypatch):
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()  # reaped: its pid names nothing now
+    real_listdir = os.listdir
+    monkeypatch.setattr(maps.os, "listdir", lambda p: real_listdir(p) + [str(gone.pid)] if p == "/proc"
+                        else real_listdir(p))
+    rows, problems, _ = _collect()
+    assert rows and not any(r["pid"] == gone.pid for r in rows)
+    vanished = [p for p in problems if "exited while being read" in p.message]
+    assert vanished and vanished[0].level == "info" and vanished[0].detail["vanished"] >= 1
+    assert not any(p.path == f"/proc/{gone.pid}/maps" for p in problems)
+
+
+def test_maps_lines_with_spaces_and_deleted_names():
+    line = "7f00a000-7f00b000 r-xp 00001000 fd:01 1234                       /tmp/a dir/lib x.so (deleted)"
+    assert maps._parse_line(line) == (0x7F00A000, 0x7F00B000, "r-xp", "fd:01", 1234, "/tmp/a dir/lib x.so (deleted)")
+    assert maps._parse_line("7f00a000-7f00b000 rw-p 00000000 00:00 0 ")[5] == ""
+    assert maps._parse_line("garbage") is None
+    assert maps._exe_tree("/opt/app/bin/app") == "/opt/app" and maps._exe_tree("/usr/bin/python3") is None
