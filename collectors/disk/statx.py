@@ -179,11 +179,13 @@ def statx_how() -> str:
 class Options:
     paths: list[str]
     memory_only: bool  # keep only entries on tmpfs/ramfs (TSK read the rest)
+    skip_memory: bool = False  # leave tmpfs/ramfs out (a memory-only walk of this run has them)
     max_entries: int = 50000
     max_depth: int = 6
     budget_s: float = 60.0
     exec_max_bytes: int = 8 << 20
     exec_max_count: int = 20
+    max_dir_entries: int = 200000
     exec_probe_max: int = 5000  # files on a memory filesystem whose head is read to see if they are programs
 
 
@@ -263,6 +265,8 @@ class _Walk:
         fstype = self.fstype(st.dev)
         if fstype in PSEUDO_FS or (st.dev, st.ino) in self.listed:
             return False
+        if self.opts.skip_memory and fstype in MEMORY_FS:
+            return False
         if self.opts.memory_only and fstype not in MEMORY_FS:
             below = path.rstrip("/") + "/"
             return any(p.startswith(below) for p in self.memory_points)
@@ -270,12 +274,20 @@ class _Walk:
 
     def _list(self, fd: int, path: str, st: StatxResult, depth: int) -> Iterator[Item]:
         self.listed.add((st.dev, st.ino))
+        names: list[bytes] = []
         try:
-            with self.ctx.blocking(path):
-                names = [os.fsencode(e.name) for e in os.scandir(fd)]
+            with self.ctx.blocking(path), os.scandir(fd) as entries:
+                for entry in entries:
+                    if len(names) >= self.opts.max_dir_entries:
+                        # a directory stuffed with millions of names must not fill our memory
+                        yield Problem(f"directory has more than {self.opts.max_dir_entries} names: the rest are "
+                                      "not looked at", path=path, level="warning")
+                        break
+                    names.append(os.fsencode(entry.name))
         except OSError as exc:
             yield Problem.from_os_error(exc, "cannot list directory", path)
-            return
+            if not names:
+                return
         base = os.fsencode(path.rstrip("/")) + b"/"
         subdirs: list[tuple[bytes, StatxResult]] = []
         for name in sorted(names):
@@ -323,7 +335,7 @@ class _Walk:
 
     def _entry(self, dir_fd: int, raw_path: bytes, st: StatxResult) -> None:
         fstype = self.fstype(st.dev)
-        if self.opts.memory_only and fstype not in MEMORY_FS:
+        if (self.opts.memory_only and fstype not in MEMORY_FS) or (self.opts.skip_memory and fstype in MEMORY_FS):
             return
         self.filesystems[fstype or "?"] = self.filesystems.get(fstype or "?", 0) + 1
         self.seq += 1

@@ -79,7 +79,8 @@ def collect(ctx: Context) -> Iterator[Item]:
     # it. Otherwise the evidence root's own tree is, and its memory filesystems are walked first (the
     # most volatile, and never on a device).
     from_root = not ctx.opt("disk")
-    if from_root and ctx.opt("memory_fs", True):
+    memory_walked = from_root and bool(ctx.opt("memory_fs", True))
+    if memory_walked:
         yield from _statx(ctx, memory_only=True)
     try:
         target = locate(ctx)
@@ -94,7 +95,7 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield Problem(f"raw filesystem not available: {exc}; the bodyfile is taken through the OS (statx) "
                       "instead, without deleted names", path=device, level="warning")
         yield Record("disk", {"status": "unavailable", "device": device, "reason": str(exc), "fallback": "statx"})
-        yield from _statx(ctx, memory_only=False)
+        yield from _statx(ctx, memory_only=False, skip_memory=memory_walked)
         return
     try:
         yield from _collect_open(ctx, target, fs)
@@ -102,16 +103,17 @@ def collect(ctx: Context) -> Iterator[Item]:
         img.close()
 
 
-def _statx(ctx: Context, memory_only: bool) -> Iterator[Item]:
+def _statx(ctx: Context, memory_only: bool, skip_memory: bool = False) -> Iterator[Item]:
     from collectors.disk import statx  # it builds on this module's bodyfile helpers
 
-    paths = list(ctx.opt("memory_paths", statx.MEMORY_PATHS))
-    if not memory_only:
-        paths = list(ctx.opt("paths", DEFAULT_PATHS)) + [p for p in paths if p not in ctx.opt("paths", DEFAULT_PATHS)]
-    budget = float(ctx.opt("memory_budget_s" if memory_only else "statx_budget_s", 30 if memory_only else 120))
-    most = int(ctx.opt("memory_max_entries", 20000) if memory_only else ctx.opt("max_entries", 50000))
+    if memory_only:
+        paths = list(ctx.opt("memory_paths", statx.MEMORY_PATHS))
+        budget, most = float(ctx.opt("memory_budget_s", 30)), int(ctx.opt("memory_max_entries", 20000))
+    else:
+        paths = list(ctx.opt("paths", DEFAULT_PATHS))
+        budget, most = float(ctx.opt("statx_budget_s", 120)), int(ctx.opt("max_entries", 50000))
     yield from statx.collect_bodyfile(ctx, statx.Options(
-        paths=paths, memory_only=memory_only, max_entries=most,
+        paths=paths, memory_only=memory_only, skip_memory=skip_memory, max_entries=most,
         max_depth=int(ctx.opt("max_depth", 6)), budget_s=budget,
         exec_max_bytes=int(ctx.opt("exec_max_bytes", 8 << 20)), exec_max_count=int(ctx.opt("exec_max_count", 20))))
 

@@ -408,7 +408,7 @@ def test_xfs_root_falls_back_to_statx(tmp_path):
         programs = _plant_memory_fs(mnt / "dev/shm")
         try:
             ctx = Context(root=str(mnt), live=False, options={
-                "paths": ["/etc", "/tmp", "/usr/bin"], "exec_max_bytes": 200 << 10})
+                "paths": ["/etc", "/tmp", "/usr/bin", "/dev/shm"], "exec_max_bytes": 200 << 10})
             streams, problems, copies = _items(ctx)
             births = {p: _birth(mnt / p.lstrip("/")) for p in ("/etc/cron.d/sysupdate", "/dev/shm/.x/kworker")}
         finally:
@@ -428,10 +428,11 @@ def test_xfs_root_falls_back_to_statx(tmp_path):
 
     rows = [r for r in streams["bodyfile"]]
     assert {r["source"] for r in rows} == {"statx"}
-    by_name: dict[str, dict] = {}
+    by_name = {r["name"]: r for r in rows}
+    assert len(by_name) == len(rows)  # /dev/shm is in both walks' paths, its names in the memory walk's only
     for r in rows:
-        by_name.setdefault(r["name"], r)  # /dev/shm is walked by both passes
         assert LINE.match(r["line"]), r["line"]
+    assert {r["fs_type"] for r in rows[:summaries["memory filesystems"]["entries"]]} == {"tmpfs"}
     cron = by_name["/etc/cron.d/sysupdate"]
     assert cron["fs_type"] == "xfs" and cron["btime_valid"] is True
     assert births["/etc/cron.d/sysupdate"] > 0 and cron["crtime"] == births["/etc/cron.d/sysupdate"]
@@ -519,6 +520,10 @@ def test_statx_keeps_the_newest_within_its_entry_budget(tmp_path):
     assert "/a/old1" not in names and "/a" in names and "/new3" in names
     assert summary["depth_limited_dirs"] == 1
     assert any("directory depth limit (0) reached: 1 directories" in p.message for p in problems)
+
+    rows, problems, summary = _statx_run(tree, max_dir_entries=5, paths=["/a"])
+    assert len([r for r in rows if r["name"].count("/") == 2 and r["name"].startswith("/a/")]) == 5
+    assert any(p.path == "/a" and "more than 5 names" in p.message for p in problems)
 
     rows, problems, summary = _statx_run(tree, budget_s=0)
     assert summary["time_limit_reached"] is True and len(rows) <= 1
