@@ -254,6 +254,7 @@ class _Walk:
             if not self._enter(st, resolved):
                 return
             if resolved != "/":
+                self.scanned += 1
                 self._entry(-1, os.fsencode(resolved), st)  # the chosen directory itself, as fls lists it
             yield from self._list(fd, resolved, st, 0)
         finally:

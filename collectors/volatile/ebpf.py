@@ -19,7 +19,9 @@ The kernel's objects are the live host's: under ``--root`` (an image) this colle
 * stream ``bpf_programs``: one loaded program;
 * stream ``bpf_maps``: one map;
 * stream ``bpf_links``: one link (program attached to a hook, kernel 5.8+);
-* stream ``bpf_pinned``: one name under the bpf filesystem.
+* stream ``bpf_pinned``: one name under the bpf filesystem;
+* stream ``bpf_summary``: how many of each were seen (none is an answer too), and the sysctls that
+  decide who may load programs.
 """
 
 from __future__ import annotations
@@ -277,10 +279,32 @@ def collect(ctx: Context) -> Iterator[Item]:
     btime = boot_time()
     held = holders()
     ctx.check()
-    yield from _programs(ctx, bpf, btime, held)
-    yield from _maps(ctx, bpf, held)
-    yield from _links(ctx, bpf, held)
-    yield from pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))
+    counts: dict[str, int] = {}
+    for item in _chain(_programs(ctx, bpf, btime, held), _maps(ctx, bpf, held), _links(ctx, bpf, held),
+                       pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))):
+        if isinstance(item, Record):
+            counts[item.stream] = counts.get(item.stream, 0) + 1
+        yield item
+    # "none loaded" is a finding too: it must not read like "not collected"
+    yield Record("bpf_summary", {
+        "programs": counts.get("bpf_programs", 0), "maps": counts.get("bpf_maps", 0),
+        "links": counts.get("bpf_links", 0), "pinned": counts.get("bpf_pinned", 0),
+        "boot_time_utc": utc(btime) if btime is not None else None,
+        "unprivileged_bpf_disabled": _sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
+        "jit_enabled": _sysctl("/proc/sys/net/core/bpf_jit_enable"),
+    })
+
+
+def _chain(*parts: Iterator[Item]) -> Iterator[Item]:
+    for part in parts:
+        yield from part
+
+
+def _sysctl(path: str) -> int | None:
+    try:
+        return int(read_text(path, 64).strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _refused(exc: OSError, what: str) -> Problem:

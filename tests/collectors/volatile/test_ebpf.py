@@ -128,6 +128,12 @@ def test_a_loaded_socket_filter_is_listed_and_called_high(loader):
     loaded = dt.datetime.fromisoformat(door["load_time_utc"].replace("Z", "+00:00")).timestamp()
     assert abs(loaded - time.time()) < 120
 
+    summary = streams["bpf_summary"]
+    assert len(summary) == 1 and summary[0]["programs"] == len(streams["bpf_programs"]) >= 2
+    assert summary[0]["maps"] == len(streams["bpf_maps"]) >= 1
+    assert summary[0]["unprivileged_bpf_disabled"] == int(Path("/proc/sys/kernel/unprivileged_bpf_disabled")
+                                                          .read_text())
+
     maps = {m["name"]: m for m in streams["bpf_maps"]}
     assert maps["tri_map"]["type"] == "array" and maps["tri_map"]["max_entries"] == 4
     assert (maps["tri_map"]["key_size"], maps["tri_map"]["value_size"]) == (4, 8)
