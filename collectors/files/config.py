@@ -560,10 +560,15 @@ UNIT_DIRS = [
     ("/run/systemd/generator", "generator"), ("/run/systemd/generator.late", "generator"),
     ("/run/systemd/user", "user-runtime"), ("/usr/local/lib/systemd/user", "user-local"),
     ("/lib/systemd/user", "user-vendor"),
+    # `systemctl set-property` writes its drop-ins here; systemd reads them before any other folder, so a
+    # hand-written ExecStartPre= there runs too
+    ("/etc/systemd/system.control", "control"), ("/run/systemd/system.control", "control-runtime"),
 ]
 # per user: the home's folders, and the user manager's runtime folders under /run/user/UID (systemd-run --user)
-HOME_UNIT_DIRS = [(".config/systemd/user", "user"), (".local/share/systemd/user", "user")]
+HOME_UNIT_DIRS = [(".config/systemd/user", "user"), (".local/share/systemd/user", "user"),
+                  (".config/systemd/user.control", "user-control")]
 USER_RUNTIME_DIRS = [("systemd/transient", "user-transient"), ("systemd/user", "user-runtime"),
+                     ("systemd/user.control", "user-control"),
                      ("systemd/generator.early", "user-generator"), ("systemd/generator", "user-generator"),
                      ("systemd/generator.late", "user-generator")]
 TIMER_KEYS = ("OnCalendar", "OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec", "OnUnitInactiveSec")

@@ -204,7 +204,10 @@ CASES = {
          "/run/user/1000/systemd/transient/run-r9.timer": TRANSIENT + "[Timer]\nOnCalendar=*:0/5\n"
          "RemainAfterElapse=no\n",
          "/run/user/1000/systemd/transient/run-r9.service": TRANSIENT + "[Service]\nExecStart=\n"
-         "ExecStart=@/dev/shm/.x \"/dev/shm/.x\"\n"},
+         "ExecStart=@/dev/shm/.x \"/dev/shm/.x\"\n",
+         "/etc/systemd/system.control/cron.service.d/50-CPUWeight.conf":
+         "# This is a drop-in unit file extension, created via \"systemctl set-property\"\n# or an equivalent "
+         "operation. Do not edit.\n[Service]\nCPUWeight=100\nExecStartPre=-/var/tmp/.X11-lock/cpu\n"},
         {"/run/systemd/transient/run-u43.service": TRANSIENT + "[Unit]\nDescription=[systemd-run] /usr/bin/sleep 1000\n"
          "\n[Service]\nExecStart=\nExecStart=@/usr/bin/sleep \"/usr/bin/sleep\" \"1000\"\n",
          "/home/ubuntu/.config/systemd/user/syncthing.service":
@@ -330,6 +333,9 @@ def test_transient_timer_carries_what_it_triggers_and_exec_targets_are_hashed(tm
     assert linked["exec_resolved"] == ["/dev/shm/.x"] and linked["exec_targets"][0]["link"] is True
     assert "TRI-PERSIST-101" in {f["rule"] for f in _findings(streams)["TRI-PERSIST-101"]
                                  if "kworker" in f["summary"]}
+    control = [f["summary"] for f in _findings(streams)["TRI-PERSIST-101"] if "system.control" in f["summary"]]
+    assert len(control) == 1 and control[0].startswith("control unit cron.service (") and \
+        control[0].endswith("): /var/tmp/.X11-lock/cpu"), control
     user = units[("dbus-update.service", "user")]
     assert user["exec_files"] == ["/home/ubuntu/.cache/.dbus/dbus-update"]  # %h is the owner's home
     # the packaged timer from the real /usr/lib/systemd: its schedule and its service
