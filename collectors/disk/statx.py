@@ -299,7 +299,8 @@ class _Walk:
                               path=os.fsdecode(base + name), level="warning")
                 continue
             try:
-                child = statx(fd, name)
+                with self.ctx.blocking(path):  # the engine sees a statx that never returns, and moves on
+                    child = statx(fd, name)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:  # removed while we listed: nothing to say
                     yield Problem.from_os_error(exc, "statx", os.fsdecode(base + name))

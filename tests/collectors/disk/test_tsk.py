@@ -11,9 +11,11 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import conftest
 import pytest
 import pytsk3
 from conftest import need
@@ -531,22 +533,38 @@ def test_statx_keeps_the_newest_within_its_entry_budget(tmp_path):
 
 
 def test_statx_does_not_enter_a_remote_filesystem(tmp_path):
-    """A FUSE or network mount below the root (as fsread's mountinfo scan finds it) is not even looked at."""
+    """A FUSE server whose reads never answer, mounted below the root: the walk does not even look at its
+    mount point (statx of it would ask the server), says so, and goes on."""
+    need(os.path.exists("/dev/fuse") and os.geteuid() == 0, "FUSE mounts need /dev/fuse and root")
+    try:
+        import fuse  # noqa: F401
+    except (ImportError, OSError) as exc:
+        need(False, f"fusepy over libfuse2 is needed (pip install fusepy; apt-get install libfuse2): {exc}")
     tree = tmp_path / "tree"
     (tree / "share").mkdir(parents=True)
-    (tree / "share" / "secret").write_text("remote")
     (tree / "local").write_text("here")
-    ctx = Context(root=str(tree), live=False, options={})
-    root = fsread.evidence(ctx)
-    saved = root.remote
-    root.remote = {str(tree / "share"): "fuse.sshfs"}
+    log = tmp_path / "fuse-ops.log"
+    log.write_text("")
+    server = subprocess.Popen([sys.executable, str(Path(conftest.TESTS) / "support" / "fuse_stall.py"),
+                               str(tree / "share"), str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
     try:
-        rows, problems, _ = _statx_run(tree)
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(tree / "share"):
+            assert server.poll() is None and time.monotonic() < deadline, "the FUSE server did not mount"
+            time.sleep(0.05)
+        before = log.read_text()
+        rows, problems, summary = _statx_run(tree)
+        after = log.read_text()
     finally:
-        root.remote = saved
+        server.kill()
+        server.wait(10)
+        subprocess.run(["umount", "-l", str(tree / "share")], capture_output=True)
     names = {r["name"] for r in rows}
-    assert "/local" in names and "/share" not in names and "/share/secret" not in names
-    assert any(p.path == "/share" and "fuse.sshfs" in p.message for p in problems)
+    assert "/local" in names and "/share" not in names
+    assert any(p.path == "/share" and "fuse.stall" in p.message for p in problems), problems
+    assert after == before  # not one operation reached the server
+    assert summary["time_limit_reached"] is False
 
 
 def test_statx_mode_strings_match_tsk():
@@ -561,3 +579,26 @@ def test_statx_mode_strings_match_tsk():
         assert row["mode_as_string"] == expected
         assert row["crtime"] == 0 and row["btime_valid"] is False
     assert statx.statx_how() in ("libc", "syscall", "lstat")
+
+
+def test_overlayfs_root_falls_back_to_statx(tmp_path):
+    """A container's root is overlayfs (no block device: major 0 in mountinfo): statx, with the file a
+    container wrote in its upper layer and the one it shadows from the image's lower layer."""
+    lower, upper, work, merged = (tmp_path / d for d in ("lower", "upper", "work", "merged"))
+    for d in (lower / "etc", lower / "tmp", upper, work, merged):
+        d.mkdir(parents=True)
+    (lower / "etc/hostname").write_text("image\n")
+    _mount("-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged))
+    try:
+        (merged / "etc/hostname").write_text("container\n")  # copied up
+        (merged / "tmp/dropper").write_bytes(b"#!/bin/sh\n")
+        streams, problems, _ = _items(Context(root=str(merged), live=False, options={"paths": ["/etc", "/tmp"]}))
+    finally:
+        _umount(merged)
+    unavailable = [d for d in streams["disk"] if d["status"] == "unavailable"]
+    assert unavailable[0]["fallback"] == "statx" and "overlay" in unavailable[0]["reason"]
+    assert not [p for p in problems if p.level == "error"], problems
+    rows = _by_name(streams["bodyfile"])
+    assert {"/etc/hostname", "/tmp/dropper"} <= set(rows)
+    assert rows["/etc/hostname"]["fs_type"] == "overlay" and rows["/etc/hostname"]["size"] == len("container\n")
+    assert rows["/tmp/dropper"]["source"] == "statx"
