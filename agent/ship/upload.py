@@ -12,8 +12,8 @@ or a bare URL):
   gcs-resumable V4 signed POST (x-goog-resumable: start), then 256 KiB-aligned chunks
   https-put     one streamed PUT (chunked transfer encoding), optional bearer token from a file
 
-The HTTP plumbing (TLS, proxy, retries, URL checks, scrubbing) is agent/ship/http.py; each service's
-protocol is a backend in agent/ship/backends/.
+The HTTP plumbing (TLS, proxy, retries, URL checks, scrubbing) is agent/ship/http.py; each kind above is
+a Backend class in a file of agent/ship/backends/, whose registry (REGISTRY, KINDS) is built from the classes.
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from agent.ship.backends.azure import AZURE_VERSION, _azure_blob_url, _AzureBlob
-from agent.ship.backends.base import _Backend
-from agent.ship.backends.gcs import _GcsResumable
-from agent.ship.backends.https import _HttpsPut
-from agent.ship.backends.s3 import _S3Multipart, _S3Put, s3_headers, s3_signature
+from agent.ship.backends import KINDS, REGISTRY, Backend
+from agent.ship.backends.azure import AZURE_VERSION
+from agent.ship.backends.s3 import s3_headers, s3_signature
 from agent.ship.http import (
     ProxyConfig,
     RetryPolicy,
@@ -73,9 +71,10 @@ __all__ = [
     "safe_url", "scrub", "ticket_for_url", "tls_context", "url_expiry", "verify_remote",
 ]
 
-KINDS = ("s3-put", "s3-multipart", "azure-blob", "gcs-resumable", "https-put")
-_BACKENDS: dict[str, type[_Backend]] = {"s3-put": _S3Put, "s3-multipart": _S3Multipart, "azure-blob": _AzureBlob,
-                                        "gcs-resumable": _GcsResumable, "https-put": _HttpsPut}
+
+def backend_for(kind: Any) -> type[Backend] | None:
+    """The Backend class serving a ticket's kind (None: no such destination)."""
+    return REGISTRY.get(kind) if isinstance(kind, str) else None
 
 
 @dataclass
@@ -105,7 +104,7 @@ class UploadResult:
 class Upload:
     """File-like sink: write() the bundle's bytes, then close() (or abort())."""
 
-    def __init__(self, backend: _Backend, part_size: int, buffers: int, log: Callable[[str], None]):
+    def __init__(self, backend: Backend, part_size: int, buffers: int, log: Callable[[str], None]):
         if backend.quantum > 1:
             part_size = max(backend.quantum, part_size - part_size % backend.quantum)
         self.backend = backend
@@ -306,20 +305,18 @@ def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, p
         logger(scrub(msg))
 
     kind = ticket.get("kind")
-    if kind not in _BACKENDS:
+    backend_class = backend_for(kind)
+    if backend_class is None:
         raise UploadError("ticket", f"unknown destination kind {kind!r}")
-    size = int(ticket.get("part_size") or part_size or DEFAULT_PART_SIZE)
-    if kind == "s3-put":
-        size, buffers = max(size, int(ticket.get("max_bytes") or 0)), 1
-    if kind == "s3-multipart" and size < S3_MIN_PART:
-        raise UploadError("ticket", f"part size {size} is below S3's 5 MiB minimum")
+    size, buffers = backend_class.part_plan(ticket, int(ticket.get("part_size") or part_size or DEFAULT_PART_SIZE),
+                                            buffers)
     ca_pem = ticket.get("ca_pem")  # the operator's CA for this destination (on-premises S3-compatible storage)
     if ca_pem is not None and (not isinstance(ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in ca_pem):
         raise UploadError("ticket", "the ticket's ca_pem must be PEM certificate text")
     http = _Http(session or make_session(ca_bundle, proxy=proxy, ca_pem=ca_pem), retry or RetryPolicy(), safe_log)
     route = http.session.proxy.describe() if isinstance(http.session, _Session) else "caller's session"
     try:
-        backend = _BACKENDS[kind](http, ticket)
+        backend = backend_class(http, ticket)
         safe_log(f"upload: {kind} to {backend.destination}, parts of {size} bytes, {route}")
         backend.begin()
     except KeyError as exc:
@@ -334,17 +331,13 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
     if isinstance(target, str) and "://" in target:
         check_url(target)
     ticket = dict(target) if isinstance(target, dict) else load_ticket(target)
-    url = ticket.get("read_url")
+    backend_class = backend_for(ticket.get("kind"))
+    url = ticket.get("read_url") or (backend_class.read_url(ticket) if backend_class else None)
     if not url:
-        if ticket.get("kind") == "azure-blob":
-            url = _azure_blob_url(ticket)
-        elif ticket.get("kind") in ("https-put", "s3-put") and ticket.get("url"):
-            url = ticket["url"]
-        else:
-            raise UploadError("ticket", "the ticket has no read URL")
+        raise UploadError("ticket", "the ticket has no read URL")
     check_url(url, "read-back URL")
     http = _Http(session or make_session(ca_bundle, proxy=proxy), RetryPolicy(attempts=3), lambda _m: None)
-    headers = {"x-ms-version": AZURE_VERSION} if ticket.get("kind") == "azure-blob" else {}
+    headers = backend_class.read_headers() if backend_class else {}
     token_file = ticket.get("bearer_token_file")
     if token_file and not ticket.get("read_url"):
         headers["Authorization"] = f"Bearer {Path(token_file).read_text().strip()}"

@@ -7,20 +7,28 @@ import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from agent.ship.backends.base import _Backend, _md5
+from agent.ship.backends.base import Backend, _md5
 from agent.ship.http import UploadError, _Http, _Transient
 from agent.ship.limits import AZURE_MAX_BLOCKS
 
 AZURE_VERSION = "2023-11-03"
 
 
-class _AzureBlob(_Backend):
+class AzureBlob(Backend):
     """Block ids carry the part number and the block's MD5, so a block the service already holds
     (Get Block List, uncommitted) is known to be this very content and is not sent again."""
 
     kind = "azure-blob"
     max_parts = AZURE_MAX_BLOCKS
     wants_md5 = True
+
+    @classmethod
+    def read_url(cls, ticket: dict[str, Any]) -> str | None:
+        return _azure_blob_url(ticket)
+
+    @classmethod
+    def read_headers(cls) -> dict[str, str]:
+        return {"x-ms-version": AZURE_VERSION}
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)

@@ -1,9 +1,13 @@
-"""What every upload backend shares: the ticket, the counters the Upload reports, the part hooks."""
+"""What every upload backend shares: the ticket, the counters the Upload reports, the part hooks.
+
+A backend is one storage service's protocol behind agent.ship.upload.Upload. A class that sets `kind` (the
+ticket's "kind") in a module of agent/ship/backends/ is registered by that package (REGISTRY, KINDS): a new
+service is one new file there, nothing else to edit."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.ship.http import _Http, safe_url, scrub
 
@@ -12,11 +16,30 @@ def _md5(data: memoryview) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
-class _Backend:
-    kind = ""
-    quantum = 1                     # non-final parts must be a multiple of this
-    wants_md5 = False               # the part's MD5 is computed by the writer as bytes arrive
-    max_parts: int | None = None
+class Backend:
+    """Upload's sender thread calls begin(), put_part() for each part in order (the last with final=True),
+    then finish(total); or cancel() to say (and do) what is left on the service."""
+
+    kind: ClassVar[str] = ""        # the ticket's "kind"; empty: not a destination (a base for others)
+    quantum: ClassVar[int] = 1      # non-final parts must be a multiple of this
+    wants_md5: ClassVar[bool] = False   # the part's MD5 is computed by the writer as bytes arrive
+    max_parts: ClassVar[int | None] = None
+
+    @classmethod
+    def part_plan(cls, ticket: dict[str, Any], part_size: int, buffers: int) -> tuple[int, int]:
+        """(part size, part buffers) for this ticket; raises UploadError for a ticket it cannot serve.
+        Called before any connection."""
+        return part_size, buffers
+
+    @classmethod
+    def read_url(cls, ticket: dict[str, Any]) -> str | None:
+        """Where verify_remote reads the object back when the ticket names no read_url (None: nowhere)."""
+        return None
+
+    @classmethod
+    def read_headers(cls) -> dict[str, str]:
+        """Headers the read-back GET needs (a service version, say)."""
+        return {}
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         self.http = http

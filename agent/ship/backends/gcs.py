@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.ship.backends.base import _Backend
+from agent.ship.backends.base import Backend
 from agent.ship.http import UploadError, _Http, _Transient
 from agent.ship.limits import GCS_QUANTUM
 
 
-class _GcsResumable(_Backend):
+class GcsResumable(Backend):
+    """A resumable session opened by the signed start URL; chunks go to the session URL it answers with."""
+
     kind = "gcs-resumable"
     quantum = GCS_QUANTUM
 

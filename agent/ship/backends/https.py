@@ -10,16 +10,20 @@ from typing import Any
 
 import requests
 
-from agent.ship.backends.base import _Backend
+from agent.ship.backends.base import Backend
 from agent.ship.http import UploadError, _Http
 from agent.ship.limits import MiB
 
 
-class _HttpsPut(_Backend):
+class HttpsPut(Backend):
     """One streamed PUT (chunked encoding). A connection lost mid-body cannot be resumed (the bytes
     are gone from memory): it is retried only while no byte of the body has been sent."""
 
     kind = "https-put"
+
+    @classmethod
+    def read_url(cls, ticket: dict[str, Any]) -> str | None:
+        return ticket.get("url") or None
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)

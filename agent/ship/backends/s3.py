@@ -11,16 +11,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agent.ship.backends.base import _Backend, _md5
+from agent.ship.backends.base import Backend, _md5
 from agent.ship.http import UploadError, _error_code, _Http, _Transient
 from agent.ship.limits import S3_MAX_PARTS, S3_MIN_PART
 
 
-class _S3Put(_Backend):
+class S3Put(Backend):
     """One presigned PUT: S3 needs the length first, so the stream is held in the one part buffer."""
 
     kind = "s3-put"
     wants_md5 = True
+
+    @classmethod
+    def part_plan(cls, ticket: dict[str, Any], part_size: int, buffers: int) -> tuple[int, int]:
+        # One buffer, as large as the ticket allows: the whole object is sent in one PUT.
+        return max(part_size, int(ticket.get("max_bytes") or 0)), 1
+
+    @classmethod
+    def read_url(cls, ticket: dict[str, Any]) -> str | None:
+        return ticket.get("url") or None
 
     def max_bytes(self, part_size: int) -> int:
         return int(self.ticket.get("max_bytes") or part_size)
@@ -69,7 +78,7 @@ def s3_headers(url: str, headers: Mapping[str, str], declared: Iterable[str] = (
     return dict(headers)
 
 
-def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, str], what: str,
+def _s3_put(backend: Backend, url: str, data: memoryview, headers: dict[str, str], what: str,
             md5: bytes | None = None, declared: Iterable[str] = ()) -> None:
     digest = md5 or _md5(data)
     # Content-MD5 goes only where the URL signed it (a SigV2 URL that did not breaks with it, a SigV4 one
@@ -86,10 +95,18 @@ def _s3_put(backend: _Backend, url: str, data: memoryview, headers: dict[str, st
     backend.http.retrying(what, attempt)
 
 
-class _S3Multipart(_Backend):
+class S3Multipart(Backend):
+    """Presigned UploadPart URLs (one per part number), a presigned Complete and an optional Abort."""
+
     kind = "s3-multipart"
     max_parts = S3_MAX_PARTS
     wants_md5 = True
+
+    @classmethod
+    def part_plan(cls, ticket: dict[str, Any], part_size: int, buffers: int) -> tuple[int, int]:
+        if part_size < S3_MIN_PART:
+            raise UploadError("ticket", f"part size {part_size} is below S3's 5 MiB minimum")
+        return part_size, buffers
 
     def __init__(self, http: _Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)

@@ -19,6 +19,8 @@ import upload_servers as srv
 
 from agent.responder import ticket as tk
 from agent.ship import upload as up
+from agent.ship.backends.gcs import GcsResumable
+from agent.ship.http import _Http
 
 MiB = 1 << 20
 SECRET_MARKERS = re.compile(r"(?i)x-amz-signature|x-amz-credential|x-goog-signature|sig=|[?&]se=|upload_id=|"
@@ -335,7 +337,7 @@ def test_gcs_lost_answers_resume_from_the_server_offset(gcs):
 
 def test_gcs_chunk_size_rule_enforced_by_client():
     ticket = {"format": up.TICKET_FORMAT, "kind": "gcs-resumable", "start_url": "https://127.0.0.1:9/x"}
-    backend = up._GcsResumable(up._Http(up.make_session(), fast(), print), ticket)
+    backend = GcsResumable(_Http(up.make_session(), fast(), print), ticket)
     with pytest.raises(up.UploadError):
         backend.put_part(1, 0, memoryview(b"x" * 1000), final=False)
 
