@@ -31,7 +31,7 @@ import errno
 import os
 import platform
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
@@ -188,7 +188,8 @@ def _kind(table: list[str], value: int) -> str:
 
 # --- which processes hold which objects ------------------------------------------------------------
 
-def holders(proc: str = "/proc", limit_fds: int = 4096) -> dict[tuple[str, int], list[dict[str, Any]]]:
+def holders(proc: str = "/proc", limit_fds: int = 4096,
+            check: Callable[[], None] = lambda: None) -> dict[tuple[str, int], list[dict[str, Any]]]:
     """{("prog"|"map"|"link", id): [{pid, comm, exe}]} from every process's bpf descriptors."""
     found: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
@@ -196,6 +197,7 @@ def holders(proc: str = "/proc", limit_fds: int = 4096) -> dict[tuple[str, int],
     except OSError:
         return found
     for pid in pids:
+        check()
         base = f"{proc}/{pid}"
         try:
             fds = os.listdir(f"{base}/fd")[:limit_fds]
@@ -277,7 +279,7 @@ def collect(ctx: Context) -> Iterator[Item]:
             yield _refused(exc, "listing eBPF objects")
             return
     btime = boot_time()
-    held = holders()
+    held = holders(check=ctx.check)
     ctx.check()
     counts: dict[str, int] = {}
     for item in _chain(_programs(ctx, bpf, btime, held), _maps(ctx, bpf, held), _links(ctx, bpf, held),
@@ -389,6 +391,7 @@ def _maps(ctx: Context, bpf: Bpf, held: dict) -> Iterator[Item]:
 
 
 def _links(ctx: Context, bpf: Bpf, held: dict) -> Iterator[Item]:
+    names = interfaces()
     try:
         for link_id in bpf.ids(BPF_LINK_GET_NEXT_ID):
             ctx.check()
@@ -405,11 +408,43 @@ def _links(ctx: Context, bpf: Bpf, held: dict) -> Iterator[Item]:
                 continue
             finally:
                 os.close(fd)
-            yield Record("bpf_links", {"id": info.id, "type": _kind(LINK_TYPES, info.type), "type_id": info.type,
-                                       "prog_id": info.prog_id, "holders": held.get(("link", info.id), [])})
+            record = {"id": info.id, "type": _kind(LINK_TYPES, info.type), "type_id": info.type,
+                      "prog_id": info.prog_id, "holders": held.get(("link", info.id), [])}
+            record.update(_link_target(info, names))
+            yield Record("bpf_links", record)
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # links came in 5.8: an older kernel has none to list
             yield _refused(exc, "listing eBPF links")
+
+
+def _link_target(info: _LinkInfo, names: dict[int, str]) -> dict[str, Any]:
+    """Where a link attaches, from the head of its per-type union: the interface of an XDP, tcx or netkit
+    link (a packet reader's hook), the cgroup of a cgroup link."""
+    raw = bytes(info.union)
+    kind = _kind(LINK_TYPES, info.type)
+    if kind in ("xdp", "tcx", "netkit"):
+        ifindex = int.from_bytes(raw[0:4], "little")
+        return {"ifindex": ifindex, "interface": names.get(ifindex)}
+    if kind == "cgroup":
+        return {"cgroup_id": int.from_bytes(raw[0:8], "little"), "attach_type": int.from_bytes(raw[8:12], "little")}
+    if kind == "netns":
+        return {"netns_ino": int.from_bytes(raw[0:4], "little"), "attach_type": int.from_bytes(raw[4:8], "little")}
+    return {}
+
+
+def interfaces(sys_net: str = "/sys/class/net") -> dict[int, str]:
+    """{ifindex: name} of this network namespace's interfaces."""
+    out: dict[int, str] = {}
+    try:
+        names = os.listdir(sys_net)
+    except OSError:
+        return out
+    for name in names[:4096]:
+        try:
+            out[int(read_text(f"{sys_net}/{name}/ifindex", 64).strip())] = name
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def pinned(ctx: Context, top: str, most: int) -> Iterator[Item]:

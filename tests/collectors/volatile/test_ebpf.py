@@ -50,11 +50,20 @@ CHILD = textwrap.dedent(r"""
         attr = ctypes.create_string_buffer(128)
         struct.pack_into("<IIIIIII16s", attr, 0, 2, 4, 8, 4, 0, 0, 0, b"tri_map")  # BPF_MAP_TYPE_ARRAY
         out["map_fd"] = bpf(0, attr)                      # BPF_MAP_CREATE
-        if len(sys.argv) > 1:
-            path = ctypes.create_string_buffer(sys.argv[1].encode())
-            attr = ctypes.create_string_buffer(128)
-            struct.pack_into("<QII", attr, 0, ctypes.addressof(path), out["filter_fd"], 0)
-            bpf(6, attr)                                  # BPF_OBJ_PIN
+        for arg in sys.argv[1:]:
+            if arg.startswith("pin="):
+                path = ctypes.create_string_buffer(arg[4:].encode())
+                attr = ctypes.create_string_buffer(128)
+                struct.pack_into("<QII", attr, 0, ctypes.addressof(path), out["filter_fd"], 0)
+                bpf(6, attr)                              # BPF_OBJ_PIN
+            elif arg == "xdp":
+                # in a network namespace of our own, so that no interface of the host is touched
+                if libc.unshare(0x40000000) != 0:         # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET): " + os.strerror(ctypes.get_errno()))
+                out["xdp_fd"] = prog(6, 2, b"tri_xdp")     # BPF_PROG_TYPE_XDP returning XDP_PASS
+                attr = ctypes.create_string_buffer(128)
+                struct.pack_into("<IIII", attr, 0, out["xdp_fd"], 1, 37, 0)  # lo (ifindex 1), BPF_XDP
+                out["link_fd"] = bpf(28, attr)            # BPF_LINK_CREATE
     except OSError as exc:
         out["error"] = f"{exc.strerror} (errno {exc.errno})"
     print(json.dumps(out), flush=True)
@@ -193,7 +202,7 @@ def test_pinned_names_in_a_bpf_filesystem(tmp_path):
         pytest.skip(f"mount is not permitted here: {proc.stderr.strip()}")
     try:
         (bpffs / "tri").mkdir()
-        child = _Loader(str(bpffs / "tri" / "door"))
+        child = _Loader("pin=" + str(bpffs / "tri" / "door"))
         try:
             streams, problems = _collect(pinned_root=str(bpffs))
         finally:
@@ -233,3 +242,20 @@ def test_without_privilege_it_says_so():
     items = json.loads(proc.stdout)
     assert items == [["Problem", "warning",
                       "listing eBPF objects: the kernel refuses (CAP_SYS_ADMIN or CAP_BPF is needed)"]], items
+
+
+def test_an_xdp_link_names_its_interface():
+    """An XDP program attached with a link (to the loopback of a network namespace of the child's own):
+    the link names the program and the interface index, and the program is high."""
+    child = _Loader("xdp")
+    try:
+        streams, problems = _collect()
+    finally:
+        child.close()
+    assert not [p for p in problems if p.level == "error"], problems
+    xdp = next(p for p in streams["bpf_programs"] if p["name"] == "tri_xdp")
+    assert xdp["type"] == "xdp"
+    link = next(k for k in streams["bpf_links"] if k["prog_id"] == xdp["id"])
+    assert link["type"] == "xdp" and link["ifindex"] == 1
+    assert [h["pid"] for h in link["holders"]] == [child.info["pid"]]
+    assert [f["rule"] for f in _findings([xdp])] == ["TRI-EBPF-001"]
