@@ -602,3 +602,29 @@ def test_overlayfs_root_falls_back_to_statx(tmp_path):
     assert {"/etc/hostname", "/tmp/dropper"} <= set(rows)
     assert rows["/etc/hostname"]["fs_type"] == "overlay" and rows["/etc/hostname"]["size"] == len("container\n")
     assert rows["/tmp/dropper"]["source"] == "statx"
+
+
+def test_statx_names_and_the_lstat_fallback(tmp_path):
+    """A non-UTF-8 name and a control character survive as in the TSK records; where statx cannot be
+    called (a kernel before 4.11, a seccomp filter) lstat gives the same fields and no birth time."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with open(os.fsencode(tree) + b"/" + BAD_NAME, "wb") as f:
+        f.write(b"x")
+    (tree / CTRL_NAME).write_text("y")
+    rows = _by_name(_statx_run(tree)[0])
+    bad = rows[os.fsdecode(b"/" + BAD_NAME)]
+    assert bytes.fromhex(bad["name_hex"]) == b"/" + BAD_NAME
+    assert rows["/" + CTRL_NAME]["line"].startswith("0|/new^line|")
+
+    caller = statx._Caller()
+    fd = os.open(tree, os.O_PATH | os.O_DIRECTORY)
+    try:
+        real = caller.call(fd, BAD_NAME)
+        caller.fn, caller.how = None, "lstat"
+        old = caller.call(fd, BAD_NAME)
+    finally:
+        os.close(fd)
+    assert old.btime_ns is None and real.btime_ns is not None
+    assert (old.ino, old.mode, old.size, old.mtime_ns, old.dev) == (real.ino, real.mode, real.size, real.mtime_ns,
+                                                                    real.dev)
