@@ -362,9 +362,9 @@ class _Walk:
         if self.probes >= self.opts.exec_probe_max:
             return False
         self.probes += 1
-        try:
-            fd = os.open(os.path.basename(raw_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-                         | os.O_CLOEXEC, dir_fd=dir_fd)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:  # O_NOATIME: looking must not change the access time the timeline reports
+            fd = fsread._open_noatime(lambda f: os.open(os.path.basename(raw_path), f, dir_fd=dir_fd), flags)
         except OSError:
             return False
         try:
