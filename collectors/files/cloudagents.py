@@ -111,7 +111,9 @@ AZURE_EXTENSIONS = ["Microsoft.CPlat.Core.RunCommandLinux", "Microsoft.CPlat.Cor
 GCP_CONFIGS = ["/etc/default/instance_configs.cfg", "/etc/default/instance_configs.cfg.template",
                "/etc/default/instance_configs.cfg.distro"]
 GCP_BINARIES = ["/usr/bin/google_guest_agent", "/usr/bin/google_metadata_script_runner",
-                "/usr/bin/google_osconfig_agent", "/usr/bin/gce_workload_cert_refresh"]
+                "/usr/bin/google_metadata_script_runner_adapt", "/usr/bin/google_osconfig_agent",
+                "/usr/bin/gce_workload_cert_refresh", "/usr/bin/google_accounts_daemon",
+                "/usr/bin/google_instance_setup"]
 GCP_SYSLOGS = ["/var/log/syslog", "/var/log/messages", "/var/log/daemon.log"]
 # syslog / journal identifiers of the GCP guest software (guest-agent's units log to stdout; the legacy
 # Python agents logged "startup-script:" through syslog)
@@ -566,14 +568,21 @@ def _logs(run: Run, bases: list[str], ch: Channel, parse: Any, *args: Any, copy:
         for path in paths:
             ctx.check()
             if copy:
-                yield from run.copy(path, int(run.opt("copy_log_bytes")), "tail")
+                yield from run.copy(path, int(run.opt("copy_log_bytes")), _keep(path))
             yield from _parse_one(run, path, ch, parse, *args)
 
 
-def _parse_one(run: Run, path: str, ch: Channel, parse: Any, *args: Any) -> Iterator[Item]:
-    if run.budget.reached:
+def _keep(path: str) -> str:
+    """A log's newest end is kept, but the tail of a compressed file cannot be decompressed: its head then."""
+    return "head" if path.endswith((".gz", ".xz", ".zip", ".bz2", ".zst")) else "tail"
+
+
+def _parse_one(run: Run, path: str, ch: Channel, parse: Any, *args: Any, budget: Budget | None = None
+               ) -> Iterator[Item]:
+    budget = budget or run.budget
+    if budget.reached:
         return
-    t = read_log(run.ctx, path, run.budget)
+    t = read_log(run.ctx, path, budget)
     if t is None:
         return
     if isinstance(t, Problem):
@@ -687,8 +696,10 @@ def _ssm(run: Run) -> Iterator[Item]:
             yield hit
             continue
         for item in _ssm_state(run, hit, cmd):
-            if isinstance(item, Record) and item.data.get("command_id"):
-                states[item.data["command_id"]] = item.data
+            if isinstance(item, Record):  # the orchestration folder is named by the document id
+                for key in ("command_id", "document_id"):
+                    if item.data.get(key):
+                        states[item.data[key]] = item.data
             yield item
     for hit in _globbed(run, [f"{root}/*/document/orchestration/*/**/_script.sh"]):
         if isinstance(hit, Problem):
@@ -837,7 +848,7 @@ def _azure(run: Run) -> Iterator[Item]:
         if isinstance(hit, Problem):
             yield hit
             continue
-        yield from run.copy(hit, int(run.opt("copy_log_bytes")), "tail")
+        yield from run.copy(hit, int(run.opt("copy_log_bytes")), _keep(hit))
         if hit.endswith((".xz", ".zip", ".bz2", ".zst")):
             continue  # copied, not parsed
         name = "run-command-handler" if "/run-command-handler/" in hit or "RunCommandHandler" in hit else \
@@ -997,18 +1008,22 @@ def _gcp(run: Run) -> Iterator[Item]:
             continue
         ch.saw(hit)
         yield from run.copy(hit, 1 << 20)
-    # syslog files: only the guest software's lines are kept (the raw files are files.logs' to copy)
-    for base in ctx.opt("gcp_syslogs", GCP_SYSLOGS):
-        paths, problems = rotations(ctx, base)
-        yield from problems
-        for path in paths[:int(ctx.opt("gcp_syslog_files", 4))]:
-            yield from _parse_one(run, path, ch, _parse_gcp_syslog)
     for binary in ctx.opt("gcp_binaries", GCP_BINARIES):  # present, never run: where the journal is the record
         try:
             lstat(ctx, binary)
         except OSError:
             continue
         ch.saw(binary)
+    if not ch.files:
+        return  # no GCP guest software here: its syslog lines are not looked for
+    # syslog files: only the guest software's lines are kept (the raw files are files.logs' to copy); from a
+    # budget of their own, so a big syslog cannot starve the cloud-init logs read after it
+    budget = Budget(int(ctx.opt("gcp_syslog_bytes", 32 << 20)))
+    for base in ctx.opt("gcp_syslogs", GCP_SYSLOGS):
+        paths, problems = rotations(ctx, base)
+        yield from problems
+        for path in paths[:int(ctx.opt("gcp_syslog_files", 4))]:
+            yield from _parse_one(run, path, ch, _parse_gcp_syslog, budget=budget)
     ch.notes.append("the GCP guest agent, metadata-script runner and OS Config agent log to the journal (logs.journal: "
                     "identifiers google_guest_agent, google_metadata_script_runner, google_osconfig_agent) and to "
                     "the serial console; startup scripts are fetched from metadata and removed after they run")

@@ -535,3 +535,56 @@ def test_hostile_files_are_bounded_and_stay_in_the_root(tmp_path):
     assert ud["format"].startswith("gzip") and ud.get("gzip_error")
     vd = next(r for r in streams["cloud_init_data"] if r["kind"] == "vendor-data.txt")
     assert vd["truncated"] and vd["sha256"] is None and len(vd["text"]) <= 262144
+
+
+def test_whole_run_planted_run_command_says_yes_and_an_admins_says_no(tmp_path):
+    """collect --artifacts cloudagents -> analyze: the rules read the bundle's streams and point at them."""
+    def analyse(name: str, root: Path) -> tuple[dict, list[dict]]:
+        bundle = summary_of(run_triagent(["collect", "--root", str(root), "--artifacts", "cloudagents",
+                                          "--output", str(tmp_path / name / "out")]))["bundle"]
+        proc = run_triagent(["analyze", bundle, "--output", str(tmp_path / name / "analysis")])
+        summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        with tarfile.open(summary["analysis"]) as tar:
+            names = tar.getnames()
+            findings = [json.loads(x) for x in tar.extractfile("triagent/artifacts/findings.jsonl").read()
+                        .splitlines()] if "triagent/artifacts/findings.jsonl" in names else []
+            return json.loads(tar.extractfile("triagent/verdict.json").read()), findings
+
+    verdict, findings = analyse("planted", _ssm_root(tmp_path / "planted", CASES["TRI-CLOUD-002"][0]))
+    by_rule = {f["rule"]: f for f in findings}
+    assert by_rule["TRI-CLOUD-002"]["document_name"] == "AWS-RunShellScript", sorted(by_rule)
+    assert by_rule["TRI-CLOUD-002"]["evidence"][0]["member"].endswith("artifacts/cloud_run_scripts.jsonl")
+    assert verdict["recommendation"] == "yes", verdict
+    verdict, findings = analyse("benign", _azure_root(tmp_path / "benign", CASES["TRI-CLOUD-002"][1]))
+    cloud = {f["rule"]: f["severity"] for f in findings if f["rule"].startswith("TRI-CLOUD-")}
+    assert cloud == {"TRI-CLOUD-010": "low"} and verdict["recommendation"] == "no", (cloud, verdict)
+
+
+def test_rotated_gzip_logs_are_parsed_and_copied_from_their_head(tmp_path):
+    """A tail window of a .gz cannot be decompressed: a capped copy of a rotated gzip log keeps its head, a plain
+    log its newest end."""
+    import gzip
+
+    root = tmp_path / "root"
+    body = "".join(_ssm_log(NOW - 86400 * 2 - n * 3600) for n in range(50))
+    _w(root, "/var/log/amazon/ssm/amazon-ssm-agent.log", body)
+    gz = _w(root, "/var/log/amazon/ssm/amazon-ssm-agent.log.2.gz", gzip.compress(body.encode(), mtime=0))
+    assert gz.stat().st_size > 256
+    ctx = Context(root=str(root), live=False, options={"copy_log_bytes": 256}, artifact="cloudagents")
+    offsets, records = {}, 0
+    for item in cloudagents.collect(ctx):
+        if isinstance(item, FileCopy):
+            offsets[os.path.basename(item.path)] = item.offset
+            item.close()
+        elif isinstance(item, Record) and item.stream == "cloud_agent_log" and item.data["path"].endswith(".gz"):
+            records += 1
+    assert offsets["amazon-ssm-agent.log.2.gz"] == 0 and offsets["amazon-ssm-agent.log"] > 0
+    assert records == 50 * 8  # every header line that names something, from the decompressed stream
+
+
+def test_gcp_lines_are_looked_for_only_where_its_guest_software_is(tmp_path):
+    root = tmp_path / "root"
+    _w(root, "/var/log/syslog", "Dec  1 10:00:00 web1 google_guest_agent[640]: Creating user alice.\n")
+    assert "cloud_agent_log" not in _collect(root)[0]
+    _w(root, "/usr/bin/google_metadata_script_runner_adapt", b"\x7fELF", 0o755)
+    assert _collect(root)[0]["cloud_agent_log"][0]["event"] == "account"
