@@ -322,7 +322,9 @@ class _Walk:
                 continue
             try:
                 with self.ctx.blocking(sub):
-                    sub_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    # O_NOATIME: listing a directory would otherwise move its access time
+                    sub_fd = fsread._open_noatime(lambda f: os.open(name, f, dir_fd=fd),  # noqa: B023 - called now
+                                                  os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     yield Problem.from_os_error(exc, "cannot open directory", sub)

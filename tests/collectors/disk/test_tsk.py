@@ -411,7 +411,8 @@ def test_xfs_root_falls_back_to_statx(tmp_path):
         try:
             ctx = Context(root=str(mnt), live=False, options={
                 "paths": ["/etc", "/tmp", "/usr/bin", "/dev/shm"], "exec_max_bytes": 200 << 10})
-            looked_at = [mnt / "dev/shm/notes.txt", mnt / "dev/shm/.x/kworker", mnt / "dev/shm/run.sh"]
+            looked_at = [mnt / "dev/shm/notes.txt", mnt / "dev/shm/.x/kworker", mnt / "dev/shm/run.sh",
+                         mnt / "dev/shm/.x", mnt / "etc/cron.d"]  # a listed directory's atime too
             atimes = [os.stat(p).st_atime_ns for p in looked_at]
             time.sleep(0.02)  # a read now would move the access times (relatime: atime is not after mtime)
             streams, problems, copies = _items(ctx)
