@@ -44,6 +44,7 @@ from agent.bundle.reader import (
     quoted,
 )
 from agent.bundle.reader import shown as _inert
+from agent.engine.plan import StreamSpec, load_streams, stream_spec
 
 FORMATS = ("timesketch", "bodyfile", "csv")
 MESSAGE_LIMIT = 4096
@@ -171,10 +172,18 @@ def _year_us(year: int) -> int:
 
 
 # --- extractors: one record -> its timed facts -------------------------------------------------------
-# Each yields (value, unit, desc, message, facts, macb, file); the engine parses the value.
+# Which fields of a record hold a time, and how each is read, is declared beside the stream's producer
+# (specs/artifacts/*.toml, [[artifact.streams]] time = [...], agent.engine.plan.StreamSpec). What the
+# timeline knows here is only how to say a record well: a formatter per stream gives its message, facts,
+# bodyfile entry, and a label when the record itself decides it (a utmp record's type); a declared stream
+# with time fields and no formatter still gives events, with a generic message.
+# An extractor yields (value, unit, desc, message, facts, macb, file); the engine parses the value.
 
 Timed = tuple[Any, str, str, str, dict[str, Any] | None, int | None, tuple | None]
 Extractor = Callable[[dict[str, Any], str], Iterator[Timed]]
+# (message, facts, file or None, label or None)
+Said = tuple[str, dict[str, Any] | None, tuple[str, int, str, int, int, int] | None, str | None]
+Formatter = Callable[[dict[str, Any], str], Said]
 
 
 def _short(value: Any) -> str:
@@ -198,34 +207,40 @@ def _mode_string(mode: Any, kind: str = "r") -> str:
     return f"{kind}/{kind}{stat.filemode(mode)[1:]}"
 
 
-def _processes(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+def _macb(time_field: str) -> int | None:
+    """The bodyfile column a file time field is (``mtime``, ``file_mtime_ns``, ``ctime_utc``...), or None."""
+    name = time_field.removeprefix("file_")
+    for prefix, column in (("atime", A), ("mtime", M), ("ctime", C), ("crtime", B), ("btime", B), ("birth", B)):
+        if name.startswith(prefix):
+            return column
+    return None
+
+
+def _processes(r: dict[str, Any], stream: str) -> Said:
     command = _short(r.get("cmdline")) or r.get("name") or ""
-    yield (r.get("start_time_utc"), "auto", "Process Start",
-           f"pid {r.get('pid')} ({r.get('name')}) started as {r.get('user')}: {command}",
-           _facts(r, "pid", "ppid", "user", "exe"), None, None)
+    return (f"pid {r.get('pid')} ({r.get('name')}) started as {r.get('user')}: {command}",
+            _facts(r, "pid", "ppid", "user", "exe"), None, None)
 
 
-def _utmp(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+def _utmp(r: dict[str, Any], stream: str) -> Said:
     kind = str(r.get("type"))
     desc = "Failed Login" if stream == "btmp" else UTMP_DESC.get(kind, f"utmp {kind}")
     where = f" from {r.get('host')}" if r.get("host") else ""
-    yield (r.get("time_utc"), "auto", desc, f"{stream} {kind} {r.get('user') or '-'} on {r.get('line')}{where}",
-           _facts(r, "user", "pid", "host", "address", "source"), None, None)
+    return (f"{stream} {kind} {r.get('user') or '-'} on {r.get('line')}{where}",
+            _facts(r, "user", "pid", "host", "address", "source"), None, desc)
 
 
-def _lastlog(r: dict[str, Any], stream: str) -> Iterator[Timed]:
-    yield (r.get("time_utc"), "auto", "Last Login",
-           f"lastlog: {r.get('user') or r.get('uid')} last logged in on {r.get('line')} from {r.get('host') or '-'}",
-           _facts(r, "user", "uid", "host"), None, None)
+def _lastlog(r: dict[str, Any], stream: str) -> Said:
+    return (f"lastlog: {r.get('user') or r.get('uid')} last logged in on {r.get('line')} from {r.get('host') or '-'}",
+            _facts(r, "user", "uid", "host"), None, None)
 
 
-def _histories(r: dict[str, Any], stream: str) -> Iterator[Timed]:
-    yield (r.get("timestamp_utc"), "auto", "Command Executed",
-           f"{r.get('user')} ({r.get('kind') or r.get('shell')}): {r.get('command')}",
-           _facts(r, "user", "uid", "path", "shell"), None, None)
+def _histories(r: dict[str, Any], stream: str) -> Said:
+    return (f"{r.get('user')} ({r.get('kind') or r.get('shell')}): {r.get('command')}",
+            _facts(r, "user", "uid", "path", "shell"), None, None)
 
 
-def _ssh_keys(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+def _ssh_keys(r: dict[str, Any], stream: str) -> Said:
     what = r.get("kind") or ("private key" if stream == "ssh_private_keys" else "key")
     path = str(r.get("path"))
     message = f"{what} {path} modified: {r.get('key_type')} {r.get('fingerprint')} {r.get('comment') or ''}".rstrip()
@@ -233,33 +248,74 @@ def _ssh_keys(r: dict[str, Any], stream: str) -> Iterator[Timed]:
         message += f" [options: {r['options_text']}]"
     file = (f"{path} ({r.get('fingerprint')})", 0, _mode_string(r.get("file_mode")), int(r.get("file_uid") or 0),
             0, int(r.get("size") or 0))
-    yield (r.get("file_mtime_ns"), "ns", MACB[M], message, _facts(r, "user", "path", "fingerprint"), M, file)
+    return message, _facts(r, "user", "path", "fingerprint"), file, None
 
 
-def _suid(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+def _suid(r: dict[str, Any], stream: str) -> Said:
     path = str(r.get("path"))
     file = (path, int(r.get("inode") or 0), _mode_string(r.get("mode")), int(r.get("uid") or 0),
             int(r.get("gid") or 0), int(r.get("size") or 0))
-    facts = _facts(r, "path", "mode", "sha256")
-    for key, macb in (("mtime_utc", M), ("ctime_utc", C)):
-        yield (r.get(key), "auto", MACB[macb], f"set-id file {path} (mode {r.get('mode')})", facts, macb, file)
+    return f"set-id file {path} (mode {r.get('mode')})", _facts(r, "path", "mode", "sha256"), file, None
 
 
-def _bodyfile(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+def _bodyfile(r: dict[str, Any], stream: str) -> Said:
     name = str(r.get("name"))
     if r.get("deleted"):
         name += " (deleted-realloc)" if r.get("realloc") else " (deleted)"
     mode = str(r.get("mode_as_string") or "-/----------")
     file = (name, int(r.get("inode") or 0), mode, int(r.get("uid") or 0), int(r.get("gid") or 0),
             int(r.get("size") or 0))
-    facts = _facts(r, "inode", "deleted")
-    for key, macb in (("atime", A), ("mtime", M), ("ctime", C), ("crtime", B)):
-        yield r.get(key), "s", MACB[macb], f"{name} (raw filesystem)", facts, macb, file
+    return f"{name} (raw filesystem)", _facts(r, "inode", "deleted"), file, None
 
 
-def _system(r: dict[str, Any], stream: str) -> Iterator[Timed]:
-    yield (r.get("boot_time_utc"), "auto", "System Boot", f"kernel {r.get('kernel_release')} booted (btime)",
-           _facts(r, "boot_id"), None, None)
+def _system(r: dict[str, Any], stream: str) -> Said:
+    return f"kernel {r.get('kernel_release')} booted (btime)", _facts(r, "boot_id"), None, None
+
+
+GENERIC_FIELDS = 12  # scalar fields a generic message shows
+
+
+def _generic(r: dict[str, Any], stream: str) -> Said:
+    """A record of a declared stream the timeline has no formatter for: its stream, kind and path-like
+    fields first, then other scalar fields (the event's pointer leads to the whole record)."""
+    first = [k for k in ("kind", "type", "path", "name", "user", "command", "message") if k in r]
+    rest = [k for k in r if k not in first and not k.startswith("_")]
+    shown_fields = []
+    for key in first + rest:
+        value = r[key]
+        if value in (None, "", [], {}) or isinstance(value, (dict, list)) or key.endswith(("_utc", "_ns")):
+            continue
+        shown_fields.append(f"{key}={value}")
+        if len(shown_fields) >= GENERIC_FIELDS:
+            break
+    return f"{stream}: " + ", ".join(shown_fields), _facts(r, "path", "pid", "user"), None, None
+
+
+FORMATTERS: dict[str, Formatter] = {
+    "processes": _processes, "sessions": _utmp, "wtmp": _utmp, "btmp": _utmp, "lastlog": _lastlog,
+    "histories": _histories, "ssh_keys": _ssh_keys, "ssh_private_keys": _ssh_keys, "suid": _suid,
+    "bodyfile": _bodyfile, "system": _system,
+}
+
+
+def declared_extractor(spec: StreamSpec, formatter: Formatter = _generic) -> Extractor | None:
+    """The extractor of a declared stream: one event per declared time field a record holds, said by
+    ``formatter``; None when the stream declares no time field."""
+    if not spec.time:
+        return None
+    fields = [(name, spec.unit(name), _macb(name), spec.time_desc.get(name)) for name in spec.time]
+
+    def extract(r: dict[str, Any], stream: str) -> Iterator[Timed]:
+        if all(r.get(name) in (None, "", 0) for name, _, _, _ in fields):
+            for name, unit, _, _ in fields:  # counted as unknown, as before: the engine sees no time
+                yield r.get(name), unit, "", "", None, None, None
+            return
+        message, facts, file, label = formatter(r, stream)
+        for name, unit, macb, desc in fields:
+            column = macb if file is not None else None
+            text = label or desc or (MACB[macb] if macb is not None else spec.label(name))
+            yield r.get(name), unit, text, message, facts, column, file
+    return extract
 
 
 def _dissect_message(r: dict[str, Any]) -> str:
@@ -311,21 +367,16 @@ def _volatility(r: dict[str, Any], stream: str) -> Iterator[Timed]:
                    _facts(r, "PID", "PPID", "COMM", "Process"), None, None)
 
 
-EXTRACTORS: dict[str, Extractor] = {
-    "processes": _processes, "sessions": _utmp, "wtmp": _utmp, "btmp": _utmp, "lastlog": _lastlog,
-    "histories": _histories, "ssh_keys": _ssh_keys, "ssh_private_keys": _ssh_keys, "suid": _suid,
-    "bodyfile": _bodyfile, "system": _system,
-}
-
-
-def _extractor(stream: str) -> Extractor | None:
-    if stream in EXTRACTORS:
-        return EXTRACTORS[stream]
+def _extractor(stream: str, streams: dict[str, StreamSpec]) -> Extractor | None:
     if stream.startswith("dissect."):
-        return _dissect
-    if stream.startswith("volatility.") and stream != "volatility.banners":
-        return _volatility
-    return None
+        return _dissect  # dissect's records name their times themselves (ts, *_ts), plugin by plugin
+    if stream.startswith("volatility."):
+        # volatility's columns name them too ("... TIME", "CommandTime"); banners hold none
+        return _volatility if stream != "volatility.banners" else None
+    spec = stream_spec(stream, streams)
+    if spec is None:
+        return None
+    return declared_extractor(spec, FORMATTERS.get(stream, _generic))
 
 
 # --- reading bundles --------------------------------------------------------------------------------
@@ -343,6 +394,8 @@ class _Collector:
         self.first_time: dict[tuple[str, str, int], int] = {}
         self.wanted: set[tuple[str, str, int]] = set()
         self.process_seen: set[tuple[Any, int]] = set()
+        self.specs = load_streams()  # which fields of each stream hold a time (specs/artifacts/*.toml)
+        self.extractors: dict[str, Extractor | None] = {}
         self.cost = 0
 
     def add(self, out: list[Event], timed: Timed, stream: str, bundle: str, member: str, line: int) -> None:
@@ -426,7 +479,9 @@ class _Collector:
                     self.wanted.update((e.get("bundle"), e.get("member"), e.get("line"))
                                        for e in rec.get("evidence") or [] if isinstance(e, dict))
             return
-        extract = _extractor(stream)
+        if stream not in self.extractors:
+            self.extractors[stream] = _extractor(stream, self.specs)
+        extract = self.extractors[stream]
         if extract is None:
             return
         out = self.deferred.setdefault(f"{bundle}:{stream}", []) if stream.startswith("dissect.") else self.events
