@@ -398,7 +398,7 @@ class _Walker:
                           "a directory", path=dirpath, level="warning")
             return
         try:
-            shown = set(os.listdir(view))
+            shown = _listdir_noatime(view)
         except OSError as exc:
             yield Problem.from_os_error(exc, "cross-view: cannot list directory through the OS", dirpath)
             return
@@ -416,6 +416,20 @@ class _Walker:
             "stat_visible": os.path.lexists(view_path),
             "kind": "hidden_by_mount" if covered else "hidden_from_os",
         })
+
+
+def _listdir_noatime(path: bytes) -> set[bytes]:
+    """The names in a directory, opened with O_NOATIME where permitted: listing must not move the access
+    time of the directory whose times the bodyfile reports."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NOATIME)
+    except PermissionError:  # O_NOATIME needs ownership or CAP_FOWNER
+        fd = os.open(path, flags)
+    try:
+        return {os.fsencode(name) for name in os.listdir(fd)}
+    finally:
+        os.close(fd)
 
 
 def _kind(mode: int) -> str:

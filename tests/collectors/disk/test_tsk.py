@@ -183,7 +183,9 @@ def test_crossview_names_what_the_os_does_not_show(image):
     if not view.exists():
         shutil.copytree(image["src"], view, symlinks=True)
         (view / "tmp/hidden_by_rootkit").unlink()
+    os.utime(view / "etc", ns=(1, 2))  # atime before mtime: relatime would update it on a listing
     streams, problems = _run(disk=str(image["img"]), mount_point=str(view), paths=["/tmp", "/etc"])
+    assert os.stat(view / "etc").st_atime_ns == 1  # the OS side of the cross-view is listed with O_NOATIME
     hidden = streams.get("crossview", [])
     # /tmp/reused and /tmp/gone are not in the view either, but deleted names are not "hidden";
     # /etc/new (written after the copy) is; the non-UTF-8 name is in both views, byte for byte.
