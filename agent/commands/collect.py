@@ -389,10 +389,7 @@ def _custody(args: argparse.Namespace, argv: list[str], root: str, run: Any, out
     custody = custody_record(vars(args), ["triagent"] + argv, root, run.live, started_ns, destination, evidence)
     if args.expect_sha256:
         custody["tool"]["expected_sha256_matched"] = True
-    if run.cloud is not None:
-        from collectors.volatile.cloud import identity_for_custody
-
-        custody["cloud"] = identity_for_custody(run.cloud)
+    custody.update(run.custody_facts)  # e.g. the cloud instance the host is, as its collector put it
     custody.update(priority=priority, **run_end(started_ns, started_mono_ns),
                    profile=run.profile.name, include_secrets=args.include_secrets,
                    redactions=run.redactor.redactions)

@@ -1,5 +1,10 @@
-"""--memory-output PATH: the memory image alone, written to a file while it is hashed (a writer
-thread overlaps the disk writes with hashing; the reader thread is the image's own)."""
+"""--memory-output PATH: the memory image alone, written to a file while it is hashed.
+
+The run is the pipeline's own (agent/engine/pipeline.py: the artifact's worker, its budget, the stop
+checks, the disk budget, the parts of a stream of unknown size and its companion's), with another
+sink: :class:`_ImageFile` puts the stream in PATH (its companion in PATH.<companion>, e.g.
+image.avml.companion.lime) instead of in a bundle, and keeps the few records for the summary line.
+A writer thread overlaps the disk writes with hashing; the reader thread is the image's own."""
 
 from __future__ import annotations
 
@@ -7,20 +12,20 @@ import hashlib
 import json
 import os
 import queue
-import shutil
 import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from agent.engine.plan import load_profile
-from collectors.base import Context, Problem, Record, Stream
-from collectors.memory.collector import collect
-from collectors.memory.image import Companion
+from agent.engine.pipeline import SEAL_RESERVE_S, Run, RunOptions
+from agent.engine.plan import load_profile, load_secrets
+from agent.engine.redact import Redactor
 
 EXIT_COMPLETE, EXIT_PARTIAL, EXIT_FATAL = 0, 1, 3
 WRITE_QUEUE = 4  # chunks waiting for the writer thread
+READ_SIZE = 16 << 20  # the most asked of a stream at once: a whole chunk, not a copy of pieces of it
 
 
 class _Writer:
@@ -53,103 +58,153 @@ class _Writer:
             raise self.error
 
 
+class _Output:
+    """One output file (the image, or its companion), opened at its first byte, hashed as written."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = _open_output(path)
+        self.writer = _Writer(self.fd)
+        self.hash = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, chunk: Any) -> None:
+        self.hash.update(chunk)
+        self.writer.write(chunk)
+        self.bytes += len(chunk)
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+            if stat.S_ISREG(os.fstat(self.fd).st_mode):
+                os.fsync(self.fd)
+        finally:
+            if self.path != "-":
+                os.close(self.fd)
+
+
+class _ImageFile:
+    """The sink of a memory-only run: what the pipeline would write into a bundle (BundleWriter's
+    add_generated / add_bytes), written as plain files: the stream to PATH, its companion parts to
+    PATH.companion.lime; JSON Lines members are kept, parsed, for the summary."""
+
+    QUEUE_DEPTH = WRITE_QUEUE
+
+    def __init__(self, path: str, companion: str = "companion.lime"):
+        self.path, self.companion_path = path, f"{path}.{companion}"
+        self.outputs: dict[bool, _Output] = {}  # False: the image, True: its companion
+        self.records: dict[str, list[dict[str, Any]]] = {}
+        self.started: float | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(out.bytes for out in self.outputs.values())
+
+    def add_bytes(self, name: str, data: bytes, mtime_ns: int, **meta: Any) -> dict[str, Any]:
+        if name.endswith(".jsonl"):
+            stream = os.path.basename(name).split(".")[0]
+            self.records.setdefault(stream, []).extend(json.loads(line) for line in data.splitlines() if line)
+        return {"size": len(data)}
+
+    def add_generated(self, name: str, read: Callable[[int], Any], length: int, mtime_ns: int,
+                      should_stop: Callable[[], bool] = lambda: False, **meta: Any) -> dict[str, Any]:
+        """Write what ``read`` gives until it ends or ``should_stop``; nothing is padded (a file can
+        be shorter than announced: the summary says the image is partial)."""
+        companion = bool(meta.get("companion"))
+        if companion not in self.outputs:
+            if self.started is None:
+                self.started = time.monotonic()
+            try:
+                self.outputs[companion] = _Output(self.companion_path if companion else self.path)
+            except OSError as exc:
+                exc.filename = self.companion_path if companion else self.path
+                raise
+        out = self.outputs[companion]
+        digest, size, reason = hashlib.sha256(), 0, None
+        while True:
+            if should_stop():
+                reason = "interrupted"
+                break
+            chunk = read(READ_SIZE)
+            if not len(chunk):
+                break
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+        if reason is None and size < length:
+            reason = "the stream ended early"
+        return {"size": size, "sha256": digest.hexdigest(), "incomplete": {"reason": reason} if reason else None}
+
+    def close(self) -> None:
+        errors = []
+        for out in self.outputs.values():
+            try:
+                out.close()
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
 def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event, stop_reasons: list[str],
                 max_disk_usage: int | None, min_free: int, max_duration: float) -> int:
     started = time.monotonic()
-    spec = load_profile("memory").artifacts[0]
     directory = os.path.dirname(os.path.abspath(path))
     to_file = path != "-" and not os.path.exists(path)  # a pipe or device uses no disk space of ours
-    space = None
-    if to_file:
-        free = shutil.disk_usage(directory).free - min_free if os.path.isdir(directory) else 0
-        space = max(0, free if max_disk_usage is None else min(free, max_disk_usage))
-    options = dict(spec.options, **memory_options, space_available=space)
-    ctx = Context(root="/", live=True, options=options, artifact="memory", deadline=started + max_duration)
-    facts: dict[str, Any] = {}
-    errors: list[str] = []
+    sink = _ImageFile(path)
+    # the whole --max-duration is the image's: there is no bundle to seal after it
+    options = RunOptions(root="/", max_duration_s=max_duration + SEAL_RESERVE_S, min_free_bytes=min_free,
+                         output_dir=directory if to_file else None, max_disk_usage=max_disk_usage,
+                         artifact_options={"memory": memory_options})
+    run = Run(load_profile("memory", only=["memory"]), sink, Redactor(load_secrets(), False),  # type: ignore[arg-type]
+              options, stop=stop)
     summary: dict[str, Any] = {"image": path}
-    for item in collect(ctx):
-        if isinstance(item, Record):
-            facts = item.data
-        elif isinstance(item, Problem):
-            (errors if item.level in ("error", "warning") else []).append(item.message[:200])
-        elif isinstance(item, Stream):
-            try:
-                summary.update(_write(path, item, stop, started + max_duration, directory if to_file else None,
-                                      min_free, max_disk_usage))
-            finally:
-                item.close()
-    summary.update({k: facts.get(k) for k in ("format", "source", "ram_bytes", "banner") if facts.get(k)})
-    if facts.get("five_level_paging"):
-        summary["five_level_paging"] = True
-    if "sha256" not in summary:
-        summary["status"] = "refused"
-    elif summary.pop("stopped", None):
-        summary["status"] = "partial"
-        summary["stop_reason"] = stop_reasons[0] if stop_reasons else summary.get("stop_reason")
-    else:
-        summary["status"] = "complete"
-    summary["errors"] = errors[:5]
+    failure = None
+    try:
+        run.collect_all()
+    except OSError as exc:  # the image or its companion could not be created or written
+        failure = exc
+    try:
+        sink.close()
+    except OSError as exc:
+        failure = failure or exc
+    if failure is not None and not sink.outputs:
+        print(f"triagent: fatal: cannot create {failure.filename or path!r}: {failure.strerror}", file=sys.stderr)
+    summary.update(_image_facts(run, sink, failure, stop_reasons))
+    summary["errors"] = [e["message"][:200] for e in run.log if e["level"] in ("error", "warning")][:5]
     summary["duration_s"] = round(time.monotonic() - started, 2)
     print(json.dumps(summary, ensure_ascii=False, separators=(",", ":"))[:2000], flush=True,
           file=sys.stderr if path == "-" else sys.stdout)
     return {"complete": EXIT_COMPLETE, "partial": EXIT_PARTIAL}.get(summary["status"], EXIT_FATAL)
 
 
-def _write(path: str, item: Stream, stop: threading.Event, deadline: float, directory: str | None,
-           min_free: int, max_disk_usage: int | None) -> dict[str, Any]:
-    try:
-        fd = _open_output(path)
-    except OSError as exc:
-        print(f"triagent: fatal: cannot create {path!r}: {exc.strerror}", file=sys.stderr)
-        return {}
-    written = 0
-    reason: list[str] = []
-
-    def should_stop() -> bool:
-        if stop.is_set():
-            reason.append("signal")
-        elif time.monotonic() > deadline:
-            reason.append("max-duration reached")
-        elif max_disk_usage is not None and written >= max_disk_usage:
-            reason.append("--max-disk-usage reached")
-        elif directory and written % (256 << 20) < (1 << 20) and shutil.disk_usage(directory).free < min_free:
-            reason.append("output disk nearly full")
-        return bool(reason)
-
-    digest = hashlib.sha256()
-    writer = _Writer(fd)
-    companion: dict[str, Any] = {}
-    started = time.monotonic()
-    try:
-        for chunk in item.open(should_stop, WRITE_QUEUE + 1):
-            if isinstance(chunk, Companion):
-                _write_companion(companion, path + ".companion.lime", chunk)
-                written += len(chunk)
-                continue
-            digest.update(chunk)
-            writer.write(chunk)
-            written += len(chunk)
-        writer.close()
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fsync(fd)
-    except OSError as exc:
-        reason.append(f"write failed: {exc.strerror}")
-    finally:
-        if path != "-":
-            os.close(fd)
-        if "fd" in companion:
-            os.close(companion["fd"])
-    seconds = time.monotonic() - started
-    stats = vars(item.stats) if item.stats is not None else {}
-    out = {"sha256": digest.hexdigest(), "bytes": written, "seconds": round(seconds, 2),
-           "mb_per_s": round(written / 1e6 / seconds, 1) if seconds else None,
-           "zero_blocks_skipped": stats.get("zero_blocks_skipped"), "read_errors": len(stats.get("read_errors", []))}
-    if companion:
-        out["companion"] = {"path": path + ".companion.lime", "sha256": companion["hash"].hexdigest(),
-                            "bytes": companion["bytes"]}
-    if reason:
-        out.update(stopped=True, stop_reason=reason[0])
+def _image_facts(run: Run, sink: _ImageFile, failure: OSError | None, stop_reasons: list[str]) -> dict[str, Any]:
+    """The summary's middle: the image (hash, size, speed), its companion, what the collector found
+    (format, source, RAM, banner), and the status."""
+    out: dict[str, Any] = {}
+    written = (sink.records.get("memory_image") or [None])[-1]
+    image = sink.outputs.get(False)
+    if image is not None:
+        seconds = time.monotonic() - (sink.started or time.monotonic()) if written is None else written["seconds"]
+        written_bytes = sink.bytes_written  # the image and its companion: what this run wrote
+        out.update(sha256=image.hash.hexdigest(), bytes=written_bytes, seconds=round(seconds, 2),
+                   mb_per_s=round(written_bytes / 1e6 / seconds, 1) if seconds else None,
+                   zero_blocks_skipped=(written or {}).get("zero_blocks_skipped"),
+                   read_errors=len((written or {}).get("read_errors", [])))
+        if True in sink.outputs:
+            companion = sink.outputs[True]
+            out["companion"] = {"path": companion.path, "sha256": companion.hash.hexdigest(),
+                                "bytes": companion.bytes}
+    result = next((r for r in run.results if r.name == "memory"), None)
+    stopped = image is not None and (failure is not None or written is None or not written["complete"])
+    if stopped:
+        reason = f"write failed: {failure.strerror}" if failure is not None else (result.reason if result else None)
+        out["stop_reason"] = stop_reasons[0] if stop_reasons else reason
+    facts = (sink.records.get("memory") or [{}])[-1]
+    out.update({k: facts.get(k) for k in ("format", "source", "ram_bytes", "banner") if facts.get(k)})
+    if facts.get("five_level_paging"):
+        out["five_level_paging"] = True
+    out["status"] = "refused" if image is None else ("partial" if stopped else "complete")
     return out
 
 
@@ -164,15 +219,3 @@ def _open_output(path: str) -> int:
     if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
         return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     raise FileExistsError(17, "exists; refusing to overwrite", path)
-
-
-def _write_companion(state: dict[str, Any], path: str, chunk: bytes) -> None:
-    """Memory an AVML image cannot hold for volatility3 (incompressible pages), as a LiME file."""
-    if "fd" not in state:
-        state.update(fd=os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
-                     hash=hashlib.sha256(), bytes=0)
-    state["hash"].update(chunk)
-    state["bytes"] += len(chunk)
-    view = memoryview(chunk)
-    while view:
-        view = view[os.write(state["fd"], view):]

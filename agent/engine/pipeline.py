@@ -20,8 +20,18 @@ from typing import Any
 from agent.bundle.writer import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
 from agent.engine.plan import ArtifactSpec, Profile
 from agent.engine.redact import Redactor
-from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, Stream, SymlinkCopy
-from collectors.memory.image import ChunkReader, Companion
+from collectors.base import (
+    Blob,
+    Cancelled,
+    ChunkReader,
+    CompanionChunk,
+    Context,
+    FileCopy,
+    Problem,
+    Record,
+    Stream,
+    SymlinkCopy,
+)
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
@@ -75,7 +85,7 @@ class Run:
     progress: Callable[[str], None] = lambda line: None
     _budget_end: float = float("inf")
     highlights: dict[str, Any] = field(default_factory=dict)  # short facts for the summary line
-    cloud: dict[str, Any] | None = None  # the "cloud" record: the custody record names the instance
+    custody_facts: dict[str, Any] = field(default_factory=dict)  # what records add to the custody (Record.custody)
     abandoned_reads: int = 0  # threads left blocked in a host read (they may never return)
 
     @property
@@ -238,8 +248,8 @@ class Run:
             if stream is None:
                 stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
             stream.add(self.redactor.record(item.data, item.stream), self.writer)
-            if item.stream == "cloud":
-                self.cloud = item.data
+            if item.custody:
+                self.custody_facts.update(item.custody)
             result.records += 1
         elif isinstance(item, Problem):
             if item.level == "error":
@@ -333,41 +343,21 @@ class Run:
 
     def _stream(self, artifact: str, item: Stream, result: ArtifactResult,
                 streams: dict[str, _JsonlStream]) -> None:
+        """A generated stream (a memory image): written while it is produced, under the artifact's budget
+        and the disk budget, then described as the collector declared (Stream.report_stream, label,
+        summary_key, companion)."""
         if not self._disk_ok(artifact):
             return
-        budget_end = self._budget_end
-        checks = 0
-
-        def should_stop() -> bool:
-            nonlocal checks
-            checks += 1
-            if self.stop.is_set():
-                return True
-            if time.monotonic() > budget_end:
-                self.note(artifact, "error", "artifact time budget exhausted while streaming")
-                return True
-            return checks % 64 == 0 and not self._disk_ok(artifact)
-
+        guard = _StreamGuard(self, artifact)
         started = time.monotonic()
-        image_hash = None
         # chunks may be views of reused buffers: they must outlive the writer thread's queue
-        chunks = item.open(should_stop, self.writer.QUEUE_DEPTH + 2)
+        chunks = item.open(guard, self.writer.QUEUE_DEPTH + 2)
         if item.length is not None:
             entries = [self.writer.add_generated(item.name, ChunkReader(chunks).read, item.length, time.time_ns(),
-                                                 should_stop=should_stop, artifact=artifact, **item.meta)]
+                                                 should_stop=guard, artifact=artifact, **item.meta)]
+            hashes = None
         else:
-            image_hash = hashlib.sha256()  # over all parts: the whole image's hash
-            companion_hash = hashlib.sha256()
-            entries, counters = [], {False: 0, True: 0}
-            for part in _parts(chunks, PART_BYTES):
-                for chunk in part.chunks:
-                    (companion_hash if part.companion else image_hash).update(chunk)
-                base = f"{item.name}-companion.lime" if part.companion else item.name
-                entries.append(self.writer.add_generated(
-                    f"{base}.part{counters[part.companion]:04d}", part.read, part.size, time.time_ns(),
-                    artifact=artifact, part=counters[part.companion], companion=part.companion or None,
-                    **item.meta))
-                counters[part.companion] += 1
+            entries, hashes = self._stream_parts(artifact, item, chunks)
         chunks.close()
         seconds = time.monotonic() - started
         size = sum(e["size"] for e in entries)
@@ -379,28 +369,45 @@ class Run:
             self.note(artifact, "error", f"{len(errors)} regions could not be read and are zero-filled",
                       detail={"first": errors[:20]})
         incomplete = next((e["incomplete"] for e in entries if e.get("incomplete")), None)
-        if incomplete is None and item.length is None and should_stop():
+        if incomplete is None and item.length is None and guard():
             incomplete = {"reason": self.stop_reason or "stopped"}
         if incomplete:
             result.status = "interrupted" if self.stop.is_set() else "timeout"
-            result.reason = incomplete["reason"]
+            result.reason = guard.reason or incomplete["reason"]
         record = {"member": item.name if item.length is not None else f"{item.name}.part*",
                   "parts": len(entries) if item.length is None else None,
-                  "sha256": image_hash.hexdigest() if image_hash else entries[0]["sha256"],
+                  "sha256": hashes[False].hexdigest() if hashes else entries[0]["sha256"],
                   "bytes": size, "seconds": round(seconds, 3),
                   "mb_per_s": round(size / 1e6 / seconds, 1) if seconds else None,
                   "complete": not incomplete, **stats, "read_errors": errors[:100]}
-        if image_hash is not None and entries and any(e.get("companion") for e in entries):
-            record["companion"] = {"member": f"{item.name}-companion.lime.part*",
-                                   "sha256": companion_hash.hexdigest(),
-                                   "why": "pages snappy cannot shrink; volatility3 2.28 cannot read them as AVML"}
-        stream = streams.setdefault("memory_image", _JsonlStream("memory_image", artifact))
-        stream.add(record, self.writer)
+        if hashes is not None and any(e.get("companion") for e in entries):
+            record["companion"] = {"member": f"{_companion_name(item)}.part*", "sha256": hashes[True].hexdigest(),
+                                   "why": item.companion_why}
+        if item.report_stream:
+            streams.setdefault(item.report_stream, _JsonlStream(item.report_stream, artifact)).add(record, self.writer)
         result.files += len(entries)
         result.bytes += size
-        self.highlights["memory"] = {k: record[k] for k in ("member", "sha256", "bytes", "complete")}
-        self.note(artifact, "info", f"memory image {record['member']}: {size} bytes in {seconds:.1f}s, "
+        if item.summary_key:
+            self.highlights[item.summary_key] = {k: record[k] for k in ("member", "sha256", "bytes", "complete")}
+        self.note(artifact, "info", f"{item.label} {record['member']}: {size} bytes in {seconds:.1f}s, "
                   f"sha256 {record['sha256']}" + (f" ({incomplete['reason']})" if incomplete else ""))
+
+    def _stream_parts(self, artifact: str, item: Stream,
+                      chunks: Iterator[Any]) -> tuple[list[dict[str, Any]], dict[bool, Any]]:
+        """A stream of unknown size, in parts (its companion's chunks in parts of their own); the hash of
+        each of the two over all its parts."""
+        hashes = {False: hashlib.sha256(), True: hashlib.sha256()}  # the stream, its companion
+        entries, counters = [], {False: 0, True: 0}
+        for part in _parts(chunks, PART_BYTES):
+            for chunk in part.chunks:
+                hashes[part.companion].update(chunk)
+            base = _companion_name(item) if part.companion else item.name
+            entries.append(self.writer.add_generated(
+                f"{base}.part{counters[part.companion]:04d}", part.read, part.size, time.time_ns(),
+                artifact=artifact, part=counters[part.companion], companion=part.companion or None,
+                **item.meta))
+            counters[part.companion] += 1
+        return entries, hashes
 
     def _space_available(self) -> int | None:
         """Bytes we may still write: free space above --min-free, within --max-disk-usage."""
@@ -459,6 +466,39 @@ class Run:
 PART_BYTES = 16 << 20  # a stream of unknown size is written in parts of about this size, each held in memory
 
 
+class _StreamGuard:
+    """The stop test a stream's producer and the writer ask between chunks: a stop request, the
+    artifact's time budget, the output's disk budget (every 64 asks: it costs a statfs). ``reason`` says
+    which one stopped it."""
+
+    def __init__(self, run: Run, artifact: str):
+        self.run, self.artifact = run, artifact
+        self.budget_end = run._budget_end
+        self.checks = 0
+        self.reason: str | None = None
+
+    def __call__(self) -> bool:
+        self.checks += 1
+        run = self.run
+        if run.stop.is_set():
+            self.reason = self.reason or run.stop_reason or "stop requested"
+            return True
+        if time.monotonic() > self.budget_end:
+            if self.reason is None:
+                self.reason = "max-duration reached" if time.monotonic() >= run.deadline \
+                    else "artifact time budget exhausted"
+                run.note(self.artifact, "error", "artifact time budget exhausted while streaming")
+            return True
+        if self.checks % 64 == 0 and not run._disk_ok(self.artifact):
+            self.reason = self.reason or run.stop_reason
+            return True
+        return False
+
+
+def _companion_name(item: Stream) -> str:
+    return f"{item.name}-{item.companion or 'companion'}"
+
+
 class _Part:
     """The chunks of one part, read back in order without joining them (no second copy in memory)."""
 
@@ -487,7 +527,7 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     sizes = {False: 0, True: 0}
     image_parts = 0
     for chunk in chunks:
-        kind = isinstance(chunk, Companion)
+        kind = isinstance(chunk, CompanionChunk)
         buffers[kind].append(bytes(chunk))
         sizes[kind] += len(chunk)
         if sizes[kind] >= target:

@@ -21,6 +21,10 @@ LA57_WARNING = ("this kernel uses 5-level paging (LA57): volatility3 2.28 cannot
                 "(banners work, process lists come back empty); the image is kept for other tools")
 
 
+# AVML pages snappy cannot shrink go to a companion LiME image (image.Companion chunks)
+COMPANION_WHY = "pages snappy cannot shrink; volatility3 2.28 cannot read them as AVML"
+
+
 class Refused(Exception):
     pass
 
@@ -154,4 +158,6 @@ def _plan(ctx: Context, fmt: str, facts: dict) -> Iterator[Item]:
     facts["member"] = f"memory/{host}.{fmt}"
     facts["max_bytes"] = bound
     yield Stream(facts["member"], bound if fmt == "lime" else None, opener, partial(os.close, fd),
-                 meta={"memory_format": fmt, "memory_source": paths[name]}, stats=stats)
+                 meta={"memory_format": fmt, "memory_source": paths[name]}, stats=stats,
+                 report_stream="memory_image", label="memory image", summary_key="memory",
+                 companion="companion.lime", companion_why=COMPANION_WHY)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from collectors.base import ChunkReader as ChunkReader  # re-exported: it was defined here
+from collectors.base import CompanionChunk
 from collectors.memory.ranges import PhysRange
 
 BLOCK = 16 << 20
@@ -174,7 +176,7 @@ def lime_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Calla
         yield data
 
 
-class Companion(bytes):
+class Companion(CompanionChunk):
     """Bytes of the companion LiME file: memory an AVML image cannot hold (see avml_chunks)."""
 
 
@@ -239,23 +241,6 @@ def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Calla
             yield record
         else:
             yield from _split_incompressible(start, data, stats)
-
-
-class ChunkReader:
-    """Adapts a chunk iterator to ``read(n)`` returning at most n bytes (b"" at the end)."""
-
-    def __init__(self, chunks: Iterator[bytes | bytearray]):
-        self.chunks = chunks
-        self.current = memoryview(b"")
-
-    def read(self, n: int) -> bytes | memoryview:
-        while not len(self.current):
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                return b""
-            self.current = memoryview(chunk)
-        out, self.current = self.current[:n], self.current[n:]
-        return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -587,5 +587,5 @@ def collect(ctx: Context) -> Iterator[Item]:
     record["hints"] = {k: v for k, v in hints.items() if v is not None}
     record["probes"] = probes
     record["seconds"] = round(time.monotonic() - started, 3)
-    yield Record("cloud", record)
+    yield Record("cloud", record, custody={"cloud": identity_for_custody(record)})  # the custody names the instance
     yield from problems

@@ -3,6 +3,7 @@ records in the collection log; the artifacts after them still run; the bundle se
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -12,7 +13,7 @@ from pathlib import Path
 from agent.bundle.verify import verify
 from agent.bundle.writer import BundleWriter
 from agent.engine.pipeline import Run, RunOptions
-from agent.engine.plan import load_profile, load_secrets
+from agent.engine.plan import ArtifactSpec, Profile, load_profile, load_secrets
 from agent.engine.redact import Redactor
 
 SPEC = """
@@ -79,3 +80,68 @@ def test_memory_parts_bounded_and_never_interleaved() -> None:
     while piece := part.read(2):
         out += bytes(piece)
     assert out == b"abcdef" and part.size == 6
+
+
+class _Given(ArtifactSpec):
+    """An artifact whose collector is a function of this test, not a name in specs/."""
+
+    def __init__(self, name: str, collector, budget_s: float = 30):
+        super().__init__(name, f"test:{name}", 0, budget_s)
+        self.collector_fn = collector
+
+    def load(self):
+        return self.collector_fn
+
+
+def _run(*artifacts: ArtifactSpec) -> tuple[Run, dict[str, bytes]]:
+    buf = io.BytesIO()
+    run = Run(Profile("test", "", 60, list(artifacts)), BundleWriter(buf), Redactor(load_secrets()),
+              RunOptions(max_duration_s=60))
+    run.collect_all()
+    run.finish({})
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    return run, members
+
+
+def test_a_stream_is_reported_as_its_collector_declares() -> None:
+    """The engine knows no collector: the stream's report record, its summary line, its companion member
+    and what a record adds to the custody are all declared by the collector (here, not the memory one)."""
+    from collectors.base import CompanionChunk, Record, Stream
+
+    def chunks(stop, lag=0):
+        yield from (b"abc", CompanionChunk(b"zz"), b"def")
+
+    def generated(ctx):
+        yield Record("facts", {"host": "h"}, custody={"machine": {"id": "m-1"}})
+        yield Stream("gen/data.bin", None, chunks, lambda: None, report_stream="gen_report", label="generated thing",
+                     summary_key="gen",
+                     companion="side.bin", companion_why="bytes the main format cannot hold")
+
+    run, members = _run(_Given("gen", generated))
+    assert run.results[0].status == "complete" and run.custody_facts == {"machine": {"id": "m-1"}}
+    assert members["gen/data.bin.part0000"] == b"abcdef"
+    assert members["gen/data.bin-side.bin.part0000"] == b"zz"
+    report = json.loads(members["triagent/artifacts/gen_report.jsonl"])
+    assert report["sha256"] == hashlib.sha256(b"abcdef").hexdigest() and report["complete"] is True
+    assert report["companion"] == {"member": "gen/data.bin-side.bin.part*", "sha256": hashlib.sha256(b"zz").hexdigest(),
+                                   "why": "bytes the main format cannot hold"}
+    assert run.highlights["gen"] == {k: report[k] for k in ("member", "sha256", "bytes", "complete")}
+    assert any(e["message"].startswith("generated thing gen/data.bin.part*: 8 bytes") for e in run.log)
+    assert "triagent/artifacts/memory_image.jsonl" not in members and "memory" not in run.highlights
+
+
+def test_a_stream_over_its_budget_says_so_once() -> None:
+    """A stream still flowing when its artifact's budget ends: cut, one log line (not one per chunk), and
+    the result names the budget (it said "stopped")."""
+    from collectors.base import Stream
+
+    def endless(stop, lag=0):
+        while not stop():
+            time.sleep(0.01)
+            yield b"x" * 100
+
+    run, _ = _run(_Given("slow", lambda ctx: iter([Stream("slow.bin", None, endless, lambda: None)]), budget_s=0.3))
+    result = run.results[0]
+    assert (result.status, result.reason) == ("timeout", "artifact time budget exhausted"), result
+    assert sum(e["message"] == "artifact time budget exhausted while streaming" for e in run.log) == 1
