@@ -12,14 +12,18 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agent.bundle.reader import READ_CHUNK, BundleError, BundleReader, dumps, quoted, shown
+from agent.analysis import steps
+from agent.analysis.findings import AnalysisRows
+from agent.bundle.reader import READ_CHUNK, VERDICT_NAME, BundleError, BundleReader, dumps, quoted, shown, stream_of
 from agent.bundle.verify import verify
 from agent.bundle.writer import BundleWriter
 from agent.engine.pipeline import Run, RunOptions
-from agent.engine.plan import load_profile, load_secrets
+from agent.engine.plan import ArtifactSpec, Profile, load_profile, load_secrets
 from agent.engine.redact import Redactor
+from collectors.base import Cancelled, Item, Problem
 
 IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part(\d{4,}))?")
 COMPANION_SUFFIX = "-companion.lime"
@@ -211,10 +215,75 @@ def extract_symbols(bundle: str, workdir: str, declared: dict[str, dict[str, Any
     return [folder] if found else []
 
 
+class KeepingWriter(BundleWriter):
+    """The analysis bundle's writer, which also keeps the record-stream members the steps after the parsers
+    read (``wanted``), as written (findings.AnalysisRows): the steps read the parsers' records as this
+    bundle holds them, without reading back a gzip stream still being written or a folder beside it."""
+
+    def __init__(self, out: Any, compress: str, wanted: set[str]):
+        super().__init__(out, compress)
+        self.wanted = wanted
+        self.kept: AnalysisRows | None = AnalysisRows()
+
+    def add_bytes(self, name: str | bytes, data: bytes, mtime_ns: int, mode: int = 0o444,
+                  **extra: Any) -> dict[str, Any]:
+        entry = super().add_bytes(name, data, mtime_ns, mode, **extra)
+        if self.kept is not None and isinstance(name, str) and stream_of(name) in self.wanted:
+            self.kept.add(name, data)
+        return entry
+
+    def stop_keeping(self) -> AnalysisRows:
+        kept, self.kept = self.kept or AnalysisRows(), None
+        return kept
+
+
+@dataclass
+class _Made(ArtifactSpec):
+    """An artifact whose items are already made (the steps after the parsers): the pipeline writes them as
+    any collector's, through the redaction gate and the one sink, and accounts for them in custody."""
+
+    made: list[Item] = field(default_factory=list)
+
+    def load(self) -> Any:
+        return lambda _ctx: iter(self.made)
+
+
+def _findings(run: Run, spec: ArtifactSpec, bundle: str, analysis: AnalysisRows, book: steps.Rulebook
+              ) -> steps.Analysis | None:
+    """The steps after the parsers, within the findings artifact's budget and the run's; their items then
+    written by the run as the `findings` artifact. The analysis, or None when the time ran out."""
+    started, started_utc = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    end = min(started + spec.budget_s, run.deadline)
+
+    def check() -> None:
+        if run.stop.is_set() or time.monotonic() > end:
+            raise Cancelled()
+
+    result: steps.Analysis | None = None
+    made: list[Item] = []
+    try:
+        if not run.stop.is_set() and started < run.deadline:  # else the run skips the artifact and says why
+            result = steps.analyse(bundle, analysis, book, check)
+            made = list(steps.items(result))
+    except Cancelled:
+        made = [Problem(f"timeout: {'stop requested' if run.stop.is_set() else 'artifact time budget exhausted'}",
+                        level="error", detail={"artifact_status": "timeout"})]
+    run.profile = Profile(run.profile.name, run.profile.description, run.profile.max_duration_s,
+                          [_Made(**{f.name: getattr(spec, f.name) for f in fields(spec)}, made=made)])
+    run.collect_all()
+    run.results[-1].started_utc = started_utc  # the steps' time, not only the writing's
+    run.results[-1].seconds = round(time.monotonic() - started, 3)
+    return result
+
+
 def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
             verbose: bool = False) -> int:
     """Exit 0: analysed, and the bundle verifies; 1: analysed, with problems (each named in the summary and
-    in the analysis bundle's log); 3: nothing written (the analysis exists already, or no space)."""
+    in the analysis bundle's log); 3: nothing written (the analysis exists already, or no space).
+
+    An ordinary run of the parsers of the `analysis` profile (volatility3 over the memory image, dissect.target
+    over the bundle) writing the analysis bundle, then the plain steps (steps.py) over the source bundle and
+    the parsers' records, whose findings and verdict the same run writes and seals."""
     started_ns = time.time_ns()
     if not os.path.isfile(bundle):  # a FIFO or a device is not a bundle (and a FIFO would block its readers)
         print(f"triagent analyze: error: {shown(repr(bundle))} is not a regular file", file=sys.stderr)
@@ -237,6 +306,7 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
         print(f"triagent analyze: error: cannot write in {shown(output_dir)}: {shown(exc)}", file=sys.stderr)
         return 3
     run = None
+    verdict: dict[str, Any] = {}
     try:
         image_error = unreadable = None
         image = None
@@ -261,28 +331,30 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
                 problems.append(f"the bundle's symbol tables are not used: {shown(exc)}")
         tmp = os.path.join(workdir, name)
         with open(tmp, "xb") as out:
-            writer = BundleWriter(out, "gzip")
-            rows = os.path.join(workdir, "memory-rows")
-            verdict: dict[str, Any] = {}
+            book = steps.load()
+            writer = KeepingWriter(out, "gzip", book.streams_read())
             options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, min_free_bytes=MIN_FREE_BYTES,
                                  artifact_options={
                 "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
                                "bundle_symbols": bundle_symbols,
-                               "cache_dir": os.path.join(workdir, "volatility-cache"), "rows_dir": rows},
-                "dissect": {"rows_dir": rows},
-                "findings": {"memory_rows": rows, "verdict_sink": verdict}})
+                               "cache_dir": os.path.join(workdir, "volatility-cache")}})
             profile = load_profile("analysis")
             if unreadable:  # a tar that cannot be read on is not handed to dissect.target's own tar reader
                 profile.artifacts = [a for a in profile.artifacts if a.name != "dissect"]
                 problems.append(f"the bundle cannot be read past a point ({unreadable}): dissect.target not run")
+            judged = [a for a in profile.artifacts if a.name == "findings"]
+            profile.artifacts = [a for a in profile.artifacts if a.name != "findings"]
             run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
             if verbose:
                 run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
             for problem in problems:
                 run.note("bundle", "error", problem)
-            run.collect_all()
-            if verdict:
-                writer.add_bytes("triagent/verdict.json", json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
+            run.collect_all()  # the parsers
+            kept = writer.stop_keeping()
+            result = _findings(run, judged[0], os.path.abspath(bundle), kept, book) if judged else None
+            if result is not None and result.verdict is not None:
+                verdict = result.verdict
+                writer.add_bytes(VERDICT_NAME, json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
                                  time.time_ns(), artifact="findings")
             custody: dict[str, Any] = {
                 "action": "analyze", "source_bundle": os.path.abspath(bundle),

@@ -11,13 +11,12 @@ process that started after the snapshot."""
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agent.bundle.reader import LINE_CAP, stream_rows
+from agent.bundle.reader import LINE_CAP, READ_CHUNK, iter_lines, quoted, rows, stream_members, stream_rows
 from collectors.base import Record
 
 WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
@@ -133,43 +132,68 @@ def _artifact_times(tar: tarfile.TarFile) -> dict[str, tuple[float | None, float
         if isinstance(artifacts, list) else {}
 
 
-class MemoryRows:
-    """volatility3 rows of this analysis, as written beside its bundle (``volatility.<plugin>.jsonl``
-    in ``folder``): the same order and line numbers as the analysis bundle's members."""
+KEEP_BUDGET = 64 << 20  # compressed bytes of this analysis's own records kept in memory for the steps after it
 
-    def __init__(self, folder: str | None):
-        self.folder = folder
 
-    def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-        return self.stream(f"volatility.{plugin}")
+class AnalysisRows:
+    """The records this analysis wrote (``volatility.<plugin>``, ``dissect.<plugin>``), member by member as
+    the analysis bundle holds them: what the parsers yielded after the redaction gate, with the member
+    names and line numbers of the bundle (a stream split into ``.partNNN`` members is read as such), so
+    the evidence pointers of the cross-views and rules point at the very line. The analysis bundle is one
+    gzip stream still being written when the steps run, so it cannot be read back; the members are kept
+    here instead, zlib-compressed, within KEEP_BUDGET (a member beyond it is named in ``problems``).
+    Reads through agent/bundle/reader.py's line and record parsers; ``AnalysisRows()`` holds nothing
+    (a bundle analysed without a memory image or a parser run)."""
+
+    def __init__(self, members: dict[str, bytes] | None = None, budget: int = KEEP_BUDGET):
+        self.budget = budget
+        self.kept = 0
+        self.problems: list[str] = []
+        self._members: dict[str, bytes] = {}
+        for name, data in (members or {}).items():
+            self.add(name, data)
+
+    def add(self, name: str, data: bytes) -> None:
+        """Keep one record-stream member, as written."""
+        packed = zlib.compress(data, 1)
+        if self.kept + len(packed) > self.budget:
+            self.problems.append(f"member {quoted(name)}: beyond the {self.budget >> 20} MiB of this analysis's "
+                                 "records kept for the cross-views and rules; not read by them")
+            return
+        self._members[name] = packed
+        self.kept += len(packed)
+
+    def stream_rows(self, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """(member, line, record) of one stream, its parts in order (as reader.stream_rows reads a bundle)."""
+        for name, _ in stream_members(self._members, stream):
+            for row in rows(iter_lines(_inflate(self._members[name]), LINE_CAP)):
+                if row.record is not None:
+                    yield name, row.number, row.record
 
     def stream(self, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-        """Any stream this analysis wrote beside its bundle (``dissect.authlog``, ``volatility.<plugin>``)."""
-        if not self.folder:
-            return
-        name = f"{stream}.jsonl"
-        try:
-            handle = open(os.path.join(self.folder, name), "rb")
-        except OSError:
-            return
-        with handle:
-            number = 0
-            while line := handle.readline(LINE_CAP + 1):
-                number += 1
-                if len(line) > LINE_CAP:  # cut: pass over the rest of it
-                    while not line.endswith(b"\n") and (line := handle.readline(LINE_CAP)):
-                        pass
-                    continue
-                try:
-                    yield f"triagent/artifacts/{name}", number, json.loads(line)
-                except ValueError:
-                    continue
+        return self.stream_rows(stream)
+
+    def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        return self.stream_rows(f"volatility.{plugin}")
 
     def has(self, plugin: str) -> bool:
-        return bool(self.folder) and os.path.exists(os.path.join(self.folder, f"volatility.{plugin}.jsonl"))
+        return bool(stream_members(self._members, f"volatility.{plugin}"))
 
 
-def memory_findings(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+MemoryRows = AnalysisRows  # its former name (agent/responder/rank.py imports it)
+
+
+def _inflate(packed: bytes) -> Iterator[bytes]:
+    """A kept member's bytes in chunks of at most READ_CHUNK: never the whole member at once."""
+    inflater = zlib.decompressobj()
+    data = packed
+    while data:
+        yield inflater.decompress(data, READ_CHUNK)
+        data = inflater.unconsumed_tail
+    yield inflater.flush()
+
+
+def memory_findings(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
     """Cross-views of the memory image against the live snapshot in the source bundle."""
     times = _artifact_times(tar)
     yield from _process_crossview(tar, memory, times.get("processes", (None, None))[0])
@@ -178,7 +202,7 @@ def memory_findings(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record
     yield from _shell_history_crossview(tar, memory)
 
 
-def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+def _process_crossview(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
     if not (memory.has("linux.pslist.PsList") or memory.has("linux.psscan.PsScan")):
         return
     live = {p.get("pid"): (m, n, p) for m, n, p in stream_rows(tar, "processes")}
@@ -214,7 +238,7 @@ def _process_crossview(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float
                      pid=pid, comm=comm, ppid=row.get("PPID"))
 
 
-def _module_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+def _module_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
     live = {m.get("name") for _, _, m in stream_rows(tar, "modules")}
     if live:  # with no /proc/modules rows at all there is nothing to compare against
         for member, line, row in memory("linux.lsmod.Lsmod"):
@@ -237,7 +261,7 @@ def _port(value: Any) -> int | None:
         return None
 
 
-def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None) -> Iterator[Record]:
+def _listeners(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
     """Every listening socket, named once per (protocol, port) with its owners; those memory shows in a
     namespace the live view read, but /proc/net did not, are hidden listeners."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
@@ -284,7 +308,7 @@ def _listeners(tar: tarfile.TarFile, memory: MemoryRows, snapshot: float | None)
 HISTORY_OFF = {"HISTFILE": {"/dev/null", ""}, "HISTSIZE": {"0"}, "HISTFILESIZE": {"0"}}
 
 
-def _shell_history_crossview(tar: tarfile.TarFile, memory: MemoryRows) -> Iterator[Record]:
+def _shell_history_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
     if not memory.has("linux.bash.Bash"):
         return
     on_disk = {str(h.get("command") or "").strip() for _, _, h in stream_rows(tar, "histories")}

@@ -465,8 +465,13 @@ def _iso(seconds: float) -> str:
 # Where rows come from
 # --------------------------------------------------------------------------------------------------
 
-def bundle_rows(tar: tarfile.TarFile, memory_rows: Callable[[str], Iterable[tuple[str, int, dict[str, Any]]]],
-                findings: list[dict[str, Any]]) -> Callable[[str], Iterator[Row]]:
+RowSource = Callable[[str], Iterator[Row]]
+
+
+def bundle_rows(tar: tarfile.TarFile, analysis: Any, findings: list[dict[str, Any]]) -> RowSource:
+    """The rows of each source a rule names, read once: a stream of the bundle (``source``), its raw copies'
+    manifest entries (``files``), the built-in checks' ``findings``, and ``analysis:<stream>``, the records
+    this analysis made (``analysis``: findings.AnalysisRows, or anything reader.stream_rows reads)."""
     cache: dict[str, list[Row]] = {}
 
     def stream(name: str) -> Iterator[Row]:
@@ -489,7 +494,7 @@ def bundle_rows(tar: tarfile.TarFile, memory_rows: Callable[[str], Iterable[tupl
             elif source == "files":
                 cache[source] = list(files())
             elif source.startswith("analysis:"):
-                cache[source] = [("analysis", m, n, r) for m, n, r in memory_rows(source.split(":", 1)[1])]
+                cache[source] = [("analysis", m, n, r) for m, n, r in stream_rows(analysis, source.split(":", 1)[1])]
             else:
                 cache[source] = list(stream(source))
                 if source == "connections":

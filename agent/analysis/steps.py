@@ -1,29 +1,84 @@
-"""The analysis after the parsers: the built-in checks and cross-views (findings.py), the rules over the
-bundle's records (rules.py), Sigma and YARA, and the verdict they add up to."""
+"""What `triagent analyze` does after its parsers: plain steps over a bundle's records and the analysis's
+own (volatility3 and dissect.target rows): the built-in checks and cross-views (findings.py), the rules
+(rules.py), Sigma, YARA, the published cloud ranges (through the rules), and the verdict they add up to.
+
+Each step takes its inputs as arguments and returns its findings; ``analyse`` runs them in order and
+returns an ``Analysis`` (findings, verdict, log lines), which ``items`` turns into what the `findings`
+artifact writes. Nothing passes through options, files or a shared dict."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.analysis.findings import MemoryRows, host_findings, memory_findings
+from agent.analysis import rules as rules_engine
+from agent.analysis.findings import AnalysisRows, host_findings, memory_findings
+from agent.bundle.reader import BundleError, BundleView
 from collectors.base import Context, Item, Problem, Record
 
+CROSSVIEW_STREAMS = {f"volatility.{p}" for p in (
+    "linux.pslist.PsList", "linux.psscan.PsScan", "linux.lsmod.Lsmod", "linux.malware.hidden_modules.Hidden_modules",
+    "linux.sockstat.Sockstat", "linux.bash.Bash", "linux.envars.Envars")}
+SIGMA_STREAMS = {"dissect.authlog", "dissect.syslog", "dissect.journal", "dissect.audit"}  # sigma.py's log sources
 
-def _sigma_and_yara(ctx: Context, tar: Any, rows: Any) -> tuple[list[dict[str, Any]], list[Problem]]:
+
+@dataclass
+class Rulebook:
+    """The rules and the verdict policy (specs/rules, specs/verdict.toml, or the folders given), loaded
+    once; ``problems`` says why they could not be (then there are no rules and no verdict)."""
+
+    rules: list[rules_engine.Rule] = field(default_factory=list)
+    policy: dict[str, Any] | None = None
+    folder: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+    def streams_read(self) -> set[str]:
+        """The streams of this analysis the steps read: the cross-views', Sigma's, and those the rules
+        name as ``analysis:<stream>``."""
+        named = {s.split(":", 1)[1] for r in self.rules for s in r.sources if s.startswith("analysis:")}
+        named |= {step["source"].split(":", 1)[1] for r in self.rules if r.sequence
+                  for step in r.sequence["steps"] if step["source"].startswith("analysis:")}
+        return CROSSVIEW_STREAMS | SIGMA_STREAMS | named
+
+
+def load(rules_dir: str | None = None, verdict_policy: str | None = None) -> Rulebook:
+    folder = rules_dir or rules_engine.rules_folder()
+    try:
+        return Rulebook(rules_engine.load_rules(rules_dir), rules_engine.load_verdict_policy(verdict_policy), folder)
+    except (OSError, ValueError) as exc:
+        return Rulebook(folder=folder, problems=[Problem(f"findings: rules cannot be loaded: {exc}", level="error")])
+
+
+@dataclass
+class Analysis:
+    """What the steps found: the findings in the order they are written, the verdict (None without a
+    policy), and the lines of the analysis log, in order (``problems`` before the findings, ``notes``
+    after them)."""
+
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+
+
+def checks(source: Any, analysis: AnalysisRows) -> list[dict[str, Any]]:
+    """The built-in checks over the bundle's records, then the cross-views of memory against them."""
+    return [r.data for r in host_findings(source)] + [r.data for r in memory_findings(source, analysis)]
+
+
+def sigma_and_yara(source: Any, rows: rules_engine.RowSource, folder: str,
+                   check: Callable[[], None]) -> tuple[list[dict[str, Any]], list[Problem]]:
     """The other rule kinds: Sigma over log records, YARA-X over the bundle's files. Each needs its
     library (pySigma, yara-x: the `analysis` extra); without it the run says so and goes on."""
-    from agent.analysis import rules as rules_engine
-
-    folder = ctx.opt("rules_dir") or rules_engine.rules_folder()
     found: list[dict[str, Any]] = []
     problems: list[Problem] = []
     try:
         from agent.analysis import sigma
 
         # a rule the engine refuses is a warning in the analysis log, with its reason (not a finding)
-        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, ctx.check, problems))
+        found += list(sigma.evaluate(sigma.load(os.path.join(folder, "sigma")), rows, check, problems))
     except ImportError as exc:
         problems.append(Problem(f"sigma rules skipped: {exc.name or exc} is not installed", level="warning"))
     except (OSError, ValueError) as exc:
@@ -32,7 +87,7 @@ def _sigma_and_yara(ctx: Context, tar: Any, rows: Any) -> tuple[list[dict[str, A
         from agent.analysis import yara
 
         compiled = yara.compile_rules(os.path.join(folder, "yara"))
-        found += list(yara.scan(compiled, tar, check=ctx.check))
+        found += list(yara.scan(compiled, source, check=check))
     except ImportError as exc:
         problems.append(Problem(f"yara rules skipped: {exc.name or exc} is not installed", level="warning"))
     except (OSError, ValueError) as exc:
@@ -40,57 +95,64 @@ def _sigma_and_yara(ctx: Context, tar: Any, rows: Any) -> tuple[list[dict[str, A
     return found, problems
 
 
-def collect(ctx: Context) -> Iterator[Item]:
-    """The `findings` artifact of `analyze`: ctx.root is the source bundle; option ``memory_rows`` is the
-    folder holding this analysis's volatility3 rows, ``verdict_sink`` a dict that receives the verdict.
-    The checks above feed the rules in specs/rules (which give them ids, severities and ATT&CK
-    techniques); a check no rule covers is kept as it is."""
-    from agent.analysis import rules as rules_engine
-
-    try:
-        rules = rules_engine.load_rules(ctx.opt("rules_dir"))
-        policy = rules_engine.load_verdict_policy(ctx.opt("verdict_policy"))
-    except (OSError, ValueError) as exc:
-        yield Problem(f"findings: rules cannot be loaded: {exc}", level="error")
-        rules, policy = [], None
-    from agent.bundle.reader import BundleError, BundleView
-
-    try:
-        tar = BundleView(ctx.root)
-    except (OSError, BundleError) as exc:
-        yield Problem(f"findings: cannot open the bundle: {exc}", level="error")
-        return
-    memory = MemoryRows(ctx.opt("memory_rows"))
-    with tar:
-        checks = [r.data for r in host_findings(tar)] + [r.data for r in memory_findings(tar, memory)]
-        now = rules_engine.collection_time(tar) or 0.0
-        rows = rules_engine.bundle_rows(tar, memory.stream, checks)
-        found = list(rules_engine.evaluate(rules, rows, now, ctx.check))
-        extra, problems = _sigma_and_yara(ctx, tar, rows)
-        found += extra
-    for problem in tar.problems:
-        yield Problem(f"bundle: {problem}", level="error" if problem == tar.error else "warning")
-    yield from problems
+def ranked(found: list[dict[str, Any]], checks_made: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules' findings and every check no rule covers (kept as it is, rule None), most severe first."""
     covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
-    found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
+    found = found + [dict(c, rule=None) for c in checks_made if (c.get("kind"), c.get("summary")) not in covered]
     order = {s: i for i, s in enumerate(rules_engine.SEVERITIES)}
     found.sort(key=lambda f: (order.get(f.get("severity", "info"), 9), str(f.get("rule")), f.get("summary", "")))
-    for finding in found:
+    return found
+
+
+def analyse(bundle: str, analysis: AnalysisRows, book: Rulebook,
+            check: Callable[[], None] = lambda: None) -> Analysis:
+    """The steps over a bundle (a path) and the records this analysis made of it (``analysis``). ``check``
+    raises collectors.base.Cancelled when the time is up (it is called between records)."""
+    result = Analysis(problems=list(book.problems))
+    try:
+        source = BundleView(bundle)
+    except (OSError, BundleError) as exc:
+        result.problems.append(Problem(f"findings: cannot open the bundle: {exc}", level="error"))
+        return result
+    with source:
+        made = checks(source, analysis)
+        rows = rules_engine.bundle_rows(source, analysis, made)
+        found = list(rules_engine.evaluate(book.rules, rows, rules_engine.collection_time(source) or 0.0, check))
+        extra, problems = sigma_and_yara(source, rows, book.folder, check)
+    result.problems += [Problem(f"bundle: {p}", level="error" if p == source.error else "warning")
+                        for p in source.problems]
+    result.problems += [Problem(f"analysis: {p}", level="warning") for p in analysis.problems] + problems
+    result.findings = ranked(found + extra, made)
+    if book.policy is not None:
+        result.verdict = rules_engine.verdict(result.findings, analysis.has("linux.pslist.PsList"), book.policy)
+        result.notes.append(Problem(f"verdict: full disk {result.verdict['recommendation']} (score "
+                                    f"{result.verdict['score']})", level="info", detail={"summary": {
+                                        "verdict": result.verdict["recommendation"],
+                                        "score": result.verdict["score"]}}))
+    result.notes.append(Problem(f"findings: {len(result.findings)} ({len(book.rules)} rules)", level="info"))
+    result.notes.append(cloud_ranges_note())
+    return result
+
+
+def items(result: Analysis) -> Iterator[Item]:
+    """What the `findings` artifact writes: the log lines, the findings, the verdict record."""
+    yield from result.problems
+    for finding in result.findings:
         yield Record("findings", finding)
-    if policy is not None:
-        analysed = memory.has("linux.pslist.PsList")
-        verdict = rules_engine.verdict(found, analysed, policy)
-        sink = ctx.opt("verdict_sink")
-        if isinstance(sink, dict):
-            sink.update(verdict)
-        yield Record("verdict", verdict)
-        yield Problem(f"verdict: full disk {verdict['recommendation']} (score {verdict['score']})", level="info",
-                      detail={"summary": {"verdict": verdict["recommendation"], "score": verdict["score"]}})
-    yield Problem(f"findings: {len(found)} ({len(rules)} rules)", level="info")
-    yield _cloud_ranges_note()
+    if result.verdict is not None:
+        yield Record("verdict", result.verdict)
+    yield from result.notes
 
 
-def _cloud_ranges_note() -> Problem:
+def collect(ctx: Context) -> Iterator[Item]:
+    """The `findings` artifact run on its own, as a collector: ctx.root is a bundle, analysed without
+    records of its own (no memory image, no parser run): what `triagent rank` computes per bundle.
+    `triagent analyze` runs the same steps with its parsers' records instead (analyze.py)."""
+    book = load(ctx.opt("rules_dir"), ctx.opt("verdict_policy"))
+    yield from items(analyse(ctx.root, AnalysisRows(), book, ctx.check))
+
+
+def cloud_ranges_note() -> Problem:
     """Which published cloud ranges told cloud peers from others (TRI-NET-003), or that none did."""
     from agent.analysis.cloudranges import bundled
 

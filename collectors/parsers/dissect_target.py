@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import json
-import os
 import queue
 import threading
 import time
@@ -76,7 +74,7 @@ def _function(target: Any, name: str) -> Any:
     return obj
 
 
-def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) -> Iterator[Item]:
+def _run(target: Any, name: str, budget: float, ctx: Context) -> Iterator[Item]:
     results: queue.Queue = queue.Queue(maxsize=1024)
     cancel = threading.Event()
 
@@ -136,8 +134,6 @@ def _run(target: Any, name: str, budget: float, ctx: Context, keep: Any = None) 
                         yield Problem(f"dissect plugin {name}: records of a withheld secret file dropped: {why}",
                                       path=str(row.get("source")), level="info")
                     continue
-                if keep is not None:
-                    keep.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 yield Record(f"dissect.{name}", row)
             except Exception as exc:  # a record that cannot be converted costs only itself
                 yield Problem(f"dissect plugin {name}: record not converted: {exc}", level="warning")
@@ -209,10 +205,4 @@ def collect(ctx: Context) -> Iterator[Item]:
         except Cancelled:
             yield Problem(f"dissect: stopped before plugin {name}", level="warning")
             raise
-        rows_dir = ctx.opt("rows_dir")  # analyze: the rules read these rows after this artifact
-        if not rows_dir:
-            yield from _run(target, name, budget, ctx)
-            continue
-        os.makedirs(rows_dir, exist_ok=True)
-        with open(os.path.join(rows_dir, f"dissect.{name}.jsonl"), "w", encoding="utf-8") as keep:
-            yield from _run(target, name, budget, ctx, keep)
+        yield from _run(target, name, budget, ctx)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import os
 import queue
 import sys
@@ -208,10 +207,8 @@ def _timed(session: Session, name: str, budget: float) -> tuple[list[dict[str, A
 
 
 def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: str, budget: float = 300,
-            remote_isf_url: str | None = None, rows_dir: str | None = None) -> Iterator[Item]:
-    """Run the plugin set over an image, yielding records (stream ``volatility.<plugin>``) and problems.
-    With ``rows_dir`` each plugin's rows are also written there (``volatility.<plugin>.jsonl``, same
-    order), for the cross-views that run later in the same analysis."""
+            remote_isf_url: str | None = None) -> Iterator[Item]:
+    """Run the plugin set over an image, yielding records (stream ``volatility.<plugin>``) and problems."""
     started = time.monotonic()
     try:
         session = Session(image, symbol_dirs, cache_dir, remote_isf_url)
@@ -251,21 +248,12 @@ def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: s
             yield Problem(f"volatility {name}: {error}", level="error", detail={"plugin": name})
             continue
         done += 1
-        if rows_dir:
-            _keep_rows(rows_dir, name, rows or [])
         for row in rows or []:
             yield Record(f"volatility.{name}", row)
     status.update(status="complete" if not failed else ("symbols_missing" if not done else "partial"),
                   plugins_run=done, plugins_failed=failed, symbol_table=session.symbol_table,
                   seconds=round(time.monotonic() - started, 1), plugin_seconds=seconds)
     yield Record("volatility", status)
-
-
-def _keep_rows(folder: str, plugin: str, rows: list[dict[str, Any]]) -> None:
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"volatility.{plugin}.jsonl"), "w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
 def collect(ctx: Any) -> Iterator[Item]:
@@ -286,7 +274,7 @@ def collect(ctx: Any) -> Iterator[Item]:
     cache = ctx.opt("cache_dir") or os.path.join(os.path.dirname(image), "volatility-cache")
     for attempt, (label, dirs, remote) in enumerate(sources):
         items = list(analyse(image, list(ctx.opt("plugins", [])), dirs, f"{cache}-{attempt}",
-                             float(ctx.opt("plugin_budget_s", 300)), remote, ctx.opt("rows_dir")))
+                             float(ctx.opt("plugin_budget_s", 300)), remote))
         status = next((i.data for i in items if isinstance(i, Record) and i.stream == "volatility"), {})
         if status.get("status") == "symbols_missing" and attempt + 1 < len(sources):
             yield Problem(f"volatility: no symbol table from {label} matches {status.get('banners')}; trying "

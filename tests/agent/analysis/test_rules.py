@@ -119,24 +119,27 @@ def _policy() -> dict:
 
 
 def test_memory_rows_feed_the_rules(tmp_path):
-    """Rules that read this analysis's volatility rows (syscall hooks, malfind) see them."""
-    from agent.analysis.findings import MemoryRows
+    """Rules that read this analysis's volatility rows (syscall hooks, malfind) see them, with the member
+    names and lines of the analysis bundle."""
+    from agent.analysis.findings import AnalysisRows
 
-    rows = tmp_path / "rows"
-    rows.mkdir()
-    (rows / "volatility.linux.malware.check_syscall.Check_syscall.jsonl").write_text(
-        json.dumps({"Table Name": "64bit", "Index": 62, "Handler Address": 1, "Handler Symbol": "UNKNOWN"}) + "\n" +
-        json.dumps({"Table Name": "64bit", "Index": 0, "Handler Address": 2, "Handler Symbol": "__x64_sys_read"}))
-    (rows / "volatility.linux.malware.malfind.Malfind.jsonl").write_text(
-        json.dumps({"PID": 77, "Process": "sshd", "Start": 4096, "Protection": "rwx"}) + "\n")
+    prefix = "triagent/artifacts/volatility.linux.malware."
+    rows = AnalysisRows({
+        f"{prefix}check_syscall.Check_syscall.jsonl": (
+            json.dumps({"Table Name": "64bit", "Index": 62, "Handler Address": 1, "Handler Symbol": "UNKNOWN"}) + "\n" +
+            json.dumps({"Table Name": "64bit", "Index": 0, "Handler Address": 2, "Handler Symbol": "__x64_sys_read"})
+        ).encode(),
+        f"{prefix}malfind.Malfind.jsonl":
+            json.dumps({"PID": 77, "Process": "sshd", "Start": 4096, "Protection": "rwx"}).encode() + b"\n"})
     bundle = tmp_path / "empty.tar"
     with tarfile.open(bundle, "w"):
         pass
     with tarfile.open(bundle) as tar:
         found = list(engine.evaluate([SHIPPED["TRI-KERN-004"], SHIPPED["TRI-PROC-005"]],
-                                     engine.bundle_rows(tar, MemoryRows(str(rows)).stream, []), NOW))
+                                     engine.bundle_rows(tar, rows, []), NOW))
     assert [(f["rule"], f["evidence"][0]["line"]) for f in found] == [("TRI-KERN-004", 1), ("TRI-PROC-005", 1)]
     assert "syscall 62" in found[0]["summary"] and "pid 77 (sshd)" in found[1]["summary"]
+    assert found[1]["evidence"][0]["member"] == f"{prefix}malfind.Malfind.jsonl"
 
 
 def _analyse(tmp_path: Path, root: Path) -> tuple[dict, list[dict], dict, str]:
