@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.disk.tsk import NAME_TYPE_CHARS, Mount, Unavailable, _is_utf8, _printable, make_ls, read_mounts
+from collectors.disk.bodyfile import NAME_TYPE_CHARS, Mount, Unavailable, _is_utf8, _printable, make_ls, read_mounts
 from collectors.files import fsread
 
 MEMORY_FS = frozenset({"tmpfs", "ramfs"})

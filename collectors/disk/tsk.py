@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
+from collectors.disk import statx
+from collectors.disk.bodyfile import META_TYPE_CHARS as META_TYPE_CHARS
+from collectors.disk.bodyfile import NAME_TYPE_CHARS as NAME_TYPE_CHARS
+from collectors.disk.bodyfile import Mount, Unavailable, _char, _is_utf8, _printable, make_ls, read_mounts
 
 try:
     import pytsk3
@@ -38,22 +42,8 @@ META_FLAG_UNALLOC = 0x02
 META_TYPE_DIR = 2
 META_TYPE_LNK = 6
 NAME_TYPES_VIRTUAL = (10, 11)  # TSK's own entries such as $OrphanFiles: no name on disk to compare
-# One letter per TSK_FS_NAME_TYPE / TSK_FS_META_TYPE value, as fls prints them (fs_name.c, fs_inode.c).
-NAME_TYPE_CHARS = "-pcdbrlshwvV"
-META_TYPE_CHARS = "-rdpcblshwvV"
-
 DEFAULT_PATHS = ["/etc", "/root", "/tmp", "/var/tmp", "/dev/shm", "/var/spool/cron",
                  "/etc/systemd/system", "/usr/bin", "/usr/sbin", "/home"]
-
-
-@dataclass
-class Mount:
-    major: int
-    minor: int
-    root: str  # the directory of the filesystem that is mounted (not "/" for bind mounts)
-    point: str
-    fstype: str
-    source: str
 
 
 @dataclass
@@ -64,14 +54,6 @@ class Target:
     view_dev: int | None  # st_dev the OS view has where nothing else is mounted over it
     mounted: bool
     why_no_view: str = ""
-
-
-class Unavailable(Exception):
-    """The raw filesystem cannot be read; the message says why."""
-
-    def __init__(self, reason: str, device: str | None = None):
-        super().__init__(reason)
-        self.device = device
 
 
 def collect(ctx: Context) -> Iterator[Item]:
@@ -104,8 +86,6 @@ def collect(ctx: Context) -> Iterator[Item]:
 
 
 def _statx(ctx: Context, memory_only: bool, skip_memory: bool = False) -> Iterator[Item]:
-    from collectors.disk import statx  # it builds on this module's bodyfile helpers
-
     if memory_only:
         paths = list(ctx.opt("memory_paths", statx.MEMORY_PATHS))
         budget, most = float(ctx.opt("memory_budget_s", 30)), int(ctx.opt("memory_max_entries", 20000))
@@ -169,30 +149,6 @@ def locate(ctx: Context) -> Target:
     if device is None:
         raise Unavailable(f"no device node for {mount.major}:{mount.minor} ({mount.source}, {mount.fstype})")
     return Target(device, prefix, ctx.root, os.makedev(mount.major, mount.minor), True)
-
-
-def read_mounts(path: str = "/proc/self/mountinfo") -> list[Mount]:
-    mounts = []
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise Unavailable(f"cannot read {path}: {exc.strerror}") from exc
-    for line in lines:
-        # id parent major:minor root point options [optional fields...] - fstype source superoptions
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 5 or len(tail) < 2:
-            continue
-        major, _, minor = fields[2].partition(":")
-        mounts.append(Mount(int(major), int(minor), _unescape(fields[3]), _unescape(fields[4]),
-                            tail[0], _unescape(tail[1])))
-    return mounts
-
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
@@ -472,34 +428,3 @@ def bodyfile_entry(entry: Any, dirpath: str) -> dict[str, Any]:
     if not _is_utf8(raw_path):
         data["name_hex"] = raw_path.hex()  # the exact bytes; "name" carries them as surrogate escapes
     return data
-
-
-def make_ls(meta_type: int, mode: int) -> str:
-    """tsk_fs_meta_make_ls: the type letter, then rwx with setuid/setgid/sticky as ls shows them."""
-    out = [_char(META_TYPE_CHARS, meta_type)]
-    for shift, special, special_char in ((6, 0o4000, "s"), (3, 0o2000, "s"), (0, 0o1000, "t")):
-        bits = (mode >> shift) & 0o7
-        out.append("r" if bits & 4 else "-")
-        out.append("w" if bits & 2 else "-")
-        if mode & special:
-            out.append(special_char if bits & 1 else special_char.upper())
-        else:
-            out.append("x" if bits & 1 else "-")
-    return "".join(out)
-
-
-def _char(table: str, index: int) -> str:
-    return table[index] if 0 <= index < len(table) else "-"
-
-
-def _printable(raw: bytes) -> bytes:
-    # fls replaces control characters (TSK_IS_CNTRL: 0x00-0x1f) with "^" so a name cannot break a line
-    return bytes(b if b >= 0x20 else 0x5E for b in raw)
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
