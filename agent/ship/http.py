@@ -14,6 +14,7 @@ the command line is trusted, never the host's environment or home:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from agent.ship.limits import MiB
 
 # Query parameters that are (parts of) credentials, for text that is not a parseable URL.
 _SECRET_PARAMS = re.compile(
@@ -89,7 +92,7 @@ class RetryPolicy:
         return d
 
 
-class _Transient(Exception):
+class Transient(Exception):
     """A failure worth another try (connection reset, timeout, 5xx, 429, bad digest in transit)."""
 
     def __init__(self, message: str, retry_after: float | None = None):
@@ -257,6 +260,11 @@ class _Session(requests.Session):
         return super().request(method, url, *args, **kw)
 
 
+def describe_route(session: requests.Session) -> str:
+    """How a session reaches the services, for the log: direct, or through which proxy (and why)."""
+    return session.proxy.describe() if isinstance(session, _Session) else "caller's session"
+
+
 def tls_context(ca_bundle: str | None = None, ca_pem: str | None = None) -> ssl.SSLContext:
     """certifi's roots and the operator's CA only (``--ca-bundle``, or the ticket's ``ca_pem``): built
     by hand, because ssl.create_default_context / load_default_certs / set_default_verify_paths read
@@ -307,7 +315,7 @@ def url_expiry(url: str) -> datetime | None:
     return None
 
 
-def _error_code(resp: requests.Response) -> tuple[str | None, str]:
+def error_code(resp: requests.Response) -> tuple[str | None, str]:
     """The service's error code and a short scrubbed message (S3/Azure XML, GCS JSON)."""
     text = resp.text[:4096] if resp.content else ""
     code = msg = None
@@ -333,7 +341,7 @@ def _error_code(resp: requests.Response) -> tuple[str | None, str]:
     return code, scrub((msg or resp.reason or "")[:200])
 
 
-class _Http:
+class Http:
     """One requests session, the retry loop and the error classification shared by the backends."""
 
     def __init__(self, session: requests.Session, policy: RetryPolicy, log: Callable[[str], None]):
@@ -344,32 +352,23 @@ class _Http:
 
     def send(self, method: str, url: str, *, what: str, data: Any = None,
              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> requests.Response:
-        """One try. Transient failures raise _Transient, final ones UploadError."""
+        """One try. Transient failures raise Transient, final ones UploadError."""
         check_url(url, f"URL for {what}")       # also a session URL a service handed back (GCS Location)
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         try:
             resp = self.session.request(method, url, data=data, headers=headers, timeout=timeout,
                                         allow_redirects=False)
-        except requests.exceptions.SSLError as exc:
-            if _verify_failure(exc):
-                raise UploadError("tls", f"{what}: TLS verification failed for {safe_url(url)}: "
-                                  f"{_short(exc)}") from None
-            # A TLS connection cut mid-way (EOF, reset by a middlebox) is worth another try.
-            raise _Transient(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
-            raise _Transient(f"{what}: {type(exc).__name__}: {_short(exc)}") from None
         except requests.exceptions.RequestException as exc:
-            raise UploadError("network", f"{what}: {type(exc).__name__}: {_short(exc)}") from None
+            raise request_failure(what, url, exc) from None
         if resp.status_code in ok:
             return resp
-        code, msg = _error_code(resp)
+        code, msg = error_code(resp)
         status = resp.status_code
         detail = f"{what}: HTTP {status}{' ' + code if code else ''}{': ' + msg if msg else ''} from {safe_url(url)}"
         if status in (408, 429) or status >= 500 or code in ("BadDigest", "Md5Mismatch", "RequestTimeout") \
                 or (status == 400 and "md5" in msg.lower()):
             retry_after = resp.headers.get("Retry-After")
-            raise _Transient(detail, float(retry_after) if retry_after and retry_after.isdigit() else None)
+            raise Transient(detail, float(retry_after) if retry_after and retry_after.isdigit() else None)
         if status in (401, 403):
             expiry = url_expiry(url)
             expired = "expire" in (msg + (code or "")).lower() or (
@@ -388,7 +387,7 @@ class _Http:
         for n in range(self.policy.attempts):
             try:
                 return attempt(n)
-            except _Transient as exc:
+            except Transient as exc:
                 last = str(exc)
                 if n + 1 >= self.policy.attempts:
                     break
@@ -402,8 +401,47 @@ class _Http:
     def call(self, method: str, url: str, *, what: str, **kw: Any) -> requests.Response:
         return self.retrying(what, lambda _n: self.send(method, url, what=what, **kw))
 
+    def read_sha256(self, url: str, headers: dict[str, str], what: str = "read back") -> tuple[int, str]:
+        """GET url, streamed: (bytes, SHA-256) of the body. Only a lost connection is tried again; any
+        answer but 200 is final (404 not_found, 401/403 forbidden, else rejected)."""
 
-def _verify_failure(exc: BaseException) -> bool:
+        def attempt(_n: int) -> tuple[int, str]:
+            sha = hashlib.sha256()
+            size = 0
+            try:
+                with self.session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                      timeout=(self.policy.connect_timeout, self.policy.read_timeout)) as resp:
+                    if resp.status_code != 200:
+                        code, msg = error_code(resp)
+                        kind = "not_found" if resp.status_code == 404 else "forbidden" \
+                            if resp.status_code in (401, 403) else "rejected"
+                        raise UploadError(kind, f"{what}: HTTP {resp.status_code} {code or ''} {msg} "
+                                          f"from {safe_url(url)}", status=resp.status_code, code=code)
+                    for chunk in resp.iter_content(MiB):
+                        sha.update(chunk)
+                        size += len(chunk)
+            except requests.exceptions.RequestException as exc:
+                raise request_failure(what, url, exc) from None
+            return size, sha.hexdigest()
+
+        return self.retrying(what, attempt)
+
+
+def request_failure(what: str, url: str, exc: requests.exceptions.RequestException) -> Exception:
+    """What a failed request from requests becomes: Transient (worth another try) or a final UploadError,
+    its text scrubbed (never chained: requests' text carries the full URL)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        if verify_failure(exc):
+            return UploadError("tls", f"{what}: TLS verification failed for {safe_url(url)}: {short_error(exc)}")
+        # A TLS connection cut mid-way (EOF, reset by a middlebox) is worth another try.
+        return Transient(f"{what}: {type(exc).__name__}: {short_error(exc)}")
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError)):
+        return Transient(f"{what}: {type(exc).__name__}: {short_error(exc)}")
+    return UploadError("network", f"{what}: {type(exc).__name__}: {short_error(exc)}")
+
+
+def verify_failure(exc: BaseException) -> bool:
     """The peer's certificate was refused (unknown CA, wrong host, expired), as opposed to a TLS
     connection that broke: requests wraps urllib3's MaxRetryError, whose reason wraps the ssl error."""
     todo: list[Any] = [exc]
@@ -421,5 +459,5 @@ def _verify_failure(exc: BaseException) -> bool:
         or "hostname mismatch" in text.lower()
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     return scrub(str(exc))[:300]

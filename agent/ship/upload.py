@@ -35,21 +35,18 @@ from agent.ship.backends import KINDS, REGISTRY, Backend
 from agent.ship.backends.azure import AZURE_VERSION
 from agent.ship.backends.s3 import s3_headers, s3_signature
 from agent.ship.http import (
+    Http,
     ProxyConfig,
     RetryPolicy,
     UploadError,
-    _error_code,
-    _Http,
-    _Session,
-    _short,
-    _Transient,
-    _verify_failure,
     check_ticket_urls,
     check_url,
+    describe_route,
     make_session,
     proxy_config,
     safe_url,
     scrub,
+    short_error,
     tls_context,
     url_expiry,
 )
@@ -142,7 +139,7 @@ class Upload:
             except UploadError as exc:
                 self.error = exc
             except Exception as exc:  # noqa: BLE001 - any failure must reach the writer, scrubbed
-                self.error = UploadError("network", f"{type(exc).__name__}: {_short(exc)}")
+                self.error = UploadError("network", f"{type(exc).__name__}: {short_error(exc)}")
             finally:
                 self.free.put(buf)
 
@@ -253,7 +250,7 @@ class Upload:
         if exc_type is None:
             self.close()
         else:
-            self.abort(f"{exc_type.__name__}: {_short(exc)}" if exc else "interrupted")
+            self.abort(f"{exc_type.__name__}: {short_error(exc)}" if exc else "interrupted")
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -313,8 +310,8 @@ def open_upload(target: str | dict[str, Any], *, ca_bundle: str | None = None, p
     ca_pem = ticket.get("ca_pem")  # the operator's CA for this destination (on-premises S3-compatible storage)
     if ca_pem is not None and (not isinstance(ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in ca_pem):
         raise UploadError("ticket", "the ticket's ca_pem must be PEM certificate text")
-    http = _Http(session or make_session(ca_bundle, proxy=proxy, ca_pem=ca_pem), retry or RetryPolicy(), safe_log)
-    route = http.session.proxy.describe() if isinstance(http.session, _Session) else "caller's session"
+    http = Http(session or make_session(ca_bundle, proxy=proxy, ca_pem=ca_pem), retry or RetryPolicy(), safe_log)
+    route = describe_route(http.session)
     try:
         backend = backend_class(http, ticket)
         safe_log(f"upload: {kind} to {backend.destination}, parts of {size} bytes, {route}")
@@ -336,40 +333,12 @@ def verify_remote(target: str | dict[str, Any], *, expected_sha256: str | None =
     if not url:
         raise UploadError("ticket", "the ticket has no read URL")
     check_url(url, "read-back URL")
-    http = _Http(session or make_session(ca_bundle, proxy=proxy), RetryPolicy(attempts=3), lambda _m: None)
+    http = Http(session or make_session(ca_bundle, proxy=proxy), RetryPolicy(attempts=3), lambda _m: None)
     headers = backend_class.read_headers() if backend_class else {}
     token_file = ticket.get("bearer_token_file")
     if token_file and not ticket.get("read_url"):
         headers["Authorization"] = f"Bearer {Path(token_file).read_text().strip()}"
-
-    def attempt(_n: int) -> tuple[int, str]:
-        sha = hashlib.sha256()
-        size = 0
-        try:
-            with http.session.get(url, headers=headers, stream=True, allow_redirects=False,
-                                  timeout=(http.policy.connect_timeout, http.policy.read_timeout)) as resp:
-                if resp.status_code != 200:
-                    code, msg = _error_code(resp)
-                    kind = "not_found" if resp.status_code == 404 else "forbidden" \
-                        if resp.status_code in (401, 403) else "rejected"
-                    raise UploadError(kind, f"read back: HTTP {resp.status_code} {code or ''} {msg} "
-                                      f"from {safe_url(url)}", status=resp.status_code, code=code)
-                for chunk in resp.iter_content(MiB):
-                    sha.update(chunk)
-                    size += len(chunk)
-        except requests.exceptions.SSLError as exc:
-            if not _verify_failure(exc):
-                raise _Transient(f"read back: {type(exc).__name__}: {_short(exc)}") from None
-            raise UploadError("tls", f"read back: TLS verification failed for {safe_url(url)}: {_short(exc)}") \
-                from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
-            raise _Transient(f"read back: {type(exc).__name__}: {_short(exc)}") from None
-        except requests.exceptions.RequestException as exc:
-            raise UploadError("network", f"read back: {type(exc).__name__}: {_short(exc)}") from None
-        return size, sha.hexdigest()
-
-    size, digest = http.retrying("read back", attempt)
+    size, digest = http.read_sha256(url, headers)
     out: dict[str, Any] = {"destination": scrub(str(ticket.get("destination") or "")) or safe_url(url), "bytes": size,
                            "sha256": digest}
     if expected_sha256 is not None:

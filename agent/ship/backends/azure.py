@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from agent.ship.backends.base import Backend, _md5
-from agent.ship.http import UploadError, _Http, _Transient
+from agent.ship.backends.base import Backend, md5_digest
+from agent.ship.http import Http, Transient, UploadError
 from agent.ship.limits import AZURE_MAX_BLOCKS
 
 AZURE_VERSION = "2023-11-03"
@@ -30,7 +30,7 @@ class AzureBlob(Backend):
     def read_headers(cls) -> dict[str, str]:
         return {"x-ms-version": AZURE_VERSION}
 
-    def __init__(self, http: _Http, ticket: dict[str, Any]):
+    def __init__(self, http: Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
         self.url = _azure_blob_url(ticket)
         self.ids: list[str] = []
@@ -53,7 +53,7 @@ class AzureBlob(Backend):
                 return set()
             self.http.log(f"upload: cannot list blocks ({exc.kind}); resume disabled")
             return None
-        except _Transient:
+        except Transient:
             return None
         root = ET.fromstring(resp.content)
         tag = "UncommittedBlocks" if which == "uncommitted" else "CommittedBlocks"
@@ -65,7 +65,7 @@ class AzureBlob(Backend):
             self.http.log(f"upload: the service already holds {len(self.have)} uncommitted blocks")
 
     def put_part(self, number: int, offset: int, data: memoryview, final: bool, md5: bytes | None = None) -> None:
-        digest = md5 or _md5(data)
+        digest = md5 or md5_digest(data)
         block_id = base64.b64encode(f"{number:06d}-{digest.hex()}".encode()).decode()
         self.ids.append(block_id)
         if block_id in self.have:

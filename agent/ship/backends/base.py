@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-from agent.ship.http import _Http, safe_url, scrub
+from agent.ship.http import Http, safe_url, scrub
 
 
-def _md5(data: memoryview) -> bytes:
+def md5_digest(data: memoryview) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
@@ -41,7 +41,7 @@ class Backend:
         """Headers the read-back GET needs (a service version, say)."""
         return {}
 
-    def __init__(self, http: _Http, ticket: dict[str, Any]):
+    def __init__(self, http: Http, ticket: dict[str, Any]):
         self.http = http
         self.ticket = ticket
         self.stored = 0

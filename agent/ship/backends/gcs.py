@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from agent.ship.backends.base import Backend
-from agent.ship.http import UploadError, _Http, _Transient
+from agent.ship.http import Http, Transient, UploadError
 from agent.ship.limits import GCS_QUANTUM
 
 
@@ -17,7 +17,7 @@ class GcsResumable(Backend):
     kind = "gcs-resumable"
     quantum = GCS_QUANTUM
 
-    def __init__(self, http: _Http, ticket: dict[str, Any]):
+    def __init__(self, http: Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
         self.session_url: str | None = None
 
@@ -69,9 +69,9 @@ class GcsResumable(Backend):
                 have = _range_end(resp.headers.get("Range"))
                 if have < end:          # the service kept only part of it: send the rest
                     state["at"] = max(have, offset)
-                    raise _Transient(f"chunk {number}: the service kept {have - at} of {end - at} bytes")
+                    raise Transient(f"chunk {number}: the service kept {have - at} of {end - at} bytes")
                 if final:
-                    raise _Transient(f"chunk {number}: last chunk not finalized by the service")
+                    raise Transient(f"chunk {number}: last chunk not finalized by the service")
             state["at"] = end
 
         self.http.retrying(f"chunk {number}", attempt)
@@ -88,7 +88,7 @@ class GcsResumable(Backend):
         try:
             self.http.send("DELETE", self.session_url, what="cancel upload session", ok=(200, 204, 499))
             return "upload session cancelled: the service dropped the received bytes"
-        except (UploadError, _Transient) as exc:
+        except (UploadError, Transient) as exc:
             return f"cancelling the upload session failed ({exc}); it expires on the service after a week"
 
 

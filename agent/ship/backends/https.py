@@ -11,7 +11,7 @@ from typing import Any
 import requests
 
 from agent.ship.backends.base import Backend
-from agent.ship.http import UploadError, _Http
+from agent.ship.http import Http, UploadError
 from agent.ship.limits import MiB
 
 
@@ -25,7 +25,7 @@ class HttpsPut(Backend):
     def read_url(cls, ticket: dict[str, Any]) -> str | None:
         return ticket.get("url") or None
 
-    def __init__(self, http: _Http, ticket: dict[str, Any]):
+    def __init__(self, http: Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
         self.q: queue.Queue[tuple[memoryview, threading.Event] | None] = queue.Queue(maxsize=1)
         self.thread: threading.Thread | None = None

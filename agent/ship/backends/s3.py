@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agent.ship.backends.base import Backend, _md5
-from agent.ship.http import UploadError, _error_code, _Http, _Transient
+from agent.ship.backends.base import Backend, md5_digest
+from agent.ship.http import Http, Transient, UploadError, error_code
 from agent.ship.limits import S3_MAX_PARTS, S3_MIN_PART
 
 
@@ -80,7 +80,7 @@ def s3_headers(url: str, headers: Mapping[str, str], declared: Iterable[str] = (
 
 def _s3_put(backend: Backend, url: str, data: memoryview, headers: dict[str, str], what: str,
             md5: bytes | None = None, declared: Iterable[str] = ()) -> None:
-    digest = md5 or _md5(data)
+    digest = md5 or md5_digest(data)
     # Content-MD5 goes only where the URL signed it (a SigV2 URL that did not breaks with it, a SigV4 one
     # lists what it signed); the ETag (MD5 of the body for non-KMS objects) is checked here in any case.
     hdrs = s3_headers(url, {**headers, "Content-MD5": base64.b64encode(digest).decode()}, declared)
@@ -89,7 +89,7 @@ def _s3_put(backend: Backend, url: str, data: memoryview, headers: dict[str, str
         resp = backend.http.send("PUT", url, what=what, data=data, headers=hdrs)
         etag = resp.headers.get("ETag", "")
         if re.fullmatch(r'"?[0-9a-fA-F]{32}"?', etag) and etag.strip('"').lower() != digest.hex():
-            raise _Transient(f"{what}: ETag {etag} is not the MD5 of what was sent")
+            raise Transient(f"{what}: ETag {etag} is not the MD5 of what was sent")
         backend.etags.append(etag)
 
     backend.http.retrying(what, attempt)
@@ -108,7 +108,7 @@ class S3Multipart(Backend):
             raise UploadError("ticket", f"part size {part_size} is below S3's 5 MiB minimum")
         return part_size, buffers
 
-    def __init__(self, http: _Http, ticket: dict[str, Any]):
+    def __init__(self, http: Http, ticket: dict[str, Any]):
         super().__init__(http, ticket)
         self.urls: list[str] = list(ticket["part_urls"])
         self.part_etags: dict[int, str] = {}
@@ -151,9 +151,9 @@ class S3Multipart(Backend):
                     return
                 raise
             # S3 may answer 200 and put the error in the body (the request ran long).
-            code, msg = _error_code(resp) if b"<Error>" in resp.content[:512] else (None, "")
+            code, msg = error_code(resp) if b"<Error>" in resp.content[:512] else (None, "")
             if code:
-                raise _Transient(f"complete multipart upload: {code}: {msg}")
+                raise Transient(f"complete multipart upload: {code}: {msg}")
 
         self.http.retrying("complete multipart upload", attempt)
 
@@ -163,7 +163,7 @@ class S3Multipart(Backend):
             return False
         try:
             resp = self.http.send("HEAD", url, what="check completed object", ok=(200,))
-        except (UploadError, _Transient):
+        except (UploadError, Transient):
             return False
         return resp.headers.get("Content-Length") == str(total)
 

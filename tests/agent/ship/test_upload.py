@@ -20,7 +20,7 @@ import upload_servers as srv
 from agent.responder import ticket as tk
 from agent.ship import upload as up
 from agent.ship.backends.gcs import GcsResumable
-from agent.ship.http import _Http
+from agent.ship.http import Http
 
 MiB = 1 << 20
 SECRET_MARKERS = re.compile(r"(?i)x-amz-signature|x-amz-credential|x-goog-signature|sig=|[?&]se=|upload_id=|"
@@ -337,10 +337,37 @@ def test_gcs_lost_answers_resume_from_the_server_offset(gcs):
 
 def test_gcs_chunk_size_rule_enforced_by_client():
     ticket = {"format": up.TICKET_FORMAT, "kind": "gcs-resumable", "start_url": "https://127.0.0.1:9/x"}
-    backend = GcsResumable(_Http(up.make_session(), fast(), print), ticket)
+    backend = GcsResumable(Http(up.make_session(), fast(), print), ticket)
     with pytest.raises(up.UploadError):
         backend.put_part(1, 0, memoryview(b"x" * 1000), final=False)
 
+
+
+def test_read_back_errors_are_classified_and_scrubbed(tmp_path):
+    """verify_remote: an object that is not there is not_found, an unknown CA is tls (never retried), a port
+    where nothing listens is network after its tries; no error text carries the URL's query."""
+    with srv.run_put_server(token=None) as (server, ca):
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        ca_bundle = str(tmp_path / "ca.pem")
+        server.objects["/there"] = b"evidence"
+        back = up.verify_remote(f"{server.url}/there?sig=s3cret-token", ca_bundle=ca_bundle,
+                                expected_sha256=hashlib.sha256(b"evidence").hexdigest())
+        assert back["match"] and back["bytes"] == 8
+        assert_no_secrets(json.dumps(back))
+        with pytest.raises(up.UploadError) as err:
+            up.verify_remote(f"{server.url}/missing?sig=s3cret-token", ca_bundle=ca_bundle)
+        assert err.value.kind == "not_found" and err.value.status == 404
+        assert_no_secrets(str(err.value))
+        before = len(server.requests)
+        with pytest.raises(up.UploadError) as err:
+            up.verify_remote(f"{server.url}/there?sig=s3cret-token")
+        assert err.value.kind == "tls" and len(server.requests) == before
+        assert_no_secrets(str(err.value))
+    port = srv.free_port()
+    with pytest.raises(up.UploadError) as err:
+        up.verify_remote(f"https://127.0.0.1:{port}/there?sig=s3cret-token", ca_bundle=ca_bundle)
+    assert err.value.kind == "network" and "gave up after 3 tries" in str(err.value)
+    assert_no_secrets(str(err.value))
 
 # ---------------------------------------------------------------------------------------------- HTTPS PUT
 
