@@ -285,3 +285,25 @@ def test_verdict_names_its_drivers_and_the_questions_memory_would_decide():
     text = _verdict_html(verdict, True, Counter())
     assert "What a memory image would decide" in text and "TRI-X-1: what &lt;b&gt;pid 4&lt;/b&gt;" in text
     assert "<h3>Drivers</h3>" in text and "pid 4 listens on 4444" in text
+
+
+def test_every_part_of_a_split_findings_stream_is_read(tmp_path):
+    """A findings stream the writer split (findings.jsonl, findings.part001.jsonl...) is one stream: the
+    report read only the first member by its exact name, and lost the findings of the later parts."""
+    import hostile_bundles as hb
+
+    from agent.responder.report import _Bundle
+
+    def finding(n: int) -> bytes:
+        return json.dumps({"kind": "k", "severity": "high", "summary": f"finding {n}", "evidence": []}).encode()
+
+    path = hb.write(tmp_path / "a.analysis.tar.gz", [
+        ("triagent/artifacts/findings.jsonl", finding(1) + b"\n"),
+        ("triagent/artifacts/findings.part001.jsonl", finding(2) + b"\n" + finding(3) + b"\n"),
+        ("triagent/artifacts/system.jsonl", b'{"hostname": "first"}\n'),
+        ("triagent/artifacts/system.part001.jsonl", b'{"hostname": "later"}\n')])
+    read = _Bundle(str(path), set())
+    assert [(m.rsplit("/", 1)[-1], n, f["summary"]) for m, n, f in read.findings] == [
+        ("findings.jsonl", 1, "finding 1"), ("findings.part001.jsonl", 1, "finding 2"),
+        ("findings.part001.jsonl", 2, "finding 3")]
+    assert read.first["system"] == {"hostname": "first"}
