@@ -249,3 +249,30 @@ def _utc(seconds: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_which_fields_hold_a_time_is_the_declarations_word(tmp_path, monkeypatch):
+    """The timeline's per-stream code says a record well; its times are the fields the stream declares
+    (specs/artifacts/*.toml): declare another field and that one is read, with its label and unit."""
+    import dataclasses
+
+    import hostile_bundles as hb
+
+    from agent.engine.plan import load_streams
+    from agent.responder import timeline as tl
+
+    record = {"pid": 7, "name": "sshd", "user": "root", "start_time_utc": "2025-11-24T15:00:00Z",
+              "exe_mtime_ns": 1_700_000_000_123_456_789}
+    path = hb.write(tmp_path / "p.tar.gz", [("triagent/artifacts/processes.jsonl", json.dumps(record).encode())])
+    as_declared = [(e.desc, e.datetime) for e in collect_events(str(path)) if e.stream == "processes"]
+    assert as_declared == [("Process Start", "2025-11-24T15:00:00.000000+00:00")]
+
+    streams = load_streams()
+    streams["processes"] = dataclasses.replace(streams["processes"], time=("exe_mtime_ns", "start_time_utc"),
+                                               time_desc={"exe_mtime_ns": "Executable Modified"})
+    monkeypatch.setattr(tl, "load_streams", lambda: streams)
+    redeclared = [(e.desc, e.datetime, e.message) for e in collect_events(str(path)) if e.stream == "processes"]
+    # a field the declaration gives no label is named by stream and field
+    assert [(d, t) for d, t, _ in redeclared] == [("Executable Modified", "2023-11-14T22:13:20.123456+00:00"),
+                                                 ("processes start_time_utc", "2025-11-24T15:00:00.000000+00:00")]
+    assert all(m.startswith("pid 7 (sshd) started as root") for _, _, m in redeclared)  # still its formatter's
