@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -262,3 +263,29 @@ def test_end_when_the_clock_steps_back(monkeypatch):
     monkeypatch.setattr(time_module, "time_ns", lambda: started_ns + 2_500_000_100)  # an ordinary run
     end = custody_module.run_end(started_ns, started_mono)
     assert end["ended_ns"] == started_ns + 2_500_000_100 and "wall_clock_at_end_utc" not in end
+
+
+def test_a_hostname_that_is_not_utf8(bundle):
+    """The kernel takes any bytes as a hostname and Python hands them over as surrogate escapes: the
+    run's node ids are derived from it, and deriving them raised UnicodeEncodeError (the seal failed)."""
+    custody = dict(bundle["custody"], host=dict(bundle["custody"]["host"], hostname="evil\udcff"))
+    graph = custody_jsonld(custody, bundle["manifest"], None)
+    assert jsonld_bytes(graph) == jsonld_bytes(custody_jsonld(custody, bundle["manifest"], None))
+    names = [f.get("uco-observable:hostname") for n in _nodes(graph, "uco-observable:Device")
+             for f in n.get("uco-core:hasFacet", [])]
+    assert "evil\\xff" in names, names
+
+
+def test_collect_seals_on_a_host_named_in_bytes(tmp_path):
+    """End to end, in a UTS namespace of its own whose hostname is b"h\\xffx" (set with sethostname(2), as
+    a hostile root could): the bundle seals and verifies."""
+    need(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare(1) for a UTS namespace")
+    script = ("import os, socket, sys; socket.sethostname(b'h\\xffx'); "
+              "os.execv(sys.executable, [sys.executable, '-m', 'agent'] + sys.argv[1:])")
+    proc = run_triagent(["collect", "--profile", "minimal", "--output", str(tmp_path)],
+                        cmd=["unshare", "--uts", sys.executable, "-c", script])
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    summary = summary_of(proc)
+    custody = json.loads(members(summary["bundle"])["triagent/custody.json"])
+    assert custody["host"]["hostname"] == "h\udcffx"  # custody.json spells the byte as a JSON escape
+    assert run_triagent(["verify", summary["bundle"]]).returncode == 0
