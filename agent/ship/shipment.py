@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 def _scrub(text: str) -> str:
     """Error text from an upload (or from requests/urllib3 under it) may carry a URL: no query, no user info."""
-    from agent.ship.upload import scrub
+    from agent.ship.http import scrub  # lazily: parsing the command line imports no HTTP stack
 
     return scrub(text)
 
