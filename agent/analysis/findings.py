@@ -24,15 +24,20 @@ WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
 
 Evidence = tuple[str, int]  # (member, line) in the source bundle; memory rows say "analysis"
 SLACK_S = 2.0  # clock granularity between a process's start time and an artifact's start time
-COMMON_PORTS = {22, 25, 53, 67, 68, 80, 110, 111, 123, 143, 323, 443, 465, 546, 547, 587, 631, 993, 995, 5353}
 
 
-def _finding(kind: str, severity: str, summary: str, member: str, line: int, **facts: Any) -> Record:
-    return _found(kind, severity, summary, [("source", member, line)], **facts)
+# A check says what it saw (its kind, facts and evidence); how bad that is, the rules of specs/rules say
+# (`source: findings`, by kind and facts), in that one place. Until a rule grades it, a check is information:
+# one no rule covers is kept with this severity (a listener on a common port).
+UNGRADED = "info"
 
 
-def _found(kind: str, severity: str, summary: str, evidence: Iterable[tuple[str, str, int]], **facts: Any) -> Record:
-    return Record("findings", {"kind": kind, "severity": severity, "summary": summary,
+def _finding(kind: str, summary: str, member: str, line: int, **facts: Any) -> Record:
+    return _found(kind, summary, [("source", member, line)], **facts)
+
+
+def _found(kind: str, summary: str, evidence: Iterable[tuple[str, str, int]], **facts: Any) -> Record:
+    return Record("findings", {"kind": kind, "severity": UNGRADED, "summary": summary,
                                "evidence": [{"bundle": b, "member": m, "line": n} for b, m, n in evidence], **facts})
 
 
@@ -40,30 +45,30 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
     for member, line, p in stream_rows(tar, "processes"):
         exe, pid, name = p.get("exe") or "", p.get("pid"), p.get("name")
         if p.get("exe_origin") == "/memfd" or exe.startswith("/memfd:"):
-            yield _finding("memfd_executable", "high", f"pid {pid} ({name}) runs from an anonymous memfd",
+            yield _finding("memfd_executable", f"pid {pid} ({name}) runs from an anonymous memfd",
                            member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
         elif p.get("exe_deleted"):
-            yield _finding("deleted_executable", "high", f"pid {pid} ({name}) runs a deleted executable {exe}",
+            yield _finding("deleted_executable", f"pid {pid} ({name}) runs a deleted executable {exe}",
                            member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"))
         if exe.startswith(tuple(place + "/" for place in WRITABLE_PLACES)):
-            yield _finding("writable_place_executable", "medium", f"pid {pid} ({name}) runs from {exe}",
+            yield _finding("writable_place_executable", f"pid {pid} ({name}) runs from {exe}",
                            member, line, pid=pid, exe=exe, exe_sha256=p.get("exe_sha256"),
                            memory_question=f"what pid {pid} ({name}) running from {exe} is: its code, "
                                            "mappings, sockets and command history")
     for member, line, r in stream_rows(tar, "preload"):
         if r.get("kind") == "ld.so.preload" and r.get("libraries"):
-            yield _finding("ld_so_preload", "high", "/etc/ld.so.preload loads " +
+            yield _finding("ld_so_preload", "/etc/ld.so.preload loads " +
                            ", ".join(lib["path"] for lib in r["libraries"]), member, line,
                            libraries=r["libraries"])
         elif r.get("kind") == "process" and r.get("finding"):
-            yield _finding("ld_preload_environment", "medium", f"pid {r.get('pid')} ({r.get('comm')}) has "
+            yield _finding("ld_preload_environment", f"pid {r.get('pid')} ({r.get('comm')}) has "
                            f"{', '.join(sorted(r.get('environment', {})))} set", member, line,
                            pid=r.get("pid"), environment=r.get("environment"),
                            memory_question=f"which library pid {r.get('pid')} ({r.get('comm')}) preloads and "
                                            "whether it hooks the C library")
     for member, line, m in stream_rows(tar, "sys_modules"):
         if m.get("hidden_from_proc_modules"):
-            yield _finding("module_hidden_from_proc_modules", "high",
+            yield _finding("module_hidden_from_proc_modules",
                            f"module {m.get('name')} is in /sys/module but not in /proc/modules", member, line,
                            module=m.get("name"))
     yield from _login_log_tampering(tar)
@@ -72,12 +77,12 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
         if "installed_file" in m and not m["installed_file"]:
             where = m.get("module_tree") or "the kernel's module tree"
             missing = "" if m.get("module_tree_present") else " (the tree itself is missing)"
-            yield _finding("module_not_installed", "high" if m.get("module_tree_present") else "medium",
+            yield _finding("module_not_installed",
                            f"module {name} is loaded but is not in {where}{missing}: loaded from elsewhere",
                            member, line, module=name, taint=m.get("taint"),
                            module_tree_present=bool(m.get("module_tree_present")))
         elif m.get("unsigned") or m.get("out_of_tree"):
-            yield _finding("module_unsigned_or_out_of_tree", "medium",
+            yield _finding("module_unsigned_or_out_of_tree",
                            f"module {name} taints the kernel ({m.get('taint')}): unsigned or out of tree",
                            member, line, module=name, taint=m.get("taint"))
 
@@ -95,13 +100,13 @@ def _login_log_tampering(tar: tarfile.TarFile) -> Iterator[Record]:
             if last is not None:
                 gap = index - last[0] - 1
                 if gap > 0:
-                    yield _found("login_log_tampering", "high",
+                    yield _found("login_log_tampering",
                                  f"{source}: {gap} zeroed record(s) between records {last[0]} and {index} "
                                  "(entries wiped)", [("source", last[3], last[4]), ("source", member, line)],
                                  log=source, zeroed=gap)
                 clock_change = r.get("type") in ("NEW_TIME", "OLD_TIME") or last[2] in ("NEW_TIME", "OLD_TIME")
                 if when is not None and last[1] is not None and when < last[1] - 300 and not clock_change:
-                    yield _found("login_log_tampering", "medium",
+                    yield _found("login_log_tampering",
                                  f"{source}: record {index} is {int(last[1] - when)} s older than record {last[0]} "
                                  "before it (edited, or the clock was set back)",
                                  [("source", last[3], last[4]), ("source", member, line)], log=source)
@@ -220,7 +225,7 @@ def _process_crossview(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: flo
         if snapshot is not None and started is not None and started > snapshot - SLACK_S:
             continue  # it started after the live snapshot was taken: nothing hid it
         when = f"started {row.get('CREATION TIME')}, before the live snapshot" if started else "start time unknown"
-        yield _found("process_hidden_from_live_view", "high",
+        yield _found("process_hidden_from_live_view",
                      f"pid {pid} ({comm}) is in memory (linux.pslist) but not in the live process list ({when})",
                      [("analysis", member, line)], pid=pid, comm=comm, ppid=row.get("PPID"),
                      creation_time=row.get("CREATION TIME"))
@@ -232,7 +237,7 @@ def _process_crossview(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: flo
         if row.get("EXIT_STATE") not in (None, "", "TASK_RUNNING", "0"):
             continue  # a task that has exited leaves its structure behind for the scan to find
         seen.add(pid)
-        yield _found("process_unlinked_from_task_list", "high",
+        yield _found("process_unlinked_from_task_list",
                      f"pid {pid} ({comm}) is found by scanning memory (linux.psscan) but neither in the kernel's "
                      "task list nor in the live process list", [("analysis", member, line)],
                      pid=pid, comm=comm, ppid=row.get("PPID"))
@@ -244,12 +249,12 @@ def _module_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Re
         for member, line, row in memory("linux.lsmod.Lsmod"):
             name = row.get("Module Name")
             if name and name not in live:
-                yield _found("module_in_memory_not_in_proc_modules", "high",
+                yield _found("module_in_memory_not_in_proc_modules",
                              f"module {name} is in the kernel's module list in memory but not in /proc/modules",
                              [("analysis", member, line)], module=name, taints=row.get("Taints"))
     for member, line, row in memory("linux.malware.hidden_modules.Hidden_modules"):
         name = row.get("Module Name")
-        yield _found("module_hidden_in_memory", "high",
+        yield _found("module_hidden_in_memory",
                      f"module {name} is in memory but unlinked from the module list (linux.malware.hidden_modules)",
                      [("analysis", member, line)], module=name, offset=row.get("Offset"))
 
@@ -296,12 +301,12 @@ def _listeners(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | Non
         early = any(starts.get(pid) is not None and snapshot is not None and starts[pid] < snapshot - SLACK_S
                     for pid in entry.get("owner_pids", ()))
         if entry["memory"] and not entry["live"] and netns_read & entry.get("netns", set()) and early:
-            yield _found("listener_hidden_from_proc_net", "high",
+            yield _found("listener_hidden_from_proc_net",
                          f"{proto}/{port} listens in memory ({owners}) but is absent from /proc/net",
                          entry["evidence"][:10], **facts)
             continue
         where = " and ".join(w for w, on in (("live", entry["live"]), ("in memory", entry["memory"])) if on)
-        yield _found("listening_socket", "info" if port in COMMON_PORTS else "low",
+        yield _found("listening_socket",
                      f"{proto}/{port} listens ({owners}), seen {where}", entry["evidence"][:10], **facts)
 
 
@@ -323,11 +328,11 @@ def _shell_history_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iter
         if not command or (pid, command) in seen or command in on_disk:
             continue
         seen.add((pid, command))
-        yield _found("shell_command_only_in_memory", "medium",
+        yield _found("shell_command_only_in_memory",
                      f"pid {pid} ({row.get('Process')}) ran `{command[:200]}` at {row.get('CommandTime')}; no history "
                      "file on disk holds it (history cleared, disabled, or not yet written by a live shell)",
                      [("analysis", member, line)], pid=pid, command=command, command_time=row.get("CommandTime"))
     for pid, settings in sorted(disabled.items(), key=lambda kv: str(kv[0])):
-        yield _found("shell_history_disabled", "high",
+        yield _found("shell_history_disabled",
                      f"pid {pid} runs with {', '.join(s[3] for s in settings)}: its history is never written",
                      [s[:3] for s in settings], pid=pid, settings=[s[3] for s in settings])

@@ -411,34 +411,35 @@ def test_recent_and_root_keys_are_low(public_key):
     assert SHIPPED["TRI-PERSIST-005"].severity == "low"
 
 
-def _check(kind: str, severity: str, **facts) -> dict:
-    return {"kind": kind, "severity": severity, "summary": f"{kind} {facts}", "evidence": [], **facts}
+def _check(kind: str, **facts) -> dict:
+    """A built-in check's record: what it saw, graded by no one yet (findings.UNGRADED)."""
+    return {"kind": kind, "severity": "info", "summary": f"{kind} {facts}", "evidence": [], **facts}
 
 
 @pytest.mark.parametrize("check, rule, severity", [
-    (_check("deleted_executable", "high", exe="/tmp/.x/kworker", pid=7), "TRI-PROC-002", "high"),
-    (_check("deleted_executable", "high", exe="/home/bob/.cache/agent", pid=7), "TRI-PROC-002", "high"),
-    (_check("deleted_executable", "high", exe="/usr/sbin/nginx", pid=8), "TRI-PROC-007", "low"),
-    (_check("deleted_executable", "high", exe="/usr/lib/postgresql/16/bin/postgres", pid=9), "TRI-PROC-007", "low"),
-    (_check("writable_place_executable", "medium", exe="/dev/shm/x", pid=7), "TRI-PROC-003", "medium"),
-    (_check("writable_place_executable", "medium", exe="/tmp/go-build123/b001/exe/main", pid=7), "TRI-PROC-008",
+    (_check("deleted_executable", exe="/tmp/.x/kworker", pid=7), "TRI-PROC-002", "high"),
+    (_check("deleted_executable", exe="/home/bob/.cache/agent", pid=7), "TRI-PROC-002", "high"),
+    (_check("deleted_executable", exe="/usr/sbin/nginx", pid=8), "TRI-PROC-007", "low"),
+    (_check("deleted_executable", exe="/usr/lib/postgresql/16/bin/postgres", pid=9), "TRI-PROC-007", "low"),
+    (_check("writable_place_executable", exe="/dev/shm/x", pid=7), "TRI-PROC-003", "medium"),
+    (_check("writable_place_executable", exe="/tmp/go-build123/b001/exe/main", pid=7), "TRI-PROC-008",
      "info"),
-    (_check("module_not_installed", "high", module="diamorphine"), "TRI-KERN-002", "high"),
-    (_check("module_not_installed", "high", module="falcon_lsm_serviceable"), "TRI-KERN-007", "low"),
-    (_check("module_not_installed", "medium", module="ext4", taint=""), "TRI-KERN-007", "low"),
-    (_check("module_not_installed", "medium", module="dummy", taint="OE"), "TRI-KERN-008", "medium"),
-    (_check("module_unsigned_or_out_of_tree", "medium", module="zfs"), "TRI-KERN-003", "low"),
-    (_check("ld_preload_environment", "medium", pid=4, environment={"LD_PRELOAD": "/dev/shm/.l.so"}), "TRI-EVADE-013",
+    (_check("module_not_installed", module_tree_present=True, module="diamorphine"), "TRI-KERN-002", "high"),
+    (_check("module_not_installed", module_tree_present=True, module="falcon_lsm_serviceable"), "TRI-KERN-007", "low"),
+    (_check("module_not_installed", module_tree_present=False, module="ext4", taint=""), "TRI-KERN-007", "low"),
+    (_check("module_not_installed", module_tree_present=False, module="dummy", taint="OE"), "TRI-KERN-008", "medium"),
+    (_check("module_unsigned_or_out_of_tree", module="zfs"), "TRI-KERN-003", "low"),
+    (_check("ld_preload_environment", pid=4, environment={"LD_PRELOAD": "/dev/shm/.l.so"}), "TRI-EVADE-013",
      "high"),
-    (_check("ld_preload_environment", "medium", pid=4, environment={"LD_PRELOAD": "/usr/local/lib/libhook.so"}),
+    (_check("ld_preload_environment", pid=4, environment={"LD_PRELOAD": "/usr/local/lib/libhook.so"}),
      "TRI-EVADE-006", "medium"),
-    (_check("ld_preload_environment", "medium", pid=5,
+    (_check("ld_preload_environment", pid=5,
             environment={"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}), "TRI-EVADE-014", "info"),
-    (_check("ld_preload_environment", "medium", pid=5, environment={
+    (_check("ld_preload_environment", pid=5, environment={
         "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2:/usr/lib/libx.so"}), "TRI-EVADE-006", "medium"),
-    (_check("shell_command_only_in_memory", "medium", pid=9, command="vi /etc/hosts"), "TRI-EVADE-004", "low"),
-    (_check("login_log_tampering", "high", log="/var/log/wtmp", zeroed=1), "TRI-EVADE-008", "high"),
-    (_check("login_log_tampering", "medium", log="/var/log/wtmp"), "TRI-EVADE-011", "medium"),
+    (_check("shell_command_only_in_memory", pid=9, command="vi /etc/hosts"), "TRI-EVADE-004", "low"),
+    (_check("login_log_tampering", log="/var/log/wtmp", zeroed=1), "TRI-EVADE-008", "high"),
+    (_check("login_log_tampering", log="/var/log/wtmp"), "TRI-EVADE-011", "medium"),
 ])
 def test_host_checks(check, rule, severity):
     found = _run(RULES, {"findings": [check]})
@@ -528,7 +529,8 @@ def test_clean_servers_raise_nothing(server, shell):
 def test_memory_questions():
     """Where a memory image would decide (a foreign module with no tree to compare against, a connection to a
     mining-pool port), the finding says what to ask it."""
-    found = _run(RULES, {"findings": [_check("module_not_installed", "medium", module="dummy", taint="OE")],
+    foreign = _check("module_not_installed", module_tree_present=False, module="dummy", taint="OE")
+    found = _run(RULES, {"findings": [foreign],
                          "connections": [{"state": "ESTABLISHED", "remote_port": 3333, "remote_is_public": True,
                                           "remote_ip": "203.0.113.8", "owners": ["77 kworker"]}]})
     questions = {f["rule"]: f.get("memory_question", "") for f in found}
