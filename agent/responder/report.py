@@ -33,9 +33,11 @@ from agent.bundle.reader import (
     BundleReader,
     Manifest,
     dumps,
+    stream_of,
 )
 from agent.bundle.reader import shown as _inert
 from agent.bundle.verify import verify
+from agent.engine.plan import stream_spec
 from agent.responder.timeline import Event, Stats, beside, collect_events, iso, to_us
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
@@ -49,6 +51,7 @@ RECORDS_BUDGET = 32 << 20  # characters of cited records kept for the evidence b
 RECORD_CHARS = 64 << 10
 # streams whose first record the host section shows (system, clock, disk facts); findings are all kept
 FACT_STREAMS = ("system", "clock", "disk")
+DESCRIPTION_CHARS = 200  # of a stream's declared description beside each record cited
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
@@ -344,7 +347,18 @@ def _evidence_html(ev: dict[str, Any], source: _Bundle, analysis: _Bundle | None
         text = raw
     if len(text) > EVIDENCE_CHARS:
         text = text[:EVIDENCE_CHARS] + f"\n… ({len(text) - EVIDENCE_CHARS} more characters in the record)"
-    return f"<div class=meta>{e(where)}</div><pre>{e(text)}</pre>"
+    return f"<div class=meta>{e(where)}{_what(member)}</div><pre>{e(text)}</pre>"
+
+
+def _what(member: str) -> str:
+    """What a record of this member's stream is, as its producer declares it (specs/artifacts/*.toml)."""
+    stream = stream_of(member)
+    spec = stream_spec(stream) if stream else None
+    if spec is None or not spec.description:
+        return ""
+    text = spec.description if len(spec.description) <= DESCRIPTION_CHARS else \
+        spec.description[:DESCRIPTION_CHARS] + "…"
+    return f" <span class=muted>({e(stream)}: {e(text)})</span>"
 
 
 def _findings_html(findings: list[tuple[str, int, dict[str, Any]]], times: dict[int, int | None],

@@ -307,3 +307,12 @@ def test_every_part_of_a_split_findings_stream_is_read(tmp_path):
         ("findings.jsonl", 1, "finding 1"), ("findings.part001.jsonl", 1, "finding 2"),
         ("findings.part001.jsonl", 2, "finding 3")]
     assert read.first["system"] == {"hostname": "first"}
+
+
+def test_a_cited_record_says_what_its_stream_is(page):
+    """Beside each record a finding cites: what a record of that stream is, as its producer declares it."""
+    from agent.engine.plan import load_streams
+
+    _, _, text = page
+    histories = load_streams()["histories"].description
+    assert f"<span class=muted>(histories: {html.escape(histories[:200], quote=True)}" in text
