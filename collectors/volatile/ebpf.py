@@ -11,8 +11,10 @@ This needs CAP_SYS_ADMIN (or CAP_BPF): as another user the collector says so and
 Which process holds a program (an open descriptor, seen in /proc/<pid>/fdinfo) tells systemd's
 own programs (cgroup firewalls and device policies) from a stranger's; a program that nothing holds
 is attached somewhere (a socket, an interface, a cgroup) or pinned under /sys/fs/bpf, whose names
-are listed too. Classic BPF filters set with SO_ATTACH_FILTER (BPFDoor's first versions) are not in
-the kernel's table and are not seen here.
+are listed too. Classic BPF filters set with SO_ATTACH_FILTER, which is how BPFDoor waits for its magic
+packet on an AF_PACKET socket, are not in the kernel's program table: the packet sockets and their
+filters come from sock_diag (NETLINK_SOCK_DIAG, as ``ss -0 -b`` shows them), with the constants each
+filter compares packet bytes with.
 
 The kernel's objects are the live host's: under ``--root`` (an image) this collector reads nothing.
 
@@ -20,6 +22,7 @@ The kernel's objects are the live host's: under ``--root`` (an image) this colle
 * stream ``bpf_maps``: one map;
 * stream ``bpf_links``: one link (program attached to a hook, kernel 5.8+);
 * stream ``bpf_pinned``: one name under the bpf filesystem;
+* stream ``packet_sockets``: one AF_PACKET socket, its classic filter and its holders;
 * stream ``bpf_summary``: how many of each were seen (none is an answer too), and the sysctls that
   decide who may load programs.
 """
@@ -30,7 +33,9 @@ import ctypes
 import errno
 import os
 import platform
+import socket
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -188,9 +193,10 @@ def _kind(table: list[str], value: int) -> str:
 
 # --- which processes hold which objects ------------------------------------------------------------
 
-def holders(proc: str = "/proc", limit_fds: int = 4096,
-            check: Callable[[], None] = lambda: None) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """{("prog"|"map"|"link", id): [{pid, comm, exe}]} from every process's bpf descriptors."""
+def holders(proc: str = "/proc", limit_fds: int = 4096, check: Callable[[], None] = lambda: None,
+            sockets: frozenset[int] = frozenset()) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """{("prog"|"map"|"link", id) or ("socket", inode): [{pid, comm, exe}]} from every process's bpf
+    descriptors and its descriptors of the ``sockets`` asked for."""
     found: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
@@ -209,9 +215,13 @@ def holders(proc: str = "/proc", limit_fds: int = 4096,
                 target = os.readlink(f"{base}/fd/{fd}")
             except OSError:
                 continue
-            if not target.startswith("anon_inode:bpf"):
+            if target.startswith("socket:["):
+                inode = int(target[8:-1]) if target[8:-1].isdigit() else -1
+                key: tuple[str, int] | None = ("socket", inode) if inode in sockets else None
+            elif target.startswith("anon_inode:bpf"):
+                key = _fdinfo_key(f"{base}/fdinfo/{fd}", target)
+            else:
                 continue
-            key = _fdinfo_key(f"{base}/fdinfo/{fd}", target)
             if key is None:
                 continue
             if owner is None:
@@ -267,6 +277,33 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield Problem("eBPF objects are the running kernel's: read only when the evidence root is the live host "
                       "(not under --root)", level="info")
         return
+    btime = boot_time()
+    try:
+        packets = packet_sockets()
+    except OSError as exc:
+        packets = []
+        yield Problem(f"packet sockets: sock_diag refused or absent: {exc.strerror or exc}", level="warning",
+                      errno=exc.errno)
+    held = holders(check=ctx.check, sockets=frozenset(p["inode"] for p in packets))
+    ctx.check()
+    counts: dict[str, int] = {}
+    for item in _chain(_bpf_objects(ctx, btime, held), _packet_records(packets, held),
+                       pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))):
+        if isinstance(item, Record):
+            counts[item.stream] = counts.get(item.stream, 0) + 1
+        yield item
+    # "none loaded" is a finding too: it must not read like "not collected"
+    yield Record("bpf_summary", {
+        "programs": counts.get("bpf_programs", 0), "maps": counts.get("bpf_maps", 0),
+        "links": counts.get("bpf_links", 0), "pinned": counts.get("bpf_pinned", 0),
+        "packet_sockets": counts.get("packet_sockets", 0),
+        "boot_time_utc": utc(btime) if btime is not None else None,
+        "unprivileged_bpf_disabled": _sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
+        "jit_enabled": _sysctl("/proc/sys/net/core/bpf_jit_enable"),
+    })
+
+
+def _bpf_objects(ctx: Context, btime: int | None, held: dict) -> Iterator[Item]:
     try:
         bpf = Bpf()
     except OSError as exc:
@@ -278,23 +315,9 @@ def collect(ctx: Context) -> Iterator[Item]:
         if exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
             yield _refused(exc, "listing eBPF objects")
             return
-    btime = boot_time()
-    held = holders(check=ctx.check)
-    ctx.check()
-    counts: dict[str, int] = {}
-    for item in _chain(_programs(ctx, bpf, btime, held), _maps(ctx, bpf, held), _links(ctx, bpf, held),
-                       pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))):
-        if isinstance(item, Record):
-            counts[item.stream] = counts.get(item.stream, 0) + 1
-        yield item
-    # "none loaded" is a finding too: it must not read like "not collected"
-    yield Record("bpf_summary", {
-        "programs": counts.get("bpf_programs", 0), "maps": counts.get("bpf_maps", 0),
-        "links": counts.get("bpf_links", 0), "pinned": counts.get("bpf_pinned", 0),
-        "boot_time_utc": utc(btime) if btime is not None else None,
-        "unprivileged_bpf_disabled": _sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
-        "jit_enabled": _sysctl("/proc/sys/net/core/bpf_jit_enable"),
-    })
+    yield from _programs(ctx, bpf, btime, held)
+    yield from _maps(ctx, bpf, held)
+    yield from _links(ctx, bpf, held)
 
 
 def _chain(*parts: Iterator[Item]) -> Iterator[Item]:
@@ -445,6 +468,105 @@ def interfaces(sys_net: str = "/sys/class/net") -> dict[int, str]:
         except (OSError, ValueError):
             continue
     return out
+
+
+# --- packet sockets and their classic BPF filters (sock_diag) --------------------------------------------
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+PACKET_SHOW_INFO, PACKET_SHOW_FILTER = 0x1, 0x20
+PACKET_DIAG_INFO, PACKET_DIAG_UID, PACKET_DIAG_FILTER = 0, 5, 7
+MAX_FILTER_INSNS = 4096  # BPF_MAXINSNS for classic filters
+ETHER_PROTOCOLS = {0x0003: "all", 0x0800: "ip", 0x86DD: "ipv6", 0x0806: "arp", 0x8100: "vlan", 0x888E: "eapol"}
+PACKET_TYPES = {1: "stream", 2: "dgram", 3: "raw"}
+
+
+def packet_sockets(max_messages: int = 100000) -> list[dict[str, Any]]:
+    """Every AF_PACKET socket of this network namespace, from the kernel's sock_diag: the protocol and
+    interface it listens on, its owner, and the classic BPF filter attached to it (SO_ATTACH_FILTER),
+    which is how BPFDoor waits for its magic packet. The filter is shown only with CAP_NET_ADMIN."""
+    req = struct.pack("=BBHII2I", socket.AF_PACKET, 0, 0, 0, PACKET_SHOW_INFO | PACKET_SHOW_FILTER,
+                      0xFFFFFFFF, 0xFFFFFFFF)
+    header = struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    out: list[dict[str, Any]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(5.0)  # the kernel answers at once; a filter on netlink must not hold us
+        nl.sendall(header + req)
+        for _ in range(max_messages):
+            data = nl.recv(1 << 16)
+            if not data:
+                return out
+            for kind, body in _netlink_messages(data):
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body, 0)[0] if len(body) >= 4 else errno.EIO
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return out
+                if kind == SOCK_DIAG_BY_FAMILY and len(body) >= 16:
+                    out.append(_packet_record(body))
+    return out
+
+
+def _netlink_messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16:
+            return
+        yield kind, data[offset + 16:offset + length]
+        offset += (length + 3) & ~3
+
+
+def _packet_record(body: bytes) -> dict[str, Any]:
+    _family, kind, protocol, inode = struct.unpack_from("=BBHI", body, 0)
+    attrs: dict[int, bytes] = {}
+    offset = 16
+    while offset + 4 <= len(body):
+        length, attr = struct.unpack_from("=HH", body, offset)
+        if length < 4:
+            break
+        attrs[attr & 0x3FFF] = body[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    info = attrs.get(PACKET_DIAG_INFO, b"")
+    ifindex = struct.unpack_from("=I", info, 0)[0] if len(info) >= 4 else None
+    uid = struct.unpack_from("=I", attrs[PACKET_DIAG_UID], 0)[0] if len(attrs.get(PACKET_DIAG_UID, b"")) >= 4 \
+        else None
+    raw = attrs.get(PACKET_DIAG_FILTER)
+    insns = [struct.unpack_from("=HBBI", raw, i) for i in range(0, min(len(raw), MAX_FILTER_INSNS * 8) - 7, 8)] \
+        if raw else []
+    return {
+        "inode": inode, "type": PACKET_TYPES.get(kind, str(kind)), "protocol": protocol,
+        "protocol_name": ETHER_PROTOCOLS.get(protocol, f"0x{protocol:04x}"),
+        "ifindex": ifindex or None, "uid": uid,
+        # absent: no classic filter (an eBPF one, SO_ATTACH_BPF, is in bpf_programs); empty: not shown to us
+        "filter_state": "none" if raw is None else "hidden" if not raw else "classic",
+        "filter_insns": len(insns), "filter": raw[:MAX_FILTER_INSNS * 8].hex() if raw else None,
+        "filter_constants": filter_constants(insns),
+    }
+
+
+def filter_constants(insns: list[tuple[int, int, int, int]]) -> list[str]:
+    """The constants a classic filter compares packet bytes with (jeq/jgt/jge/jset #k), as hex: the magic
+    values a backdoor's filter waits for are among them."""
+    found = []
+    for code, _jt, _jf, k in insns:
+        if code & 0x07 == 0x05 and code & 0x08 == 0 and code & 0xF0 in (0x10, 0x20, 0x30, 0x40):
+            value = f"0x{k:x}"
+            if value not in found:
+                found.append(value)
+    return found
+
+
+def _packet_records(packets: list[dict[str, Any]], held: dict) -> Iterator[Item]:
+    names = interfaces()
+    for packet in packets:
+        who = held.get(("socket", packet["inode"]), [])
+        yield Record("packet_sockets", {**packet, "interface": names.get(packet["ifindex"] or -1),
+                                        "holders": who, "held_by": held_by(who)})
 
 
 def pinned(ctx: Context, top: str, most: int) -> Iterator[Item]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -104,14 +106,14 @@ def loader():
         child.close()
 
 
-def _findings(records: list[dict]) -> list[dict]:
+def _findings(records: list[dict], stream: str = "bpf_programs") -> list[dict]:
     rules = [r for r in engine.load_rules() if r.id.startswith("TRI-EBPF-")]
-    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002"}
+    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002", "TRI-EBPF-003", "TRI-EBPF-004"}
 
     def rows(source: str):
-        if source != "bpf_programs":
+        if source != stream:
             return []
-        return [("bundle", "artifacts/bpf_programs.jsonl", n + 1, r) for n, r in enumerate(records)]
+        return [("bundle", f"artifacts/{stream}.jsonl", n + 1, r) for n, r in enumerate(records)]
 
     return list(engine.evaluate(rules, rows, time.time()))
 
@@ -233,15 +235,20 @@ def test_without_privilege_it_says_so():
         from collectors.base import Context
         from collectors.volatile import ebpf
         items = list(ebpf.collect(Context(root="/", live=True, options={{"pinned_root": "/nonexistent"}})))
-        print(json.dumps([(type(i).__name__, getattr(i, "level", None), getattr(i, "message", "")) for i in items]))
+        print(json.dumps([(type(i).__name__, getattr(i, "level", None), getattr(i, "message", getattr(i, "stream", "")))
+                          for i in items]))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0 and "Permission denied" in proc.stderr:
         pytest.skip(f"the interpreter is not readable by nobody here: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0, proc.stderr
     items = json.loads(proc.stdout)
-    assert items == [["Problem", "warning",
-                      "listing eBPF objects: the kernel refuses (CAP_SYS_ADMIN or CAP_BPF is needed)"]], items
+    problems = [i for i in items if i[0] == "Problem"]
+    assert problems == [["Problem", "warning",
+                         "listing eBPF objects: the kernel refuses (CAP_SYS_ADMIN or CAP_BPF is needed)"]], items
+    # what needs no privilege is still there: packet sockets (sock_diag) and the summary
+    assert {i[2] for i in items if i[0] == "Record"} <= {"packet_sockets", "bpf_summary"}
+    assert items[-1] == ["Record", None, "bpf_summary"]
 
 
 def test_an_xdp_link_names_its_interface():
@@ -259,3 +266,84 @@ def test_an_xdp_link_names_its_interface():
     assert link["type"] == "xdp" and link["ifindex"] == 1
     assert [h["pid"] for h in link["holders"]] == [child.info["pid"]]
     assert [f["rule"] for f in _findings([xdp])] == ["TRI-EBPF-001"]
+
+
+# --- classic filters on packet sockets (BPFDoor's SO_ATTACH_FILTER) ------------------------------------
+
+ETH_P_IP, ETH_P_ARP = 0x0800, 0x0806
+SO_ATTACH_FILTER = 26
+
+
+def _classic(insns: list[tuple[int, int, int, int]]) -> tuple[bytes, bytes]:
+    """(struct sock_fprog for setsockopt, the instructions as the kernel stores them)."""
+    import ctypes
+
+    raw = b"".join(struct.pack("=HBBI", *i) for i in insns)
+    _classic.keep = ctypes.create_string_buffer(raw)  # alive until setsockopt copied it
+    return struct.pack("HL", len(insns), ctypes.addressof(_classic.keep)), raw
+
+
+# ldh [12]; jeq #0x7255 (BPFDoor's magic, as in its published filters); ret #0xffff; ret #0
+BPFDOOR_LIKE = [(0x28, 0, 0, 12), (0x15, 0, 1, 0x7255), (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]
+# ldh [12]; jeq #0x800 (IPv4); ret; ret: the shape of an ordinary capture filter
+PLAIN = [(0x28, 0, 0, 12), (0x15, 0, 1, 0x0800), (0x06, 0, 0, 0xFFFF), (0x06, 0, 0, 0)]
+
+
+def _packet_socket(protocol: int) -> socket.socket:
+    try:
+        return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
+    except PermissionError as exc:
+        need(False, f"AF_PACKET sockets need CAP_NET_RAW: {exc}")
+        raise
+
+
+def test_packet_socket_filters_from_sock_diag():
+    door, plain, bare = _packet_socket(ETH_P_IP), _packet_socket(ETH_P_IP), _packet_socket(ETH_P_ARP)
+    try:
+        fprog, door_raw = _classic(BPFDOOR_LIKE)
+        door.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        fprog, _ = _classic(PLAIN)
+        plain.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        streams, problems = _collect(pinned_root="/nonexistent")
+        inodes = {name: os.fstat(s.fileno()).st_ino for name, s in (("door", door), ("plain", plain), ("bare", bare))}
+    finally:
+        for s in (door, plain, bare):
+            s.close()
+    assert not [p for p in problems if p.level == "error"], problems
+    by_inode = {p["inode"]: p for p in streams["packet_sockets"]}
+    me = f"{os.path.realpath(sys.executable)}[{os.getpid()}]"
+
+    found = by_inode[inodes["door"]]
+    assert (found["type"], found["protocol"], found["protocol_name"]) == ("raw", ETH_P_IP, "ip")
+    assert found["filter_state"] == "classic" and found["filter_insns"] == 4
+    assert bytes.fromhex(found["filter"]) == door_raw  # the kernel's copy of what was attached
+    assert found["filter_constants"] == ["0x7255"]
+    assert found["held_by"] == me and found["uid"] == os.getuid()
+    assert by_inode[inodes["plain"]]["filter_constants"] == ["0x800"]
+    bare_found = by_inode[inodes["bare"]]
+    assert bare_found["filter_state"] == "none" and bare_found["protocol_name"] == "arp"
+    assert streams["bpf_summary"][0]["packet_sockets"] == len(streams["packet_sockets"])
+
+    got = {(f["inode"], f["rule"], f["severity"])
+           for f in _findings([by_inode[i] for i in inodes.values()], "packet_sockets")}
+    assert got == {(inodes["door"], "TRI-EBPF-003", "high"), (inodes["door"], "TRI-EBPF-004", "medium"),
+                   (inodes["plain"], "TRI-EBPF-004", "medium")}
+
+
+def test_packet_socket_rules_spare_the_usual_holders():
+    def sock(**kw) -> dict:
+        return {"inode": kw.pop("inode"), "protocol_name": "ip", "filter_state": "classic", "filter_insns": 4,
+                "filter_constants": ["0x800"], "held_by": "", **kw}
+
+    records = [
+        sock(inode=1, held_by="/usr/sbin/dhclient[612]"),                         # DHCP: nothing
+        sock(inode=2, held_by="/usr/lib/systemd/systemd-networkd[400]"),          # nothing
+        sock(inode=3, held_by="/usr/sbin/dhclient (deleted)[612]"),               # its file gone: medium
+        sock(inode=4, held_by="/dev/shm/kdmtmpflush[1999]"),                      # medium
+        sock(inode=5, held_by="/usr/bin/tcpdump[7] /tmp/x[8]"),                   # shared with a stranger: medium
+        sock(inode=6, held_by="/usr/sbin/dhclient[5]", filter_constants=["0x5293"]),  # magic: high, whoever
+        sock(inode=7, filter_state="none", filter_insns=0, filter_constants=[]),  # no filter: nothing
+        sock(inode=8, filter_state="hidden", filter_insns=0, filter_constants=[]),  # not shown to us: nothing
+    ]
+    got = {(f["inode"], f["rule"]) for f in _findings(records, "packet_sockets")}
+    assert got == {(3, "TRI-EBPF-004"), (4, "TRI-EBPF-004"), (5, "TRI-EBPF-004"), (6, "TRI-EBPF-003")}
