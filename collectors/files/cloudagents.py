@@ -1120,9 +1120,64 @@ def _cloud_init(run: Run) -> Iterator[Item]:
         yield from run.copy(hit, int(run.opt("copy_log_bytes")), "tail")
 
 
+MAX_PARTS = 100
+
+
+def decode_user_data(data: bytes, limit: int) -> tuple[str, str, list[dict[str, Any]], list[str]]:
+    """(format, readable text, MIME parts, why the raw bytes hide text) of user-data as cloud-init stores it:
+    gzip is decompressed (bounded), a MIME message's parts decoded (base64, quoted-printable, gzip inside), so
+    that the redaction gate reads what the file says. cloud-init's own make-mime and user-data.txt.i write
+    every part base64-encoded: a raw copy of such a file shows the gate nothing it could mask."""
+    hidden: list[str] = []
+    fmt = _data_format(data)
+    if fmt == "gzip":
+        out, _, error = gunzip_bounded(data, limit * 4)
+        data = bytes(out)
+        hidden.append("gzip" + (f" ({error})" if error else ""))
+        fmt = "gzip+" + _data_format(data)
+    parts: list[dict[str, Any]] = []
+    if not fmt.endswith(("mime-multipart", "mime")):
+        return fmt, text(data), parts, hidden
+    import email
+    import email.policy
+
+    try:
+        msg = email.message_from_bytes(data[:limit * 4], policy=email.policy.compat32)
+    except Exception as exc:  # a hostile message breaks the parser in undocumented ways
+        return fmt, text(data), [{"error": f"{type(exc).__name__}: {exc}"[:200]}], hidden
+    pieces: list[str] = []
+    for n, part in enumerate(msg.walk()):
+        if n > MAX_PARTS:
+            hidden.append(f"more than {MAX_PARTS} MIME parts")
+            break
+        if part.is_multipart():
+            continue
+        encoding = str(part.get("Content-Transfer-Encoding", "") or "").strip().lower()
+        try:
+            payload = part.get_payload(decode=True) or b""
+        except Exception:  # noqa: BLE001 - a broken part is reported, the others still read
+            payload = b""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8", "surrogateescape")
+        sub = _data_format(payload)
+        if sub == "gzip":
+            payload, _, _ = gunzip_bounded(payload, limit * 4)
+            payload = bytes(payload)
+            hidden.append(f"part {len(parts) + 1}: gzip")
+        if encoding in ("base64", "quoted-printable"):
+            hidden.append(f"part {len(parts) + 1}: {encoding}")
+        parts.append({"content_type": part.get_content_type(), "filename": part.get_filename(),
+                      "encoding": encoding or None, "size": len(payload),
+                      "sha256": hashlib.sha256(payload).hexdigest(), "format": _data_format(payload)})
+        pieces.append(f"--- part {len(parts)}: {part.get_content_type()} {part.get_filename() or ''} ---\n"
+                      + text(payload))
+    return fmt, "\n".join(pieces), parts, hidden
+
+
 def _cloud_data(run: Run, path: str, kind: str, facts: dict[str, Any], ch: Channel) -> Iterator[Item]:
-    """user-data, vendor-data, cloud-config: sha256 of the original, the text for the gate to mask (and what
-    the gate cannot mask by itself withheld here), copied raw only when nothing was withheld here."""
+    """user-data, vendor-data, cloud-config: sha256 of the original, its decoded text for the gate to mask (and
+    what the gate cannot mask by itself withheld here). Copied raw only when the gate can read it: plain text
+    with nothing withheld here (not gzip, not base64 MIME parts), or when the run includes secrets."""
     got = _read_whole(run, path, int(run.opt("max_data_bytes")))
     if got is None:
         return
@@ -1131,14 +1186,8 @@ def _cloud_data(run: Run, path: str, kind: str, facts: dict[str, Any], ch: Chann
         return
     data, st, truncated = got
     ch.saw(path)
-    fmt = _data_format(data)
-    decoded: bytes | bytearray = data
-    gz_error = None
-    if fmt == "gzip":
-        decoded, _, gz_error = gunzip_bounded(data, int(run.opt("max_text_chars")) * 4)
-        fmt = "gzip+" + _data_format(bytes(decoded))
-    body = text(bytes(decoded))
     limit = int(run.opt("max_text_chars"))
+    fmt, body, parts, hidden = decode_user_data(data, limit)
     masked = 0
     if not run.ctx.include_secrets:
         body, masked = mask_chpasswd(body)
@@ -1147,19 +1196,24 @@ def _cloud_data(run: Run, path: str, kind: str, facts: dict[str, Any], ch: Chann
         "mode": f"{stat.S_IMODE(st.st_mode):04o}", "mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime),
         "sha256": None if truncated else hashlib.sha256(data).hexdigest(),
         "sha256_of_first_bytes": hashlib.sha256(data).hexdigest() if truncated else None, "truncated": truncated,
-        "format": fmt, "text": body[:limit], "text_truncated": len(body) > limit,
+        "format": fmt, "parts": parts, "encoded": hidden, "text": body[:limit], "text_truncated": len(body) > limit,
         "withheld": [f"chpasswd list: {masked} password(s)"] if masked else [],
-        "runs_commands": bool(re.search(r"(?m)^(?:runcmd|bootcmd)\s*:", body)) or fmt.endswith("shell-script"),
+        "runs_commands": bool(re.search(r"(?m)^(?:runcmd|bootcmd)\s*:", body)) or "shell-script" in fmt
+        or any(p.get("format") == "shell-script" for p in parts),
         "users_defined": re.findall(r"(?m)^\s*-\s*name:\s*['\"]?([\w.@-]{1,64})", body)[:50],
         "ssh_keys_defined": len(re.findall(r"(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-\S+|sk-ssh-\S+) AAAA", body)),
         "urls": list(dict.fromkeys(re.findall(r"\b(?:https?|ftp)://[^\s'\"<>|;)]{3,300}", body)))[:50]}
-    if gz_error:
-        rec["gzip_error"] = gz_error
     ch.moment(rec["mtime_utc"])
     yield Record("cloud_init_data", rec)
-    if masked:
+    if run.ctx.include_secrets:
+        yield from run.copy(path, int(run.opt("max_data_bytes")))
+    elif masked:
         yield Problem("raw copy not taken: a chpasswd list holds passwords the redaction gate does not know "
                       "(the record masks them; --include-secrets copies the file)", path=path, level="info")
+    elif hidden:
+        yield Problem(f"raw copy not taken: encoded content ({', '.join(hidden[:5])}) the redaction gate cannot read "
+                      "(the record holds the decoded text, masked; --include-secrets copies the file)", path=path,
+                      level="info")
     else:
         yield from run.copy(path, int(run.opt("max_data_bytes")))
 

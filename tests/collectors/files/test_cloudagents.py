@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -532,7 +533,8 @@ def test_hostile_files_are_bounded_and_stay_in_the_root(tmp_path):
     bad = next(r for r in streams["cloud_run_commands"] if r["path"].endswith("/completed/x"))
     assert bad["parse_error"]
     ud = next(r for r in streams["cloud_init_data"] if r["kind"] == "user-data.txt")
-    assert ud["format"].startswith("gzip") and ud.get("gzip_error")
+    assert ud["format"].startswith("gzip") and ud["encoded"][0].startswith("gzip (")  # damaged: said so
+    assert "/var/lib/cloud/instances/i-1/user-data.txt" not in copies  # gzip: the gate could not read a raw copy
     vd = next(r for r in streams["cloud_init_data"] if r["kind"] == "vendor-data.txt")
     assert vd["truncated"] and vd["sha256"] is None and len(vd["text"]) <= 262144
 
@@ -608,3 +610,123 @@ def test_gcp_lines_are_looked_for_only_where_its_guest_software_is(tmp_path):
 def test_channel_script_lines(tmp_path, line, expected):
     found = _findings(_collect(_ssm_root(tmp_path / "root", f"#!/bin/bash\nset -e\n{line}\n"))[0])
     assert [r for r, hits in found.items() if hits[0]["severity"] == "high"] == ([expected] if expected else []), line
+
+
+# ---- cloud-init itself writing its layout ---------------------------------------------------------------
+
+# Debian's cloud-init, unpacked, never installed (installed, its units would run at the machine's next boot):
+#   apt-get download cloud-init && dpkg-deb -x cloud-init_*.deb /opt/triagent-test-deps/cloud-init
+# with its Python dependencies: python3-jinja2 python3-configobj python3-jsonpatch python3-jsonschema
+# python3-requests python3-netifaces python3-serial python3-yaml
+CLOUD_INIT = Path(os.environ.get("TRIAGENT_CLOUD_INIT", "/opt/triagent-test-deps/cloud-init"))
+CLOUD_INIT_PY = CLOUD_INIT / "usr/lib/python3/dist-packages"
+# cloud-init's own code: make-mime builds the user-data (every part base64, as `cloud-init devel make-mime` and
+# most provisioning tools write it); then what `cloud-init init` does up to consuming the user-data (no module
+# runs, no network is configured), from a NoCloud seed inside the fake root, with PATH empty so that it runs no
+# program of this machine.
+CLOUD_INIT_DRIVER = """
+import io, sys
+from cloudinit import log as ci_log, sources, stages
+from cloudinit.cmd.devel.make_mime import create_mime_message
+from cloudinit.settings import PER_INSTANCE
+seed, cloud_config, script = sys.argv[1:4]
+msg, _ = create_mime_message([(io.StringIO(cloud_config), "cloud.yaml", "cloud-config"),
+                              (io.StringIO(script), "bootstrap.sh", "x-shellscript")])
+open(seed + "/user-data", "w").write(str(msg))
+open(seed + "/meta-data", "w").write("instance-id: iid-datasource-none-7\\nlocal-hostname: app1\\n")
+init = stages.Init(ds_deps=[sources.DEP_FILESYSTEM])
+init.read_cfg()
+ci_log.resetLogging()
+ci_log.setupLogging(init.cfg)
+init.initialize()
+init.fetch()
+init.instancify()
+init.update()
+init.setup_datasource()
+init.consume_data(PER_INSTANCE)
+"""
+REAL_CC = f"""#cloud-config
+write_files:
+  - path: /root/.aws/credentials
+    content: |
+      [default]
+      aws_secret_access_key = {AWS_SECRET}
+  - path: /etc/app.yaml
+    content: |
+      password: Tr0ub4dor-and-3
+"""
+REAL_SCRIPT = "#!/bin/bash\nsystemctl enable --now app\n"
+
+
+def _real_cloud_init_root(tmp_path: Path) -> Path:
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import cloudinit.stages, cloudinit.cmd.devel.make_mime"],
+                           env={"PYTHONPATH": str(CLOUD_INIT_PY), "PATH": "/nonexistent"}, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"Debian's cloud-init is not unpacked at {CLOUD_INIT} with its dependencies "
+                    f"({probe.stderr.decode()[-200:]})")
+    root = tmp_path / "root"
+    seed = root / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True)
+    (root / "var/log").mkdir(parents=True)
+    logging_cfg = (CLOUD_INIT / "etc/cloud/cloud.cfg.d/05_logging.cfg").read_text()
+    logging_cfg = logging_cfg.replace("/var/log/cloud-init.log", f"{root}/var/log/cloud-init.log")
+    _w(root, "/etc/cloud/cloud.cfg", f"""datasource_list: [NoCloud]
+datasource:
+  NoCloud:
+    fs_label: null
+def_log_file: {root}/var/log/cloud-init.log
+system_info:
+  distro: debian
+  paths:
+    cloud_dir: {root}/var/lib/cloud
+    run_dir: {root}/run/cloud-init
+    templates_dir: {CLOUD_INIT}/etc/cloud/templates
+{logging_cfg}""")
+    before = {p: os.path.lexists(p) for p in ("/var/lib/cloud", "/var/log/cloud-init.log", "/run/cloud-init")}
+    proc = subprocess.run(["/usr/bin/python3", "-c", CLOUD_INIT_DRIVER, str(seed), REAL_CC, REAL_SCRIPT],
+                          env={"PYTHONPATH": str(CLOUD_INIT_PY), "PATH": "/nonexistent", "HOME": str(tmp_path),
+                               "CLOUD_CFG": f"{root}/etc/cloud/cloud.cfg"},
+                          capture_output=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert {p: os.path.lexists(p) for p in before} == before  # nothing of this machine was touched
+    # cloud-init links instance -> <cloud_dir>/instances/<id> with the absolute path it was given; on the host
+    # that is /var/lib/cloud/instances/<id>, which the evidence reader resolves inside the root
+    link = root / "var/lib/cloud/instance"
+    target = os.readlink(link)
+    assert target == f"{root}/var/lib/cloud/instances/iid-datasource-none-7"
+    link.unlink()
+    os.symlink(target[len(str(root)):], link)
+    return root
+
+
+def test_real_cloud_init_layout_base64_user_data_is_decoded_for_the_gate_and_not_copied_raw(tmp_path):
+    root = _real_cloud_init_root(tmp_path)
+    inst = "/var/lib/cloud/instances/iid-datasource-none-7"
+    raw = (root / inst.lstrip("/") / "user-data.txt").read_bytes()
+    assert AWS_SECRET.encode() not in raw and b"base64" in raw  # the secret is there, encoded
+    streams, problems, copies = _collect(root)
+    data = {r["kind"]: r for r in streams["cloud_init_data"]}
+    ud = data["user-data.txt"]
+    assert ud["sha256"] == hashlib.sha256(raw).hexdigest() and ud["format"] == "mime-multipart"
+    assert [p["content_type"] for p in ud["parts"]] == ["text/cloud-config", "text/x-shellscript"]
+    assert {p["encoding"] for p in ud["parts"]} == {"base64"} and ud["instance_id"] == "iid-datasource-none-7"
+    assert AWS_SECRET in ud["text"] and ud["runs_commands"]  # decoded: the gate sees it (and masks it)
+    assert data["user-data.txt.i"]["parts"][0]["sha256"] == ud["parts"][0]["sha256"]
+    assert ud["current"] is True
+    assert f"{inst}/user-data.txt" not in copies and f"{inst}/user-data.txt.i" not in copies
+    assert any("encoded content (part 1: base64" in p.message for p in problems)
+    script = next(r for r in streams["cloud_run_scripts"] if r["channel"] == "cloud-init-user-script")
+    assert script["path"] == f"{inst}/scripts/bootstrap.sh" and script["content"] == REAL_SCRIPT  # the part handler's
+    log = [r for r in streams["cloud_agent_log"] if r["agent"] == "cloud-init"]
+    assert any(r["event"] == "user_data" and "user-data.txt" in r["message"] for r in log)
+    assert all(r["time_utc"].endswith("Z") for r in log)
+    assert not any(p.endswith(("obj.pkl", "instance-data-sensitive.json")) for p in copies)
+    assert f"{inst}/datasource" in copies and "/var/lib/cloud/data/instance-id" in copies
+
+    members = _bundle(tmp_path, root)
+    everything = b"".join(members.values())
+    assert AWS_SECRET.encode() not in everything and b"Tr0ub4dor-and-3" not in everything
+    assert not [m for m in members if m.endswith("/user-data.txt")]
+    members = _bundle(tmp_path, root, "--include-secrets")
+    assert AWS_SECRET.encode() in b"".join(members.values())
+    assert [m for m in members if m.endswith(f"{inst}/user-data.txt")]
