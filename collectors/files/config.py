@@ -35,6 +35,7 @@ from typing import Any
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, listdir, lstat, read_capped, readlink, resolve, stat_path, walk_glob
 from collectors.files.homes import Home, homes, passwd_users
+from collectors.files.programs import HASH_BUDGET, HASH_LIMIT, Targets, search
 from collectors.files.ssh import _config_lines
 from collectors.util import text
 
@@ -673,7 +674,6 @@ def _exec_paths(program: str, owner_home: str | None) -> str | None:
 
 def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home],
               targets: Any = None) -> Iterator[Item]:
-    from collectors.files.persistence import search  # persistence imports this module
 
     dirs = _unit_dirs(ctx, user_homes)
     home_of = {h.user: h.path for h in user_homes if h.user}
@@ -1065,7 +1065,6 @@ def _sshd(ctx: Context, budget: _Budget) -> Iterator[Item]:
 # ---- the collector -------------------------------------------------------------------------------
 
 def collect(ctx: Context) -> Iterator[Item]:
-    from collectors.files.persistence import HASH_BUDGET, HASH_LIMIT, Targets  # persistence imports this module
 
     cap = int(ctx.opt("cap_bytes", 1 << 20))
     budget = _Budget(int(ctx.opt("max_records_per_stream", 50000)))
