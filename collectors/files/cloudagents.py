@@ -160,31 +160,50 @@ def _withhold(value: Any, include: bool, found: list[str], where: str = "") -> A
     return value
 
 
-_CHPASSWD = re.compile(r"^(?P<indent>[ \t]*)chpasswd[ \t]*:", re.M)
-_PAIR = re.compile(r"^(?P<lead>[ \t]*(?:-[ \t]+)?['\"]?[A-Za-z0-9_][\w.@-]{0,63}:)(?P<secret>[^\s'\"]+)"
-                   r"(?P<tail>['\"]?[ \t]*)$")
+_CHPASSWD = re.compile(r"^(?P<indent>[ \t]*)(?:-[ \t]+)?chpasswd[ \t]*:(?P<rest>.*)$")
+# user:password wherever it stands in the chpasswd block: a line of a literal block (``root:pw``), a list item
+# (``- root:pw``), inside a quoted or folded scalar (``list: 'root:pw`` as cloud-init's cloud-config.txt dumps
+# it), after an escaped newline (``"root:pw\\nbob:pw2"``). A YAML key has a space after its colon: never taken.
+_PAIR = re.compile(r"(?:(?<=^)|(?<=[\s'\"\[,{])|(?<=\\n))(?P<user>[A-Za-z_][\w.@$-]{0,63}):(?P<secret>[^\s'\",\]}\\]+)")
+# the newer users form in flow style: {name: root, password: pw, type: text} (block style is the gate's)
+_FLOW_PASSWORD = re.compile(r"(?<=[{,])\s*password\s*:\s*(?P<q>['\"]?)(?P<secret>[^,}'\"\s]+)")
 
 
 def mask_chpasswd(doc: str) -> tuple[str, int]:
-    """A cloud-config's ``chpasswd: list:`` entries (``user:password``, as a block string or list items) with
-    the password masked; (text, how many). The gate's rules see ``password: x`` lines, not these pairs."""
+    """A cloud-config's ``chpasswd`` passwords (``list:`` pairs ``user:password`` as a block string, list items or a
+    quoted scalar; ``users:`` in flow style) masked; (text, how many). The gate's rules see ``password: x`` lines,
+    not these."""
     count = 0
+
+    def pairs(text_: str) -> str:
+        nonlocal count
+
+        def one(m: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return f"{m['user']}:****"
+
+        def flow(m: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return m.group(0)[:m.start("secret") - m.start()] + "****"
+
+        return _FLOW_PASSWORD.sub(flow, _PAIR.sub(one, text_))
+
     lines = doc.split("\n")
     inside: int | None = None  # indentation of the chpasswd key while inside its block
     for n, line in enumerate(lines):
         m = _CHPASSWD.match(line)
         if m:
             inside = len(m["indent"].expandtabs())
+            lines[n] = line[:m.start("rest")] + pairs(m["rest"])
             continue
         if inside is None or not line.strip():
             continue
         if len(line) - len(line.lstrip()) <= inside:
             inside = None
             continue
-        p = _PAIR.match(line)
-        if p and p["lead"].rstrip(":").strip(" -'\"").lower() not in ("list", "users", "expire", "type", "name"):
-            lines[n] = p["lead"] + "*" * 4 + p["tail"]
-            count += 1
+        lines[n] = pairs(line)
     return "\n".join(lines), count
 
 

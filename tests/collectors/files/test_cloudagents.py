@@ -418,6 +418,13 @@ def test_chpasswd_lists_are_withheld_here_and_the_file_is_not_copied_raw(tmp_pat
      "chpasswd:\n  list:\n    - root:****\n    - 'bob:****'\n"),
     ("chpasswd: {expire: false}\nruncmd:\n  - echo a:b\n", "chpasswd: {expire: false}\nruncmd:\n  - echo a:b\n"),
     ("users:\n  - name: x\n    plain_text_passwd: pw\n", "users:\n  - name: x\n    plain_text_passwd: pw\n"),
+    # as cloud-init's cloud-config.txt dumps a literal block: a single-quoted folded scalar
+    ("chpasswd:\n    expire: false\n    list: 'root:pw1\n\n        bob:pw2\n\n        '\nusers:\n-   name: a:b\n",
+     "chpasswd:\n    expire: false\n    list: 'root:****\n\n        bob:****\n\n        '\nusers:\n-   name: a:b\n"),
+    ('chpasswd: {list: "root:pw1\\nbob:pw2\\n", expire: false}\n', 'chpasswd: {list: "root:****\\nbob:****\\n", '
+     'expire: false}\n'),
+    ("chpasswd:\n  users:\n    - {name: root, password: pw9, type: text}\n",
+     "chpasswd:\n  users:\n    - {name: root, password: ****, type: text}\n"),
 ])
 def test_mask_chpasswd(doc, expected):
     assert cloudagents.mask_chpasswd(doc)[0] == expected
@@ -658,7 +665,7 @@ write_files:
 REAL_SCRIPT = "#!/bin/bash\nsystemctl enable --now app\n"
 
 
-def _real_cloud_init_root(tmp_path: Path) -> Path:
+def _real_cloud_init_root(tmp_path: Path, cloud_config: str = REAL_CC) -> Path:
     probe = subprocess.run(["/usr/bin/python3", "-c", "import cloudinit.stages, cloudinit.cmd.devel.make_mime"],
                            env={"PYTHONPATH": str(CLOUD_INIT_PY), "PATH": "/nonexistent"}, capture_output=True)
     if probe.returncode != 0:
@@ -683,7 +690,7 @@ system_info:
     templates_dir: {CLOUD_INIT}/etc/cloud/templates
 {logging_cfg}""")
     before = {p: os.path.lexists(p) for p in ("/var/lib/cloud", "/var/log/cloud-init.log", "/run/cloud-init")}
-    proc = subprocess.run(["/usr/bin/python3", "-c", CLOUD_INIT_DRIVER, str(seed), REAL_CC, REAL_SCRIPT],
+    proc = subprocess.run(["/usr/bin/python3", "-c", CLOUD_INIT_DRIVER, str(seed), cloud_config, REAL_SCRIPT],
                           env={"PYTHONPATH": str(CLOUD_INIT_PY), "PATH": "/nonexistent", "HOME": str(tmp_path),
                                "CLOUD_CFG": f"{root}/etc/cloud/cloud.cfg"},
                           capture_output=True, timeout=120, cwd=tmp_path)
@@ -730,3 +737,18 @@ def test_real_cloud_init_layout_base64_user_data_is_decoded_for_the_gate_and_not
     members = _bundle(tmp_path, root, "--include-secrets")
     assert AWS_SECRET.encode() in b"".join(members.values())
     assert [m for m in members if m.endswith(f"{inst}/user-data.txt")]
+
+
+def test_real_cloud_init_chpasswd_as_cloud_config_txt_dumps_it(tmp_path):
+    """cloud-init re-dumps the merged cloud-config (cloud-config.txt) as YAML: a chpasswd literal block becomes a
+    single-quoted folded scalar, ``list: 'root:pw``. Its passwords are masked in the record, the file is not
+    copied raw, and none reaches the bundle."""
+    root = _real_cloud_init_root(tmp_path, CHPASSWD)
+    inst = "/var/lib/cloud/instances/iid-datasource-none-7"
+    dumped = (root / inst.lstrip("/") / "cloud-config.txt").read_text()
+    assert "list: 'root:S3cr3t-Root-Pass" in dumped  # the form cloud-init wrote
+    streams, _, copies = _collect(root)
+    cc = next(r for r in streams["cloud_init_data"] if r["kind"] == "cloud-config.txt")
+    assert "S3cr3t-Root-Pass" not in json.dumps(streams) and cc["withheld"] == ["chpasswd list: 2 password(s)"]
+    assert f"{inst}/cloud-config.txt" not in copies
+    assert b"S3cr3t-Root-Pass" not in b"".join(_bundle(tmp_path, root).values())
