@@ -752,3 +752,39 @@ def test_real_cloud_init_chpasswd_as_cloud_config_txt_dumps_it(tmp_path):
     assert "S3cr3t-Root-Pass" not in json.dumps(streams) and cc["withheld"] == ["chpasswd list: 2 password(s)"]
     assert f"{inst}/cloud-config.txt" not in copies
     assert b"S3cr3t-Root-Pass" not in b"".join(_bundle(tmp_path, root).values())
+
+
+# Debian's waagent, unpacked, never installed: apt-get download waagent && dpkg-deb -x waagent_*.deb
+# /opt/triagent-test-deps/waagent (its logger needs only the standard library)
+WAAGENT = Path(os.environ.get("TRIAGENT_WAAGENT", "/opt/triagent-test-deps/waagent"))
+WAAGENT_DRIVER = """
+import sys, threading
+from azurelinuxagent.common import logger
+logger.add_logger_appender(logger.AppenderType.FILE, logger.LogLevel.INFO, path=sys.argv[1])
+threading.current_thread().name = "Daemon"
+logger.set_prefix("Daemon")
+logger.info("Azure Linux Agent Version: {0}", "2.7.3.0")
+threading.current_thread().name = "ExtHandler"
+logger.set_prefix("ExtHandler")
+logger.info("ProcessExtensionsGoalState started [incarnation_5]")
+ext = logger.Logger(logger.DEFAULT_LOGGER, "[Microsoft.CPlat.Core.RunCommandLinux-1.0.5]")
+ext.info("Target handler state: {0} [{1}]", "enabled", "incarnation_5")
+ext.info("Enable extension: [{0}]", "bin/run-command-shim enable")
+logger.error("Event: name=Microsoft.CPlat.Core.RunCommandLinux, op=Enable, message=failed, duration=0")
+"""
+
+
+def test_real_waagent_logger_lines(tmp_path):
+    """waagent.log written by the Debian package's own logger (azurelinuxagent.common.logger)."""
+    site = WAAGENT / "usr/lib/python3/dist-packages"
+    if not (site / "azurelinuxagent/common/logger.py").is_file():
+        pytest.skip(f"Debian's waagent is not unpacked at {WAAGENT}")
+    root = tmp_path / "root"
+    (root / "var/log").mkdir(parents=True)
+    proc = subprocess.run(["/usr/bin/python3", "-c", WAAGENT_DRIVER, str(root / "var/log/waagent.log")],
+                          env={"PYTHONPATH": str(site), "PATH": "/nonexistent"}, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    log = [r for r in _collect(root)[0]["cloud_agent_log"] if r["agent"] == "waagent"]
+    assert [r.get("event") for r in log] == ["agent_start", "extension_enable", "extension_enable", "error"]
+    assert {r.get("extension") for r in log[1:3]} == {RC} and log[1]["thread"] == "ExtHandler"
+    assert all(r["time_utc"].endswith("Z") and r["time_local"] is None for r in log)
