@@ -11,12 +11,23 @@ process that started after the snapshot."""
 from __future__ import annotations
 
 import datetime as _dt
-import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agent.bundle.reader import LINE_CAP, READ_CHUNK, iter_lines, quoted, rows, stream_members, stream_rows
+from agent.bundle.reader import (
+    CUSTODY_NAME,
+    JSON_CAP,
+    LINE_CAP,
+    READ_CHUNK,
+    BundleView,
+    iter_lines,
+    loads_bounded,
+    quoted,
+    rows,
+    stream_members,
+    stream_rows,
+)
 from collectors.base import Record
 
 WRITABLE_PLACES = ("/tmp", "/dev/shm", "/var/tmp", "/run/shm", "/dev/mqueue")
@@ -41,7 +52,7 @@ def _found(kind: str, summary: str, evidence: Iterable[tuple[str, str, int]], **
                                "evidence": [{"bundle": b, "member": m, "line": n} for b, m, n in evidence], **facts})
 
 
-def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
+def host_findings(tar: BundleView) -> Iterator[Record]:
     for member, line, p in stream_rows(tar, "processes"):
         exe, pid, name = p.get("exe") or "", p.get("pid"), p.get("name")
         if p.get("exe_origin") == "/memfd" or exe.startswith("/memfd:"):
@@ -87,7 +98,7 @@ def host_findings(tar: tarfile.TarFile) -> Iterator[Record]:
                            member, line, module=name, taint=m.get("taint"))
 
 
-def _login_log_tampering(tar: tarfile.TarFile) -> Iterator[Record]:
+def _login_log_tampering(tar: BundleView) -> Iterator[Record]:
     """wtmp/btmp only grow, in time order: a zeroed record between two others (what wtmp cleaners
     leave) or time running backwards without a clock-change record means the file was edited."""
     for stream in ("wtmp", "btmp"):
@@ -124,11 +135,9 @@ def _time(value: Any) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)).timestamp()
 
 
-def _artifact_times(tar: tarfile.TarFile) -> dict[str, tuple[float | None, float | None]]:
-    from agent.bundle.reader import JSON_CAP, loads_bounded
-
+def _artifact_times(tar: BundleView) -> dict[str, tuple[float | None, float | None]]:
     try:
-        custody = loads_bounded(tar.extractfile("triagent/custody.json").read(JSON_CAP))  # type: ignore[union-attr]
+        custody = loads_bounded(tar.extractfile(CUSTODY_NAME).read(JSON_CAP))  # type: ignore[union-attr]
     except (KeyError, AttributeError, ValueError):
         return {}
     artifacts = custody.get("artifacts") if isinstance(custody, dict) else None
@@ -198,7 +207,7 @@ def _inflate(packed: bytes) -> Iterator[bytes]:
     yield inflater.flush()
 
 
-def memory_findings(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
+def memory_findings(tar: BundleView, memory: AnalysisRows) -> Iterator[Record]:
     """Cross-views of the memory image against the live snapshot in the source bundle."""
     times = _artifact_times(tar)
     yield from _process_crossview(tar, memory, times.get("processes", (None, None))[0])
@@ -207,7 +216,7 @@ def memory_findings(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Reco
     yield from _shell_history_crossview(tar, memory)
 
 
-def _process_crossview(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
+def _process_crossview(tar: BundleView, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
     if not (memory.has("linux.pslist.PsList") or memory.has("linux.psscan.PsScan")):
         return
     live = {p.get("pid"): (m, n, p) for m, n, p in stream_rows(tar, "processes")}
@@ -243,7 +252,7 @@ def _process_crossview(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: flo
                      pid=pid, comm=comm, ppid=row.get("PPID"))
 
 
-def _module_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
+def _module_crossview(tar: BundleView, memory: AnalysisRows) -> Iterator[Record]:
     live = {m.get("name") for _, _, m in stream_rows(tar, "modules")}
     if live:  # with no /proc/modules rows at all there is nothing to compare against
         for member, line, row in memory("linux.lsmod.Lsmod"):
@@ -266,7 +275,7 @@ def _port(value: Any) -> int | None:
         return None
 
 
-def _listeners(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
+def _listeners(tar: BundleView, memory: AnalysisRows, snapshot: float | None) -> Iterator[Record]:
     """Every listening socket, named once per (protocol, port) with its owners; those memory shows in a
     namespace the live view read, but /proc/net did not, are hidden listeners."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
@@ -313,7 +322,7 @@ def _listeners(tar: tarfile.TarFile, memory: AnalysisRows, snapshot: float | Non
 HISTORY_OFF = {"HISTFILE": {"/dev/null", ""}, "HISTSIZE": {"0"}, "HISTFILESIZE": {"0"}}
 
 
-def _shell_history_crossview(tar: tarfile.TarFile, memory: AnalysisRows) -> Iterator[Record]:
+def _shell_history_crossview(tar: BundleView, memory: AnalysisRows) -> Iterator[Record]:
     if not memory.has("linux.bash.Bash"):
         return
     on_disk = {str(h.get("command") or "").strip() for _, _, h in stream_rows(tar, "histories")}

@@ -36,17 +36,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
 import os
 import re
-import tarfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from agent.bundle.reader import stream_rows
+import specs
+from agent.bundle.reader import MANIFEST_CAP, BundleView, Manifest, stream_member, stream_rows
+from agent.bundle.writer import MANIFEST_NAME
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
@@ -76,7 +76,7 @@ Row = tuple[str, str, int, dict[str, Any]]  # (bundle, member, line, record)
 def load_rules(folder: str | None = None) -> list[Rule]:
     import yaml
 
-    folder = folder or _specs_folder()
+    folder = folder or rules_folder()
     rules: list[Rule] = []
     seen: set[str] = set()
     for name in sorted(os.listdir(folder)):
@@ -95,13 +95,7 @@ def load_rules(folder: str | None = None) -> list[Rule]:
 
 
 def rules_folder() -> str:
-    return _specs_folder()
-
-
-def _specs_folder() -> str:
-    import specs
-
-    return os.path.join(os.path.dirname(specs.__file__), "rules")
+    return str(specs.path("rules"))
 
 
 def _rule(raw: dict[str, Any], origin: str) -> Rule:
@@ -468,7 +462,7 @@ def _iso(seconds: float) -> str:
 RowSource = Callable[[str], Iterator[Row]]
 
 
-def bundle_rows(tar: tarfile.TarFile, analysis: Any, findings: list[dict[str, Any]]) -> RowSource:
+def bundle_rows(tar: BundleView, analysis: Any, findings: list[dict[str, Any]]) -> RowSource:
     """The rows of each source a rule names, read once: a stream of the bundle (``source``), its raw copies'
     manifest entries (``files``), the built-in checks' ``findings``, and ``analysis:<stream>``, the records
     this analysis made (``analysis``: findings.AnalysisRows, or anything reader.stream_rows reads)."""
@@ -479,18 +473,18 @@ def bundle_rows(tar: tarfile.TarFile, analysis: Any, findings: list[dict[str, An
             yield "source", member, number, record
 
     def files() -> Iterator[Row]:
+        manifest = manifest_of(tar)
         try:
-            manifest = json.loads(tar.extractfile("triagent/manifest.json").read())  # type: ignore[union-attr]
-        except (KeyError, AttributeError, ValueError):
+            for entry in manifest.entries() if manifest is not None else ():
+                if isinstance(entry, dict) and str(entry.get("name", "")).startswith("fs/") and entry.get("source"):
+                    yield "source", entry["name"], 0, entry
+        except ValueError:  # a damaged manifest: the entries read so far stand
             return
-        for entry in manifest.get("members", []):
-            if entry.get("name", "").startswith("fs/") and entry.get("source"):
-                yield "source", entry["name"], 0, entry
 
     def rows(source: str) -> Iterator[Row]:
         if source not in cache:
             if source == "findings":
-                cache[source] = [("analysis", "triagent/artifacts/findings.jsonl", 0, f) for f in findings]
+                cache[source] = [("analysis", stream_member("findings"), 0, f) for f in findings]
             elif source == "files":
                 cache[source] = list(files())
             elif source.startswith("analysis:"):
@@ -518,11 +512,21 @@ def _mark_cloud_peers(rows: list[Row]) -> None:
         record["remote_cloud"] = ranges.provider_of(record["remote_ip"]) or ""
 
 
-def collection_time(tar: tarfile.TarFile) -> float | None:
+def manifest_of(tar: Any) -> Manifest | None:
+    """The bundle's manifest (a BundleView's holds its raw-copy entries only), parsed by the reader one
+    entry at a time; None when there is none or it is not a JSON object."""
     try:
-        manifest = json.loads(tar.extractfile("triagent/manifest.json").read())  # type: ignore[union-attr]
-        return int(manifest["started_ns"]) / 1e9
-    except (KeyError, AttributeError, ValueError, TypeError):
+        handle = tar.extractfile(MANIFEST_NAME)
+        return Manifest(handle.read(MANIFEST_CAP)) if handle is not None else None
+    except (KeyError, ValueError):  # absent; not UTF-8 or not a JSON object
+        return None
+
+
+def collection_time(tar: Any) -> float | None:
+    manifest = manifest_of(tar)
+    try:
+        return int(manifest.fields["started_ns"]) / 1e9 if manifest is not None else None
+    except (KeyError, ValueError, TypeError):
         return None
 
 
@@ -531,7 +535,7 @@ def collection_time(tar: tarfile.TarFile) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 def load_verdict_policy(path: str | None = None) -> dict[str, Any]:
-    path = path or os.path.join(_specs_folder(), "..", "verdict.toml")
+    path = path or str(specs.path("verdict.toml"))
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 

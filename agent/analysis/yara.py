@@ -4,11 +4,12 @@ Each rule's meta gives its title, severity and ATT&CK techniques; a hit points a
 
 from __future__ import annotations
 
-import json
 import os
-import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from agent.analysis.rules import manifest_of
+from agent.bundle.reader import BundleView
 
 SEVERITIES = {"critical", "high", "medium", "low", "info"}
 
@@ -28,17 +29,20 @@ def compile_rules(folder: str) -> Any:
     return compiler.build()
 
 
-def scan(rules: Any, tar: tarfile.TarFile, limit: int = 64 << 20, timeout_s: int = 10,
+def scan(rules: Any, tar: BundleView, limit: int = 64 << 20, timeout_s: int = 10,
          check: Callable[[], None] = lambda: None) -> Iterator[dict[str, Any]]:
     import yara_x
 
     scanner = yara_x.Scanner(rules)
     scanner.set_timeout(timeout_s)
+    sources: dict[str, dict[str, Any]] = {}
+    manifest = manifest_of(tar)
     try:
-        manifest = json.loads(tar.extractfile("triagent/manifest.json").read())  # type: ignore[union-attr]
-        sources = {m["name"]: m for m in manifest.get("members", [])}
-    except (KeyError, AttributeError, ValueError):
-        sources = {}
+        for entry in manifest.entries() if manifest is not None else ():
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                sources[entry["name"]] = entry
+    except ValueError:  # a damaged manifest: the entries read so far stand
+        pass
     for member in tar:
         check()
         if not member.isfile() or not member.name.startswith("fs/") or member.size > limit or member.size == 0:

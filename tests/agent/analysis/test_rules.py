@@ -4,6 +4,7 @@ root → collect → analyze) whose findings and verdict name what was planted."
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -205,3 +206,22 @@ def test_quiet_root_gives_a_no(tmp_path):
     summary, findings, verdict, _ = _analyse(tmp_path, root)
     assert not [f for f in findings if f["severity"] in ("critical", "high", "medium")], findings
     assert verdict["recommendation"] == "no", verdict
+
+
+def test_the_manifest_is_read_by_the_reader_entry_by_entry(tmp_path):
+    """The rules read the manifest through agent/bundle/reader.py: an entry that is not an object (a hostile
+    manifest) is passed over, not an AttributeError that cost every finding of the bundle."""
+    from agent.analysis.findings import AnalysisRows
+
+    manifest = {"started_ns": int(NOW * 1e9), "members": [
+        "not an entry", {"name": "fs/$rootfs$/etc/cron.d/x", "source": "/etc/cron.d/x", "size": 3}]}
+    bundle = tmp_path / "b.tar"
+    with tarfile.open(bundle, "w") as tar:
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("triagent/manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(bundle) as tar:
+        rows = list(engine.bundle_rows(tar, AnalysisRows(), [])("files"))
+        assert engine.collection_time(tar) == NOW
+    assert [(r[1], r[3]["source"]) for r in rows] == [("fs/$rootfs$/etc/cron.d/x", "/etc/cron.d/x")]
