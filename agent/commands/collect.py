@@ -185,10 +185,13 @@ def _check_arguments(args: argparse.Namespace) -> str:
 
 
 def _recipients(args: argparse.Namespace) -> list[Any] | None:
+    """--encrypt-to; age (and the cryptography package) is imported only when asked for."""
+    if not args.encrypt_to:
+        return None
     try:
         from agent.bundle.age import parse_recipients
 
-        return parse_recipients(args.encrypt_to) if args.encrypt_to else None
+        return parse_recipients(args.encrypt_to)
     except (OSError, ValueError) as exc:
         raise _Refusal(EXIT_USAGE, f"triagent: error: --encrypt-to: {exc}") from None
 

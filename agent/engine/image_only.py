@@ -120,7 +120,7 @@ class _ImageFile:
                 exc.filename = self.companion_path if companion else self.path
                 raise
         out = self.outputs[companion]
-        digest, size, reason = hashlib.sha256(), 0, None
+        first, size, reason = out.bytes == 0, 0, None
         while True:
             if should_stop():
                 reason = "interrupted"
@@ -128,12 +128,14 @@ class _ImageFile:
             chunk = read(READ_SIZE)
             if not len(chunk):
                 break
-            digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
         if reason is None and size < length:
             reason = "the stream ended early"
-        return {"size": size, "sha256": digest.hexdigest(), "incomplete": {"reason": reason} if reason else None}
+        # hashed once, by the file: a member that begins the file has the file's hash; the pipeline hashes a
+        # stream in parts itself and asks no part's
+        return {"size": size, "sha256": out.hash.hexdigest() if first else None,
+                "incomplete": {"reason": reason} if reason else None}
 
     def close(self) -> None:
         errors = []
