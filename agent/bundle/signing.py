@@ -21,8 +21,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-SIG_NAME = "triagent/manifest.sig.json"
-SIGNED_NAME = "triagent/manifest.json"
+from agent.bundle.writer import MANIFEST_NAME
+
+SIGNED_NAME = MANIFEST_NAME
 NAMESPACE = "triagent-manifest"
 SIG_FORMAT = "sshsig/1"
 _MAGIC = b"SSHSIG"
