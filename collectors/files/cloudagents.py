@@ -51,6 +51,7 @@ vendor-data, cloud-config), ``cloud_agents`` (one summary per channel found, wit
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import hashlib
 import json
@@ -70,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "max_bytes": 64 << 20,  # decoded log text read in all, newest files first
     "max_file_bytes": 16 << 20,  # newest part of one plain log (read_log's option)
     "max_compressed_bytes": 8 << 20,  # what is read of one .gz log (read_log's option)
-    "max_records": 50_000,  # cloud_agent_log records in all
+    "max_records": 20_000,  # cloud_agent_log records per channel, the newest kept
     "max_line_chars": 8192,
     "max_message_chars": 2048,
     "max_scripts": 2000,  # scripts listed (and copied) in all
@@ -225,6 +226,7 @@ class Channel:
     last_utc: str | None = None
     ids: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    dropped_files: int = 0  # logs not parsed: the channel's record share was full
 
     def saw(self, path: str) -> None:
         self.files += 1
@@ -240,7 +242,8 @@ class Channel:
         return {"provider": self.provider, "channel": self.channel, "files": self.files, "paths": self.paths,
                 "log_lines_read": self.log_lines, "records": self.records, "scripts": self.scripts,
                 "states": self.states, "first_utc": self.first_utc, "last_utc": self.last_utc,
-                "instance_ids": sorted(self.ids)[:20], "notes": self.notes}
+                "instance_ids": sorted(self.ids)[:20], "notes": self.notes,
+                "logs_not_parsed": self.dropped_files}
 
 
 @dataclass
@@ -249,8 +252,6 @@ class Run:
     clock: Clock
     budget: Budget
     channels: dict[str, Channel] = field(default_factory=dict)
-    log_records: int = 0
-    log_full: bool = False
     scripts: int = 0
     scripts_full: bool = False
     states: int = 0
@@ -610,15 +611,24 @@ def _parse_one(run: Run, path: str, ch: Channel, parse: Any, *args: Any, budget:
     if getattr(t, "problem", None) is not None:
         yield t.problem  # type: ignore[attr-defined]
     ch.saw(path)
+    # the newest lines of each file are kept (files come newest first): a channel that fills its share keeps
+    # what happened last, and the other channels keep theirs
+    most = int(run.opt("max_records"))
+    room = most - ch.records
+    if room <= 0:
+        ch.dropped_files += 1
+        return
+    kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=room)
+    dropped = 0
     for rec in parse(run, t, ch, *args):
         run.ctx.check()
-        if run.log_records >= int(run.opt("max_records")):
-            if not run.log_full:
-                run.log_full = True
-                yield Problem(f"cloud_agent_log: record limit of {run.opt('max_records')} reached; later lines "
-                              "counted, not kept", path=path, level="warning")
-            continue
-        run.log_records += 1
+        if len(kept) == room:
+            dropped += 1
+        kept.append(rec)
+    if dropped:
+        yield Problem(f"cloud_agent_log: {dropped} older lines of this log not kept (limit of {most} records per "
+                      "channel)", path=path, level="warning")
+    for rec in kept:
         ch.records += 1
         ch.moment(rec.get("time_utc"))
         for key in ("instance_id",):

@@ -788,3 +788,19 @@ def test_real_waagent_logger_lines(tmp_path):
     assert [r.get("event") for r in log] == ["agent_start", "extension_enable", "extension_enable", "error"]
     assert {r.get("extension") for r in log[1:3]} == {RC} and log[1]["thread"] == "ExtHandler"
     assert all(r["time_utc"].endswith("Z") and r["time_local"] is None for r in log)
+
+
+def test_record_limit_keeps_each_channels_newest_lines(tmp_path):
+    """A busy SSM agent log cannot starve the cloud-init log read after it, and what a full channel keeps is what
+    happened last."""
+    root = _cloud_root(tmp_path / "root")
+    _w(root, "/var/log/amazon/ssm/amazon-ssm-agent.log", "".join(_ssm_log(NOW - 3600 * (99 - n)) for n in range(100)))
+    _w(root, "/var/log/amazon/ssm/amazon-ssm-agent.log.1", _ssm_log(NOW - 86400 * 9))
+    streams, problems, _ = _collect(root, max_records=5)
+    ssm = [r for r in streams["cloud_agent_log"] if r["agent"] == "amazon-ssm-agent"]
+    assert len(ssm) == 5 and ssm[-1]["event"] == "error" and ssm[0]["time_utc"][:13] == \
+        time.strftime("%Y-%m-%dT%H", time.gmtime(NOW))  # the last block of the newest file
+    assert len([r for r in streams["cloud_agent_log"] if r["agent"] == "cloud-init"]) == 5
+    assert any("older lines of this log not kept" in p.message for p in problems)
+    summary = next(r for r in streams["cloud_agents"] if r["channel"] == "ssm-agent")
+    assert summary["logs_not_parsed"] == 1  # the rotation: its share was full
