@@ -804,3 +804,26 @@ def test_record_limit_keeps_each_channels_newest_lines(tmp_path):
     assert any("older lines of this log not kept" in p.message for p in problems)
     summary = next(r for r in streams["cloud_agents"] if r["channel"] == "ssm-agent")
     assert summary["logs_not_parsed"] == 1  # the rotation: its share was full
+
+
+def test_azure_run_command_v2_and_custom_script_layouts(tmp_path):
+    """Run Command v2 (Azure/run-command-handler-linux: /var/lib/waagent/run-command-handler/download/<name>/<seq>/
+    script.sh) and Custom Script (/var/lib/waagent/custom-script/download/<seq>/<downloaded file>)."""
+    root = tmp_path / "root"
+    _w(root, "/var/lib/waagent/run-command-handler/download/fixNginx/0/script.sh", "#!/bin/sh\nnginx -t\n", 0o500)
+    _w(root, "/var/lib/waagent/run-command-handler/download/fixNginx/0/stdout", "ok\n")
+    _w(root, "/var/lib/waagent/custom-script/download/2/install.sh", "#!/bin/sh\napt-get install -y nginx\n")
+    _w(root, "/var/lib/waagent/custom-script/download/2/stderr", "")
+    status = [{"version": 1, "timestampUTC": "2026-12-01T10:00:00Z", "status": {
+        "operation": "Enable", "status": "success", "formattedMessage": {"lang": "en", "message": "done"}}}]
+    _w(root, "/var/lib/waagent/Microsoft.CPlat.Core.RunCommandHandlerLinux-1.3.2/status/fixNginx.0.status",
+       json.dumps(status))
+    streams, _, copies = _collect(root)
+    scripts = {r["channel"]: r for r in streams["cloud_run_scripts"]}
+    v2 = scripts["azure-run-command-v2"]
+    assert v2["run_command_name"] == "fixNginx" and v2["seq"] == "0" and v2["stdout_size"] == 3
+    assert scripts["azure-custom-script"]["path"].endswith("/download/2/install.sh")
+    assert len(streams["cloud_run_scripts"]) == 2  # stdout / stderr are outputs, copied, not scripts
+    status_rec = streams["cloud_run_commands"][0]
+    assert status_rec["channel"] == "azure-run-command-v2" and status_rec["extension_version"] == "1.3.2"
+    assert "/var/lib/waagent/custom-script/download/2/stderr" in copies
