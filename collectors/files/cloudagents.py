@@ -130,6 +130,8 @@ CLOUD_INIT_DATA = ["user-data.txt", "user-data.txt.i", "vendor-data.txt", "vendo
 CLOUD_INIT_SMALL = ["datasource", "boot-finished", ".instance-id", "instance-data.json", "network-config.json",
                     "warnings/*"]
 CLOUD_INIT_NEVER = frozenset({"obj.pkl", "instance-data-sensitive.json"})
+CLOUD_INIT_RUN = ["/run/cloud-init/instance-data.json", "/run/cloud-init/status.json", "/run/cloud-init/result.json",
+                  "/run/cloud-init/cloud-id", "/run/cloud-init/ds-identify.log"]
 CLOUD_INIT_LOGS = ["/var/log/cloud-init.log"]
 CLOUD_INIT_OUTPUT = ["/var/log/cloud-init-output.log"]
 CLOUD_CFG = ["/etc/cloud/cloud.cfg", "/etc/cloud/cloud.cfg.d/*"]
@@ -1130,6 +1132,13 @@ def _cloud_init(run: Run) -> Iterator[Item]:
         kind = "cloud-init-" + hit[len(root) + len("/scripts/"):].split("/")[0]
         yield from _script(run, hit, "cloud-init", kind, {})
     for hit in _globbed(run, [f"{root}/data/*"]):
+        if isinstance(hit, Problem):
+            yield hit
+        elif os.path.basename(hit) not in CLOUD_INIT_NEVER:
+            ch.saw(hit)
+            yield from run.copy(hit, 1 << 20)
+    # live hosts: what this boot's cloud-init said (instance-data.json is the world-readable, redacted one)
+    for hit in _globbed(run, list(ctx.opt("cloud_init_run", CLOUD_INIT_RUN))):
         if isinstance(hit, Problem):
             yield hit
         elif os.path.basename(hit) not in CLOUD_INIT_NEVER:

@@ -356,6 +356,8 @@ def _cloud_root(root: Path, user_data: str = USER_DATA) -> Path:
     _w(root, f"{inst}/instance-data-sensitive.json", '{"secret": "NEVERSENSITIVE"}', 0o600)
     os.symlink("/var/lib/cloud/instances/i-0a1b2c3d4e5f60718", root / "var/lib/cloud/instance")
     _w(root, "/var/lib/cloud/data/instance-id", "i-0a1b2c3d4e5f60718\n")
+    _w(root, "/run/cloud-init/status.json", '{"v1": {"datasource": "DataSourceEc2Local"}}')
+    _w(root, "/run/cloud-init/instance-data-sensitive.json", '{"secret": "NEVERSENSITIVE"}', 0o600)
     _w(root, "/var/lib/cloud/scripts/per-boot/10-motd.sh", "#!/bin/sh\necho hi > /run/motd\n", 0o755)
     _w(root, "/etc/cloud/cloud.cfg", "users:\n  - default\ncloud_init_modules:\n  - seed_random\n")
     _w(root, "/etc/cloud/cloud.cfg.d/90_dpkg.cfg", "datasource_list: [ Ec2, None ]\n")
@@ -397,6 +399,7 @@ def test_cloud_init_layout_records_hashes_and_never_the_pickle(tmp_path):
     # one instance, reached both through the link and under instances/: listed once
     assert len([r for r in streams["cloud_init_data"] if r["kind"] == "user-data.txt"]) == 1
     assert "/var/log/cloud-init-output.log" in copies and "/var/lib/cloud/data/instance-id" in copies
+    assert "/run/cloud-init/status.json" in copies and "/run/cloud-init/instance-data-sensitive.json" not in copies
     assert "/var/lib/cloud/instances/i-0a1b2c3d4e5f60718/user-data.txt" in copies
 
 
