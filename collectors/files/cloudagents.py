@@ -33,8 +33,10 @@ Where each agent keeps its traces (the formats are those of the agents' own code
   ``cloud-config.txt``, ``scripts/`` (user-data shell parts, ``runcmd``) and ``scripts/vendor/``;
   ``/var/lib/cloud/scripts/per-{boot,instance,once}/``; ``/var/lib/cloud/data/``; ``/var/log/cloud-init.log``
   (``%(asctime)s - %(filename)s[%(levelname)s]: %(message)s``, UTC: ``logging.Formatter.converter =
-  time.gmtime``) and ``cloud-init-output.log``; ``/etc/cloud/cloud.cfg`` and ``cloud.cfg.d/``. ``obj.pkl``
-  (a pickle) and ``instance-data-sensitive.json`` are never read.
+  time.gmtime``) and ``cloud-init-output.log``; ``/etc/cloud/cloud.cfg`` and ``cloud.cfg.d/``; live,
+  ``/run/cloud-init/`` (status, result, the redacted ``instance-data.json``). ``obj.pkl`` (a pickle) and
+  ``instance-data-sensitive.json`` are never read. user-data is often a MIME message whose parts are base64
+  (cloud-init's make-mime, ``user-data.txt.i``) or gzip: it is decoded for the record.
 
 Secrets: user-data, vendor-data and cloud-config often carry passwords and tokens. Each is hashed (sha256 of
 the original bytes) and its text kept for the redaction gate to mask like every record string; what the
