@@ -276,6 +276,71 @@ def _findings(run: Run, spec: ArtifactSpec, bundle: str, analysis: AnalysisRows,
     return result
 
 
+@dataclass
+class _Inputs:
+    """What analyze takes out of the bundle for its parsers: the memory image and the symbol tables."""
+
+    image: str | None = None
+    image_error: str | None = None
+    unreadable: str | None = None  # the bundle cannot be read past a point
+    bundle_symbols: list[str] = field(default_factory=list)
+
+
+def _inputs(bundle: str, workdir: str, declared: dict[str, dict[str, Any]] | None, problems: list[str]) -> _Inputs:
+    got = _Inputs()
+    try:
+        got.image = extract_image(bundle, workdir, declared)
+    except BundleError as exc:
+        got.unreadable = got.image_error = str(exc)
+        problems.append(f"the memory image cannot be read: {got.image_error}")
+    except Refused as exc:
+        got.image_error = str(exc)
+        problems.append(f"the memory image is not extracted: {got.image_error}")
+    except (ValueError, OSError) as exc:  # a damaged image (the verify warning says more)
+        got.image_error = shown(exc)
+    if got.image_error:
+        what = "is not extracted" if got.image_error.endswith("not extracted") else "cannot be read"
+        print(f"triagent analyze: warning: the memory image {what}: {got.image_error}", file=sys.stderr)
+    if got.image:
+        try:
+            got.bundle_symbols = extract_symbols(bundle, workdir, declared, problems=problems)
+        except (ValueError, OSError) as exc:
+            problems.append(f"the bundle's symbol tables are not used: {shown(exc)}")
+    return got
+
+
+def _analysis_run(bundle: str, out: Any, output_dir: str, workdir: str, got: _Inputs, symbols: list[str],
+                  remote_isf_url: str | None, problems: list[str], verbose: bool, started_ns: int
+                  ) -> tuple[Run, dict[str, Any]]:
+    """The parsers' run into ``out``, then the steps after them: the run (not yet sealed) and the verdict
+    ({} without one)."""
+    book = steps.load()
+    writer = KeepingWriter(out, "gzip", book.streams_read())
+    options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, min_free_bytes=MIN_FREE_BYTES,
+                         artifact_options={
+        "volatility": {"image": got.image, "symbols": symbols, "remote_isf_url": remote_isf_url,
+                       "bundle_symbols": got.bundle_symbols, "cache_dir": os.path.join(workdir, "volatility-cache")}})
+    profile = load_profile("analysis")
+    if got.unreadable:  # a tar that cannot be read on is not handed to dissect.target's own tar reader
+        profile.artifacts = [a for a in profile.artifacts if a.name != "dissect"]
+        problems.append(f"the bundle cannot be read past a point ({got.unreadable}): dissect.target not run")
+    judged = [a for a in profile.artifacts if a.name == "findings"]
+    profile.artifacts = [a for a in profile.artifacts if a.name != "findings"]
+    run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
+    if verbose:
+        run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+    for problem in problems:
+        run.note("bundle", "error", problem)
+    run.collect_all()  # the parsers
+    kept = writer.stop_keeping()
+    result = _findings(run, judged[0], os.path.abspath(bundle), kept, book) if judged else None
+    verdict = result.verdict if result is not None and result.verdict is not None else {}
+    if verdict:
+        writer.add_bytes(VERDICT_NAME, json.dumps(verdict, indent=1, ensure_ascii=False).encode(), time.time_ns(),
+                         artifact="findings")
+    return run, verdict
+
+
 def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
             verbose: bool = False) -> int:
     """Exit 0: analysed, and the bundle verifies; 1: analysed, with problems (each named in the summary and
@@ -305,63 +370,18 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
     except OSError as exc:
         print(f"triagent analyze: error: cannot write in {shown(output_dir)}: {shown(exc)}", file=sys.stderr)
         return 3
-    run = None
-    verdict: dict[str, Any] = {}
     try:
-        image_error = unreadable = None
-        image = None
-        try:
-            image = extract_image(bundle, workdir, declared)
-        except BundleError as exc:
-            unreadable = image_error = str(exc)
-            problems.append(f"the memory image cannot be read: {image_error}")
-        except Refused as exc:
-            image_error = str(exc)
-            problems.append(f"the memory image is not extracted: {image_error}")
-        except (ValueError, OSError) as exc:  # a damaged image (the verify warning above says more)
-            image_error = shown(exc)
-        if image_error:
-            what = "is not extracted" if image_error.endswith("not extracted") else "cannot be read"
-            print(f"triagent analyze: warning: the memory image {what}: {image_error}", file=sys.stderr)
-        bundle_symbols: list[str] = []
-        if image:
-            try:
-                bundle_symbols = extract_symbols(bundle, workdir, declared, problems=problems)
-            except (ValueError, OSError) as exc:
-                problems.append(f"the bundle's symbol tables are not used: {shown(exc)}")
+        got = _inputs(bundle, workdir, declared, problems)
         tmp = os.path.join(workdir, name)
         with open(tmp, "xb") as out:
-            book = steps.load()
-            writer = KeepingWriter(out, "gzip", book.streams_read())
-            options = RunOptions(root=os.path.abspath(bundle), output_dir=output_dir, min_free_bytes=MIN_FREE_BYTES,
-                                 artifact_options={
-                "volatility": {"image": image, "symbols": symbols, "remote_isf_url": remote_isf_url,
-                               "bundle_symbols": bundle_symbols,
-                               "cache_dir": os.path.join(workdir, "volatility-cache")}})
-            profile = load_profile("analysis")
-            if unreadable:  # a tar that cannot be read on is not handed to dissect.target's own tar reader
-                profile.artifacts = [a for a in profile.artifacts if a.name != "dissect"]
-                problems.append(f"the bundle cannot be read past a point ({unreadable}): dissect.target not run")
-            judged = [a for a in profile.artifacts if a.name == "findings"]
-            profile.artifacts = [a for a in profile.artifacts if a.name != "findings"]
-            run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
-            if verbose:
-                run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
-            for problem in problems:
-                run.note("bundle", "error", problem)
-            run.collect_all()  # the parsers
-            kept = writer.stop_keeping()
-            result = _findings(run, judged[0], os.path.abspath(bundle), kept, book) if judged else None
-            if result is not None and result.verdict is not None:
-                verdict = result.verdict
-                writer.add_bytes(VERDICT_NAME, json.dumps(verdict, indent=1, ensure_ascii=False).encode(),
-                                 time.time_ns(), artifact="findings")
+            run, verdict = _analysis_run(bundle, out, output_dir, workdir, got, symbols, remote_isf_url, problems,
+                                            verbose, started_ns)
             custody: dict[str, Any] = {
                 "action": "analyze", "source_bundle": os.path.abspath(bundle),
                 "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
                 "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
-                "memory_image": os.path.basename(image) if image else None, "memory_image_error": image_error,
-                "image_sha256": _sha256(image) if image else None,
+                "memory_image": os.path.basename(got.image) if got.image else None,
+                "memory_image_error": got.image_error, "image_sha256": _sha256(got.image) if got.image else None,
                 "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             sha256 = run.finish(custody)
@@ -376,16 +396,21 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
         os.replace(side, path + ".sha256")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    errors = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
-    summary = {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": checked.ok,
-               "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
-               "why": str((verdict.get("reasons") or [""])[0])[:300],
-               "artifacts": {r.name: r.status for r in run.results},
-               "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
-               "errors": errors[:5]}
-    print(dumps(summary, separators=(",", ":"))[:2000])
-    refused = unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
+    print(dumps(_summary(run, path, sha256, checked.ok, verdict, problems), separators=(",", ":"))[:2000])
+    refused = got.unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
     return 0 if run.status == "complete" and checked.ok and not refused else 1
+
+
+def _summary(run: Run, path: str, sha256: str, verified: bool, verdict: dict[str, Any],
+             problems: list[str]) -> dict[str, Any]:
+    """The one JSON line analyze prints."""
+    errors = [f"{e['artifact']}: {e['message']}"[:160] for e in run.log if e["level"] == "error"]
+    return {"status": run.status, "analysis": path, "sha256": sha256, "source_verified": verified,
+            "full_disk": verdict.get("recommendation"), "score": verdict.get("score"),
+            "why": str((verdict.get("reasons") or [""])[0])[:300],
+            "artifacts": {r.name: r.status for r in run.results},
+            "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
+            "errors": errors[:5]}
 
 
 def _sha256(path: str) -> str:
