@@ -20,12 +20,23 @@ ldconfig -p | grep -q 'libsnappy\.so\.1' || need+=(libsnappy1v5)  # volatility3 
 command -v dockerd >/dev/null || need+=(docker.io)  # a real dockerd writes the container files tests read
 ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)  # fusepy's FUSE server whose reads never answer
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)  # the report's browser test
+# the real cloud-init and waagent write the files the cloud-agents reader is tested on: their Python
+# dependencies are installed, the packages themselves only unpacked (installed, cloud-init would run at boot)
+for mod in jinja2 configobj jsonpatch jsonschema requests netifaces serial; do
+    /usr/bin/python3 -c "import $mod" 2>/dev/null || need+=("python3-$mod")
+done
 if [ "${#need[@]}" -gt 0 ]; then
     echo "[tests] apt-get install ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+for pkg in cloud-init waagent; do
+    [ -d "/opt/triagent-test-deps/$pkg/usr" ] && continue
+    dl=$(mktemp -d) && (cd "$dl" && apt-get download -q "$pkg" >/dev/null) \
+        && mkdir -p "/opt/triagent-test-deps/$pkg" && dpkg-deb -x "$dl"/"$pkg"_*.deb "/opt/triagent-test-deps/$pkg"
+    rm -rf "$dl"
+done
 
 # Debian's own interpreter: the same one the single binary is built from.
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_triagent, summary_of
+from conftest import need, run_triagent, summary_of
 
 from agent.analysis import rules as engine
 from collectors.base import Context, FileCopy, Problem, Record
@@ -671,9 +671,8 @@ REAL_SCRIPT = "#!/bin/bash\nsystemctl enable --now app\n"
 def _real_cloud_init_root(tmp_path: Path, cloud_config: str = REAL_CC) -> Path:
     probe = subprocess.run(["/usr/bin/python3", "-c", "import cloudinit.stages, cloudinit.cmd.devel.make_mime"],
                            env={"PYTHONPATH": str(CLOUD_INIT_PY), "PATH": "/nonexistent"}, capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"Debian's cloud-init is not unpacked at {CLOUD_INIT} with its dependencies "
-                    f"({probe.stderr.decode()[-200:]})")
+    need(probe.returncode == 0, f"Debian's cloud-init is not unpacked at {CLOUD_INIT} with its dependencies "
+                                f"(tests/run.sh does it; {probe.stderr.decode()[-200:]})")
     root = tmp_path / "root"
     seed = root / "var/lib/cloud/seed/nocloud"
     seed.mkdir(parents=True)
@@ -780,8 +779,8 @@ logger.error("Event: name=Microsoft.CPlat.Core.RunCommandLinux, op=Enable, messa
 def test_real_waagent_logger_lines(tmp_path):
     """waagent.log written by the Debian package's own logger (azurelinuxagent.common.logger)."""
     site = WAAGENT / "usr/lib/python3/dist-packages"
-    if not (site / "azurelinuxagent/common/logger.py").is_file():
-        pytest.skip(f"Debian's waagent is not unpacked at {WAAGENT}")
+    need((site / "azurelinuxagent/common/logger.py").is_file(),
+         f"Debian's waagent is not unpacked at {WAAGENT} (tests/run.sh does it)")
     root = tmp_path / "root"
     (root / "var/log").mkdir(parents=True)
     proc = subprocess.run(["/usr/bin/python3", "-c", WAAGENT_DRIVER, str(root / "var/log/waagent.log")],
