@@ -184,9 +184,6 @@ class AnalysisRows:
                 if row.record is not None:
                     yield name, row.number, row.record
 
-    def stream(self, stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
-        return self.stream_rows(stream)
-
     def __call__(self, plugin: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
         return self.stream_rows(f"volatility.{plugin}")
 

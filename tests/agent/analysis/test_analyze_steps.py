@@ -5,13 +5,19 @@ folders beside the bundle or a dict the steps fill."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import shutil
 import tarfile
 import time
 from pathlib import Path
 
+import pytest
+import yaml
+
 from agent.analysis import analyze, steps
+from agent.analysis import rules as engine
 from agent.analysis.findings import AnalysisRows
 from agent.bundle.reader import BundleView, stream_rows
 from agent.engine.pipeline import Run, RunOptions
@@ -90,3 +96,24 @@ def test_steps_out_of_time_make_the_artifact_a_timeout(tmp_path):
         result = analyze._findings(run, spec, source, AnalysisRows(), steps.load())
         run.finish({})
     assert result is None and run.results[-1].status == "timeout" and run.status == "partial"
+
+
+def test_sigma_reads_the_log_records_the_analysis_made(tmp_path):
+    """dissect.target's log records of this analysis (kept as written) reach the Sigma rules, and the
+    finding points into the analysis bundle."""
+    if importlib.util.find_spec("sigma") is None:
+        pytest.skip("pySigma (the analysis extra) is not installed")
+    rules = tmp_path / "rules"
+    shutil.copytree(engine.rules_folder(), rules, ignore=shutil.ignore_patterns("sigma"))
+    (rules / "sigma").mkdir()
+    (rules / "sigma" / "new_user.yml").write_text(yaml.safe_dump({
+        "title": "new user", "logsource": {"product": "linux", "service": "auth"},
+        "detection": {"s": {"message|contains": "new user"}, "condition": "s"}, "level": "high"}))
+    book = steps.load(str(rules))
+    assert "dissect.authlog" in book.streams_read()
+    member = "triagent/artifacts/dissect.authlog.jsonl"
+    kept = AnalysisRows({member: b'{"message": "sshd: hello"}\n{"message": "new user: name=x, UID=0,"}\n'})
+    result = steps.analyse(_source(tmp_path / "source.tar"), kept, book)
+    hits = [f for f in result.findings if f.get("source") == "sigma"]
+    assert [(f["title"], f["evidence"][0]) for f in hits] == [
+        ("new user", {"bundle": "analysis", "member": member, "line": 2})], hits
