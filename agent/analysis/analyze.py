@@ -252,7 +252,8 @@ def _findings(run: Run, spec: ArtifactSpec, bundle: str, analysis: AnalysisRows,
               ) -> steps.Analysis | None:
     """The steps after the parsers, within the findings artifact's budget and the run's; their items then
     written by the run as the `findings` artifact. The analysis, or None when the time ran out."""
-    started, started_utc = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started, now_ns = time.monotonic(), time.time_ns()
+    started_utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_ns // 10**9)) + f".{now_ns % 10**9 // 1000:06d}Z"
     end = min(started + spec.budget_s, run.deadline)
 
     def check() -> None:

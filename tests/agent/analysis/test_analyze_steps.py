@@ -117,3 +117,18 @@ def test_sigma_reads_the_log_records_the_analysis_made(tmp_path):
     hits = [f for f in result.findings if f.get("source") == "sigma"]
     assert [(f["title"], f["evidence"][0]) for f in hits] == [
         ("new user", {"bundle": "analysis", "member": member, "line": 2})], hits
+
+
+def test_the_findings_artifact_says_when_its_steps_began(tmp_path):
+    """custody's times of the findings artifact cover the steps, not only the writing of their items, and
+    are written as the pipeline writes every artifact's (microseconds, Z)."""
+    source = _source(tmp_path / "source.tar")
+    spec = next(a for a in load_profile("analysis").artifacts if a.name == "findings")
+    with open(tmp_path / "a.tar.gz", "wb") as out:
+        run = Run(Profile("analysis", "", 600, []), analyze.KeepingWriter(out, "gzip", set()),
+                  Redactor(load_secrets()), RunOptions(root=source))
+        before = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        analyze._findings(run, spec, source, AnalysisRows(), steps.load())
+        run.finish({})
+    result = run.results[-1]
+    assert before <= result.started_utc <= result.ended_utc and len(result.started_utc) == len(result.ended_utc)
