@@ -25,10 +25,11 @@ PACKAGES = ("agent", "collectors")
 RESPONDER_PACKAGES = ("agent.analysis", "agent.responder")
 RESPONDER_DEPS = ("sigma", "yara_x", "re2", "cloudip", "duckdb", "pyarrow", "boto3", "botocore", "azure",
                   "google.cloud", "jinja2")
-# Host side: every module of these packages, walked, plus these modules.
-HOST_PACKAGES = ("agent.engine", "agent.bundle", "agent.ship", "collectors")
-HOST_MODULES = ("agent.cli", "agent.commands", "agent.commands.collect", "agent.commands.verify",
-                "agent.commands.symbols", "agent.commands.profiles", "agent.readiness")
+# Host side: every module of these packages, walked, plus these modules. agent.commands holds `analyze`'s
+# parser too: the module imports agent.analysis only when the command runs. agent.readiness imports
+# agent.ship (it runs on the host, before a collect, and tries the upload): host side with it.
+HOST_PACKAGES = ("agent.engine", "agent.bundle", "agent.ship", "agent.commands", "collectors")
+HOST_MODULES = ("agent.cli", "agent.readiness")
 
 _IMPORT_ALL = """
 import importlib, json, pkgutil, sys
