@@ -2,7 +2,8 @@
 """Start-up cost of `triagent collect` (not a test; run it by hand): for a checkout, N runs each of
 
     python -X importtime -m agent collect --help
-    python -X importtime -m agent collect --profile minimal --output -     (stdout to /dev/null)
+    python -X importtime -m agent collect --profile minimal --artifacts clock --output -   (stdout to /dev/null)
+    python -X importtime -m agent collect --profile minimal --output -
 
 and prints the median wall time, the number of modules the run had loaded when it ended (sys.modules,
 counted at exit: importlib.import_module leaves no -X importtime line, so those lines undercount) and
@@ -27,6 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 INVOCATIONS = {
     "collect --help": ["collect", "--help"],
+    # one cheap artifact: start-up, plan, one collector, custody and seal; the same work in both revisions
+    "collect clock": ["collect", "--profile", "minimal", "--artifacts", "clock", "--output", "-", "--no-nice"],
+    # the minimal profile: more telling, but its artifact list may differ between revisions
     "collect minimal": ["collect", "--profile", "minimal", "--output", "-", "--no-nice"],
 }
 # Runs `-m agent` as python does, and writes len(sys.modules) (and where agent came from) when it ends.
