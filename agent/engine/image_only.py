@@ -59,17 +59,19 @@ class _Writer:
 
 
 class _Output:
-    """One output file (the image, or its companion), opened at its first byte, hashed as written."""
+    """One output file (the image, or its companion), opened at its first byte; hashed as written unless
+    the pipeline hashes what goes into it already (a stream in parts)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, hashed: bool):
         self.path = path
         self.fd = _open_output(path)
         self.writer = _Writer(self.fd)
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hashed else None
         self.bytes = 0
 
     def write(self, chunk: Any) -> None:
-        self.hash.update(chunk)
+        if self.hash is not None:
+            self.hash.update(chunk)
         self.writer.write(chunk)
         self.bytes += len(chunk)
 
@@ -115,7 +117,8 @@ class _ImageFile:
             if self.started is None:
                 self.started = time.monotonic()
             try:
-                self.outputs[companion] = _Output(self.companion_path if companion else self.path)
+                self.outputs[companion] = _Output(self.companion_path if companion else self.path,
+                                                  hashed="part" not in meta)
             except OSError as exc:
                 exc.filename = self.companion_path if companion else self.path
                 raise
@@ -132,10 +135,10 @@ class _ImageFile:
             size += len(chunk)
         if reason is None and size < length:
             reason = "the stream ended early"
-        # hashed once, by the file: a member that begins the file has the file's hash; the pipeline hashes a
-        # stream in parts itself and asks no part's
-        return {"size": size, "sha256": out.hash.hexdigest() if first else None,
-                "incomplete": {"reason": reason} if reason else None}
+        # hashed once: by the file (a member that begins the file has the file's hash), or by the pipeline,
+        # which hashes a stream in parts itself and asks no part's
+        return {**meta, "size": size, "sha256": out.hash.hexdigest() if first and out.hash is not None else None,
+                "incomplete": {"reason": reason} if reason else None}  # as BundleWriter's entries: with meta
 
     def close(self) -> None:
         errors = []
@@ -189,13 +192,15 @@ def _image_facts(run: Run, sink: _ImageFile, failure: OSError | None, stop_reaso
     if image is not None:
         seconds = time.monotonic() - (sink.started or time.monotonic()) if written is None else written["seconds"]
         written_bytes = sink.bytes_written  # the image and its companion: what this run wrote
-        out.update(sha256=image.hash.hexdigest(), bytes=written_bytes, seconds=round(seconds, 2),
+        out.update(sha256=_hexdigest(image, (written or {}).get("sha256")), bytes=written_bytes,
+                   seconds=round(seconds, 2),
                    mb_per_s=round(written_bytes / 1e6 / seconds, 1) if seconds else None,
                    zero_blocks_skipped=(written or {}).get("zero_blocks_skipped"),
                    read_errors=len((written or {}).get("read_errors", [])))
         if True in sink.outputs:
             companion = sink.outputs[True]
-            out["companion"] = {"path": companion.path, "sha256": companion.hash.hexdigest(),
+            described = (written or {}).get("companion") or {}
+            out["companion"] = {"path": companion.path, "sha256": _hexdigest(companion, described.get("sha256")),
                                 "bytes": companion.bytes}
     result = next((r for r in run.results if r.name == "memory"), None)
     stopped = image is not None and (failure is not None or written is None or not written["complete"])
@@ -208,6 +213,12 @@ def _image_facts(run: Run, sink: _ImageFile, failure: OSError | None, stop_reaso
         out["five_level_paging"] = True
     out["status"] = "refused" if image is None else ("partial" if stopped else "complete")
     return out
+
+
+def _hexdigest(output: _Output, pipeline_sha256: str | None) -> str | None:
+    """The file's SHA-256: its own, or the pipeline's over the parts that make it (None when the pipeline
+    could not say: writing the file failed before the image was described)."""
+    return output.hash.hexdigest() if output.hash is not None else pipeline_sha256
 
 
 def _open_output(path: str) -> int:

@@ -171,6 +171,8 @@ def test_avml_incompressible_memory_goes_to_the_companion_lime(tmp_path):
     assert proc.returncode == 0, summary
     companion = tmp_path / "image.avml.companion.lime"
     assert summary["companion"]["bytes"] == companion.stat().st_size > 15 * MiB
+    assert summary["companion"]["sha256"] == hashlib.sha256(companion.read_bytes()).hexdigest()
+    assert summary["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     opened = []
     probe = 0x100000 + 3 * MiB + 40
     thread = threading.Thread(target=lambda: opened.append(_volatility_read(str(path), "avml", probe, 64)),
