@@ -159,7 +159,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
             return write_image(args.memory_output, memory_options, stopper.stop, stopper.early_reasons,
                                args.max_disk_usage, args.min_free,
-                               max_duration=args.max_duration or profile.max_duration_s)
+                               max_duration=args.max_duration or profile.max_duration_s,
+                               attach=lambda run: setattr(stopper, "run", run))
         from agent.engine.custody import evidence_identity
 
         # who the evidence is comes from the evidence (with --root, not from the machine running us)

@@ -152,7 +152,10 @@ class _ImageFile:
 
 
 def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event, stop_reasons: list[str],
-                max_disk_usage: int | None, min_free: int, max_duration: float) -> int:
+                max_disk_usage: int | None, min_free: int, max_duration: float,
+                attach: Callable[[Run], None] | None = None) -> int:
+    """``stop`` and ``stop_reasons`` are the signal handler's until ``attach`` hands it the run (whose
+    request_stop then says why in the run's own log)."""
     started = time.monotonic()
     directory = os.path.dirname(os.path.abspath(path))
     to_file = path != "-" and not os.path.exists(path)  # a pipe or device uses no disk space of ours
@@ -163,6 +166,10 @@ def write_image(path: str, memory_options: dict[str, Any], stop: threading.Event
                          artifact_options={"memory": memory_options})
     run = Run(load_profile("memory", only=["memory"]), sink, Redactor(load_secrets(), False),  # type: ignore[arg-type]
               options, stop=stop)
+    if stop_reasons:  # a signal before the run existed
+        run.stop_reason = stop_reasons[0]
+    if attach is not None:
+        attach(run)
     summary: dict[str, Any] = {"image": path}
     failure = None
     try:
@@ -204,6 +211,9 @@ def _image_facts(run: Run, sink: _ImageFile, failure: OSError | None, stop_reaso
                                 "bytes": companion.bytes}
     result = next((r for r in run.results if r.name == "memory"), None)
     stopped = image is not None and (failure is not None or written is None or not written["complete"])
+    skipped = image is None and result is not None and result.status == "skipped"  # stopped before it began
+    if skipped:
+        out["stop_reason"] = stop_reasons[0] if stop_reasons else result.reason  # type: ignore[union-attr]
     if stopped:
         reason = f"write failed: {failure.strerror}" if failure is not None else (result.reason if result else None)
         out["stop_reason"] = stop_reasons[0] if stop_reasons else reason
@@ -211,7 +221,7 @@ def _image_facts(run: Run, sink: _ImageFile, failure: OSError | None, stop_reaso
     out.update({k: facts.get(k) for k in ("format", "source", "ram_bytes", "banner") if facts.get(k)})
     if facts.get("five_level_paging"):
         out["five_level_paging"] = True
-    out["status"] = "refused" if image is None else ("partial" if stopped else "complete")
+    out["status"] = "partial" if stopped or skipped else ("refused" if image is None else "complete")
     return out
 
 

@@ -128,6 +128,27 @@ def test_sigterm_while_the_image_streams(tmp_path):
     assert run_triagent(["verify", summary["bundle"]]).returncode == 0
 
 
+@pytest.mark.parametrize("fmt", ["lime", "avml"])
+def test_sigterm_while_the_image_alone_streams(tmp_path, fmt):
+    """--memory-output runs the pipeline with a file sink: a SIGTERM cuts the image, whose hash (of what
+    was written) and the signal are in the summary; exit 1."""
+    syn = kcore_fixture.build(tmp_path / "big", [(0x100000, 0x100000 + 768 * MiB - 1)])
+    path = tmp_path / f"image.{fmt}"
+    proc = subprocess.Popen(triagent_source() + ["collect", "--profile", "memory", "--memory-format", fmt,
+                                                 "--memory-output", str(path)] + _memory_args(syn),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (path.exists() and path.stat().st_size > 32 * MiB):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    summary = json.loads(stdout)
+    assert proc.returncode == 1 and summary["status"] == "partial", stderr.decode()[-2000:]
+    assert summary["stop_reason"] == "signal SIGTERM", summary
+    assert summary["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert 32 * MiB < path.stat().st_size < 768 * MiB
+
+
 def test_not_root_is_a_refusal_not_a_traceback(synthetic):
     import shutil
     import tempfile
