@@ -2,7 +2,7 @@
 
 The collector leaves out pySigma and YARA-X (they are the responder's; triagent-responder carries
 them), so `analyze` run with it catches an ImportError and logs "sigma rules skipped: {exc.name or
-exc} is not installed" (agent/analysis/findings.py). A bare "sigma is not installed" would send
+exc} is not installed" (agent/analysis/steps.py). A bare "sigma is not installed" would send
 the responder after a pip install that cannot help a frozen binary; this finder makes the error name
 the binary that has them, and says it once on stderr too, since the analysis log is inside the
 analysis bundle. Nothing else changes: the modules are absent either way, and a collection never
