@@ -331,8 +331,8 @@ class Walk:
                 self.ctx.check()
                 child_path = path.rstrip("/") + "/" + child
                 if child_path in self.done:
-                    continue
-                self.done.add(child_path)
+                    continue  # a persistence path, seen first (only those are remembered: a walk's worth of
+                    # paths would cost tens of megabytes; folders are remembered by device and inode instead)
                 self.entries += 1
                 try:
                     with self.ctx.blocking(child_path):
