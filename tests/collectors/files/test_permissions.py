@@ -66,8 +66,8 @@ def fs(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["chattr", "-R", "-i", "-a", str(where)], capture_output=True)
-        if mounted:
-            subprocess.run(["umount", str(where)], capture_output=True)
+        if mounted:  # lazily: the run's evidence root keeps a descriptor on the folder for the process's life
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 def _w(root: Path, path: str, body: bytes | str = b"x\n", mode: int = 0o644) -> Path:
