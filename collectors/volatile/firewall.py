@@ -70,6 +70,7 @@ CT_KEYS = ["state", "direction", "status", "mark", "secmark", "expiration", "hel
            "protocol", "proto-src", "proto-dst", "label", "packets", "bytes", "avgpkt", "zone", "event",
            "ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr", "id"]
 CT_STATES = [(1, "invalid"), (2, "established"), (4, "related"), (8, "new"), (64, "untracked")]
+LEGACY_PROTOCOLS = {**PROTOCOLS, 58: "ipv6-icmp"}  # as iptables-save writes them (/etc/protocols' names)
 CMP_OPS = ["==", "!=", "<", "<=", ">", ">="]
 PAYLOAD_BASES = ["ll", "nh", "th", "ih"]
 # (base, offset, length) -> (name, how its value reads)
@@ -530,8 +531,8 @@ def xt_text(name: str, info: bytes, rev: int, alen: int) -> str:
                 return f"--to-ports {port}" if port is not None else ""
             return f"--to-destination {where}" if name == "DNAT" and where else (f"--to-source {where}" if where
                                                                                  else "")
-        if name == "LOG" and len(info) >= 32:
-            return 'prefix "' + info[3:33].split(b"\0", 1)[0].decode("utf-8", "replace") + '"'
+        if name == "LOG" and len(info) >= 32:  # struct xt_log_info: level, logflags, prefix[30]
+            return 'prefix "' + info[2:32].split(b"\0", 1)[0].decode("utf-8", "replace") + '"'
     except (struct.error, IndexError):
         pass
     return ""
@@ -690,16 +691,23 @@ class _Libc:
 
 
 def legacy_tables(family: str) -> list[str] | None:
-    """The tables this network namespace has (None: the x_tables module of the family is not loaded)."""
+    """The tables this network namespace has (None: the x_tables module of the family is not loaded);
+    OSError other than ENOENT (EACCES: the list is root's) goes to the caller."""
     try:
         return [n for n in read_text(LEGACY[family][1], 4096).split() if re.fullmatch(r"[a-z_]{1,31}", n)]
-    except OSError:
+    except FileNotFoundError:
         return None
 
 
 def iptables(ctx: Context, family: str, max_rules: int, counts: dict[str, Any]) -> Iterator[Item]:
     level, _names, _esize, _ipsize, _alen = LEGACY[family]
-    names = legacy_tables(family)
+    try:
+        names = legacy_tables(family)
+    except OSError as exc:
+        counts[f"legacy_{family}_tables"] = None
+        yield Problem(f"iptables ({family}): the list of tables cannot be read: {exc.strerror} (root is needed)",
+                      path=LEGACY[family][1], level="warning", errno=exc.errno)
+        return
     counts[f"legacy_{family}_tables"] = names
     if not names:
         return
@@ -779,13 +787,18 @@ def _legacy_table(ctx: Context, libc: _Libc, fd: int, family: str, table: str, m
             verdict = struct.unpack_from("=i", tdata, 0)[0] if len(tdata) >= 4 else 0
             chains[policies[off]].update(policy=_std_verdict(verdict, {})[0], packets=pcnt, bytes=bcnt)
         elif chain is not None:
-            is_return = tname == "" and len(tdata) >= 4 and struct.unpack_from("=i", tdata, 0)[0] == -5
-            is_tail = is_return and not chains[chain]["builtin"] and _is_empty_match(blob, off, esize, ipsize,
-                                                                                     target_offset, alen)
-            if not is_tail:  # the RETURN that ends every user chain is the kernel's, not a rule
-                entries.append((off, {"chain": chain, "pcnt": pcnt, "bcnt": bcnt, "tname": tname, "tdata": tdata,
-                                      "tsize": tsize, "target_offset": target_offset}))
+            entries.append((off, {"chain": chain, "pcnt": pcnt, "bcnt": bcnt, "tname": tname, "tdata": tdata,
+                                  "tsize": tsize, "target_offset": target_offset}))
         off += next_offset
+    # every user chain ends with an unconditional RETURN that iptables adds itself: the chain's end, not a
+    # rule (an explicit `-j RETURN` before it, as in Docker's DOCKER-USER, is one and stays)
+    last: dict[str, int] = {}
+    for i, (_o, e) in enumerate(entries):
+        last[e["chain"]] = i
+    tails = {i for name, i in last.items() if not chains[name]["builtin"]
+             and entries[i][1]["tname"] == "" and entries[i][1]["tdata"][:4] == struct.pack("=i", -5)
+             and _is_empty_match(blob, entries[i][0], esize, ipsize, entries[i][1]["target_offset"])}
+    entries = [e for i, e in enumerate(entries) if i not in tails]
     rules = 0
     for entry_off, e in entries:
         if counts.get("legacy_rules", 0) + rules >= max_rules:
@@ -803,7 +816,7 @@ def _legacy_table(ctx: Context, libc: _Libc, fd: int, family: str, table: str, m
     counts.setdefault("legacy_chains", []).extend(chains.values())
 
 
-def _is_empty_match(blob: bytes, off: int, esize: int, ipsize: int, target_offset: int, alen: int) -> bool:
+def _is_empty_match(blob: bytes, off: int, esize: int, ipsize: int, target_offset: int) -> bool:
     return target_offset == esize and not any(blob[off:off + ipsize - 4])
 
 
@@ -880,7 +893,7 @@ def _legacy_rule(blob: bytes, off: int, e: dict[str, Any], family: str, table: s
         "src": ("! " if neg["src"] and s else "") + s if s else None,
         "dst": ("! " if neg["dst"] and d else "") + d if d else None,
         "in_iface": _iface(iniface, inmask), "out_iface": _iface(outiface, outmask),
-        "proto": (("! " if neg["proto"] else "") + PROTOCOLS.get(proto, str(proto))) if proto else None,
+        "proto": (("! " if neg["proto"] else "") + LEGACY_PROTOCOLS.get(proto, str(proto))) if proto else None,
         "matches": matches, "match_text": match_text, "target": target,
         "target_text": xt_text(tname, tdata, rev, alen) if tname else "", "jump_to": jump_to,
         "to_port": port, "to_addr": addr, "dport": dport, "sport": sport,

@@ -1,0 +1,495 @@
+"""The firewall collector against real rulesets: each test owns a network namespace (``unshare -n``), loads
+rules there with the real ``nft``, ``iptables-legacy``/``ip6tables-legacy`` and ``iptables-nft``, sends a
+few packets over its loopback so that counters move, then runs the collector inside it and, in the same
+namespace, ``nft -j list ruleset`` and ``iptables-legacy-save -c``: every rule, chain policy and counter the
+tools show must be in the collector's records. The rules of specs/rules/firewall.yaml are run over what was
+collected: BPFDoor's one-source REDIRECT is high, Debian's default /etc/nftables.conf and Docker's NAT chains
+say nothing, and a ruleset flushed while the saved one has rules is medium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, need
+
+from agent.analysis import rules as engine
+from collectors.base import Context, Problem
+from collectors.volatile import firewall
+
+NOW = time.time()
+RULES = [r for r in engine.load_rules() if r.id.startswith("TRI-FW-")]
+TOOLS = ("nft", "iptables-legacy", "ip6tables-legacy", "iptables-legacy-restore", "iptables-nft", "unshare")
+
+RUNNER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from collectors.base import Context, Problem, Record
+    from collectors.volatile import firewall
+    out = {"records": [], "problems": []}
+    ctx = Context(root="/", live=True, options=json.loads(sys.argv[2]))
+    for item in firewall.collect(ctx):
+        if isinstance(item, Record):
+            out["records"].append([item.stream, item.data])
+        elif isinstance(item, Problem):
+            out["problems"].append({"message": item.message, "level": item.level, "errno": item.errno})
+    json.dump(out, sys.stdout)
+""")
+
+# Sends packets over the namespace's loopback so that counters are not all zero: TCP to a closed port
+# (SYN out, RST back) and UDP datagrams, for IPv4 and IPv6.
+TRAFFIC = textwrap.dedent("""
+    import socket
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for port in (22, 443, 8080):
+            s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(0.2)
+            try:
+                s.connect((host, port))
+            except OSError:
+                pass
+            s.close()
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        for _ in range(3):
+            u.sendto(b"x" * 40, (host, 53))
+        u.close()
+""")
+
+
+def _tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    need(not missing, f"firewall tools missing: {missing} (apt-get install nftables iptables util-linux)")
+    need(os.geteuid() == 0, "network namespaces and firewall rules need root")
+
+
+def _netns(tmp_path: Path, setup: str, options: dict | None = None, traffic: bool = True,
+           as_nobody: bool = False) -> dict:
+    """Run ``setup`` (bash) in a new network namespace, then the collector, then the reference tools."""
+    _tools()
+    out = tmp_path / "collected.json"
+    opts = json.dumps({"saved_configs": [], **(options or {})})
+    runner = [sys.executable, "-c", RUNNER, str(REPO), opts]
+    if as_nobody:
+        runner = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                  "--bounding-set=-all", "--"] + runner
+    script = "\n".join([
+        "set -eu",
+        "ip link set lo up",
+        setup,
+        (f"{sys.executable} -c {_q(TRAFFIC)}" if traffic else ""),
+        " ".join(_q(a) for a in runner) + f" > {out}",
+        f"nft -j list ruleset > {tmp_path}/nft.json",
+        f"iptables-legacy-save -c > {tmp_path}/ipt4.txt 2>/dev/null || true",
+        f"ip6tables-legacy-save -c > {tmp_path}/ipt6.txt 2>/dev/null || true",
+    ])
+    done = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(out.read_text())
+    streams: dict[str, list[dict]] = {}
+    for stream, data in got["records"]:
+        streams.setdefault(stream, []).append(data)
+    return {"streams": streams, "problems": got["problems"], "nft": json.loads((tmp_path / "nft.json").read_text()),
+            "ipt4": (tmp_path / "ipt4.txt").read_text() if (tmp_path / "ipt4.txt").exists() else "",
+            "ipt6": (tmp_path / "ipt6.txt").read_text() if (tmp_path / "ipt6.txt").exists() else ""}
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _findings(streams: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    def rows(source: str):
+        for number, record in enumerate(streams.get(source, []), 1):
+            yield "source", f"artifacts/{source}.jsonl", number, record
+
+    out: dict[str, list[dict]] = {}
+    for finding in engine.evaluate(RULES, rows, NOW):
+        out.setdefault(finding["rule"], []).append(finding)
+    return out
+
+
+def _check_against_nft(got: dict) -> None:
+    """Every rule, chain (hook, priority, policy) and rule counter `nft -j list ruleset` shows is collected."""
+    ruleset = got["nft"]["nftables"]
+    chains = {(c["family"], c["table"], c["chain"]): c for c in got["streams"].get("nft_chains", [])}
+    rules = {(r["family"], r["table"], r["chain"], r["handle"]): r for r in got["streams"].get("nft_rules", [])}
+    want_chains = want_rules = 0
+    for obj in ruleset:
+        if "chain" in obj:
+            c = obj["chain"]
+            want_chains += 1
+            mine = chains[(c["family"], c["table"], c["name"])]
+            assert mine["handle"] == c["handle"]
+            if "hook" in c:
+                assert mine["hook"] == c["hook"], (mine, c)
+                assert mine["policy"] == c.get("policy", "accept"), (mine, c)
+                if isinstance(c.get("prio"), int):
+                    assert mine["priority"] == c["prio"], (mine, c)
+        elif "rule" in obj:
+            r = obj["rule"]
+            want_rules += 1
+            mine = rules[(r["family"], r["table"], r["chain"], r["handle"])]
+            counters = [e["counter"] for e in r["expr"] if isinstance(e, dict) and "counter" in e]
+            if counters:
+                assert (mine["packets"], mine["bytes"]) == (counters[0]["packets"], counters[0]["bytes"]), (mine, r)
+            assert "comment" not in r or mine["comment"] == r["comment"]
+    assert len(chains) == want_chains and len(rules) == want_rules
+
+
+_SAVE_RULE = re.compile(r"^\[(\d+):(\d+)\] -A (\S+) (.*)$")
+_SAVE_CHAIN = re.compile(r"^:(\S+) (\S+) \[(\d+):(\d+)\]$")
+
+
+def _check_against_save(got: dict, family: str) -> None:
+    """Every chain (policy, counters) and rule (order, counters, source, protocol, target) of
+    ``ip(6)tables-legacy-save -c`` is in iptables_chains / iptables_rules."""
+    text = got["ipt4" if family == "ipv4" else "ipt6"]
+    chains = {(c["table"], c["chain"]): c for c in got["streams"].get("iptables_chains", []) if c["family"] == family}
+    rules: dict[tuple[str, str], list[dict]] = {}
+    for r in got["streams"].get("iptables_rules", []):
+        if r["family"] == family:
+            rules.setdefault((r["table"], r["chain"]), []).append(r)
+    table = ""
+    seen: dict[tuple[str, str], int] = {}
+    want_chains = 0
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif m := _SAVE_CHAIN.match(line):
+            want_chains += 1
+            mine = chains[(table, m[1])]
+            if m[2] != "-":
+                assert (mine["policy"], mine["packets"], mine["bytes"]) == (m[2], int(m[3]), int(m[4])), (mine, line)
+            else:
+                assert mine["policy"] is None and not mine["builtin"]
+        elif m := _SAVE_RULE.match(line):
+            key = (table, m[3])
+            i = seen.get(key, 0)
+            seen[key] = i + 1
+            mine = rules[key][i]
+            assert (mine["packets"], mine["bytes"]) == (int(m[1]), int(m[2])), (mine, line)
+            rest = m[4]
+            assert re.search(r"-j (\S+)", rest)[1] == mine["target"], (mine, line)
+            src = re.search(r"(! )?-s (\S+)", rest)
+            assert (mine["src"] or None) == (((src[1] or "") + src[2]) if src else None), (mine, line)
+            proto = re.search(r"(! )?-p (\S+)", rest)
+            assert (mine["proto"] or None) == (((proto[1] or "") + proto[2]) if proto else None), (mine, line)
+            port = re.search(r"--to-ports (\d+)", rest)
+            if port:
+                assert mine["to_port"] == int(port[1])
+    assert len(chains) == want_chains
+    assert {k: len(v) for k, v in rules.items()} == seen
+
+
+NFT_RULESET = """
+table inet filter {
+  set blocked { type ipv4_addr; elements = { 198.51.100.7, 198.51.100.8 } }
+  chain input { type filter hook input priority 0; policy drop;
+    ct state established,related counter accept
+    iif "lo" counter accept
+    tcp dport { 22, 80 } counter accept
+    ip saddr @blocked counter drop
+    ip saddr 10.0.0.0/8 udp dport 53 accept comment "resolvers"
+    ip6 saddr 2001:db8::/32 tcp dport 22 accept
+    meta l4proto udp counter jump udp_in
+  }
+  chain udp_in { udp dport 53 counter return; counter; }
+  chain output { type filter hook output priority 10; policy accept; counter; }
+}
+table ip nat {
+  chain prerouting { type nat hook prerouting priority -100; policy accept;
+    tcp dport 8080 dnat to 172.17.0.2:80
+  }
+  chain postrouting { type nat hook postrouting priority 100; policy accept; oifname "eth0" masquerade; }
+}
+table ip6 raw {
+  chain pre { type filter hook prerouting priority -300; policy accept; notrack; }
+}
+"""
+
+LEGACY_SETUP = """
+iptables-legacy -P INPUT DROP
+iptables-legacy -A INPUT -i lo -j ACCEPT
+iptables-legacy -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+iptables-legacy -A INPUT -s 10.1.0.0/16 -p tcp --dport 8000:8100 -j DROP
+iptables-legacy -A INPUT ! -s 192.0.2.0/24 -p udp --sport 53 -m comment --comment resolvers -j ACCEPT
+iptables-legacy -N LOGDROP
+iptables-legacy -A LOGDROP -j LOG --log-prefix "fw drop: "
+iptables-legacy -A LOGDROP -j DROP
+iptables-legacy -A INPUT -p tcp --dport 23 -j LOGDROP
+iptables-legacy -A OUTPUT -o lo -p tcp -j ACCEPT
+iptables-legacy -t nat -A OUTPUT -p tcp --dport 8080 -j REDIRECT --to-ports 8081
+iptables-legacy -t mangle -A PREROUTING -j MARK --set-mark 7
+ip6tables-legacy -P FORWARD DROP
+ip6tables-legacy -A INPUT -s 2001:db8::1 -p tcp --dport 22 -j ACCEPT
+ip6tables-legacy -A INPUT -p ipv6-icmp -j ACCEPT
+ip6tables-legacy -A OUTPUT -j ACCEPT
+"""
+
+
+def test_nftables_ruleset_is_read_as_nft_shows_it(tmp_path):
+    got = _netns(tmp_path, f"nft -f - <<'EOF'\n{NFT_RULESET}\nEOF")
+    _check_against_nft(got)
+    rules = got["streams"]["nft_rules"]
+    assert sum(r["packets"] or 0 for r in rules) > 0  # the loopback traffic was counted, and read
+    texts = {r["text"] for r in rules}
+    assert "ct state established,related counter packets" in " ".join(texts)
+    dns = next(r for r in rules if r["comment"] == "resolvers")
+    assert dns["src"] == "10.0.0.0/8" and dns["dport"] == "53" and dns["action"] == "accept"
+    ssh6 = next(r for r in rules if r["src"] == "2001:db8::/32")
+    assert ssh6["dport"] == "22" and ssh6["proto"] == "tcp"
+    blocked = next(r for r in rules if r["src"] == "@blocked")
+    assert blocked["action"] == "drop"
+    assert next(r for r in rules if "{ 22, 80 }" in r["text"])["dport"] == "{ 22, 80 }"
+    jump = next(r for r in rules if r["action"] == "jump")
+    assert jump["jump_to"] == "udp_in" and jump["hook"] == "input" and jump["policy"] == "drop"
+    dnat = next(r for r in rules if r["action"] == "dnat")
+    assert (dnat["to_addr"], dnat["to_port"], dnat["dport"]) == ("172.17.0.2", 80, "8080")
+    assert next(r for r in rules if r["action"] == "masquerade")["oif"] == "eth0"
+    assert next(r for r in rules if r["table"] == "raw")["text"] == "notrack"
+    assert not any(r["unknown_expressions"] for r in rules)
+    (s,) = got["streams"]["nft_sets"]
+    assert sorted(s["elements"]) == ["198.51.100.7", "198.51.100.8"]
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["nft_state"] == "read" and summary["nft_rules"] == len(rules)
+    assert summary["drop_policies"] == ["filter input"] and not summary["policies_all_accept"]
+
+
+def test_legacy_iptables_and_ip6tables_are_read_as_save_shows_them(tmp_path):
+    got = _netns(tmp_path, LEGACY_SETUP)
+    _check_against_save(got, "ipv4")
+    _check_against_save(got, "ipv6")
+    rules = got["streams"]["iptables_rules"]
+    assert sum(r["packets"] for r in rules) > 0
+    inv = next(r for r in rules if r["src"] == "! 192.0.2.0/24")
+    assert inv["sport"] == "53" and 'comment "resolvers"' in inv["match_text"]
+    assert next(r for r in rules if r["chain"] == "LOGDROP" and r["target"] == "LOG")["target_text"] == \
+        'prefix "fw drop: "'
+    jump = next(r for r in rules if r["target"] == "LOGDROP")
+    assert jump["jump_to"] == "LOGDROP" and jump["dport"] == "23"
+    redir = next(r for r in rules if r["target"] == "REDIRECT")
+    assert (redir["table"], redir["chain"], redir["to_port"], redir["dport"]) == ("nat", "OUTPUT", 8081, "8080")
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["iptables_backend"] == "iptables-legacy"
+    assert set(summary["legacy_ipv4_tables"]) == {"filter", "nat", "mangle"}
+    assert summary["legacy_rules"] == len(rules)
+
+
+def test_iptables_nft_rules_are_seen_in_nftables_and_the_summary_says_so(tmp_path):
+    setup = """
+iptables-nft -P INPUT DROP
+iptables-nft -A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+iptables-nft -A INPUT -s 10.1.0.0/16 -p tcp --dport 8000:8100 -j DROP
+iptables-nft -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 3128
+"""
+    got = _netns(tmp_path, setup)
+    _check_against_nft(got)
+    rules = got["streams"]["nft_rules"]
+    assert next(r for r in rules if r["xt"] == ["conntrack"])["action"] == "accept"
+    drop = next(r for r in rules if r["action"] == "drop")
+    assert (drop["src"], drop["dport"], drop["chain"], drop["policy"]) == ("10.1.0.0/16", "8000-8100", "INPUT", "drop")
+    redir = next(r for r in rules if r["action"] == "redirect")
+    assert redir["to_port"] == 3128 and redir["dport"] == "80"
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["iptables_backend"].startswith("iptables-nft")
+    assert not got["streams"].get("iptables_rules")
+
+
+def test_a_namespace_with_no_tables_says_so(tmp_path):
+    got = _netns(tmp_path, "true", traffic=False)
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["nft_state"] == "read" and summary["nft_tables"] == [] and summary["rules_total"] == 0
+    assert summary["iptables_backend"] == "none" and summary["policies_all_accept"]
+    assert not got["streams"].get("nft_rules") and not got["streams"].get("iptables_rules")
+    assert not [p for p in got["problems"] if p["level"] != "info"], got["problems"]
+
+
+def test_a_huge_ruleset_is_bounded(tmp_path):
+    lines = "\n".join(f"add rule inet big input ip saddr 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256} "
+                      f"tcp dport {1 + i % 60000} counter accept" for i in range(30000))
+    (tmp_path / "big.nft").write_text("add table inet big\nadd chain inet big input "
+                                      "{ type filter hook input priority 0; policy accept; }\n" + lines + "\n")
+    legacy = "*filter\n:INPUT ACCEPT [0:0]\n" + "".join(
+        f"-A INPUT -s 10.9.{i // 256}.{i % 256}/32 -j ACCEPT\n" for i in range(3000)) + "COMMIT\n"
+    (tmp_path / "big.rules").write_text(legacy)
+    started = time.monotonic()
+    got = _netns(tmp_path, f"nft -f {tmp_path}/big.nft\niptables-legacy-restore < {tmp_path}/big.rules",
+                 options={"max_rules": 1000}, traffic=False)
+    assert time.monotonic() - started < 120
+    assert len(got["streams"]["nft_rules"]) == 1000
+    assert len(got["streams"]["iptables_rules"]) == 1000
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["truncated"] and summary["nft_rules"] == 1000
+    assert [p for p in got["problems"] if "more than 1000 rules" in p["message"]]
+    (chain,) = got["streams"]["nft_chains"]
+    assert chain["rules"] == 1000
+
+
+def test_without_privilege_the_refusals_are_recorded_not_raised(tmp_path):
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is needed")
+    got = _netns(tmp_path, f"nft -f - <<'EOF'\n{NFT_RULESET}\nEOF\n{LEGACY_SETUP}", traffic=False, as_nobody=True)
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["nft_state"] == "refused" and summary["rules_total"] == 0
+    assert any("CAP_NET_ADMIN" in p["message"] for p in got["problems"]), got["problems"]
+    legacy = [p for p in got["problems"] if p["message"].startswith("iptables (ipv4)")]
+    assert legacy and ("CAP_NET_RAW" in legacy[0]["message"] or "root is needed" in legacy[0]["message"]), legacy
+
+
+def test_under_another_root_nothing_is_read():
+    items = list(firewall.collect(Context(root="/mnt/image", live=False, options={})))
+    assert len(items) == 1 and isinstance(items[0], Problem) and items[0].level == "info"
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+DEBIAN_NFTABLES_CONF = """#!/usr/sbin/nft -f
+
+flush ruleset
+
+table inet filter {
+\tchain input {
+\t\ttype filter hook input priority filter;
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter;
+\t}
+\tchain output {
+\t\ttype filter hook output priority filter;
+\t}
+}
+"""
+
+DOCKER_SAVE = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+"""
+
+SAVED_RULES_V4 = """*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+"""
+
+
+def _debian_conf(tmp_path: Path) -> Path:
+    """Debian's own /etc/nftables.conf where the nftables package put it, else the same text."""
+    real = Path("/etc/nftables.conf")
+    conf = tmp_path / "nftables.conf"
+    text = real.read_text() if real.is_file() and "hook input" in real.read_text() else DEBIAN_NFTABLES_CONF
+    conf.write_text(text)
+    return conf
+
+
+CASES = {
+    # BPFDoor's redirection, legacy iptables: the one source's HTTPS goes to the implant's port
+    "TRI-FW-002": ("iptables-legacy -t nat -A PREROUTING -p tcp --dport 443 -s 203.0.113.5 -j REDIRECT "
+                   "--to-port 42391",
+                   "iptables-legacy-restore < {docker}"),
+    # the same written with nft (and iptables-nft's compat REDIRECT lands here too)
+    "TRI-FW-001": ("nft add table ip nat && nft 'add chain ip nat pre { type nat hook prerouting priority -100; }' "
+                   "&& nft add rule ip nat pre ip saddr 203.0.113.5 tcp dport 443 redirect to :42391\n"
+                   "iptables-nft -t nat -A PREROUTING -p tcp --dport 22 -s 198.51.100.9 -j REDIRECT --to-ports 2222",
+                   "nft -f {debian}"),
+    "TRI-FW-003": ("nft add table ip nat && nft 'add chain ip nat pre { type nat hook prerouting priority -100; }' "
+                   "&& nft add rule ip nat pre tcp dport 22 redirect to :2022",
+                   "nft -f {debian}\nnft add table ip nat && nft 'add chain ip nat pre { type nat hook prerouting "
+                   "priority -100; }' && nft add rule ip nat pre tcp dport 8080 dnat to 172.17.0.2:80"),
+    "TRI-FW-004": ("iptables-legacy -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8081",
+                   "iptables-legacy-restore < {docker}\niptables-legacy -t nat -N ISTIO_REDIRECT\n"
+                   "iptables-legacy -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
+    # flushed: nothing live while rules.v4 has rules; benign: Debian's conf loaded and saved, no rule in either
+    "TRI-FW-005": ("true", "nft -f {debian}"),
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires_on_the_behaviour_not_on_its_look_alike(tmp_path, rule_id):
+    planted, benign = CASES[rule_id]
+    docker = tmp_path / "docker.rules"
+    docker.write_text(DOCKER_SAVE)
+    debian = _debian_conf(tmp_path)
+    saved = tmp_path / "rules.v4"
+    saved.write_text(SAVED_RULES_V4)
+    for name, setup in (("planted", planted), ("benign", benign)):
+        where = tmp_path / name
+        where.mkdir()
+        saved_configs = [str(saved)] if name == "planted" else [str(debian)]
+        script = setup.replace("{docker}", str(docker)).replace("{debian}", str(debian))
+        got = _netns(where, script, options={"saved_configs": saved_configs}, traffic=False)
+        found = _findings(got["streams"])
+        if name == "planted":
+            assert rule_id in found, (rule_id, sorted(found), got["streams"])
+            if found[rule_id][0]["severity"] in ("high", "critical"):
+                flat = [f for hits in found.values() for f in hits]
+                assert engine.verdict(flat, True, engine.load_verdict_policy())["recommendation"] == "yes"
+        else:
+            assert found == {}, found
+
+
+def test_bpfdoor_redirect_through_iptables_nft_is_high_too(tmp_path):
+    got = _netns(tmp_path, "iptables-nft -t nat -A PREROUTING -p tcp --dport 443 -s 203.0.113.5 -j REDIRECT "
+                 "--to-port 42391", traffic=False)
+    found = _findings(got["streams"])
+    (hit,) = found["TRI-FW-001"]
+    assert "203.0.113.5/32" in hit["summary"] and "42391" in hit["summary"]
+
+
+def test_docker_host_and_debian_default_say_nothing_together(tmp_path):
+    docker = tmp_path / "docker.rules"
+    docker.write_text(DOCKER_SAVE)
+    debian = _debian_conf(tmp_path)
+    got = _netns(tmp_path, f"nft -f {debian}\niptables-legacy-restore < {docker}",
+                 options={"saved_configs": [str(debian), str(docker)]})
+    _check_against_save(got, "ipv4")
+    _check_against_nft(got)
+    assert _findings(got["streams"]) == {}
+    (summary,) = got["streams"]["firewall_summary"]
+    assert summary["saved_configs"] == {str(debian): 0, str(docker): 18}
+    user = [r for r in got["streams"]["iptables_rules"] if r["chain"] == "DOCKER-USER"]
+    assert [r["target"] for r in user] == ["RETURN"]  # Docker's explicit RETURN is a rule, the chain's end is not
+
+
+def test_every_firewall_rule_has_its_case():
+    assert {r.id for r in RULES} == set(CASES)
