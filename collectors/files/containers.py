@@ -164,8 +164,9 @@ def _facts(dir_fd: int, name: str, hash_limit: int) -> dict[str, Any]:
 
 
 def _layer_files(ctx: Context, upper: str, container: dict[str, Any], most: int,
-                 hash_limit: int) -> Iterator[Item]:
+                 hash_limit: int, execs: dict[str, list[int]] | None = None) -> Iterator[Item]:
     count = 0
+    execs = execs or {}
     for folder, files, dir_fd in walk_tree(ctx, upper):
         for name in files:
             ctx.check()
@@ -180,8 +181,9 @@ def _layer_files(ctx: Context, upper: str, container: dict[str, Any], most: int,
             count += 1
             inside = "/" + (folder[len(upper):].strip("/") + "/" + name).lstrip("/")
             row: dict[str, Any] = {
-                "container_id": container["id"], "container": container["name"], "image": container["image"],
-                "running": container["running"], "path": inside, "host_path": folder.rstrip("/") + "/" + name,
+                "runtime": container.get("runtime", "docker"), "container_id": container["id"],
+                "container": container["name"], "image": container["image"], "running": container["running"],
+                "exec_pids": execs.get(inside, []), "path": inside, "host_path": folder.rstrip("/") + "/" + name,
                 "size": st.st_size, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "exec_bit": bool(st.st_mode & 0o111),
                 "mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime),
                 "whiteout": stat.S_ISCHR(st.st_mode) and st.st_rdev == 0,  # overlayfs: a file deleted
@@ -194,12 +196,41 @@ def _layer_files(ctx: Context, upper: str, container: dict[str, Any], most: int,
             yield Record("container_files", row)
 
 
+def with_processes(container: dict[str, Any],
+                   pmap: dict[str, list[dict[str, Any]]]) -> tuple[list[Record], dict[str, list[int]]]:
+    """The container's record with its live processes (``running_pids``), one container_processes record
+    each, and {path inside the container: pids} of the programs they run (to mark the layer's files that
+    are running)."""
+    from collectors.files.runtimes import processes_of
+
+    procs = processes_of(container, pmap)
+    container["running_pids"] = [p["pid"] for p in procs][:1024]
+    if procs and not container.get("running"):
+        container["running"] = True
+        if container.get("state") in (None, "unknown", "task", "created", "exited"):
+            container["state"] = "running"
+    execs: dict[str, list[int]] = {}
+    out = [Record("containers", container)]
+    for p in procs[:1024]:
+        exe = str(p.get("exe") or "").removesuffix(" (deleted)")
+        if exe:
+            execs.setdefault(exe, []).append(p["pid"])
+        out.append(Record("container_processes", {
+            "runtime": container.get("runtime"), "container_id": container.get("id"),
+            "container": container.get("name"), "image": container.get("image"), "pid": p["pid"],
+            "exe": p.get("exe"), "cmdline": p.get("cmdline")}))
+    return out, execs
+
+
 def collect(ctx: Context) -> Iterator[Item]:
     include_env = ctx.include_secrets
     cap = int(ctx.opt("config_cap_bytes", 4 << 20))
     most_files = int(ctx.opt("max_layer_files", 5000))
     hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
     log_cap = int(ctx.opt("log_cap_bytes", 1 << 20))
+    from collectors.files.runtimes import process_map
+
+    pmap = process_map(ctx)
     for data_root in _data_roots(ctx):
         folder = f"{data_root}/containers"
         try:
@@ -225,7 +256,8 @@ def collect(ctx: Context) -> Iterator[Item]:
             container["config_path"] = f"{base}/config.v2.json"
             upper = _upper_dir(ctx, data_root, str(config.get("Driver") or ""), str(config.get("ID") or name))
             container["upper_dir"] = upper
-            yield Record("containers", container)
+            records, execs = with_processes(container, pmap)
+            yield from records
             for item in ("config.v2.json", "hostconfig.json"):
                 yield from copy_file(ctx, f"{base}/{item}", cap)
             log = f"{base}/{name}-json.log"
@@ -237,4 +269,30 @@ def collect(ctx: Context) -> Iterator[Item]:
             else:
                 yield from copy_file(ctx, log, log_cap, keep="tail")
             if upper:
-                yield from _layer_files(ctx, upper, container, most_files, hash_limit)
+                yield from _layer_files(ctx, upper, container, most_files, hash_limit, execs)
+    yield from _other_runtimes(ctx, pmap, include_env, cap, most_files, hash_limit)
+
+
+def _other_runtimes(ctx: Context, pmap: dict[str, list[dict[str, Any]]], include_env: bool, cap: int,
+                    most_files: int, hash_limit: int) -> Iterator[Item]:
+    """podman, CRI-O, containerd and the kubelet's files (collectors/files/runtimes.py)."""
+    from collectors.files import runtimes
+
+    sources = [runtimes.storage_containers(ctx, root, user, include_env, cap)
+               for root, user in runtimes._storage_roots(ctx)]
+    sources.append(runtimes.containerd_containers(ctx, include_env, cap))
+    for source in sources:
+        for item in source:
+            if not isinstance(item, tuple):
+                yield item
+                continue
+            container, upper = item
+            container["upper_dir"] = upper
+            records, execs = with_processes(container, pmap)
+            yield from records
+            if upper:
+                yield from _layer_files(ctx, upper, container, most_files, hash_limit, execs)
+    yield from runtimes.static_pods(ctx, cap)
+    yield from runtimes.kubelet_pods(ctx)
+    yield from runtimes.pod_logs(ctx)
+    yield from runtimes.kubeconfigs(ctx)

@@ -1,0 +1,638 @@
+"""Containers of the runtimes other than Docker, and Kubernetes' node files, from their own files without
+their daemons (called by collectors/files/containers.py, whose streams these records join).
+
+- podman and CRI-O (containers-storage, github.com/containers/storage): ``overlay-containers/containers.json``
+  (id, names, image, writable layer id, metadata), each container's OCI runtime spec in
+  ``overlay-containers/<id>/userdata/config.json`` (runtime-spec config.md: process args, mounts, linux
+  namespaces, capabilities, seccomp), ``overlay-images/images.json`` (image names) and the writable layer
+  ``overlay/<layer>/diff``; rootless podman under each home's ``~/.local/share/containers/storage``. CRI-O is
+  told from podman by its annotations (``io.kubernetes.cri-o.*``) or metadata (``pod-name``).
+- containerd: its state (bolt database ``io.containerd.metadata.v1.bolt/meta.db``) has no well-kept Python
+  reader, so we read instead what the runtime v2 shim keeps for each task while it runs
+  (``/run/containerd/io.containerd.runtime.v2.task/<namespace>/<id>/``: ``config.json``, the OCI spec, and
+  ``init.pid``; containerd runtime/v2/README.md) and, live, the overlay mount of its ``rootfs`` (whose
+  ``upperdir=`` in /proc/self/mountinfo is the snapshot's ``fs`` folder holding what the container wrote).
+  A stopped containerd container (its task gone) is therefore not seen; the bolt file is copied for the
+  responder.
+- Kubernetes (kubelet): static pod manifests (``/etc/kubernetes/manifests``; core/v1 Pod: hostNetwork,
+  hostPID, hostIPC, securityContext.privileged, hostPath volumes), the kubelet's pod folders
+  (``/var/lib/kubelet/pods/<uid>/volumes/<plugin>/<name>``, ``etc-hosts``), the CRI container logs
+  (``/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log``, lines
+  ``<RFC3339Nano> <stdout|stderr> <P|F> <message>``, kubelet's kuberuntime logs format; podman's k8s-file
+  ``ctr.log`` is the same format) and kubeconfigs (clientcmd v1 Config), of which only facts leave the host:
+  cluster server URLs, user names and the kind of credential, never a key, token or password.
+- Live processes are mapped to their containers from /proc/PID/cgroup (the 64-hex id the runtimes put
+  in cgroup names: ``docker-<id>.scope``, ``/docker/<id>``, ``libpod-<id>``, ``crio-<id>.scope``,
+  ``cri-containerd-<id>.scope``, kubepods paths), the spec's ``cgroupsPath`` and containerd's ``init.pid``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from collectors.base import Context, Item, Problem, Record
+from collectors.files.fsread import copy_file, is_dir, listdir, read_capped
+from collectors.util import parse_passwd, read_small, text, utc
+
+STORAGE_ROOTS = ["/var/lib/containers/storage"]
+ROOTLESS_STORAGE = ".local/share/containers/storage"
+CONTAINERD_TASKS = ["/run/containerd/io.containerd.runtime.v2.task"]
+CONTAINERD_META = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"
+KUBELET_PODS = "/var/lib/kubelet/pods"
+POD_LOGS = "/var/log/pods"
+MANIFESTS = "/etc/kubernetes/manifests"
+KUBECONFIGS = ["/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/super-admin.conf",
+               "/etc/kubernetes/controller-manager.conf", "/etc/kubernetes/scheduler.conf",
+               "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/rancher/k3s/k3s.yaml"]
+# Docker's default capability set (moby oci/caps/defaults.go): what is beyond it was added.
+DEFAULT_CAPS = frozenset({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                          "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                          "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"})
+SECRET_PLUGINS = ("kubernetes.io/secret", "kubernetes.io/projected")
+_CGROUP_ID = re.compile(r"(?:^|[/:-])([0-9a-f]{64})(?:\.scope)?$")
+_CRI_LINE = re.compile(rb"^(\S+) (stdout|stderr) (?:([PF]) )?(.*)$")
+
+
+def _doc(ctx: Context, path: str, cap: int, facts_only: bool = False) -> Any:
+    """JSON or YAML document at path, None when absent; a Problem when unreadable or malformed."""
+    try:
+        data, _, truncated = read_capped(ctx, path, cap, facts_only=facts_only)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Problem.from_os_error(exc, "cannot read", path)
+    if truncated:
+        return Problem(f"larger than {cap} bytes: not parsed", path=path, level="warning")
+    try:
+        if path.endswith((".yaml", ".yml", ".conf", "/config", ".kubeconfig")) and not data.lstrip().startswith(b"{"):
+            import yaml
+
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            docs = [d for d in yaml.load_all(data, Loader=loader) if d is not None][:16]  # noqa: S506 - a safe loader
+            return docs[0] if len(docs) == 1 else docs
+        return json.loads(data)
+    except Exception as exc:  # noqa: BLE001 - yaml raises many kinds; a hostile file is a Problem, not a crash
+        return Problem(f"not parsed: {type(exc).__name__}: {str(exc)[:200]}", path=path, level="warning")
+
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any, most: int = 256) -> list[Any]:
+    return value[:most] if isinstance(value, list) else []
+
+
+# ---- the OCI runtime spec (podman, CRI-O, containerd) ----------------------------------------------
+
+def oci_container(spec: dict[str, Any], include_env: bool) -> dict[str, Any]:
+    """Fields of a container from its OCI runtime spec, named as Docker's records name them, so the rules
+    over ``containers`` read every runtime alike."""
+    from collectors.files.containers import reach
+
+    process, linux = _d(spec.get("process")), _d(spec.get("linux"))
+    caps = _d(process.get("capabilities"))
+    bounding = sorted({str(c) for c in _l(caps.get("bounding")) + _l(caps.get("effective"))})
+    namespaces = {str(_d(n).get("type")): _d(n).get("path") for n in _l(linux.get("namespaces"))}
+    # a namespace the spec does not ask for, or joins by the path of the host's own (pid 1's), is the host's
+    host_ns = {kind: kind not in namespaces or str(namespaces[kind] or "").startswith("/proc/1/")
+               for kind in ("pid", "network", "ipc", "uts")}
+    # --privileged: every capability, no seccomp filter, no AppArmor/SELinux confinement
+    privileged = _d(spec.get("annotations")).get("io.podman.annotations.privileged") == "TRUE" or (
+        "CAP_SYS_ADMIN" in bounding and len(bounding) >= 30 and not linux.get("seccomp") \
+        and not process.get("apparmorProfile") and not process.get("selinuxLabel"))
+    mounts = []
+    for m in _l(spec.get("mounts")):
+        m = _d(m)
+        options = [str(o) for o in _l(m.get("options"))]
+        if m.get("type") == "bind" or "bind" in options or "rbind" in options:
+            mounts.append({"source": m.get("source"), "destination": m.get("destination"), "rw": "ro" not in options,
+                           "type": "bind"})
+    host = {"Privileged": privileged, "CapAdd": sorted(set(bounding) - DEFAULT_CAPS),
+            "NetworkMode": "host" if host_ns["network"] else None, "PidMode": "host" if host_ns["pid"] else None,
+            "IpcMode": "host" if host_ns["ipc"] else None, "UsernsMode": "host" if "user" not in namespaces else None,
+            "SecurityOpt": (["seccomp=unconfined"] if not linux.get("seccomp") else [])
+            + ([f"apparmor={process['apparmorProfile']}"] if process.get("apparmorProfile") else [])}
+    env = [str(e) for e in _l(process.get("env")) if isinstance(e, str)]
+    user = _d(process.get("user"))
+    annotations = {str(k): str(v)[:512] for k, v in list(_d(spec.get("annotations")).items())[:64]}
+    return {
+        "command": " ".join(str(a) for a in _l(process.get("args")))[:4096],
+        "user": f"{user.get('uid')}:{user.get('gid')}",
+        "hostname": spec.get("hostname"), "working_dir": process.get("cwd"), "capabilities": bounding,
+        "seccomp": bool(linux.get("seccomp")), "apparmor_profile": process.get("apparmorProfile"),
+        "cgroups_path": linux.get("cgroupsPath"), "annotations": annotations,
+        "env": env if include_env else [e.split("=", 1)[0] + "=…" for e in env],
+        "mounts": mounts, **reach(mounts, host),
+    }
+
+
+def _base(runtime: str, cid: str) -> dict[str, Any]:
+    """Every field of a Docker record, so that a rule's field test sees the same shape from each runtime."""
+    from collectors.files.containers import reach
+
+    return {"runtime": runtime, "id": cid, "name": None, "image": None, "image_id": None, "command": "",
+            "entrypoint": None, "user": None, "hostname": None, "working_dir": None, "created_utc": None,
+            "state": None, "running": False, "pid": None, "started_utc": None, "finished_utc": None,
+            "exit_code": None, "restart_policy": None, "labels": {}, "env": [], "mounts": [], "driver": None,
+            **reach([], {})}
+
+
+# ---- containers-storage: podman and CRI-O -------------------------------------------------------
+
+def _storage_roots(ctx: Context) -> list[tuple[str, str | None]]:
+    """(graph root, the user whose rootless storage it is) for the system storage and each home's."""
+    roots: list[tuple[str, str | None]] = [(r, None) for r in ctx.opt("storage_roots", STORAGE_ROOTS)]
+    conf = _storage_conf_root(ctx)
+    if conf:
+        roots.insert(0, (conf, None))
+    if ctx.opt("rootless_storage", True):
+        try:
+            data, _, _ = read_capped(ctx, "/etc/passwd", 4 << 20)
+        except OSError:
+            data = b""
+        homes = {(u["home"], u["name"]) for u in parse_passwd(data) if u["home"] and u["home"] != "/"}
+        for home, user in sorted(homes):
+            roots.append((home.rstrip("/") + "/" + ROOTLESS_STORAGE, user))
+    seen, out = set(), []
+    for root, user in roots:
+        if root not in seen:
+            seen.add(root)
+            out.append((root, user))
+    return out
+
+
+def _storage_conf_root(ctx: Context) -> str | None:
+    """``graphroot`` of /etc/containers/storage.conf (TOML), when the host moved its storage."""
+    try:
+        data, _, _ = read_capped(ctx, "/etc/containers/storage.conf", 1 << 20)
+    except OSError:
+        return None
+    match = re.search(rb'(?m)^\s*graphroot\s*=\s*"([^"]+)"', data)
+    return text(match.group(1)) if match else None
+
+
+def _images(ctx: Context, root: str, cap: int) -> dict[str, str]:
+    doc = _doc(ctx, f"{root}/overlay-images/images.json", cap)
+    names: dict[str, str] = {}
+    for image in _l(doc, 10000):
+        image = _d(image)
+        tags = _l(image.get("names")) or _l(image.get("names-history"))
+        if image.get("id") and tags:
+            names[str(image["id"])] = str(tags[0])
+    return names
+
+
+def storage_containers(ctx: Context, root: str, user: str | None, include_env: bool,
+                       cap: int) -> Iterator[Item | tuple[dict[str, Any], str | None]]:
+    """Records of one containers-storage graph root, each with its writable layer's folder."""
+    listing = _doc(ctx, f"{root}/overlay-containers/containers.json", cap)
+    if listing is None:
+        return
+    if isinstance(listing, Problem):
+        yield listing
+        return
+    images = _images(ctx, root, cap)
+    yield from copy_file(ctx, f"{root}/overlay-containers/containers.json", cap)
+    for entry in _l(listing, int(ctx.opt("max_containers", 2000))):
+        ctx.check()
+        entry = _d(entry)
+        cid = str(entry.get("id") or "")
+        if not re.fullmatch(r"[0-9a-f]{64}", cid):
+            continue
+        try:
+            meta = json.loads(entry.get("metadata") or "{}")
+        except ValueError:
+            meta = {}
+        meta = _d(meta)
+        config_path = f"{root}/overlay-containers/{cid}/userdata/config.json"
+        spec = _doc(ctx, config_path, cap)
+        if isinstance(spec, Problem):
+            yield spec
+        spec = _d(spec)
+        fields = oci_container(spec, include_env) if spec else {}
+        annotations = fields.get("annotations") or {}
+        # podman writes some io.kubernetes.cri-o.* annotations too, but names itself ("libpod")
+        crio = annotations.get("io.container.manager") != "libpod" and (
+            "io.kubernetes.cri-o.SandboxID" in annotations or "pod-name" in meta)
+        record = _base("cri-o" if crio else "podman", cid)
+        record.update(fields)
+        names = _l(entry.get("names"))
+        image_id = str(entry.get("image") or "") or None
+        record.update({
+            "name": annotations.get("io.kubernetes.container.name") or meta.get("name") or meta.get("container-name")
+            or (str(names[0]) if names else None),
+            "image": meta.get("image-name") or annotations.get("io.kubernetes.cri-o.ImageName")
+            or images.get(image_id or "") or image_id, "image_id": image_id,
+            "created_utc": entry.get("created") or utc(meta.get("created-at")), "driver": "overlay",
+            "storage_root": root, "rootless_user": user, "config_path": config_path if spec else None,
+            "pod_name": meta.get("pod-name") or annotations.get("io.kubernetes.pod.name"),
+            "pod_namespace": meta.get("pod-namespace") or annotations.get("io.kubernetes.pod.namespace"),
+            "state": "unknown",  # podman keeps state in its bolt or SQLite database; running comes from /proc
+        })
+        layer = str(entry.get("layer") or "")
+        upper = f"{root}/overlay/{layer}/diff" if re.fullmatch(r"[0-9a-f]{64}", layer) else None
+        yield record, upper if upper and is_dir(ctx, upper) else None
+        if spec:
+            yield from copy_file(ctx, config_path, cap)
+        log = f"{root}/overlay-containers/{cid}/userdata/ctr.log"
+        yield from cri_log(ctx, log, {"runtime": record["runtime"], "container_id": cid,
+                                      "container": record["name"]}, missing_ok=True)
+
+
+# ---- containerd (runtime v2 task state) -------------------------------------------------------------
+
+def _mount_uppers() -> dict[str, str]:
+    """Live: {overlay mount point: its upperdir} from our own mountinfo (the host's mount namespace when we
+    run there), so a containerd rootfs mount names the snapshot folder its container writes to."""
+    try:
+        lines = read_small("/proc/self/mountinfo", 16 << 20).decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        fields, rest = pre.split(), post.split()
+        if len(fields) > 4 and rest and rest[0] == "overlay" and len(rest) > 2:
+            for option in rest[2].split(","):
+                if option.startswith("upperdir="):
+                    found[fields[4]] = option[len("upperdir="):]
+    return found
+
+
+def containerd_containers(ctx: Context, include_env: bool,
+                          cap: int) -> Iterator[Item | tuple[dict[str, Any], str | None]]:
+    uppers = _mount_uppers() if ctx.live and ctx.root == "/" else {}
+    for base in ctx.opt("containerd_tasks", CONTAINERD_TASKS):
+        try:
+            namespaces = listdir(ctx, base)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            yield Problem.from_os_error(exc, "cannot list", base)
+            continue
+        for namespace, is_folder in namespaces:
+            if not is_folder:
+                continue
+            try:
+                tasks = listdir(ctx, f"{base}/{namespace}")
+            except OSError as exc:
+                yield Problem.from_os_error(exc, "cannot list", f"{base}/{namespace}")
+                continue
+            for cid, task_is_folder in tasks[:int(ctx.opt("max_containers", 2000))]:
+                ctx.check()
+                folder = f"{base}/{namespace}/{cid}"
+                spec = _doc(ctx, f"{folder}/config.json", cap) if task_is_folder else None
+                if not isinstance(spec, dict):
+                    if isinstance(spec, Problem):
+                        yield spec
+                    continue
+                record = _base("containerd", cid)
+                record.update(oci_container(spec, include_env))
+                annotations = record.get("annotations") or {}
+                pid = None
+                try:
+                    data, _, _ = read_capped(ctx, f"{folder}/init.pid", 64)
+                    pid = int(data.strip() or b"0") or None
+                except (OSError, ValueError):
+                    pass
+                kube = any(k.startswith("io.kubernetes.cri.") for k in annotations)
+                record.update({
+                    "name": annotations.get("io.kubernetes.cri.container-name") or cid, "namespace": namespace,
+                    "image": annotations.get("io.kubernetes.cri.image-name"), "pid": pid, "state": "task",
+                    "pod_name": annotations.get("io.kubernetes.cri.sandbox-name"),
+                    "pod_namespace": annotations.get("io.kubernetes.cri.sandbox-namespace"),
+                    "orchestrator": "kubernetes" if kube else None, "config_path": f"{folder}/config.json",
+                })
+                rootfs = ctx.host_path(f"{folder}/rootfs")
+                upper = uppers.get(rootfs)
+                yield record, upper if upper and is_dir(ctx, upper) else None
+                yield from copy_file(ctx, f"{folder}/config.json", cap)
+    try:
+        read_capped(ctx, CONTAINERD_META, 0)
+    except OSError:
+        return
+    yield from copy_file(ctx, CONTAINERD_META, int(ctx.opt("bolt_cap_bytes", 64 << 20)))
+
+
+# ---- live processes to containers ---------------------------------------------------------------
+
+def process_map(ctx: Context, most: int = 100000) -> dict[str, list[dict[str, Any]]]:
+    """Live only: {container id or cgroup path: [{pid, exe, cmdline}]} from every process's cgroup."""
+    if not (ctx.live and ctx.root == "/"):
+        return {}
+    found: dict[str, list[dict[str, Any]]] = {}
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()][:most]
+    except OSError:
+        return {}
+    for pid in sorted(pids):
+        ctx.check()
+        try:
+            lines = read_small(f"/proc/{pid}/cgroup", 1 << 16).decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        keys = set()
+        for line in lines:
+            path = line.split(":", 2)[-1].strip()
+            if not path or path == "/" or "conmon" in path:
+                continue
+            keys.add(path)
+            match = _CGROUP_ID.search(path)
+            if match:
+                keys.add(match.group(1))
+        if not keys:
+            continue
+        proc = {"pid": pid, "exe": _exe(pid), "cmdline": _cmdline(pid)}
+        for key in keys:
+            found.setdefault(key, []).append(proc)
+    return found
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return text(read_small(f"/proc/{pid}/cmdline", 1 << 16).replace(b"\0", b" ").strip())[:4096]
+    except OSError:
+        return ""
+
+
+def processes_of(record: dict[str, Any], pmap: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The live processes of a container: by its id in a cgroup name, its spec's cgroupsPath, its init pid."""
+    procs: dict[int, dict[str, Any]] = {}
+    for key in (record.get("id"), record.get("cgroups_path")):
+        if key:
+            for p in pmap.get(str(key), []):
+                procs[p["pid"]] = p
+    pid = record.get("pid")
+    if isinstance(pid, int) and pid not in procs and os.path.isdir(f"/proc/{pid}") and pmap:
+        procs[pid] = {"pid": pid, "exe": _exe(pid), "cmdline": _cmdline(pid)}
+    return [procs[p] for p in sorted(procs)]
+
+
+# ---- Kubernetes ------------------------------------------------------------------------------------
+
+def _pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
+    """What a core/v1 Pod may reach on its node, in the field names of the containers records."""
+    from collectors.files.containers import reach
+
+    spec, meta = _d(pod.get("spec")), _d(pod.get("metadata"))
+    host_paths = {str(_d(v).get("name")): str(_d(_d(v).get("hostPath")).get("path") or "")
+                  for v in _l(spec.get("volumes")) if _d(v).get("hostPath")}
+    containers, mounts, privileged = [], [], False
+    for c in _l(spec.get("containers")) + _l(spec.get("initContainers")):
+        c = _d(c)
+        security = _d(c.get("securityContext"))
+        priv = security.get("privileged") is True
+        privileged |= priv
+        caps = [str(x) for x in _l(_d(security.get("capabilities")).get("add"))]
+        command = " ".join(str(x) for x in _l(c.get("command")) + _l(c.get("args")))[:4096]
+        containers.append({"name": c.get("name"), "image": c.get("image"), "command": command, "privileged": priv,
+                           "cap_add": caps})
+        for vm in _l(c.get("volumeMounts")):
+            vm = _d(vm)
+            source = host_paths.get(str(vm.get("name")))
+            if source:
+                mounts.append({"source": source, "destination": vm.get("mountPath"),
+                               "rw": vm.get("readOnly") is not True, "type": "hostPath"})
+    host = {"Privileged": privileged, "CapAdd": sorted({x for c in containers for x in c["cap_add"]}),
+            "NetworkMode": "host" if spec.get("hostNetwork") is True else None,
+            "PidMode": "host" if spec.get("hostPID") is True else None,
+            "IpcMode": "host" if spec.get("hostIPC") is True else None}
+    return {"name": meta.get("name"), "namespace": meta.get("namespace") or "default", "uid": meta.get("uid"),
+            "containers": containers[:64], "image": ", ".join(str(c["image"]) for c in containers[:8]),
+            "command": " ; ".join(c["command"] for c in containers[:8] if c["command"]),
+            "host_paths": sorted(set(host_paths.values()))[:64], "mounts": mounts[:128],
+            "host_ipc": spec.get("hostIPC") is True, **reach(mounts, host)}
+
+
+def static_pods(ctx: Context, cap: int) -> Iterator[Item]:
+    folder = ctx.opt("manifests", MANIFESTS)
+    try:
+        entries = listdir(ctx, folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot list", folder)
+        return
+    for name, is_folder in entries[:500]:
+        if is_folder or name.startswith(".") or not name.endswith((".yaml", ".yml", ".json", ".manifest")):
+            continue
+        path = f"{folder}/{name}"
+        doc = _doc(ctx, path if not name.endswith(".manifest") else path, cap)
+        if isinstance(doc, Problem):
+            yield doc
+            continue
+        for pod in (doc if isinstance(doc, list) else [doc]):
+            if _d(pod).get("kind") == "Pod":
+                try:
+                    mtime = utc(read_capped(ctx, path, 0)[1].st_mtime)
+                except OSError:
+                    mtime = None
+                yield Record("k8s_pods", {"source": "static-manifest", "runtime": "kubernetes", "path": path,
+                                          "mtime_utc": mtime, **_pod_facts(pod)})
+        yield from copy_file(ctx, path, cap)
+
+
+def kubelet_pods(ctx: Context) -> Iterator[Item]:
+    """The kubelet's own folder per pod: which volumes it mounted (secrets, projected tokens, hostPath are
+    not here: they are mounted from where they are) and its /etc/hosts, named by the pod's hostname."""
+    folder = ctx.opt("kubelet_pods", KUBELET_PODS)
+    try:
+        pods = listdir(ctx, folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot list", folder)
+        return
+    for uid, is_folder in pods[:int(ctx.opt("max_pods", 2000))]:
+        if not is_folder:
+            continue
+        ctx.check()
+        base = f"{folder}/{uid}"
+        volumes = []
+        try:
+            for plugin, _ in listdir(ctx, f"{base}/volumes")[:64]:
+                for vol, _ in listdir(ctx, f"{base}/volumes/{plugin}")[:64]:
+                    volumes.append({"plugin": plugin.replace("~", "/"), "name": vol})
+        except OSError:
+            pass
+        hostname, mtime = None, None
+        try:
+            data, st, _ = read_capped(ctx, f"{base}/etc-hosts", 1 << 16)
+            mtime = utc(st.st_mtime)
+            for line in text(data).splitlines():
+                parts = line.split("#", 1)[0].split()
+                if len(parts) >= 2 and parts[0] not in ("127.0.0.1", "::1", "fe00::0", "fe00::", "fe00::1",
+                                                         "fe00::2", "ff00::0", "ff02::1", "ff02::2"):
+                    hostname = parts[1]
+        except OSError:
+            pass
+        containers = []
+        try:
+            containers = [n for n, d in listdir(ctx, f"{base}/containers") if d][:64]
+        except OSError:
+            pass
+        yield Record("k8s_pods", {"source": "kubelet", "runtime": "kubernetes", "uid": uid, "name": hostname,
+                                  "path": base, "mtime_utc": mtime, "volumes": volumes[:256],
+                                  "container_names": containers,
+                                  "secret_volumes": sum(v["plugin"] in SECRET_PLUGINS for v in volumes)})
+
+
+def parse_cri_line(line: bytes) -> dict[str, Any] | None:
+    """One line of the CRI log format: ``<RFC3339Nano> <stdout|stderr> <P|F> <message>`` (the tag is
+    missing in older kubelets' files)."""
+    match = _CRI_LINE.match(line)
+    if not match:
+        return None
+    stamp = text(match.group(1))
+    return {"time": stamp, "time_utc": _rfc3339_utc(stamp), "stream": match.group(2).decode(),
+            "partial": match.group(3) == b"P", "message": text(match.group(4))[:8192]}
+
+
+def _rfc3339_utc(stamp: str) -> str | None:
+    import datetime as _dt
+
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", stamp)
+    if not match:
+        return None
+    frac = (match.group(2) or ".0")[:7]
+    try:
+        moment = _dt.datetime.fromisoformat(match.group(1) + frac + match.group(3).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def cri_log(ctx: Context, path: str, about: dict[str, Any], missing_ok: bool = False) -> Iterator[Item]:
+    """The tail of one CRI-format log: copied raw, and its last lines as container_logs records."""
+    cap, most = int(ctx.opt("log_cap_bytes", 1 << 20)), int(ctx.opt("max_log_lines", 200))
+    try:
+        data, _, truncated = read_capped(ctx, path, cap, keep="tail")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if not missing_ok:
+            yield Problem.from_os_error(exc, "cannot read", path)
+        return
+    if not data:
+        return
+    lines = data.splitlines()
+    if truncated and lines:
+        lines = lines[1:]  # the first line of a tail is cut
+    for number, line in enumerate(lines[-most:]):
+        row = parse_cri_line(line)
+        if row:
+            yield Record("container_logs", {**about, "path": path, "line_from_end": min(len(lines), most) - number,
+                                            **row})
+    yield from copy_file(ctx, path, cap, keep="tail")
+
+
+def pod_logs(ctx: Context) -> Iterator[Item]:
+    folder = ctx.opt("pod_logs", POD_LOGS)
+    try:
+        pods = listdir(ctx, folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot list", folder)
+        return
+    files = 0
+    for pod, is_folder in pods[:int(ctx.opt("max_pods", 2000))]:
+        parts = pod.split("_")
+        if not is_folder or len(parts) < 3:
+            continue
+        namespace, name, uid = parts[0], "_".join(parts[1:-1]), parts[-1]
+        try:
+            containers = listdir(ctx, f"{folder}/{pod}")
+        except OSError:
+            continue
+        for container, c_is_folder in containers[:64]:
+            if not c_is_folder:
+                continue
+            try:
+                logs = [n for n, d in listdir(ctx, f"{folder}/{pod}/{container}") if not d and n.endswith(".log")]
+            except OSError:
+                continue
+            for log in sorted(logs, key=lambda n: int(n[:-4]) if n[:-4].isdigit() else -1)[-2:]:
+                files += 1
+                if files > int(ctx.opt("max_log_files", 500)):
+                    yield Problem("more pod logs than max_log_files: the rest not read", path=folder, level="warning")
+                    return
+                ctx.check()
+                yield from cri_log(ctx, f"{folder}/{pod}/{container}/{log}",
+                                   {"runtime": "kubernetes", "namespace": namespace, "pod": name, "pod_uid": uid,
+                                    "container": container})
+
+
+# ---- kubeconfigs -----------------------------------------------------------------------------------
+
+def kubeconfig_facts(doc: dict[str, Any]) -> dict[str, Any]:
+    """A clientcmd v1 Config without a single secret: servers, user names, kinds of credential."""
+    clusters = []
+    for c in _l(doc.get("clusters"), 64):
+        c = _d(c)
+        cluster = _d(c.get("cluster"))
+        clusters.append({"name": c.get("name"), "server": str(cluster.get("server") or "")[:512] or None,
+                         "insecure_skip_tls_verify": cluster.get("insecure-skip-tls-verify") is True,
+                         "has_ca": bool(cluster.get("certificate-authority-data")
+                                        or cluster.get("certificate-authority")),
+                         "proxy_url": cluster.get("proxy-url")})
+    users = []
+    for u in _l(doc.get("users"), 64):
+        u = _d(u)
+        user = _d(u.get("user"))
+        kinds = [kind for kind, keys in (("client-certificate", ("client-certificate-data", "client-certificate")),
+                                         ("token", ("token",)), ("token-file", ("tokenFile",)),
+                                         ("basic", ("username", "password")), ("exec", ("exec",)),
+                                         ("auth-provider", ("auth-provider",))) if any(user.get(k) for k in keys)]
+        exec_ = _d(user.get("exec"))
+        users.append({"name": u.get("name"), "auth": kinds, "username": user.get("username"),
+                      "as": user.get("as"), "exec_command": exec_.get("command"),
+                      "auth_provider": _d(user.get("auth-provider")).get("name"),
+                      "embedded_key": bool(user.get("client-key-data")), "embedded_token": bool(user.get("token"))})
+    contexts = [{"name": _d(c).get("name"), "cluster": _d(_d(c).get("context")).get("cluster"),
+                 "user": _d(_d(c).get("context")).get("user"), "namespace": _d(_d(c).get("context")).get("namespace")}
+                for c in _l(doc.get("contexts"), 64)]
+    return {"current_context": doc.get("current-context"), "clusters": clusters, "users": users,
+            "contexts": contexts, "servers": sorted({c["server"] for c in clusters if c["server"]}),
+            "insecure_skip_tls_verify": any(c["insecure_skip_tls_verify"] for c in clusters),
+            "user_names": [u["name"] for u in users], "auth_kinds": sorted({k for u in users for k in u["auth"]})}
+
+
+def kubeconfigs(ctx: Context) -> Iterator[Item]:
+    paths = list(ctx.opt("kubeconfigs", KUBECONFIGS))
+    try:
+        data, _, _ = read_capped(ctx, "/etc/passwd", 4 << 20)
+    except OSError:
+        data = b""
+    homes = sorted({u["home"] for u in parse_passwd(data) if u["home"] and u["home"] != "/"} | {"/root"})
+    paths += [h.rstrip("/") + "/.kube/config" for h in homes]
+    for path in dict.fromkeys(paths):
+        ctx.check()
+        # facts_only: a kubeconfig is a secret file; this parser keeps none of its secrets
+        doc = _doc(ctx, path, 4 << 20, facts_only=True)
+        if doc is None:
+            continue
+        if isinstance(doc, Problem):
+            yield doc
+            continue
+        if not isinstance(doc, dict) or "clusters" not in doc and "users" not in doc:
+            continue
+        try:
+            st = read_capped(ctx, path, 0, facts_only=True)[1]
+            times = {"mtime_utc": utc(st.st_mtime), "ctime_utc": utc(st.st_ctime), "owner_uid": st.st_uid,
+                     "mode": f"{st.st_mode & 0o7777:04o}"}
+        except OSError:
+            times = {}
+        yield Record("kubeconfigs", {"path": path, "runtime": "kubernetes", **times, **kubeconfig_facts(doc)})

