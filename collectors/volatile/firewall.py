@@ -595,13 +595,19 @@ def _nft_dump(ctx: Context, nl: Netlink, max_rules: int, max_elems: int, counts:
     for fam, a in nl.dump(ctx, NFT_MSG_GETSET):
         family, table, name = FAMILIES.get(fam, str(fam)), _str(a, 1) or "", _str(a, 2) or ""
         flags = _be(a, 3) or 0
+        if len(sets) >= max_rules:
+            counts["truncated"] = True
+            continue
         sets[(family, table, name)] = {"family": family, "table": table, "name": name, "flags": flags,
                                        "anonymous": bool(flags & 1), "key_len": _be(a, 5), "handle": _be(a, 16),
                                        "raw": None}
-    for (family, table, name), info in sets.items():
+    # one dump per set: a ruleset of thousands of `{ 22, 80 }` (each an anonymous set) must not cost thousands
+    # of round trips past the budget, so only the first max_set_dumps sets have their elements read
+    for i, ((family, table, name), info) in enumerate(sets.items()):
         ctx.check()
-        elems = _set_elements(ctx, nl, family, table, name, max_elems)
-        info["raw"] = elems
+        if i >= int(ctx.opt("max_set_dumps", 2000)):
+            break
+        info["raw"] = _set_elements(ctx, nl, family, table, name, max_elems)
     for info in sets.values():
         if info["anonymous"]:
             continue

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -493,3 +494,46 @@ def test_docker_host_and_debian_default_say_nothing_together(tmp_path):
 
 def test_every_firewall_rule_has_its_case():
     assert {r.id for r in RULES} == set(CASES)
+
+
+def test_many_anonymous_sets_are_bounded(tmp_path):
+    lines = "\n".join(f"add rule inet many input tcp dport {{ {i}, {i + 30000} }} accept" for i in range(1, 3001))
+    (tmp_path / "many.nft").write_text("add table inet many\nadd chain inet many input "
+                                       "{ type filter hook input priority 0; policy accept; }\n" + lines + "\n")
+    got = _netns(tmp_path, f"nft -f {tmp_path}/many.nft", options={"max_set_dumps": 100}, traffic=False)
+    rules = got["streams"]["nft_rules"]
+    assert len(rules) == 3000
+    assert rules[0]["dport"] == "{ 1, 30001 }"  # an anonymous set whose elements were read
+    assert sum(1 for r in rules if r["dport"].startswith("{")) == 100  # the rest are named, not read
+    _check_against_nft(got)
+
+
+def test_whole_run_bpfdoor_redirect_says_yes_and_docker_host_says_no(tmp_path):
+    _tools()
+    docker = tmp_path / "docker.rules"
+    docker.write_text(DOCKER_SAVE)
+    verdicts = {}
+    for name, setup in (("planted", "iptables-legacy -t nat -A PREROUTING -p tcp --dport 443 -s 203.0.113.5 "
+                                    "-j REDIRECT --to-port 42391"),
+                        ("benign", f"iptables-legacy-restore < {docker}")):
+        out = tmp_path / name
+        script = f"set -eu\nip link set lo up\n{setup}\nexec {sys.executable} -m agent collect --artifacts firewall " \
+                 f"--output {out}"
+        collected = subprocess.run(["unshare", "-n", "bash", "-c", script], capture_output=True, cwd=REPO,
+                                   timeout=300)
+        bundle = json.loads(collected.stdout.decode().strip().splitlines()[-1])["bundle"]
+        proc = subprocess.run([sys.executable, "-m", "agent", "analyze", bundle, "--output", str(out / "an")],
+                              capture_output=True, cwd=REPO, timeout=600)
+        summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        with tarfile.open(summary["analysis"]) as tar:
+            names = tar.getnames()
+            findings = [json.loads(x) for x in tar.extractfile("triagent/artifacts/findings.jsonl").read()
+                        .splitlines()] if "triagent/artifacts/findings.jsonl" in names else []
+            verdicts[name] = (json.loads(tar.extractfile("triagent/verdict.json").read()), findings)
+    verdict, findings = verdicts["planted"]
+    (hit,) = [f for f in findings if f["rule"] == "TRI-FW-002"]
+    assert hit["evidence"][0]["member"].endswith("artifacts/iptables_rules.jsonl") and "42391" in hit["summary"]
+    assert verdict["recommendation"] == "yes", verdict
+    verdict, findings = verdicts["benign"]
+    assert not [f for f in findings if f["rule"].startswith("TRI-FW-")], findings
+    assert verdict["recommendation"] == "no", verdict
