@@ -172,7 +172,7 @@ def stat_entry(dir_fd: int, name: str, use_statx: bool = True) -> Entry:
 
 def ioctl_flags(dir_fd: int, name: str, entry: Entry) -> int | None:
     """FS_IOC_GETFLAGS on a regular file or folder opened O_RDONLY|O_NOFOLLOW|O_NONBLOCK (never a device,
-    FIFO or socket); None where the filesystem has no such flags (ENOTTY, EOPNOTSUPP)."""
+    FIFO or socket); None when it cannot be opened; OSError when the filesystem has no such flags."""
     if not (stat.S_ISREG(entry.mode) or stat.S_ISDIR(entry.mode)):
         return None
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -186,10 +186,8 @@ def ioctl_flags(dir_fd: int, name: str, entry: Entry) -> int | None:
         if os.fstat(fd).st_ino != entry.ino:
             return None  # replaced between the stat and the open
         buf = bytearray(ctypes.sizeof(ctypes.c_long))
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)  # OSError(ENOTTY, EOPNOTSUPP): the filesystem has no such flags
         return struct.unpack_from("=I", buf)[0]  # the kernel writes an int whatever the request's size says
-    except OSError:
-        return None
     finally:
         os.close(fd)
 
@@ -272,6 +270,7 @@ class Walk:
         self.done: set[str] = set()
         self.walked: set[tuple[tuple[int, int], int]] = set()
         self.no_xattr: set[tuple[int, int]] = set()
+        self.no_flags: set[tuple[int, int]] = set()
         self.proc_fd = os.path.isdir("/proc/self/fd")
 
     # -- budget
@@ -372,8 +371,12 @@ class Walk:
         if mode & stat.S_IWOTH and zone != "drop" and (regular or not mode & stat.S_ISVTX):
             kinds.append("world_writable")
         flags, via = entry.flags, entry.flags_via
-        if flags is None:
-            flags, via = ioctl_flags(dir_fd, name, entry), "ioctl"
+        if flags is None and entry.dev not in self.no_flags:
+            try:
+                flags, via = ioctl_flags(dir_fd, name, entry), "ioctl"
+            except OSError as exc:
+                if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    self.no_flags.add(entry.dev)  # not one open per file on a filesystem without flags
             if flags is None:
                 via = None
         if flags and flags & FS_IMMUTABLE_FL:
