@@ -84,7 +84,7 @@ PAYLOAD_FIELDS = {
 }
 META_KINDS = {"l4proto": "proto", "protocol": "hex", "iifname": "str", "oifname": "str", "nfproto": "nfproto",
               "ibrname": "str", "obrname": "str", "iifkind": "str", "oifkind": "str", "sdifname": "str",
-              "mark": "hexle", "skuid": "le", "skgid": "le", "iif": "le", "oif": "le", "cpu": "le",
+              "mark": "hexle", "skuid": "le", "skgid": "le", "iif": "ifindex", "oif": "ifindex", "cpu": "le",
               "pkttype": "int", "iiftype": "le16", "oiftype": "le16"}
 NAT_TYPES = ["snat", "dnat"]
 
@@ -219,6 +219,16 @@ def fmt(kind: str, value: bytes) -> str:
             return '"' + value.split(b"\0", 1)[0].decode("utf-8", "replace") + '"'
         if kind == "int":
             return str(int.from_bytes(value, "big"))
+        if kind == "rtntype" and len(value) == 4:
+            rtn = int.from_bytes(value, "little")
+            return {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
+                    7: "unreachable", 8: "prohibit"}.get(rtn, str(rtn))
+        if kind == "ifindex" and len(value) == 4:  # nft resolved `iif "lo"` to an index when the rule was added
+            index = int.from_bytes(value, "little")
+            try:
+                return f'"{socket.if_indextoname(index)}"'
+            except OSError:
+                return str(index)
         if kind in ("le", "le16"):
             return str(int.from_bytes(value, "little"))
         if kind == "hexle":
@@ -315,7 +325,7 @@ class Rule:
         if 1 in a:
             self.regs[_be(a, 1) or 0] = (f"meta {name}", META_KINDS.get(name, "hex"), None)
         else:
-            self.parts.append(f"meta {name} set {self._reg(_be(a, 3))[0]}")
+            self.parts.append(f"meta {name} set {self._set_value(_be(a, 3), META_KINDS.get(name, 'hex'))}")
 
     def _ct(self, a: dict[int, list[bytes]]) -> None:
         key = _be(a, 2)
@@ -326,7 +336,27 @@ class Rule:
         if 1 in a:
             self.regs[_be(a, 1) or 0] = (f"ct {name}", kind, None)
         else:
-            self.parts.append(f"ct {name} set {self._reg(_be(a, 4))[0]}")
+            self.parts.append(f"ct {name} set {self._set_value(_be(a, 4), kind)}")
+
+    def _set_value(self, reg: int | None, kind: str) -> str:
+        """What a `... set` statement writes: the immediate loaded into its source register, or that register."""
+        desc, _kind, value = self._reg(reg)
+        return fmt(kind, value) if value is not None else desc
+
+    def _fib(self, a: dict[int, list[bytes]]) -> None:
+        result, flags = _be(a, 2) or 0, _be(a, 3) or 0
+        keys = " . ".join(n for b, n in ((1, "saddr"), (2, "daddr"), (4, "mark"), (8, "iif"), (16, "oif")) if flags & b)
+        what = {1: "oif", 2: "oifname", 3: "type"}.get(result, f"result{result}")
+        self.regs[_be(a, 1) or 0] = (f"fib {keys} {what}", "rtntype" if result == 3 else "ifindex", None)
+
+    def _objref(self, a: dict[int, list[bytes]]) -> None:
+        kind = {1: "counter", 2: "quota", 3: "ct helper", 4: "limit", 5: "connlimit", 6: "tunnel", 7: "ct timeout",
+                8: "secmark", 9: "ct expectation", 10: "synproxy"}.get(_be(a, 1) or 0, "object")
+        self.parts.append(f'{kind} name "{_str(a, 2) or "?"}"')
+
+    def _quota(self, a: dict[int, list[bytes]]) -> None:
+        over = "over " if (_be(a, 2) or 0) & 1 else ""
+        self.parts.append(f"quota {over}{_be(a, 1)} bytes")
 
     def _bitwise(self, a: dict[int, list[bytes]]) -> None:
         desc, kind, _ = self._reg(_be(a, 1))

@@ -137,7 +137,7 @@ def _check_against_nft(got: dict) -> None:
             r = obj["rule"]
             want_rules += 1
             mine = rules[(r["family"], r["table"], r["chain"], r["handle"])]
-            counters = [e["counter"] for e in r["expr"] if isinstance(e, dict) and "counter" in e]
+            counters = [e["counter"] for e in r["expr"] if isinstance(e, dict) and isinstance(e.get("counter"), dict)]
             if counters:
                 assert (mine["packets"], mine["bytes"]) == (counters[0]["packets"], counters[0]["bytes"]), (mine, r)
             assert "comment" not in r or mine["comment"] == r["comment"]
@@ -537,3 +537,34 @@ def test_whole_run_bpfdoor_redirect_says_yes_and_docker_host_says_no(tmp_path):
     verdict, findings = verdicts["benign"]
     assert not [f for f in findings if f["rule"].startswith("TRI-FW-")], findings
     assert verdict["recommendation"] == "no", verdict
+
+
+def test_less_common_expressions_read_as_nft_writes_them_and_unknown_ones_are_named(tmp_path):
+    ruleset = """
+table inet f {
+  counter c1 { }
+  chain input { type filter hook input priority 0; policy accept;
+    iif "lo" accept
+    fib daddr type local accept
+    meta mark set 0x10
+    ct mark set 0x5
+    udp dport 5000 quota 10 mbytes drop
+    log prefix "in: " counter drop
+    counter name "c1"
+    meta skuid 1000 tcp dport 4444 drop
+    tcp option maxseg size 1400 accept
+  }
+}
+table netdev n { chain ing { type filter hook ingress device "lo" priority 0; policy accept; }; }
+"""
+    got = _netns(tmp_path, f"nft -f - <<'EOF'\n{ruleset}\nEOF", traffic=False)
+    _check_against_nft(got)
+    texts = [r["text"] for r in got["streams"]["nft_rules"]]
+    assert texts[:8] == ['meta iif "lo" accept', "fib daddr type local accept", "meta mark set 0x10", "ct mark set 0x5",
+                         "meta l4proto udp th dport 5000 quota 10485760 bytes drop",
+                         'log prefix "in: " counter packets 0 bytes 0 drop', 'counter name "c1"',
+                         "meta skuid 1000 meta l4proto tcp th dport 4444 drop"]
+    last = got["streams"]["nft_rules"][-1]
+    assert last["unknown_expressions"] == ["exthdr"] and "<exthdr>" in last["text"] and last["action"] == "accept"
+    ing = next(c for c in got["streams"]["nft_chains"] if c["family"] == "netdev")
+    assert (ing["hook"], ing["device"], ing["policy"]) == ("ingress", "lo", "accept")
