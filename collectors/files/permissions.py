@@ -321,31 +321,30 @@ class Walk:
         try:
             if os.fstat(fd).st_ino != entry.ino:
                 return  # swapped under us
-            with self.ctx.blocking(path):
-                names = os.listdir(fd)
-            children: list[tuple[float, str, Entry | None]] = []
-            for child in names:
-                if self.spent():
-                    return
-                self.ctx.check()
-                child_path = path.rstrip("/") + "/" + child
-                if child_path in self.done:
-                    continue  # a persistence path, seen first (only those are remembered: a walk's worth of
-                    # paths would cost tens of megabytes; folders are remembered by device and inode instead)
-                self.entries += 1
-                try:
-                    with self.ctx.blocking(child_path):
-                        sub = stat_entry(fd, child, self.use_statx)
-                except OSError as exc:
-                    self.errors.append(f"{child_path}: {exc.strerror}")
-                    continue
-                if stat.S_ISLNK(sub.mode):
-                    continue
-                record = self.inspect(fd, child, child_path, sub, zone)
-                if record is not None:
-                    self.keep(record)
-                if stat.S_ISDIR(sub.mode):
-                    children.append((max(sub.mtime, sub.ctime), child, sub))
+            children: list[tuple[float, str, Entry]] = []
+            with os.scandir(fd) as listing:  # lazily: a folder of millions of names is cut, not held
+                for child in self._names(listing, path):
+                    if self.spent():
+                        return
+                    self.ctx.check()
+                    child_path = path.rstrip("/") + "/" + child
+                    if child_path in self.done:
+                        continue  # a persistence path, seen first (only those are remembered: a walk's worth of
+                        # paths would cost tens of megabytes; folders are remembered by device and inode instead)
+                    self.entries += 1
+                    try:
+                        with self.ctx.blocking(child_path):
+                            sub = stat_entry(fd, child, self.use_statx)
+                    except OSError as exc:
+                        self.errors.append(f"{child_path}: {exc.strerror}")
+                        continue
+                    if stat.S_ISLNK(sub.mode):
+                        continue
+                    record = self.inspect(fd, child, child_path, sub, zone)
+                    if record is not None:
+                        self.keep(record)
+                    if stat.S_ISDIR(sub.mode):
+                        children.append((max(sub.mtime, sub.ctime), child, sub))
             children.sort(key=lambda c: c[0], reverse=True)  # newest first: a cut walk keeps what changed last
             for _, child, sub in children:
                 if self.spent():
@@ -354,6 +353,18 @@ class Walk:
                 self.descend(fd, child, child_path, sub, "drop" if child_path in self.drop else zone, depth + 1)
         finally:
             os.close(fd)
+
+    def _names(self, listing: Iterator[os.DirEntry], path: str) -> Iterator[str]:
+        while True:
+            try:
+                with self.ctx.blocking(path):
+                    entry = next(listing, None)
+            except OSError as exc:
+                self.errors.append(f"{path}: {exc.strerror}")
+                return
+            if entry is None:
+                return
+            yield entry.name
 
     def _host(self, path: str) -> str:
         return (self.root.real.rstrip("/") + path).rstrip("/")

@@ -356,7 +356,14 @@ def test_hostile_tree_is_not_followed_and_a_cut_walk_keeps_the_newest(fs):
     os.symlink(str(fs / "outside"), root / "usr/lib/outside")  # a folder link inside a walked folder
     os.mkfifo(root / "etc/initctl")  # a FIFO is never opened (the walk would block on a writer-less FIFO)
     os.chmod(root / "etc/initctl", 0o666)
+    # a name that is not UTF-8: recorded with its bytes kept (surrogate escapes), judged like any other
+    raw = os.fsencode(str(root / "var/tmp")) + b"/.\xff\xfesh"
+    shutil.copy(TRUE, raw)
+    os.chmod(raw, 0o4755)
     records, problems = _collect(root)
+    odd = [r for r in records if r["path"].startswith("/var/tmp/.")]
+    assert [os.fsencode(r["path"]) for r in odd] == [b"/var/tmp/.\xff\xfesh"], odd
+    assert "TRI-PERM-007" in _findings(odd)
     assert not any("secret" in r["path"] or "outside" in r["path"] for r in records), records
     assert not any(r["path"] == "/etc/initctl" for r in records)
     # the budget: two folders of SUID files, the older one walked last, and cut
