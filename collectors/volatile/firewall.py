@@ -297,8 +297,8 @@ class Rule:
             return
         try:
             handler(a)
-        except (ValueError, IndexError, struct.error, TypeError):
-            self.parts.append(f"<{name}?>")
+        except (ValueError, IndexError, KeyError, struct.error, TypeError, OverflowError):
+            self.parts.append(f"<{name}?>")  # malformed attributes: named, and the rest of the rule still read
 
     def _payload(self, a: dict[int, list[bytes]]) -> None:
         base, off, ln, dreg = _be(a, 2), _be(a, 3), _be(a, 4), _be(a, 1)
@@ -844,8 +844,12 @@ def _legacy_table(ctx: Context, libc: _Libc, fd: int, family: str, table: str, m
             break
         rules += 1
         chains[e["chain"]]["rules"] += 1
-        yield Record("iptables_rules", _legacy_rule(blob, entry_off, e, family, table, ipsize, esize, alen,
-                                                    offsets, chains[e["chain"]]))
+        try:
+            yield Record("iptables_rules", _legacy_rule(blob, entry_off, e, family, table, ipsize, esize, alen,
+                                                        offsets, chains[e["chain"]]))
+        except (struct.error, IndexError, ValueError) as exc:
+            yield Problem(f"iptables ({family}) table {table}: entry at offset {entry_off} cannot be read: {exc}",
+                          level="warning")
     counts["legacy_rules"] = counts.get("legacy_rules", 0) + rules
     for c in chains.values():
         yield Record("iptables_chains", c)

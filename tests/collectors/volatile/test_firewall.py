@@ -568,3 +568,29 @@ table netdev n { chain ing { type filter hook ingress device "lo" priority 0; po
     assert last["unknown_expressions"] == ["exthdr"] and "<exthdr>" in last["text"] and last["action"] == "accept"
     ing = next(c for c in got["streams"]["nft_chains"] if c["family"] == "netdev")
     assert (ing["hook"], ing["device"], ing["policy"]) == ("ingress", "lo", "accept")
+
+
+def test_malformed_netlink_attributes_never_raise():
+    """The parser takes what the kernel sends; truncated or nonsensical attributes are named, never raised."""
+    import random
+
+    rng = random.Random(7)
+    names = ["payload", "meta", "ct", "cmp", "bitwise", "range", "lookup", "immediate", "counter", "nat", "redir",
+             "masq", "log", "reject", "limit", "queue", "match", "target", "fib", "objref", "quota", "weird"]
+
+    def nla(kind: int, value: bytes) -> bytes:
+        return firewall._nla(kind, value)
+
+    for _ in range(3000):
+        rule = firewall.Rule(rng.choice(["ip", "ip6", "inet", "bridge"]), {}, "t")
+        for _ in range(rng.randint(1, 6)):
+            body = b"".join(nla(rng.randint(1, 8), rng.randbytes(rng.choice([0, 1, 2, 3, 4, 8, 16, 40])))
+                            for _ in range(rng.randint(0, 5)))
+            if rng.random() < 0.3:  # nested data with a verdict, or a value
+                body += nla(2, nla(rng.choice([1, 2]), nla(1, rng.randbytes(4)) + nla(2, b"chain\0")))
+            rule.add(rng.choice(names), firewall.attrs(body[:rng.randint(0, len(body))] if rng.random() < 0.2
+                                                       else body))
+        record = rule.record()
+        assert isinstance(record["text"], str)
+    assert firewall.attrs(b"\xff\xff\x01\x00garbage") == {}
+    assert firewall.attrs(b"\x03\x00\x01\x00") == {}
