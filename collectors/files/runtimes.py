@@ -312,11 +312,12 @@ def containerd_containers(ctx: Context, include_env: bool,
                 upper = uppers.get(rootfs)
                 yield record, upper if upper and is_dir(ctx, upper) else None
                 yield from copy_file(ctx, f"{folder}/config.json", cap)
+    meta = ctx.opt("containerd_meta", CONTAINERD_META)
     try:
-        read_capped(ctx, CONTAINERD_META, 0)
+        read_capped(ctx, meta, 0)
     except OSError:
         return
-    yield from copy_file(ctx, CONTAINERD_META, int(ctx.opt("bolt_cap_bytes", 64 << 20)))
+    yield from copy_file(ctx, meta, int(ctx.opt("bolt_cap_bytes", 64 << 20)))
 
 
 # ---- live processes to containers ---------------------------------------------------------------

@@ -206,6 +206,8 @@ def node(tmp_path_factory) -> SimpleNamespace:
                               admin_key=(work / "admin.key").read_text())
     finally:
         podman("rm", "-f", "-a", "-t", "0", check=False)
+        # containers-storage leaves its overlay folder bind-mounted on itself (private propagation)
+        subprocess.run(["umount", str(podman.storage / "overlay")], capture_output=True, check=False)
 
 
 def _collect(root: str, live: bool, **options) -> list:
@@ -379,3 +381,92 @@ def test_privileged_from_the_spec_alone(node):
     web = next(c for c in listing if "web" in c["names"])
     spec = json.loads((node.storage / f"overlay-containers/{web['id']}/userdata/config.json").read_text())
     assert not oci_container(spec, False)["privileged"]
+
+
+CONTAINERD = shutil.which("containerd")
+CTR = shutil.which("ctr")
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory, node) -> SimpleNamespace:
+    """A private containerd (its own root, state and socket; no CRI plugin) running two containers from
+    an image podman saved as an OCI archive: one privileged with the host root, which writes a program into
+    its own layer and runs it, and a calm one."""
+    need(CONTAINERD is not None and CTR is not None, "a real containerd runs the tasks (apt-get install containerd)")
+    base = tmp_path_factory.mktemp("containerd")
+    state, sock = base / "run/containerd", base / "containerd.sock"
+    (base / "config.toml").write_text(
+        f'version = 2\nroot = "{base}/lib/containerd"\nstate = "{state}"\n'
+        f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "{sock}"\n'
+        f'[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    # runc keeps its state by container id under one folder for every containerd of the machine: ids unique
+    evil, calm = f"evil-{os.getpid()}", f"calm-{os.getpid()}"
+    log = open(base / "containerd.log", "wb")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen([str(CONTAINERD), "--config", str(base / "config.toml")], stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(CTR), "-a", str(sock), *args], capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            pytest.fail(f"ctr {' '.join(args)}: {proc.stderr[-2000:]}")
+        return proc
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (sock.exists() and ctr("version", check=False).returncode == 0):
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                pytest.fail(f"containerd did not start: {(base / 'containerd.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        node.podman("save", "--format", "oci-archive", "-o", str(base / "image.tar"), "local/tools:1")
+        ctr("images", "import", str(base / "image.tar"))
+        ref = ctr("images", "ls", "-q").stdout.split()[0]
+        ctr("run", "-d", "--privileged", "--mount", "type=bind,src=/,dst=/host,options=rbind:rw", ref, evil,
+            "/bin/sh", "-c", "mkdir /tmp/.x && cp /bin/busybox /tmp/.x/sleep && exec /tmp/.x/sleep 600")
+        ctr("run", "-d", ref, calm, "/bin/sh", "-c", "exec sleep 600")
+        pid = int((state / f"io.containerd.runtime.v2.task/default/{evil}/init.pid").read_text())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.readlink(f"/proc/{pid}/exe").endswith("/tmp/.x/sleep"):
+            time.sleep(0.2)
+        yield SimpleNamespace(tasks=state / "io.containerd.runtime.v2.task", evil_pid=pid, evil=evil, calm=calm,
+                              meta=base / "lib/containerd/io.containerd.metadata.v1.bolt/meta.db")
+    finally:
+        for name in (evil, calm):
+            ctr("task", "kill", "-s", "SIGKILL", name, check=False)
+        time.sleep(0.5)
+        for name in (evil, calm):
+            ctr("task", "delete", "-f", name, check=False)
+            ctr("container", "delete", name, check=False)
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, 9)
+            daemon.wait()
+        log.close()
+
+
+def test_containerd_tasks_live(containerd):
+    """Live: each running task's OCI spec and init.pid, its snapshot's upper folder from the rootfs overlay
+    mount, and the program the privileged one wrote and runs."""
+    items = _collect("/", True, docker_roots=[], storage_roots=[], rootless_storage=False,
+                     containerd_tasks=[str(containerd.tasks)], containerd_meta=str(containerd.meta),
+                     manifests="/nonexistent", kubelet_pods="/nonexistent", pod_logs="/nonexistent", kubeconfigs=[])
+    records = {r["name"].split("-")[0]: r for r in _records(items, "containers")}
+    assert set(records) == {"evil", "calm"} and {r["runtime"] for r in records.values()} == {"containerd"}
+    evil, calm = records["evil"], records["calm"]
+    assert evil["privileged"] and evil["mounts_host_root_rw"] and evil["running_pids"] == [containerd.evil_pid]
+    assert evil["namespace"] == "default" and evil["upper_dir"].endswith("/fs") and not calm["privileged"]
+    assert calm["running"] and calm["cgroups_path"] == f"/default/{containerd.calm}"
+    assert calm["pid"] in calm["running_pids"]
+    files = {(f["container"], f["path"]): f for f in _records(items, "container_files")}
+    assert files[(containerd.evil, "/tmp/.x/sleep")]["exec_pids"] == [containerd.evil_pid]
+    from collectors.base import FileCopy
+
+    copies = [i.path for i in items if isinstance(i, FileCopy)]
+    for i in items:
+        if isinstance(i, FileCopy):
+            i.close()
+    assert str(containerd.meta) in copies and str(containerd.tasks / f"default/{containerd.evil}/config.json") in copies
+    found = _findings({s: _records(items, s) for s in ("containers", "container_files")})
+    assert found.get("TRI-RT-001") == {containerd.evil} and found.get("TRI-CONT-001") == {containerd.evil}
+    assert containerd.calm not in set().union(*found.values())
