@@ -6,15 +6,17 @@ read agrees with getcap and find."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import need, run_triagent, summary_of
 
 from agent.analysis import rules as engine
 from agent.engine import plan
@@ -412,3 +414,25 @@ def test_this_machines_usr_raises_nothing_high_and_agrees_with_getcap_and_find()
                                "-1000", ")", ")", "-perm", "-0002"], capture_output=True, text=True).stdout.split()
     assert set(found_ww) == {p for p, r in ours.items() if "world_writable" in r["kinds"]}
     assert _serious(_findings(records)) == []
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_whole_run_planted_says_yes_and_benign_says_no(fs, planted):
+    """triagent collect --root --artifacts permissions, then analyze: the bundle's stream feeds the rules."""
+    root = _base(fs / "root")
+    (_immutable_keys if planted else _flags_benign)(root)
+    _cap_benign(root)
+    bundle = summary_of(run_triagent(["collect", "--root", str(root), "--artifacts", "permissions",
+                                      "--output", str(fs / "out")]))["bundle"]
+    proc = run_triagent(["analyze", bundle, "--output", str(fs / "analysis")])
+    summary = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    with tarfile.open(summary["analysis"]) as tar:
+        verdict = json.loads(tar.extractfile("triagent/verdict.json").read())
+    with tarfile.open(bundle) as tar:
+        member = tar.extractfile("triagent/artifacts/permissions.jsonl")
+        rows = [json.loads(line) for line in member.read().splitlines()]
+    assert {"/usr/bin/ping", "/usr/bin/passwd"} <= {r["path"] for r in rows}
+    if planted:
+        assert verdict["recommendation"] == "yes" and "TRI-PERM-003" in summary["why"], summary
+    else:
+        assert verdict["recommendation"] == "no", (summary, verdict)
