@@ -265,7 +265,7 @@ class Walk:
         self.entries = 0
         self.cut: str | None = None
         self.errors: list[str] = []
-        self.records: list[dict[str, Any]] = []
+        self.records: list[tuple[float, dict[str, Any]]] = []  # (the later of mtime and ctime, record)
         self.dropped = 0
         self.done: set[str] = set()
         self.walked: set[tuple[tuple[int, int], int]] = set()
@@ -297,9 +297,11 @@ class Walk:
             return
         if stat.S_ISLNK(entry.mode):
             return  # never followed; a link has no flags and its mode bits mean nothing
+        if stat.S_ISDIR(entry.mode) and (entry.dev, entry.ino) in self.walked:
+            return  # a top reached again through a link (/lib64 -> usr/lib64): inspected and walked already
         record = self.inspect(dir_fd, name, path, entry, zone)
         if record is not None:
-            self.keep(record)
+            self.keep(record, entry)
         if recurse and stat.S_ISDIR(entry.mode):
             self.descend(dir_fd, name, path, entry, zone, depth)
 
@@ -342,7 +344,7 @@ class Walk:
                         continue
                     record = self.inspect(fd, child, child_path, sub, zone)
                     if record is not None:
-                        self.keep(record)
+                        self.keep(record, sub)
                     if stat.S_ISDIR(sub.mode):
                         children.append((max(sub.mtime, sub.ctime), child, sub))
             children.sort(key=lambda c: c[0], reverse=True)  # newest first: a cut walk keeps what changed last
@@ -445,17 +447,20 @@ class Walk:
         finally:
             os.close(fd)
 
-    def keep(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def keep(self, record: dict[str, Any], entry: Entry) -> None:
+        self.records.append((max(entry.mtime, entry.ctime), record))
         if len(self.records) > 2 * self.max_records:
             self._trim()
 
     def _trim(self) -> None:
         """Keep the newest records (by the later of mtime and ctime) when there are too many."""
         if len(self.records) > self.max_records:
-            self.records.sort(key=lambda r: max(r["mtime_utc"] or "", r["ctime_utc"] or ""), reverse=True)
+            self.records.sort(key=lambda r: r[0], reverse=True)
             self.dropped += len(self.records) - self.max_records
             del self.records[self.max_records:]
+
+    def found(self) -> list[dict[str, Any]]:
+        return [record for _, record in self.records]
 
     # -- starting points
     def start(self, path: str, zone: str, recurse: bool = True) -> None:
@@ -526,17 +531,18 @@ def collect(ctx: Context) -> Iterator[Item]:
     if walk.cut:
         problems.append(Problem(f"permissions walk cut: {walk.cut} after {walk.entries} entries (newest folders "
                                 "walked first)", level="warning", detail={"entries": walk.entries}))
+    found = walk.found()
     owners: Callable[[str], list[str] | None] = lambda _: None  # noqa: E731
-    if ctx.opt("package_owner", True) and walk.records:
+    if ctx.opt("package_owner", True) and found:
         try:
-            owners, db_problems = _owned(ctx, walk.records)
+            owners, db_problems = _owned(ctx, found)
             problems.extend(p for p in db_problems if p.level != "info")
         except Cancelled:
             problems.append(Problem("package database not read: budget reached", level="warning"))
-    for record in walk.records:
-        found = owners(record["path"]) if record["type"] == "file" else None
-        record["packages"] = found
-        record["package_owned"] = None if found is None else bool(found)
+    for record in found:
+        names = owners(record["path"]) if record["type"] == "file" else None
+        record["packages"] = names
+        record["package_owned"] = None if names is None else bool(names)
         yield Record("permissions", record)
     if walk.dropped:
         problems.append(Problem(f"permissions: {walk.dropped} older findings dropped (max_records "
@@ -546,7 +552,7 @@ def collect(ctx: Context) -> Iterator[Item]:
                                 f"{walk.errors[0][:200]})", level="warning"))
     yield from problems
     counts: dict[str, int] = {}
-    for record in walk.records:
+    for record in found:
         for kind in record["kinds"]:
             counts[kind] = counts.get(kind, 0) + 1
     yield Problem(f"permissions: {walk.entries} entries in {time.monotonic() - started:.1f} s; "

@@ -383,6 +383,18 @@ def test_hostile_tree_is_not_followed_and_a_cut_walk_keeps_the_newest(fs):
     assert len(records) == 10 and any("older findings dropped" in p.message for p in problems)
 
 
+def test_a_top_reached_again_through_a_link_is_recorded_once(fs):
+    """Merged /usr: /lib64 -> usr/lib64 is a top of its own, walked already from /usr: one record, not two."""
+    root = _base(fs / "root")
+    (root / "usr/lib64").mkdir()
+    os.chmod(root / "usr/lib64", 0o777)
+    os.symlink("usr/lib64", root / "lib64")
+    _chattr(_w(root, "/usr/lib64/ld-linux-x86-64.so.2"), "+i")
+    records, _ = _collect(root)
+    paths = [r["path"] for r in records]
+    assert paths.count("/usr/lib64") == 1 and paths.count("/usr/lib64/ld-linux-x86-64.so.2") == 1, paths
+
+
 def _getcap(folder: str) -> dict[str, str]:
     out = subprocess.run(["getcap", "-r", folder], capture_output=True, text=True).stdout
     found = {}
