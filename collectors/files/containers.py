@@ -278,7 +278,8 @@ def _other_runtimes(ctx: Context, pmap: dict[str, list[dict[str, Any]]], include
     """podman, CRI-O, containerd and the kubelet's files (collectors/files/runtimes.py)."""
     from collectors.files import runtimes
 
-    sources = [runtimes.storage_containers(ctx, root, user, include_env, cap)
+    budget = runtimes.log_budget(ctx)
+    sources = [runtimes.storage_containers(ctx, root, user, include_env, cap, budget)
                for root, user in runtimes._storage_roots(ctx)]
     sources.append(runtimes.containerd_containers(ctx, include_env, cap))
     for source in sources:
@@ -294,5 +295,5 @@ def _other_runtimes(ctx: Context, pmap: dict[str, list[dict[str, Any]]], include
                 yield from _layer_files(ctx, upper, container, most_files, hash_limit, execs)
     yield from runtimes.static_pods(ctx, cap)
     yield from runtimes.kubelet_pods(ctx)
-    yield from runtimes.pod_logs(ctx)
+    yield from runtimes.pod_logs(ctx, budget)
     yield from runtimes.kubeconfigs(ctx)

@@ -57,7 +57,21 @@ _CGROUP_ID = re.compile(r"(?:^|[/:-])([0-9a-f]{64})(?:\.scope)?$")
 _CRI_LINE = re.compile(rb"^(\S+) (stdout|stderr) (?:([PF]) )?(.*)$")
 
 
-def _doc(ctx: Context, path: str, cap: int, facts_only: bool = False) -> Any:
+def _yaml_docs(data: bytes) -> list[Any]:
+    """YAML documents without aliases: an alias lets a few bytes stand for an exponential structure (the
+    "billion laughs"), which any str() or walk of it would then build; Kubernetes writes none."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: ANN001, ANN202 - PyYAML's signature
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("YAML aliases are not accepted")
+            return super().compose_node(parent, index)
+
+    return [d for d in yaml.load_all(data, Loader=NoAliases) if d is not None][:16]  # noqa: S506 - safe
+
+
+def _doc(ctx: Context, path: str, cap: int, facts_only: bool = False, yaml_ok: bool | None = None) -> Any:
     """JSON or YAML document at path, None when absent; a Problem when unreadable or malformed."""
     try:
         data, _, truncated = read_capped(ctx, path, cap, facts_only=facts_only)
@@ -68,11 +82,10 @@ def _doc(ctx: Context, path: str, cap: int, facts_only: bool = False) -> Any:
     if truncated:
         return Problem(f"larger than {cap} bytes: not parsed", path=path, level="warning")
     try:
-        if path.endswith((".yaml", ".yml", ".conf", "/config", ".kubeconfig")) and not data.lstrip().startswith(b"{"):
-            import yaml
-
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            docs = [d for d in yaml.load_all(data, Loader=loader) if d is not None][:16]  # noqa: S506 - a safe loader
+        if yaml_ok is None:
+            yaml_ok = path.endswith((".yaml", ".yml", ".conf", "/config", ".kubeconfig", ".manifest"))
+        if yaml_ok and not data.lstrip().startswith(b"{"):
+            docs = _yaml_docs(data)
             return docs[0] if len(docs) == 1 else docs
         return json.loads(data)
     except Exception as exc:  # noqa: BLE001 - yaml raises many kinds; a hostile file is a Problem, not a crash
@@ -187,8 +200,8 @@ def _images(ctx: Context, root: str, cap: int) -> dict[str, str]:
     return names
 
 
-def storage_containers(ctx: Context, root: str, user: str | None, include_env: bool,
-                       cap: int) -> Iterator[Item | tuple[dict[str, Any], str | None]]:
+def storage_containers(ctx: Context, root: str, user: str | None, include_env: bool, cap: int,
+                       budget: list[int]) -> Iterator[Item | tuple[dict[str, Any], str | None]]:
     """Records of one containers-storage graph root, each with its writable layer's folder."""
     listing = _doc(ctx, f"{root}/overlay-containers/containers.json", cap)
     if listing is None:
@@ -241,7 +254,7 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
             yield from copy_file(ctx, config_path, cap)
         log = f"{root}/overlay-containers/{cid}/userdata/ctr.log"
         yield from cri_log(ctx, log, {"runtime": record["runtime"], "container_id": cid,
-                                      "container": record["name"]}, missing_ok=True)
+                                      "container": record["name"]}, budget, missing_ok=True)
 
 
 # ---- containerd (runtime v2 task state) -------------------------------------------------------------
@@ -430,7 +443,7 @@ def static_pods(ctx: Context, cap: int) -> Iterator[Item]:
         if is_folder or name.startswith(".") or not name.endswith((".yaml", ".yml", ".json", ".manifest")):
             continue
         path = f"{folder}/{name}"
-        doc = _doc(ctx, path if not name.endswith(".manifest") else path, cap)
+        doc = _doc(ctx, path, min(cap, 1 << 20))
         if isinstance(doc, Problem):
             yield doc
             continue
@@ -515,9 +528,20 @@ def _rfc3339_utc(stamp: str) -> str | None:
     return moment.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def cri_log(ctx: Context, path: str, about: dict[str, Any], missing_ok: bool = False) -> Iterator[Item]:
+def log_budget(ctx: Context) -> list[int]:
+    """Bytes of log tails the whole run may still copy (a node has thousands of pod logs)."""
+    return [int(ctx.opt("max_log_total_bytes", 64 << 20))]
+
+
+def cri_log(ctx: Context, path: str, about: dict[str, Any], budget: list[int],
+            missing_ok: bool = False) -> Iterator[Item]:
     """The tail of one CRI-format log: copied raw, and its last lines as container_logs records."""
-    cap, most = int(ctx.opt("log_cap_bytes", 1 << 20)), int(ctx.opt("max_log_lines", 200))
+    cap, most = min(int(ctx.opt("log_cap_bytes", 1 << 20)), budget[0]), int(ctx.opt("max_log_lines", 200))
+    if cap <= 0:
+        if budget[0] == 0:
+            budget[0] = -1
+            yield Problem("log tails reached max_log_total_bytes: the rest not copied", path=path, level="warning")
+        return
     try:
         data, _, truncated = read_capped(ctx, path, cap, keep="tail")
     except FileNotFoundError:
@@ -528,6 +552,7 @@ def cri_log(ctx: Context, path: str, about: dict[str, Any], missing_ok: bool = F
         return
     if not data:
         return
+    budget[0] -= len(data)
     lines = data.splitlines()
     if truncated and lines:
         lines = lines[1:]  # the first line of a tail is cut
@@ -539,7 +564,7 @@ def cri_log(ctx: Context, path: str, about: dict[str, Any], missing_ok: bool = F
     yield from copy_file(ctx, path, cap, keep="tail")
 
 
-def pod_logs(ctx: Context) -> Iterator[Item]:
+def pod_logs(ctx: Context, budget: list[int]) -> Iterator[Item]:
     folder = ctx.opt("pod_logs", POD_LOGS)
     try:
         pods = listdir(ctx, folder)
@@ -573,7 +598,7 @@ def pod_logs(ctx: Context) -> Iterator[Item]:
                 ctx.check()
                 yield from cri_log(ctx, f"{folder}/{pod}/{container}/{log}",
                                    {"runtime": "kubernetes", "namespace": namespace, "pod": name, "pod_uid": uid,
-                                    "container": container})
+                                    "container": container}, budget)
 
 
 # ---- kubeconfigs -----------------------------------------------------------------------------------
@@ -622,7 +647,7 @@ def kubeconfigs(ctx: Context) -> Iterator[Item]:
     for path in dict.fromkeys(paths):
         ctx.check()
         # facts_only: a kubeconfig is a secret file; this parser keeps none of its secrets
-        doc = _doc(ctx, path, 4 << 20, facts_only=True)
+        doc = _doc(ctx, path, 1 << 20, facts_only=True, yaml_ok=True)
         if doc is None:
             continue
         if isinstance(doc, Problem):

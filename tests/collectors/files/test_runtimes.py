@@ -470,3 +470,32 @@ def test_containerd_tasks_live(containerd):
     found = _findings({s: _records(items, s) for s in ("containers", "container_files")})
     assert found.get("TRI-RT-001") == {containerd.evil} and found.get("TRI-CONT-001") == {containerd.evil}
     assert containerd.calm not in set().union(*found.values())
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path):
+    """A hostile static manifest whose aliases expand to 9^9 images: refused as a Problem, at once, instead of
+    building the expansion (which str() of the image field did)."""
+    from collectors.base import Problem
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 9)]
+    body = "\n".join(levels) + "\nkind: Pod\nmetadata: {name: bomb}\nspec:\n  containers:\n  - {name: c, image: *a8}\n"
+    (tmp_path / "etc/kubernetes/manifests").mkdir(parents=True)
+    (tmp_path / "etc/kubernetes/manifests/bomb.yaml").write_text(body)
+    started = time.monotonic()
+    items = _collect(str(tmp_path), False)
+    assert time.monotonic() - started < 10
+    assert not _records(items, "k8s_pods")
+    assert any(isinstance(i, Problem) and "aliases" in i.message for i in items)
+
+
+def test_log_tails_share_one_budget(node):
+    from collectors.base import FileCopy, Problem
+
+    items = _collect(str(node.root), False, max_log_total_bytes=0)
+    for i in items:
+        if isinstance(i, FileCopy):
+            i.close()
+    assert not _records(items, "container_logs")
+    assert not [i for i in items if isinstance(i, FileCopy) and i.path.endswith(".log")]
+    assert any(isinstance(i, Problem) and "max_log_total_bytes" in i.message for i in items)
