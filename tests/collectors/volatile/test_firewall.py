@@ -440,6 +440,17 @@ CASES = {
     "TRI-FW-004": ("iptables-legacy -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 127.0.0.1:8081",
                    "iptables-legacy-restore < {docker}\niptables-legacy -t nat -N ISTIO_REDIRECT\n"
                    "iptables-legacy -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
+    # the host cut off from its metadata service; benign: the same blocked for containers and for non-root users
+    "TRI-FW-006": ("nft add table inet f && nft 'add chain inet f out { type filter hook output priority 0; }' "
+                   "&& nft add rule inet f out ip daddr 169.254.169.254 counter drop",
+                   "nft add table inet f && nft 'add chain inet f out { type filter hook output priority 0; }' "
+                   "&& nft add rule inet f out meta skuid != 0 ip daddr 169.254.169.254 drop\n"
+                   "nft 'add chain inet f fwd { type filter hook forward priority 0; }' "
+                   "&& nft add rule inet f fwd ip daddr 169.254.169.254 drop"),
+    "TRI-FW-007": ("iptables-legacy -A OUTPUT -d 169.254.169.254 -j REJECT",
+                   "iptables-legacy -A OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j DROP\n"
+                   "iptables-legacy-restore < {docker}\n"
+                   "iptables-legacy -I DOCKER-USER -d 169.254.169.254 -j DROP"),
     # flushed: nothing live while rules.v4 has rules; benign: Debian's conf loaded and saved, no rule in either
     "TRI-FW-005": ("true", "nft -f {debian}"),
 }
