@@ -225,9 +225,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_
 PERSISTENCE_PATHS = (
     "/etc/ld.so.preload", "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/sudoers",
     "/etc/sudoers.d", "/etc/crontab", "/etc/cron.d", "/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly",
-    "/etc/cron.monthly", "/etc/cron.allow", "/etc/anacrontab", "/var/spool/cron", "/etc/systemd/system",
-    "/etc/rc.local", "/etc/profile", "/etc/profile.d", "/etc/bash.bashrc", "/etc/pam.d", "/etc/ssh/sshd_config",
-    "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+    "/etc/cron.monthly", "/etc/cron.yearly", "/etc/cron.allow", "/etc/anacrontab", "/var/spool/cron",
+    "/etc/systemd/system", "/etc/rc.local", "/etc/profile", "/etc/profile.d", "/etc/bash.bashrc", "/etc/pam.d",
+    "/etc/ssh/sshd_config", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
 )
 HOME_PATHS = (".ssh", ".bashrc", ".bash_profile", ".profile", ".bash_logout", ".zshrc", ".config/autostart")
 

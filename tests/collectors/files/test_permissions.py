@@ -381,6 +381,8 @@ def test_hostile_tree_is_not_followed_and_a_cut_walk_keeps_the_newest(fs):
     records, problems = _collect(root, system_paths=["/opt"], persistence_paths=[], home_paths=[],
                                  drop_paths=[], max_records=10)
     assert len(records) == 10 and any("older findings dropped" in p.message for p in problems)
+    records, problems = _collect(root, time_budget_s=0)
+    assert records == [] and any("cut: time budget reached" in p.message for p in problems), problems
 
 
 def test_a_top_reached_again_through_a_link_is_recorded_once(fs):
