@@ -132,3 +132,53 @@ def test_rules_name_the_dangerous_containers_only(docker_root, tmp_path):
     above_low = {f.get("name") or f.get("container") for f in found if f["severity"] in ("critical", "high", "medium")}
     assert not above_low & {"gitlab-runner", "node-exporter"}, found
     assert summary["full_disk"] == "yes"
+
+
+def test_live_processes_of_a_running_docker_container(tmp_path_factory):
+    """Live, with the container running: its processes from /proc/PID/cgroup (/docker/<id> or
+    docker-<id>.scope), and the program it wrote into its own layer marked as running (TRI-RT-001)."""
+    need(os.geteuid() == 0 and os.path.exists(DOCKERD) and DOCKER is not None, REASON)
+    busybox = shutil.which("busybox")
+    need(busybox is not None, "busybox-static makes the container image (tests/run.sh installs it)")
+    from agent.analysis.rules import evaluate, load_rules
+    from collectors.base import Context, FileCopy, Record
+    from collectors.files import containers
+
+    base = tmp_path_factory.mktemp("live")  # short: dockerd's containerd socket lives under it (108 bytes at most)
+    root, work, image = base / "root", base / "work", base / "work/rootfs"
+    for folder in ("bin", "tmp"):
+        (image / folder).mkdir(parents=True)
+    shutil.copy(busybox, image / "bin/busybox")
+    for applet in ("sh", "sleep", "cp", "mkdir"):
+        (image / "bin" / applet).symlink_to("busybox")
+    subprocess.run(["tar", "-C", str(image), "-cf", str(work / "image.tar"), "."], check=True)
+    daemon = Daemon(root, work)
+    try:
+        daemon.docker("import", str(work / "image.tar"), "local/tools:1")
+        cid = daemon.docker("run", "-d", "--name", "web", "--network", "none", "local/tools:1", "/bin/sh", "-c",
+                            "mkdir /tmp/.x && cp /bin/busybox /tmp/.x/sleep && exec /tmp/.x/sleep 600").stdout.strip()
+        pid = int(daemon.docker("inspect", "-f", "{{.State.Pid}}", "web").stdout.strip())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.readlink(f"/proc/{pid}/exe").endswith("/tmp/.x/sleep"):
+            time.sleep(0.2)
+        items = list(containers.collect(Context(root="/", live=True, options={
+            "docker_roots": [str(root / "var/lib/docker")], "storage_roots": [], "rootless_storage": False,
+            "containerd_tasks": [], "manifests": "/nonexistent", "kubelet_pods": "/nonexistent",
+            "pod_logs": "/nonexistent", "kubeconfigs": []})))
+    finally:
+        daemon.stop()
+    for i in items:
+        if isinstance(i, FileCopy):
+            i.close()
+    records = {r.stream: [] for r in items if isinstance(r, Record)}
+    for r in items:
+        if isinstance(r, Record):
+            records[r.stream].append(r.data)
+    [web] = records["containers"]
+    assert web["id"] == cid and web["runtime"] == "docker" and web["running_pids"] == [pid]
+    assert [(p["pid"], p["exe"]) for p in records["container_processes"]] == [(pid, "/tmp/.x/sleep")]
+    dropped = next(f for f in records["container_files"] if f["path"] == "/tmp/.x/sleep")
+    assert dropped["exec_pids"] == [pid] and dropped["runtime"] == "docker"
+    rows = lambda source: [("b", source, n, r) for n, r in enumerate(records.get(source, []))]  # noqa: E731
+    found = {f["rule"] for f in evaluate(load_rules(), rows, time.time()) if f.get("container") == "web"}
+    assert "TRI-RT-001" in found
