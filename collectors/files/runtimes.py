@@ -211,6 +211,7 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         return
     images = _images(ctx, root, cap)
     yield from copy_file(ctx, f"{root}/overlay-containers/containers.json", cap)
+    libpod = yield from _libpod_state(ctx, root)
     for entry in _l(listing, int(ctx.opt("max_containers", 2000))):
         ctx.check()
         entry = _d(entry)
@@ -227,7 +228,12 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         if isinstance(spec, Problem):
             yield spec
         spec = _d(spec)
+        config, state = libpod.get(cid, ({}, {}))
+        if not spec and isinstance(config.get("spec"), dict):
+            spec, config_path = config["spec"], f"{root}/libpod/bolt_state.db"  # created, never started
         fields = oci_container(spec, include_env) if spec else {}
+        if config.get("privileged") is True:
+            fields["privileged"] = True
         annotations = fields.get("annotations") or {}
         # podman writes some io.kubernetes.cri-o.* annotations too, but names itself ("libpod")
         crio = annotations.get("io.container.manager") != "libpod" and (
@@ -245,16 +251,89 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
             "storage_root": root, "rootless_user": user, "config_path": config_path if spec else None,
             "pod_name": meta.get("pod-name") or annotations.get("io.kubernetes.pod.name"),
             "pod_namespace": meta.get("pod-namespace") or annotations.get("io.kubernetes.pod.namespace"),
-            "state": "unknown",  # podman keeps state in its bolt or SQLite database; running comes from /proc
+            "state": "unknown",  # without podman's database; running then comes from /proc
         })
+        if state or config:
+            record.update(_libpod_fields(config, state))
         layer = str(entry.get("layer") or "")
         upper = f"{root}/overlay/{layer}/diff" if re.fullmatch(r"[0-9a-f]{64}", layer) else None
         yield record, upper if upper and is_dir(ctx, upper) else None
-        if spec:
+        if spec and config_path.endswith("/config.json"):
             yield from copy_file(ctx, config_path, cap)
         log = f"{root}/overlay-containers/{cid}/userdata/ctr.log"
         yield from cri_log(ctx, log, {"runtime": record["runtime"], "container_id": cid,
                                       "container": record["name"]}, budget, missing_ok=True)
+
+
+# podman's define.ContainerStatus (libpod/define/containerstate.go)
+LIBPOD_STATES = {0: "unknown", 1: "configured", 2: "created", 3: "running", 4: "stopped", 5: "paused", 6: "exited",
+                 7: "removing", 8: "stopping"}
+
+
+def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
+    """{container id: (its libpod config, its state)} from podman's bolt_state.db (libpod/boltdb_state.go:
+    bucket "ctr", one sub-bucket per container with JSON "config" and "state"); podman 4.8+ may keep an
+    SQLite db.sql instead, which is copied, not parsed. A generator whose return value is the map, so its
+    Problems and the database's copy reach the caller's stream."""
+    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    path, cap = f"{root}/libpod/bolt_state.db", int(ctx.opt("bolt_cap_bytes", 64 << 20))
+    yield from copy_file(ctx, f"{root}/db.sql", cap) if _exists(ctx, f"{root}/db.sql") else iter(())
+    try:
+        data, _, truncated = read_capped(ctx, path, cap)
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read", path)
+        return found
+    try:
+        bolt = Bolt(data)
+        for cid, is_value in bolt.bucket(b"ctr").items():
+            ctx.check()
+            if is_value is not None:
+                continue
+            entry = bolt.bucket(b"ctr", cid)
+            docs = []
+            for key in (b"config", b"state"):
+                try:
+                    doc = json.loads(entry.get(key) or b"{}")
+                except ValueError:
+                    doc = {}
+                docs.append(_d(doc))
+            found[text(cid)] = (docs[0], docs[1])
+    except (ValueError, IndexError, OverflowError) as exc:  # struct.error is a ValueError
+        yield Problem(f"podman's bolt database not read: {exc}", path=path, level="warning")
+    if truncated:
+        yield Problem(f"podman's bolt database larger than {cap} bytes: read in part", path=path, level="warning")
+    yield from copy_file(ctx, path, cap)
+    return found
+
+
+def _exists(ctx: Context, path: str) -> bool:
+    try:
+        read_capped(ctx, path, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _libpod_fields(config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    from collectors.files.containers import _time
+
+    status = state.get("state")
+    fields: dict[str, Any] = {
+        "state": LIBPOD_STATES.get(status, "unknown") if isinstance(status, int) else "unknown",
+        "running": status == 3,
+        "started_utc": _time(state.get("startedTime")), "finished_utc": _time(state.get("finishedTime")),
+        # an exit code of 0 is omitted from the JSON (omitempty)
+        "exit_code": state.get("exitCode", 0) if state.get("exited") else None, "pid": state.get("pid") or None,
+        "restart_policy": config.get("restart_policy") or config.get("restartPolicy") or None,
+        "network_mode_libpod": config.get("networkMode"),
+    }
+    if isinstance(config.get("rootfsImageName"), str):
+        fields["image"] = config["rootfsImageName"]
+    if isinstance(config.get("createdTime"), str):
+        fields["created_utc"] = _time(config["createdTime"])
+    return fields
 
 
 # ---- containerd (runtime v2 task state) -------------------------------------------------------------
@@ -662,3 +741,97 @@ def kubeconfigs(ctx: Context) -> Iterator[Item]:
         except OSError:
             times = {}
         yield Record("kubeconfigs", {"path": path, "runtime": "kubernetes", **times, **kubeconfig_facts(doc)})
+
+
+# ---- bbolt (podman's bolt_state.db, containerd's meta.db) ------------------------------------------
+
+class Bolt:
+    """A read-only walk of a bbolt database (github.com/etcd-io/bbolt: page.go, meta.go, bucket.go), held in
+    memory (the caller caps its size): two meta pages (the valid one with the higher txid names the root
+    bucket), branch and leaf pages, sub-buckets inline in their parent's value or rooted at a page. Every
+    offset is checked; a page seen twice on one walk, or a walk deeper than MAX_DEPTH, ends it (a hostile
+    file can loop)."""
+
+    MAGIC, MAX_DEPTH, MAX_ITEMS = 0xED0CDAED, 32, 1_000_000
+
+    def __init__(self, data: bytes):
+        import struct
+
+        self.data, self.unpack, self.items = data, struct.unpack_from, 0
+        best = None
+        for offset in (0, self._page_size_guess()):
+            meta = self._meta(offset)
+            if meta and (best is None or meta[2] > best[2]):
+                best = meta
+        if best is None:
+            raise ValueError("not a bbolt database (no valid meta page)")
+        self.page_size, self.root, _ = best
+
+    def _page_size_guess(self) -> int:
+        try:
+            return int(self.unpack("<I", self.data, 16 + 8)[0])
+        except Exception:  # noqa: BLE001 - any short or odd file
+            return 4096
+
+    def _meta(self, offset: int) -> tuple[int, int, int] | None:
+        if offset < 0 or offset + 16 + 64 > len(self.data):
+            return None
+        magic, version, page_size, _, root, _, _, _, txid, checksum = self.unpack("<IIIIQQQQQQ", self.data, offset + 16)
+        body = self.data[offset + 16:offset + 16 + 56]
+        digest = 0xCBF29CE484222325
+        for byte in body:  # FNV-1a 64, as meta.sum64
+            digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        if magic != self.MAGIC or version != 2 or page_size < 512 or page_size > 1 << 20 or digest != checksum:
+            return None
+        return page_size, root, txid
+
+    def _elements(self, buf: bytes, base: int, depth: int, seen: set[int]) -> Iterator[tuple[bytes, bytes, bool]]:
+        if depth > self.MAX_DEPTH or base + 16 > len(buf):
+            return
+        flags, count = self.unpack("<HH", buf, base + 8)
+        for i in range(count):
+            self.items += 1
+            if self.items > self.MAX_ITEMS:
+                return
+            elem = base + 16 + i * 16
+            if elem + 16 > len(buf):
+                return
+            if flags & 0x01:  # branch: children by page id
+                pgid = self.unpack("<IIQ", buf, elem)[2]
+                if pgid in seen or pgid < 2 or (pgid + 1) * self.page_size > len(self.data):
+                    continue
+                seen.add(pgid)
+                yield from self._elements(self.data, pgid * self.page_size, depth + 1, seen)
+            elif flags & 0x02:  # leaf: key, value, and whether the value is a bucket
+                leaf_flags, pos, ksize, vsize = self.unpack("<IIII", buf, elem)
+                start = elem + pos
+                if start + ksize + vsize > len(buf):
+                    continue
+                yield buf[start:start + ksize], buf[start + ksize:start + ksize + vsize], bool(leaf_flags & 0x01)
+
+    def _children(self, value: bytes | None, depth: int) -> Iterator[tuple[bytes, bytes, bool]]:
+        if value is None:  # the root bucket
+            root = self.root
+        else:
+            if len(value) < 16:
+                return
+            root = self.unpack("<Q", value, 0)[0]
+            if root == 0:  # an inline bucket: its page follows the bucket header in the value
+                yield from self._elements(value[16:], 0, depth, set())
+                return
+        if root < 2 or (root + 1) * self.page_size > len(self.data):
+            return
+        yield from self._elements(self.data, root * self.page_size, depth, {root})
+
+    def bucket(self, *path: bytes) -> dict[bytes, bytes | None]:
+        """{key: value, or None for a sub-bucket} of the bucket at path; {} when it is missing."""
+        value: bytes | None = None
+        for depth, name in enumerate(path):
+            found = next(((v, b) for k, v, b in self._children(value, depth) if k == name), None)
+            if found is None or not found[1]:
+                return {}
+            value = found[0]
+        out: dict[bytes, bytes | None] = {}
+        for key, val, is_bucket in self._children(value, len(path)):
+            out[key] = None if is_bucket else val
+        return out

@@ -190,6 +190,8 @@ def node(tmp_path_factory) -> SimpleNamespace:
         podman("run", "-d", "--name", "helper", *common, "--privileged", "-v", "/:/host", "local/tools:1", "/bin/sh",
                "-c", "exec sleep 600")
         podman("create", "--name", "never-started", *common, "local/tools:1", "/bin/sh")
+        # planted, never started: its spec is only in podman's bolt_state.db
+        podman("create", "--name", "dormant", *common, "--privileged", "--pid", "host", "local/tools:1", "/bin/sh")
         podman("run", "--name", "etcd-log", "--log-driver", "k8s-file", "--log-opt", f"path={pod_log}", *common,
                "local/tools:1", "/bin/sh", "-c", "echo 'etcd started'; echo 'warning: slow fdatasync' >&2")
         pid = int(podman("inspect", "-f", "{{.State.Pid}}", "web").stdout.strip())
@@ -240,15 +242,21 @@ def test_podman_containers_and_their_processes_live(node):
                      containerd_tasks=[], manifests="/nonexistent", kubelet_pods="/nonexistent",
                      pod_logs="/nonexistent", kubeconfigs=[])
     records = {r["name"]: r for r in _records(items, "containers")}
-    assert set(records) == {"web", "quiet", "ci-runner", "node-exporter", "helper", "etcd-log", "never-started"}
+    assert set(records) == {"web", "quiet", "ci-runner", "node-exporter", "helper", "etcd-log", "never-started",
+                            "dormant"}
     assert {r["runtime"] for r in records.values()} == {"podman"}
     web, helper, exporter, runner = records["web"], records["helper"], records["node-exporter"], records["ci-runner"]
     assert web["running"] and node.web_pid in web["running_pids"] and web["image"] == "localhost/local/tools:1"
     assert web["command"].startswith("/bin/sh -c mkdir /tmp/.x") and web["upper_dir"].endswith("/diff")
     assert helper["privileged"] and helper["mounts_host_root_rw"] and helper["running"]
     assert "CAP_SYS_ADMIN" in helper["capabilities"] and not helper["seccomp"]
-    unstarted = records["never-started"]  # no spec yet: what containers.json says, no reach
-    assert unstarted["config_path"] is None and not unstarted["running"] and unstarted["privileged"] is False
+    unstarted, dormant = records["never-started"], records["dormant"]  # their spec from podman's bolt database
+    assert unstarted["config_path"].endswith("/libpod/bolt_state.db") and unstarted["state"] == "configured"
+    assert not unstarted["running"] and unstarted["privileged"] is False and unstarted["started_utc"] is None
+    assert dormant["privileged"] and dormant["host_pid"] and not dormant["running"]
+    assert web["state"] == "running" and web["started_utc"] and web["finished_utc"] is None
+    logger = records["etcd-log"]
+    assert logger["state"] == "exited" and logger["exit_code"] == 0 and logger["finished_utc"] >= logger["started_utc"]
     assert exporter["host_pid"] and exporter["mounts_host_root"] and not exporter["mounts_host_root_rw"]
     assert not exporter["privileged"] and runner["mounts_runtime_socket"] and not runner["privileged"]
     assert not records["etcd-log"]["running"]
@@ -265,7 +273,7 @@ def test_podman_containers_and_their_processes_live(node):
 
     found = _findings({s: _records(items, s) for s in ("containers", "container_files")})
     assert found.get("TRI-RT-001") == {"web"}
-    assert found.get("TRI-CONT-001") == {"helper"}
+    assert found.get("TRI-CONT-001") == {"helper", "dormant"}
     assert found.get("TRI-CONT-003") == {"ci-runner"}
     assert "quiet" not in set().union(*found.values()) and "node-exporter" not in set().union(*found.values())
 
@@ -283,10 +291,12 @@ def test_rootless_storage_under_a_home(node, tmp_path):
 
     shutil.copytree(node.storage / "overlay-containers", home / "overlay-containers", symlinks=True, ignore=skip)
     shutil.copytree(node.storage / "overlay-images", home / "overlay-images", symlinks=True, ignore=skip)
+    shutil.copytree(node.storage / "libpod", home / "libpod", symlinks=True, ignore=skip)
     items = _collect(str(tmp_path / "root"), False, storage_roots=[])
     records = {r["name"]: r for r in _records(items, "containers")}
     assert records["web"]["rootless_user"] == "alice" and records["web"]["runtime"] == "podman"
-    assert records["helper"]["privileged"] and not records["web"]["running"] and not records["web"]["running_pids"]
+    assert records["helper"]["privileged"] and records["dormant"]["privileged"] and not records["web"]["running_pids"]
+    assert records["web"]["state"] == "running"  # as podman last recorded it (not live: no /proc to confirm)
     assert records["web"]["storage_root"] == "/home/alice/.local/share/containers/storage"
 
 
@@ -346,7 +356,7 @@ def test_bundle_rules_and_no_kubeconfig_secret(node, tmp_path):
     assert by_rule.get("TRI-RT-006") == {"kube-proxy-metrics"}
     assert by_rule.get("TRI-RT-004") == {"fluent-bit"}
     assert by_rule.get("TRI-RT-007") == {"/home/alice/.kube/config"}
-    assert by_rule.get("TRI-CONT-001") == {"helper"} and by_rule.get("TRI-CONT-003") == {"ci-runner"}
+    assert by_rule.get("TRI-CONT-001") == {"helper", "dormant"} and by_rule.get("TRI-CONT-003") == {"ci-runner"}
     above_low = {f.get("name") or f.get("container") for f in found if f["severity"] in ("critical", "high", "medium")}
     assert not above_low & {"etcd", "fluent-bit", "ci-runner", "node-exporter", "quiet"}, found
 
@@ -499,3 +509,32 @@ def test_log_tails_share_one_budget(node):
     assert not _records(items, "container_logs")
     assert not [i for i in items if isinstance(i, FileCopy) and i.path.endswith(".log")]
     assert any(isinstance(i, Problem) and "max_log_total_bytes" in i.message for i in items)
+
+
+def test_bolt_reader_on_damaged_files(node):
+    """A bolt file cut short or overwritten: no exception out of the reader, a Problem in the stream."""
+    from collectors.base import Problem
+    from collectors.files.runtimes import Bolt
+
+    data = (node.storage / "libpod/bolt_state.db").read_bytes()
+    assert len(Bolt(data).bucket(b"ctr")) == 8
+    short = Bolt(data[:3 * 4096])  # the meta pages survive, the pages they point to do not
+    assert short.bucket(b"ctr") == {}
+    with pytest.raises(ValueError):
+        Bolt(b"\0" * 8192)
+    looped, root = bytearray(data), Bolt(data).root
+    base = root * 4096  # the root bucket's page made a branch whose only child is itself
+    looped[base + 8:base + 12] = (0x01).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    looped[base + 16:base + 32] = (16).to_bytes(4, "little") + (3).to_bytes(4, "little") + root.to_bytes(8, "little")
+    started = time.monotonic()
+    assert Bolt(bytes(looped)).bucket(b"ctr") == {} and time.monotonic() - started < 5
+    root = node.root.parent / "damaged"
+    storage = root / "var/lib/containers/storage"
+    shutil.copytree(node.storage / "overlay-containers", storage / "overlay-containers", symlinks=True,
+                    ignore=lambda folder, names: [n for n in names if not (os.path.isdir(os.path.join(folder, n))
+                                                                         or n.endswith(".json"))])
+    (storage / "libpod").mkdir()
+    (storage / "libpod/bolt_state.db").write_bytes(os.urandom(8192))
+    items = _collect(str(root), False)
+    assert any(isinstance(i, Problem) and "bolt" in i.message for i in items)
+    assert len(_records(items, "containers")) == 8
