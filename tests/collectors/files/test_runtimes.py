@@ -209,7 +209,9 @@ def node(tmp_path_factory) -> SimpleNamespace:
     finally:
         podman("rm", "-f", "-a", "-t", "0", check=False)
         # containers-storage leaves its overlay folder bind-mounted on itself (private propagation)
-        subprocess.run(["umount", str(podman.storage / "overlay")], capture_output=True, check=False)
+        for _ in range(16):  # stacked when several podman commands ran at once
+            if subprocess.run(["umount", str(podman.storage / "overlay")], capture_output=True).returncode:
+                break
 
 
 def _collect(root: str, live: bool, **options) -> list:
