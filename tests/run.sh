@@ -40,7 +40,14 @@ done
 
 # Debian's own interpreter: the same one the single binary is built from.
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ticket,analysis,push,fleet]'
+# Exactly the hash-pinned lock (build/lock.sh writes it from setup.cfg: every extra but `build`), then the
+# project itself without dependencies: nothing unpinned reaches the venv the tests run in.
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r build/requirements-dev.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+if ! .venv/bin/python -m pip check --disable-pip-version-check >&2; then
+    [ "${CI:-}" = "true" ] && { echo "[tests] pip check failed on .venv (from build/requirements-dev.lock)" >&2; exit 1; }
+    echo "[tests] pip check: .venv holds packages the lock does not (an older venv?); rm -rf .venv to start clean" >&2
+fi
 # Storage servers that check signatures, on loopback only (tests/support/upload_servers.py starts them).
 [ -x tests/.npm/node_modules/.bin/s3rver ] && [ -x tests/.npm/node_modules/.bin/azurite-blob ] ||
     npm install --prefix tests/.npm --no-audit --no-fund s3rver@3.7.1 azurite@3.35.0
