@@ -4,9 +4,14 @@ attacker's tool, and a disk image has none running): Docker's per-container ``co
 folder: exactly the files the container wrote or changed).
 
 Records: ``containers`` (one per container: image, command, state, and what it may reach on the host:
-binds, privileged, capabilities, host namespaces, devices, the runtime socket) and ``container_files``
-(the files in writable layers, executables typed and hashed). Environment values are kept only with
---include-secrets: a container's environment is where its credentials live."""
+binds, privileged, capabilities, host namespaces, devices, the runtime socket; live, ``running_pids``),
+``container_processes`` (live: each process of a container, from /proc/PID/cgroup) and
+``container_files`` (the files in writable layers, executables typed and hashed, ``exec_pids`` naming
+the container's live processes that run that very file). Environment values are kept only with
+--include-secrets: a container's environment is where its credentials live.
+
+podman, CRI-O, containerd and Kubernetes' node files are read by collectors/files/runtimes.py into the
+same streams (``runtime`` tells them apart) and its own (k8s_pods, container_logs, kubeconfigs)."""
 
 from __future__ import annotations
 
@@ -19,18 +24,11 @@ from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, is_dir, listdir, open_regular, read_capped, walk_tree
+from collectors.files.runtimes import _time, process_map, processes_of, reach
 from collectors.util import utc
 
 DOCKER_ROOTS = ["/var/lib/docker"]
 DAEMON_CONFIG = "/etc/docker/daemon.json"
-RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
-                   "/var/run/containerd/containerd.sock", "/run/crio/crio.sock", "/var/run/crio/crio.sock",
-                   "/run/podman/podman.sock", "/var/run/podman/podman.sock")
-# Host folders whose bind gives a container the host: its root, configuration, credentials, kernel
-# interfaces, or another runtime's state.
-SENSITIVE_SOURCES = ("/", "/etc", "/root", "/home", "/boot", "/proc", "/sys", "/dev", "/var/lib/docker",
-                     "/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/usr", "/lib", "/bin",
-                     "/sbin", "/var/log", "/etc/kubernetes")
 HEAD_BYTES = 4096
 
 
@@ -50,42 +48,12 @@ def _json(ctx: Context, path: str, cap: int) -> dict[str, Any] | Problem | None:
     return doc if isinstance(doc, dict) else Problem("not a JSON object", path=path, level="warning")
 
 
-def _time(value: Any) -> str | None:
-    """Docker's RFC 3339 times, "0001-01-01T00:00:00Z" meaning never."""
-    if not isinstance(value, str) or value.startswith("0001-01-01"):
-        return None
-    return value
-
-
 def _bind(spec: str) -> dict[str, Any]:
     """``source:destination[:options]`` as Docker's -v writes it into HostConfig.Binds."""
     parts = spec.split(":")
     source, destination = parts[0], parts[1] if len(parts) > 1 else parts[0]
     options = parts[2].split(",") if len(parts) > 2 else []
     return {"source": source, "destination": destination, "rw": "ro" not in options, "type": "bind"}
-
-
-def _norm(path: str) -> str:
-    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
-
-
-def reach(binds: list[dict[str, Any]], host: dict[str, Any]) -> dict[str, Any]:
-    """What a container may reach on the host, from its mounts and host configuration."""
-    sources = [(_norm(str(b.get("source") or "")), bool(b.get("rw"))) for b in binds if b.get("source")]
-    sockets = sorted({s for s, _ in sources if s in RUNTIME_SOCKETS or s.endswith(("/docker.sock", "/containerd.sock",
-                                                                                   "/crio.sock", "/podman.sock"))})
-    sensitive = sorted({s for s, _ in sources if s in SENSITIVE_SOURCES})
-    return {
-        "privileged": bool(host.get("Privileged")),
-        "cap_add": [str(c) for c in host.get("CapAdd") or []][:64],
-        "network_mode": host.get("NetworkMode"), "pid_mode": host.get("PidMode"), "ipc_mode": host.get("IpcMode"),
-        "userns_mode": host.get("UsernsMode"), "security_opt": [str(s) for s in host.get("SecurityOpt") or []][:32],
-        "devices": [str(d.get("PathOnHost")) for d in host.get("Devices") or [] if isinstance(d, dict)][:32],
-        "host_network": host.get("NetworkMode") == "host", "host_pid": host.get("PidMode") == "host",
-        "runtime_sockets": sockets, "mounts_runtime_socket": bool(sockets),
-        "sensitive_mounts": sensitive, "mounts_host_root": any(s == "/" for s, _ in sources),
-        "mounts_host_root_rw": any(s == "/" and rw for s, rw in sources),
-    }
 
 
 def docker_container(config: dict[str, Any], host: dict[str, Any], include_env: bool) -> dict[str, Any]:
@@ -201,8 +169,6 @@ def with_processes(container: dict[str, Any],
     """The container's record with its live processes (``running_pids``), one container_processes record
     each, and {path inside the container: pids} of the programs they run (to mark the layer's files that
     are running)."""
-    from collectors.files.runtimes import processes_of
-
     procs = processes_of(container, pmap)
     container["running_pids"] = [p["pid"] for p in procs][:1024]
     if procs and not container.get("running"):
@@ -228,8 +194,6 @@ def collect(ctx: Context) -> Iterator[Item]:
     most_files = int(ctx.opt("max_layer_files", 5000))
     hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
     log_cap = int(ctx.opt("log_cap_bytes", 1 << 20))
-    from collectors.files.runtimes import process_map
-
     pmap = process_map(ctx)
     for data_root in _data_roots(ctx):
         folder = f"{data_root}/containers"

@@ -7,13 +7,14 @@ their daemons (called by collectors/files/containers.py, whose streams these rec
   namespaces, capabilities, seccomp), ``overlay-images/images.json`` (image names) and the writable layer
   ``overlay/<layer>/diff``; rootless podman under each home's ``~/.local/share/containers/storage``. CRI-O is
   told from podman by its annotations (``io.kubernetes.cri-o.*``) or metadata (``pod-name``).
-- containerd: its state (bolt database ``io.containerd.metadata.v1.bolt/meta.db``) has no well-kept Python
-  reader, so we read instead what the runtime v2 shim keeps for each task while it runs
-  (``/run/containerd/io.containerd.runtime.v2.task/<namespace>/<id>/``: ``config.json``, the OCI spec, and
-  ``init.pid``; containerd runtime/v2/README.md) and, live, the overlay mount of its ``rootfs`` (whose
-  ``upperdir=`` in /proc/self/mountinfo is the snapshot's ``fs`` folder holding what the container wrote).
-  A stopped containerd container (its task gone) is therefore not seen; the bolt file is copied for the
-  responder.
+- containerd: its metadata is a bbolt database (``io.containerd.metadata.v1.bolt/meta.db``), for which
+  there is no well-kept Python reader: a small bounded one is at the end of this file (podman 4's
+  ``libpod/bolt_state.db`` is bbolt too). From it every container (image, labels, OCI spec) and, through
+  the overlayfs snapshotter's own ``metadata.db``, its writable layer ``snapshots/<id>/fs``; then what the
+  runtime v2 shim keeps for each running task (``/run/containerd/io.containerd.runtime.v2.task/<namespace>/
+  <id>/``: ``config.json``, the OCI spec that runs, and ``init.pid``; containerd runtime/v2/README.md) and,
+  live, the overlay mount of its ``rootfs`` (``upperdir=`` in /proc/self/mountinfo). Both databases are
+  also copied for the responder.
 - Kubernetes (kubelet): static pod manifests (``/etc/kubernetes/manifests``; core/v1 Pod: hostNetwork,
   hostPID, hostIPC, securityContext.privileged, hostPath volumes), the kubelet's pod folders
   (``/var/lib/kubelet/pods/<uid>/volumes/<plugin>/<name>``, ``etc-hosts``), the CRI container logs
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +54,14 @@ KUBECONFIGS = ["/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf", "/e
 DEFAULT_CAPS = frozenset({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
                           "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
                           "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"})
+RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/var/run/containerd/containerd.sock", "/run/crio/crio.sock", "/var/run/crio/crio.sock",
+                   "/run/podman/podman.sock", "/var/run/podman/podman.sock")
+# Host folders whose bind gives a container the host: its root, configuration, credentials, kernel
+# interfaces, or another runtime's state.
+SENSITIVE_SOURCES = ("/", "/etc", "/root", "/home", "/boot", "/proc", "/sys", "/dev", "/var/lib/docker",
+                     "/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/usr", "/lib", "/bin",
+                     "/sbin", "/var/log", "/etc/kubernetes")
 SECRET_PLUGINS = ("kubernetes.io/secret", "kubernetes.io/projected")
 _CGROUP_ID = re.compile(r"(?:^|[/:-])([0-9a-f]{64})(?:\.scope)?$")
 _CRI_LINE = re.compile(rb"^(\S+) (stdout|stderr) (?:([PF]) )?(.*)$")
@@ -100,13 +110,43 @@ def _l(value: Any, most: int = 256) -> list[Any]:
     return value[:most] if isinstance(value, list) else []
 
 
+# ---- shared with Docker's records (collectors/files/containers.py) -------------------------------
+
+def _time(value: Any) -> str | None:
+    """Docker's RFC 3339 times, "0001-01-01T00:00:00Z" meaning never."""
+    if not isinstance(value, str) or value.startswith("0001-01-01"):
+        return None
+    return value
+
+
+def _norm(path: str) -> str:
+    return "/" + "/".join(p for p in path.split("/") if p and p != ".")
+
+
+def reach(binds: list[dict[str, Any]], host: dict[str, Any]) -> dict[str, Any]:
+    """What a container may reach on the host, from its mounts and host configuration."""
+    sources = [(_norm(str(b.get("source") or "")), bool(b.get("rw"))) for b in binds if b.get("source")]
+    sockets = sorted({s for s, _ in sources if s in RUNTIME_SOCKETS or s.endswith(("/docker.sock", "/containerd.sock",
+                                                                                   "/crio.sock", "/podman.sock"))})
+    sensitive = sorted({s for s, _ in sources if s in SENSITIVE_SOURCES})
+    return {
+        "privileged": bool(host.get("Privileged")),
+        "cap_add": [str(c) for c in host.get("CapAdd") or []][:64],
+        "network_mode": host.get("NetworkMode"), "pid_mode": host.get("PidMode"), "ipc_mode": host.get("IpcMode"),
+        "userns_mode": host.get("UsernsMode"), "security_opt": [str(s) for s in host.get("SecurityOpt") or []][:32],
+        "devices": [str(d.get("PathOnHost")) for d in host.get("Devices") or [] if isinstance(d, dict)][:32],
+        "host_network": host.get("NetworkMode") == "host", "host_pid": host.get("PidMode") == "host",
+        "runtime_sockets": sockets, "mounts_runtime_socket": bool(sockets),
+        "sensitive_mounts": sensitive, "mounts_host_root": any(s == "/" for s, _ in sources),
+        "mounts_host_root_rw": any(s == "/" and rw for s, rw in sources),
+    }
+
+
 # ---- the OCI runtime spec (podman, CRI-O, containerd) ----------------------------------------------
 
 def oci_container(spec: dict[str, Any], include_env: bool) -> dict[str, Any]:
     """Fields of a container from its OCI runtime spec, named as Docker's records name them, so the rules
     over ``containers`` read every runtime alike."""
-    from collectors.files.containers import reach
-
     process, linux = _d(spec.get("process")), _d(spec.get("linux"))
     caps = _d(process.get("capabilities"))
     bounding = sorted({str(c) for c in _l(caps.get("bounding")) + _l(caps.get("effective"))})
@@ -146,8 +186,6 @@ def oci_container(spec: dict[str, Any], include_env: bool) -> dict[str, Any]:
 
 def _base(runtime: str, cid: str) -> dict[str, Any]:
     """Every field of a Docker record, so that a rule's field test sees the same shape from each runtime."""
-    from collectors.files.containers import reach
-
     return {"runtime": runtime, "id": cid, "name": None, "image": None, "image_id": None, "command": "",
             "entrypoint": None, "user": None, "hostname": None, "working_dir": None, "created_utc": None,
             "state": None, "running": False, "pid": None, "started_utc": None, "finished_utc": None,
@@ -276,35 +314,24 @@ def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
     SQLite db.sql instead, which is copied, not parsed. A generator whose return value is the map, so its
     Problems and the database's copy reach the caller's stream."""
     found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    path, cap = f"{root}/libpod/bolt_state.db", int(ctx.opt("bolt_cap_bytes", 64 << 20))
-    yield from copy_file(ctx, f"{root}/db.sql", cap) if _exists(ctx, f"{root}/db.sql") else iter(())
-    try:
-        data, _, truncated = read_capped(ctx, path, cap)
-    except FileNotFoundError:
+    if _exists(ctx, f"{root}/db.sql"):
+        yield from copy_file(ctx, f"{root}/db.sql", int(ctx.opt("bolt_cap_bytes", 64 << 20)))
+    bolt = yield from _bolt_file(ctx, f"{root}/libpod/bolt_state.db")
+    if bolt is None:
         return found
-    except OSError as exc:
-        yield Problem.from_os_error(exc, "cannot read", path)
-        return found
-    try:
-        bolt = Bolt(data)
-        for cid, is_value in bolt.bucket(b"ctr").items():
-            ctx.check()
-            if is_value is not None:
-                continue
-            entry = bolt.bucket(b"ctr", cid)
-            docs = []
-            for key in (b"config", b"state"):
-                try:
-                    doc = json.loads(entry.get(key) or b"{}")
-                except ValueError:
-                    doc = {}
-                docs.append(_d(doc))
-            found[text(cid)] = (docs[0], docs[1])
-    except (ValueError, IndexError, OverflowError) as exc:  # struct.error is a ValueError
-        yield Problem(f"podman's bolt database not read: {exc}", path=path, level="warning")
-    if truncated:
-        yield Problem(f"podman's bolt database larger than {cap} bytes: read in part", path=path, level="warning")
-    yield from copy_file(ctx, path, cap)
+    for cid, is_value in bolt.bucket(b"ctr").items():
+        ctx.check()
+        if is_value is not None:
+            continue
+        entry = bolt.bucket(b"ctr", cid)
+        docs = []
+        for key in (b"config", b"state"):
+            try:
+                doc = json.loads(entry.get(key) or b"{}")
+            except ValueError:
+                doc = {}
+            docs.append(_d(doc))
+        found[text(cid)] = (docs[0], docs[1])
     return found
 
 
@@ -317,8 +344,6 @@ def _exists(ctx: Context, path: str) -> bool:
 
 
 def _libpod_fields(config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    from collectors.files.containers import _time
-
     status = state.get("state")
     fields: dict[str, Any] = {
         "state": LIBPOD_STATES.get(status, "unknown") if isinstance(status, int) else "unknown",
@@ -470,7 +495,7 @@ def _bolt_file(ctx: Context, path: str) -> Iterator[Item]:
         yield Problem(f"bolt database larger than {cap} bytes: read in part", path=path, level="warning")
     try:
         return Bolt(data)
-    except (ValueError, IndexError, OverflowError) as exc:
+    except (ValueError, IndexError, OverflowError, struct.error) as exc:
         yield Problem(f"bolt database not read: {exc}", path=path, level="warning")
         return None
 
@@ -604,8 +629,6 @@ def processes_of(record: dict[str, Any], pmap: dict[str, list[dict[str, Any]]]) 
 
 def _pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
     """What a core/v1 Pod may reach on its node, in the field names of the containers records."""
-    from collectors.files.containers import reach
-
     spec, meta = _d(pod.get("spec")), _d(pod.get("metadata"))
     host_paths = {str(_d(v).get("name")): str(_d(_d(v).get("hostPath")).get("path") or "")
                   for v in _l(spec.get("volumes")) if _d(v).get("hostPath")}
@@ -882,8 +905,6 @@ class Bolt:
     MAGIC, MAX_DEPTH, MAX_ITEMS = 0xED0CDAED, 32, 1_000_000
 
     def __init__(self, data: bytes):
-        import struct
-
         self.data, self.unpack, self.items = data, struct.unpack_from, 0
         best = None
         for offset in (0, self._page_size_guess()):
@@ -953,12 +974,15 @@ class Bolt:
     def bucket(self, *path: bytes) -> dict[bytes, bytes | None]:
         """{key: value, or None for a sub-bucket} of the bucket at path; {} when it is missing."""
         value: bytes | None = None
-        for depth, name in enumerate(path):
-            found = next(((v, b) for k, v, b in self._children(value, depth) if k == name), None)
-            if found is None or not found[1]:
-                return {}
-            value = found[0]
         out: dict[bytes, bytes | None] = {}
-        for key, val, is_bucket in self._children(value, len(path)):
-            out[key] = None if is_bucket else val
+        try:
+            for depth, name in enumerate(path):
+                found = next(((v, b) for k, v, b in self._children(value, depth) if k == name), None)
+                if found is None or not found[1]:
+                    return {}
+                value = found[0]
+            for key, val, is_bucket in self._children(value, len(path)):
+                out[key] = None if is_bucket else val
+        except (struct.error, ValueError, IndexError):  # a damaged page: what was read before it
+            pass
         return out

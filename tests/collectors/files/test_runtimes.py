@@ -36,7 +36,9 @@ class Podman:
     def __init__(self, storage: Path, run: Path):
         self.storage = storage
         self.base = [str(PODMAN), "--root", str(storage), "--runroot", str(run), "--cgroup-manager", "cgroupfs",
-                     "--events-backend", "file", "--storage-driver", "overlay"]
+                     "--events-backend", "file", "--storage-driver", "overlay",
+                     # no bind mount of the storage on itself (which podman's exit cleanup would redo after us)
+                     "--storage-opt", "overlay.skip_mount_home=true"]
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(self.base + list(args), capture_output=True, text=True, timeout=120)
