@@ -332,6 +332,9 @@ def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
                 doc = {}
             docs.append(_d(doc))
         found[text(cid)] = (docs[0], docs[1])
+    if bolt.truncated:
+        yield Problem("podman's bolt_state.db has more entries than we walk: containers left out",
+                      path=f"{root}/libpod/bolt_state.db", level="warning")
     return found
 
 
@@ -561,6 +564,9 @@ def _containerd_meta(ctx: Context, include_env: bool) -> Iterator[Item]:
                     folder = f"{root}/io.containerd.snapshotter.v1.overlayfs/snapshots/{sid}/fs"
                     upper = folder if sid and is_dir(ctx, folder) else None
             found[(namespace, cid)] = (record, upper)
+    if meta.truncated:
+        yield Problem("containerd's meta.db has more entries than we walk: containers left out",
+                      path=f"{root}/io.containerd.metadata.v1.bolt/meta.db", level="warning")
     return found
 
 
@@ -906,6 +912,7 @@ class Bolt:
 
     def __init__(self, data: bytes):
         self.data, self.unpack, self.items = data, struct.unpack_from, 0
+        self._buckets: dict[tuple[bytes, ...], bytes] = {}
         best = None
         for offset in (0, self._page_size_guess()):
             meta = self._meta(offset)
@@ -914,6 +921,11 @@ class Bolt:
         if best is None:
             raise ValueError("not a bbolt database (no valid meta page)")
         self.page_size, self.root, _ = best
+
+    @property
+    def truncated(self) -> bool:
+        """The walk stopped at MAX_ITEMS elements: what was returned is part of the database."""
+        return self.items > self.MAX_ITEMS
 
     def _page_size_guess(self) -> int:
         try:
@@ -939,7 +951,7 @@ class Bolt:
         flags, count = self.unpack("<HH", buf, base + 8)
         for i in range(count):
             self.items += 1
-            if self.items > self.MAX_ITEMS:
+            if self.items > self.MAX_ITEMS:  # told by .truncated
                 return
             elem = base + 16 + i * 16
             if elem + 16 > len(buf):
@@ -972,17 +984,26 @@ class Bolt:
         yield from self._elements(self.data, root * self.page_size, depth, {root})
 
     def bucket(self, *path: bytes) -> dict[bytes, bytes | None]:
-        """{key: value, or None for a sub-bucket} of the bucket at path; {} when it is missing."""
-        value: bytes | None = None
+        """{key: value, or None for a sub-bucket} of the bucket at path; {} when it is missing. A listed
+        sub-bucket's header is kept, so walking down a listing reads each page once (not once per key)."""
         out: dict[bytes, bytes | None] = {}
         try:
-            for depth, name in enumerate(path):
-                found = next(((v, b) for k, v, b in self._children(value, depth) if k == name), None)
+            depth, value = 0, None
+            for depth in range(len(path), 0, -1):  # the deepest known bucket on the path
+                if path[:depth] in self._buckets:
+                    value = self._buckets[path[:depth]]
+                    break
+            else:
+                depth = 0
+            for level in range(depth, len(path)):
+                found = next(((v, b) for k, v, b in self._children(value, level) if k == path[level]), None)
                 if found is None or not found[1]:
                     return {}
                 value = found[0]
             for key, val, is_bucket in self._children(value, len(path)):
                 out[key] = None if is_bucket else val
+                if is_bucket and len(self._buckets) < self.MAX_ITEMS:
+                    self._buckets[path + (key,)] = val
         except (struct.error, ValueError, IndexError):  # a damaged page: what was read before it
             pass
         return out

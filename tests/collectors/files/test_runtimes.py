@@ -543,7 +543,14 @@ def test_bolt_reader_on_damaged_files(node):
     from collectors.files.runtimes import Bolt
 
     data = (node.storage / "libpod/bolt_state.db").read_bytes()
-    assert len(Bolt(data).bucket(b"ctr")) == 8
+    bolt = Bolt(data)
+    ids = list(bolt.bucket(b"ctr"))
+    assert len(ids) == 8 and all(bolt.bucket(b"ctr", i)[b"config"].startswith(b"{") for i in ids)
+    listed_once, again = bolt.items, Bolt(data)  # walking down a listing reads each page once, not once per key
+    for i in ids:
+        again._buckets.clear()
+        again.bucket(b"ctr", i)
+    assert listed_once < again.items and not bolt.truncated
     short = Bolt(data[:3 * 4096])  # the meta pages survive, the pages they point to do not
     assert short.bucket(b"ctr") == {}
     with pytest.raises(ValueError):
