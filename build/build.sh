@@ -237,6 +237,31 @@ log "pyinstaller took $((SECONDS - t0)) s"
 [ -x "$BIN" ] || die "$BIN was not produced"
 [ "$RESPONDER" = 0 ] || [ -x "$RBIN" ] || die "$RBIN was not produced"
 
+# --- 7a. the SBOMs: exactly what is inside each binary, and their SHA-256 inside it -----------
+# build/sbom.py describes the first pass (PyInstaller's tables of contents, cyclonedx-bom, the lock) and
+# writes DIST/NAME.cdx.json (the portable one too: staticx's part does not depend on the onefile's
+# contents) and the JSON of their SHA-256; a second PyInstaller pass (cached: only the archive is
+# re-assembled) adds that JSON as triagent-sbom.json, where custody reads it; sbom.py --verify then
+# checks that the second pass gives the very same SBOMs.
+SBOM_DIR="$WORK/sbom"
+rm -rf "$SBOM_DIR" "$DIST"/triagent*.cdx.json "$DIST"/triagent*.cdx.json.sha256
+sbom_args=(--workpath "$WORK/pyi/triagent" --lock "$LOCK" --bootloader-patch "$PATCH")
+portable_args=()
+[ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH")
+run_sbom() {  # run_sbom [--verify]
+    "$VPY" "$HERE/sbom.py" --binary "$BIN" "${sbom_args[@]}" "${portable_args[@]}" --embed "$SBOM_DIR/triagent.json" \
+        "$@" || die "the SBOM of $BIN failed"
+    [ "$RESPONDER" = 0 ] || "$VPY" "$HERE/sbom.py" --binary "$RBIN" "${sbom_args[@]}" \
+        --embed "$SBOM_DIR/triagent-responder.json" "$@" || die "the SBOM of $RBIN failed"
+}
+run_sbom
+log "pyinstaller, second pass (the SBOMs' SHA-256 inside)"
+t0=$SECONDS
+TRIAGENT_SBOM_DIR="$SBOM_DIR" TRIAGENT_BUILD_RESPONDER="$RESPONDER" "$VENV/bin/pyinstaller" --noconfirm \
+    --log-level WARN --distpath "$DIST" --workpath "$WORK/pyi" "$HERE/triagent.spec"
+log "second pass took $((SECONDS - t0)) s"
+run_sbom --verify
+
 # --- 7b. what each binary carries: the responder's three, and the collector without them -------
 # (a missed hidden import shows up here, not as a weaker verdict: analyze would only log a warning)
 contents() { "$VENV/bin/pyi-archive_viewer" -l -r "$1"; }  # into a variable: grep -q on a pipe would SIGPIPE it
@@ -286,14 +311,6 @@ fi
 echo "$digest" > "$BIN.sources"
 [ "$PORTABLE" = 0 ] || cp "$BIN.sources" "$PBIN.sources"
 [ "$RESPONDER" = 0 ] || cp "$BIN.sources" "$RBIN.sources"
-
-# --- 10. the SBOMs: exactly what is inside each binary --------------------------------------
-rm -f "$DIST"/triagent*.cdx.json "$DIST"/triagent*.cdx.json.sha256
-sbom_args=(--workpath "$WORK/pyi/triagent" --lock "$LOCK" --bootloader-patch "$PATCH")
-portable_args=()
-[ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH")
-"$VPY" "$HERE/sbom.py" --binary "$BIN" "${sbom_args[@]}" "${portable_args[@]}" || die "the SBOM of $BIN failed"
-[ "$RESPONDER" = 0 ] || "$VPY" "$HERE/sbom.py" --binary "$RBIN" "${sbom_args[@]}" || die "the SBOM of $RBIN failed"
 
 # The SHA-256 a responder writes down with the release: `collect --expect-sha256` checks it on the host.
 for b in "$BIN" "$PBIN" "$RBIN"; do

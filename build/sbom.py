@@ -39,6 +39,10 @@ import sysconfig
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# What build.sh's second PyInstaller pass adds to each binary (triagent.spec): the SHA-256 of the SBOMs
+# that describe it, {"onefile": {"name": "triagent.cdx.json", "sha256": ...}, "portable": {...}}, read at
+# run time from sys._MEIPASS/triagent-sbom.json (the portable entry when STATICX_PROG_PATH is set).
+EMBEDDED = "triagent-sbom.json"
 ROOT = HERE.parent
 
 
@@ -204,6 +208,8 @@ def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> d
     for name, src, kind in binary_entries(workpath, binary):
         if src in ("", "-"):
             continue  # a namespace package: no file, nothing carried
+        if name == EMBEDDED:
+            continue  # the SBOM's own SHA-256 (second pass): it cannot describe itself
         real = os.path.normpath(os.path.realpath(src))
         if real not in owners and os.path.normpath(src) not in owners and Path(real).is_relative_to(site):
             # a file written into an installed package after pip (build.sh: dissect.target's plugin index):
@@ -316,7 +322,7 @@ def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> d
             "tools": env.get("metadata", {}).get("tools", {}),
             "component": {
                 "type": "application", "bom-ref": f"triagent@{agent.__version__}", "name": binary.name,
-                "version": agent.__version__, "hashes": [{"alg": "SHA-256", "content": sha256(binary)}],
+                "version": agent.__version__,
                 "properties": [{"name": "triagent:own-files", "value": str(own_files)},
                                {"name": "triagent:lock", "value": f"{lock.name} sha256:{sha256(lock)}"},
                                {"name": "triagent:platform", "value": f"{platform.system()} {platform.machine()}"}],
@@ -372,12 +378,11 @@ def portable(bom: dict, binary: Path, onefile: Path, staticx_patch: Path) -> dic
     bom["components"] = sorted(comps, key=lambda c: c["bom-ref"])
     meta = bom["metadata"]["component"]
     meta["name"] = binary.name
-    meta["hashes"] = [{"alg": "SHA-256", "content": sha256(binary)}]
     return bom
 
 
-def write(bom: dict, out: Path) -> None:
-    """Write ``bom`` once it validates against CycloneDX 1.6's JSON schema (cyclonedx-python-lib's validator)."""
+def render(bom: dict, out: Path) -> str:
+    """``bom`` as JSON text, once it validates against CycloneDX 1.6's schema (cyclonedx-python-lib)."""
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
@@ -385,10 +390,13 @@ def write(bom: dict, out: Path) -> None:
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
         raise SystemExit(f"sbom: {out.name} does not validate as CycloneDX 1.6: {error!r}"[:4000])
-    out.write_text(text)
+    return text
 
 
 def main() -> None:
+    """Write NAME.cdx.json (and the portable one) beside the binary and, with --embed, the JSON that the
+    second pass puts inside the binary; with --verify, check the SBOMs already written instead: the
+    binary, rebuilt with that JSON, must give the very same SBOM bytes."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", type=Path, required=True)
     ap.add_argument("--workpath", type=Path, required=True)
@@ -396,13 +404,27 @@ def main() -> None:
     ap.add_argument("--bootloader-patch", type=Path, required=True)
     ap.add_argument("--portable", type=Path)
     ap.add_argument("--staticx-patch", type=Path)
+    ap.add_argument("--embed", type=Path, help=f"write the {EMBEDDED} for this binary here")
+    ap.add_argument("--verify", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))  # agent.__version__, from the sources frozen
-    bom = build(args.binary, args.workpath, args.lock, args.bootloader_patch)
-    write(bom, args.binary.with_name(args.binary.name + ".cdx.json"))
+    boms = {"onefile": (build(args.binary, args.workpath, args.lock, args.bootloader_patch), args.binary)}
     if args.portable:
-        write(portable(bom, args.portable, args.binary, args.staticx_patch),
-              args.portable.with_name(args.portable.name + ".cdx.json"))
+        boms["portable"] = (portable(boms["onefile"][0], args.portable, args.binary, args.staticx_patch),
+                            args.portable)
+    embedded = {}
+    for kind, (bom, binary) in boms.items():
+        out = binary.with_name(binary.name + ".cdx.json")
+        text = render(bom, out)
+        if args.verify:
+            if not out.exists() or out.read_text() != text:
+                raise SystemExit(f"sbom: {binary} (second pass) no longer matches {out}: its contents changed")
+        else:
+            out.write_text(text)
+        embedded[kind] = {"name": out.name, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    if args.embed:
+        args.embed.parent.mkdir(parents=True, exist_ok=True)
+        args.embed.write_text(json.dumps(embedded, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """dist/<binary>.cdx.json (build/sbom.py, written by build/build.sh) is the SBOM of exactly that binary:
-its metadata names the binary's SHA-256, and every Python package the binary carries (its PYZ modules and
-extension modules, read back with PyInstaller's own archive reader) is a component of it, at the version
-the lock pins; the runtime, the bootloader, the symbol tables and, for the portable form, staticx's
-launcher, musl and the C runtime are there too."""
+the binary carries the SBOM's SHA-256 (triagent-sbom.json, which custody records), and every Python
+package the binary carries (its PYZ modules and extension modules, read back with PyInstaller's own
+archive reader) is a component of it, at the version the lock pins; the runtime, the bootloader, the
+symbol tables and, for the portable form, staticx's launcher, musl and the C runtime are there too."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ OURS = ("agent", "collectors", "specs", "triagent_entry", "rthook_collector")
 
 # Run by the build venv's interpreter (it has PyInstaller): every entry of the onefile archive, and every
 # module of its PYZ but PEP 420 namespace packages (typecode 3: a name, no code, no owner), as JSON
-# {"carchive": {name: typecode}, "pyz": [names]}.
+# {"carchive": {name: typecode}, "pyz": [names], "embedded": the triagent-sbom.json it carries, or null}.
 _LISTER = """
 import json, sys
 from PyInstaller.archive.readers import CArchiveReader
 arch = CArchiveReader(sys.argv[1])
-out = {"carchive": {n: v[-1] for n, v in arch.toc.items()}, "pyz": []}
+out = {"carchive": {n: v[-1] for n, v in arch.toc.items()}, "pyz": [], "embedded": None}
+if "triagent-sbom.json" in arch.toc:
+    out["embedded"] = json.loads(arch.extract("triagent-sbom.json"))
 for name, v in arch.toc.items():
     if v[-1] == "z":
         out["pyz"] += [m for m, entry in arch.open_embedded_archive(name).toc.items() if entry[0] != 3]
@@ -51,16 +53,18 @@ def contents(binary: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def sbom_of(binary: Path) -> dict:
+def sbom_of(binary: Path, onefile: Path | None = None, kind: str = "onefile") -> dict:
+    """The SBOM beside ``binary``, checked against the SHA-256 that ``onefile`` (the PyInstaller binary
+    itself, or the one a portable form wraps) carries for it."""
     need(binary.exists(), f"{binary.relative_to(REPO)} is missing (bash build/build.sh builds it)")
     path = binary.with_name(binary.name + ".cdx.json")
     need(path.exists(), f"{path.relative_to(REPO)} is missing (build/build.sh writes it beside the binary)")
     bom = json.loads(path.read_text())
     assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.6"
-    meta = bom["metadata"]["component"]
-    assert meta["name"] == binary.name
-    assert {"alg": "SHA-256", "content": sha256(binary)} in meta["hashes"], \
-        f"{path.name} describes another build of {binary.name} (its SHA-256 differs)"
+    assert bom["metadata"]["component"]["name"] == binary.name
+    embedded = contents(onefile or binary)["embedded"]
+    assert embedded and embedded[kind] == {"name": path.name, "sha256": sha256(path)}, \
+        f"{path.name} is not the SBOM {binary.name} carries the SHA-256 of: {embedded}"
     recorded = path.with_name(path.name + ".sha256")
     assert recorded.read_text().split()[0] == sha256(path), f"{recorded.name} is not the SBOM's SHA-256"
     return bom
@@ -131,7 +135,8 @@ def test_every_package_inside_is_in_the_sbom(name):
 
 
 def test_portable_sbom_adds_staticx_and_the_c_runtime():
-    plain, portable = sbom_of(DIST / "triagent"), sbom_of(DIST / "triagent-portable")
+    plain = sbom_of(DIST / "triagent")
+    portable = sbom_of(DIST / "triagent-portable", onefile=DIST / "triagent", kind="portable")
     refs = {c["bom-ref"] for c in portable["components"]}
     assert {c["bom-ref"] for c in plain["components"]} <= refs
     names = {c["name"] for c in portable["components"]} - {c["name"] for c in plain["components"]}
