@@ -42,14 +42,20 @@ from collectors.util import parse_passwd, read_small, text, utc
 
 STORAGE_ROOTS = ["/var/lib/containers/storage"]
 ROOTLESS_STORAGE = ".local/share/containers/storage"
-CONTAINERD_TASKS = ["/run/containerd/io.containerd.runtime.v2.task"]
-CONTAINERD_ROOT = "/var/lib/containerd"
+CONTAINERD_TASKS = ["/run/containerd/io.containerd.runtime.v2.task",
+                    "/run/k3s/containerd/io.containerd.runtime.v2.task"]
+# containerd's data roots: its own, and the ones k3s and RKE2 run it with
+CONTAINERD_ROOTS = ["/var/lib/containerd", "/var/lib/rancher/k3s/agent/containerd",
+                    "/var/lib/rancher/rke2/agent/containerd"]
 KUBELET_PODS = "/var/lib/kubelet/pods"
 POD_LOGS = "/var/log/pods"
-MANIFESTS = "/etc/kubernetes/manifests"
+# static pod folders of kubeadm, k3s and RKE2; the kubelet's own staticPodPath is added
+MANIFESTS = ["/etc/kubernetes/manifests", "/var/lib/rancher/k3s/agent/pod-manifests",
+             "/var/lib/rancher/rke2/agent/pod-manifests"]
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 KUBECONFIGS = ["/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/super-admin.conf",
                "/etc/kubernetes/controller-manager.conf", "/etc/kubernetes/scheduler.conf",
-               "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/rancher/k3s/k3s.yaml"]
+               "/etc/kubernetes/bootstrap-kubelet.conf", "/etc/rancher/k3s/k3s.yaml", "/etc/rancher/rke2/rke2.yaml"]
 # Docker's default capability set (moby oci/caps/defaults.go): what is beyond it was added.
 DEFAULT_CAPS = frozenset({"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
                           "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
@@ -510,7 +516,13 @@ def _containerd_meta(ctx: Context, include_env: bool) -> Iterator[Item]:
     (v1/<namespace>/snapshots/<snapshotter>/<key>/name) looked up in the overlayfs snapshotter's own
     metadata.db (v1/snapshots/<name>/id: snapshots/<id>/fs)."""
     found: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
-    root = ctx.opt("containerd_root", CONTAINERD_ROOT)
+    for root in dict.fromkeys(ctx.opt("containerd_roots", CONTAINERD_ROOTS)):
+        found.update((yield from _containerd_root(ctx, root, include_env)))
+    return found
+
+
+def _containerd_root(ctx: Context, root: str, include_env: bool) -> Iterator[Item]:
+    found: dict[tuple[str, str], tuple[dict[str, Any], str | None]] = {}
     meta = yield from _bolt_file(ctx, f"{root}/io.containerd.metadata.v1.bolt/meta.db")
     if meta is None:
         return found
@@ -666,7 +678,15 @@ def _pod_facts(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def static_pods(ctx: Context, cap: int) -> Iterator[Item]:
-    folder = ctx.opt("manifests", MANIFESTS)
+    folders = list(ctx.opt("manifests", MANIFESTS))
+    config = _doc(ctx, ctx.opt("kubelet_config", KUBELET_CONFIG), 1 << 20, yaml_ok=True)
+    if isinstance(config, dict) and isinstance(config.get("staticPodPath"), str):  # KubeletConfiguration
+        folders.append(config["staticPodPath"].rstrip("/") or "/")
+    for folder in dict.fromkeys(folders):
+        yield from _static_folder(ctx, folder, cap)
+
+
+def _static_folder(ctx: Context, folder: str, cap: int) -> Iterator[Item]:
     try:
         entries = listdir(ctx, folder)
     except FileNotFoundError:

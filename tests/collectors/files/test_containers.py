@@ -163,7 +163,7 @@ def test_live_processes_of_a_running_docker_container(tmp_path_factory):
             time.sleep(0.2)
         items = list(containers.collect(Context(root="/", live=True, options={
             "docker_roots": [str(root / "var/lib/docker")], "storage_roots": [], "rootless_storage": False,
-            "containerd_tasks": [], "manifests": "/nonexistent", "kubelet_pods": "/nonexistent",
+            "containerd_tasks": [], "manifests": [], "kubelet_pods": "/nonexistent",
             "pod_logs": "/nonexistent", "kubeconfigs": []})))
     finally:
         daemon.stop()

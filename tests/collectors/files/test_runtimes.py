@@ -204,6 +204,14 @@ def node(tmp_path_factory) -> SimpleNamespace:
         manifests.mkdir(parents=True)
         for name, body in STATIC_PODS.items():
             (manifests / name).write_text(body)
+        # the kubelet's own configuration may name another static pod folder (KubeletConfiguration)
+        (root / "var/lib/kubelet").mkdir(parents=True)
+        (root / "var/lib/kubelet/config.yaml").write_text(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubelet.d\n")
+        (root / "etc/kubelet.d").mkdir()
+        (root / "etc/kubelet.d/debug.yaml").write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: node-debug}\nspec:\n  containers:\n"
+            "  - {name: debug, image: busybox:1.36, command: [sleep, '3600']}\n")
         _kubelet_pod(root)
         _kubeconfigs(root, work)
         yield SimpleNamespace(root=root, storage=podman.storage, podman=podman, web_pid=pid,
@@ -249,7 +257,7 @@ def _findings(records: dict[str, list[dict]]) -> dict[str, set[str]]:
 def test_podman_containers_and_their_processes_live(node):
     """Live (root "/"): the storage a real podman wrote, and the real processes of its containers."""
     items = _collect("/", True, docker_roots=[], storage_roots=[str(node.storage)], rootless_storage=False,
-                     containerd_tasks=[], manifests="/nonexistent", kubelet_pods="/nonexistent",
+                     containerd_tasks=[], manifests=[], kubelet_pods="/nonexistent",
                      pod_logs="/nonexistent", kubeconfigs=[])
     records = {r["name"]: r for r in _records(items, "containers")}
     assert set(records) == {"web", "quiet", "ci-runner", "node-exporter", "helper", "etcd-log", "never-started",
@@ -320,6 +328,8 @@ def test_kubernetes_node_files(node):
     assert etcd["host_network"] and not etcd["privileged"] and not etcd["mounts_host_root"]
     assert etcd["host_paths"] == ["/etc/kubernetes/pki/etcd", "/var/lib/etcd"]
     assert pods[("static-manifest", "fluent-bit")]["runtime_sockets"] == ["/run/containerd/containerd.sock"]
+    debug = pods[("static-manifest", "node-debug")]
+    assert debug["path"] == "/etc/kubelet.d/debug.yaml" and not debug["privileged"] and debug["command"] == "sleep 3600"
     kubelet = pods[("kubelet", "web-7d4b9c-x2v")]
     assert kubelet["uid"] == POD_UID and kubelet["secret_volumes"] == 1 and kubelet["container_names"] == ["web"]
     logs = [r for r in _records(items, "container_logs") if r.get("pod") == "etcd-node1"]
@@ -368,7 +378,7 @@ def test_bundle_rules_and_no_kubeconfig_secret(node, tmp_path):
     assert by_rule.get("TRI-RT-007") == {"/home/alice/.kube/config"}
     assert by_rule.get("TRI-CONT-001") == {"helper", "dormant"} and by_rule.get("TRI-CONT-003") == {"ci-runner"}
     above_low = {f.get("name") or f.get("container") for f in found if f["severity"] in ("critical", "high", "medium")}
-    assert not above_low & {"etcd", "fluent-bit", "ci-runner", "node-exporter", "quiet"}, found
+    assert not above_low & {"etcd", "fluent-bit", "ci-runner", "node-exporter", "quiet", "node-debug"}, found
 
 
 def test_parsers_of_documented_formats():
@@ -473,8 +483,8 @@ def test_containerd_tasks_live(containerd):
     """Live: each running task's OCI spec and init.pid, its snapshot's upper folder from the rootfs overlay
     mount, and the program the privileged one wrote and runs."""
     items = _collect("/", True, docker_roots=[], storage_roots=[], rootless_storage=False,
-                     containerd_tasks=[str(containerd.tasks)], containerd_root=str(containerd.root),
-                     manifests="/nonexistent", kubelet_pods="/nonexistent", pod_logs="/nonexistent", kubeconfigs=[])
+                     containerd_tasks=[str(containerd.tasks)], containerd_roots=[str(containerd.root)],
+                     manifests=[], kubelet_pods="/nonexistent", pod_logs="/nonexistent", kubeconfigs=[])
     records = {r["name"].split("-")[0]: r for r in _records(items, "containers")}
     assert set(records) == {"evil", "calm", "dormant"} and {r["runtime"] for r in records.values()} == {"containerd"}
     evil, calm, dormant = records["evil"], records["calm"], records["dormant"]
@@ -501,7 +511,7 @@ def test_containerd_tasks_live(containerd):
     assert found.get("TRI-RT-001") == {containerd.evil}
     assert found.get("TRI-CONT-001") == {containerd.evil, containerd.dormant}
     offline = _collect("/", False, docker_roots=[], storage_roots=[], rootless_storage=False, containerd_tasks=[],
-                       containerd_root=str(containerd.root), manifests="/nonexistent", kubelet_pods="/nonexistent",
+                       containerd_roots=[str(containerd.root)], manifests=[], kubelet_pods="/nonexistent",
                        pod_logs="/nonexistent", kubeconfigs=[])  # meta.db alone: the same writable layers
     uppers = {r["name"]: r["upper_dir"] for r in _records(offline, "containers")}
     assert uppers[containerd.evil] == evil["upper_dir"] and uppers[containerd.dormant] == dormant["upper_dir"]
