@@ -499,14 +499,15 @@ def _bolt_file(ctx: Context, path: str) -> Iterator[Item]:
     except OSError as exc:
         yield Problem.from_os_error(exc, "cannot read", path)
         return None
+    try:
+        bolt = Bolt(data)
+    except (ValueError, IndexError, OverflowError, struct.error) as exc:  # not copied: no evidence of a runtime
+        yield Problem(f"bolt database not read: {exc}", path=path, level="warning")
+        return None
     yield from copy_file(ctx, path, cap)
     if truncated:
         yield Problem(f"bolt database larger than {cap} bytes: read in part", path=path, level="warning")
-    try:
-        return Bolt(data)
-    except (ValueError, IndexError, OverflowError, struct.error) as exc:
-        yield Problem(f"bolt database not read: {exc}", path=path, level="warning")
-        return None
+    return bolt
 
 
 def _containerd_meta(ctx: Context, include_env: bool) -> Iterator[Item]:

@@ -581,3 +581,41 @@ def test_bolt_reader_on_damaged_files(node):
     items = _collect(str(root), False)
     assert any(isinstance(i, Problem) and "bolt" in i.message for i in items)
     assert len(_records(items, "containers")) == 8
+
+
+def test_hostile_runtime_files(tmp_path):
+    """Links out of the root, FIFOs and a huge sparse database where the runtime readers look: Problems or
+    nothing, never a hang or a byte from outside the root."""
+    from collectors.base import Problem
+
+    secret = "outside-the-root-canary"
+    outside = tmp_path / "outside.log"
+    outside.write_text(f"2024-01-01T00:00:00.000000001Z stdout F {secret}\n")
+    root = tmp_path / "root"
+    storage = root / "var/lib/containers/storage"
+    (storage / "overlay-containers").mkdir(parents=True)
+    os.mkfifo(storage / "overlay-containers/containers.json")
+    (storage / "libpod").mkdir()
+    os.symlink(outside, storage / "libpod/bolt_state.db")
+    logs = root / f"var/log/pods/default_web_{POD_UID}/web"
+    logs.mkdir(parents=True)
+    os.symlink(outside, logs / "0.log")
+    (root / "root/.kube").mkdir(parents=True)
+    os.symlink(outside, root / "root/.kube/config")
+    (root / "etc/kubernetes/manifests").mkdir(parents=True)
+    os.mkfifo(root / "etc/kubernetes/manifests/pod.yaml")
+    meta = root / "var/lib/containerd/io.containerd.metadata.v1.bolt"
+    meta.mkdir(parents=True)
+    with open(meta / "meta.db", "wb") as big:
+        big.truncate(4 << 30)  # sparse zeros: no meta page
+    started = time.monotonic()
+    items = _collect(str(root), False)
+    assert time.monotonic() - started < 20
+    assert not _records(items, "containers") and not _records(items, "container_logs")
+    assert not _records(items, "k8s_pods") and not _records(items, "kubeconfigs")
+    assert secret not in json.dumps([getattr(i, "data", None) or getattr(i, "message", "") for i in items])
+    problems = {(i.path, i.message.split(":")[0]) for i in items if isinstance(i, Problem)}
+    assert problems == {("/var/lib/containers/storage/overlay-containers/containers.json", "cannot read"),
+                        ("/etc/kubernetes/manifests/pod.yaml", "cannot read"),
+                        ("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db", "bolt database not read")}
+    assert not [i for i in items if hasattr(i, "fd")]  # nothing copied: no runtime's file was there
