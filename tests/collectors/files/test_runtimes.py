@@ -28,6 +28,7 @@ KUBECTL = shutil.which("kubectl")
 # this test sandbox refuses to raise RLIMIT_NOFILE/NPROC (EPERM), which podman asks for by default as root
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
 POD_UID = "0f3c2a9e-5d1b-4c7e-9a7d-2b1e6c0d4f11"
+MINER_UID = "7b1d9e44-0c2f-4a61-b8e3-5f0a9c2d7e10"
 TOKEN = "kzT0k3n-d0-n0t-l3ak-4f9a8b7c6d5e"
 PASSWORD = "Hunter2-never-leaves"
 
@@ -196,6 +197,11 @@ def node(tmp_path_factory) -> SimpleNamespace:
         podman("create", "--name", "dormant", *common, "--privileged", "--pid", "host", "local/tools:1", "/bin/sh")
         podman("run", "--name", "etcd-log", "--log-driver", "k8s-file", "--log-opt", f"path={pod_log}", *common,
                "local/tools:1", "/bin/sh", "-c", "echo 'etcd started'; echo 'warning: slow fdatasync' >&2")
+        miner_log = root / f"var/log/pods/shop_cache-5f9c_{MINER_UID}/cache/0.log"
+        miner_log.parent.mkdir(parents=True)
+        podman("run", "--name", "miner-log", "--log-driver", "k8s-file", "--log-opt", f"path={miner_log}", *common,
+               "local/tools:1", "/bin/sh", "-c", "echo ' * POOL #1      stratum+tcp://203.0.113.7:3333 algo rx/0'; "
+               "echo '[2026-01-01 00:00:01.000]  net      new job from 203.0.113.7:3333 diff 100001 algo rx/0'")
         pid = int(podman("inspect", "-f", "{{.State.Pid}}", "web").stdout.strip())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not os.readlink(f"/proc/{pid}/exe").endswith("/tmp/.x/sleep"):
@@ -261,7 +267,7 @@ def test_podman_containers_and_their_processes_live(node):
                      pod_logs="/nonexistent", kubeconfigs=[])
     records = {r["name"]: r for r in _records(items, "containers")}
     assert set(records) == {"web", "quiet", "ci-runner", "node-exporter", "helper", "etcd-log", "never-started",
-                            "dormant"}
+                            "dormant", "miner-log"}
     assert {r["runtime"] for r in records.values()} == {"podman"}
     web, helper, exporter, runner = records["web"], records["helper"], records["node-exporter"], records["ci-runner"]
     assert web["running"] and node.web_pid in web["running_pids"] and web["image"] == "localhost/local/tools:1"
@@ -376,9 +382,11 @@ def test_bundle_rules_and_no_kubeconfig_secret(node, tmp_path):
     assert by_rule.get("TRI-RT-006") == {"kube-proxy-metrics"}
     assert by_rule.get("TRI-RT-004") == {"fluent-bit"}
     assert by_rule.get("TRI-RT-007") == {"/home/alice/.kube/config"}
+    assert by_rule.get("TRI-RT-008") == {"cache"}  # the miner's pod log; etcd's stays quiet
     assert by_rule.get("TRI-CONT-001") == {"helper", "dormant"} and by_rule.get("TRI-CONT-003") == {"ci-runner"}
     above_low = {f.get("name") or f.get("container") for f in found if f["severity"] in ("critical", "high", "medium")}
     assert not above_low & {"etcd", "fluent-bit", "ci-runner", "node-exporter", "quiet", "node-debug"}, found
+    assert not [f for f in found if f["rule"] == "TRI-RT-008" and f.get("container") == "etcd"]
 
 
 def test_parsers_of_documented_formats():
@@ -555,7 +563,7 @@ def test_bolt_reader_on_damaged_files(node):
     data = (node.storage / "libpod/bolt_state.db").read_bytes()
     bolt = Bolt(data)
     ids = list(bolt.bucket(b"ctr"))
-    assert len(ids) == 8 and all(bolt.bucket(b"ctr", i)[b"config"].startswith(b"{") for i in ids)
+    assert len(ids) == 9 and all(bolt.bucket(b"ctr", i)[b"config"].startswith(b"{") for i in ids)
     listed_once, again = bolt.items, Bolt(data)  # walking down a listing reads each page once, not once per key
     for i in ids:
         again._buckets.clear()
@@ -580,7 +588,7 @@ def test_bolt_reader_on_damaged_files(node):
     (storage / "libpod/bolt_state.db").write_bytes(os.urandom(8192))
     items = _collect(str(root), False)
     assert any(isinstance(i, Problem) and "bolt" in i.message for i in items)
-    assert len(_records(items, "containers")) == 8
+    assert len(_records(items, "containers")) == 9
 
 
 def test_hostile_runtime_files(tmp_path):
@@ -619,3 +627,32 @@ def test_hostile_runtime_files(tmp_path):
                         ("/etc/kubernetes/manifests/pod.yaml", "cannot read"),
                         ("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db", "bolt database not read")}
     assert not [i for i in items if hasattr(i, "fd")]  # nothing copied: no runtime's file was there
+
+
+def test_cri_o_containers_from_their_storage(node, tmp_path):
+    """CRI-O keeps its containers in the same containers-storage, with its own metadata (cri-o
+    internal/storage/runtime.go RuntimeContainerMetadata: pod-name, pod-id, image-name, name) and its
+    annotations in each OCI spec (io.kubernetes.cri-o.*, io.kubernetes.pod.*), and no libpod database.
+    CRI-O is not in Debian: podman's storage is given CRI-O's metadata and annotations."""
+    storage = tmp_path / "root/var/lib/containers/storage"
+    shutil.copytree(node.storage / "overlay-containers", storage / "overlay-containers", symlinks=True,
+                    ignore=lambda folder, names: [n for n in names if not (os.path.isdir(os.path.join(folder, n))
+                                                                         or n.endswith(".json"))])
+    listing = json.loads((storage / "overlay-containers/containers.json").read_text())
+    web = next(c for c in listing if "web" in c["names"])
+    web["names"] = ["k8s_web_web-7d4b9c-x2v_shop_0f3c2a9e_0"]
+    web["metadata"] = json.dumps({"pod-name": "web-7d4b9c-x2v", "pod-id": "5d1b" * 16, "image-name":
+                                  "registry.example/shop/web:1.4", "name": "k8s_web_web-7d4b9c-x2v_shop_0f3c2a9e_0",
+                                  "created-at": 1700000000})
+    (storage / "overlay-containers/containers.json").write_text(json.dumps(listing))
+    spec_path = storage / f"overlay-containers/{web['id']}/userdata/config.json"
+    spec = json.loads(spec_path.read_text())
+    spec["annotations"] = {"io.kubernetes.cri-o.SandboxID": "5d1b" * 16, "io.kubernetes.cri-o.ContainerType":
+                           "container", "io.kubernetes.pod.name": "web-7d4b9c-x2v",
+                           "io.kubernetes.pod.namespace": "shop", "io.kubernetes.container.name": "web"}
+    spec_path.write_text(json.dumps(spec))
+    records = {r["id"]: r for r in _records(_collect(str(tmp_path / "root"), False), "containers")}
+    crio = records[web["id"]]
+    assert crio["runtime"] == "cri-o" and crio["name"] == "web" and crio["image"] == "registry.example/shop/web:1.4"
+    assert crio["pod_name"] == "web-7d4b9c-x2v" and crio["pod_namespace"] == "shop"
+    assert {r["runtime"] for i, r in records.items() if i != web["id"]} == {"podman"}
