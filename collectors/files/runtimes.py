@@ -162,7 +162,7 @@ def oci_container(spec: dict[str, Any], include_env: bool) -> dict[str, Any]:
                for kind in ("pid", "network", "ipc", "uts")}
     # --privileged: every capability, no seccomp filter, no AppArmor/SELinux confinement
     privileged = _d(spec.get("annotations")).get("io.podman.annotations.privileged") == "TRUE" or (
-        "CAP_SYS_ADMIN" in bounding and len(bounding) >= 30 and not linux.get("seccomp") \
+        "CAP_SYS_ADMIN" in bounding and len(bounding) >= 30 and not linux.get("seccomp")
         and not process.get("apparmorProfile") and not process.get("selinuxLabel"))
     mounts = []
     for m in _l(spec.get("mounts")):
@@ -291,7 +291,8 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
             or (str(names[0]) if names else None),
             "image": meta.get("image-name") or annotations.get("io.kubernetes.cri-o.ImageName")
             or images.get(image_id or "") or image_id, "image_id": image_id,
-            "created_utc": entry.get("created") or utc(meta.get("created-at")), "driver": "overlay",
+            "created_utc": _time(entry.get("created")) or (utc(meta["created-at"]) if isinstance(
+                meta.get("created-at"), (int, float)) else None), "driver": "overlay",
             "storage_root": root, "rootless_user": user, "config_path": config_path if spec else None,
             "pod_name": meta.get("pod-name") or annotations.get("io.kubernetes.pod.name"),
             "pod_namespace": meta.get("pod-namespace") or annotations.get("io.kubernetes.pod.namespace"),
@@ -639,7 +640,7 @@ def processes_of(record: dict[str, Any], pmap: dict[str, list[dict[str, Any]]]) 
             for p in pmap.get(str(key), []):
                 procs[p["pid"]] = p
     pid = record.get("pid")
-    if isinstance(pid, int) and pid not in procs and os.path.isdir(f"/proc/{pid}") and pmap:
+    if pmap and isinstance(pid, int) and pid not in procs and os.path.isdir(f"/proc/{pid}"):  # live only
         procs[pid] = {"pid": pid, "exe": _exe(pid), "cmdline": _cmdline(pid)}
     return [procs[p] for p in sorted(procs)]
 
