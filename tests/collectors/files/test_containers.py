@@ -103,6 +103,7 @@ def test_container_records(docker_root, tmp_path):
     items = list(containers.collect(Context(root=str(docker_root), live=False, options={})))
     records = {i.data["name"]: i.data for i in items if isinstance(i, Record) and i.stream == "containers"}
     assert set(records) == {"gitlab-runner", "node-exporter", "helper", "web"}
+    assert {(r["runtime"], tuple(r["running_pids"])) for r in records.values()} == {("docker", ())}  # not live
     runner, exporter, helper = records["gitlab-runner"], records["node-exporter"], records["helper"]
     assert runner["mounts_runtime_socket"] and not runner["privileged"] and runner["image"] == "local/tools:1"
     assert exporter["mounts_host_root"] and not exporter["mounts_host_root_rw"] and exporter["host_pid"]
