@@ -383,7 +383,8 @@ def collect(ctx: Context) -> Iterator[Item]:
     if len(pids) > max_processes:
         yield Problem(f"{len(pids)} processes: only the first {max_processes} read", level="warning")
         pids = pids[:max_processes]
-    vanished = denied = done = 0
+    vanished = done = 0
+    denied: list[int] = []  # pids whose maps we may not read
     for pid in pids:
         ctx.check()
         if time.monotonic() > stop_at:
@@ -395,17 +396,20 @@ def collect(ctx: Context) -> Iterator[Item]:
             yield from _process(ctx, pid, cfg, budget)
         except (FileNotFoundError, ProcessLookupError):
             vanished += 1
-        except PermissionError as exc:
-            denied += 1
-            if denied <= 20:
-                yield Problem.from_os_error(exc, "cannot read maps", f"/proc/{pid}/maps")
         except OSError as exc:
-            yield Problem.from_os_error(exc, "cannot read maps", f"/proc/{pid}/maps")
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                # another user namespace, a ptrace-protected (Yama, dumpable=0) or exiting process: the kernel's
+                # access check said no; counted in one warning, not an error per process
+                denied.append(pid)
+            else:
+                yield Problem.from_os_error(exc, "cannot read maps", f"/proc/{pid}/maps")
     if vanished:
         yield Problem(f"{vanished} processes exited while being read (expected on a busy host)", level="info",
                       detail={"vanished": vanished})
-    if denied > 20:
-        yield Problem(f"{denied} processes' maps unreadable (not root?)", level="warning")
+    if denied:
+        yield Problem(f"{len(denied)} processes' maps not readable (permission denied: another user namespace, "
+                      "ptrace protection, or not root)", level="warning",
+                      detail={"denied": len(denied), "pids": denied[:20]})
     yield Problem(f"process maps: {done} processes read; {len(budget.hashes)} mapped objects hashed or sized, "
                   f"{budget.skipped} not hashed (cap {budget.hash_cap} bytes per object), "
                   f"{len(budget.copied)} copied", level="info",

@@ -7,6 +7,7 @@ the rules raise no high finding that the process list does not already explain."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -405,3 +406,38 @@ def test_maps_lines_with_spaces_and_deleted_names():
     assert maps._parse_line("7f00a000-7f00b000 rw-p 00000000 00:00 0 ")[5] == ""
     assert maps._parse_line("garbage") is None
     assert maps._exe_tree("/opt/app/bin/app") == "/opt/app" and maps._exe_tree("/usr/bin/python3") is None
+
+
+DENIED_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from collectors.base import Context, Problem
+from collectors.volatile import maps
+out = [{"level": p.level, "message": p.message, "path": p.path, "detail": p.detail}
+       for p in maps.collect(Context(root="/", live=True, options={})) if isinstance(p, Problem)]
+print(json.dumps(out))
+"""
+
+
+def test_maps_the_kernel_refuses_are_one_warning_with_a_count():
+    """A process whose maps may not be read (ptrace access check: another user, another user namespace, Yama)
+    is counted in one warning, never an error per process. Real: the collector runs as nobody without
+    capabilities (util-linux setpriv) beside a root-owned sleep."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("setpriv (util-linux) not installed")
+    root_owned = subprocess.Popen(["sleep", "60"])
+    try:
+        repo = str(Path(__file__).resolve().parents[3])
+        proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                               sys.executable, "-c", DENIED_PROBE, repo], capture_output=True, text=True, timeout=120)
+    finally:
+        root_owned.kill()
+        root_owned.wait()
+    assert proc.returncode == 0, proc.stderr
+    problems = json.loads(proc.stdout)
+    assert not [p for p in problems if p["level"] == "error"], problems
+    denied = [p for p in problems if "maps not readable" in p["message"]]
+    assert len(denied) == 1 and denied[0]["level"] == "warning", problems
+    assert denied[0]["detail"]["denied"] >= 1 and root_owned.pid in denied[0]["detail"]["pids"] or \
+        denied[0]["detail"]["denied"] > 20
