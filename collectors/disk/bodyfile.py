@@ -4,8 +4,10 @@ where TSK cannot; both write the same bodyfile fields."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 # One letter per TSK_FS_NAME_TYPE / TSK_FS_META_TYPE value, as fls prints them (fs_name.c, fs_inode.c).
 NAME_TYPE_CHARS = "-pcdbrlshwvV"
@@ -83,3 +85,18 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def fls_line(record: dict[str, Any]) -> str:
+    """The ``fls -m`` line of a bodyfile record: a TSK record carries it as ``line``; a statx record, which
+    leaves it out (every field is already in the record), gets it made here the same way."""
+    if isinstance(record.get("line"), str):
+        return record["line"]
+    raw = bytes.fromhex(record["name_hex"]) if record.get("name_hex") else os.fsencode(str(record.get("name", "")))
+    shown = _printable(raw)
+    if record.get("link") is not None:
+        shown += b" -> " + _printable(os.fsencode(str(record["link"])))
+    fields = [str(record.get("md5") or "0"), os.fsdecode(shown), str(record.get("inode", 0)),
+              str(record.get("mode_as_string", "")), str(record.get("uid", 0)), str(record.get("gid", 0)),
+              str(record.get("size", 0))]
+    return "|".join(fields + [str(int(record.get(k) or 0)) for k in ("atime", "mtime", "ctime", "crtime")])

@@ -21,7 +21,7 @@ import pytsk3
 from conftest import need
 
 from collectors.base import Cancelled, Context, FileCopy, Problem, Record
-from collectors.disk import statx, tsk
+from collectors.disk import bodyfile, statx, tsk
 from collectors.files import fsread
 
 BAD_NAME = b"bad\xff\xfename"  # not UTF-8
@@ -440,7 +440,7 @@ def test_xfs_root_falls_back_to_statx(tmp_path):
     by_name = {r["name"]: r for r in rows}
     assert len(by_name) == len(rows)  # /dev/shm is in both walks' paths, its names in the memory walk's only
     for r in rows:
-        assert LINE.match(r["line"]), r["line"]
+        assert "line" not in r and LINE.match(bodyfile.fls_line(r)), r
     assert {r["fs_type"] for r in rows[:summaries["memory filesystems"]["entries"]]} == {"tmpfs"}
     cron = by_name["/etc/cron.d/sysupdate"]
     assert cron["fs_type"] == "xfs" and cron["btime_valid"] is True
@@ -448,12 +448,12 @@ def test_xfs_root_falls_back_to_statx(tmp_path):
     assert cron["mode_as_string"] == "r/rrw-r--r--" and cron["size"] == len("* * * * * root /tmp/.u\n")
     passwd = by_name["/etc/passwd"]
     assert (passwd["atime"], passwd["mtime"]) == (1600000000, 1500000000)
-    assert passwd["line"].split("|")[7:9] == ["1600000000", "1500000000"]
+    assert bodyfile.fls_line(passwd).split("|")[7:9] == ["1600000000", "1500000000"]
     assert by_name["/usr/bin/suid"]["mode_as_string"] == "r/rrwsr-xr-x"
     assert by_name["/etc"]["mode_as_string"].startswith("d/d")
     link = by_name["/tmp/etc-link"]
     assert link["link"] == "/etc" and link["mode_as_string"] == "l/lrwxrwxrwx"
-    assert link["line"].startswith("0|/tmp/etc-link -> /etc|")
+    assert bodyfile.fls_line(link).startswith("0|/tmp/etc-link -> /etc|")
     assert not any(n.startswith("/tmp/etc-link/") for n in by_name)
 
     shm = by_name["/dev/shm/.x/kworker"]
@@ -585,6 +585,9 @@ def test_statx_mode_strings_match_tsk():
         row = statx.statx_entry(b"/x", st, None, "xfs")
         assert row["mode_as_string"] == expected
         assert row["crtime"] == 0 and row["btime_valid"] is False
+        # leaner than a TSK record: nothing constant (md5 "0", deleted/realloc false), no line of its own
+        assert not {"line", "md5", "deleted", "realloc"} & set(row)
+        assert bodyfile.fls_line(row) == f"0|/x|7|{expected}|0|0|0|0|0|0|0"
     assert statx.statx_how() in ("libc", "syscall", "lstat")
 
 
@@ -622,7 +625,8 @@ def test_statx_names_and_the_lstat_fallback(tmp_path):
     rows = _by_name(_statx_run(tree)[0])
     bad = rows[os.fsdecode(b"/" + BAD_NAME)]
     assert bytes.fromhex(bad["name_hex"]) == b"/" + BAD_NAME
-    assert rows["/" + CTRL_NAME]["line"].startswith("0|/new^line|")
+    assert bodyfile.fls_line(rows["/" + CTRL_NAME]).startswith("0|/new^line|")
+    assert bodyfile.fls_line(bad).startswith("0|/" + os.fsdecode(BAD_NAME) + "|")
 
     caller = statx._Caller()
     fd = os.open(tree, os.O_PATH | os.O_DIRECTORY)
