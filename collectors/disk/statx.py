@@ -27,9 +27,10 @@ import heapq
 import os
 import platform
 import stat
+import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
@@ -189,15 +190,35 @@ class Options:
     exec_probe_max: int = 5000  # files on a memory filesystem whose head is read to see if they are programs
 
 
-@dataclass(order=True, slots=True)
+# One kept entry's stat fields, packed: the walk holds max_entries (50 000) of these until it is done, and
+# as Python objects (a dataclass of ten ints and a tuple) each cost ~600 bytes; packed, about 250.
+_PACKED = struct.Struct("<IQIIQqqqqBII")  # mode ino uid gid size atime mtime ctime btime has_btime dev
+
+
 class _Kept:
-    key: int
-    seq: int
-    raw_path: bytes = field(compare=False)
-    st: StatxResult = field(compare=False)
-    fstype: str = field(compare=False)
-    link: bytes | None = field(compare=False, default=None)
-    executable: bool = field(compare=False, default=False)
+    """A kept entry, ordered by (newest time, walk order) for the heap."""
+
+    __slots__ = ("key", "seq", "blob", "fstype", "link", "executable")
+
+    def __init__(self, key: int, seq: int, raw_path: bytes, st: StatxResult, fstype: str,
+                 link: bytes | None = None) -> None:
+        self.key, self.seq, self.fstype, self.link, self.executable = key, seq, fstype, link, False
+        self.blob = _PACKED.pack(st.mode, st.ino, st.uid, st.gid, st.size, st.atime_ns, st.mtime_ns, st.ctime_ns,
+                                 st.btime_ns or 0, st.btime_ns is not None, *st.dev) + raw_path
+
+    def __lt__(self, other: _Kept) -> bool:
+        return (self.key, self.seq) < (other.key, other.seq)
+
+    @property
+    def raw_path(self) -> bytes:
+        return self.blob[_PACKED.size:]
+
+    @property
+    def st(self) -> StatxResult:
+        mode, ino, uid, gid, size, atime, mtime, ctime, btime, has_btime, major, minor = \
+            _PACKED.unpack_from(self.blob)
+        return StatxResult(mode, ino, uid, gid, size, atime, mtime, ctime, btime if has_btime else None,
+                           (major, minor))
 
 
 class _Walk:
