@@ -10,7 +10,12 @@ for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar g
         debugfs:e2fsprogs fls:sleuthkit qemu-system-x86_64:qemu-system-x86 busybox:busybox-static age:age \
         npm:npm node:nodejs musl-gcc:musl-tools scons:scons readelf:binutils chromium:chromium \
         zsh:zsh fish:fish mksh:mksh ksh93:ksh93u+m utmpdump:util-linux pdftotext:poppler-utils gcc:gcc \
-        mkfs.xfs:xfsprogs at:at; do  # shells and utmpdump write the files parsers read; pdftotext reads the printed report; gcc builds the scenario corpus's payloads; XFS: the statx bodyfile fallback; at writes the jobs the persistence reader parses
+        mkfs.xfs:xfsprogs at:at nft:nftables iptables-legacy:iptables setcap:libcap2-bin chattr:e2fsprogs \
+        podman:podman kubectl:kubernetes-client containerd:containerd ctr:containerd; do
+    # shells and utmpdump write the files parsers read; pdftotext reads the printed report; gcc builds the
+    # scenario corpus's payloads; XFS: the statx bodyfile fallback; at writes the jobs the persistence reader
+    # parses; nft/iptables set real rules in a test's own network namespace; setcap/chattr plant capabilities
+    # and immutable flags; podman, containerd and kubectl write the container runtimes' own files
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
