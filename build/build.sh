@@ -58,7 +58,7 @@ die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
 # Must match tests/e2e/test_binary.py:source_digest().
 source_digest() {
     find agent collectors specs build setup.cfg -type f \( -name '*.py' -o -name '*.toml' -o -name '*.spec' \
-        -o -name '*.sh' -o -name '*.patch' -o -name '*.cfg' -o -name '*.yaml' -o -name '*.yml' -o -name '*.yar' \) \
+        -o -name '*.sh' -o -name '*.patch' -o -name '*.cfg' -o -name '*.yaml' -o -name '*.yml' -o -name '*.yar' -o -name '*.lock' \) \
         -not -path '*/.venv/*' \
         -not -path 'build/work/*' \
         -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1

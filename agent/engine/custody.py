@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
@@ -66,6 +67,7 @@ def tool_identity() -> dict[str, Any]:
         launcher = os.environ.get("STATICX_PROG_PATH")  # the released file when staticx wraps the binary
         info["binary"] = launcher or sys.executable
         info["binary_sha256"] = _sha256_file(info["binary"])
+        info["sbom"], info["sbom_sha256"] = _sbom(bool(launcher))
         if launcher:
             info["runtime_dir"] = os.environ.get("STATICX_BUNDLE_DIR")
         info["unpack_requested"] = os.environ.get("TRIAGENT_TMPDIR")
@@ -79,6 +81,18 @@ def tool_identity() -> dict[str, Any]:
         info["interpreter_sha256"] = _sha256_file(sys.executable)
         info["source_sha256"] = source_digest()
     return info
+
+
+def _sbom(portable: bool) -> tuple[str | None, str | None]:
+    """The CycloneDX SBOM of this binary (build/sbom.py): its name and SHA-256, as build.sh put them inside
+    the binary (triagent-sbom.json), so a bundle names exactly what collected it. (None, None) for a binary
+    built before SBOMs or a file that cannot be read."""
+    try:
+        with open(os.path.join(getattr(sys, "_MEIPASS", ""), "triagent-sbom.json"), encoding="utf-8") as fh:
+            entry = json.load(fh).get("portable" if portable else "onefile") or {}
+        return str(entry["name"]), str(entry["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
 
 
 def source_digest() -> str:

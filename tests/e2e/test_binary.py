@@ -16,7 +16,7 @@ from conftest import REPO, members, need, run_triagent, summary_of
 
 BINARY = REPO / "dist" / "triagent"
 SSM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-SOURCE_SUFFIXES = (".py", ".toml", ".spec", ".sh", ".patch", ".cfg", ".yaml", ".yml", ".yar")
+SOURCE_SUFFIXES = (".py", ".toml", ".spec", ".sh", ".patch", ".cfg", ".yaml", ".yml", ".yar", ".lock")
 
 
 def source_digest() -> str:
@@ -80,6 +80,8 @@ def test_binary_collects_like_ssm_runs_it(binary, tmp_path):
     tool = custody["tool"]
     assert tool["frozen"] is True
     assert tool["binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    sbom = binary.parent / f"{binary.name}.cdx.json"  # build/sbom.py writes it beside the binary
+    assert tool["sbom"] == sbom.name and tool["sbom_sha256"] == hashlib.sha256(sbom.read_bytes()).hexdigest()
     assert tool["unpack_dir"].startswith("/dev/shm/") and tool["unpack_fs"] == "tmpfs"
     m = members(summary["bundle"])
     assert any(p["pid"] == 1 for p in map(json.loads, m["triagent/artifacts/processes.jsonl"].splitlines()))

@@ -282,3 +282,5 @@ def test_custody_names_the_released_file(portable, tmp_path):
     tool = _verified_custody(tmp_path, bundle)["tool"]
     assert tool["binary"] == "/triagent"
     assert tool["binary_sha256"] == hashlib.sha256(portable.read_bytes()).hexdigest()
+    sbom = portable.parent / f"{portable.name}.cdx.json"  # the portable form's own SBOM (staticx, musl inside)
+    assert tool["sbom"] == sbom.name and tool["sbom_sha256"] == hashlib.sha256(sbom.read_bytes()).hexdigest()
