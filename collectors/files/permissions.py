@@ -253,6 +253,7 @@ class Walk:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.max_entries = int(ctx.opt("max_entries", 400_000))
+        self.limit = self.max_entries  # lowered for the drop zones, walked last (drop_max_entries)
         self.max_depth = int(ctx.opt("max_depth", 32))
         self.max_records = int(ctx.opt("max_records", 5000))
         self.hash_limit = int(ctx.opt("hash_limit_bytes", 64 << 20))
@@ -263,6 +264,7 @@ class Walk:
         self.root = evidence(ctx)
         self.use_statx = bool(ctx.opt("use_statx", True))
         self.entries = 0
+        self.drop_start = 0
         self.cut: str | None = None
         self.errors: list[str] = []
         self.records: list[tuple[float, dict[str, Any]]] = []  # (the later of mtime and ctime, record)
@@ -279,6 +281,8 @@ class Walk:
             return True
         if self.entries >= self.max_entries:
             self.cut = f"entry budget ({self.max_entries}) reached"
+        elif self.entries >= self.limit:
+            self.cut = f"drop-zone entry budget ({self.limit - self.drop_start}) reached"
         elif self.entries % 256 == 0 and time.monotonic() > self.ends:
             self.cut = "time budget reached"
         return self.cut is not None
@@ -510,6 +514,7 @@ def collect(ctx: Context) -> Iterator[Item]:
     started = time.monotonic()
     walk = Walk(ctx)
     problems: list[Problem] = []
+    drop_cuts: list[str] = []
     try:
         # 1. persistence paths: tiny, and what an attacker locks with chattr
         for path in ctx.opt("persistence_paths", list(PERSISTENCE_PATHS)):
@@ -523,14 +528,28 @@ def collect(ctx: Context) -> Iterator[Item]:
         # 2. system folders, 3. drop zones
         for path in ctx.opt("system_paths", []):
             walk.top(path, "system")
+        # /tmp of a build or test machine holds hundreds of thousands of names (a checkout, a pytest tree): the
+        # drop zones get an entry budget of their own, newest folders first, so they cannot take the walk's time
         for path in ctx.opt("drop_paths", []):
+            if walk.cut:
+                break
+            walk.drop_start = walk.entries
+            walk.limit = min(walk.max_entries, walk.entries + int(ctx.opt("drop_max_entries", 50_000)))
             walk.top(path, "drop")
+            if walk.cut and walk.cut.startswith("drop-zone"):
+                drop_cuts.append(path)
+                walk.cut = None  # the next drop zone has its own budget
     except Cancelled:
         walk.cut = walk.cut or "collector budget reached"
     walk._trim()
     if walk.cut:
         problems.append(Problem(f"permissions walk cut: {walk.cut} after {walk.entries} entries (newest folders "
                                 "walked first)", level="warning", detail={"entries": walk.entries}))
+    if drop_cuts:
+        limit = int(ctx.opt("drop_max_entries", 50_000))
+        problems.append(Problem(f"permissions walk: drop zones cut at {limit} entries each (newest folders walked "
+                                f"first): {', '.join(drop_cuts)}", level="warning",
+                                detail={"drop_max_entries": limit, "cut": drop_cuts}))
     found = walk.found()
     owners: Callable[[str], list[str] | None] = lambda _: None  # noqa: E731
     if ctx.opt("package_owner", True) and found:

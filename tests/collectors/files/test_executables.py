@@ -294,7 +294,11 @@ def test_system_folders_against_dpkg(tmp_path):
     assert tool["verify"] == "mismatch" and "changed_since_install" in tool["why"]
     # an untouched packaged binary outside the hash list: hashed as a PATH program, and it matches its package
     quiet = seen["/usr/bin/tinyquiet"]
-    assert quiet["why"] == ["recent", "path"] and quiet["verify"] == "ok"
+    # untouched since its package's install (ctime): listed, not read, unless path_hash_untouched
+    assert quiet["why"] == ["recent", "path"] and quiet["verify"] == "not_hashed" and "sha256" not in quiet
+    assert quiet["hash_skipped"].startswith("untouched since its package's install")
+    quiet = _by_path(_collect(root, path_hash_untouched=True)[0])["/usr/bin/tinyquiet"]
+    assert quiet["why"] == ["recent", "path"] and quiet["verify"] == "ok" and quiet["sha256"]
     assert quiet["sha256"] == hashlib.sha256(Path(TRUE).read_bytes()).hexdigest()
     assert seen[f"/{MULTIARCH}/security/pam_lookalike.so"]["verify"] == "ok"
     assert seen[f"/{MULTIARCH}/security/pam_unix2.so"]["owned"] is False
@@ -316,7 +320,7 @@ def test_path_programs_hashed_within_their_own_caps(tmp_path):
     # a per-file cap smaller than true(1): PATH-only files are listed with the cap, the files the rules need
     # (sshd, changed since install, unowned) keep the artifact's own cap and are hashed
     size = os.path.getsize(TRUE)
-    rows, problems, _, _ = _collect(root, path_hash_limit_bytes=size - 1)
+    rows, problems, _, _ = _collect(root, path_hash_limit_bytes=size - 1, path_hash_untouched=True)
     seen = _by_path([r for r in rows if r["place"] == "system"])
     assert seen["/usr/bin/tinyquiet"]["hash_skipped"] == f"over {size - 1} bytes"
     assert seen["/usr/bin/tinyquiet"]["verify"] == "not_hashed"
@@ -325,10 +329,15 @@ def test_path_programs_hashed_within_their_own_caps(tmp_path):
     summary = next(p for p in problems if p.message.startswith("system folders:"))
     assert summary.detail["path_hash_limit_bytes"] == size - 1 and summary.detail["path_not_hashed"] >= 1
     # a total too small for one: the row names the spent PATH budget
-    rows, problems, _, _ = _collect(root, path_hash_total_bytes=size - 1)
+    rows, problems, _, _ = _collect(root, path_hash_total_bytes=size - 1, path_hash_untouched=True)
     quiet = _by_path(rows)["/usr/bin/tinyquiet"]
     assert quiet["hash_skipped"] == f"PATH hashing budget ({size - 1} bytes) spent" and "sha256" not in quiet
     assert "sha256" in _by_path(rows)["/usr/sbin/sshd"]
+    # by default the untouched one is not read at all, and the summary counts it
+    rows, problems, _, _ = _collect(root)
+    summary = next(p for p in problems if p.message.startswith("system folders:"))
+    assert summary.detail["path_untouched_not_read"] >= 1 and summary.detail["path_hash_untouched"] is False
+    assert "sha256" in _by_path(rows)["/usr/bin/tinytool"]  # changed since install: hashed and judged
 
 
 def test_system_rules_positive_and_benign(tmp_path):

@@ -450,3 +450,22 @@ def test_whole_run_planted_says_yes_and_benign_says_no(fs, planted):
         assert verdict["recommendation"] == "yes" and "TRI-PERM-003" in summary["why"], summary
     else:
         assert verdict["recommendation"] == "no", (summary, verdict)
+
+
+def test_each_drop_zone_has_its_own_entry_budget(fs):
+    """A /tmp of hundreds of thousands of names (a build or test machine) cannot take the walk: each drop zone
+    stops at drop_max_entries, newest folders first, and the next zone is still walked."""
+    root = _base(fs / "root")
+    for name, when in (("old", 1_600_000_000), ("new", 1_700_000_000)):
+        for i in range(30):
+            _w(root, f"/tmp/{name}/f{i}", "x\n", 0o644)
+        os.utime(root / "tmp" / name, (when, when))
+    os.chmod(_program(root, "/dev/shm/.x"), 0o4755)  # in the next drop zone: still found
+    records, problems = _collect(root, system_paths=[], persistence_paths=[], home_paths=[],
+                                 drop_paths=["/tmp", "/dev/shm"], drop_max_entries=40)
+    assert [r["path"] for r in records] == ["/dev/shm/.x"], records
+    cut = [p for p in problems if "drop zones cut at 40" in p.message]
+    assert cut and cut[0].detail["cut"] == ["/tmp"] and cut[0].level == "warning", problems
+    assert not any("permissions walk cut" in p.message for p in problems)  # the walk itself was not cut
+    info = next(p for p in problems if p.message.startswith("permissions:") and p.level == "info")
+    assert info.detail["entries"] < 60 + 10, info.detail  # /tmp's 62 names not all looked at
