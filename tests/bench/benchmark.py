@@ -7,7 +7,8 @@ Measures, in one run:
   * wall time and peak RSS of `acquire local --force-fallback --profile minimal` (PyPI acquire==3.22,
     installed in its own venv, created on first use) and the ratio triagent wall / acquire wall;
   * the volatile-snapshot time (sum of custody `seconds` of the artifacts of profile "minimal");
-  * the bundle size, gzip (default) and `--compress none`;
+  * the bundle size, gzip (default) and `--compress none`; the triage goals (issue 16): wall <= 0.25x acquire,
+    peak RSS <= 100 MB, bundle <= 10 MB; and the slowest artifacts by their custody seconds;
   * the binary's size and the start time of `triagent --version` (first run and median of 5);
   * with --uac DIR (a checkout of https://github.com/tclahr/uac; UAC is a shell script collection that is
     neither on PyPI nor in Debian, so it is not fetched here): wall time and peak RSS of
@@ -61,6 +62,8 @@ MB = 1_000_000  # goals are in SI megabytes
 GOAL_RATIO = 0.25
 GOAL_UAC_RATIO = 0.1
 GOAL_BUNDLE_BYTES = 10 * MB
+GOAL_RSS_BYTES = 100 * MB  # issue 16: triage peak RSS
+SLOWEST = 5  # artifacts named with their custody seconds, slowest first
 GOAL_BINARY_BYTES = 40 * MB
 GOAL_START_S = 1.2
 
@@ -217,6 +220,9 @@ def run_triagent(label: str, command: list[str], workdir: Path, timeout_s: float
         volatile_missing=[name for name in wanted if name not in artifacts],
         volatile_not_complete={a["name"]: a.get("status") for a in present if a.get("status") != "complete"},
         artifacts_s=round(sum(float(a.get("seconds") or 0) for a in artifacts.values()), 3),
+        # where the wall time goes: the goal is a ratio, and the artifacts that spend it are what to tune
+        slowest=[[a["name"], round(float(a.get("seconds") or 0), 3)] for a in
+                 sorted(artifacts.values(), key=lambda a: -float(a.get("seconds") or 0))[:SLOWEST]],
     )
     shutil.rmtree(outdir, ignore_errors=True)
     return result
@@ -414,9 +420,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"{label}: run", "FAILED", "", "", res.error or ""))
             continue
         rows.append((f"{label}: wall", fmt_s(res.wall_s), "", "", "perf_counter around spawn..wait4"))
-        rows.append((f"{label}: peak RSS", fmt_kib(res.rss_wait4_kib), "", "", "wait4 ru_maxrss"))
-        rows.append((f"{label}: peak RSS", fmt_kib(res.rss_tree_kib), "", "",
-                     f"tree sum, psutil {int(SAMPLE_INTERVAL_S * 1000)} ms ({res.samples} samples)"))
+        triage = label in ("source", "binary")
+        for kib, method in ((res.rss_wait4_kib, "wait4 ru_maxrss"),
+                            (res.rss_tree_kib, f"tree sum, psutil {int(SAMPLE_INTERVAL_S * 1000)} ms "
+                                               f"({res.samples} samples)")):
+            rss = None if kib is None else kib * 1024
+            rows.append((f"{label}: peak RSS", f"{fmt_kib(kib)} = {fmt_mb(rss)}" if triage else fmt_kib(kib),
+                         f"<= {GOAL_RSS_BYTES // MB} MB" if triage else "",
+                         verdict(rss, GOAL_RSS_BYTES) if triage else "", method))
+        if res.extra.get("slowest"):
+            rows.append((f"{label}: slowest artifacts", ", ".join(f"{n} {s:.1f}s" for n, s in res.extra["slowest"]),
+                         "", "", "custody seconds"))
         if label in ("source", "binary"):
             ratio = res.wall_s / acq_wall if acq_wall and res.wall_s is not None else None
             res.extra["ratio_vs_acquire"] = None if ratio is None else round(ratio, 4)
@@ -473,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         if not res.ok:
             report["runs"][label]["stderr_tail"] = res.stderr_tail[-800:]
     report["goals"] = {"ratio_max": GOAL_RATIO, "uac_ratio_max": GOAL_UAC_RATIO, "bundle_bytes_max": GOAL_BUNDLE_BYTES,
+                       "rss_bytes_max": GOAL_RSS_BYTES,
                        "binary_bytes_max": GOAL_BINARY_BYTES, "start_s_max": GOAL_START_S}
     line = json.dumps(report, sort_keys=True, separators=(",", ":"))
     if args.out:
