@@ -38,6 +38,7 @@ import collections
 import ctypes
 import fnmatch
 import hashlib
+import json
 import os
 import platform
 import posixpath
@@ -347,7 +348,9 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
         if top in done or not is_dir(ctx, top):
             continue
         done.add(top)
-        rows: list[dict[str, Any]] = []  # held until the place is walked: each row learns its tree's size
+        # held until the place is walked (each row learns its tree's size), as JSON: 20 000 rows as dicts cost
+        # ~30 MB, as text ~9 MB (every value is a JSON scalar, so nothing changes on the way back)
+        rows: list[tuple[str, str]] = []
         trees: collections.Counter[str] = collections.Counter()
         for hit in _walk_writable(ctx, top, max_depth, budget, skip):
             if isinstance(hit, Problem):
@@ -403,12 +406,15 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 else:
                     row["copy_skipped"] = "artifact copy budget spent"
             row["copied"] = copied
-            rows.append(row)
+            rows.append((tree, json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str)))
             trees[tree] += 1
-        for row in rows:
+        rows.reverse()  # popped from the end, in walk order, each freed once it is a record
+        while rows:
+            tree, data = rows.pop()
+            row = json.loads(data)
             # files under the same top folder of the place: a lone dropped program or a small kit, or one file
             # of a source tree, build or unpacked archive of hundreds
-            row["tree_files"] = trees[row["tree"]]
+            row["tree_files"] = trees[tree]
             yield Record("executables", row)
     if budget.notes:
         yield Problem(f"depth limit {max_depth}: {len(budget.notes)} folders not entered (first: {budget.notes[0]})",
