@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 
 SMALL_FILE_LIMIT = 4 << 20
@@ -31,6 +32,23 @@ def read_text(path: str, limit: int = SMALL_FILE_LIMIT) -> str:
 def text(data: bytes) -> str:
     """Bytes from the host as a string that survives JSON: invalid UTF-8 becomes \\xNN escapes."""
     return data.decode("utf-8", "backslashreplace")
+
+
+def utc_ns(ns: int) -> str:
+    """Nanoseconds since the epoch as ISO 8601 UTC, always with six fraction digits (the nanoseconds
+    themselves go beside it): cut the same way at both ends, a later time never prints earlier."""
+    seconds, rest = divmod(int(ns), 1_000_000_000)
+    return f"{_dt.datetime.fromtimestamp(seconds, _dt.UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a whole file of our own choosing (our binary, an image we wrote); raises OSError. Host
+    files go through collectors/files/fsread.py instead, which confines and bounds the read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
 
 
 def utc(ts: float | int | None) -> str | None:

@@ -4,7 +4,6 @@ over its files. The results are a bundle of their own, sealed like any other, th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from agent.engine.pipeline import Run, RunOptions
 from agent.engine.plan import ArtifactSpec, Profile, load_profile, load_secrets
 from agent.engine.redact import Redactor
 from collectors.base import Cancelled, Item, Problem
+from collectors.util import sha256_file
 
 IMAGE_MEMBER = re.compile(r"memory/([^/]+\.(?:lime|avml))(?:\.part(\d{4,}))?")
 COMPANION_SUFFIX = "-companion.lime"
@@ -382,7 +382,8 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
                 "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
                 "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
                 "memory_image": os.path.basename(got.image) if got.image else None,
-                "memory_image_error": got.image_error, "image_sha256": _sha256(got.image) if got.image else None,
+                "memory_image_error": got.image_error,
+                "image_sha256": sha256_file(got.image, 8 << 20) if got.image else None,
                 "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             sha256 = run.finish(custody)
@@ -413,10 +414,3 @@ def _summary(run: Run, path: str, sha256: str, verified: bool, verdict: dict[str
             "records": sum(r.records for r in run.results), "problems": [p[:120] for p in problems[:3]],
             "errors": errors[:5]}
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

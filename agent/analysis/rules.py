@@ -47,6 +47,7 @@ from typing import Any
 import specs
 from agent.bundle.reader import MANIFEST_CAP, BundleView, Manifest, stream_member, stream_rows
 from agent.bundle.writer import MANIFEST_NAME
+from collectors.util import utc
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
@@ -384,8 +385,8 @@ def _evaluate_sequence(rule: Rule, rows: Callable[[str], Iterable[Row]], now: fl
             record[f"step{number}"] = hits[-1][1][3]
         record["key"] = key[0] if len(key) == 1 else list(key)
         times = [moment for hits in chosen for moment, _ in hits]
-        record.update(count=len(first), first_time=_iso(min(times)) if timed else "",
-                      last_time=_iso(max(times)) if timed else "")
+        record.update(count=len(first), first_time=utc(min(times)) if timed else "",
+                      last_time=utc(max(times)) if timed else "")
         finding = {"rule": rule.id, "kind": rule.id, "title": rule.title, "severity": rule.severity,
                    "mitre": rule.mitre, "summary": render(rule.summary, record), "source": "sequence",
                    "evidence": [],
@@ -450,9 +451,6 @@ def _unordered_chain(steps: list[dict[str, Any]], chains: list[list[Hit]], withi
         return None
     return chains
 
-
-def _iso(seconds: float) -> str:
-    return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,14 +10,13 @@ import re
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agent
 from collectors.base import Context
 from collectors.files.fsread import read_capped
-from collectors.util import text
+from collectors.util import sha256_file, text, utc_ns
 from collectors.volatile.system import clock_facts, host_identity
 
 _SECRET_URL = re.compile(r"(?i)(https?://[^/\s?]+[^\s?]*)\?\S*")
@@ -29,14 +28,10 @@ def mask_argument(arg: str) -> str:
 
 
 def _sha256_file(path: str) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def fs_type(path: str) -> str | None:
@@ -104,13 +99,6 @@ def source_digest() -> str:
             if path.suffix in (".py", ".toml") and path.is_file():
                 digest.update(str(path.relative_to(top)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-def utc_ns(ns: int) -> str:
-    """Nanoseconds since the epoch as ISO 8601 UTC, always with six fraction digits (the nanoseconds
-    themselves go beside it): cut the same way at both ends, a later time never prints earlier."""
-    seconds, rest = divmod(int(ns), 1_000_000_000)
-    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1000:06d}Z"
 
 
 def run_end(started_ns: int, started_mono_ns: int) -> dict[str, Any]:

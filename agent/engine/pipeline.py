@@ -32,6 +32,7 @@ from collectors.base import (
     Stream,
     SymlinkCopy,
 )
+from collectors.util import utc_ns
 
 JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several members
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
@@ -128,7 +129,7 @@ class Run:
 
     def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
         started = time.monotonic()
-        result.started_utc = _utc_now()
+        result.started_utc = utc_ns(time.time_ns())
         budget_end = min(started + spec.budget_s, self.deadline)
         options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
         options["space_available"] = self._space_available()
@@ -192,7 +193,7 @@ class Run:
         for stream in streams.values():
             stream.flush(self.writer)
         result.seconds = round(time.monotonic() - started, 3)
-        result.ended_utc = _utc_now()
+        result.ended_utc = utc_ns(time.time_ns())
 
     def _stalled(self, ctx: Context) -> str | None:
         """A collector blocked in one host read for longer than the read timeout is abandoned: its
@@ -625,10 +626,6 @@ class _Failure:
     exc: BaseException
     trace: str
 
-
-def _utc_now() -> str:
-    now = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + f".{now % 10**9 // 1000:06d}Z"
 
 
 class _JsonlStream:
