@@ -32,6 +32,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
+from typing import TextIO
 
 from collectors.base import Context, FileCopy, Problem, SymlinkCopy
 
@@ -155,13 +156,23 @@ def _unescape_mount(field: str) -> str:
         if "\\" in field else field
 
 
+def _bounded_lines(fh: TextIO, budget: int) -> Iterator[str]:
+    """Lines of a text file until ``budget`` characters were read (the last one may be cut)."""
+    for line in fh:
+        budget -= len(line)
+        if budget < 0:
+            return
+        yield line.rstrip("\n")
+
+
 def remote_mounts(below: str, mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     """{mount point: fstype} of FUSE and network filesystems strictly below ``below`` (a real path)."""
     found: dict[str, str] = {}
     base = below.rstrip("/") + "/"
     try:
+        # line by line, at most 16 MiB in all: a host with many mounts is never held whole
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
-            lines = fh.read(16 << 20).splitlines()
+            lines = list(_bounded_lines(fh, 16 << 20))
     except OSError:
         return found
     for line in lines:
