@@ -563,17 +563,7 @@ def build_isf(
     KASLR slide taken from its VMCOREINFO.  Raises BTFError for unusable BTF.
     """
     notes = notes if notes is not None else []
-    raw = bytes(btf_from_blob(btf))
-    btf_digest = _sha256(raw)
-    parsed = parse_btf(raw)
-    del raw
-    conv = _Converter(parsed)
-    try:
-        base_types = conv.base_types()
-        user_types = conv.user_types()
-        enums = conv.enums(base_types)
-    except RecursionError as exc:
-        raise BTFError("type graph nested too deeply") from exc
+    btf_digest, parsed, conv, (base_types, user_types, enums) = _convert_btf(btf)
 
     syms = parse_kallsyms(kallsyms)
     kallsyms_digest = _sha256(kallsyms)
@@ -582,16 +572,76 @@ def build_isf(
     banner_bytes = banner.encode("latin-1") if isinstance(banner, str) else bytes(banner)
     recovered, memory_shift = _recover(syms, user_types, banner_bytes, kernel_memory, notes)
     if kaslr_shift is None:
-        kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config)
-        if memory_shift is not None:
-            if memory_shift != kaslr_shift and "_text" in syms:
-                notes.append(f"KASLR shift {memory_shift:#x} from VMCOREINFO (KERNELOFFSET) used; kallsyms and the "
-                             f"assumed link address gave {kaslr_shift:#x}")
-            kaslr_shift, shift_notes = memory_shift, []
-        notes.extend(shift_notes)
+        kaslr_shift = _choose_kaslr_shift(syms, kernel_config, memory_shift, notes)
 
-    # Types of globals, taken while the parsed BTF is alive: per-cpu variables are the only globals BTF
-    # describes; SYMBOL_TYPES names the others volatility needs.
+    typed = _global_types(parsed, conv, syms, kernel_config)
+    # The parsed BTF is the biggest thing we hold (~60 MB for a distribution kernel): gone before the
+    # symbol table (another ~50 MB) is built, so the peak is one of them, not both.
+    del conv, parsed
+
+    symbols = _unslid_symbols(syms, typed, kaslr_shift)
+    missing = [needed for needed in ("init_task", "init_files", "init_mm") if needed not in syms]
+    has_dtb = any(n in syms for n in ("init_top_pgt", "init_level4_pgt", "swapper_pg_dir"))
+    del syms
+
+    _add_banner(symbols, banner_bytes, notes)
+    for needed in missing:
+        notes.append(f"{needed} missing from kallsyms; volatility's Linux automagic needs it")
+    if not has_dtb:
+        notes.append("no init_top_pgt/init_level4_pgt/swapper_pg_dir in kallsyms; volatility cannot find the DTB")
+
+    return {
+        "metadata": _metadata(kaslr_shift, recovered, kallsyms_digest, btf_digest),
+        "base_types": base_types,
+        "user_types": user_types,
+        "enums": enums,
+        "symbols": symbols,
+    }
+
+
+def _convert_btf(
+    btf: bytes | memoryview,
+) -> tuple[str, BTF, _Converter, tuple[dict[str, Desc], dict[str, Desc], dict[str, Desc]]]:
+    """The BTF's digest, its parse, and the ISF base types, user types and enums converted from it.
+
+    The parse and converter are handed back because the types of globals are taken from them later, once
+    kallsyms (and any symbols recovered from memory) say which globals exist.
+    """
+    raw = bytes(btf_from_blob(btf))
+    btf_digest = _sha256(raw)
+    parsed = parse_btf(raw)
+    # The raw bytes go before conversion starts so they and the converted types are never held together.
+    del raw
+    conv = _Converter(parsed)
+    try:
+        base_types = conv.base_types()
+        user_types = conv.user_types()
+        enums = conv.enums(base_types)
+    except RecursionError as exc:
+        raise BTFError("type graph nested too deeply") from exc
+    return btf_digest, parsed, conv, (base_types, user_types, enums)
+
+
+def _choose_kaslr_shift(
+    syms: dict[str, tuple[int, str]], kernel_config: str | None, memory_shift: int | None, notes: list[str]
+) -> int:
+    """The KASLR slide: VMCOREINFO's KERNELOFFSET when kernel memory was read (it is stated, not inferred),
+    else the one kallsyms ``_text`` implies."""
+    kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config)
+    if memory_shift is not None:
+        if memory_shift != kaslr_shift and "_text" in syms:
+            notes.append(f"KASLR shift {memory_shift:#x} from VMCOREINFO (KERNELOFFSET) used; kallsyms and the "
+                         f"assumed link address gave {kaslr_shift:#x}")
+        kaslr_shift, shift_notes = memory_shift, []
+    notes.extend(shift_notes)
+    return kaslr_shift
+
+
+def _global_types(
+    parsed: BTF, conv: _Converter, syms: dict[str, tuple[int, str]], kernel_config: str | None
+) -> dict[str, Desc]:
+    """Types of the globals kallsyms names, taken while the parsed BTF is alive: per-cpu variables are the
+    only globals BTF describes; SYMBOL_TYPES names the others volatility needs."""
     typed: dict[str, Desc] = {}
     for t in parsed.types:
         if t.kind == KIND_DATASEC:
@@ -599,21 +649,28 @@ def build_isf(
                 var = parsed.types[v.type]
                 if var.kind == KIND_VAR and var.name in syms:
                     typed[var.name] = conv.desc(var.type)
+    nr_cpus = _nr_cpus(syms, kernel_config)
+    for name, spec in SYMBOL_TYPES.items():
+        if name in syms and name not in typed:
+            d = conv.spec_desc(spec, nr_cpus or 0)
+            if d is not None:
+                typed[name] = d
+    return typed
+
+
+def _nr_cpus(syms: dict[str, tuple[int, str]], kernel_config: str | None) -> int | None:
+    """CONFIG_NR_CPUS, which sizes per-cpu arrays such as __per_cpu_offset."""
     nr_cpus = _config_int(kernel_config, "CONFIG_NR_CPUS")
     if nr_cpus is None and "__per_cpu_offset" in syms:
         # Without the config, size the array from the gap to the next symbol (entries past nr_cpu_ids are unused).
         start = syms["__per_cpu_offset"][0]
         after = min((a for a, _ in syms.values() if a > start), default=start + 8 * 64)
         nr_cpus = max(1, min((after - start) // 8, 8192))
-    for name, spec in SYMBOL_TYPES.items():
-        if name in syms and name not in typed:
-            d = conv.spec_desc(spec, nr_cpus or 0)
-            if d is not None:
-                typed[name] = d
-    # The parsed BTF is the biggest thing we hold (~60 MB for a distribution kernel): gone before the
-    # symbol table (another ~50 MB) is built, so the peak is one of them, not both.
-    del conv, parsed
+    return nr_cpus
 
+
+def _unslid_symbols(syms: dict[str, tuple[int, str]], typed: dict[str, Desc], kaslr_shift: int) -> dict[str, Desc]:
+    """The ISF symbol table: kallsyms addresses with the KASLR slide taken off, and the types found for globals."""
     text_addr = syms.get("_text", (0, ""))[0]
     # Only addresses inside the kernel image move with KASLR; per-cpu symbols are small absolute offsets.
     floor = X86_64_START_KERNEL_MAP if text_addr >= X86_64_START_KERNEL_MAP else X86_32_PAGE_OFFSET
@@ -622,10 +679,11 @@ def build_isf(
         if addr >= floor:
             addr -= kaslr_shift
         symbols[name] = {"address": addr} if name not in typed else {"address": addr, "type": typed[name]}
-    missing = [needed for needed in ("init_task", "init_files", "init_mm") if needed not in syms]
-    has_dtb = any(n in syms for n in ("init_top_pgt", "init_level4_pgt", "swapper_pg_dir"))
-    del syms
+    return symbols
 
+
+def _add_banner(symbols: dict[str, Desc], banner_bytes: bytes, notes: list[str]) -> None:
+    """Give linux_banner the /proc/version text as constant data: volatility identifies the kernel by it."""
     banner_bytes = banner_bytes.rstrip(b"\x00")
     if not banner_bytes.endswith(b"\n"):
         banner_bytes += b"\n"
@@ -638,12 +696,10 @@ def build_isf(
     # dwarf2json stores the whole C string including its terminating NUL, and volatility scans for these bytes.
     banner_sym["constant_data"] = base64.b64encode(banner_bytes + b"\x00").decode()
 
-    for needed in missing:
-        notes.append(f"{needed} missing from kallsyms; volatility's Linux automagic needs it")
-    if not has_dtb:
-        notes.append("no init_top_pgt/init_level4_pgt/swapper_pg_dir in kallsyms; volatility cannot find the DTB")
 
-    metadata = {
+def _metadata(kaslr_shift: int, recovered: dict[str, str], kallsyms_digest: str, btf_digest: str) -> dict[str, Any]:
+    """The ISF metadata block: producer, the slide applied, and digests of the inputs."""
+    return {
         "format": ISF_FORMAT,
         "producer": {
             "name": PRODUCER_NAME,
@@ -660,13 +716,6 @@ def build_isf(
             ],
             "types": [{"name": "btf", "hash_type": "sha256", "hash_value": btf_digest}],
         },
-    }
-    return {
-        "metadata": metadata,
-        "base_types": base_types,
-        "user_types": user_types,
-        "enums": enums,
-        "symbols": symbols,
     }
 
 
