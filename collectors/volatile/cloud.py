@@ -253,7 +253,35 @@ class _NotThis(Exception):
 
 
 def _aws(client: _Client, ttl: int, max_interfaces: int) -> tuple[dict[str, Any], list[Problem]]:
-    problems: list[Problem] = []
+    token, imds = _aws_token(client, ttl)
+    v1 = _aws_tokenless_get(client, token, imds)
+    if token is None and v1 is not None and v1.status == 401:
+        # 401 to a tokenless GET is IMDSv2-required mode: this is AWS, but we could not get a token
+        return _aws_without_token(imds)
+    imds["version"] = "v2" if token else "v1"
+    problems = _aws_imdsv1_findings(token, imds)
+    imds_get = _AwsReader(client, {"X-aws-ec2-metadata-token": token} if token else {})
+    out: dict[str, Any] = {"provider": "aws", "source": "imds", "imds": imds, "account_kind": "aws_account"}
+    try:
+        _aws_identity(imds_get, out, problems)
+        # most telling first: if the budget runs out, the interfaces (many small requests) are what is lost
+        out["role"] = _aws_role(imds_get)
+        user_data = imds_get.get("/latest/user-data")
+        out["user_data"] = _digest(user_data.body) if user_data else {"present": False}
+        out["zone_id"] = imds_get.text("/latest/meta-data/placement/availability-zone-id")
+        out["hostname"] = imds_get.text("/latest/meta-data/local-hostname")
+        out["public_hostname"] = imds_get.text("/latest/meta-data/public-hostname")
+        interfaces: list[dict[str, Any]] = []
+        # in the record before it is filled, so the interfaces read before the budget ran out are kept
+        out["network_interfaces"] = interfaces
+        _aws_interfaces(imds_get, max_interfaces, interfaces)
+    except _Unanswered as exc:
+        problems.append(Problem(f"AWS metadata incomplete: {exc}", level="warning"))
+    return out, problems
+
+
+def _aws_token(client: _Client, ttl: int) -> tuple[str | None, dict[str, Any]]:
+    """An IMDSv2 session token (None when none was given) and the ``imds`` facts learnt asking for it."""
     imds: dict[str, Any] = {"version": None}
     token = None
     try:
@@ -269,7 +297,12 @@ def _aws(client: _Client, ttl: int, max_interfaces: int) -> tuple[dict[str, Any]
         # dropping the reply one hop short: we run in a container or a network namespace
         imds["token_status"] = "timeout"
         imds["hop_limit_suspected"] = True
-    # without a token: 401 means IMDSv2 is required (good), 200 means IMDSv1 is still enabled
+    return token, imds
+
+
+def _aws_tokenless_get(client: _Client, token: str | None, imds: dict[str, Any]) -> _Reply | None:
+    """The reply to a GET without a token, noted in ``imds``: 401 means IMDSv2 is required (good), 200 means
+    IMDSv1 is still enabled.  Raises _NotThis when neither a token nor that GET says this is AWS."""
     try:
         v1 = client.request("GET", "/latest/meta-data/")
     except _Unanswered as exc:
@@ -281,84 +314,96 @@ def _aws(client: _Client, ttl: int, max_interfaces: int) -> tuple[dict[str, Any]
         imds["v1_allowed"] = v1.status == 200
         if token is None and v1.status not in (200, 401):
             raise _NotThis(f"token PUT {imds.get('token_status')}, GET /latest/meta-data/ {v1.status}")
-    if token is None and v1 is not None and v1.status == 401:
-        # 401 to a tokenless GET is IMDSv2-required mode: this is AWS, but we could not get a token
-        why = ("the token PUT got no answer: the hop limit (HttpPutResponseHopLimit) is probably 1 and this "
-               "runs one hop away (container)" if imds.get("hop_limit_suspected")
-               else f"the token PUT was refused (HTTP {imds.get('token_status')})")
-        problems.append(Problem(f"AWS IMDSv2 is required but {why}; identity not read", level="warning"))
-        return {"provider": "aws", "source": "imds", "account_kind": "aws_account", "imds": imds}, problems
-    imds["version"] = "v2" if token else "v1"
-    if token is None:
-        problems.append(Problem("AWS IMDSv1 answered without a token (no IMDSv2 token could be had"
-                                + (": the token PUT timed out, hop limit 1 from a container?"
-                                   if imds.get("hop_limit_suspected") else "")
-                                + "): any SSRF on this host can read the role credentials", level="warning",
-                                detail={"finding": "imdsv1"}))
-    elif imds.get("v1_allowed"):
-        problems.append(Problem("AWS IMDSv1 is still enabled (HttpTokens=optional): a request without a token "
-                                "was answered; any SSRF on this host can read the role credentials",
-                                level="warning", detail={"finding": "imdsv1"}))
-    headers = {"X-aws-ec2-metadata-token": token} if token else {}
+    return v1
 
-    def get(path: str) -> _Reply | None:
-        reply = client.request("GET", path, headers)
+
+def _aws_without_token(imds: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """The record when IMDSv2 is required but no token could be had: AWS for sure, identity unknown."""
+    why = ("the token PUT got no answer: the hop limit (HttpPutResponseHopLimit) is probably 1 and this "
+           "runs one hop away (container)" if imds.get("hop_limit_suspected")
+           else f"the token PUT was refused (HTTP {imds.get('token_status')})")
+    problems = [Problem(f"AWS IMDSv2 is required but {why}; identity not read", level="warning")]
+    return {"provider": "aws", "source": "imds", "account_kind": "aws_account", "imds": imds}, problems
+
+
+def _aws_imdsv1_findings(token: str | None, imds: dict[str, Any]) -> list[Problem]:
+    """IMDSv1 answering is a finding: any SSRF on the host then reaches the role credentials."""
+    if token is None:
+        return [Problem("AWS IMDSv1 answered without a token (no IMDSv2 token could be had"
+                        + (": the token PUT timed out, hop limit 1 from a container?"
+                           if imds.get("hop_limit_suspected") else "")
+                        + "): any SSRF on this host can read the role credentials", level="warning",
+                        detail={"finding": "imdsv1"})]
+    if imds.get("v1_allowed"):
+        return [Problem("AWS IMDSv1 is still enabled (HttpTokens=optional): a request without a token "
+                        "was answered; any SSRF on this host can read the role credentials",
+                        level="warning", detail={"finding": "imdsv1"})]
+    return []
+
+
+@dataclass
+class _AwsReader:
+    """GETs of the AWS metadata tree with the session token; anything but HTTP 200 reads as absent."""
+
+    client: _Client
+    headers: dict[str, str]
+
+    def get(self, path: str) -> _Reply | None:
+        reply = self.client.request("GET", path, self.headers)
         return reply if reply.status == 200 else None
 
-    def text(path: str) -> str | None:
-        reply = get(path)
+    def text(self, path: str) -> str | None:
+        reply = self.get(path)
         if reply is None:
             return None
         return reply.body.decode("utf-8", "replace").strip() or None
 
-    def lines(path: str) -> list[str] | None:
-        value = text(path)
+    def lines(self, path: str) -> list[str] | None:
+        value = self.text(path)
         return [v.strip() for v in value.splitlines() if v.strip()] if value is not None else None
 
-    out: dict[str, Any] = {"provider": "aws", "source": "imds", "imds": imds, "account_kind": "aws_account"}
-    try:
-        reply = get("/latest/dynamic/instance-identity/document")
-        doc = _json(reply.body) if reply else None
-        doc = doc if isinstance(doc, dict) else {}
-        out.update(account_id=_str(doc.get("accountId")), region=_str(doc.get("region")),
-                   zone=_str(doc.get("availabilityZone")), image_id=_str(doc.get("imageId")),
-                   instance_type=_str(doc.get("instanceType")), architecture=_str(doc.get("architecture")),
-                   private_ip=_str(doc.get("privateIp")), pending_time=_str(doc.get("pendingTime")))
-        out["instance_id"] = text("/latest/meta-data/instance-id") or _str(doc.get("instanceId"))
-        if doc.get("instanceId") and out["instance_id"] != doc.get("instanceId"):
-            problems.append(Problem(f"AWS instance-id {out['instance_id']} differs from the identity document's "
-                                    f"{doc.get('instanceId')}", level="warning"))
-        if not doc.get("accountId"):
-            # OpenStack and others serve an EC2-compatible tree without the identity document
-            out["provider"], out["account_kind"] = "ec2_compatible", None
-        # most telling first: if the budget runs out, the interfaces (many small requests) are what is lost
-        iam: dict[str, Any] = {"role_names": []}
-        info = get("/latest/meta-data/iam/info")
-        info_doc = _json(info.body) if info else None
-        if isinstance(info_doc, dict):
-            iam["instance_profile_arn"] = _str(info_doc.get("InstanceProfileArn"))
-            iam["instance_profile_id"] = _str(info_doc.get("InstanceProfileId"))
-        # the listing only: its children are the credentials
-        iam["role_names"] = [r.rstrip("/") for r in (lines("/latest/meta-data/iam/security-credentials/") or [])]
-        out["role"] = iam if (iam["role_names"] or info_doc) else None
-        user_data = get("/latest/user-data")
-        out["user_data"] = _digest(user_data.body) if user_data else {"present": False}
-        out["zone_id"] = text("/latest/meta-data/placement/availability-zone-id")
-        out["hostname"] = text("/latest/meta-data/local-hostname")
-        out["public_hostname"] = text("/latest/meta-data/public-hostname")
-        interfaces: list[dict[str, Any]] = []
-        out["network_interfaces"] = interfaces
-        for mac in (lines("/latest/meta-data/network/interfaces/macs/") or [])[:max_interfaces]:
-            base = f"/latest/meta-data/network/interfaces/macs/{mac.rstrip('/')}/"
-            nic: dict[str, Any] = {"mac": mac.rstrip("/")}
-            for key in ("interface-id", "device-number", "vpc-id", "subnet-id", "owner-id"):
-                nic[key.replace("-", "_")] = text(base + key)
-            for key in ("security-group-ids", "security-groups", "local-ipv4s", "public-ipv4s", "ipv6s"):
-                nic[key.replace("-", "_")] = lines(base + key) or []
-            interfaces.append(nic)
-    except _Unanswered as exc:
-        problems.append(Problem(f"AWS metadata incomplete: {exc}", level="warning"))
-    return out, problems
+
+def _aws_identity(imds_get: _AwsReader, out: dict[str, Any], problems: list[Problem]) -> None:
+    """Account, region, image and instance from the instance identity document into ``out``."""
+    reply = imds_get.get("/latest/dynamic/instance-identity/document")
+    doc = _json(reply.body) if reply else None
+    doc = doc if isinstance(doc, dict) else {}
+    out.update(account_id=_str(doc.get("accountId")), region=_str(doc.get("region")),
+               zone=_str(doc.get("availabilityZone")), image_id=_str(doc.get("imageId")),
+               instance_type=_str(doc.get("instanceType")), architecture=_str(doc.get("architecture")),
+               private_ip=_str(doc.get("privateIp")), pending_time=_str(doc.get("pendingTime")))
+    out["instance_id"] = imds_get.text("/latest/meta-data/instance-id") or _str(doc.get("instanceId"))
+    if doc.get("instanceId") and out["instance_id"] != doc.get("instanceId"):
+        problems.append(Problem(f"AWS instance-id {out['instance_id']} differs from the identity document's "
+                                f"{doc.get('instanceId')}", level="warning"))
+    if not doc.get("accountId"):
+        # OpenStack and others serve an EC2-compatible tree without the identity document
+        out["provider"], out["account_kind"] = "ec2_compatible", None
+
+
+def _aws_role(imds_get: _AwsReader) -> dict[str, Any] | None:
+    """The instance profile and its role names, or None when the instance has none."""
+    iam: dict[str, Any] = {"role_names": []}
+    info = imds_get.get("/latest/meta-data/iam/info")
+    info_doc = _json(info.body) if info else None
+    if isinstance(info_doc, dict):
+        iam["instance_profile_arn"] = _str(info_doc.get("InstanceProfileArn"))
+        iam["instance_profile_id"] = _str(info_doc.get("InstanceProfileId"))
+    # the listing only: its children are the credentials
+    iam["role_names"] = [r.rstrip("/") for r in (imds_get.lines("/latest/meta-data/iam/security-credentials/") or [])]
+    return iam if (iam["role_names"] or info_doc) else None
+
+
+def _aws_interfaces(imds_get: _AwsReader, max_interfaces: int, interfaces: list[dict[str, Any]]) -> None:
+    """Append up to ``max_interfaces`` network interfaces, one at a time (a budget overrun keeps those read)."""
+    for mac in (imds_get.lines("/latest/meta-data/network/interfaces/macs/") or [])[:max_interfaces]:
+        base = f"/latest/meta-data/network/interfaces/macs/{mac.rstrip('/')}/"
+        nic: dict[str, Any] = {"mac": mac.rstrip("/")}
+        for key in ("interface-id", "device-number", "vpc-id", "subnet-id", "owner-id"):
+            nic[key.replace("-", "_")] = imds_get.text(base + key)
+        for key in ("security-group-ids", "security-groups", "local-ipv4s", "public-ipv4s", "ipv6s"):
+            nic[key.replace("-", "_")] = imds_get.lines(base + key) or []
+        interfaces.append(nic)
 
 
 def _azure(client: _Client, _ttl: int, max_interfaces: int) -> tuple[dict[str, Any], list[Problem]]:
@@ -489,103 +534,144 @@ _PROBES = {"aws": _aws, "azure": _azure, "gcp": _gcp}
 # ---- the artifact --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """Timeouts and limits from the artifact options, read once per run."""
+
+    connect_timeout: float
+    read_timeout: float
+    provider_budget: float
+    total_end: float  # time.monotonic()
+    ttl: int
+    max_interfaces: int
+
+    @classmethod
+    def from_options(cls, ctx: Context, started: float) -> _Budget:
+        return cls(
+            connect_timeout=float(ctx.opt("connect_timeout_s", 0.3)),
+            read_timeout=float(ctx.opt("read_timeout_s", 0.5)),
+            provider_budget=float(ctx.opt("provider_budget_s", 1.0)),
+            total_end=min(ctx.deadline, started + float(ctx.opt("total_budget_s", 3.0))),
+            ttl=int(ctx.opt("token_ttl_s", 60)),  # the token is needed for a second, not the 6 h maximum
+            max_interfaces=int(ctx.opt("max_interfaces", 16)),
+        )
+
+
 def collect(ctx: Context) -> Iterator[Item]:
     started = time.monotonic()
-    connect_timeout = float(ctx.opt("connect_timeout_s", 0.3))
-    read_timeout = float(ctx.opt("read_timeout_s", 0.5))
-    provider_budget = float(ctx.opt("provider_budget_s", 1.0))
-    total_end = min(ctx.deadline, started + float(ctx.opt("total_budget_s", 3.0)))
-    ttl = int(ctx.opt("token_ttl_s", 60))  # the token is needed for a second, not the 6 h maximum
-    max_interfaces = int(ctx.opt("max_interfaces", 16))
+    budget = _Budget.from_options(ctx, started)
     wanted = [p for p in ctx.opt("providers", list(PROVIDERS)) if p in _PROBES]
     hints = local_hints(ctx.opt("dmi_dir", "/sys/class/dmi/id"),
                         ctx.opt("hypervisor_uuid_path", "/sys/hypervisor/uuid"))
     problems: list[Problem] = []
     probes: list[dict[str, Any]] = []
 
-    hinted = hints["provider"]
-    if hinted in wanted and hints["strong"]:
-        order = [hinted]  # the others cannot be this host
-    elif hinted in wanted:
-        order = [hinted] + [p for p in wanted if p != hinted]
-    elif ctx.opt("probe_without_hint", False) or _endpoint_given(ctx, wanted):
-        order = wanted
-    else:
-        # Every cloud we know says so in DMI; without a hint the link-local address is not ours to touch
-        # (an on-premises network may route it somewhere else) and the run is not slowed.
-        order = []
-
     record: dict[str, Any] | None = None
     dead: dict[tuple[str, int], str] = {}  # endpoints that did not answer: the next provider there is skipped
-    for provider in order:
+    for provider in _probe_order(ctx, hints, wanted):
         ctx.check()
         url = _endpoint(ctx, provider)
         probe: dict[str, Any] = {"provider": provider, "endpoint": url}
         probes.append(probe)
-        if url.lower() in ("off", "none", "disabled"):
-            probe["outcome"] = "disabled"
-            continue
-        try:
-            host, port = _parse_endpoint(url)
-        except ValueError as exc:
-            probe["outcome"] = "bad endpoint"
-            problems.append(Problem(str(exc)))
-            continue
-        if (host, port) in dead:
-            probe["outcome"] = f"skipped: {dead[(host, port)]}"
-            continue
-        if time.monotonic() >= total_end - 0.02:
-            probe["outcome"] = "skipped: artifact budget used up"
-            continue
-        client = _Client(host, port, connect_timeout, read_timeout,
-                         min(total_end, time.monotonic() + provider_budget))
-        t0 = time.monotonic()
-        try:
-            found, notes = _PROBES[provider](client, ttl, max_interfaces)
-            probe["outcome"] = "answered"
-            problems.extend(notes)
-        except _NotThis as exc:
-            probe["outcome"] = f"not {provider}: {exc}"
-            found = None
-        except _Unanswered as exc:
-            probe["outcome"] = f"{exc.kind}: {exc}"
-            if exc.kind in ("unreachable", "silent"):
-                dead[(host, port)] = f"{host}:{port} {exc.kind} for {provider}"
-            found = None
-        except PermissionError as exc:  # a path guard tripped: a bug here, never a request sent
-            probe["outcome"] = "refused"
-            problems.append(Problem(str(exc)))
-            found = None
-        except Exception as exc:  # what a metadata service serves is not ours to trust: never raise
-            probe["outcome"] = f"failed: {type(exc).__name__}: {exc}"
-            problems.append(Problem(f"{provider} metadata probe failed: {type(exc).__name__}: {exc}"))
-            found = None
-        finally:
-            client.close()
-        probe["seconds"] = round(time.monotonic() - t0, 3)
-        probe["requests"] = len(client.requests)
+        found = _probe_provider(provider, url, probe, budget, dead, problems)
         if found is not None:
             record = found
             record["imds"] = dict(found.get("imds") or {}, endpoint=url, reachable=True, seconds=probe["seconds"])
             break
 
     if record is None:
-        if hinted and hints["strong"]:
-            # the machine says which cloud; the metadata service is off, blocked or out of reach
-            record = {"provider": hinted, "source": "dmi", "instance_id": hints.get("instance_id"),
-                      "reason": f"DMI says {hinted} but its metadata service did not answer"}
-            problems.append(Problem(f"{hinted}: metadata service did not answer (" +
-                                    "; ".join(p.get("outcome", "") for p in probes) + "); identity from DMI only",
-                                    level="warning"))
-        else:
-            record = {"provider": None,
-                      "reason": "no metadata service answered and no cloud hint in DMI" if probes
-                      else "no cloud hint in DMI and probing without one is off"}
-        record["imds"] = {"version": None, "reachable": False,
-                          "seconds": round(sum(p.get("seconds", 0) for p in probes), 3)}
+        record = _record_unanswered(hints, probes, problems)
     record.setdefault("reason", None)
     record["hints"] = {k: v for k, v in hints.items() if v is not None}
     record["probes"] = probes
     record["seconds"] = round(time.monotonic() - started, 3)
     yield Record("cloud", record, custody={"cloud": identity_for_custody(record)})  # the custody names the instance
     yield from problems
+
+
+def _probe_order(ctx: Context, hints: dict[str, Any], wanted: list[str]) -> list[str]:
+    """Which providers to ask, in order: the one DMI names first (alone when DMI is sure)."""
+    hinted = hints["provider"]
+    if hinted in wanted and hints["strong"]:
+        return [hinted]  # the others cannot be this host
+    if hinted in wanted:
+        return [hinted] + [p for p in wanted if p != hinted]
+    if ctx.opt("probe_without_hint", False) or _endpoint_given(ctx, wanted):
+        return wanted
+    # Every cloud we know says so in DMI; without a hint the link-local address is not ours to touch
+    # (an on-premises network may route it somewhere else) and the run is not slowed.
+    return []
+
+
+def _probe_provider(provider: str, url: str, probe: dict[str, Any], budget: _Budget,
+                    dead: dict[tuple[str, int], str], problems: list[Problem]) -> dict[str, Any] | None:
+    """Ask one provider's metadata service at ``url``; its outcome goes into ``probe``, and an endpoint that
+    did not answer into ``dead``.  The identity it gave, or None."""
+    if url.lower() in ("off", "none", "disabled"):
+        probe["outcome"] = "disabled"
+        return None
+    try:
+        host, port = _parse_endpoint(url)
+    except ValueError as exc:
+        probe["outcome"] = "bad endpoint"
+        problems.append(Problem(str(exc)))
+        return None
+    if (host, port) in dead:
+        probe["outcome"] = f"skipped: {dead[(host, port)]}"
+        return None
+    if time.monotonic() >= budget.total_end - 0.02:
+        probe["outcome"] = "skipped: artifact budget used up"
+        return None
+    client = _Client(host, port, budget.connect_timeout, budget.read_timeout,
+                     min(budget.total_end, time.monotonic() + budget.provider_budget))
+    t0 = time.monotonic()
+    try:
+        found = _ask(provider, client, budget, probe, dead, problems)
+    finally:
+        client.close()
+    probe["seconds"] = round(time.monotonic() - t0, 3)
+    probe["requests"] = len(client.requests)
+    return found
+
+
+def _ask(provider: str, client: _Client, budget: _Budget, probe: dict[str, Any],
+         dead: dict[tuple[str, int], str], problems: list[Problem]) -> dict[str, Any] | None:
+    """Run the provider's probe over ``client``, turning every way it can fail into an outcome: never raises."""
+    try:
+        found, notes = _PROBES[provider](client, budget.ttl, budget.max_interfaces)
+        probe["outcome"] = "answered"
+        problems.extend(notes)
+        return found
+    except _NotThis as exc:
+        probe["outcome"] = f"not {provider}: {exc}"
+    except _Unanswered as exc:
+        probe["outcome"] = f"{exc.kind}: {exc}"
+        if exc.kind in ("unreachable", "silent"):
+            dead[(client.host, client.port)] = f"{client.host}:{client.port} {exc.kind} for {provider}"
+    except PermissionError as exc:  # a path guard tripped: a bug here, never a request sent
+        probe["outcome"] = "refused"
+        problems.append(Problem(str(exc)))
+    except Exception as exc:  # what a metadata service serves is not ours to trust: never raise
+        probe["outcome"] = f"failed: {type(exc).__name__}: {exc}"
+        problems.append(Problem(f"{provider} metadata probe failed: {type(exc).__name__}: {exc}"))
+    return None
+
+
+def _record_unanswered(hints: dict[str, Any], probes: list[dict[str, Any]], problems: list[Problem]) -> dict[str, Any]:
+    """The record when no metadata service answered: the provider DMI is sure of, if any."""
+    hinted = hints["provider"]
+    record: dict[str, Any]
+    if hinted and hints["strong"]:
+        # the machine says which cloud; the metadata service is off, blocked or out of reach
+        record = {"provider": hinted, "source": "dmi", "instance_id": hints.get("instance_id"),
+                  "reason": f"DMI says {hinted} but its metadata service did not answer"}
+        problems.append(Problem(f"{hinted}: metadata service did not answer (" +
+                                "; ".join(p.get("outcome", "") for p in probes) + "); identity from DMI only",
+                                level="warning"))
+    else:
+        record = {"provider": None,
+                  "reason": "no metadata service answered and no cloud hint in DMI" if probes
+                  else "no cloud hint in DMI and probing without one is off"}
+    record["imds"] = {"version": None, "reachable": False,
+                      "seconds": round(sum(p.get("seconds", 0) for p in probes), 3)}
+    return record
