@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from collectors.base import Context, Item, Problem, Record
-from collectors.files.fsread import open_regular, read_capped, walk_glob
+from collectors.files.fsread import lstat, open_regular, read_capped, walk_glob
 from collectors.util import text, utc
 
 MONTHS = {m: i for i, m in enumerate(
@@ -111,8 +111,14 @@ class Clock:
         # syslog has no year: the file was last written in the mtime's year; a month after the mtime's
         # month can only be from the year before (December lines in a file closed in January).
         year = ref[0] - 1 if month > ref[1] else ref[0]
+        return self.local(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]))
+
+    def local(self, year: int, month: int, day: int, hour: int, minute: int, second: int,
+              micro: int = 0) -> _dt.datetime | None:
+        """A wall-clock time of the host's zone in UTC (nginx, apache, tomcat and php-fpm write local
+        times with a year but no zone); None for an impossible date."""
         try:
-            naive = _dt.datetime(year, month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]))
+            naive = _dt.datetime(year, month, day, hour, minute, second, micro)
         except ValueError:  # Feb 29 of a non-leap year, hour 25
             return None
         key = (year, month, naive.day, naive.hour)
@@ -1364,3 +1370,345 @@ def web(ctx: Context) -> Iterator[Item]:
             "public_post_clients": s.public_post_clients, "post_client_sample": sorted(s.post_clients)[:5],
             "first_post_utc": s.first_post, "last_post_utc": s.last_post,
             "in_upload_dir": bool(UPLOAD_DIR.search(path))})
+
+
+# ---- web server error logs ---------------------------------------------------------------------
+# Stream ``web_errors``: nginx and apache error logs, PHP-FPM's and PHP's own error_log, tomcat's
+# catalina.out / catalina.YYYY-MM-DD.log. A web shell at work leaves PHP warnings naming its own file; a
+# scanner leaves "file not found" for many script names; a WAR deployed through the manager leaves tomcat's
+# deployment and JSP compile lines. Every server but PHP's error_log (which names its zone) writes the
+# host's local time: the zone is the host's, read by host_clock.
+
+WEB_ERROR_LOGS = ["/var/log/nginx/*error*", "/var/log/apache2/*error*", "/var/log/httpd/*error*",
+                  "/var/log/php*-fpm.log", "/var/log/php*/*.log", "/var/log/php_errors.log",
+                  "/var/log/tomcat*/catalina*", "/opt/tomcat*/logs/catalina*"]
+WEB_LOGS += ["/var/log/tomcat*/localhost_access_log*", "/opt/tomcat*/logs/localhost_access_log*"]
+
+NGINX_ERROR = re.compile(r"^(?P<y>\d{4})/(?P<mo>\d\d)/(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d) "
+                         r"\[(?P<level>[a-z]+)\] (?P<pid>\d+)#(?P<tid>\d+): (?:\*(?P<cid>\d+) )?(?P<msg>.*)$", re.S)
+NGINX_TAIL = re.compile(r', client: (?P<client>[^,\s]+)(?:, server: (?P<server>[^,]*))?(?:, request: "(?P<request>'
+                        r'(?:[^"\\]|\\.)*)")?(?P<rest>.*)$')
+# 2.4: [time] [module:level] [pid N:tid N] [client ip:port] AHnnnnn: msg; 2.2: [time] [level] [client ip] msg
+APACHE_ERROR = re.compile(
+    r"^\[(?:[A-Z][a-z]{2}) (?P<mon>[A-Z][a-z]{2}) (?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
+    r"(?:\.(?P<us>\d{1,6}))? (?P<y>\d{4})\] \[(?:(?P<module>[\w-]{1,40}):)?(?P<level>[a-z]+\d?)\]"
+    r"(?: \[pid (?P<pid>\d+)(?::tid \d+)?\])?"
+    r"(?: \[client (?P<client>[^\]]{1,80})\])? ?(?:(?P<code>AH\d{5}): )?(?P<msg>.*)$", re.S)
+PHP_DATE = re.compile(r"^\[(?P<d>\d\d)-(?P<mon>[A-Z][a-z]{2})-(?P<y>\d{4}) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
+                      r"(?:\.\d+)?(?: (?P<tz>[A-Za-z][\w/+-]{0,40}))?\] (?P<msg>.*)$", re.S)
+FPM_LEVEL = re.compile(r"^(?P<level>DEBUG|NOTICE|WARNING|ERROR|ALERT): (?:\[pool (?P<pool>[^\]]+)\] )?(?P<msg>.*)$",
+                       re.S)
+JUL = re.compile(r"^(?P<d>\d\d)-(?P<mon>[A-Z][a-z]{2})-(?P<y>\d{4}) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
+                 r"(?:\.(?P<ms>\d{1,3}))? (?P<level>SEVERE|WARNING|INFO|CONFIG|FINE|FINER|FINEST) "
+                 r"\[(?P<thread>[^\]]{0,200})\] (?P<source>\S+) (?P<msg>.*)$", re.S)
+PHP_LEVEL = re.compile(r"PHP (?P<level>Fatal error|Parse error|Warning|Notice|Deprecated|Strict Standards|"
+                       r"Recoverable fatal error|Catchable fatal error|Core warning|Compile error|Compile warning)")
+# the script a PHP message was raised in: "in /x.php on line 3", "in /x.php(3) : eval()'d code on line 1",
+# PHP 8's "in /x.php:3"; php-fpm's "script '/x.php'"
+PHP_IN = re.compile(r"\b(?:in|thrown in|called in) (?P<path>/[^\s:()\"']{1,1024}?)(?:\(\d+\) : [^\n]{0,60}? code)?"
+                    r"(?: on line (?P<line>\d+)|:(?P<line2>\d+)\b)")
+SCRIPT_QUOTED = re.compile(r"\bscript '(?P<path>/[^']{1,1024})'")
+# a file the server was asked for and did not find (scanner noise when many names come from one client)
+MISSING = re.compile(r'open\(\) "(?P<a>[^"]{1,1024})" failed \(2: |'
+                     r"script not found or unable to stat: (?P<b>\S{1,1024})|"
+                     r"File does not exist: (?P<c>\S{1,1024})|Primary script unknown|"
+                     r"Unable to open primary script: (?P<d>\S{1,1024})|"
+                     r'"(?P<e>/[^"]{1,1024})" is not found \(2: ')
+TRACE_LINE = re.compile(r"^(?:\s+at |\s*\.\.\. \d+ more|\s*Caused by: |\s*Suppressed: |\s+|[\w$.]+(?:Exception|Error)"
+                        r"\b)")
+WAR_DEPLOY = re.compile(r"Deploying web application (?:archive|directory) \[(?P<path>[^\]]{1,1024})\]|"
+                        r"Deployment of web application (?:archive|directory) \[(?P<done>[^\]]{1,1024})\]")
+JSP_COMPILE = re.compile(r"(?:org\.apache\.jasper|JasperException|Unable to compile class for JSP|"
+                         r"An error occurred at line: \[?\d+\]? in the jsp file: \[?(?P<jsp>[^\]\s]{1,1024})\]?)")
+LEVELS = {"emerg": "emerg", "alert": "alert", "crit": "crit", "error": "error", "warn": "warn", "notice": "notice",
+          "info": "info", "debug": "debug", "severe": "error", "warning": "warn", "config": "info", "fine": "debug",
+          "finer": "debug", "finest": "debug", "fatal error": "error", "parse error": "error", "deprecated": "notice",
+          "strict standards": "notice", "recoverable fatal error": "error", "catchable fatal error": "error",
+          "core warning": "warn", "compile error": "error", "compile warning": "warn"}
+SCAN_WINDOW_S = 600  # distinct missing scripts counted per client within this many seconds
+
+
+def _level(value: str) -> str:
+    v = value.lower()
+    return LEVELS.get(v) or LEVELS.get(re.sub(r"^(trace)\d$", "debug", v)) or v
+
+
+def _client(value: str | None) -> tuple[str | None, int | None]:
+    """"1.2.3.4:5678", "[::1]:80", "::1:4321" (apache 2.4 writes v6 unbracketed) or a bare address."""
+    if not value:
+        return None, None
+    value = value.strip()
+    if m := re.fullmatch(r"\[(?P<ip>[^\]]+)\]:(?P<port>\d{1,5})", value):
+        return m["ip"], int(m["port"])
+    host, _, port = value.rpartition(":")
+    # "::1:4321" is also a valid v6 address: apache 2.4 always appends the port, so a split leaving an
+    # address is taken; 2.2's bare "2001:db8::1" leaves "2001:db8:", no address, and stays whole
+    if port.isdigit() and host and (value.count(":") == 1 or is_public(host) is not None):
+        return host, int(port)
+    return value, None
+
+
+class ErrorClock:
+    """Times of the error-log formats: the host's local time, or (PHP's error_log) a named zone looked up
+    in the host's own zoneinfo."""
+
+    def __init__(self, ctx: Context, clock: Clock) -> None:
+        self.ctx, self.clock = ctx, clock
+        self._zones: dict[str, _dt.tzinfo | None] = {"UTC": _dt.UTC, "GMT": _dt.UTC, "Z": _dt.UTC}
+
+    def at(self, y: str, mon: str | int, d: str, h: str, mi: str, s: str, micro: int = 0,
+           tz: str | None = None) -> str | None:
+        month = MONTHS.get(mon) if isinstance(mon, str) and not mon.isdigit() else int(mon)
+        if not month:
+            return None
+        if tz:
+            zone = self._zone(tz)
+            if zone is not None:
+                try:
+                    return _iso(_dt.datetime(int(y), month, int(d), int(h), int(mi), int(s), micro, tzinfo=zone))
+                except (ValueError, OverflowError):
+                    return None
+        moment = self.clock.local(int(y), month, int(d), int(h), int(mi), int(s), micro)
+        return _iso(moment) if moment else None
+
+    def _zone(self, name: str) -> _dt.tzinfo | None:
+        if name in self._zones:
+            return self._zones[name]
+        zone = None
+        if len(self._zones) < 64 and re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", name):
+            try:
+                data, _, _ = read_capped(self.ctx, f"/usr/share/zoneinfo/{name}", 1 << 18)
+                zone = zone_from_tzif(data, name)
+            except (OSError, ValueError):
+                zone = None  # an abbreviation (CET) or a zone the host lacks: its local time is the best guess
+        self._zones[name] = zone
+        return zone
+
+
+def _scripts(msg: str) -> tuple[list[str], list[str]]:
+    """(scripts a PHP message was raised in, files the server did not find), each bounded."""
+    ran: list[str] = []
+    for m in PHP_IN.finditer(msg):
+        if m["path"] not in ran and len(ran) < 8:
+            ran.append(m["path"])
+    for m in SCRIPT_QUOTED.finditer(msg):
+        if m["path"] not in ran and len(ran) < 8 and "Unable to open primary script" not in msg:
+            ran.append(m["path"])
+    missing = [p for m in MISSING.finditer(msg) for p in (m["a"], m["b"], m["c"], m["d"], m["e"]) if p][:8]
+    return ran, missing
+
+
+def parse_error_line(line: str, clock: ErrorClock) -> dict[str, Any] | None:
+    """One error-log line as a record (``kind: error``), or None when it starts no entry (a continuation)."""
+    rec: dict[str, Any]
+    if m := NGINX_ERROR.match(line):
+        msg = m["msg"]
+        rec = {"server": "nginx", "level": _level(m["level"]), "pid": int(m["pid"]),
+               "time_utc": clock.at(m["y"], m["mo"], m["d"], m["h"], m["mi"], m["s"])}
+        if m["cid"]:
+            rec["connection"] = int(m["cid"])
+        if t := NGINX_TAIL.search(msg):
+            rec["client"], rec["vhost"] = t["client"], t["server"] or None
+            if t["request"] is not None:
+                rec["request"] = _unescape(t["request"])
+            if h := re.search(r', host: "(?P<h>[^"]{0,255})"', t["rest"]):
+                rec["host"] = h["h"]
+            msg = msg[:t.start()]
+    elif m := APACHE_ERROR.match(line):
+        msg = m["msg"]
+        rec = {"server": "apache", "level": _level(m["level"]), "module": m["module"], "code": m["code"],
+               "pid": int(m["pid"]) if m["pid"] else None,
+               "time_utc": clock.at(m["y"], m["mon"], m["d"], m["h"], m["mi"], m["s"],
+                                    int((m["us"] or "0").ljust(6, "0")))}
+        rec["client"], rec["client_port"] = _client(m["client"])
+        if r := re.search(r", referer: (?P<ref>\S+)$", msg):
+            rec["referrer"], msg = r["ref"], msg[:r.start()]
+    elif m := PHP_DATE.match(line):
+        msg = m["msg"]
+        rec = {"time_utc": clock.at(m["y"], m["mon"], m["d"], m["h"], m["mi"], m["s"], tz=m["tz"])}
+        if f := FPM_LEVEL.match(msg):
+            rec.update({"server": "php-fpm", "level": _level(f["level"]), "pool": f["pool"]})
+            msg = f["msg"]
+        else:
+            rec.update({"server": "php", "level": None})
+    elif m := JUL.match(line):
+        msg = m["msg"]
+        rec = {"server": "tomcat", "level": _level(m["level"]), "thread": m["thread"][:200], "source": m["source"],
+               "time_utc": clock.at(m["y"], m["mon"], m["d"], m["h"], m["mi"], m["s"],
+                                    int((m["ms"] or "0").ljust(3, "0")) * 1000)}
+    else:
+        return None
+    rec = {"kind": "error", **rec, "message": msg}
+    if p := PHP_LEVEL.search(msg):
+        rec["php_level"] = p["level"]
+        if rec.get("level") is None or rec["server"] in ("nginx", "apache", "php-fpm"):
+            rec["level"] = _level(p["level"]) if rec.get("level") in (None, "warn", "notice", "error") else rec["level"]
+    return _finish(rec)
+
+
+def _finish(rec: dict[str, Any]) -> dict[str, Any]:
+    """Fields derived from the message: client address kind, request method and path, scripts named."""
+    msg = rec["message"]
+    if rec.get("client"):
+        rec.setdefault("client_port", None)
+        if rec["server"] == "nginx":
+            rec["client"], port = _client(rec["client"])
+            rec["client_port"] = rec["client_port"] or port
+        rec["client_is_public"] = is_public(rec["client"])
+    if req := rec.get("request"):
+        if r := REQUEST.match(req):
+            rec["method"] = r["method"]
+            rec["path"], _, query = r["target"].partition("?")
+            rec["query"] = query or None
+            rec["decoded"] = decode_target(r["target"])
+    ran, missing = _scripts(msg)
+    rec["php_scripts"], rec["missing"] = ran, missing
+    rec["not_found"] = bool(missing) or "Primary script unknown" in msg
+    if rec["server"] == "tomcat":
+        if w := WAR_DEPLOY.search(msg):
+            rec["deployed"] = w["path"] or w["done"]
+        if j := JSP_COMPILE.search(msg):
+            rec["jsp_compile"] = True
+            if j["jsp"]:
+                rec["jsp"] = j["jsp"]
+    return rec
+
+
+@dataclass
+class ScanStats:
+    """One client's missing scripts: the most distinct names it was refused within SCAN_WINDOW_S."""
+
+    seen: dict[str, float] = field(default_factory=dict)  # name -> first time
+    total: int = 0
+
+
+def _scan_burst(times: list[tuple[float, str]]) -> tuple[int, float | None]:
+    """The most distinct names within SCAN_WINDOW_S (two pointers over time-sorted (time, name)) and when."""
+    times.sort()
+    best, when, left = 0, None, 0
+    counts: dict[str, int] = {}
+    for moment, name in times:
+        counts[name] = counts.get(name, 0) + 1
+        while moment - times[left][0] > SCAN_WINDOW_S:
+            old = times[left][1]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+            left += 1
+        if len(counts) > best:
+            best, when = len(counts), times[left][0]
+    return best, when
+
+
+def web_errors(ctx: Context) -> Iterator[Item]:
+    """Stream ``web_errors``: one ``error`` record per error-log entry (a stack trace kept with its first
+    line, bounded); a ``log_file`` record per file; a ``scan_client`` record per client refused many
+    distinct script names (the most within 10 minutes)."""
+    clock_, problems = host_clock(ctx)
+    yield from problems
+    clock = ErrorClock(ctx, clock_)
+    max_records = int(ctx.opt("max_records", DEFAULTS["max_records"]))
+    max_chars = int(ctx.opt("max_line_chars", DEFAULTS["max_line_chars"]))
+    max_msg = int(ctx.opt("max_message_chars", DEFAULTS["max_message_chars"]))
+    max_files = int(ctx.opt("max_files", DEFAULTS["max_files"]))
+    max_trace = int(ctx.opt("max_trace_lines", 40))
+    budget = Budget(int(ctx.opt("max_bytes", DEFAULTS["max_bytes"])))
+    records = 0
+    scans: dict[str, list[tuple[float, str]]] = {}
+    # every file of every pattern (rotations with their base), then newest first across them all, so the
+    # budget goes to the most recent errors whichever server wrote them
+    found: list[tuple[float, str]] = []
+    seen: set[str] = set()
+    for pattern in ctx.opt("web_error_logs", WEB_ERROR_LOGS):
+        for hit in walk_glob(ctx, pattern):
+            if isinstance(hit, Problem):
+                yield hit
+                continue
+            name = os.path.basename(hit)
+            if hit in seen or name.endswith((".xz", ".bz2", ".zst", ".lck")) or len(seen) >= max_files * 8:
+                continue
+            seen.add(hit)
+            try:
+                mtime = lstat(ctx, hit)[1].st_mtime
+            except OSError:
+                mtime = 0.0
+            found.append((mtime, hit))
+    found.sort(key=lambda p: (-p[0], p[1]))
+    if len(found) > max_files:
+        yield Problem(f"web error logs: {len(found) - max_files} older file(s) not read (max_files {max_files})",
+                      level="info")
+    for _, path in found[:max_files]:
+        ctx.check()
+        if budget.reached:
+            yield Problem("web error logs: byte budget reached, not read", path=path, level="info")
+            continue
+        t = read_log(ctx, path, budget)
+        if t is None:
+            continue
+        if isinstance(t, Problem):
+            yield t
+            continue
+        stats = {"kind": "log_file", "family": "web_errors", "path": path, "size": t.size, "mtime_utc": utc(t.mtime),
+                 "compressed": t.compressed, "truncated": t.truncated, "lines": 0, "events": 0, "unparsed_lines": 0,
+                 "first_event_utc": None, "last_event_utc": None, "empty": t.size == 0}
+        pending: dict[str, Any] | None = None
+
+        def flush(rec: dict[str, Any] | None) -> Iterator[Item]:
+            nonlocal records
+            if rec is None:
+                return
+            rec["message"] = rec["message"][:max_msg * 4 if rec.get("trace_lines") else max_msg]
+            if records < max_records:
+                records += 1
+                yield Record("web_errors", rec)
+            elif records == max_records:
+                records += 1
+                yield Problem(f"web_errors: record cap {max_records} reached", level="warning")
+
+        for number, offset, line in lines_of(t, max_chars):
+            if number % 4096 == 0:
+                ctx.check()
+            stats["lines"] += 1
+            rec = parse_error_line(line, clock)
+            if rec is None:
+                # a stack trace (java, PHP's "Stack trace:" / "#0 ...") or a multi-line message: kept with
+                # the entry it follows, bounded
+                if pending is not None and line.strip() and pending.get("trace_lines", 0) < max_trace and \
+                        len(pending["message"]) < max_msg * 4:
+                    pending["message"] += "\n" + line
+                    pending["trace_lines"] = pending.get("trace_lines", 0) + 1
+                    ran, missing = _scripts(line)
+                    pending["php_scripts"] += [p for p in ran if p not in pending["php_scripts"]][:8]
+                    if pending["server"] == "tomcat" and JSP_COMPILE.search(line):
+                        pending = _finish(pending) | {"php_scripts": pending["php_scripts"]}
+                else:
+                    stats["unparsed_lines"] += bool(line.strip()) and pending is None
+                continue
+            yield from flush(pending)
+            stats["events"] += 1
+            rec.update({"log": path, "line": number, "offset": offset})
+            when = rec["time_utc"]
+            if when:
+                stats["first_event_utc"] = min(stats["first_event_utc"] or when, when)
+                stats["last_event_utc"] = max(stats["last_event_utc"] or when, when)
+            # the name refused: the file named, else the request's path (php-fpm's "Primary script unknown")
+            refused = (rec["missing"] or [rec.get("path") or ""])[0] if rec["not_found"] else ""
+            if refused and rec.get("client") and when and (len(scans) < 10_000 or rec["client"] in scans):
+                names = scans.setdefault(rec["client"], [])
+                if len(names) < 20_000:
+                    names.append((_seconds(when) or 0.0, refused.rsplit("/", 1)[-1][:256]))
+            pending = rec
+        yield from flush(pending)
+        yield Record("web_errors", stats)
+        if (problem := getattr(t, "problem", None)) is not None:
+            yield problem
+    for client, names in scans.items():
+        scripts = [n for n in names if SCRIPT_EXT.search(n[1])]
+        if len({n for _, n in scripts}) < 5:
+            continue
+        burst, since = _scan_burst(scripts)
+        yield Record("web_errors", {
+            "kind": "scan_client", "client": client, "client_is_public": is_public(client),
+            "missing_scripts": len({n for _, n in scripts}), "missing_scripts_burst": burst,
+            "time_utc": _iso(_dt.datetime.fromtimestamp(since, _dt.UTC)) if since is not None else None,
+            "window_s": SCAN_WINDOW_S, "sample": sorted({n for _, n in scripts})[:10]})
