@@ -282,40 +282,80 @@ def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], l
     ``read(vaddr, size)`` reads kernel memory; ``image_range`` is the kernel image ([_text, _end), the
     KCORE_TEXT segment); ``module_structs`` addresses of loaded modules' ``struct module``; ``clock`` gives
     (CLOCK_REALTIME, CLOCK_MONOTONIC) now, for the live timekeeper (None: not looked for)."""
-    out: dict[str, tuple[int, str]] = {}
-    text_syms = known
-
-    def want(name: str) -> bool:
-        return name not in known and name not in out
-
-    start = text_syms.get("_etext") or image_range[0]
+    start = known.get("_etext") or image_range[0]
+    # the clock read on both sides of reading the image brackets the seconds the timekeeper held then
     before = clock() if clock else None
     image = _Image(read, start, image_range[1])
     after = clock() if clock else None
+    s = _Search(read, image, known, layout, notes)
+    _from_vmcoreinfo(s, vmcoreinfo, image_range)
+    _linux_banner(s, banner)
+    # Each step below may use what an earlier one found (init_task -> init_net -> net_namespace_list).
+    task = _task_offsets(s)
+    init_task = _init_task(s, task)
+    if init_task is not None and task:
+        _from_init_task(s, init_task, task)
+    _init_mm(s)
+    _net_namespace_list(s)
+    _modules(s, module_structs)
+    _ops(s, "socket_file_ops", "file_operations", {"read_iter": "sock_read_iter", "write_iter": "sock_write_iter",
+                                                   "poll": "sock_poll", "release": "sock_close"}, False)
+    _ops(s, "sockfs_dentry_operations", "dentry_operations", {"d_dname": "sockfs_dname"}, True)
+    if s.want("tk_core") and before and after:
+        _timekeeper(image, layout, before, after, s.out, notes)
+    _sys_call_table(s)
+    return s.out
+
+
+class _Search:
+    """What every step of :func:`recover` shares: the memory, the image, the symbols known and found so far."""
+
+    __slots__ = ("read", "image", "known", "layout", "notes", "out")
+
+    def __init__(self, read: Reader, image: _Image, known: dict[str, int], layout: Layout, notes: list[str]) -> None:
+        self.read, self.image, self.known, self.layout, self.notes = read, image, known, layout, notes
+        self.out: dict[str, tuple[int, str]] = {}
+
+    def want(self, name: str) -> bool:
+        """Neither kallsyms nor an earlier step has it."""
+        return name not in self.known and name not in self.out
+
+
+def _from_vmcoreinfo(s: _Search, vmcoreinfo: dict[str, str], image_range: tuple[int, int]) -> None:
     for name, addr in vmcoreinfo_symbols(vmcoreinfo).items():
         # SYMBOL_ARRAY entries (mem_section) give a pointer's value, not its address: only the image's own
-        if want(name) and image_range[0] <= addr < image_range[1]:
-            out[name] = (addr, "vmcoreinfo")
+        if s.want(name) and image_range[0] <= addr < image_range[1]:
+            s.out[name] = (addr, "vmcoreinfo")
 
-    if want("linux_banner"):
-        text = banner.rstrip(b"\0")
-        hits = list(image.find_all(text + (b"" if text.endswith(b"\n") else b"\n") + b"\0"))
-        if len(hits) > 1:
-            notes.append(f"linux_banner: the /proc/version text is {len(hits)} times in the kernel image; "
-                         "the first is taken")
-        if hits:
-            out["linux_banner"] = (hits[0], "/proc/version text in the kernel image")
-        else:
-            notes.append("linux_banner: the /proc/version text is not in the kernel image")
 
+def _linux_banner(s: _Search, banner: bytes) -> None:
+    if not s.want("linux_banner"):
+        return
+    text = banner.rstrip(b"\0")
+    hits = list(s.image.find_all(text + (b"" if text.endswith(b"\n") else b"\n") + b"\0"))
+    if len(hits) > 1:
+        s.notes.append(f"linux_banner: the /proc/version text is {len(hits)} times in the kernel image; "
+                       "the first is taken")
+    if hits:
+        s.out["linux_banner"] = (hits[0], "/proc/version text in the kernel image")
+    else:
+        s.notes.append("linux_banner: the /proc/version text is not in the kernel image")
+
+
+def _task_offsets(s: _Search) -> dict[str, int]:
+    """Offsets of the task_struct members the init_task steps read; empty when BTF lacks one."""
     try:
-        task = {k: layout.offset("task_struct", k) for k in
+        return {k: s.layout.offset("task_struct", k) for k in
                 ("comm", "pid", "tgid", "tasks", "files", "fs", "nsproxy", "real_cred", "cred")}
     except KeyError as exc:
-        notes.append(f"init_task: BTF has no {exc.args[0]}")
-        task = {}
-    init_task = None
-    if task and want("init_task"):
+        s.notes.append(f"init_task: BTF has no {exc.args[0]}")
+        return {}
+
+
+def _init_task(s: _Search, task: dict[str, int]) -> int | None:
+    """init_task's address: found in the image, or the one kallsyms lists (its pointers are still wanted)."""
+    if task and s.want("init_task"):
+        read, image = s.read, s.image
         found = []
         for comm in (b"swapper/0\0", b"swapper\0\0"):
             for hit in image.find_all(comm):
@@ -327,107 +367,123 @@ def recover(read: Reader, image_range: tuple[int, int], known: dict[str, int], l
                     found.append(base)
             if found:
                 break
-        init_task = _unique(found, "init_task (task_struct with pid 0, comm swapper/0, tasks linked)", notes)
+        init_task = _unique(found, "init_task (task_struct with pid 0, comm swapper/0, tasks linked)", s.notes)
         if init_task is not None:
-            out["init_task"] = (init_task, "task_struct layout in the kernel image")
-    elif "init_task" in known:
-        init_task = known["init_task"]
-    if init_task is not None and task:
-        derived = [("init_files", "files"), ("init_fs", "fs"), ("init_nsproxy", "nsproxy"),
-                   ("init_cred", "real_cred")]
-        for name, member in derived:
-            ptr = _u(read, init_task + task[member])
-            if ptr is not None and ptr in image and want(name):
-                out[name] = (ptr, f"init_task.{member}")
-        nsproxy = _u(read, init_task + task["nsproxy"])
-        if nsproxy is not None:
-            for name, member in (("init_net", "net_ns"), ("init_uts_ns", "uts_ns"),
-                                 ("init_pid_ns", "pid_ns_for_children")):
-                try:
-                    ptr = _u(read, nsproxy + layout.offset("nsproxy", member))
-                except KeyError:
-                    continue
-                if ptr is not None and ptr in image and want(name):
-                    out[name] = (ptr, f"init_task.nsproxy->{member}")
+            s.out["init_task"] = (init_task, "task_struct layout in the kernel image")
+        return init_task
+    if "init_task" in s.known:
+        return s.known["init_task"]
+    return None
 
+
+def _from_init_task(s: _Search, init_task: int, task: dict[str, int]) -> None:
+    """The init_* structures init_task points at, directly or through its nsproxy, when they lie in the image."""
+    read, image = s.read, s.image
+    derived = [("init_files", "files"), ("init_fs", "fs"), ("init_nsproxy", "nsproxy"),
+               ("init_cred", "real_cred")]
+    for name, member in derived:
+        ptr = _u(read, init_task + task[member])
+        if ptr is not None and ptr in image and s.want(name):
+            s.out[name] = (ptr, f"init_task.{member}")
+    nsproxy = _u(read, init_task + task["nsproxy"])
+    if nsproxy is None:
+        return
+    for name, member in (("init_net", "net_ns"), ("init_uts_ns", "uts_ns"),
+                         ("init_pid_ns", "pid_ns_for_children")):
+        try:
+            ptr = _u(read, nsproxy + s.layout.offset("nsproxy", member))
+        except KeyError:
+            continue
+        if ptr is not None and ptr in image and s.want(name):
+            s.out[name] = (ptr, f"init_task.nsproxy->{member}")
+
+
+def _init_mm(s: _Search) -> None:
+    out, known = s.out, s.known
     pgd = next((a for n in ("init_top_pgt", "swapper_pg_dir") for a in (out.get(n, (None,))[0], known.get(n)) if a),
                None)
-    if want("init_mm") and pgd is not None:
-        try:
-            pgd_off, mmlist = layout.offset("mm_struct", "pgd"), layout.offset("mm_struct", "mmlist")
-        except KeyError as exc:
-            notes.append(f"init_mm: BTF has no {exc.args[0]}")
-        else:
-            found = [hit - pgd_off for hit in image.find_all(struct.pack("<Q", pgd), 8)
-                     if hit - pgd_off in image and _links_agree(read, hit - pgd_off + mmlist)]
-            mm = _unique(found, "init_mm (mm_struct whose pgd is the page-table root)", notes)
-            if mm is not None:
-                out["init_mm"] = (mm, "mm_struct whose pgd is the page-table root")
+    if not s.want("init_mm") or pgd is None:
+        return
+    try:
+        pgd_off, mmlist = s.layout.offset("mm_struct", "pgd"), s.layout.offset("mm_struct", "mmlist")
+    except KeyError as exc:
+        s.notes.append(f"init_mm: BTF has no {exc.args[0]}")
+        return
+    found = [hit - pgd_off for hit in s.image.find_all(struct.pack("<Q", pgd), 8)
+             if hit - pgd_off in s.image and _links_agree(s.read, hit - pgd_off + mmlist)]
+    mm = _unique(found, "init_mm (mm_struct whose pgd is the page-table root)", s.notes)
+    if mm is not None:
+        out["init_mm"] = (mm, "mm_struct whose pgd is the page-table root")
 
-    init_net = out.get("init_net", (None,))[0]
-    if want("net_namespace_list") and init_net is not None:
-        try:
-            node = init_net + layout.offset("net", "list")
-        except KeyError:
-            node = None
-        if node is not None and _links_agree(read, node):
-            heads = [n for n in _walk(read, node) if n in image]
-            head = _unique(heads, "net_namespace_list (the node of init_net.list in the kernel image)", notes)
-            if head is not None:
-                out["net_namespace_list"] = (head, "init_net.list")
 
-    if want("modules"):
-        if not module_structs:
-            notes.append("modules: no module is loaded, so the empty list head cannot be told from others")
-        else:
-            heads = []
-            list_off = layout.offset("module", "list")
-            for mod in module_structs:
-                node = mod + list_off
-                if _links_agree(read, node):
-                    heads += [n for n in _walk(read, node) if n in image]
-            head = _unique(heads, "modules (the node of the loaded modules' list in the kernel image)", notes)
-            if head is not None:
-                out["modules"] = (head, "struct module list")
+def _net_namespace_list(s: _Search) -> None:
+    init_net = s.out.get("init_net", (None,))[0]
+    if not s.want("net_namespace_list") or init_net is None:
+        return
+    try:
+        node = init_net + s.layout.offset("net", "list")
+    except KeyError:
+        return
+    if _links_agree(s.read, node):
+        heads = [n for n in _walk(s.read, node) if n in s.image]
+        head = _unique(heads, "net_namespace_list (the node of init_net.list in the kernel image)", s.notes)
+        if head is not None:
+            s.out["net_namespace_list"] = (head, "init_net.list")
 
-    def ops(name: str, struct_name: str, members: dict[str, str], others_zero: bool) -> None:
-        if not want(name):
-            return
-        try:
-            wanted = {layout.offset(struct_name, m): text_syms[s] for m, s in members.items()}
-        except KeyError as exc:
-            notes.append(f"{name}: {exc.args[0]} unknown")
-            return
-        first_off, first = min(wanted.items())
-        size = layout.size(struct_name)
-        found = []
-        for hit in image.find_all(struct.pack("<Q", first), 8):
-            base = hit - first_off
-            if not all(image.u64(base + off) == value for off, value in wanted.items()):
-                continue
-            if others_zero and any(image.u64(base + off) for off, ptr in layout.fields(struct_name)
-                                   if ptr and off not in wanted and off + 8 <= size):
-                continue
-            found.append(base)
-        addr = _unique(found, f"{name} ({struct_name} of {', '.join(members.values())})", notes)
-        if addr is not None:
-            out[name] = (addr, f"{struct_name} whose functions are {', '.join(members.values())}")
 
-    ops("socket_file_ops", "file_operations", {"read_iter": "sock_read_iter", "write_iter": "sock_write_iter",
-                                               "poll": "sock_poll", "release": "sock_close"}, False)
-    ops("sockfs_dentry_operations", "dentry_operations", {"d_dname": "sockfs_dname"}, True)
+def _modules(s: _Search, module_structs: list[int]) -> None:
+    if not s.want("modules"):
+        return
+    if not module_structs:
+        s.notes.append("modules: no module is loaded, so the empty list head cannot be told from others")
+        return
+    heads = []
+    list_off = s.layout.offset("module", "list")
+    for mod in module_structs:
+        node = mod + list_off
+        if _links_agree(s.read, node):
+            heads += [n for n in _walk(s.read, node) if n in s.image]
+    head = _unique(heads, "modules (the node of the loaded modules' list in the kernel image)", s.notes)
+    if head is not None:
+        s.out["modules"] = (head, "struct module list")
 
-    if want("tk_core") and before and after:
-        _timekeeper(image, layout, before, after, out, notes)
 
-    if want("sys_call_table") and all(s in text_syms for s in ("__x64_sys_read", "__x64_sys_write",
-                                                               "__x64_sys_open")):
-        first = struct.pack("<QQQ", text_syms["__x64_sys_read"], text_syms["__x64_sys_write"],
-                            text_syms["__x64_sys_open"])
-        table = _unique(list(image.find_all(first, 8)), "sys_call_table", notes)
-        if table is not None:
-            out["sys_call_table"] = (table, "__x64_sys_read, __x64_sys_write, __x64_sys_open in a row")
-    return out
+def _ops(s: _Search, name: str, struct_name: str, members: dict[str, str], others_zero: bool) -> None:
+    """A read-only operations structure recognised by the text symbols its function pointers hold (and, with
+    ``others_zero``, by its other pointers being NULL)."""
+    if not s.want(name):
+        return
+    layout, image = s.layout, s.image
+    try:
+        wanted = {layout.offset(struct_name, m): s.known[sym] for m, sym in members.items()}
+    except KeyError as exc:
+        s.notes.append(f"{name}: {exc.args[0]} unknown")
+        return
+    first_off, first = min(wanted.items())
+    size = layout.size(struct_name)
+    found = []
+    for hit in image.find_all(struct.pack("<Q", first), 8):
+        base = hit - first_off
+        if not all(image.u64(base + off) == value for off, value in wanted.items()):
+            continue
+        if others_zero and any(image.u64(base + off) for off, ptr in layout.fields(struct_name)
+                               if ptr and off not in wanted and off + 8 <= size):
+            continue
+        found.append(base)
+    addr = _unique(found, f"{name} ({struct_name} of {', '.join(members.values())})", s.notes)
+    if addr is not None:
+        s.out[name] = (addr, f"{struct_name} whose functions are {', '.join(members.values())}")
+
+
+def _sys_call_table(s: _Search) -> None:
+    known = s.known
+    if not s.want("sys_call_table") or not all(sym in known for sym in ("__x64_sys_read", "__x64_sys_write",
+                                                                        "__x64_sys_open")):
+        return
+    first = struct.pack("<QQQ", known["__x64_sys_read"], known["__x64_sys_write"], known["__x64_sys_open"])
+    table = _unique(list(s.image.find_all(first, 8)), "sys_call_table", s.notes)
+    if table is not None:
+        s.out["sys_call_table"] = (table, "__x64_sys_read, __x64_sys_write, __x64_sys_open in a row")
 
 
 def _timekeeper(image: _Image, layout: Layout, before: tuple[float, float], after: tuple[float, float],
