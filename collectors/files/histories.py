@@ -51,20 +51,34 @@ class _ShellInput:
 
     def feed(self, line: str) -> None:
         if self.reading_heredoc:
-            word, tabs = self.reading_heredoc
-            if (line.lstrip("\t") if tabs else line) == word:
-                self.reading_heredoc = self.heredocs.pop(0) if self.heredocs else None
+            self._heredoc_body(line, self.reading_heredoc)
             return
         self.continued = False
         if not self.quote and not _SH_SPECIAL.search(line):  # words only: keywords are all that count
-            cmd = True
-            for text_ in line.split():
-                if cmd and text_ in _SH_OPEN and len(self.stack) < _SH_MAX_DEPTH:
-                    self.stack.append(_SH_OPEN[text_])
-                elif cmd and text_ in _SH_CLOSE and self.stack and self.stack[-1] == text_:
-                    self.stack.pop()
-                cmd = text_ in _SH_CMD_AFTER or (cmd and "=" in text_ and not text_.startswith("="))
+            self._words(line)
             return
+        self._lex(line)
+
+    def _heredoc_body(self, line: str, heredoc: tuple[str, bool]) -> None:
+        """A line of a here-document: only its delimiter line matters, ending it (and starting the next)."""
+        word, tabs = heredoc
+        if (line.lstrip("\t") if tabs else line) == word:
+            self.reading_heredoc = self.heredocs.pop(0) if self.heredocs else None
+
+    def _words(self, line: str) -> None:
+        """The fast path for a line without quotes, operators or expansions (most history lines): split it."""
+        cmd = True
+        for text_ in line.split():
+            if cmd and text_ in _SH_OPEN and len(self.stack) < _SH_MAX_DEPTH:
+                self.stack.append(_SH_OPEN[text_])
+            elif cmd and text_ in _SH_CLOSE and self.stack and self.stack[-1] == text_:
+                self.stack.pop()
+            cmd = text_ in _SH_CMD_AFTER or (cmd and "=" in text_ and not text_.startswith("="))
+
+    def _lex(self, line: str) -> None:
+        """Any other line, character class by character class.  ``cmd`` is whether the next word is in command
+        position (only there do keywords open or close anything); ``want_delim`` is set after ``<<``, when the
+        next word is a here-document delimiter; ``last`` is the last token, for a trailing operator."""
         i, n, cmd, want_delim, last = 0, len(line), True, None, ""
         word: list[str] = []
 
@@ -86,14 +100,7 @@ class _ShellInput:
 
         while i < n:
             if self.quote:
-                m = _SH_QUOTE_END[self.quote].search(line, i)
-                if m is None:
-                    word.append(line[i:])
-                    break
-                word.append(line[i:m.end()])
-                i = m.end()
-                if m.group() in ("'", '"', "`"):
-                    self.quote = ""
+                i = self._quoted(line, i, word)
                 continue
             m = _SH_PLAIN.match(line, i)
             if m:
@@ -101,28 +108,8 @@ class _ShellInput:
                 i = m.end()
                 continue
             c = line[i]
-            if c == "\\":
-                if i == n - 1:
-                    self.continued = True
-                    break
-                word.append(line[i:i + 2])
-                i += 2
-            elif c in "'\"`":
-                self.quote = c
-                word.append(c)
-                i += 1
-            elif c == "$" and line.startswith("$'", i):
-                self.quote = "$'"
-                word.append("$'")
-                i += 2
-            elif c == "$" and line.startswith("$(", i):
-                if len(self.stack) < _SH_MAX_DEPTH:
-                    self.stack.append(")")
-                word.append("$(")
-                i += 2
-            elif c == "$":
-                word.append(c)
-                i += 1
+            if c in "\\'\"`$":
+                i = self._escape_quote_or_dollar(line, i, word)
             elif c == "#":
                 if not word:
                     break  # a comment
@@ -144,6 +131,47 @@ class _ShellInput:
                 last = op
                 i += len(op)
         end_word()
+        self._end_of_line(last)
+
+    def _quoted(self, line: str, i: int, word: list[str]) -> int:
+        """Inside a quote from ``i``: add to ``word`` up to its end (or the line's); where to go on from."""
+        m = _SH_QUOTE_END[self.quote].search(line, i)
+        if m is None:
+            word.append(line[i:])
+            return len(line)
+        word.append(line[i:m.end()])
+        if m.group() in ("'", '"', "`"):
+            self.quote = ""
+        return m.end()
+
+    def _escape_quote_or_dollar(self, line: str, i: int, word: list[str]) -> int:
+        """A backslash, an opening quote or a ``$`` at ``i``, added to ``word``; where to go on from.  A backslash
+        ending the line continues the command on the next one."""
+        c = line[i]
+        if c == "\\":
+            if i == len(line) - 1:
+                self.continued = True
+                return len(line)
+            word.append(line[i:i + 2])
+            return i + 2
+        if c in "'\"`":
+            self.quote = c
+            word.append(c)
+            return i + 1
+        if line.startswith("$'", i):
+            self.quote = "$'"
+            word.append("$'")
+            return i + 2
+        if line.startswith("$(", i):
+            if len(self.stack) < _SH_MAX_DEPTH:
+                self.stack.append(")")
+            word.append("$(")
+            return i + 2
+        word.append(c)
+        return i + 1
+
+    def _end_of_line(self, last: str) -> None:
+        """A trailing pipe or and/or list continues on the next line; else a pending here-document starts."""
         if not self.quote and last in ("|", "||", "&&", "|&"):
             self.continued = True
         if self.heredocs and not self.quote and not self.continued:
