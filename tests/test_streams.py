@@ -70,6 +70,7 @@ def test_a_stream_declared_twice_is_a_spec_error(tmp_path):
     ('name = "s"\ntime = ["t"]\noptional = ["u"]\n', "not among its time fields"),
     ('name = "s"\ntime = []\ntimes = ["t"]\n', "unknown key"),
     ('name = "../s"\ntime = []\n', "is not a stream name"),
+    ('name = "s"\ntime = []\ntimeline = "no"\n', "timeline must be true or false"),
 ])
 def test_a_bad_declaration_is_a_spec_error(tmp_path, table, error):
     with pytest.raises(SpecError, match=error):
@@ -255,3 +256,18 @@ def test_timeline_gives_events_for_a_declared_stream_it_has_no_formatter_for(tmp
     assert len(got) == 3 * len(fields), (got, stats.as_dict())
     assert {e.line for e in got} == {1, 2, 3}
     assert got[0].desc == STREAMS[stream].label(fields[0]) and "program=sshd" in got[0].message
+
+
+def test_a_stream_the_bodyfile_already_tells_gives_no_timeline_events(tmp_path):
+    """executables' file times are the bodyfile's events: declared `timeline = false`, the timeline skips
+    them (a live host's 40 000 system binaries once crowded the bodyfile out of the event budget)."""
+    import hostile_bundles as hb
+
+    from agent.responder.timeline import Stats, collect_events
+
+    assert STREAMS["executables"].timeline is False and STREAMS["journal"].timeline is True
+    row = {"place": "system", "path": "/usr/bin/x", "ctime_utc": "2025-11-24T15:00:00Z",
+           "mtime_utc": "2025-11-24T15:00:00Z"}
+    path = hb.write(tmp_path / "execs.tar.gz", [("triagent/artifacts/executables.jsonl",
+                                                  (json.dumps(row) + "\n").encode())])
+    assert [e for e in collect_events(str(path), None, Stats()) if e.stream == "executables"] == []

@@ -57,6 +57,9 @@ class StreamSpec:
     # "<stream> <field>"
     time_desc: dict[str, str] = field(default_factory=dict)
     fields: tuple[str, ...] = ()  # other record fields worth naming (documentation; not checked)
+    # false when every time this stream holds is already another stream's event (the executables' file
+    # times are the bodyfile's): the timeline then skips it instead of telling each moment twice
+    timeline: bool = True
 
     @property
     def family(self) -> bool:
@@ -71,7 +74,7 @@ class StreamSpec:
 
 
 _STREAM_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*(?:\.\*)?", re.IGNORECASE)
-_STREAM_KEYS = {"name", "time", "description", "optional", "time_desc", "fields"}
+_STREAM_KEYS = {"name", "time", "description", "optional", "time_desc", "fields", "timeline"}
 
 
 def _stream_spec(raw: Any, artifact: str, where: str) -> StreamSpec:
@@ -99,7 +102,10 @@ def _stream_spec(raw: Any, artifact: str, where: str) -> StreamSpec:
     stray = (set(optional) | set(desc)) - set(time)
     if stray:
         raise SpecError(f"{where}: stream {name!r}: {sorted(stray)} named but not among its time fields")
-    return StreamSpec(name, artifact, time, str(raw.get("description", "")), optional, dict(desc), fields)
+    timeline = raw.get("timeline", True)
+    if not isinstance(timeline, bool):
+        raise SpecError(f"{where}: stream {name!r}: timeline must be true or false")
+    return StreamSpec(name, artifact, time, str(raw.get("description", "")), optional, dict(desc), fields, timeline)
 
 
 def load_streams(specs_dir: Path = SPECS_DIR) -> dict[str, StreamSpec]:

@@ -374,7 +374,7 @@ def _extractor(stream: str, streams: dict[str, StreamSpec]) -> Extractor | None:
         # volatility's columns name them too ("... TIME", "CommandTime"); banners hold none
         return _volatility if stream != "volatility.banners" else None
     spec = stream_spec(stream, streams)
-    if spec is None:
+    if spec is None or not spec.timeline:
         return None
     return declared_extractor(spec, FORMATTERS.get(stream, _generic))
 
