@@ -1380,14 +1380,16 @@ def web(ctx: Context) -> Iterator[Item]:
 # host's local time: the zone is the host's, read by host_clock.
 
 WEB_ERROR_LOGS = ["/var/log/nginx/*error*", "/var/log/apache2/*error*", "/var/log/httpd/*error*",
-                  "/var/log/php*-fpm.log", "/var/log/php*/*.log", "/var/log/php_errors.log",
+                  "/var/log/php*-fpm.log*", "/var/log/php*/*.log*", "/var/log/php_errors.log*",
                   "/var/log/tomcat*/catalina*", "/opt/tomcat*/logs/catalina*"]
 WEB_LOGS += ["/var/log/tomcat*/localhost_access_log*", "/opt/tomcat*/logs/localhost_access_log*"]
 
 NGINX_ERROR = re.compile(r"^(?P<y>\d{4})/(?P<mo>\d\d)/(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d) "
                          r"\[(?P<level>[a-z]+)\] (?P<pid>\d+)#(?P<tid>\d+): (?:\*(?P<cid>\d+) )?(?P<msg>.*)$", re.S)
-NGINX_TAIL = re.compile(r', client: (?P<client>[^,\s]+)(?:, server: (?P<server>[^,]*))?(?:, request: "(?P<request>'
-                        r'(?:[^"\\]|\\.)*)")?(?P<rest>.*)$')
+# anchored at the end: a PHP message quoted before it cannot pass for the tail (nginx writes a '"' in a
+# request or a header as \x22)
+NGINX_TAIL = re.compile(r', client: (?P<client>[^,\s]+), server: (?P<server>[^,]*)(?:, request: "(?P<request>'
+                        r'(?:[^"\\]|\\.)*)")?(?P<rest>(?:, \w+: "(?:[^"\\]|\\.)*")*)$')
 # 2.4: [time] [module:level] [pid N:tid N] [client ip:port] AHnnnnn: msg; 2.2: [time] [level] [client ip] msg
 APACHE_ERROR = re.compile(
     r"^\[(?:[A-Z][a-z]{2}) (?P<mon>[A-Z][a-z]{2}) (?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
@@ -1418,8 +1420,10 @@ TRACE_LINE = re.compile(r"^(?:\s+at |\s*\.\.\. \d+ more|\s*Caused by: |\s*Suppre
                         r"\b)")
 WAR_DEPLOY = re.compile(r"Deploying web application (?:archive|directory) \[(?P<path>[^\]]{1,1024})\]|"
                         r"Deployment of web application (?:archive|directory) \[(?P<done>[^\]]{1,1024})\]")
-JSP_COMPILE = re.compile(r"(?:org\.apache\.jasper|JasperException|Unable to compile class for JSP|"
-                         r"An error occurred at line: \[?\d+\]? in the jsp file: \[?(?P<jsp>[^\]\s]{1,1024})\]?)")
+JSP_COMPILE = re.compile(r"org\.apache\.jasper|JasperException|Unable to compile class for JSP")
+# the JSP named: "in the jsp file: [/x.jsp]" (a compile error), "processing [/x.jsp]" (a runtime error)
+JSP_FILE = re.compile(r"in the jsp file: \[?(?P<a>[^\]\s]{1,1024}?)\]?(?:\s|$)|"
+                      r"processing \[(?P<b>[^\]\s]{1,1024}\.jspx?)\]")
 LEVELS = {"emerg": "emerg", "alert": "alert", "crit": "crit", "error": "error", "warn": "warn", "notice": "notice",
           "info": "info", "debug": "debug", "severe": "error", "warning": "warn", "config": "info", "fine": "debug",
           "finer": "debug", "finest": "debug", "fatal error": "error", "parse error": "error", "deprecated": "notice",
@@ -1541,8 +1545,8 @@ def parse_error_line(line: str, clock: ErrorClock) -> dict[str, Any] | None:
     rec = {"kind": "error", **rec, "message": msg}
     if p := PHP_LEVEL.search(msg):
         rec["php_level"] = p["level"]
-        if rec.get("level") is None or rec["server"] in ("nginx", "apache", "php-fpm"):
-            rec["level"] = _level(p["level"]) if rec.get("level") in (None, "warn", "notice", "error") else rec["level"]
+        if rec.get("level") is None:  # PHP's own error_log: the level is PHP's; a server's entry keeps its own
+            rec["level"] = _level(p["level"])
     return _finish(rec)
 
 
@@ -1567,10 +1571,10 @@ def _finish(rec: dict[str, Any]) -> dict[str, Any]:
     if rec["server"] == "tomcat":
         if w := WAR_DEPLOY.search(msg):
             rec["deployed"] = w["path"] or w["done"]
-        if j := JSP_COMPILE.search(msg):
+        if JSP_COMPILE.search(msg):
             rec["jsp_compile"] = True
-            if j["jsp"]:
-                rec["jsp"] = j["jsp"]
+            if j := JSP_FILE.search(msg):
+                rec["jsp"] = j["a"] or j["b"]
     return rec
 
 
@@ -1679,7 +1683,7 @@ def web_errors(ctx: Context) -> Iterator[Item]:
                     pending["trace_lines"] = pending.get("trace_lines", 0) + 1
                     ran, missing = _scripts(line)
                     pending["php_scripts"] += [p for p in ran if p not in pending["php_scripts"]][:8]
-                    if pending["server"] == "tomcat" and JSP_COMPILE.search(line):
+                    if pending["server"] == "tomcat" and (JSP_COMPILE.search(line) or JSP_FILE.search(line)):
                         pending = _finish(pending) | {"php_scripts": pending["php_scripts"]}
                 else:
                     stats["unparsed_lines"] += bool(line.strip()) and pending is None
