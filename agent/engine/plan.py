@@ -199,6 +199,24 @@ def profile_names(specs_dir: Path = SPECS_DIR) -> list[str]:
     return sorted(p.stem for p in (specs_dir / "profiles").glob("*.toml"))
 
 
+def _apply_options(profile: str, overrides: Any, chosen: dict[str, ArtifactSpec]) -> None:
+    """A profile's `[options.<artifact>]` tables: the same artifact with other bounds in another profile
+    (full hashes every PATH program, triage only those its package does not vouch for). Only options the
+    artifact declares may be set, so a misspelt key is an error, not a silently ignored bound."""
+    if not isinstance(overrides, dict):
+        raise SpecError(f"profile {profile!r}: options must be [options.<artifact>] tables")
+    for artifact, values in overrides.items():
+        if not isinstance(values, dict):
+            raise SpecError(f"profile {profile!r}: options.{artifact} must be a table")
+        spec = chosen.get(artifact)
+        if spec is None:
+            continue  # an artifact left out by --artifacts/--exclude: nothing to adjust
+        unknown = set(values) - set(spec.options)
+        if unknown:
+            raise SpecError(f"profile {profile!r}: artifact {artifact!r} has no option(s) {sorted(unknown)}")
+        spec.options = {**spec.options, **values}
+
+
 def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None = None,
                  exclude: list[str] | None = None) -> Profile:
     path = specs_dir / "profiles" / f"{name}.toml"
@@ -211,6 +229,7 @@ def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None 
         if wanted not in known:
             raise SpecError(f"profile {name!r}: unknown artifact {wanted!r}")
     chosen = [known[n] for n in dict.fromkeys(names) if n not in (exclude or [])]
+    _apply_options(name, raw.get("options", {}), {spec.name: spec for spec in chosen})
     for spec in chosen:
         spec.load()  # fail now, not mid-run, on a collector that does not exist
     chosen.sort(key=lambda s: s.order)  # order of volatility
