@@ -672,66 +672,48 @@ def _exec_paths(program: str, owner_home: str | None) -> str | None:
     return program
 
 
+class _UnitIndex:
+    """What a walk of the unit folders finds: the unit files to read, and the links that say which units are
+    enabled, static (enabled by the packages' own links), aliased or masked."""
+
+    def __init__(self) -> None:
+        self.units: list[tuple[str, str, str | None]] = []  # (path, scope, owner)
+        self.linked: list[tuple[str, str, str | None]] = []  # targets of wants/ and alias links
+        self.enabled: dict[str, list[str]] = {}
+        self.static: dict[str, list[str]] = {}
+        self.aliases: dict[str, list[str]] = {}
+        self.masked: set[str] = set()
+        self.seen: set[str] = set()
+
+    def add_unit(self, path: str, scope: str, owner: str | None) -> None:
+        """A unit file, once whatever number of folders or links reach it."""
+        unit, _ = _unit_name(path)
+        if unit.rsplit(".", 1)[-1] not in UNIT_TYPES or path in self.seen:
+            return
+        self.seen.add(path)
+        self.units.append((path, scope, owner))
+
+
 def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home],
               targets: Any = None) -> Iterator[Item]:
 
-    dirs = _unit_dirs(ctx, user_homes)
     home_of = {h.user: h.path for h in user_homes if h.user}
-    units: list[tuple[str, str, str | None]] = []  # (path, scope, owner)
-    linked: list[tuple[str, str, str | None]] = []  # targets of wants/ and alias links
-    enabled: dict[str, list[str]] = {}
-    static: dict[str, list[str]] = {}
-    aliases: dict[str, list[str]] = {}
-    masked: set[str] = set()
-    seen: set[str] = set()
-    for folder, scope, owner in dirs:
+    index = _UnitIndex()
+    for folder, scope, owner in _unit_dirs(ctx, user_homes):
         ctx.check()
         for hit in walk_glob(ctx, folder + "/**"):
             if isinstance(hit, Problem):
                 yield hit
                 continue
-            parent = posixpath.basename(posixpath.dirname(hit))
-            name = posixpath.basename(hit)
-            try:
-                is_link = stat.S_ISLNK(lstat(ctx, hit)[1].st_mode)
-                target = resolve(ctx, hit) if is_link else hit
-            except (OSError, ValueError):
-                continue
-            if parent.endswith((".wants", ".requires", ".upholds")):
-                # an enablement link: the unit it names starts with that target. The packages' own
-                # links (vendor folders) make a unit static, not enabled by anyone on this host.
-                links = static if scope in ("vendor", "user-vendor") else enabled
-                links.setdefault(name, []).append(hit)
-                links.setdefault(_template(name), []).append(hit)
-                linked.append((target, scope, owner))
-                continue
-            if is_link:
-                try:
-                    if readlink(ctx, hit) == "/dev/null":
-                        masked.add(name)
-                        continue
-                except OSError:
-                    continue
-                # an alias (sshd.service -> ssh.service) or a unit linked in from elsewhere: read once,
-                # under the name of the file it is
-                aliases.setdefault(posixpath.basename(target), []).append(name)
-                linked.append((target, scope, owner))
-                continue
-            unit, _ = _unit_name(hit)
-            if unit.rsplit(".", 1)[-1] not in UNIT_TYPES or hit in seen:
-                continue
-            seen.add(hit)
-            units.append((hit, scope, owner))
-    for target, scope, owner in linked:  # a unit kept outside the unit folders, reached by a link
-        unit, _ = _unit_name(target)
-        if target not in seen and unit.rsplit(".", 1)[-1] in UNIT_TYPES:
-            seen.add(target)
-            units.append((target, _unit_scope(target, scope), owner))
-    records: list[dict[str, Any]] = []
+            _index_unit_file(ctx, index, hit, scope, owner)
+    for target, scope, owner in index.linked:  # a unit kept outside the unit folders, reached by a link
+        index.add_unit(target, _unit_scope(target, scope), owner)
+    units = index.units
     if len(units) > budget.limit:  # records are held until the package database is read: hold no more than kept
         yield Problem(f"services: over {budget.limit} unit files; the rest not read", level="warning")
         # the packages' units are the ones to lose first: a flood must not push a transient unit out
         units = sorted(units, key=lambda u: u[1] in ("vendor", "user-vendor"))[:budget.limit]
+    records: list[dict[str, Any]] = []
     for path, scope, owner in units:
         ctx.check()
         got = _read_text(ctx, path, cap)
@@ -741,65 +723,122 @@ def _services(ctx: Context, cap: int, budget: _Budget, user_homes: list[Home],
             yield got
             continue
         body, st = got
-        unit, dropin = _unit_name(path)
-        parsed = parse_unit(body)
-        execs = parsed.pop("exec")
-        lines = [v for key in EXEC_KEYS for v in execs.get(key, [])]
-        executables: list[str] = []
-        for value in lines:
-            executables += command_executables(_exec_program(value))
-        links = enabled.get(unit, []) + (enabled.get(_template(unit), []) if _template(unit) != unit else [])
-        rec: dict[str, Any] = {
-            "kind": "systemd", "unit": unit, "path": path, "scope": scope, "owner": owner, "dropin": dropin,
-            "type": unit.rsplit(".", 1)[-1], "exec": execs or None,
-            # one text the command rules read; " ; " keeps one Exec line's pipes apart from the next's
-            "command": " ; ".join(_exec_program(v) for v in lines)[: MAX_LINE_CHARS * 4] or None,
-            "executables": list(dict.fromkeys(executables)) or None,
-            "user": parsed.get("User"), "restart": parsed.get("Restart"), "wanted_by": parsed.get("WantedBy"),
-            "enabled": bool(links), "enabled_by": sorted(set(links))[:20] or None, "masked": unit in masked,
-            "aliases": sorted(set(aliases.get(unit, [])))[:20] or None,
-            "static": bool(static.get(unit) or static.get(_template(unit))),
-            "mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
-            # Type= and a timer's or path unit's Unit= would shadow the unit's own type and name
-            **{_RENAMED.get(k, k.lower()): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
-        }
-        if rec["type"] in ("timer", "path") and not dropin:
-            # what it starts: Unit=, else the service of the same name (a template's instance keeps its name)
-            rec["triggers"] = rec.get("activates") or unit.rsplit(".", 1)[0] + ".service"
-        files: list[str] = []
-        for program in rec["executables"] or []:
-            found = _exec_paths(program, home_of.get(owner) if owner else None)
-            if found and not found.startswith("/") and "/" not in found:
-                found = search(ctx, found)  # systemd's own search path for a bare name
-            if found and found.startswith("/"):
-                files.append(found)
-        rec["exec_files"] = files or None
+        rec = _unit_record(path, scope, owner, body, st, index)
+        rec["exec_files"] = _unit_exec_files(ctx, rec["executables"], home_of.get(owner) if owner else None)
         if targets is not None:
-            targets.want(files)
+            targets.want(rec["exec_files"] or [])
         records.append(rec)
         if scope not in ("vendor", "user-vendor"):  # vendor units are the packages'; the rest is copied
             yield from copy_file(ctx, path, cap)
+    # Only now, with every unit read (and the package database with the targets), can a timer be joined to
+    # what it starts and a program to the package that owns it.
     by_name: dict[str, dict[str, Any]] = {}
     for rec in records:
         if not rec["dropin"]:
             by_name.setdefault(rec["unit"], rec)
     for rec in records:
         ctx.check()
-        if rec.get("triggers"):
-            started = by_name.get(rec["triggers"]) or by_name.get(_template(rec["triggers"]))
-            rec["triggers_found"] = started is not None
-            if started:  # so that a rule reading the timer sees what it runs, and where that unit lives
-                rec.update(triggers_command=started["command"], triggers_executables=started["executables"],
-                           triggers_scope=started["scope"], triggers_path=started["path"])
+        _join_triggered(rec, by_name)
         if targets is not None and rec["exec_files"]:
-            facts = [targets.facts(f) for f in rec["exec_files"][:16]]
-            rec["exec_targets"] = facts
-            # flat lists the rules match on: where the programs really are, and any a package does not vouch for
-            rec["exec_resolved"] = [f.get("resolved") or f["path"] for f in facts]
-            rec["exec_unowned"] = [f.get("resolved") or f["path"] for f in facts if f.get("owned") is False] or None
-            rec["exec_modified"] = [f["resolved"] for f in facts if f.get("package_verify") == "mismatch"] or None
+            _add_exec_targets(rec, targets)
         yield from budget.record("services", rec)
     yield from _sysv(ctx, cap, budget)
+
+
+def _index_unit_file(ctx: Context, index: _UnitIndex, hit: str, scope: str, owner: str | None) -> None:
+    """File one entry of a unit folder: an enablement link, a mask, an alias or linked-in unit, or a unit."""
+    parent = posixpath.basename(posixpath.dirname(hit))
+    name = posixpath.basename(hit)
+    try:
+        is_link = stat.S_ISLNK(lstat(ctx, hit)[1].st_mode)
+        target = resolve(ctx, hit) if is_link else hit
+    except (OSError, ValueError):
+        return
+    if parent.endswith((".wants", ".requires", ".upholds")):
+        # an enablement link: the unit it names starts with that target. The packages' own
+        # links (vendor folders) make a unit static, not enabled by anyone on this host.
+        links = index.static if scope in ("vendor", "user-vendor") else index.enabled
+        links.setdefault(name, []).append(hit)
+        links.setdefault(_template(name), []).append(hit)
+        index.linked.append((target, scope, owner))
+        return
+    if is_link:
+        try:
+            if readlink(ctx, hit) == "/dev/null":
+                index.masked.add(name)
+                return
+        except OSError:
+            return
+        # an alias (sshd.service -> ssh.service) or a unit linked in from elsewhere: read once,
+        # under the name of the file it is
+        index.aliases.setdefault(posixpath.basename(target), []).append(name)
+        index.linked.append((target, scope, owner))
+        return
+    index.add_unit(hit, scope, owner)
+
+
+def _unit_record(path: str, scope: str, owner: str | None, body: str, st: os.stat_result,
+                 index: _UnitIndex) -> dict[str, Any]:
+    """The services record of one unit file or drop-in, from its text and what the links say about it."""
+    unit, dropin = _unit_name(path)
+    parsed = parse_unit(body)
+    execs = parsed.pop("exec")
+    lines = [v for key in EXEC_KEYS for v in execs.get(key, [])]
+    executables: list[str] = []
+    for value in lines:
+        executables += command_executables(_exec_program(value))
+    enabled = index.enabled
+    links = enabled.get(unit, []) + (enabled.get(_template(unit), []) if _template(unit) != unit else [])
+    rec: dict[str, Any] = {
+        "kind": "systemd", "unit": unit, "path": path, "scope": scope, "owner": owner, "dropin": dropin,
+        "type": unit.rsplit(".", 1)[-1], "exec": execs or None,
+        # one text the command rules read; " ; " keeps one Exec line's pipes apart from the next's
+        "command": " ; ".join(_exec_program(v) for v in lines)[: MAX_LINE_CHARS * 4] or None,
+        "executables": list(dict.fromkeys(executables)) or None,
+        "user": parsed.get("User"), "restart": parsed.get("Restart"), "wanted_by": parsed.get("WantedBy"),
+        "enabled": bool(links), "enabled_by": sorted(set(links))[:20] or None, "masked": unit in index.masked,
+        "aliases": sorted(set(index.aliases.get(unit, [])))[:20] or None,
+        "static": bool(index.static.get(unit) or index.static.get(_template(unit))),
+        "mtime_ns": st.st_mtime_ns, "file_uid": st.st_uid,
+        # Type= and a timer's or path unit's Unit= would shadow the unit's own type and name
+        **{_RENAMED.get(k, k.lower()): v for k, v in parsed.items() if k not in ("User", "Restart", "WantedBy")},
+    }
+    if rec["type"] in ("timer", "path") and not dropin:
+        # what it starts: Unit=, else the service of the same name (a template's instance keeps its name)
+        rec["triggers"] = rec.get("activates") or unit.rsplit(".", 1)[0] + ".service"
+    return rec
+
+
+def _unit_exec_files(ctx: Context, executables: list[str] | None, owner_home: str | None) -> list[str] | None:
+    """The files a unit's Exec lines run, by absolute path (None when none can be told without running it)."""
+    files: list[str] = []
+    for program in executables or []:
+        found = _exec_paths(program, owner_home)
+        if found and not found.startswith("/") and "/" not in found:
+            found = search(ctx, found)  # systemd's own search path for a bare name
+        if found and found.startswith("/"):
+            files.append(found)
+    return files or None
+
+
+def _join_triggered(rec: dict[str, Any], by_name: dict[str, dict[str, Any]]) -> None:
+    """A timer or path unit joined to the unit it starts."""
+    if rec.get("triggers"):
+        started = by_name.get(rec["triggers"]) or by_name.get(_template(rec["triggers"]))
+        rec["triggers_found"] = started is not None
+        if started:  # so that a rule reading the timer sees what it runs, and where that unit lives
+            rec.update(triggers_command=started["command"], triggers_executables=started["executables"],
+                       triggers_scope=started["scope"], triggers_path=started["path"])
+
+
+def _add_exec_targets(rec: dict[str, Any], targets: Any) -> None:
+    """What the package database and the hashes say about the programs a unit runs."""
+    facts = [targets.facts(f) for f in rec["exec_files"][:16]]
+    rec["exec_targets"] = facts
+    # flat lists the rules match on: where the programs really are, and any a package does not vouch for
+    rec["exec_resolved"] = [f.get("resolved") or f["path"] for f in facts]
+    rec["exec_unowned"] = [f.get("resolved") or f["path"] for f in facts if f.get("owned") is False] or None
+    rec["exec_modified"] = [f["resolved"] for f in facts if f.get("package_verify") == "mismatch"] or None
 
 
 SYSV_SCRIPTS = ["/etc/init.d/*", "/etc/rc.d/init.d/*", "/etc/rc.local", "/etc/rc.d/rc.local"]
