@@ -1381,7 +1381,8 @@ def web(ctx: Context) -> Iterator[Item]:
 
 WEB_ERROR_LOGS = ["/var/log/nginx/*error*", "/var/log/apache2/*error*", "/var/log/httpd/*error*",
                   "/var/log/php*-fpm.log*", "/var/log/php*/*.log*", "/var/log/php_errors.log*",
-                  "/var/log/tomcat*/catalina*", "/opt/tomcat*/logs/catalina*"]
+                  "/var/log/tomcat*/catalina*", "/opt/tomcat*/logs/catalina*",
+                  "/var/log/tomcat*/localhost.*", "/opt/tomcat*/logs/localhost.*"]
 WEB_LOGS += ["/var/log/tomcat*/localhost_access_log*", "/opt/tomcat*/logs/localhost_access_log*"]
 
 NGINX_ERROR = re.compile(r"^(?P<y>\d{4})/(?P<mo>\d\d)/(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d) "
@@ -1637,7 +1638,13 @@ def web_errors(ctx: Context) -> Iterator[Item]:
             except OSError:
                 mtime = 0.0
             found.append((mtime, hit))
-    found.sort(key=lambda p: (-p[0], p[1]))
+    # same mtime (rotated together, or copied): the rotation order decides, error.log before .1 before .2.gz
+
+    def rank(hit: str) -> tuple[str, int]:
+        m = re.search(r"\.(\d{1,4})(?:\.gz)?$", hit)
+        return (hit[:m.start()], int(m[1])) if m else (hit, 0)
+
+    found.sort(key=lambda p: (-p[0], rank(p[1])))
     if len(found) > max_files:
         yield Problem(f"web error logs: {len(found) - max_files} older file(s) not read (max_files {max_files})",
                       level="info")

@@ -367,3 +367,18 @@ def test_hostile_error_lines(tmp_path):
     assert quoted["client"] == "192.0.2.9"  # the tail nginx wrote, not the one quoted in the PHP message
     assert len(long["message"]) <= 1024
     assert errors(records, "php")[0]["time_utc"] == "2026-12-06T05:00:00Z"  # an unusable zone: the host's
+
+
+def test_rotations_of_one_mtime_in_rotation_order_and_tomcat_localhost_log(tmp_path):
+    zone(tmp_path, "UTC")
+    one = ["2026/12/06 05:00:00 [error] 1#1: *1 x, client: 192.0.2.1, server: _"]
+    for name in ("error.log", "error.log.1", "error.log.2.gz", "error.log.10"):
+        write(tmp_path, f"/var/log/nginx/{name}", one)
+    # tomcat's "localhost" logger gets the servlet exceptions (a JSP that fails to compile)
+    write(tmp_path, "/var/log/tomcat10/localhost.2026-12-06.log", TOMCAT_SHELL[1:], mtime=MTIME - 3600)
+    records, _ = collect(tmp_path)
+    assert [r["path"] for r in records if r["kind"] == "log_file"] == \
+        [f"/var/log/nginx/{n}" for n in ("error.log", "error.log.1", "error.log.2.gz", "error.log.10")] + \
+        ["/var/log/tomcat10/localhost.2026-12-06.log"]
+    jsp = errors(records, "tomcat")[0]
+    assert jsp["jsp"] == "/uploads/avatar/cmd.jsp" and jsp["trace_lines"] == 2
