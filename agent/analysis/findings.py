@@ -191,7 +191,6 @@ class AnalysisRows:
         return bool(stream_members(self._members, f"volatility.{plugin}"))
 
 
-MemoryRows = AnalysisRows  # its former name (agent/responder/rank.py imports it)
 
 
 def _inflate(packed: bytes) -> Iterator[bytes]:

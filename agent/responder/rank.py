@@ -214,22 +214,18 @@ Rows = Callable[[str], Iterator[tuple[str, str, int, dict[str, Any]]]]
 
 def compute_findings(tar: Any) -> tuple[list[dict[str, Any]], dict[str, Any], Rows]:
     """Findings and verdict as ``triagent analyze`` makes them when there is no memory image: the same
-    steps as agent.analysis.findings.collect, with the rules loaded once per worker instead of once
-    per bundle (tests/agent/responder/test_rank.py compares the two). Also the engine's row reader, whose parsed
-    streams the tables reuse."""
+    steps (agent.analysis.steps: checks, rules, ranking; Sigma and YARA are the analysis's), with the
+    rules loaded once per worker instead of once per bundle (tests/agent/responder/test_rank.py compares
+    the two). Also the engine's row reader, whose parsed streams the tables reuse."""
     from agent.analysis import rules as engine
-    from agent.analysis.findings import MemoryRows, host_findings, memory_findings
+    from agent.analysis import steps
+    from agent.analysis.findings import AnalysisRows
 
     loaded = _engine()
-    memory = MemoryRows(None)
-    checks = [r.data for r in host_findings(tar)] + [r.data for r in memory_findings(tar, memory)]
-    now = engine.collection_time(tar) or 0.0
-    rows = engine.bundle_rows(tar, memory, checks)
-    found = list(engine.evaluate(loaded["rules"], rows, now))
-    covered = {(f.get("kind"), f.get("summary")) for f in found if f.get("source") == "findings"}
-    found += [dict(c, rule=None) for c in checks if (c.get("kind"), c.get("summary")) not in covered]
-    order = {s: i for i, s in enumerate(engine.SEVERITIES)}
-    found.sort(key=lambda f: (order.get(f.get("severity", "info"), 9), str(f.get("rule")), f.get("summary", "")))
+    memory = AnalysisRows()
+    made = steps.checks(tar, memory)
+    rows = engine.bundle_rows(tar, memory, made)
+    found = steps.ranked(list(engine.evaluate(loaded["rules"], rows, engine.collection_time(tar) or 0.0)), made)
     return found, engine.verdict(found, False, loaded["policy"]), rows
 
 
@@ -387,10 +383,10 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
         found, verdict, rows = compute_findings(tar)
         host["findings_source"] = "rules"
     else:
-        from agent.analysis.findings import MemoryRows
+        from agent.analysis.findings import AnalysisRows
         from agent.analysis.rules import bundle_rows as engine_rows
 
-        rows = engine_rows(tar, MemoryRows(None), [])
+        rows = engine_rows(tar, AnalysisRows(), [])
 
     def records(stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
         # the engine's reader: parsed once for rules and tables, numbered as evidence pointers are
