@@ -1,5 +1,5 @@
-"""Logs parsed into records the rules read: authentication and system events (``auth``) and web
-server requests (``web_access``).
+"""Logs parsed into records the rules read: authentication and system events (``auth``), web server
+requests (``web_access``) and web server errors (``web_errors``).
 
 Sources (newest first, each family within a byte budget of decoded text):
 
@@ -9,7 +9,11 @@ Sources (newest first, each family within a byte budget of decoded text):
 - system: ``/var/log/syslog``, ``/var/log/messages`` and their rotations: only what the logging daemons
   say about themselves (rsyslogd, journald, auditd started or stopped, audit disabled) and boots and
   shutdowns, which decide whether a stop was a reboot or someone silencing the logs.
-- web: nginx and apache access logs (combined or common format).
+- web: nginx, apache and tomcat access logs (combined or common format).
+- web errors (``web_errors``): nginx and apache (2.2, 2.4) error logs, PHP's error_log and PHP-FPM's log,
+  tomcat's catalina/localhost logs (JUL one-line format, a stack trace kept with its entry, bounded), all
+  files newest first within one byte budget; a ``scan_client`` record per client refused many distinct
+  script names.
 
 Each log line is one record ``kind: event`` (or ``kind: request``); lines of no known event are counted,
 not kept. Each file read gives a ``kind: log_file`` record (size, mtime, first and last event, lines,
