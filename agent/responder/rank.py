@@ -349,6 +349,27 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
         host["error"] = f"cannot read the bundle: {tar.error}"[:500]
         tables["hosts"].append(host)
         return tables
+    _host_facts(host, tar, path, sidecar, notes)
+    found, verdict, rows = _findings(tar, path, base, host, notes)
+
+    counts = {s: 0 for s in SEVERITIES}
+    for f in found:
+        if f.get("severity") in counts:
+            counts[f["severity"]] += 1
+    if tar.problems:
+        notes.append(f"{len(tar.problems)} problem(s) reading the bundle, e.g. {tar.problems[0]}")
+    host.update(memory_analysed=_b(verdict.get("memory_analysed")), score=_i(verdict.get("score")),
+                recommendation=_s(verdict.get("recommendation")), findings=len(found), **counts,
+                notes="; ".join(notes)[:TEXT_CAP] or None)
+    tables["hosts"].append(host)
+    tables["findings"] = [_finding_row(host_key, f) for f in found]
+    _record_tables(_Indicators(host_key, found, tables["indicators"]), rows, tables)
+    tar.close()
+    return tables
+
+
+def _host_facts(host: dict[str, Any], tar: Any, path: str, sidecar: str | None, notes: list[str]) -> None:
+    """The hosts row's identity: the bundle's hash (against its sidecar), custody's host, the manifest's run."""
     sha256 = tar.sha256
     host.update(sha256=sha256 or sidecar, sha256_source="computed" if sha256 else "sidecar",
                 sidecar_match=(sha256 == sidecar) if sha256 and sidecar else None, bytes=os.path.getsize(path))
@@ -367,6 +388,11 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
                 status=_s(manifest.get("status") or custody.get("status")),
                 collected_utc=_ts(custody.get("started_utc")) or _ts(manifest.get("started_ns")))
 
+
+def _findings(tar: Any, path: str, base: str, host: dict[str, Any],
+              notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any], Rows]:
+    """Findings and verdict: the analysis bundle's beside it when it was made from these bytes, else the
+    rules run here; and the engine's row reader either way (the tables reuse its parsed streams)."""
     found: list[dict[str, Any]] | None = None
     analysis = analysis_beside(path)
     if analysis:
@@ -380,42 +406,46 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
             found, verdict = result
             host.update(findings_source="analysis", analysis=os.path.relpath(analysis, base).replace(os.sep, "/"))
     if found is None:
-        found, verdict, rows = compute_findings(tar)
         host["findings_source"] = "rules"
-    else:
-        from agent.analysis.findings import AnalysisRows
-        from agent.analysis.rules import bundle_rows as engine_rows
+        return compute_findings(tar)
+    from agent.analysis.findings import AnalysisRows
+    from agent.analysis.rules import bundle_rows as engine_rows
 
-        rows = engine_rows(tar, AnalysisRows(), [])
+    return found, verdict, engine_rows(tar, AnalysisRows(), [])
+
+
+class _Indicators:
+    """The indicators table of one host: values worth matching across the fleet, each flagged when a
+    finding points at its record or names the value itself."""
+
+    def __init__(self, host_key: str, found: list[dict[str, Any]], rows: list[dict[str, Any]]):
+        self.host_key, self.rows = host_key, rows
+        self.pointers = {(e.get("member"), e.get("line")) for f in found for e in f.get("evidence") or []
+                         if isinstance(e, dict) and e.get("bundle") == "source"}
+        self.facts = {str(f[k]) for f in found for k in ("exe_sha256", "fingerprint", "command") if f.get(k)}
+
+    def add(self, kind: str, value: Any, stream: str, member: str, line: int, context: Any) -> None:
+        text = _s(value)
+        if text:
+            self.rows.append({"host_key": self.host_key, "kind": kind, "value": text, "stream": stream,
+                              "member": member, "line": line, "context": _s(context, 300),
+                              "flagged": (member, line) in self.pointers or text in self.facts})
+
+    def command(self, kind: str, command: str, stream: str, member: str, line: int, context: Any,
+                found_in_context: Any) -> None:
+        """A command line, and the addresses and URLs inside it."""
+        self.add(kind, command, stream, member, line, context)
+        for inner, value in _in_text(command):
+            self.add(inner, value, stream, member, line, found_in_context)
+
+
+def _record_tables(ind: _Indicators, rows: Rows, tables: dict[str, list[dict[str, Any]]]) -> None:
+    host_key = ind.host_key
 
     def records(stream: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
         # the engine's reader: parsed once for rules and tables, numbered as evidence pointers are
         for _, member, line, record in rows(stream):
             yield member, line, record
-
-    counts = {s: 0 for s in SEVERITIES}
-    for f in found:
-        if f.get("severity") in counts:
-            counts[f["severity"]] += 1
-    if tar.problems:
-        notes.append(f"{len(tar.problems)} problem(s) reading the bundle, e.g. {tar.problems[0]}")
-    host.update(memory_analysed=_b(verdict.get("memory_analysed")), score=_i(verdict.get("score")),
-                recommendation=_s(verdict.get("recommendation")), findings=len(found), **counts,
-                notes="; ".join(notes)[:TEXT_CAP] or None)
-    tables["hosts"].append(host)
-    tables["findings"] = [_finding_row(host_key, f) for f in found]
-
-    pointers = {(e.get("member"), e.get("line")) for f in found for e in f.get("evidence") or []
-                if isinstance(e, dict) and e.get("bundle") == "source"}
-    facts = {str(f[k]) for f in found for k in ("exe_sha256", "fingerprint", "command") if f.get(k)}
-    indicators = tables["indicators"]
-
-    def indicator(kind: str, value: Any, stream: str, member: str, line: int, context: Any) -> None:
-        text = _s(value)
-        if text:
-            indicators.append({"host_key": host_key, "kind": kind, "value": text, "stream": stream,
-                               "member": member, "line": line, "context": _s(context, 300),
-                               "flagged": (member, line) in pointers or text in facts})
 
     for member, line, p in records("processes"):
         cmdline = _s(p.get("cmdline"))
@@ -424,11 +454,9 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
             "exe": _s(p.get("exe")), "exe_sha256": _s(p.get("exe_sha256")), "exe_deleted": _b(p.get("exe_deleted")),
             "cmdline": cmdline, "username": _s(p.get("user")), "start_time_utc": _ts(p.get("start_time_utc")),
             "kernel_thread": _b(p.get("kernel_thread")), "member": member, "line": line})
-        indicator("exe_sha256", p.get("exe_sha256"), "processes", member, line, p.get("name"))
+        ind.add("exe_sha256", p.get("exe_sha256"), "processes", member, line, p.get("name"))
         if cmdline and not p.get("kernel_thread"):
-            indicator("command_line", cmdline, "processes", member, line, p.get("name"))
-            for kind, value in _in_text(cmdline):
-                indicator(kind, value, "processes", member, line, p.get("name"))
+            ind.command("command_line", cmdline, "processes", member, line, p.get("name"), p.get("name"))
     for member, line, c in records("connections"):
         owners = [o for o in c.get("owners") or [] if isinstance(o, dict)]
         tables["connections"].append({
@@ -439,7 +467,7 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
             "owner_names": [_s(o.get("name") or o.get("comm")) for o in owners], "member": member, "line": line})
         if not c.get("listening") and _i(c.get("remote_port")):
             names = ",".join(str(o.get("name") or o.get("pid")) for o in owners) or None
-            indicator("remote_ip", _ip(c.get("remote_ip")), "connections", member, line, names)
+            ind.add("remote_ip", _ip(c.get("remote_ip")), "connections", member, line, names)
     for member, line, k in records("ssh_keys"):
         tables["ssh_keys"].append({
             "host_key": host_key, "kind": _s(k.get("kind")), "username": _s(k.get("user")), "path": _s(k.get("path")),
@@ -447,25 +475,20 @@ def bundle_rows(path: str, base: str) -> dict[str, list[dict[str, Any]]]:
             "key_comment": _s(k.get("comment")), "options_text": _s(k.get("options_text")),
             "file_mtime_utc": _ts(k.get("file_mtime_ns")), "member": member, "line": line})
         if k.get("kind") == "authorized_keys":
-            indicator("ssh_key_fingerprint", k.get("fingerprint"), "ssh_keys", member, line,
-                      f"{k.get('user')} {k.get('path')}")
+            ind.add("ssh_key_fingerprint", k.get("fingerprint"), "ssh_keys", member, line,
+                    f"{k.get('user')} {k.get('path')}")
     for member, line, h in records("histories"):
         command = _s(h.get("command"))
         if command and command.strip():
-            indicator("command_line", command.strip(), "histories", member, line, h.get("user"))
-            for kind, value in _in_text(command):
-                indicator(kind, value, "histories", member, line, h.get("user"))
+            ind.command("command_line", command.strip(), "histories", member, line, h.get("user"), h.get("user"))
     for member, line, c in records("cron"):
         command = _s(c.get("command"))
         if command and command.strip():
-            indicator("cron_command", command.strip(), "cron", member, line, f"{c.get('user')} {c.get('path')}")
-            for kind, value in _in_text(command):
-                indicator(kind, value, "cron", member, line, c.get("path"))
+            ind.command("cron_command", command.strip(), "cron", member, line, f"{c.get('user')} {c.get('path')}",
+                        c.get("path"))
     for stream in ("wtmp", "btmp", "lastlog"):
         for member, line, r in records(stream):
-            indicator("remote_ip", _ip(r.get("address") or r.get("host")), stream, member, line, r.get("user"))
-    tar.close()
-    return tables
+            ind.add("remote_ip", _ip(r.get("address") or r.get("host")), stream, member, line, r.get("user"))
 
 
 def _finding_row(host_key: str, f: dict[str, Any]) -> dict[str, Any]:
@@ -495,6 +518,23 @@ def _sidecar(path: str) -> str | None:
 # Workers and Parquet parts
 # --------------------------------------------------------------------------------------------------
 
+def _encodable(value: Any) -> Any:
+    """A row whose every string Parquet can store. A record may carry lone surrogates (JSON's "\\udcff": a
+    host's non-UTF-8 file name, or a hostile bundle's), which UTF-8 cannot encode: they are written as the
+    escape text instead, so one odd name never stops a fleet's ranking."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {k: _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
+
+
 def write_parts(out_dir: str, index: int, tables: dict[str, list[dict[str, Any]]],
                 specs: dict[str, list[Column]]) -> None:
     import pyarrow as pa
@@ -502,7 +542,7 @@ def write_parts(out_dir: str, index: int, tables: dict[str, list[dict[str, Any]]
 
     for table in TABLES:
         schema = arrow_schema(specs[table])
-        data = pa.Table.from_pylist(tables[table], schema=schema)
+        data = pa.Table.from_pylist([_encodable(row) for row in tables[table]], schema=schema)
         target = os.path.join(out_dir, table, f"part-{index:05d}.parquet")
         # every part, even an empty one, carries the full schema: readers never see a table without it
         pq.write_table(data, target + ".tmp", compression="snappy")

@@ -224,3 +224,21 @@ def test_without_the_fleet_extra_says_what_to_install(tmp_path):
             f"raise SystemExit(main([{str(tmp_path)!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
     assert proc.returncode == 3 and b"pip install 'triagent[fleet]'" in proc.stderr, proc.stderr
+
+
+def test_a_record_with_a_lone_surrogate_does_not_stop_the_ranking(tmp_path):
+    """JSON may escape a lone surrogate ("\\udcff": what a host's non-UTF-8 file name becomes, or what a
+    hostile bundle plants); UTF-8 cannot encode it, and Parquet refused the whole fleet's table (found on
+    a live host's bundle). It is stored as its escape text instead."""
+    import hostile_bundles as hb
+    import pyarrow.parquet as pq
+
+    line = '{"pid": 7, "ppid": 1, "name": "odd\\udcffname", "cmdline": "/tmp/\\udcff -x", "user": "root"}\n'
+    (tmp_path / "h").mkdir()
+    hb.write(tmp_path / "h" / "triagent_h_20260101T000000Z.tar.gz",
+             [("triagent/artifacts/processes.jsonl", line.encode())])
+    proc, result = rank(tmp_path)
+    assert proc.returncode == 0 and result["bundles"] == 1, proc.stderr.decode()[-2000:]
+    rows = [r for f in sorted((tmp_path / "fleet" / "processes").glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
+    assert [(r["pid"], r["name"], r["cmdline"]) for r in rows] == [(7, "odd\\udcffname", "/tmp/\\udcff -x")]
