@@ -11,11 +11,12 @@ for pair in strace:strace ssh-keygen:openssh-client setpriv:util-linux tar:tar g
         npm:npm node:nodejs musl-gcc:musl-tools scons:scons readelf:binutils chromium:chromium \
         zsh:zsh fish:fish mksh:mksh ksh93:ksh93u+m utmpdump:util-linux pdftotext:poppler-utils gcc:gcc \
         mkfs.xfs:xfsprogs at:at nft:nftables iptables-legacy:iptables setcap:libcap2-bin chattr:e2fsprogs \
-        podman:podman kubectl:kubernetes-client containerd:containerd ctr:containerd; do
+        podman:podman kubectl:kubernetes-client containerd:containerd ctr:containerd nginx:nginx-light; do
     # shells and utmpdump write the files parsers read; pdftotext reads the printed report; gcc builds the
     # scenario corpus's payloads; XFS: the statx bodyfile fallback; at writes the jobs the persistence reader
     # parses; nft/iptables set real rules in a test's own network namespace; setcap/chattr plant capabilities
-    # and immutable flags; podman, containerd and kubectl write the container runtimes' own files
+    # and immutable flags; podman, containerd and kubectl write the container runtimes' own files; nginx and
+    # php-fpm (run on loopback by the tests) write the web error logs the web_errors reader parses
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -30,11 +31,16 @@ ldconfig -p | grep -q 'libfuse\.so\.2' || need+=(libfuse2)  # fusepy's FUSE serv
 for mod in jinja2 configobj jsonpatch jsonschema requests netifaces serial; do
     /usr/bin/python3 -c "import $mod" 2>/dev/null || need+=("python3-$mod")
 done
+ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need+=(php-fpm)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "[tests] apt-get install ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
+    # the packages' own services (nginx on :80, php-fpm, containerd) are not started by the install:
+    # tests run the programs themselves, on loopback or in namespaces they make
+    nostart=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; nostart=1; }
     apt-get install -y -q --no-install-recommends "${need[@]}"
+    [ -z "$nostart" ] || rm -f /usr/sbin/policy-rc.d
 fi
 for pkg in cloud-init waagent; do
     [ -d "/opt/triagent-test-deps/$pkg/usr" ] && continue
