@@ -382,3 +382,23 @@ def test_rotations_of_one_mtime_in_rotation_order_and_tomcat_localhost_log(tmp_p
         ["/var/log/tomcat10/localhost.2026-12-06.log"]
     jsp = errors(records, "tomcat")[0]
     assert jsp["jsp"] == "/uploads/avatar/cmd.jsp" and jsp["trace_lines"] == 2
+
+
+def test_a_fifo_and_a_link_out_of_the_root_are_never_read(tmp_path):
+    """A FIFO where the error log should be would hang a plain open(); a link to a file outside the evidence
+    root must not be followed (the confined reader refuses both: a Problem, never a record from outside)."""
+    zone(tmp_path, "UTC")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.log"
+    outside.write_text('2026/12/06 05:00:00 [error] 1#1: *1 open() "/var/www/html/OUTSIDE.php" failed, '
+                       'client: 192.0.2.9, server: _, request: "GET /OUTSIDE.php HTTP/1.1"\n')
+    (tmp_path / "var/log/nginx").mkdir(parents=True)
+    os.mkfifo(tmp_path / "var/log/nginx/error.log")
+    os.symlink(outside, tmp_path / "var/log/nginx/error.log.1")
+    signal.alarm(60)  # a read that blocks on the FIFO fails the test instead of hanging the suite
+    try:
+        records, problems = collect(tmp_path)
+    finally:
+        signal.alarm(0)
+        outside.unlink()
+    assert not [r for r in records if "OUTSIDE" in str(r)], records
+    assert not errors(records)
