@@ -53,6 +53,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("report", "one self-contained HTML page for the responder: verdict, findings with their evidence, "
             "host, custody, timeline around the findings, what is missing", "agent.responder.report",
             "add_report_arguments", "run_report"),
+    Command("fleet", "responder side: analyze many bundles (a folder or s3://) on a Dask cluster, rows as "
+            "Parquet tables for rank (needs the 'fleet' extra)", "agent.commands.fleet"),
     Command("analyze", "parsers over a bundle on the responder's side (volatility3, dissect.target)",
             "agent.commands.analyze"),
     Command("symbols", "build a volatility3 symbol table for this kernel from its BTF and kallsyms",
