@@ -23,6 +23,10 @@ The kernel's objects are the live host's: under ``--root`` (an image) this colle
 * stream ``bpf_links``: one link (program attached to a hook, kernel 5.8+);
 * stream ``bpf_pinned``: one name under the bpf filesystem;
 * stream ``packet_sockets``: one AF_PACKET socket, its classic filter and its holders;
+* stream ``xdp_attachments``: one XDP program attached to an interface, as the interface itself reports it
+  (rtnetlink RTM_GETLINK, IFLA_XDP: program id and attach mode, native/generic/offloaded): the older
+  netlink way of attaching (``ip link set dev eth0 xdp obj ...``) leaves no bpf link to list, and nothing
+  holds the program open once its loader exits, so the interface is the only place that names it;
 * stream ``bpf_summary``: how many of each were seen (none is an answer too), and the sysctls that
   decide who may load programs.
 """
@@ -287,16 +291,34 @@ def collect(ctx: Context) -> Iterator[Item]:
     held = holders(check=ctx.check, sockets=frozenset(p["inode"] for p in packets))
     ctx.check()
     counts: dict[str, int] = {}
+    programs: dict[int, dict[str, Any]] = {}
+    xdp_links: dict[int, list[int]] = {}
     for item in _chain(_bpf_objects(ctx, btime, held), _packet_records(packets, held),
                        pinned(ctx, str(ctx.opt("pinned_root", "/sys/fs/bpf")), int(ctx.opt("max_pinned", 5000)))):
         if isinstance(item, Record):
             counts[item.stream] = counts.get(item.stream, 0) + 1
+            if item.stream == "bpf_programs":
+                programs[item.data["id"]] = item.data
+            elif item.stream == "bpf_links" and item.data.get("type") == "xdp":
+                xdp_links.setdefault(item.data.get("ifindex") or 0, []).append(item.data["id"])
         yield item
+    ctx.check()
+    try:
+        for record in xdp_attachments(int(ctx.opt("max_interfaces", 4096))):
+            prog = programs.get(record["prog_id"], {})
+            record.update(prog_name=prog.get("name"), prog_tag=prog.get("tag"), prog_type=prog.get("type"),
+                          held_by=prog.get("held_by", ""), via_link=bool(xdp_links.get(record["ifindex"])),
+                          link_ids=xdp_links.get(record["ifindex"], []))
+            counts["xdp_attachments"] = counts.get("xdp_attachments", 0) + 1
+            yield Record("xdp_attachments", record)
+    except OSError as exc:
+        yield Problem(f"XDP attachments: rtnetlink link dump refused or absent: {exc.strerror or exc}",
+                      level="warning", errno=exc.errno)
     # "none loaded" is a finding too: it must not read like "not collected"
     yield Record("bpf_summary", {
         "programs": counts.get("bpf_programs", 0), "maps": counts.get("bpf_maps", 0),
         "links": counts.get("bpf_links", 0), "pinned": counts.get("bpf_pinned", 0),
-        "packet_sockets": counts.get("packet_sockets", 0),
+        "packet_sockets": counts.get("packet_sockets", 0), "xdp_attachments": counts.get("xdp_attachments", 0),
         "boot_time_utc": utc(btime) if btime is not None else None,
         "unprivileged_bpf_disabled": _sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
         "jit_enabled": _sysctl("/proc/sys/net/core/bpf_jit_enable"),
@@ -468,6 +490,86 @@ def interfaces(sys_net: str = "/sys/class/net") -> dict[int, str]:
         except (OSError, ValueError):
             continue
     return out
+
+
+# --- XDP programs attached to interfaces (rtnetlink) -----------------------------------------------------
+
+NETLINK_ROUTE = 0
+RTM_NEWLINK, RTM_GETLINK = 16, 18
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_XDP = 3, 18, 43
+IFLA_INFO_KIND = 1
+# IFLA_XDP's nested attributes (include/uapi/linux/if_link.h)
+IFLA_XDP_ATTACHED, IFLA_XDP_FLAGS, IFLA_XDP_PROG_ID = 2, 3, 4
+IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID, IFLA_XDP_HW_PROG_ID = 5, 6, 7
+# enum XDP_ATTACHED_*: the mode the program runs in (native driver hook, generic skb path, NIC offload)
+XDP_MODES = {1: "native", 2: "generic", 3: "offloaded", 4: "multi"}
+
+
+def _nlattrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4 or offset + length > len(data):
+            break
+        out.setdefault(kind & 0x3FFF, data[offset + 4:offset + length])
+        offset += (length + 3) & ~3
+    return out
+
+
+def _u32(raw: bytes | None) -> int | None:
+    return struct.unpack_from("=I", raw, 0)[0] if raw is not None and len(raw) >= 4 else None
+
+
+def xdp_attachments(max_interfaces: int = 4096) -> list[dict[str, Any]]:
+    """Every XDP program attached to an interface of this network namespace, from the interface's own
+    IFLA_XDP (RTM_GETLINK dump; no privilege needed): ifindex, interface, its kind (veth, bridge ...; none
+    for a physical NIC), mode, prog_id. One record per program: a driver may hold a native and a generic
+    program at once (XDP_ATTACHED_MULTI), each with its own id."""
+    req = struct.pack("=BBHiII", socket.AF_UNSPEC, 0, 0, 0, 0, 0)
+    header = struct.pack("=IHHII", 16 + len(req), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    out: list[dict[str, Any]] = []
+    seen = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as nl:
+        nl.settimeout(5.0)
+        nl.sendall(header + req)
+        while seen <= max_interfaces:
+            data = nl.recv(1 << 16)
+            if not data:
+                return out
+            for kind, body in _netlink_messages(data):
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body, 0)[0] if len(body) >= 4 else errno.EIO
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return out
+                if kind == RTM_NEWLINK and len(body) >= 16:
+                    seen += 1
+                    out.extend(_xdp_records(body))
+    return out
+
+
+def _xdp_records(body: bytes) -> list[dict[str, Any]]:
+    ifindex = struct.unpack_from("=i", body, 4)[0]
+    a = _nlattrs(body, 16)
+    xdp = _nlattrs(a.get(IFLA_XDP, b""))
+    attached = xdp.get(IFLA_XDP_ATTACHED, b"\0")[0] if xdp.get(IFLA_XDP_ATTACHED) else 0
+    if not attached:
+        return []
+    name = a.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode("utf-8", "replace")
+    link_kind = _nlattrs(a.get(IFLA_LINKINFO, b"")).get(IFLA_INFO_KIND)
+    base = {"ifindex": ifindex, "interface": name,
+            "interface_kind": link_kind.split(b"\0", 1)[0].decode("ascii", "replace") if link_kind else None,
+            "flags": _u32(xdp.get(IFLA_XDP_FLAGS))}
+    per_mode = [(mode, _u32(xdp.get(attr))) for mode, attr in (("native", IFLA_XDP_DRV_PROG_ID),
+                                                              ("generic", IFLA_XDP_SKB_PROG_ID),
+                                                              ("offloaded", IFLA_XDP_HW_PROG_ID))]
+    found = [{**base, "mode": mode, "prog_id": pid} for mode, pid in per_mode if pid]
+    if found:
+        return found
+    # one mode: the kernel gives IFLA_XDP_PROG_ID and says which mode in IFLA_XDP_ATTACHED
+    return [{**base, "mode": XDP_MODES.get(attached, str(attached)), "prog_id": _u32(xdp.get(IFLA_XDP_PROG_ID))}]
 
 
 # --- packet sockets and their classic BPF filters (sock_diag) --------------------------------------------

@@ -108,7 +108,7 @@ def loader():
 
 def _findings(records: list[dict], stream: str = "bpf_programs") -> list[dict]:
     rules = [r for r in engine.load_rules() if r.id.startswith("TRI-EBPF-")]
-    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002", "TRI-EBPF-003", "TRI-EBPF-004"}
+    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002", "TRI-EBPF-003", "TRI-EBPF-004", "TRI-EBPF-005"}
 
     def rows(source: str):
         if source != stream:
@@ -347,3 +347,91 @@ def test_packet_socket_rules_spare_the_usual_holders():
     ]
     got = {(f["inode"], f["rule"]) for f in _findings(records, "packet_sockets")}
     assert got == {(3, "TRI-EBPF-004"), (4, "TRI-EBPF-004"), (5, "TRI-EBPF-004"), (6, "TRI-EBPF-003")}
+
+
+# --- XDP attached through rtnetlink (no bpf link, nothing holding the program) ---------------------------
+
+XDP_NETLINK = textwrap.dedent(r"""
+    import ctypes, json, os, platform, socket, struct, sys
+    sys.path.insert(0, sys.argv[1])
+    NR = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # r0 = XDP_PASS (2); exit
+    insns = ctypes.create_string_buffer(struct.pack("<BBhi", 0xB7, 0, 0, 2) + struct.pack("<BBhi", 0x95, 0, 0, 0))
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQIIQII16s", attr, 0, 6, 2, ctypes.addressof(insns), ctypes.addressof(lic),
+                     0, 0, 0, 0, 0, b"tri_xdp_nl")
+    fd = libc.syscall(ctypes.c_long(NR), ctypes.c_int(5), attr, ctypes.c_uint(128))  # BPF_PROG_LOAD, type XDP
+    if fd < 0:
+        print(json.dumps({"error": os.strerror(ctypes.get_errno())}))
+        sys.exit(0)
+
+    def nla(kind, value):
+        return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+    # RTM_SETLINK tri0: IFLA_XDP { IFLA_XDP_FD = fd, IFLA_XDP_FLAGS = XDP_FLAGS_SKB_MODE }, as `ip link set
+    # dev tri0 xdpgeneric obj ...` does
+    xdp = nla(1, struct.pack("=i", fd)) + nla(3, struct.pack("=I", 2))
+    body = struct.pack("=BBHiII", 0, 0, 0, socket.if_nametoindex("tri0"), 0, 0) + nla(43 | 0x8000, xdp)
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    nl.send(struct.pack("=IHHII", 16 + len(body), 19, 0x1 | 0x4, 1, 0) + body)
+    err = -struct.unpack_from("=i", nl.recv(4096), 16)[0]
+    nl.close()
+    os.close(fd)  # the interface alone keeps it now, as after `ip link set ... xdp obj` exits
+    if err:
+        print(json.dumps({"error": "RTM_SETLINK IFLA_XDP: " + os.strerror(err)}))
+        sys.exit(0)
+    from collectors.base import Context, Problem, Record
+    from collectors.volatile import ebpf
+    out = {"records": [], "problems": []}
+    for item in ebpf.collect(Context(root="/", live=True, options={})):
+        if isinstance(item, Record):
+            out["records"].append([item.stream, item.data])
+        elif isinstance(item, Problem):
+            out["problems"].append([item.level, item.message])
+    print(json.dumps(out, default=str))
+""")
+
+
+def test_an_xdp_program_attached_over_netlink_is_tied_to_its_interface():
+    """A 2-instruction XDP program (XDP_PASS) loaded with bpf(2) and attached to a veth of a network namespace
+    the test creates, over rtnetlink in generic mode, then its descriptor closed: no bpf link and no holder
+    name it; the interface's IFLA_XDP does, and the record says interface, mode and program; TRI-EBPF-005
+    calls it high. The veth's peer (no program) and lo give no record."""
+    need(os.geteuid() == 0, "loading XDP programs and creating network namespaces need root")
+    need(subprocess.run(["which", "unshare", "ip"], capture_output=True).returncode == 0,
+         "unshare (util-linux) and ip (iproute2) are needed")
+    script = ("set -e; ip link set lo up; ip link add tri0 type veth peer name tri1; ip link set tri0 up; "
+              f"exec {sys.executable} -c \"$1\" \"$2\"")
+    done = subprocess.run(["unshare", "-n", "bash", "-c", script, "xdp", XDP_NETLINK,
+                           str(Path(__file__).resolve().parents[3])], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    need("error" not in got, f"this kernel will not load or attach an XDP program: {got.get('error')}")
+    assert not [p for p in got["problems"] if p[0] == "error"], got["problems"]
+    streams: dict[str, list[dict]] = {}
+    for stream, data in got["records"]:
+        streams.setdefault(stream, []).append(data)
+    prog = next(p for p in streams["bpf_programs"] if p["name"] == "tri_xdp_nl")
+    assert prog["type"] == "xdp" and prog["holders"] == []
+    attached = streams["xdp_attachments"]
+    assert len(attached) == 1, attached
+    rec = attached[0]
+    assert rec["interface"] == "tri0" and rec["interface_kind"] == "veth" and rec["mode"] == "generic"
+    assert rec["prog_id"] == prog["id"] and rec["prog_name"] == "tri_xdp_nl" and rec["prog_tag"] == prog["tag"]
+    assert rec["via_link"] is False and rec["held_by"] == ""
+    assert streams["bpf_summary"][0]["xdp_attachments"] == 1
+    found = _findings(attached, "xdp_attachments")
+    assert [f["rule"] for f in found] == ["TRI-EBPF-005"]
+    assert "tri0" in found[0]["summary"] and "generic" in found[0]["summary"]
+
+
+def test_xdp_rule_spares_cni_devices():
+    base = {"ifindex": 7, "interface_kind": "veth", "mode": "native", "prog_id": 42, "prog_name": "cil_from_netdev",
+            "prog_tag": "ab", "via_link": True, "held_by": "", "flags": 0, "link_ids": [3]}
+    assert _findings([{**base, "interface": "lxc12ab"}, {**base, "interface": "cilium_host"},
+                      {**base, "interface": "eth0", "held_by": "/usr/bin/cilium-agent[812]"}],
+                     "xdp_attachments") == []
+    assert [f["rule"] for f in _findings([{**base, "interface": "eth0"}], "xdp_attachments")] == ["TRI-EBPF-005"]
