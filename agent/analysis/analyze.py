@@ -19,6 +19,7 @@ from agent.analysis.findings import AnalysisRows
 from agent.bundle.reader import READ_CHUNK, VERDICT_NAME, BundleError, BundleReader, dumps, quoted, shown, stream_of
 from agent.bundle.verify import verify
 from agent.bundle.writer import BundleWriter
+from agent.engine import progress
 from agent.engine.pipeline import Run, RunOptions
 from agent.engine.plan import ArtifactSpec, Profile, load_profile, load_secrets
 from agent.engine.redact import Redactor
@@ -328,8 +329,12 @@ def _analysis_run(bundle: str, out: Any, output_dir: str, workdir: str, got: _In
     judged = [a for a in profile.artifacts if a.name == "findings"]
     profile.artifacts = [a for a in profile.artifacts if a.name != "findings"]
     run = Run(profile, writer, Redactor(load_secrets()), options, started_ns=started_ns)
-    if verbose:
-        run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+    def told(line: str) -> None:  # one parser done: one step of the "analysis" task
+        progress.advance("analysis", 1)
+        if verbose:
+            print(f"triagent: {line}", file=sys.stderr, flush=True)
+
+    run.progress = told
     for problem in problems:
         run.note("bundle", "error", problem)
     run.collect_all()  # the parsers
@@ -342,6 +347,79 @@ def _analysis_run(bundle: str, out: Any, output_dir: str, workdir: str, got: _In
     return run, verdict
 
 
+class AnalysisError(Exception):
+    """analyze wrote nothing: ``exit`` is the command's exit code (2 not a bundle file, 3 exists or no space)."""
+
+    def __init__(self, message: str, exit: int):
+        super().__init__(message)
+        self.exit = exit
+
+
+def analyse_bundle(bundle: str, path: str, symbols: list[str] | None = None, remote_isf_url: str | None = None,
+                   verbose: bool = False, source: str | None = None) -> dict[str, Any]:
+    """Analyses one bundle into the analysis bundle ``path`` (never over an existing file; ``path +
+    ".sha256"`` beside it) and returns its summary (analyze's JSON line, plus ``exit``, ``unreadable`` and
+    ``source_sha256``). ``source`` names the bundle in custody when ``bundle`` is a local copy of it (an S3
+    key fetched by triagent fleet). Raises AnalysisError when nothing is written. Tells agent.engine.progress
+    its steps as task "analysis": extraction, each parser, the steps after them, the seal."""
+    started_ns = time.time_ns()
+    symbols = list(symbols or [])
+    if not os.path.isfile(bundle):  # a FIFO or a device is not a bundle (and a FIFO would block its readers)
+        raise AnalysisError(f"{shown(repr(bundle))} is not a regular file", 2)
+    if os.path.lexists(path):
+        raise AnalysisError(f"{shown(path)} exists already (remove it, or choose another --output)", 3)
+    output_dir, name = os.path.split(os.path.abspath(path))
+    progress.start("analysis", len(load_profile("analysis").artifacts) + 2, "steps")
+    try:
+        checked = verify(bundle, keep=lambda n: n.startswith(("memory/", "symbols/")))
+        problems: list[str] = []
+        if not checked.ok:
+            print(f"triagent analyze: warning: the bundle does not verify: {checked.problems[:3]}", file=sys.stderr)
+        declared = checked.entries if checked.manifest_read else None
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
+        except OSError as exc:
+            raise AnalysisError(f"cannot write in {shown(output_dir)}: {shown(exc)}", 3) from exc
+        try:
+            got = _inputs(bundle, workdir, declared, problems)
+            progress.advance("analysis", 1)
+            tmp = os.path.join(workdir, name)
+            with open(tmp, "xb") as out:
+                run, verdict = _analysis_run(bundle, out, output_dir, workdir, got, symbols, remote_isf_url,
+                                             problems, verbose, started_ns)
+                custody: dict[str, Any] = {
+                    "action": "analyze", "source_bundle": source or os.path.abspath(bundle),
+                    "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
+                    "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
+                    "memory_image": os.path.basename(got.image) if got.image else None,
+                    "memory_image_error": got.image_error,
+                    "image_sha256": sha256_file(got.image, 8 << 20) if got.image else None,
+                    "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                sha256 = run.finish(custody)
+            progress.advance("analysis", 1)
+            try:
+                os.link(tmp, path)  # never over an analysis that appeared meanwhile
+            except FileExistsError:
+                raise AnalysisError(f"{shown(path)} appeared while analysing: not replaced", 3) from None
+            side = os.path.join(workdir, name + ".sha256")
+            with open(side, "w", encoding="utf-8") as handle:
+                handle.write(f"{sha256}  {name}\n")
+            os.replace(side, path + ".sha256")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        progress.finish("analysis")
+    refused = got.unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
+    summary = _summary(run, path, sha256, checked.ok, verdict, problems)
+    unreadable = got.unreadable or (None if checked.manifest_read else
+                                    "no manifest: " + ("; ".join(checked.problems[:2]) or "not a triagent bundle"))
+    summary.update(exit=0 if run.status == "complete" and checked.ok and not refused else 1, unreadable=unreadable,
+                   source_sha256=checked.bundle_sha256)
+    return summary
+
+
 def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: str | None,
             verbose: bool = False) -> int:
     """Exit 0: analysed, and the bundle verifies; 1: analysed, with problems (each named in the summary and
@@ -350,57 +428,18 @@ def analyze(bundle: str, output_dir: str, symbols: list[str], remote_isf_url: st
     An ordinary run of the parsers of the `analysis` profile (volatility3 over the memory image, dissect.target
     over the bundle) writing the analysis bundle, then the plain steps (steps.py) over the source bundle and
     the parsers' records, whose findings and verdict the same run writes and seals."""
-    started_ns = time.time_ns()
-    if not os.path.isfile(bundle):  # a FIFO or a device is not a bundle (and a FIFO would block its readers)
-        print(f"triagent analyze: error: {shown(repr(bundle))} is not a regular file", file=sys.stderr)
-        return 2
     name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz"
-    path = os.path.join(os.path.abspath(output_dir), name)
-    if os.path.lexists(path):
-        print(f"triagent analyze: error: {shown(path)} exists already (remove it, or choose another --output)",
-              file=sys.stderr)
-        return 3
-    checked = verify(bundle, keep=lambda n: n.startswith(("memory/", "symbols/")))
-    problems: list[str] = []
-    if not checked.ok:
-        print(f"triagent analyze: warning: the bundle does not verify: {checked.problems[:3]}", file=sys.stderr)
-    declared = checked.entries if checked.manifest_read else None
     try:
-        os.makedirs(output_dir, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix=".triagent-analyze-", dir=output_dir)
-    except OSError as exc:
-        print(f"triagent analyze: error: cannot write in {shown(output_dir)}: {shown(exc)}", file=sys.stderr)
-        return 3
-    try:
-        got = _inputs(bundle, workdir, declared, problems)
-        tmp = os.path.join(workdir, name)
-        with open(tmp, "xb") as out:
-            run, verdict = _analysis_run(bundle, out, output_dir, workdir, got, symbols, remote_isf_url, problems,
-                                            verbose, started_ns)
-            custody: dict[str, Any] = {
-                "action": "analyze", "source_bundle": os.path.abspath(bundle),
-                "source_bundle_sha256": checked.bundle_sha256, "source_verified": checked.ok,
-                "source_problems": checked.problems[:20], "symbols": symbols, "remote_isf_url": remote_isf_url,
-                "memory_image": os.path.basename(got.image) if got.image else None,
-                "memory_image_error": got.image_error,
-                "image_sha256": sha256_file(got.image, 8 << 20) if got.image else None,
-                "ended_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            sha256 = run.finish(custody)
-        try:
-            os.link(tmp, path)  # never over an analysis that appeared meanwhile
-        except FileExistsError:
-            print(f"triagent analyze: error: {shown(path)} appeared while analysing: not replaced", file=sys.stderr)
-            return 3
-        side = os.path.join(workdir, name + ".sha256")
-        with open(side, "w", encoding="utf-8") as handle:
-            handle.write(f"{sha256}  {name}\n")
-        os.replace(side, path + ".sha256")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    print(dumps(_summary(run, path, sha256, checked.ok, verdict, problems), separators=(",", ":"))[:2000])
-    refused = got.unreadable is not None or any(p.startswith("the memory image is not extracted") for p in problems)
-    return 0 if run.status == "complete" and checked.ok and not refused else 1
+        summary = analyse_bundle(bundle, os.path.join(os.path.abspath(output_dir), name), symbols, remote_isf_url,
+                                 verbose)
+    except AnalysisError as exc:
+        print(f"triagent analyze: error: {exc}", file=sys.stderr)
+        return exc.exit
+    code = summary.pop("exit")
+    summary.pop("unreadable")
+    summary.pop("source_sha256")
+    print(dumps(summary, separators=(",", ":"))[:2000])
+    return int(code)
 
 
 def _summary(run: Run, path: str, sha256: str, verified: bool, verdict: dict[str, Any],

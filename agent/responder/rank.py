@@ -536,14 +536,16 @@ def _encodable(value: Any) -> Any:
 
 
 def write_parts(out_dir: str, index: int, tables: dict[str, list[dict[str, Any]]],
-                specs: dict[str, list[Column]]) -> None:
+                specs: dict[str, list[Column]], stem: str | None = None) -> None:
+    """``OUT_DIR/<table>/part-<index>.parquet`` for every table (``<stem>.parquet`` when given: triagent fleet
+    names each bundle's files after it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     for table in TABLES:
         schema = arrow_schema(specs[table])
         data = pa.Table.from_pylist([_encodable(row) for row in tables[table]], schema=schema)
-        target = os.path.join(out_dir, table, f"part-{index:05d}.parquet")
+        target = os.path.join(out_dir, table, f"{stem or f'part-{index:05d}'}.parquet")
         # every part, even an empty one, carries the full schema: readers never see a table without it
         pq.write_table(data, target + ".tmp", compression="snappy")
         os.replace(target + ".tmp", target)
