@@ -9,7 +9,8 @@ their daemons (called by collectors/files/containers.py, whose streams these rec
   told from podman by its annotations (``io.kubernetes.cri-o.*``) or metadata (``pod-name``).
 - containerd: its metadata is a bbolt database (``io.containerd.metadata.v1.bolt/meta.db``), for which
   there is no well-kept Python reader: a small bounded one is at the end of this file (podman 4's
-  ``libpod/bolt_state.db`` is bbolt too). From it every container (image, labels, OCI spec) and, through
+  ``libpod/bolt_state.db`` is bbolt too; podman 4.8+ and 5 keep the same JSON documents in SQLite, ``db.sql``,
+  read with Python's sqlite3 from a bounded copy in memory, its write-ahead log applied). From it every container (image, labels, OCI spec) and, through
   the overlayfs snapshotter's own ``metadata.db``, its writable layer ``snapshots/<id>/fs``; then what the
   runtime v2 shim keeps for each running task (``/run/containerd/io.containerd.runtime.v2.task/<namespace>/
   <id>/``: ``config.json``, the OCI spec that runs, and ``init.pid``; containerd runtime/v2/README.md) and,
@@ -32,12 +33,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import struct
 from collections.abc import Iterator
 from typing import Any
 
 from collectors.base import Context, Item, Problem, Record
 from collectors.files.fsread import copy_file, is_dir, listdir, read_capped
+from collectors.files.packages import apply_wal
 from collectors.util import parse_passwd, read_small, text, utc
 
 STORAGE_ROOTS = ["/var/lib/containers/storage"]
@@ -255,7 +258,7 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         return
     images = _images(ctx, root, cap)
     yield from copy_file(ctx, f"{root}/overlay-containers/containers.json", cap)
-    libpod = yield from _libpod_state(ctx, root)
+    libpod, state_db = yield from _libpod_state(ctx, root)
     for entry in _l(listing, int(ctx.opt("max_containers", 2000))):
         ctx.check()
         entry = _d(entry)
@@ -274,7 +277,7 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         spec = _d(spec)
         config, state = libpod.get(cid, ({}, {}))
         if not spec and isinstance(config.get("spec"), dict):
-            spec, config_path = config["spec"], f"{root}/libpod/bolt_state.db"  # created, never started
+            spec, config_path = config["spec"], state_db or ""  # created, never started: only podman's database has it
         fields = oci_container(spec, include_env) if spec else {}
         if config.get("privileged") is True:
             fields["privileged"] = True
@@ -316,16 +319,21 @@ LIBPOD_STATES = {0: "unknown", 1: "configured", 2: "created", 3: "running", 4: "
 
 
 def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
-    """{container id: (its libpod config, its state)} from podman's bolt_state.db (libpod/boltdb_state.go:
-    bucket "ctr", one sub-bucket per container with JSON "config" and "state"); podman 4.8+ may keep an
-    SQLite db.sql instead, which is copied, not parsed. A generator whose return value is the map, so its
-    Problems and the database's copy reach the caller's stream."""
+    """{container id: (its libpod config, its state)} and the database they came from: podman 4.8+'s SQLite
+    ``db.sql`` (the default from podman 5; libpod/sqlite_state.go) when it is there, else podman 4's
+    ``libpod/bolt_state.db`` (libpod/boltdb_state.go: bucket "ctr", one sub-bucket per container with JSON
+    "config" and "state"). Both hold the same ContainerConfig / ContainerState JSON. A generator whose return
+    value is that pair, so its Problems and the database's copy reach the caller's stream."""
     found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    if _exists(ctx, f"{root}/db.sql"):
-        yield from copy_file(ctx, f"{root}/db.sql", int(ctx.opt("bolt_cap_bytes", 64 << 20)))
-    bolt = yield from _bolt_file(ctx, f"{root}/libpod/bolt_state.db")
+    sqlite_path = f"{root}/db.sql"
+    if _exists(ctx, sqlite_path):
+        found = yield from _libpod_sqlite(ctx, sqlite_path)
+        if found:
+            return found, sqlite_path
+    bolt_path = f"{root}/libpod/bolt_state.db"
+    bolt = yield from _bolt_file(ctx, bolt_path)
     if bolt is None:
-        return found
+        return found, None
     for cid, is_value in bolt.bucket(b"ctr").items():
         ctx.check()
         if is_value is not None:
@@ -341,7 +349,72 @@ def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
         found[text(cid)] = (docs[0], docs[1])
     if bolt.truncated:
         yield Problem("podman's bolt_state.db has more entries than we walk: containers left out",
-                      path=f"{root}/libpod/bolt_state.db", level="warning")
+                      path=bolt_path, level="warning")
+    return found, bolt_path
+
+
+# podman's SQLite state (libpod/sqlite_state_internal.go, createSQLiteTables): ContainerConfig(ID, Name, PodID,
+# JSON) and ContainerState(ID, State, ExitCode, JSON); the JSON columns are the bolt database's documents
+LIBPOD_SQL = ("SELECT c.ID, c.JSON, s.JSON FROM ContainerConfig AS c LEFT JOIN ContainerState AS s ON s.ID = c.ID "
+              "LIMIT ?")
+
+
+def _libpod_sqlite(ctx: Context, path: str) -> Iterator[Item]:
+    """{container id: (config, state)} of podman's db.sql. The host's file is never opened by SQLite: its bytes
+    (and its write-ahead log's, where podman's last transactions may still be: it runs in WAL mode) are read
+    through the evidence reader, bounded, the log's committed frames applied to that copy in memory, and the
+    copy opened read-only (no lock, no -shm or -journal file next to the host's database)."""
+    cap = int(ctx.opt("bolt_cap_bytes", 64 << 20))
+    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    try:
+        data, _, truncated = read_capped(ctx, path, cap)
+    except OSError as exc:
+        yield Problem.from_os_error(exc, "cannot read podman's state database", path)
+        return found
+    if truncated or not data.startswith(b"SQLite format 3\0"):
+        yield Problem("podman's db.sql " + (f"is larger than {cap} bytes" if truncated else "is not SQLite") +
+                      ": copied, not parsed", path=path, level="warning")
+        yield from copy_file(ctx, path, cap)
+        return found
+    image = bytearray(data)
+    wal_note = None
+    if _exists(ctx, path + "-wal"):
+        try:
+            wal, _, wal_cut = read_capped(ctx, path + "-wal", cap)
+        except OSError as exc:
+            wal, wal_cut = b"", True
+            yield Problem.from_os_error(exc, "cannot read podman's state write-ahead log", path + "-wal")
+        applied = apply_wal(image, wal) if wal and not wal_cut else None if wal else 0
+        if applied is None:
+            wal_note = "its write-ahead log could not be applied: the latest changes may be missing"
+            image = bytearray(data)
+        yield from copy_file(ctx, path + "-wal", cap)
+    yield from copy_file(ctx, path, cap)
+    if wal_note:
+        yield Problem(f"podman's db.sql: {wal_note}", path=path, level="warning")
+    if len(image) > 19 and image[18] == 2 and image[19] == 2:
+        image[18] = image[19] = 1  # WAL mode: an in-memory copy reads as a rollback-journal database
+    try:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            conn.deserialize(bytes(image))
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("PRAGMA trusted_schema = OFF")
+            rows = conn.execute(LIBPOD_SQL, (int(ctx.opt("max_containers", 2000)),)).fetchall()
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, OverflowError, MemoryError) as exc:
+        yield Problem(f"podman's db.sql not read: {exc}"[:300], path=path, level="warning")
+        return found
+    for cid, config, state in rows:
+        ctx.check()
+        docs = []
+        for doc in (config, state):
+            try:
+                docs.append(_d(json.loads(doc or "{}")))
+            except (ValueError, TypeError):
+                docs.append({})
+        found[str(cid)] = (docs[0], docs[1])
     return found
 
 

@@ -656,3 +656,122 @@ def test_cri_o_containers_from_their_storage(node, tmp_path):
     assert crio["runtime"] == "cri-o" and crio["name"] == "web" and crio["image"] == "registry.example/shop/web:1.4"
     assert crio["pod_name"] == "web-7d4b9c-x2v" and crio["pod_namespace"] == "shop"
     assert {r["runtime"] for i, r in records.items() if i != web["id"]} == {"podman"}
+
+
+# podman 5's state database: libpod/sqlite_state_internal.go's createSQLiteTables (the tables it reads)
+PODMAN_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS DBConfig(
+        ID INTEGER PRIMARY KEY NOT NULL, SchemaVersion INTEGER NOT NULL, OS TEXT NOT NULL, StaticDir TEXT NOT NULL,
+        TmpDir TEXT NOT NULL, GraphRoot TEXT NOT NULL, RunRoot TEXT NOT NULL, GraphDriver TEXT NOT NULL,
+        VolumeDir TEXT NOT NULL, CHECK (ID IN (1)));
+CREATE TABLE IF NOT EXISTS IDNamespace(ID TEXT PRIMARY KEY NOT NULL);
+CREATE TABLE IF NOT EXISTS ContainerConfig(
+        ID TEXT PRIMARY KEY NOT NULL, Name TEXT UNIQUE NOT NULL, PodID TEXT, JSON TEXT NOT NULL,
+        FOREIGN KEY (ID) REFERENCES IDNamespace(ID) DEFERRABLE INITIALLY DEFERRED,
+        FOREIGN KEY (ID) REFERENCES ContainerState(ID) DEFERRABLE INITIALLY DEFERRED,
+        FOREIGN KEY (PodID) REFERENCES PodConfig(ID));
+CREATE TABLE IF NOT EXISTS ContainerState(
+        ID TEXT PRIMARY KEY NOT NULL, State INTEGER NOT NULL, ExitCode INTEGER, JSON TEXT NOT NULL,
+        FOREIGN KEY (ID) REFERENCES ContainerConfig(ID) DEFERRABLE INITIALLY DEFERRED,
+        CHECK (ExitCode BETWEEN -1 AND 255));
+CREATE TABLE IF NOT EXISTS PodConfig(ID TEXT PRIMARY KEY NOT NULL, Name TEXT UNIQUE NOT NULL, JSON TEXT NOT NULL);
+"""
+
+
+def _only_files_and_folders(folder: str, names: list[str]) -> list[str]:
+    """What copytree leaves out of a podman storage copy: its FIFOs (winsz, ctl) and sockets."""
+    return [n for n in names if not (os.path.isdir(os.path.join(folder, n)) or os.path.isfile(os.path.join(folder, n))
+                                     or os.path.islink(os.path.join(folder, n)))]
+
+
+def test_podman5_sqlite_state(node, tmp_path):
+    """podman 5's SQLite state (db.sql, podman >= 4.8) in place of bolt_state.db. Documented format (podman's
+    schema, libpod/sqlite_state_internal.go), not written by podman 5: bookworm has 4.3. The rows hold the
+    ContainerConfig/ContainerState JSON the real podman 4.3 wrote to its bolt database (the same documents).
+    The database is in WAL mode, as podman opens it, and the "dormant" container (privileged, host PID,
+    never started) is only in the write-ahead log, still open and not checkpointed: the collector applies
+    the log to its copy in memory and finds it. Same records and rules as from the bolt database."""
+    import sqlite3
+
+    from collectors.files.runtimes import Bolt
+
+    storage = tmp_path / "var/lib/containers/storage"
+    for part in ("overlay-containers", "overlay-images"):
+        shutil.copytree(node.storage / part, storage / part, symlinks=True, ignore=_only_files_and_folders)
+    bolt = Bolt((node.storage / "libpod/bolt_state.db").read_bytes())
+    rows = []
+    for cid in bolt.bucket(b"ctr"):
+        entry = bolt.bucket(b"ctr", cid)
+        config, state = json.loads(entry[b"config"]), json.loads(entry[b"state"])
+        rows.append((cid.decode(), config["name"], json.dumps(config), state.get("state", 0), json.dumps(state)))
+    db = sqlite3.connect(storage / "db.sql", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(PODMAN_SQLITE_SCHEMA)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA wal_autocheckpoint = 0")  # the last transaction stays in db.sql-wal while we read
+
+    def insert(row: tuple) -> None:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO IDNamespace VALUES (?)", (row[0],))
+        db.execute("INSERT INTO ContainerConfig VALUES (?, ?, NULL, ?)", row[:3])
+        db.execute("INSERT INTO ContainerState VALUES (?, ?, NULL, ?)", (row[0], row[3], row[4]))
+        db.execute("COMMIT")
+
+    for row in rows:
+        if row[1] != "dormant":
+            insert(row)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    insert(next(r for r in rows if r[1] == "dormant"))
+    try:
+        assert (storage / "db.sql-wal").stat().st_size > 0
+        plain = sqlite3.connect(f"file:{storage / 'db.sql'}?mode=ro&immutable=1", uri=True)
+        assert [n for (n,) in plain.execute("SELECT Name FROM ContainerConfig")].count("dormant") == 0
+        plain.close()
+        items = _collect("/", False, docker_roots=[], storage_roots=[str(storage)], rootless_storage=False,
+                         containerd_tasks=[], manifests=[], kubelet_pods="/nonexistent", pod_logs="/nonexistent",
+                         kubeconfigs=[])
+        wal_size = (storage / "db.sql-wal").stat().st_size
+    finally:
+        db.close()
+    assert wal_size > 0  # the collector wrote nothing beside the host's database, and took no lock
+    from collectors.base import FileCopy, Problem
+    assert not [i for i in items if isinstance(i, Problem) and i.level in ("warning", "error")], \
+        [i.message for i in items if isinstance(i, Problem)]
+    records = {r["name"]: r for r in _records(items, "containers")}
+    assert len(records) == 9
+    dormant, unstarted, helper = records["dormant"], records["never-started"], records["helper"]
+    assert dormant["config_path"] == str(storage / "db.sql") and dormant["state"] == "configured"
+    assert dormant["privileged"] and dormant["host_pid"] and not dormant["running"]
+    assert unstarted["config_path"].endswith("/db.sql") and unstarted["privileged"] is False
+    assert helper["privileged"] and helper["mounts_host_root_rw"] and "CAP_SYS_ADMIN" in helper["capabilities"]
+    assert records["etcd-log"]["state"] == "exited" and records["etcd-log"]["exit_code"] == 0
+    assert records["web"]["image"] == "localhost/local/tools:1" and records["web"]["command"].startswith("/bin/sh -c")
+    assert {c.path.rsplit("/", 1)[-1] for c in items if isinstance(c, FileCopy)} >= {"db.sql", "db.sql-wal"}
+    found = _findings({"containers": _records(items, "containers")})
+    assert {"helper", "dormant"} <= found.get("TRI-CONT-001", set())
+
+
+def test_podman5_sqlite_state_damaged(tmp_path):
+    """A db.sql that is not SQLite, or cut short: a Problem, never an exception, and the bolt file (when there
+    is one) still read."""
+    from collectors.base import Context, Problem
+    from collectors.files.runtimes import _libpod_state
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "db.sql").write_bytes(b"SQLite format 3\0" + b"\xff" * 5000)
+
+    def run() -> tuple[list, object]:
+        gen = _libpod_state(Context(root="/", live=False, options={}), str(storage))
+        items = []
+        try:
+            while True:
+                items.append(next(gen))
+        except StopIteration as stop:
+            return items, stop.value
+    items, (found, where) = run()
+    assert found == {} and where is None
+    assert any(isinstance(i, Problem) and "db.sql" in (i.message + str(i.path)) for i in items)
+    (storage / "db.sql").write_bytes(b"garbage" * 100)
+    items, (found, _where) = run()
+    assert found == {} and any(isinstance(i, Problem) and "not SQLite" in i.message for i in items)
