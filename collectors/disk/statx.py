@@ -240,6 +240,11 @@ class _Walk:
         self.depth_examples: list[str] = []
         self.listed: set[tuple[tuple[int, int], int]] = set()
         self.filesystems: dict[str, int] = {}
+        # the collector's own unpacked runtime (a PyInstaller binary unpacks into /dev/shm): its folder is listed,
+        # not entered, and named in the summary, so its libraries are neither copied as small programs found on
+        # a memory filesystem nor crowd the timeline (live root only: they are host paths)
+        self.own_dirs = fsread.own_runtime_dirs() if ctx.live and self.root.real == "/" else frozenset()
+        self.own_skipped: list[str] = []
         self.stop_reason = ""
         start = time.monotonic()
         self.deadline = min(start + opts.budget_s, ctx.deadline - 2.0)
@@ -335,6 +340,10 @@ class _Walk:
                 return
             sub = os.fsdecode(base + name)
             if not self._enter(child, sub):
+                continue
+            if sub in self.own_dirs:
+                self.own_skipped.append(sub)
+                yield Problem("this collector's own unpacked runtime: listed, not walked", path=sub, level="info")
                 continue
             if depth >= self.opts.max_depth:
                 self.depth_cut += 1  # one summary Problem at the end: deep trees (node_modules) have thousands
@@ -458,7 +467,7 @@ def collect_bodyfile(ctx: Context, opts: Options) -> Iterator[Item]:
         "scanned": walk.scanned, "entries": entries, "with_btime": walk.with_btime,
         "newest_first": True, "entry_limit_reached": walk.seq > entries, "depth_limited_dirs": walk.depth_cut,
         "time_limit_reached": walk.stop_reason == "time", "filesystems": walk.filesystems,
-        "executables_copied": copied,
+        "executables_copied": copied, "own_runtime_not_walked": walk.own_skipped,
     })
 
 

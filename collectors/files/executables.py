@@ -44,7 +44,6 @@ import platform
 import posixpath
 import stat
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +58,8 @@ from collectors.files.fsread import (
     listdir,
     lstat,
     open_regular,
+    own_files,
+    own_runtime_dirs,
     readlink,
     resolve,
     walk_glob,
@@ -269,30 +270,14 @@ def _epoch(iso: str) -> float:
 # ---- writable places --------------------------------------------------------------------------
 
 def _own_runtime_dirs() -> set[str]:
-    """Where this very program unpacked itself (PyInstaller's _MEI folder, staticx's bundle): its own
-    libraries must not be reported as dropped executables."""
-    found = set()
-    for value in (getattr(sys, "_MEIPASS", None), os.environ.get("STATICX_BUNDLE_DIR")):
-        if value:
-            found.add(os.path.realpath(value).rstrip("/"))
-    return found
+    """Where this very program unpacked itself (fsread.own_runtime_dirs): its own libraries must not be
+    reported as dropped executables."""
+    return set(own_runtime_dirs())
 
 
 def _own_files() -> set[tuple[int, int]]:
-    """(device, inode) of this program's own executable and its staticx launcher: pushed into /tmp by SSM or
-    Run Command, the collector must not report itself as a dropped program."""
-    found = set()
-    candidates = [os.environ.get("STATICX_PROG_PATH")]
-    if getattr(sys, "frozen", False):
-        candidates.append(sys.executable)
-    for path in candidates:
-        if path:
-            try:
-                st = os.stat(path)  # our own file, named by our own process: not host content
-            except OSError:
-                continue
-            found.add((st.st_dev, st.st_ino))
-    return found
+    """(device, inode) of this program's own executable and its staticx launcher (fsread.own_files)."""
+    return own_files()
 
 
 def _walk_writable(ctx: Context, top: str, max_depth: int, budget: Budget,

@@ -30,6 +30,7 @@ import fnmatch
 import hashlib
 import os
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TextIO
@@ -310,6 +311,53 @@ def evidence(ctx: Context) -> EvidenceRoot:
                 os.close(old.fd)
             root = _roots[key] = EvidenceRoot(ctx.root, ctx.read_remote_fs)
         return root
+
+
+# ---- the collector's own files -----------------------------------------------------------------
+
+def own_runtime_dirs() -> frozenset[str]:
+    """Real paths of the folders this very program unpacked itself into: PyInstaller onefile's _MEI folder
+    (our patched bootloader unpacks into /dev/shm first, a memory filesystem and a writable place) and staticx's
+    bundle folder. Walks of drop zones and memory filesystems, and the process maps, must recognise these as
+    ours and say so, rather than hash, copy and list the collector's own libraries as a dropper's (the binary's
+    bundle was four times the source run's: 20 MB of its own mapped libraries). Live host only: the caller
+    compares them with host paths."""
+    found = set()
+    for value in (getattr(sys, "_MEIPASS", None), os.environ.get("STATICX_BUNDLE_DIR")):
+        if value:
+            found.add(os.path.realpath(value).rstrip("/") or "/")
+    return frozenset(found - {"/"})
+
+
+def own_executables() -> frozenset[str]:
+    """Real paths of this program's own executable when it is a built binary (and its staticx launcher):
+    pushed into /tmp by SSM or Run Command, it is the collector, not a dropped program."""
+    found = set()
+    candidates = [os.environ.get("STATICX_PROG_PATH")]
+    if getattr(sys, "frozen", False):
+        candidates.append(sys.executable)
+    for path in candidates:
+        if path:
+            found.add(os.path.realpath(path))
+    return frozenset(found)
+
+
+def own_files() -> set[tuple[int, int]]:
+    """(device, inode) of :func:`own_executables`, for walks that compare what they stat."""
+    found = set()
+    for path in own_executables():
+        try:
+            st = os.stat(path)  # our own file, named by our own process: not host content
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def is_own_file(path: str, dirs: frozenset[str] | None = None) -> bool:
+    """Whether a host path is this program's own executable or lies in its unpacked runtime folder."""
+    dirs = own_runtime_dirs() if dirs is None else dirs
+    return path in own_executables() or any(path == d or path.startswith(d + "/") for d in dirs)
 
 
 # ---- what collectors call ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Any
 
 from collectors.base import Cancelled, Context, Item, Problem, Record
 from collectors.files import packages
-from collectors.files.fsread import evidence, is_remote_fs, resolve
+from collectors.files.fsread import evidence, is_remote_fs, own_runtime_dirs, resolve
 from collectors.files.homes import Home, homes
 from collectors.files.suid import PSEUDO_DIRS, PSEUDO_FS
 from collectors.util import read_text, utc
@@ -274,6 +274,10 @@ class Walk:
         self.no_xattr: set[tuple[int, int]] = set()
         self.no_flags: set[tuple[int, int]] = set()
         self.proc_fd = os.path.isdir("/proc/self/fd")
+        # the collector's own unpacked runtime (a PyInstaller binary unpacks into /dev/shm, a drop zone): not
+        # walked, and said so in the summary (live root only: host paths)
+        self.own_dirs = own_runtime_dirs() if ctx.live and self.root.real == "/" else frozenset()
+        self.own_skipped: list[str] = []
 
     # -- budget
     def spent(self) -> bool:
@@ -314,6 +318,9 @@ class Walk:
             return
         if (entry.dev, entry.ino) in self.walked:
             return  # a bind mount or a top reached twice
+        if path in self.own_dirs:
+            self.own_skipped.append(path)
+            return
         if depth >= self.max_depth:
             self.errors.append(f"{path}: depth limit {self.max_depth}")
             return
@@ -576,4 +583,5 @@ def collect(ctx: Context) -> Iterator[Item]:
             counts[kind] = counts.get(kind, 0) + 1
     yield Problem(f"permissions: {walk.entries} entries in {time.monotonic() - started:.1f} s; "
                   + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing found"), level="info",
-                  detail={"entries": walk.entries, "counts": counts, "cut": walk.cut})
+                  detail={"entries": walk.entries, "counts": counts, "cut": walk.cut,
+                          "own_runtime_not_walked": walk.own_skipped})

@@ -22,6 +22,8 @@ Stream ``process_maps``, one record per process and distinct mapping target:
 The content of executable mappings of deleted files, memfds and files in writable places (which may exist
 nowhere else) is hashed, and copied into the bundle, through /proc/PID/map_files (the mapped object
 itself, whatever its name; needs CAP_SYS_ADMIN), bounded per file and in total, once per content.
+The collector's own process's mappings of its own executable and unpacked runtime (a PyInstaller binary
+unpacks into /dev/shm, a writable place) are listed with ``own_file`` and ``content_skipped``, never read.
 
 Paths in /proc/PID/maps are in the process's own mount namespace (a container's, a service's PrivateTmp):
 they are recorded, never opened. Only a live host has processes: with --root an image (or any root but /),
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.base import Context, FileCopy, Item, Problem, Record
-from collectors.files.fsread import read_capped
+from collectors.files.fsread import is_own_file, own_runtime_dirs, read_capped
 from collectors.util import read_small, text
 
 DELETED_SUFFIX = " (deleted)"
@@ -77,6 +79,7 @@ class _Budget:
     hashes: dict[tuple[int, int, int], tuple[str | None, str | None]] = field(default_factory=dict)
     copied: set[str] = field(default_factory=set)
     skipped: int = 0
+    own_skipped: int = 0  # the collector's own mapped files, not read
 
 
 @dataclass
@@ -221,6 +224,9 @@ class _Settings:
         self.own = {os.getpid()}
         if getattr(sys, "frozen", False) or os.environ.get("STATICX_PROG_PATH"):
             self.own.add(os.getppid())  # the PyInstaller/staticx launcher that unpacked and started us
+        # where we unpacked ourselves (/dev/shm/_MEI*: a writable place): our own mappings of those files are
+        # listed but never hashed or copied (20 MB of our own libraries in the bundle, a second of the snapshot)
+        self.own_dirs = own_runtime_dirs()
 
 
 def _comm(pid: int) -> str | None:
@@ -343,8 +349,13 @@ def _process(ctx: Context, pid: int, cfg: _Settings, budget: _Budget) -> Iterato
         rec["flags"] = flags
         copy = None
         if executable and (rec["deleted"] or mapped.kind in ("memfd", "shmem") or place):
-            start, end = first_range[key]
-            copy = _content(ctx, pid, start, end, budget, rec)
+            if own and mapped.kind == "file" and not mapped.deleted and is_own_file(mapped.path, cfg.own_dirs):
+                rec["own_file"] = True
+                rec["content_skipped"] = "the collector's own file (its executable or unpacked runtime)"
+                budget.own_skipped += 1
+            else:
+                start, end = first_range[key]
+                copy = _content(ctx, pid, start, end, budget, rec)
         yield Record("process_maps", rec)
         if copy is not None:
             yield copy
@@ -412,6 +423,8 @@ def collect(ctx: Context) -> Iterator[Item]:
                       detail={"denied": len(denied), "pids": denied[:20]})
     yield Problem(f"process maps: {done} processes read; {len(budget.hashes)} mapped objects hashed or sized, "
                   f"{budget.skipped} not hashed (cap {budget.hash_cap} bytes per object), "
-                  f"{len(budget.copied)} copied", level="info",
+                  f"{len(budget.copied)} copied; {budget.own_skipped} of the collector's own mapped files not read",
+                  level="info",
                   detail={"hash_max_bytes": budget.hash_cap, "hash_bytes_left": budget.hash_bytes,
+                          "own_files_not_read": budget.own_skipped, "own_runtime_dirs": sorted(cfg.own_dirs),
                           "copy_max_bytes": budget.copy_cap, "copy_bytes_left": budget.copy_bytes})

@@ -469,3 +469,28 @@ def test_each_drop_zone_has_its_own_entry_budget(fs):
     assert not any("permissions walk cut" in p.message for p in problems)  # the walk itself was not cut
     info = next(p for p in problems if p.message.startswith("permissions:") and p.level == "info")
     assert info.detail["entries"] < 60 + 10, info.detail  # /tmp's 62 names not all looked at
+
+
+def test_own_unpacked_runtime_is_not_walked_and_is_said(monkeypatch):
+    """The built binary unpacks itself into /dev/shm/_MEI* (a drop zone): the live walk does not enter that
+    folder (its files are the collector's, not the host's) and names it in the summary; a set-user-ID program
+    in another /dev/shm folder is still found. A real /dev/shm folder named as ours through sys._MEIPASS."""
+    need(os.geteuid() == 0 and os.access("/dev/shm", os.W_OK), "root and a writable /dev/shm")
+    import sys
+
+    tag = uuid.uuid4().hex[:8]
+    mei, drop = Path(f"/dev/shm/_MEI{tag}"), Path(f"/dev/shm/tri-perm-{tag}")
+    try:
+        _program(mei, "/suid-helper", 0o4755)
+        _program(drop, "/suid-helper", 0o4755)
+        monkeypatch.setattr(sys, "_MEIPASS", str(mei), raising=False)
+        ctx = Context(root="/", live=True, options={"persistence_paths": [], "home_paths": [], "system_paths": [],
+                                                   "drop_paths": ["/dev/shm"], "package_owner": False})
+        items = list(permissions.collect(ctx))
+    finally:
+        shutil.rmtree(mei, ignore_errors=True)
+        shutil.rmtree(drop, ignore_errors=True)
+    paths = {i.data["path"] for i in items if isinstance(i, Record)}
+    assert f"{drop}/suid-helper" in paths and f"{mei}/suid-helper" not in paths
+    summary = next(i for i in items if isinstance(i, Problem) and i.message.startswith("permissions:"))
+    assert summary.detail["own_runtime_not_walked"] == [str(mei)]

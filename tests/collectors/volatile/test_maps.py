@@ -441,3 +441,49 @@ def test_maps_the_kernel_refuses_are_one_warning_with_a_count():
     assert len(denied) == 1 and denied[0]["level"] == "warning", problems
     assert denied[0]["detail"]["denied"] >= 1 and root_owned.pid in denied[0]["detail"]["pids"] or \
         denied[0]["detail"]["denied"] > 20
+
+
+OWN_RUNTIME = """
+import ctypes, json, sys
+from collectors.base import Context, FileCopy, Record
+from collectors.volatile import maps
+sys._MEIPASS = sys.argv[1]  # as a PyInstaller onefile binary sets it: where it unpacked itself
+ctypes.CDLL(sys.argv[1] + '/libpython-like.so')
+ctypes.CDLL(sys.argv[2])
+rows, copies = [], []
+for item in maps.collect(Context(root='/', live=True, options={'max_processes': 1 << 20})):
+    if isinstance(item, Record) and item.data.get('own_process'):
+        rows.append(item.data)
+    elif isinstance(item, FileCopy):
+        copies.append(item.path)
+        item.close()
+print(json.dumps({'rows': rows, 'copies': copies}))
+"""
+
+
+def test_own_unpacked_runtime_is_listed_never_hashed_or_copied(tmp_path):
+    """The built binary unpacks its libraries into /dev/shm/_MEI* (a writable place) and maps them: its own
+    process's mappings of them are listed as its own and not read (before: hashed and copied, 20 MB of the
+    binary's 10.6 MB bundle and a second of the volatile snapshot); a library from any other writable folder
+    that the same process maps is still hashed and copied."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if not compiler:
+        pytest.skip("no C compiler (tests/run.sh installs gcc)")
+    tag = uuid.uuid4().hex[:8]
+    mei = Path(f"/dev/shm/_MEI{tag}")
+    mei.mkdir()
+    try:
+        _library(mei / "libpython-like.so", compiler)
+        other = _library(tmp_path / f"libother{tag}.so", compiler)
+        repo = Path(__file__).resolve().parents[3]
+        out = subprocess.run([sys.executable, "-c", OWN_RUNTIME, str(mei), str(other)], capture_output=True,
+                             text=True, check=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+    finally:
+        shutil.rmtree(mei, ignore_errors=True)
+    result = json.loads(out.stdout)
+    own = next(r for r in result["rows"] if r["path"] == f"{mei}/libpython-like.so")
+    assert own["own_file"] and own["writable_place"] == "/dev/shm" and "content_copy" not in own
+    assert "sha256" not in own and "the collector's own file" in own["content_skipped"]
+    assert not [c for c in result["copies"] if f"/map_files/{own['start']}-" in c]
+    theirs = next(r for r in result["rows"] if r["path"] == str(other))
+    assert theirs["sha256"] == _sha256(str(other)) and theirs["content_copy"] in result["copies"]
