@@ -18,7 +18,9 @@ found again in process, so that the symbol table built from BTF still opens a me
   the node of its ``list`` that lies in the image (none when no module is loaded: then it is named missing);
 - ``socket_file_ops`` and ``sockfs_dentry_operations``: the read-only structures whose function pointers are
   the text symbols ``sock_read_iter``/``sock_write_iter``/``sock_poll``/``sock_close`` and ``sockfs_dname``;
-- ``sys_call_table``: the array that starts with ``__x64_sys_read``, ``__x64_sys_write``, ``__x64_sys_open``;
+- ``sys_call_table``: the array that starts with the architecture's first three system calls
+  (x86_64: ``__x64_sys_read``, ``__x64_sys_write``, ``__x64_sys_open``; arm64: ``__arm64_sys_io_setup``,
+  ``__arm64_sys_io_destroy``, ``__arm64_sys_io_submit``);
 - ``tk_core`` (process start times): the cacheline-aligned ``struct {seq; timekeeper}`` whose timekeeper's
   ``xtime_sec`` and ``ktime_sec`` are the wall and monotonic seconds of the moment the image is read.
 
@@ -37,7 +39,12 @@ from typing import Any
 
 KCORE = "proc/kcore"
 PT_LOAD, PT_NOTE = 1, 4
-KERNEL_SPACE = 0xFFFF800000000000  # x86_64: lowest canonical kernel address (4- and 5-level paging)
+# The lowest kernel virtual address of any 64-bit layout we read: x86_64 with 5-level paging starts its kernel
+# half at 0xff00000000000000 (direct map 0xff11000000000000), arm64's linear map (where every slab object,
+# task_struct and mm_struct lives) starts at -(1 << VA_BITS): 0xffff000000000000 with 48-bit VAs,
+# 0xfff0000000000000 with 52, 0xffffff8000000000 with 39. (0xffff800000000000, x86_64 4-level, left out the
+# arm64 linear map, so no list link from the kernel image to the heap agreed there.)
+KERNEL_SPACE = 0xFF00000000000000
 CHUNK = 4 << 20
 # What the plugins that matter need and kallsyms lists only with CONFIG_KALLSYMS_ALL (volatility's Linux
 # automagic: init_task, init_mm, init_files, the page-table root and linux_banner; pslist, lsmod, sockstat).
@@ -86,10 +93,14 @@ class Kcore:
         self.segments.sort()
 
     def segment(self, vaddr: int) -> tuple[int, int, int, int] | None:
+        """The smallest segment holding ``vaddr``: on arm64 the kernel image (KCORE_TEXT, randomised by KASLR
+        anywhere in the vmalloc area) lies inside the KCORE_VMALLOC segment, which spans ~120 TiB; the image's
+        own segment is the one that says where the image ends."""
+        best = None
         for seg in self.segments:
-            if seg[0] <= vaddr < seg[0] + seg[1]:
-                return seg
-        return None
+            if seg[0] <= vaddr < seg[0] + seg[1] and (best is None or seg[1] < best[1]):
+                best = seg
+        return best
 
     def read(self, vaddr: int, size: int) -> bytes | None:
         seg = self.segment(vaddr)
@@ -475,15 +486,21 @@ def _ops(s: _Search, name: str, struct_name: str, members: dict[str, str], other
         s.out[name] = (addr, f"{struct_name} whose functions are {', '.join(members.values())}")
 
 
+# The first three entries of each architecture's sys_call_table (its system calls 0, 1, 2): x86_64 numbers its
+# own (read, write, open); arm64 uses the generic table (io_setup, io_destroy, io_submit).
+SYSCALLS_FIRST = (("__x64_sys_read", "__x64_sys_write", "__x64_sys_open"),
+                  ("__arm64_sys_io_setup", "__arm64_sys_io_destroy", "__arm64_sys_io_submit"))
+
+
 def _sys_call_table(s: _Search) -> None:
     known = s.known
-    if not s.want("sys_call_table") or not all(sym in known for sym in ("__x64_sys_read", "__x64_sys_write",
-                                                                        "__x64_sys_open")):
+    names = next((n for n in SYSCALLS_FIRST if all(sym in known for sym in n)), None)
+    if not s.want("sys_call_table") or names is None:
         return
-    first = struct.pack("<QQQ", known["__x64_sys_read"], known["__x64_sys_write"], known["__x64_sys_open"])
+    first = struct.pack("<QQQ", *(known[n] for n in names))
     table = _unique(list(s.image.find_all(first, 8)), "sys_call_table", s.notes)
     if table is not None:
-        s.out["sys_call_table"] = (table, "__x64_sys_read, __x64_sys_write, __x64_sys_open in a row")
+        s.out["sys_call_table"] = (table, f"{', '.join(names)} in a row")
 
 
 def _timekeeper(image: _Image, layout: Layout, before: tuple[float, float], after: tuple[float, float],

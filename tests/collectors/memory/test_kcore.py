@@ -190,3 +190,107 @@ def test_no_kcore_is_an_oserror_naming_the_path(tmp_path):
         assert "absent" in str(exc)
     else:
         raise AssertionError("no error")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# arm64 (issue 18): the layout of Debian 12's arm64 cloud kernel (6.1, 4K pages, 48-bit VAs, KASLR) as its
+# /proc/kcore shows it in a QEMU virt guest: the kernel image randomised inside the vmalloc area (so inside the
+# KCORE_VMALLOC segment too), slab objects in the linear map below 0xffff800000000000, the generic syscall table.
+
+A64_TEXT = 0xFFFFAE0D64200000  # _text (KCORE_TEXT starts there); _stext is 64 KiB further
+A64_END = A64_TEXT + 0x40000
+A64_LINEAR = 0xFFFF000000000000  # PAGE_OFFSET: -(1 << 48)
+A64_HEAP = A64_LINEAR + 0x1F000000  # a task_struct in the linear map
+A64_VMALLOC = (0xFFFF800008000000, 0x7BFFE8000000)
+A64_MODULES = (0xFFFF800000000000, 0x8000000)
+A64_PGD = A64_TEXT + 0x10000
+A64_FUNCS = {"sock_read_iter": A64_TEXT + 0x100, "sock_write_iter": A64_TEXT + 0x140, "sock_poll": A64_TEXT + 0x180,
+             "sock_close": A64_TEXT + 0x1C0, "sockfs_dname": A64_TEXT + 0x200,
+             "__arm64_sys_io_setup": A64_TEXT + 0x240, "__arm64_sys_io_destroy": A64_TEXT + 0x280,
+             "__arm64_sys_io_submit": A64_TEXT + 0x2C0}
+A64_VMCOREINFO = (f"OSRELEASE=6.1.0-57-cloud-arm64\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)={A64_PGD:x}\n"
+                  f"SYMBOL(_stext)={A64_TEXT + 0x10000:x}\nNUMBER(VA_BITS)=48\n"
+                  "NUMBER(kimage_voffset)=0xffffae0d24000000\nNUMBER(PHYS_OFFSET)=0x40000000\n"
+                  "NUMBER(MODULES_END)=0xffff800008000000\nKERNELOFFSET=2e0d5c200000\n")
+
+
+def _arm64_kernel() -> tuple[Memory, dict[str, int]]:
+    m, at = Memory(), {}
+    m.regions = {A64_TEXT: bytearray(A64_END - A64_TEXT), A64_HEAP: bytearray(0x2000)}
+    at["linux_banner"] = A64_TEXT + 0x2000
+    m.put(at["linux_banner"], BANNER + b"\0")
+    at["init_task"] = task = A64_TEXT + 0x20000
+    other = A64_HEAP + 0x1000  # kthreadd, allocated from the slab: in the linear map
+    m.put(task + 0x60, b"swapper/0\0")
+    m.put(other + 0x60, b"kthreadd\0")
+    m.q(task + 0x20, other + 0x20, other + 0x20)
+    m.q(other + 0x20, task + 0x20, task + 0x20)
+    m.put(other + 0x10, struct.pack("<II", 2, 2))
+    at["init_mm"] = A64_TEXT + 0x25000
+    m.q(at["init_mm"] + 0x18, A64_PGD)
+    m.q(at["init_mm"] + 0x40, at["init_mm"] + 0x40, at["init_mm"] + 0x40)
+    at["sys_call_table"] = A64_TEXT + 0x3400
+    m.q(at["sys_call_table"], A64_FUNCS["__arm64_sys_io_setup"], A64_FUNCS["__arm64_sys_io_destroy"],
+        A64_FUNCS["__arm64_sys_io_submit"])
+    return m, at
+
+
+def _arm64_kcore(path, m: Memory) -> None:
+    """An ELF64 core in the order arm64's /proc/kcore lists its segments: KCORE_TEXT, KCORE_VMALLOC (which
+    holds the image's addresses too), modules, the linear map (RAM at 0x40000000), vmemmap. Only the text
+    and linear-map contents are in the file; the others are absent from it, as a read of them would fail."""
+    def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+        name += b"\0"
+        return (struct.pack("<III", len(name), len(desc), ntype) + name + b"\0" * (-len(name) % 4) + desc
+                + b"\0" * (-len(desc) % 4))
+
+    notes = note(b"CORE", 1, b"\0" * 392) + note(b"VMCOREINFO", 0, A64_VMCOREINFO.encode())
+    text, heap = bytes(m.regions[A64_TEXT]), bytes(m.regions[A64_HEAP])
+    phnum = 6
+    offset = 64 + 56 * phnum
+    body = notes
+    text_off, heap_off = offset + len(body), offset + len(body) + len(text)
+    body += text + heap
+    loads = [(A64_TEXT, 0x40200000, text_off, len(text)), (A64_VMALLOC[0], 1 << 64, 1 << 40, A64_VMALLOC[1]),
+             (A64_MODULES[0], 1 << 64, 1 << 41, A64_MODULES[1]),
+             (A64_HEAP, 0x40000000 + A64_HEAP - A64_LINEAR, heap_off, len(heap)),
+             (0xFFFFFC0000000000, 1 << 64, 1 << 42, 0x800000)]
+    phdrs = struct.pack("<IIQQQQQQ", 4, 0, offset, 0, 0, len(notes), 0, 0)
+    for vaddr, paddr, off, size in loads:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, vaddr, paddr % (1 << 64) or 0xFFFFFFFFFFFFFFFF, size, size,
+                             4096)
+    header = (b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
+              + struct.pack("<HHIQQQIHHHHHH", 4, 183, 1, 0, 64, 0, 0, 64, 56, phnum, 64, 0, 0))
+    path.write_bytes(header + phdrs + body)
+
+
+def test_arm64_kernel_image_is_its_own_segment_not_the_vmalloc_area_around_it(tmp_path):
+    """KASLR puts arm64's kernel image inside the vmalloc area: the image range is KCORE_TEXT's (256 KiB here),
+    never the ~120 TiB KCORE_VMALLOC segment that also holds its addresses (reading that would never end)."""
+    m, _at = _arm64_kernel()
+    _arm64_kcore(tmp_path / "kcore", m)
+    with K.Kcore(str(tmp_path / "kcore")) as core:
+        assert K.kernel_image_range(core, A64_TEXT + 0x10000) == (A64_TEXT, A64_END)
+        assert core.read(A64_TEXT + 0x2000, len(BANNER)) == BANNER
+
+
+def test_arm64_lists_into_the_linear_map_agree_and_its_syscall_table_is_found(tmp_path):
+    """init_task's tasks list leads into the linear map (0xffff000000000000 with 48-bit VAs), which lies below
+    x86_64's lowest kernel address; the table starts with the generic io_setup, io_destroy, io_submit."""
+    m, at = _arm64_kernel()
+    _arm64_kcore(tmp_path / "kcore", m)
+    notes: list[str] = []
+    with K.Kcore(str(tmp_path / "kcore")) as core:
+        found, shift = K.recover_from(core, dict(A64_FUNCS, _stext=A64_TEXT + 0x10000, _etext=A64_TEXT + 0x1000),
+                                      USER_TYPES, BANNER, [], notes)
+    got = {n: a for n, (a, _how) in found.items()}
+    assert {n: got.get(n) for n in at} == at, notes
+    assert got["swapper_pg_dir"] == A64_PGD and shift == 0x2E0D5C200000
+    assert "__arm64_sys_io_setup" in found["sys_call_table"][1]
+
+
+def test_module_structs_in_the_arm64_module_area(tmp_path):
+    section = tmp_path / "sys" / "module" / "dummy" / "sections"
+    section.mkdir(parents=True)
+    (section / ".gnu.linkonce.this_module").write_text("0xffff800000f3c040\n")
+    assert K.module_structs(str(tmp_path)) == [0xFFFF800000F3C040]
