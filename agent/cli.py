@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -69,6 +70,33 @@ class _Parser(argparse.ArgumentParser):
         print(f"triagent: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        """An @FILE line is split as a shell would (`--output /var/tmp/ir` on one line, quotes for spaces)
+        and a # starts a comment; argparse's default, one argument per line, makes files hard to read."""
+        return shlex.split(arg_line, comments=True)
+
+
+def _root_parser() -> _Parser:
+    # @FILE: argparse's own argument files (fromfile_prefix_chars), for every command
+    return _Parser(prog="triagent", description="Linux host triage: volatile state, histories, SSH keys "
+                   "into one hashed, verifiable bundle.", epilog=__doc__, fromfile_prefix_chars="@",
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def expand_argument_files(argv: list[str]) -> list[str]:
+    """The command line with each @FILE replaced by the words of FILE (nested files too), read by argparse
+    itself, so that the command is found in a file and the custody record holds what really ran. A file
+    that cannot be read is a usage error (exit 2), as argparse makes it."""
+    if not any(arg.startswith("@") for arg in argv):
+        return argv
+    class Expander(_Parser):
+        def error(self, message: str) -> None:
+            print(f"triagent: error: argument file: {message}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+
+    # argparse has no public call that only expands; this method is what parse_args runs first (3.2+)
+    return Expander(prog="triagent", fromfile_prefix_chars="@")._read_args_from_files(argv)
+
 
 def _chosen(argv: list[str]) -> Command | None:
     """The command named on the command line: the root parser's own options (-h, --version) take no
@@ -80,9 +108,7 @@ def _chosen(argv: list[str]) -> Command | None:
 def build_parser(command: Command | None = None) -> argparse.ArgumentParser:
     """The root parser; only ``command`` gets its real parser (its module is imported), every other
     command is a name and its help line, enough for `--help` and for naming the choices."""
-    parser = _Parser(prog="triagent", description="Linux host triage: volatile state, histories, SSH keys "
-                     "into one hashed, verifiable bundle.", epilog=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _root_parser()
     parser.add_argument("--version", action="version", version=f"triagent {agent.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for entry in COMMANDS:
@@ -109,20 +135,29 @@ def _return_freed_memory() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _return_freed_memory()
-    command = _chosen(argv)
     try:
+        argv = expand_argument_files(argv)
+        command = _chosen(argv)
         args = build_parser(command).parse_args(argv)
         if command is None or args.command != command.name:  # not expected: argparse reads the same word
             command = next(c for c in COMMANDS if c.name == args.command)
             args = build_parser(command).parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, EXIT_USAGE) else EXIT_USAGE
+    from agent.engine import progress
+
+    # a command that offers -q/--progress gets the progress line on a terminal's stderr (never on SSM's pipe)
+    screen = progress.terminal(args.quiet, args.progress) if hasattr(args, "progress") else None
     try:
         run = getattr(importlib.import_module(command.module), command.run)
         return run(args, argv) if command.wants_argv else run(args)
     except KeyboardInterrupt:
         print("triagent: interrupted", file=sys.stderr)
         return EXIT_FATAL
+    finally:
+        if screen is not None:
+            screen.close()
+            progress.listen(None)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
+import string
 import sys
 import threading
 import time
@@ -18,6 +20,8 @@ from typing import Any
 from agent.commands import EXIT_COMPLETE, EXIT_FATAL, EXIT_PARTIAL, EXIT_USAGE
 
 SUMMARY_LIMIT = 2000
+DEFAULT_NAME = "triagent_{hostname}_{utc}"
+NAME_FIELDS = ("hostname", "utc", "case", "instance_id")
 
 
 def _size(text: str) -> int:
@@ -31,8 +35,13 @@ def _size(text: str) -> int:
 def add_arguments(sub: Any) -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="collect evidence into a bundle")
     c.add_argument("--output", "-o", metavar="DIR|-",
-                   help="directory for the bundle, or - to stream the bundle to stdout (nothing written to disk)")
-    c.add_argument("--profile", default="triage", help="minimal | triage (default) | full (specs/profiles)")
+                   help="directory for the bundle (and its .sha256 and .log beside it), or - to stream the bundle "
+                   "to stdout (nothing written to disk)")
+    c.add_argument("--output-name", metavar="TEMPLATE", help="the bundle's file name in --output DIR, without "
+                   "extension: fields {hostname} {utc} {case} {instance_id} (default " + DEFAULT_NAME + ")")
+    c.add_argument("--profile", default="triage", metavar="NAME|FILE.toml",
+                   help="minimal | triage (default) | full (specs/profiles), or a profile file of your own: more "
+                   "paths, globs and caps, checked like ours; its SHA-256 goes into the custody record")
     c.add_argument("--artifacts", help="comma-separated artifact names instead of the profile's list")
     c.add_argument("--exclude", help="comma-separated artifact names to leave out")
     c.add_argument("--root", default="/", help="collect file artifacts from this mounted image or tree; "
@@ -92,7 +101,10 @@ def add_arguments(sub: Any) -> argparse.ArgumentParser:
     u.add_argument("--encrypt-to", action="append", default=[], metavar="RECIPIENT",
                    help="encrypt the bundle (age format) to an age1... recipient, an ssh-ed25519 / ssh-rsa public "
                    "key, or a file of them; repeatable")
-    c.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
+    c.add_argument("--verbose", "-v", action="store_true", help="a line per artifact on stderr")
+    from agent.engine.progress import add_options
+
+    add_options(c)
     return c
 
 
@@ -133,6 +145,7 @@ class _Output:
 
     local: Any = None
     bundle_path: str | None = None
+    log: _RunLog | None = None  # the plain-text log beside a bundle in --output DIR
     streaming: bool = False
     summary_stream: Any = None
     uploads: list[Any] = field(default_factory=list)
@@ -182,6 +195,13 @@ def _check_arguments(args: argparse.Namespace) -> str:
     if bool(args.output or args.upload) == bool(args.memory_output):
         raise _Refusal(EXIT_USAGE, "triagent: error: give --output DIR|- and/or --upload TICKET (a bundle), or "
                        "--memory-output PATH (only the image)")
+    if args.output_name is not None:
+        if not args.output or args.output == "-":
+            raise _Refusal(EXIT_USAGE, "triagent: error: --output-name names the bundle in --output DIR")
+        try:
+            output_name(args.output_name, {f: f for f in NAME_FIELDS})
+        except ValueError as exc:
+            raise _Refusal(EXIT_USAGE, f"triagent: error: --output-name: {exc}") from None
     return root
 
 
@@ -290,9 +310,76 @@ def _lower_priority() -> dict[str, Any]:
     return facts
 
 
-def _bundle_name(compress: str, host: str) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return f"triagent_{host}_{stamp}.tar" + (".gz" if compress == "gzip" else "")
+def _name_part(value: Any) -> str:
+    """A value for a bundle name (the host's own hostname or instance id may be hostile): letters, digits,
+    '.', '_', '-' only, no '..', at most 64 characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(value)).replace("..", "__")[:64] or "_"
+
+
+def output_name(template: str, values: dict[str, Any]) -> str:
+    """The bundle's file name (without extension) from ``template``: only the NAME_FIELDS, each value made
+    safe by _name_part; ValueError for another field, a conversion or format spec, or a name that is empty,
+    holds a path separator or '..', or is longer than 200 characters (the extensions come after it)."""
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc}") from None
+    for literal, field_name, spec, conversion in parsed:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if field_name not in NAME_FIELDS or spec or conversion:
+            raise ValueError(f"{template!r}: unknown field {{{field_name}}} (have: "
+                             f"{', '.join('{' + f + '}' for f in NAME_FIELDS)})")
+        out.append(_name_part(values[field_name]))
+    name = "".join(out)
+    if not name or "/" in name or os.sep in name or "\0" in name or ".." in name or name in (".",):
+        raise ValueError(f"{template!r} gives {name!r}: a file name may not be empty, hold a path separator or '..'")
+    if len(name) > 200:
+        raise ValueError(f"{template!r} gives a name longer than 200 characters")
+    return name
+
+
+def _bundle_name(args: argparse.Namespace, compress: str, host: str, evidence: dict[str, Any]) -> str:
+    values = {"hostname": host, "utc": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+              "case": args.case_id or "nocase", "instance_id": evidence.get("cloud_instance_id") or "noinstance"}
+    return output_name(args.output_name or DEFAULT_NAME, values) + ".tar" + (".gz" if compress == "gzip" else "")
+
+
+class _RunLog:
+    """The plain-text log beside a bundle in --output DIR, written as the run goes: line-buffered, so that a
+    run cut short (SIGKILL, the OOM killer, a reboot) still leaves what it did up to then. It holds no
+    secrets by construction: artifact names, statuses, counts and times only, never a path, a record or an
+    error's text (those go into the bundle, through the redaction gate)."""
+
+    def __init__(self, path: str):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.path = path
+        self.fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
+        self.lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.lock:
+            try:
+                self.fh.write(f"{stamp} {text}\n")
+            except (OSError, ValueError):  # a full disk must not stop the collection: the bundle matters more
+                pass
+
+    def listener(self, event: str, task: str, amount: int, total: int | None, unit: str) -> None:
+        """The progress events worth a line: a step's start (with its size) and end, never each chunk."""
+        if event == "start":
+            self.line(f"start {task}" + (f" ({total} {unit})" if total else ""))
+        elif event == "finish":
+            self.line(f"end {task}")
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.fh.close()
+            except OSError:
+                pass
 
 
 def _open_output(args: argparse.Namespace, root: str, evidence: dict[str, Any], compress: str,
@@ -310,13 +397,17 @@ def _open_output(args: argparse.Namespace, root: str, evidence: dict[str, Any], 
             os.makedirs(args.output, exist_ok=True)
             output.bundle_path = os.path.join(
                 os.path.abspath(args.output),
-                _bundle_name(compress, bundle_host(evidence, os.path.realpath(root) == "/"))
+                _bundle_name(args, compress, bundle_host(evidence, os.path.realpath(root) == "/"), evidence)
                 + (".age" if recipients else ""))
             fd = os.open(output.bundle_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise _Refusal(EXIT_FATAL, f"triagent: fatal: cannot create the bundle in {args.output!r}: "
                            f"{exc.strerror or exc}") from None
         output.local = os.fdopen(fd, "wb", buffering=1 << 20)
+        try:
+            output.log = _RunLog(output.bundle_path + ".log")
+        except OSError as exc:  # the log is a comfort: without it the run goes on
+            print(f"triagent: warning: no log beside the bundle: {exc.strerror or exc}", file=sys.stderr)
     return output
 
 
@@ -324,17 +415,20 @@ def _open_uploads(args: argparse.Namespace, output: _Output) -> None:
     """The HTTP stack is imported only when there is something to upload."""
     if not args.upload:
         return
+    from agent.engine.progress import say
     from agent.ship.shipment import open_uploads
     from agent.ship.upload import UploadError
 
-    log = (lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)) if args.verbose \
-        else (lambda _line: None)
+    log = (lambda line: say(f"triagent: {line}")) if args.verbose else (lambda _line: None)
     try:
         output.uploads = open_uploads(args.upload, args.ca_bundle, args.bearer_token_file, log, args.proxy)
     except (UploadError, OSError, ValueError) as exc:
         if output.local is not None and not output.streaming:
             output.local.close()
             os.unlink(output.bundle_path)  # type: ignore[arg-type]
+            if output.log is not None:
+                output.log.close()
+                os.unlink(output.log.path)
         raise _Refusal(EXIT_FATAL, f"triagent: fatal: cannot start the upload: {exc}") from None
 
 
@@ -343,22 +437,50 @@ def _collect_and_seal(args: argparse.Namespace, argv: list[str], root: str, prof
                       recipients: list[Any] | None, sign_key: Any, evidence: dict[str, Any], stopper: _Stopper,
                       started_ns: int, started_mono_ns: int) -> int:
     from agent.bundle.writer import BundleWriter
+    from agent.engine import progress
     from agent.ship.shipment import Shipment
 
-    out = Shipment(output.local, output.uploads, recipients, close_local=not output.streaming)
-    writer = BundleWriter(out, _compression(args, profile), args.compress_level)
-    run = _make_run(args, root, profile, secrets, memory_options, writer, output, stopper, started_ns)
+    log = output.log
+    previous = progress.listen(None)
+    progress.listen(progress.tee(previous, log.listener if log else None))
+    if log:
+        log.line(f"triagent {_version()} collect: profile {profile.name} ({len(profile.artifacts)} artifacts"
+                 + (f", file sha256 {profile.source['sha256']}" if profile.source else "") + "), bundle "
+                 f"{os.path.basename(output.bundle_path or '')}, {len(output.uploads)} upload(s), pid {os.getpid()}")
     try:
-        run.collect_all()
-        custody = _custody(args, argv, root, run, output, recipients, evidence, priority, started_ns,
-                           started_mono_ns)
-        run.finish(custody, sign_key=sign_key, jsonld=True)
-        shipped = out.close()
-    except (BrokenPipeError, OSError) as exc:
-        print(f"triagent: fatal: writing the bundle failed: {exc.strerror or exc}", file=sys.stderr)
-        out.close(abort_reason=f"writing the bundle failed: {exc}")
-        return EXIT_FATAL
-    return _report(run, output, shipped, custody)
+        out = Shipment(output.local, output.uploads, recipients, close_local=not output.streaming)
+        writer = BundleWriter(out, _compression(args, profile), args.compress_level)
+        run = _make_run(args, root, profile, secrets, memory_options, writer, output, stopper, started_ns)
+        try:
+            run.collect_all()
+            if log:
+                log.line(f"sealing ({run.stop_reason or 'every artifact ran'})")
+            custody = _custody(args, argv, root, run, output, recipients, evidence, priority, started_ns,
+                               started_mono_ns)
+            run.finish(custody, sign_key=sign_key, jsonld=True)
+            shipped = out.close()
+        except (BrokenPipeError, OSError) as exc:
+            print(f"triagent: fatal: writing the bundle failed: {exc.strerror or exc}", file=sys.stderr)
+            out.close(abort_reason=f"writing the bundle failed: {exc}")
+            if log:
+                log.line(f"fatal: writing the bundle failed ({type(exc).__name__})")
+            return EXIT_FATAL
+        code = _report(run, output, shipped, custody)
+        if log:
+            failed = sum(1 for u in shipped["uploads"] if not u.get("ok"))
+            log.line(f"end: {run.status}, exit {code}, {shipped['bytes']} bytes, sha256 {shipped['sha256']}, "
+                     f"{sum(1 for e in run.log if e['level'] == 'error')} errors, {failed} failed upload(s)")
+        return code
+    finally:
+        progress.listen(previous)
+        if log:
+            log.close()
+
+
+def _version() -> str:
+    import agent
+
+    return agent.__version__
 
 
 def _make_run(args: argparse.Namespace, root: str, profile: Any, secrets: Any, memory_options: dict[str, Any],
@@ -378,15 +500,22 @@ def _make_run(args: argparse.Namespace, root: str, profile: Any, secrets: Any, m
     stopper.run = run
     if stopper.early_reasons:
         run.stop_reason = stopper.early_reasons[0]
-    if args.verbose:
-        run.progress = lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True)
+    from agent.engine.progress import say
+
+    def told(line: str) -> None:  # "<artifact>: <status> (<counts>, <seconds>)": names and numbers only
+        if output.log is not None:
+            output.log.line(f"artifact {line}")
+        if args.verbose:
+            say(f"triagent: {line}")
+
+    run.progress = told
     return run
 
 
 def _custody(args: argparse.Namespace, argv: list[str], root: str, run: Any, output: _Output,
              recipients: list[Any] | None, evidence: dict[str, Any], priority: dict[str, Any], started_ns: int,
              started_mono_ns: int) -> dict[str, Any]:
-    from agent.engine.custody import custody_record, run_end
+    from agent.engine.custody import custody_record, profile_file_record, run_end
 
     destination = dict(output.destination, uploads=[u.backend.destination for u in output.uploads],
                        encrypted_to=len(recipients or []))
@@ -397,6 +526,8 @@ def _custody(args: argparse.Namespace, argv: list[str], root: str, run: Any, out
     custody.update(priority=priority, **run_end(started_ns, started_mono_ns),
                    profile=run.profile.name, include_secrets=args.include_secrets,
                    redactions=run.redactor.redactions)
+    if run.profile.source is not None:  # a responder's own profile file: exactly which one ran
+        custody["profile_file"] = profile_file_record(run.profile)
     return custody
 
 

@@ -201,3 +201,14 @@ def custody_record(args: dict[str, Any], argv: list[str], root: str, live: bool,
         "clock_at_end": clock,
         "output": output,
     }
+
+
+def profile_file_record(profile: Any) -> dict[str, Any]:
+    """What custody keeps of a responder's own profile file (`collect --profile FILE.toml`): its path, size
+    and the SHA-256 of exactly the bytes that were parsed, the profile it extends, the artifacts it declares,
+    and the plan it gave (each artifact's collector and options), so the bundle says what was asked for even
+    when the file is gone."""
+    source = dict(profile.source or {})
+    source["plan"] = [{"name": a.name, "collector": a.collector, "options": a.options}
+                      for a in profile.artifacts if a.name in source.get("artifacts", [])]
+    return source

@@ -1,9 +1,17 @@
 """Reads specs/ into typed objects, validated once at start: a bad spec is a usage error, not a
-traceback in the middle of a collection."""
+traceback in the middle of a collection.
+
+One schema for every spec file, ours and a responder's own (`collect --profile FILE.toml`): the keys of an
+``[[artifact]]`` table (:data:`ARTIFACT_SCHEMA`) and of a profile (:data:`PROFILE_SCHEMA`) with their
+types, and for option overrides the type the artifact declares. A responder's file may add artifacts of its
+own, but only of the kinds in :data:`USER_COLLECTORS` (raw copies of paths and globs, with caps): they go
+through the same evidence reader and redaction gate as ours, and no key of a profile turns secrets on."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -155,6 +163,8 @@ class Profile:
     description: str
     max_duration_s: float
     artifacts: list[ArtifactSpec]
+    # a responder's profile file: {path, bytes, sha256, artifacts it declares, extends} for custody
+    source: dict[str, Any] | None = None
 
 
 @dataclass
@@ -179,18 +189,127 @@ def _read(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path.name}: {exc}") from None
 
 
+# ---- the schema: key -> (accepted types, required) ------------------------------------------------
+
+_NUMBER = (int, float)
+ARTIFACT_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), True), "collector": ((str,), True), "order": ((int,), True), "budget_s": (_NUMBER, True),
+    "description": ((str,), False), "live_only": ((bool,), False), "options": ((dict,), False),
+    "streams": ((list,), False),
+}
+PROFILE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "description": ((str,), False), "max_duration_s": (_NUMBER, False), "artifacts": ((list,), False),
+    "options": ((dict,), False),
+    # a profile may start from another one (its artifacts, then these; its options, then these) and
+    # declare artifacts of its own: what a responder's file does, and ours may too
+    "extends": ((str,), False), "artifact": ((list,), False),
+}
+_ARTIFACT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.IGNORECASE)
+
+# The artifacts a responder's profile file may declare: a collector and the options it reads, each with
+# its type (a tuple of strings: one of them). Raw copies of paths and globs only: the copier asks the
+# evidence reader for every path (confined to the root, bounded in time and size) and every byte passes
+# the redaction gate before the sink; secret files stay withheld unless --include-secrets is on the
+# command line, which no profile key can set.
+USER_COLLECTORS: dict[str, dict[str, Any]] = {
+    "collectors.files.copy:collect": {"paths": list, "cap_bytes": int, "keep": ("head", "tail"),
+                                      "max_files": int, "max_depth": int},
+}
+USER_PROFILE_MAX_BYTES = 1 << 20
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                        "dict": "a table", "list": "a list"}[t.__name__] for t in types)
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:  # TOML true is not an order or a budget
+        return False
+    return isinstance(value, types)
+
+
+def check_table(raw: Any, schema: dict[str, tuple[tuple[type, ...], bool]], what: str) -> dict[str, Any]:
+    """``raw`` against ``schema``: a table, no unknown key (a misspelling is an error, not a silently
+    ignored setting), every required key, each of its type. Returns ``raw``."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{what} must be a table")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise SpecError(f"{what}: unknown key(s) {unknown} (known: {', '.join(schema)})")
+    for key, (types, required) in schema.items():
+        if key not in raw:
+            if required:
+                raise SpecError(f"{what}: {key} is required")
+        elif not _is(raw[key], types):
+            raise SpecError(f"{what}: {key} must be {_type_name(types)}, not {raw[key]!r}")
+    return raw
+
+
+def _artifact_spec(raw: Any, where: str) -> ArtifactSpec:
+    what = f"{where}: artifact {raw.get('name')!r}" if isinstance(raw, dict) else f"{where}: [[artifact]]"
+    check_table(raw, ARTIFACT_SCHEMA, what)
+    if not _ARTIFACT_NAME.fullmatch(raw["name"]):
+        raise SpecError(f"{what}: name must be letters, digits, '.', '_' or '-' (at most 64)")
+    if ":" not in raw["collector"]:
+        raise SpecError(f"{what}: collector must be 'module:function'")
+    if raw["budget_s"] <= 0:
+        raise SpecError(f"{what}: budget_s must be more than 0")
+    return ArtifactSpec(**raw)
+
+
+def _check_option(value: Any, declared: Any, what: str) -> None:
+    """An override keeps the type of the option as declared (an integer cap stays an integer)."""
+    if isinstance(declared, tuple):  # one of these words
+        if value not in declared:
+            raise SpecError(f"{what} must be one of {list(declared)}, not {value!r}")
+        return
+    expected: tuple[type, ...] = declared if isinstance(declared, type) else type(declared)  # type: ignore
+    if isinstance(expected, type):
+        expected = _NUMBER if expected is float else (expected,)
+    if not _is(value, expected):
+        raise SpecError(f"{what} must be {_type_name(expected)}, not {value!r}")
+    if expected == (int,) and value < 0:
+        raise SpecError(f"{what} must not be negative")
+    if expected == (list,) and any(isinstance(v, str) and "\0" in v for v in value):
+        raise SpecError(f"{what}: a path holds a NUL")
+
+
+def _user_artifact(raw: Any, where: str, builtin: dict[str, ArtifactSpec]) -> ArtifactSpec:
+    """An artifact a responder's profile file declares: our schema, then the limits of USER_COLLECTORS."""
+    spec = _artifact_spec(raw, where)
+    what = f"{where}: artifact {spec.name!r}"
+    if spec.name in builtin:
+        raise SpecError(f"{what}: a built-in artifact has this name (give [options.{spec.name}] to change its "
+                        "bounds, or another name)")
+    allowed = USER_COLLECTORS.get(spec.collector)
+    if allowed is None:
+        raise SpecError(f"{what}: collector {spec.collector!r} cannot be used in a profile file (allowed: "
+                        f"{', '.join(USER_COLLECTORS)})")
+    if spec.streams:
+        raise SpecError(f"{what}: a profile file's artifact declares no streams (it copies files)")
+    unknown = sorted(set(spec.options) - set(allowed))
+    if unknown:
+        raise SpecError(f"{what}: unknown option(s) {unknown} (known: {', '.join(allowed)})")
+    for key, value in spec.options.items():
+        _check_option(value, allowed[key], f"{what}: option {key}")
+    paths = spec.options.get("paths")
+    if not paths:
+        raise SpecError(f"{what}: options.paths must name at least one path or glob")
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise SpecError(f"{what}: options.paths: {path!r} is not an absolute path or glob (they are read "
+                            "inside the evidence root)")
+    return spec
+
+
 def load_artifacts(specs_dir: Path = SPECS_DIR) -> dict[str, ArtifactSpec]:
     artifacts: dict[str, ArtifactSpec] = {}
     for path in sorted((specs_dir / "artifacts").glob("*.toml")):
         for raw in _read(path).get("artifact", []):
-            try:
-                spec = ArtifactSpec(**raw)
-            except TypeError as exc:
-                raise SpecError(f"{path.name}: artifact {raw.get('name')!r}: {exc}") from None
+            spec = _artifact_spec(raw, path.name)
             if spec.name in artifacts:
                 raise SpecError(f"{path.name}: artifact {spec.name!r} defined twice")
-            if ":" not in spec.collector:
-                raise SpecError(f"{path.name}: artifact {spec.name!r}: collector must be 'module:function'")
             artifacts[spec.name] = spec
     return artifacts
 
@@ -214,26 +333,91 @@ def _apply_options(profile: str, overrides: Any, chosen: dict[str, ArtifactSpec]
         unknown = set(values) - set(spec.options)
         if unknown:
             raise SpecError(f"profile {profile!r}: artifact {artifact!r} has no option(s) {sorted(unknown)}")
+        for key, value in values.items():
+            _check_option(value, spec.options[key], f"profile {profile!r}: option {artifact}.{key}")
         spec.options = {**spec.options, **values}
+
+
+def is_profile_file(name: str) -> bool:
+    """`--profile` names a file (a responder's own profile) rather than one of specs/profiles/."""
+    return name.endswith(".toml") or "/" in name or os.sep in name
+
+
+def _profile_raw(name: str, specs_dir: Path) -> dict[str, Any]:
+    path = specs_dir / "profiles" / f"{name}.toml"
+    if not _ARTIFACT_NAME.fullmatch(name) or not path.is_file():
+        raise SpecError(f"unknown profile {name!r} (have: {', '.join(profile_names(specs_dir))})")
+    return check_table(_read(path), PROFILE_SCHEMA, f"profile {name!r}")
+
+
+def _read_profile_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A responder's profile file, read once: its table and what custody keeps of it (path, size, SHA-256
+    of exactly the bytes parsed)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(USER_PROFILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"profile file {path!r}: {exc.strerror or exc}") from None
+    if len(data) > USER_PROFILE_MAX_BYTES:
+        raise SpecError(f"profile file {path!r}: larger than {USER_PROFILE_MAX_BYTES} bytes")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(f"profile file {path!r}: not valid TOML: {exc}") from None
+    source = {"path": os.path.abspath(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return check_table(raw, PROFILE_SCHEMA, f"profile file {path!r}"), source
 
 
 def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None = None,
                  exclude: list[str] | None = None) -> Profile:
-    path = specs_dir / "profiles" / f"{name}.toml"
-    if not path.is_file():
-        raise SpecError(f"unknown profile {name!r} (have: {', '.join(profile_names(specs_dir))})")
-    raw = _read(path)
+    """A profile of specs/profiles/ by name, or a responder's profile file by path (``is_profile_file``)."""
     known = load_artifacts(specs_dir)
-    names = list(only) if only else list(raw.get("artifacts", []))
+    source = None
+    if is_profile_file(name):
+        raw, source = _read_profile_file(name)
+        where = f"profile file {name!r}"
+        own = [_user_artifact(a, where, known) for a in raw.get("artifact", [])]
+        declared = [a.name for a in own]
+        twice = sorted({n for n in declared if declared.count(n) > 1})
+        if twice:
+            raise SpecError(f"{where}: artifact(s) {twice} declared twice")
+        known.update((a.name, a) for a in own)
+        source["artifacts"] = declared
+        source["options"] = raw.get("options", {})  # the bounds it gives built-in artifacts
+        label = os.path.basename(name)
+    else:
+        raw, where, label = _profile_raw(name, specs_dir), f"profile {name!r}", name
+        if raw.get("artifact"):
+            own = [_artifact_spec(a, where) for a in raw["artifact"]]
+            known.update((a.name, a) for a in own)
+    base: dict[str, Any] = {}
+    if raw.get("extends"):
+        if is_profile_file(raw["extends"]):
+            raise SpecError(f"{where}: extends names a profile of specs/profiles/, not a file")
+        base = _profile_raw(raw["extends"], specs_dir)
+        if base.get("extends") or base.get("artifact"):
+            raise SpecError(f"{where}: extends {raw['extends']!r}, which extends or declares artifacts itself")
+        if source is not None:
+            source["extends"] = raw["extends"]
+    for listed in (base.get("artifacts", []), raw.get("artifacts", [])):
+        if not all(isinstance(n, str) for n in listed):
+            raise SpecError(f"{where}: artifacts must be a list of artifact names")
+    names = list(only) if only else list(base.get("artifacts", [])) + list(raw.get("artifacts", []))
     for wanted in names + list(exclude or []):
         if wanted not in known:
-            raise SpecError(f"profile {name!r}: unknown artifact {wanted!r}")
+            raise SpecError(f"{where}: unknown artifact {wanted!r}")
     chosen = [known[n] for n in dict.fromkeys(names) if n not in (exclude or [])]
-    _apply_options(name, raw.get("options", {}), {spec.name: spec for spec in chosen})
+    by_name = {spec.name: spec for spec in chosen}
+    if base:
+        _apply_options(raw["extends"], base.get("options", {}), by_name)
+    _apply_options(label, raw.get("options", {}), by_name)
     for spec in chosen:
         spec.load()  # fail now, not mid-run, on a collector that does not exist
     chosen.sort(key=lambda s: s.order)  # order of volatility
-    return Profile(name, raw.get("description", ""), float(raw.get("max_duration_s", 1800)), chosen)
+    duration = raw.get("max_duration_s", base.get("max_duration_s", 1800))
+    if duration <= 0:
+        raise SpecError(f"{where}: max_duration_s must be more than 0")
+    return Profile(label, raw.get("description", base.get("description", "")), float(duration), chosen, source)
 
 
 def _allowlists(raw: dict[str, Any], source: str, syntax: str) -> list[dict[str, Any]]:

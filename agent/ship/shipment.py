@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from agent.engine import progress
+
 
 def _scrub(text: str) -> str:
     """Error text from an upload (or from requests/urllib3 under it) may carry a URL: no query, no user info."""
@@ -70,6 +72,8 @@ class Shipment:
                  log: Callable[[str], None] | None = None, close_local: bool = True):
         self.log = log or (lambda line: print(f"triagent: {line}", file=sys.stderr, flush=True))
         self.fan = _Fan(local, uploads, self.log)
+        if uploads:  # its size is known only at the end: bytes sent and the rate, no ETA
+            progress.start("upload", None, "B")
         self.close_local = close_local
         self.encrypted = bool(recipients)
         self.plain_sha256 = hashlib.sha256() if recipients else None
@@ -89,6 +93,13 @@ class Shipment:
         self.fan.flush()
 
     def close(self, abort_reason: str | None = None) -> dict[str, Any]:
+        try:
+            return self._close(abort_reason)
+        finally:
+            if self.fan.uploads or self.fan.failed:
+                progress.finish("upload")
+
+    def _close(self, abort_reason: str | None) -> dict[str, Any]:
         if self._age is not None:
             if abort_reason:
                 self._age.abort()  # no final chunk: the shipped file reads as truncated, never as complete

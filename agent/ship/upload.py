@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from agent.engine import progress
 from agent.ship.backends import KINDS, REGISTRY, Backend
 from agent.ship.backends.azure import AZURE_VERSION
 from agent.ship.backends.s3 import s3_headers, s3_signature
@@ -136,6 +137,7 @@ class Upload:
             try:
                 if self.error is None:
                     self.backend.put_part(number, offset, memoryview(buf)[:length], final, md5)
+                    progress.advance("upload", length)  # bytes the destination has acknowledged
             except UploadError as exc:
                 self.error = exc
             except Exception as exc:  # noqa: BLE001 - any failure must reach the writer, scrubbed
