@@ -27,7 +27,18 @@ class Segment:
 
     @property
     def is_kernel_text(self) -> bool:
+        """x86_64's KCORE_TEXT (at __START_KERNEL_map). Other architectures map their kernel image elsewhere
+        (arm64: anywhere in the vmalloc area, by KASLR): :func:`map_ranges` tells aliases by their physical
+        range instead."""
         return self.vaddr >= KERNEL_TEXT_START
+
+
+def _aliases(segments: list[Segment]) -> set[Segment]:
+    """Segments whose whole physical range another, larger segment maps too: the kernel image's own mapping
+    (KCORE_TEXT) beside the linear/direct map of the RAM it lies in, wherever the architecture puts it."""
+    return {s for s in segments
+            if s.is_kernel_text or any(o is not s and o.size > s.size and o.paddr <= s.paddr
+                                       and s.paddr + s.size <= o.paddr + o.size for o in segments)}
 
 
 @dataclass
@@ -122,7 +133,9 @@ def parse_kcore(read_at) -> Kcore:
 def map_ranges(ram: list[tuple[int, int]], segments: list[Segment]) -> tuple[list[PhysRange], list[tuple[int, int]]]:
     """Cover each RAM range with kcore segments, each physical byte once (direct-map segments are
     preferred over the kernel-text alias). Returns the image's ranges and the RAM not in kcore."""
-    usable = sorted((s for s in segments if s.paddr != NO_PADDR), key=lambda s: (s.is_kernel_text, s.paddr))
+    backed = [s for s in segments if s.paddr != NO_PADDR]
+    aliases = _aliases(backed)
+    usable = sorted(backed, key=lambda s: (s in aliases, s.paddr))
     pieces: list[Piece] = []
     missing: list[tuple[int, int]] = []
     for start, end in ram:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 from collectors.memory import kcore as K
+from collectors.memory.ranges import Segment, map_ranges
 
 TEXT = 0xFFFFFFFFA2200000  # _text of the running kernel (KASLR slide 0x21200000)
 ETEXT = TEXT + 0x1000
@@ -294,3 +295,14 @@ def test_module_structs_in_the_arm64_module_area(tmp_path):
     section.mkdir(parents=True)
     (section / ".gnu.linkonce.this_module").write_text("0xffff800000f3c040\n")
     assert K.module_structs(str(tmp_path)) == [0xFFFF800000F3C040]
+
+
+def test_arm64_kernel_text_alias_is_not_read_for_ram_the_linear_map_holds():
+    """arm64's KCORE_TEXT (the image, at a KASLR address in the vmalloc area, below x86's __START_KERNEL_map)
+    aliases RAM that a linear-map segment starting at the same physical address holds: the image takes the
+    linear map's bytes, each physical byte once."""
+    text = Segment(A64_TEXT, 0x40200000, 0x3000, 0x1AB0000)
+    linear = Segment(A64_LINEAR + 0x200000, 0x40200000, 0x2000000, 0x1F000000)
+    ranges, missing = map_ranges([(0x40200000, 0x5F1FFFFF)], [text, linear])
+    assert missing == [] and [(r.start, r.end) for r in ranges] == [(0x40200000, 0x5F1FFFFF)]
+    assert [(p.start, p.length, p.offset) for p in ranges[0].pieces] == [(0x40200000, 0x1F000000, 0x2000000)]
