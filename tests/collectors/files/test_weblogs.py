@@ -1,6 +1,7 @@
-"""Web server error logs (stream ``web_errors``) and tomcat access logs: parsed from logs written by the
-real nginx and PHP-FPM (started on a loopback port with a config in a temporary directory), and from
-apache and tomcat lines written in their documented formats (those servers are not installed here)."""
+"""Web server error logs (stream ``web_errors``) and access logs: parsed from logs written by the real nginx
+and PHP-FPM and by the real apache2 2.4 with mod_php (each started on a loopback port with a config in a
+temporary directory, no service started), and from apache 2.2, PHP and tomcat lines written in their
+documented formats."""
 
 from __future__ import annotations
 
@@ -402,3 +403,159 @@ def test_a_fifo_and_a_link_out_of_the_root_are_never_read(tmp_path):
         outside.unlink()
     assert not [r for r in records if "OUTSIDE" in str(r)], records
     assert not errors(records)
+
+
+# ---- real apache 2.4 with mod_php ---------------------------------------------------------------------
+
+APACHE2 = "/usr/sbin/apache2"  # Debian apache2 (+ libapache2-mod-php for PHP errors)
+APACHE_MODULES = "/usr/lib/apache2/modules"
+APACHE_SITE = {
+    "var/www/html/index.php": "<?php echo 'ok';\n",
+    "var/www/html/warn.php": "<?php\n$a = [];\necho $a['missing'];\n",
+    # the web shell in a hidden folder under the uploads: runs what it is sent
+    "var/www/html/uploads/.cache/x.php": "<?php\n$c = $_GET['cmd'] ?? 'id';\n@system($c);\necho $undefined;\n",
+}
+
+
+def apache(tmp: Path, requests: list[str]) -> tuple[Path, dt.datetime]:
+    """An evidence root whose /var/log/apache2 was written by Debian's apache2 (prefork + mod_php, a config
+    of our own: its own ServerRoot, pid and log files, 127.0.0.1 and a free port, no service started) serving
+    ``requests``; apache runs with TZ=Europe/Berlin, the root's /etc/localtime."""
+    need(os.path.exists(APACHE2) and os.path.exists(f"{APACHE_MODULES}/mod_mpm_prefork.so"),
+         "apache2 (apt-get install apache2 libapache2-mod-php)")
+    need(os.geteuid() == 0, "root (apache drops to www-data for its workers)")
+    php = next(iter(sorted(Path(APACHE_MODULES).glob("libphp*.so"))), None)
+    root, run = tmp / "root", tmp / "run"
+    for path, body in APACHE_SITE.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(body)
+    (root / "var/log/apache2").mkdir(parents=True)
+    zone(root, "Europe/Berlin")
+    run.mkdir()
+    # the workers run as www-data, which cannot pass the test's 0700 folders, and the scripts' paths should be
+    # a web root's, not /tmp/...: apache runs in a mount namespace of its own where the root's /var/www is
+    # bind-mounted on /var/www (the host's is untouched)
+    need(os.path.isdir("/var/www") and shutil.which("unshare") is not None, "/var/www (apache2) and unshare")
+    for folder in [root / "var/www", *(root / "var/www").rglob("*")]:
+        os.chmod(folder, 0o755 if folder.is_dir() else 0o644)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    load = "\n".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so"
+                     for name in ("mpm_prefork", "authz_core", "mime", "dir"))
+    if php:
+        load += f"\nLoadModule php_module {php}\n<FilesMatch \"\\.php$\">\n  SetHandler application/x-httpd-php\n" \
+                "</FilesMatch>\nphp_admin_flag log_errors on\nphp_admin_flag display_errors off\n" \
+                "php_admin_value date.timezone UTC"
+    (run / "httpd.conf").write_text(f"""
+ServerRoot {run}
+ServerName localhost
+PidFile {run}/httpd.pid
+Mutex file:{run} default
+Listen 127.0.0.1:{port}
+User www-data
+Group www-data
+StartServers 1
+MinSpareServers 1
+MaxSpareServers 2
+TypesConfig /etc/mime.types
+{load}
+DirectoryIndex index.php
+DocumentRoot /var/www/html
+<Directory />
+  Require all granted
+</Directory>
+LogLevel warn core:info
+ErrorLog {root}/var/log/apache2/error.log
+LogFormat "%h %l %u %t \\"%r\\" %>s %O \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" combined
+CustomLog {root}/var/log/apache2/access.log combined
+""")
+    env = dict(os.environ, TZ="Europe/Berlin")
+    started = dt.datetime.now(dt.UTC)
+    # a session of its own: prefork signals its whole process group on shutdown (it would stop pytest too)
+    script = f'mount --bind "$1/var/www" /var/www && exec {APACHE2} -d "$2" -f "$2/httpd.conf" -DFOREGROUND'
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(root),
+                             str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _listening(port):
+            assert time.monotonic() < deadline, "apache did not start"
+            assert proc.poll() is None, f"apache exited: {proc.stderr.read()[-2000:]!r}"
+            time.sleep(0.05)
+        for path in requests:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"User-Agent": "curl/8.0"})
+            try:
+                urllib.request.urlopen(req, timeout=10).read()
+            except urllib.error.HTTPError:
+                pass
+    finally:
+        proc.send_signal(signal.SIGWINCH)  # graceful-stop: workers finish and the logs are flushed and closed
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return root, started
+
+
+def _near(stamp: str, moment: dt.datetime) -> bool:
+    return abs((dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) - moment).total_seconds()) < 120
+
+
+def test_real_apache_access_and_error_logs(tmp_path):
+    """Debian's apache2 2.4 wrote both logs: a web shell in a hidden upload folder run with a command, a
+    missing page (404), a traversal probe, an ordinary page and a PHP warning. The access records (combined
+    format, Berlin offset) and the error records (2.4's ErrorLogFormat, local time) are read back in UTC;
+    the web shell's PHP errors call TRI-WEBERR-001, the probe TRI-WEBERR-003, and the access log's command
+    request the web rules (specs/rules/web.yaml)."""
+    root, started = apache(tmp_path, ["/index.php", "/warn.php", "/missing-page.html",
+                                      "/uploads/.cache/x.php?cmd=id", "/cgi-bin/.%2e/.%2e/etc/passwd"])
+    web, problems = collect(root, "web")
+    assert not [p for p in problems if p.level == "error"], problems
+    requests = {r["path"]: r for r in web if r["kind"] == "request"}
+    assert {"/index.php", "/warn.php", "/missing-page.html", "/uploads/.cache/x.php"} <= set(requests), requests
+    assert requests["/missing-page.html"]["status"] == 404 and requests["/index.php"]["status"] == 200
+    shell = requests["/uploads/.cache/x.php"]
+    assert shell["client_ip"] == "127.0.0.1" and shell["method"] == "GET" and shell["user_agent"] == "curl/8.0"
+    assert _near(shell["time_utc"], started), (shell["time_utc"], started)
+    records, problems = collect(root)
+    assert not [p for p in problems if p.level == "error"], problems
+    apache_errors = errors(records, "apache")
+    assert apache_errors, records
+    assert all(_near(e["time_utc"], started) for e in apache_errors)
+    shell_errors = [e for e in apache_errors if e.get("php_scripts") == ["/var/www/html/uploads/.cache/x.php"]]
+    assert shell_errors and shell_errors[0]["module"] == "php" and shell_errors[0]["client"] == "127.0.0.1"
+    warn = [e for e in apache_errors if e.get("php_scripts") == ["/var/www/html/warn.php"]]
+    assert warn and warn[0]["level"] == "warn" and warn[0]["php_level"] == "Warning"
+    assert any(e.get("not_found") for e in apache_errors)  # AH00128 File does not exist (core:info)
+    found = findings(records)
+    assert "TRI-WEBERR-001" in found and all("x.php" in f["summary"] for f in found["TRI-WEBERR-001"])
+    assert "TRI-WEBERR-003" in found
+    assert [f["path"] for f in access_findings(web).get("TRI-WEB-001", [])] == ["/uploads/.cache/x.php"]
+
+
+def access_findings(records: list[dict]) -> dict[str, list[dict]]:
+    rules = [r for r in engine.load_rules() if r.origin == "web.yaml"]
+
+    def rows(source: str):
+        for number, record in enumerate(records if source == "web_access" else [], 1):
+            yield "source", f"triagent/artifacts/{source}.jsonl", number, record
+
+    out: dict[str, list[dict]] = {}
+    for f in engine.evaluate(rules, rows, MTIME):
+        out.setdefault(f["rule"], []).append(f)
+    return out
+
+
+def test_real_apache_ordinary_site_is_quiet(tmp_path):
+    """The same apache: pages, a PHP warning of the site's own script, a missing favicon and page: records,
+    no finding from either log's rules."""
+    root, _ = apache(tmp_path, ["/", "/index.php?page=2", "/warn.php", "/favicon.ico", "/old-page.html"])
+    records, _ = collect(root)
+    assert [e["php_scripts"] for e in errors(records, "apache") if e.get("php_scripts")] == [["/var/www/html/warn.php"]]
+    assert sum(1 for e in errors(records, "apache") if e.get("not_found")) == 2
+    assert findings(records) == {}
+    web, _ = collect(root, "web")
+    assert sorted(r["status"] for r in web if r["kind"] == "request") == [200, 200, 200, 404, 404]
+    assert access_findings(web) == {}
