@@ -83,6 +83,10 @@ X86_64_START_KERNEL_MAP = 0xFFFFFFFF80000000
 X86_32_PAGE_OFFSET = 0xC0000000
 DEFAULT_PHYSICAL_START = 0x1000000
 DEFAULT_PHYSICAL_ALIGN = 0x200000
+# arm64 links _text at KIMAGE_VADDR = MODULES_END = _PAGE_END(VA_BITS_MIN) + MODULES_VSIZE (128 MiB of modules
+# area before Linux 6.5, 2 GiB since), and _stext one SEGMENT_ALIGN (64 KiB) after it.
+ARM64_MODULES_VSIZE_OLD, ARM64_MODULES_VSIZE = 0x8000000, 0x80000000
+ARM64_STEXT_OFFSET = 0x10000
 
 Desc = dict[str, Any]
 
@@ -229,12 +233,33 @@ def _config_int(kernel_config: str | None, key: str) -> int | None:
         return None
 
 
-def link_time_text(kernel_config: str | None = None, runtime_text: int | None = None) -> int | None:
+def _release_tuple(release: str | None) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def arm64_kimage_vaddr(kernel_config: str | None, release: str | None) -> int | None:
+    """Where arm64 links its kernel image (``_text``), from CONFIG_ARM64_VA_BITS and the kernel's version;
+    None when the version is unknown (the modules area before the image changed size in 6.5)."""
+    version = _release_tuple(release)
+    if version is None:
+        return None
+    va_bits = _config_int(kernel_config, "CONFIG_ARM64_VA_BITS") or 48
+    va_bits_min = min(va_bits, 48)  # 52-bit kernels still place the image for 48 (VA_BITS_MIN)
+    page_end = (1 << 64) - (1 << (va_bits_min - 1))
+    return page_end + (ARM64_MODULES_VSIZE if version >= (6, 5) else ARM64_MODULES_VSIZE_OLD)
+
+
+def link_time_text(kernel_config: str | None = None, runtime_text: int | None = None,
+                   release: str | None = None) -> int | None:
     """The address ``_text`` had at link time, or None when the architecture is not understood.
 
     x86 links the kernel at START_KERNEL_map + LOAD_PHYSICAL_ADDR, where LOAD_PHYSICAL_ADDR is
-    CONFIG_PHYSICAL_START rounded up to CONFIG_PHYSICAL_ALIGN.
+    CONFIG_PHYSICAL_START rounded up to CONFIG_PHYSICAL_ALIGN; arm64 at KIMAGE_VADDR (see
+    :func:`arm64_kimage_vaddr`; ``release`` is the kernel's, e.g. 6.1.0-57-cloud-arm64).
     """
+    if _config_value(kernel_config, "CONFIG_ARM64") == "y":
+        return arm64_kimage_vaddr(kernel_config, release)
     start = _config_int(kernel_config, "CONFIG_PHYSICAL_START") or DEFAULT_PHYSICAL_START
     align = _config_int(kernel_config, "CONFIG_PHYSICAL_ALIGN") or DEFAULT_PHYSICAL_ALIGN
     load_phys = (start + align - 1) & ~(align - 1)
@@ -250,7 +275,7 @@ def link_time_text(kernel_config: str | None = None, runtime_text: int | None = 
 
 
 def kaslr_shift_from_kallsyms(
-    symbols: dict[str, tuple[int, str]], kernel_config: str | None = None
+    symbols: dict[str, tuple[int, str]], kernel_config: str | None = None, release: str | None = None
 ) -> tuple[int, list[str]]:
     """KASLR slide of the running kernel: runtime ``_text`` minus its link-time address."""
     notes: list[str] = []
@@ -258,10 +283,13 @@ def kaslr_shift_from_kallsyms(
     if text is None:
         notes.append("kallsyms has no _text/_stext; assuming no KASLR shift")
         return 0, notes
-    linked = link_time_text(kernel_config, text[0])
+    linked = link_time_text(kernel_config, text[0], release)
     if linked is None:
         notes.append("unknown architecture for KASLR correction; addresses left as in kallsyms")
         return 0, notes
+    if "_text" not in symbols and _config_value(kernel_config, "CONFIG_ARM64") == "y":
+        # arm64 without CONFIG_KALLSYMS_ALL lists _stext only (x86 puts both at the same address)
+        linked += ARM64_STEXT_OFFSET
     shift = text[0] - linked
     align = _config_int(kernel_config, "CONFIG_PHYSICAL_ALIGN") or DEFAULT_PHYSICAL_ALIGN
     if shift % align:
@@ -572,7 +600,7 @@ def build_isf(
     banner_bytes = banner.encode("latin-1") if isinstance(banner, str) else bytes(banner)
     recovered, memory_shift = _recover(syms, user_types, banner_bytes, kernel_memory, notes)
     if kaslr_shift is None:
-        kaslr_shift = _choose_kaslr_shift(syms, kernel_config, memory_shift, notes)
+        kaslr_shift = _choose_kaslr_shift(syms, kernel_config, memory_shift, notes, _banner_release(banner_bytes))
 
     typed = _global_types(parsed, conv, syms, kernel_config)
     # The parsed BTF is the biggest thing we hold (~60 MB for a distribution kernel): gone before the
@@ -622,12 +650,19 @@ def _convert_btf(
     return btf_digest, parsed, conv, (base_types, user_types, enums)
 
 
+def _banner_release(banner: bytes) -> str | None:
+    """The release in ``Linux version RELEASE (...``."""
+    parts = banner.split()
+    return parts[2].decode("latin-1") if len(parts) > 2 and parts[:2] == [b"Linux", b"version"] else None
+
+
 def _choose_kaslr_shift(
-    syms: dict[str, tuple[int, str]], kernel_config: str | None, memory_shift: int | None, notes: list[str]
+    syms: dict[str, tuple[int, str]], kernel_config: str | None, memory_shift: int | None, notes: list[str],
+    release: str | None = None,
 ) -> int:
     """The KASLR slide: VMCOREINFO's KERNELOFFSET when kernel memory was read (it is stated, not inferred),
     else the one kallsyms ``_text`` implies."""
-    kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config)
+    kaslr_shift, shift_notes = kaslr_shift_from_kallsyms(syms, kernel_config, release)
     if memory_shift is not None:
         if memory_shift != kaslr_shift and "_text" in syms:
             notes.append(f"KASLR shift {memory_shift:#x} from VMCOREINFO (KERNELOFFSET) used; kallsyms and the "
