@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import agent
 from agent.commands import EXIT_COMPLETE, EXIT_FATAL, EXIT_PARTIAL, EXIT_USAGE
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main", "EXIT_COMPLETE", "EXIT_PARTIAL", "EXIT_USAGE",
-           "EXIT_FATAL"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main", "output_file", "expand_argument_files", "EXIT_COMPLETE",
+           "EXIT_PARTIAL", "EXIT_USAGE", "EXIT_FATAL"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,19 @@ def build_parser(command: Command | None = None) -> argparse.ArgumentParser:
         else:
             sub.add_parser(entry.name, help=entry.help)
     return parser
+
+
+def output_file(value: str | None, name: str) -> str | None:
+    """-o has one meaning in every command: a directory, or - for a stream (None back: stdout). A command
+    that writes one file names it ``name`` inside the directory (made when missing). For compatibility a
+    path that is not a directory and does not end in '/' is still taken as the file itself, as symbols,
+    timeline, report and ticket took -o before."""
+    if value is None or value == "-":
+        return None
+    if value.endswith("/") or os.path.isdir(value):
+        os.makedirs(value, exist_ok=True)
+        return os.path.join(value, name)
+    return value
 
 
 def _return_freed_memory() -> None:

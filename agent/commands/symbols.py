@@ -13,7 +13,8 @@ from agent.commands import EXIT_COMPLETE, EXIT_FATAL, EXIT_PARTIAL
 
 def add_arguments(sub: Any) -> argparse.ArgumentParser:
     y = sub.add_parser("symbols", help="build a volatility3 symbol table for this kernel from its BTF and kallsyms")
-    y.add_argument("--output", "-o", required=True, metavar="FILE", help="the ISF to write (.json.xz), or -")
+    y.add_argument("--output", "-o", required=True, metavar="DIR|-", help="folder for the ISF "
+                   "(<release>-btf.json.xz), or - for stdout; a FILE.json.xz path is still taken as the file")
     y.add_argument("--root", default="/", help="read /proc and /sys under this directory instead")
     return y
 
@@ -31,12 +32,25 @@ def run(args: argparse.Namespace) -> int:
     except (BTFError, OSError, ValueError) as exc:
         print(json.dumps({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}))
         return EXIT_FATAL
-    if args.output == "-":
+    target = _target(args)
+    if target is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
-        with open(args.output, "xb") as out:
-            out.write(data)
-    facts.update(status="built", output=args.output)
-    print(json.dumps(facts), file=sys.stderr if args.output == "-" else sys.stdout)
+        try:
+            with open(target, "xb") as out:
+                out.write(data)
+        except OSError as exc:
+            print(json.dumps({"status": "failed", "reason": f"cannot write {target}: {exc.strerror or exc}"}))
+            return EXIT_FATAL
+    facts.update(status="built", output=target or "-")
+    print(json.dumps(facts), file=sys.stderr if target is None else sys.stdout)
     return EXIT_COMPLETE
+
+
+def _target(args: argparse.Namespace) -> str | None:
+    """-o DIR|- as in every command; the ISF's name is the one volatility3 and the bundle use."""
+    from agent.cli import output_file
+    from collectors.symbols.collector import _release
+
+    return output_file(args.output, f"{_release(os.path.abspath(args.root))}-btf.json.xz")

@@ -709,7 +709,8 @@ def add_report_arguments(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("bundle", help="a bundle made by collect")
     p.add_argument("--analysis", "-a", metavar="ANALYSIS", help="its analysis bundle (default: NAME.analysis.tar.gz "
                    "beside the bundle; without one the report says 'not analysed' and runs the host checks)")
-    p.add_argument("--output", "-o", metavar="FILE.html", help="default: NAME.report.html beside the bundle")
+    p.add_argument("--output", "-o", metavar="DIR", help="folder for NAME.report.html (default: beside the "
+                   "bundle); a path that is not a folder is still taken as the file")
     p.add_argument("--window", type=float, default=WINDOW_MINUTES, metavar="MINUTES",
                    help=f"timeline window around each finding (default ±{WINDOW_MINUTES} minutes)")
     return p
@@ -721,12 +722,15 @@ def run_report(args: argparse.Namespace) -> int:
             print(f"triagent report: error: {_plain(repr(path), 4096)} is not a file", file=sys.stderr)
             return 2
     analysis = args.analysis or beside(args.bundle)
-    output = args.output
-    if not output:
-        name = os.path.basename(args.bundle)
-        for suffix in (".tar.gz", ".tar", ".tgz"):
-            name = name.removesuffix(suffix)
-        output = os.path.join(os.path.dirname(os.path.abspath(args.bundle)), name + ".report.html")
+    from agent.cli import output_file
+
+    name = os.path.basename(args.bundle)
+    for suffix in (".tar.gz", ".tar", ".tgz"):
+        name = name.removesuffix(suffix)
+    output = output_file(args.output or os.path.dirname(os.path.abspath(args.bundle)), name + ".report.html")
+    if output is None:
+        print("triagent report: error: -o -: the report is a file (give a folder)", file=sys.stderr)
+        return 2
     try:
         summary = report(args.bundle, analysis, output, getattr(args, "window", WINDOW_MINUTES))
     except OSError as exc:

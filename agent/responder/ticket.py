@@ -248,7 +248,8 @@ def add_ticket_arguments(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--name", default="triagent.tar.gz", help="object file name in the key layout")
         p.add_argument("--no-read-url", action="store_true",
                        help="leave the read-back URL out (the host then cannot read what it sent)")
-        p.add_argument("--output", "-o", metavar="FILE", help="write the ticket here (mode 0600); default stdout")
+        p.add_argument("--output", "-o", metavar="DIR|-", help="folder for the ticket (ticket_<host-id>_<UTC>.json, "
+                       "mode 0600), or - for stdout (default); a path that is not a folder is still the file")
 
     s3 = sub.add_parser("s3", help="S3 presigned PUT or multipart")
     s3.add_argument("--bucket", required=True)
@@ -324,6 +325,7 @@ def run_ticket(args: argparse.Namespace) -> int:
         print(f"triagent ticket: {type(exc).__name__}: {scrub(str(exc))[:500]}", file=sys.stderr)
         return 3
     text = json.dumps(ticket, indent=1) + "\n"
+    args.output = _output(args)
     if args.output:
         fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -333,6 +335,17 @@ def run_ticket(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _output(args: argparse.Namespace) -> str | None:
+    """-o DIR|- (agent/cli.py's one meaning): the ticket file's path, or None for stdout."""
+    import re
+    import time
+
+    from agent.cli import output_file
+
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", args.host_id or "host").replace("..", "__")[:64]
+    return output_file(args.output, f"ticket_{host}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
 
 
 def main(argv: list[str] | None = None) -> int:

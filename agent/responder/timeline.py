@@ -743,8 +743,20 @@ def add_timeline_arguments(subparsers: Any) -> argparse.ArgumentParser:
                    "NAME.analysis.tar.gz beside the bundle, when there is one)")
     p.add_argument("--format", "-f", choices=FORMATS, default="timesketch",
                    help="timesketch (JSONL for Timesketch's importer; default), bodyfile (for mactime -b), csv")
-    p.add_argument("--output", "-o", default="-", metavar="FILE|-", help="where to write (default -: stdout)")
+    p.add_argument("--output", "-o", default="-", metavar="DIR|-", help="folder for NAME.timeline.<jsonl|body|csv>, "
+                   "or - for stdout (default); a path that is not a folder is still taken as the file")
     return p
+
+
+def _output(args: argparse.Namespace) -> str:
+    """-o DIR|- (agent/cli.py's one meaning): the file's path, or "-"."""
+    from agent.cli import output_file
+
+    name = os.path.basename(args.bundle)
+    for suffix in (".age", ".gz", ".tar"):
+        name = name.removesuffix(suffix)
+    extension = {"timesketch": "jsonl", "bodyfile": "body", "csv": "csv"}[args.format]
+    return output_file(args.output, f"{name}.timeline.{extension}") or "-"
 
 
 def run_timeline(args: argparse.Namespace) -> int:
@@ -753,6 +765,7 @@ def run_timeline(args: argparse.Namespace) -> int:
             print(f"triagent timeline: error: {_inert(repr(path))} is not a file", file=sys.stderr)
             return 2
     analysis = args.analysis or beside(args.bundle)
+    args.output = _output(args)
     stats = Stats()
     try:
         if args.output == "-":
