@@ -18,7 +18,7 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from agent.bundle import tarformat
@@ -33,6 +33,9 @@ SIG_NAME = f"{META_PREFIX}/manifest.sig.json"  # optional, between the manifest 
 # header bytes that gzip itself never checks are covered.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 COPY_CHUNK = 1 << 20
+# A member at least this long is hashed in a thread of its own (its hash then overlaps the bundle's and the
+# reading); a smaller one in the caller's thread, where a hand-over would cost more than it saves.
+THREADED_HASH_MIN = 4 << 20
 # Deflate has redundant bits (a flipped bit can decode to the same bytes), so the compressed bytes
 # get their own seal: a second, empty gzip member whose comment holds the SHA-256 of every byte
 # before it. gzip readers concatenate members, so tar readers see nothing of it.
@@ -103,64 +106,126 @@ def member_name(name: str | bytes) -> bytes:
     return raw
 
 
+_STOP = object()
+
+
+class _Worker:
+    """A thread that applies ``work`` to each item put to it, in order, through a bounded queue: the part
+    of a stage that releases the GIL (SHA-256, deflate, a write) runs beside the caller's work instead of
+    after it. Callers must not change a buffer after putting it, for ``depth + 1`` further puts. An error
+    is kept, later items are dropped, and the caller learns of it at its next put, ``drain`` or ``close``."""
+
+    def __init__(self, name: str, work: Callable[[Any], None], depth: int):
+        self.work = work
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not _STOP:
+            if isinstance(item, threading.Event):  # a drain marker: everything before it is done
+                item.set()
+            elif self.error is None:
+                try:
+                    self.work(item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, never lost in a thread
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def drain(self) -> None:
+        """Wait until every item put so far is done."""
+        done = threading.Event()
+        self.queue.put(done)
+        done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(_STOP)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _update(item: tuple[Any, Any]) -> None:
+    item[0].update(item[1])
+
+
 class _Output:
     """Byte sink: optional gzip, counts and hashes what reaches the file (the bundle's SHA-256).
 
-    Compression, hashing and writing run in their own thread, overlapping the caller's work (the
-    member hash, reading the source). Callers must not change a buffer after passing it, for
-    ``QUEUE + 1`` further writes; an error in the thread is raised at the next write or at finish."""
+    Compression and writing run in one thread, the bundle's SHA-256 in another, both overlapping the
+    caller's work (the member's hash, reading the source): SHA-256, deflate and write release the GIL, so
+    on two cores the bundle's hash never waits for the member's. A sink that hashes every byte it is given
+    (it has ``input_sha256() -> hex``, as the shipment does) is not hashed a second time. Callers must not
+    change a buffer after passing it, for ``QUEUE + 1`` further writes; an error in a thread is raised at
+    the next write or at finish."""
 
     QUEUE = 8
 
     def __init__(self, out: BinaryIO, compress: str, level: int):
         self.out = out
-        self.sha256 = hashlib.sha256()
+        sink_hash = getattr(out, "input_sha256", None)
+        self._sink_hash: Callable[[], str] | None = sink_hash if callable(sink_hash) else None
+        self.sha256 = None if self._sink_hash else hashlib.sha256()
         self.bytes_out = 0
         self.tar_bytes = 0
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15) if compress == "gzip" else None
         self._crc = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
-        self._thread.start()
+        self.final_sha256: str | None = None
+        # the bundle's hash: of the bytes as given (no compression), else of what deflate makes (in the writer)
+        self._hasher = _Worker("bundle-hash", self.sha256.update, self.QUEUE) if self.sha256 is not None else None
+        self._writer = _Worker("bundle-writer", self._write, self.QUEUE)
         if self._deflate:
-            self._emit(GZIP_HEADER)
+            self._writer.put(None)  # the gzip header, written first by the writer thread
 
     def _emit(self, data: bytes) -> None:
         if data:
             self.out.write(data)
-            self.sha256.update(data)
             self.bytes_out += len(data)
+            if self._deflate and self._hasher is not None:
+                self._hasher.put(data)  # new bytes of deflate's: no buffer of the caller's is held
 
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain: the caller learns of the error at its next write
-            try:
-                if self._deflate:
-                    self._crc = zlib.crc32(data, self._crc)
-                    self._emit(self._deflate.compress(data))
-                else:
-                    self._emit(data)
-            except BaseException as exc:
-                self._error = exc
+    def _write(self, data: Any) -> None:
+        if data is None:
+            self._emit(GZIP_HEADER)
+        elif self._deflate:
+            self._crc = zlib.crc32(data, self._crc)
+            self._emit(self._deflate.compress(data))
+        else:
+            self._emit(data)
 
-    def write(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
+    def write(self, data: Any) -> None:
         self.tar_bytes += len(data)
-        self._queue.put(data)
+        if self._hasher is not None and not self._deflate:
+            self._hasher.put(data)
+        self._writer.put(data)
+
+    def hexdigest(self) -> str:
+        """SHA-256 of every byte that reached the sink so far (the writer drained first)."""
+        if self.final_sha256 is not None:
+            return self.final_sha256
+        if self._sink_hash is not None:
+            return self._sink_hash()
+        assert self._hasher is not None and self.sha256 is not None
+        self._hasher.drain()
+        return self.sha256.hexdigest()
 
     def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._writer.close()
         if self._deflate:
             self._emit(self._deflate.flush())
             self._emit(struct.pack("<II", self._crc, self.tar_bytes & 0xFFFFFFFF))
-            self._emit(gzip_seal_member(self.sha256.hexdigest()))
+            self._emit(gzip_seal_member(self.hexdigest()))
         self.out.flush()
+        self.final_sha256 = self.hexdigest()
+        if self._hasher is not None:
+            self._hasher.close()
 
 
 class BundleWriter:
@@ -171,6 +236,7 @@ class BundleWriter:
         self.compress = compress
         self.entries: list[dict[str, Any]] = []
         self._names: set[bytes] = set()
+        self._hashers: list[_Worker] = []  # started at the first large member, one per hash it asks
         self.sealed = False
 
     @property
@@ -218,19 +284,30 @@ class BundleWriter:
         return self._copy(header, read, should_stop, extra)
 
     def add_generated(self, name: str, read: Callable[[int], bytes], length: int, mtime_ns: int,
-                      should_stop: Callable[[], bool] = lambda: False, **extra: Any) -> dict[str, Any]:
-        """A stream we produce (a memory image): root-owned, read-only, of a size known in advance."""
+                      should_stop: Callable[[], bool] = lambda: False, also_hash: Sequence[Any] = (),
+                      **extra: Any) -> dict[str, Any]:
+        """A stream we produce (a memory image): root-owned, read-only, of a size known in advance.
+        ``also_hash``: further hash objects to update with the member's bytes, each in its own thread (the
+        hash of a stream written in parts, over all of them), instead of a second pass by the caller."""
         header = Header(self._unique(member_name(name)), size=length, mode=0o400, mtime_ns=mtime_ns)
-        return self._copy(header, read, should_stop, extra)
+        return self._copy(header, read, should_stop, extra, also_hash)
+
+    def _hash_workers(self, count: int) -> list[_Worker]:
+        while len(self._hashers) < count:
+            self._hashers.append(_Worker(f"member-hash-{len(self._hashers)}", _update, self._out.QUEUE))
+        return self._hashers[:count]
 
     def _copy(self, header: Header, read: Callable[[int], bytes], should_stop: Callable[[], bool],
-              extra: dict[str, Any]) -> dict[str, Any]:
+              extra: dict[str, Any], also_hash: Sequence[Any] = ()) -> dict[str, Any]:
         """Copy exactly ``header.size`` bytes from ``read``. The tar header needs the size first, so a
         source that ends early, or a stop request, is padded with zeros and recorded.
-        ``read`` may return fewer bytes than asked; only b"" means the end."""
+        ``read`` may return fewer bytes than asked; only b"" means the end. A large member is hashed in
+        threads (see _Worker), in the order read, while the next chunk is read and the bundle hashed."""
         length = header.size
         self._out.write(tarformat.encode(header))
         digest = hashlib.sha256()
+        hashes = [digest, *also_hash]
+        workers = self._hash_workers(len(hashes)) if length >= THREADED_HASH_MIN else []
         remaining = length
         short_reason: str | None = None
         padded_from = None
@@ -252,8 +329,15 @@ class BundleWriter:
                     padded_from = length - remaining
                 chunk = b"\0" * min(COPY_CHUNK, remaining)
             remaining -= len(chunk)
-            digest.update(chunk)
+            if workers:
+                for worker, hashed in zip(workers, hashes, strict=True):
+                    worker.put((hashed, chunk))
+            else:
+                for hashed in hashes:
+                    hashed.update(chunk)
             self._out.write(chunk)
+        for worker in workers:
+            worker.drain()
         self._out.write(b"\0" * tarformat.pad(length))
         padded = None if short_reason is None else {"reason": short_reason, "zero_padded_from": padded_from}
         return self._entry(header, digest.hexdigest(), incomplete=padded, **extra)
@@ -276,5 +360,7 @@ class BundleWriter:
         end += -(self._out.tar_bytes + end) % tarformat.RECORD
         self._out.write(b"\0" * end)
         self._out.finish()
+        for worker in self._hashers:
+            worker.close()
         self.sealed = True
-        return self._out.sha256.hexdigest()
+        return self._out.hexdigest()
