@@ -494,3 +494,23 @@ def test_own_unpacked_runtime_is_not_walked_and_is_said(monkeypatch):
     assert f"{drop}/suid-helper" in paths and f"{mei}/suid-helper" not in paths
     summary = next(i for i in items if isinstance(i, Problem) and i.message.startswith("permissions:"))
     assert summary.detail["own_runtime_not_walked"] == [str(mei)]
+
+
+def test_capabilities_are_read_where_someone_can_run_with_them(fs):
+    """security.capability is read on files with an execute bit and on files not owned by root (their owner can
+    chmod +x them: a dormant capability); a root-owned file without an execute bit is counted, not asked
+    (capability_all_files = true asks it too). Real attributes written by setcap."""
+    root = _base(fs)
+    dormant = _w(root, "/usr/lib/tri/dormant", "x\n", 0o644)
+    os.chown(dormant, 1000, 1000)
+    _setcap(dormant, "cap_setuid+ep")
+    inert = _w(root, "/usr/lib/tri/inert", "x\n", 0o644)
+    _setcap(inert, "cap_setuid+ep")
+    _setcap(_program(root, "/usr/lib/tri/runnable"), "cap_net_raw+ep")
+    records, problems = _collect(root)
+    found = {r["path"] for r in records if "capability" in r["kinds"]}
+    assert {"/usr/lib/tri/dormant", "/usr/lib/tri/runnable"} <= found and "/usr/lib/tri/inert" not in found
+    summary = next(p for p in problems if p.message.startswith("permissions:"))
+    assert summary.detail["capability_not_read"] >= 1 and summary.detail["capability_all_files"] is False
+    records, _ = _collect(root, capability_all_files=True)
+    assert "/usr/lib/tri/inert" in {r["path"] for r in records if "capability" in r["kinds"]}
