@@ -2,10 +2,14 @@
 what they wrote back on the host. Also small pure-Python readers for memory images (LiME, AVML,
 QEMU's `dump-guest-memory` ELF) so tests can compare physical pages.
 
-The guest:
-- kernel: the Debian cloud kernel in ../shared/fixtures (or, failing that, `apt-get download` of the same
-  package); NVMe is built in, /proc/kcore is enabled;
-- initramfs: busybox-static (applets as symlinks), the files the test adds (e.g. the single binary and the
+The guest, on x86_64 or (``arch="aarch64"``) arm64:
+- kernel: x86_64: the Debian cloud kernel in ../shared/fixtures (or, failing that, `apt-get download` of the
+  same package); aarch64: Debian 12's arm64 cloud kernel (`apt-get download` of the package
+  linux-image-cloud-arm64 depends on, with dpkg's arm64 architecture added), booted by
+  `qemu-system-aarch64 -M virt -cpu max` under TCG; both have NVMe built in (virtio-blk is a module in the
+  arm64 cloud kernel) and /proc/kcore enabled;
+- initramfs: busybox-static of the guest's architecture (aarch64: Debian's arm64 busybox-static .deb)
+  (applets as symlinks), the files the test adds (e.g. the single binary and the
   glibc libraries it needs, resolved with ldd) and a generated /init that mounts proc, sysfs, devtmpfs and
   tmpfs on /dev/shm and /tmp, runs the test's steps, writes a small metadata block to the disk, prints a
   marker on the serial console and then idles (so the host can still dump the guest's memory);
@@ -35,7 +39,7 @@ import struct
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +50,8 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / f"linux-{KERNEL_RELEASE}"
 ISF_NAME = f"debian-{KERNEL_RELEASE}.json.xz"
 QEMU = "qemu-system-x86_64"
 PAGE = 4096
+# Downloads kept between runs (the arm64 kernel and busybox .debs: ~25 MB): TRIAGENT_GUEST_CACHE or ~/.cache
+CACHE = Path(os.environ.get("TRIAGENT_GUEST_CACHE") or Path.home() / ".cache" / "triagent" / "guest")
 MIB = 1 << 20
 DONE_MARKER = "@@TRIAGENT-GUEST-DONE@@"
 SSM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -59,12 +65,49 @@ class Unavailable(Exception):
     """A component the guest needs is missing on this host (the message says which and how to get it)."""
 
 
+@dataclass(frozen=True)
+class Arch:
+    """What differs between the guests: QEMU's binary and board, the serial console, Debian's names."""
+
+    name: str  # uname -m
+    deb: str  # Debian architecture
+    qemu: str
+    qemu_package: str
+    machine: tuple[str, ...]  # board and CPU arguments
+    console: str
+    kernel_meta: str  # the package that depends on the current cloud kernel
+
+
+ARCHES = {
+    # la57=off: volatility3 2.28 cannot walk 5-level page tables
+    "x86_64": Arch("x86_64", "amd64", QEMU, "qemu-system-x86", ("-accel", "tcg", "-cpu", "max,la57=off"),
+                   "ttyS0", "linux-image-cloud-amd64"),
+    # virt: PCIe (the NVMe disk), PL011 serial, RAM from 0x40000000, device tree from QEMU (no firmware);
+    # pauth-impdef: TCG's pointer authentication with an implementation-defined hash, several times faster
+    # than the architected QARMA one (the cloud kernel signs every return address)
+    "aarch64": Arch("aarch64", "arm64", "qemu-system-aarch64", "qemu-system-arm",
+                    ("-M", "virt", "-accel", "tcg", "-cpu", "max,pauth-impdef=on"), "ttyAMA0",
+                    "linux-image-cloud-arm64"),
+}
+
+
+def arch_of(name: str) -> Arch:
+    if name not in ARCHES:
+        raise ValueError(f"no guest for architecture {name!r} (known: {', '.join(ARCHES)})")
+    return ARCHES[name]
+
+
 # --------------------------------------------------------------------------------------------------
 # Host components
 # --------------------------------------------------------------------------------------------------
 
-def busybox_static() -> Path:
-    """The statically linked busybox (Debian's busybox-static installs it as /bin/busybox)."""
+def busybox_static(arch: str = "x86_64", cache: Path | None = None) -> Path:
+    """The statically linked busybox for the guest: on x86_64 the host's (Debian's busybox-static installs
+    it as /bin/busybox); for another architecture Debian's busybox-static .deb of that architecture,
+    fetched once with `apt-get download` into ``cache``."""
+    a = arch_of(arch)
+    if a.name != "x86_64":
+        return _foreign_busybox(a, cache or CACHE)
     for cand in ("/bin/busybox", "/usr/bin/busybox"):
         p = Path(cand)
         if p.is_file():
@@ -75,11 +118,59 @@ def busybox_static() -> Path:
     raise Unavailable("busybox-static is needed for the guest's initramfs (apt-get install busybox-static)")
 
 
-def qemu_binary() -> str:
-    path = shutil.which(QEMU)
+def qemu_binary(arch: str = "x86_64") -> str:
+    a = arch_of(arch)
+    path = shutil.which(a.qemu)
     if not path:
-        raise Unavailable(f"{QEMU} is needed (apt-get install qemu-system-x86)")
+        raise Unavailable(f"{a.qemu} is needed (apt-get install {a.qemu_package})")
     return path
+
+
+def _apt_download(package: str, cache: Path, why: str) -> Path:
+    """`apt-get download PACKAGE` into ``cache``; the .deb. Raises Unavailable with apt's words."""
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise Unavailable(f"{why}: no apt-get/dpkg-deb to fetch {package}")
+    policy = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True)
+    m = re.search(r"Candidate:\s*(\S+)", policy.stdout)
+    if not m or m.group(1) == "(none)":
+        arch = package.partition(":")[2]
+        hint = f" (dpkg --add-architecture {arch} && apt-get update)" if arch else ""
+        raise Unavailable(f"{why}: apt does not know {package}{hint}")
+    cache.mkdir(parents=True, exist_ok=True)
+    name = package.partition(":")[0]
+    dl = subprocess.run(["apt-get", "download", "-q", package], cwd=cache, capture_output=True, text=True,
+                        timeout=900)
+    debs = sorted(cache.glob(f"{name}_*.deb"), key=lambda p: p.stat().st_mtime)
+    if dl.returncode != 0 or not debs:
+        raise Unavailable(f"{why}: apt-get download {package} failed: {dl.stderr[-500:]}")
+    return debs[-1]
+
+
+def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """The regular files of a .deb whose path (without ./) ``wanted`` accepts."""
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, timeout=600)
+    if fsys.returncode != 0:
+        raise Unavailable(f"dpkg-deb could not read {deb}: {fsys.stderr.decode()[-500:]}")
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(fsys.stdout)) as tar:
+        for m in tar.getmembers():
+            name = m.name.removeprefix("./")
+            if m.isfile() and wanted(name):
+                out[name] = tar.extractfile(m).read()
+    return out
+
+
+def _foreign_busybox(a: Arch, cache: Path) -> Path:
+    cached = cache / f"busybox-{a.deb}"
+    if not cached.is_file():
+        deb = _apt_download(f"busybox-static:{a.deb}", cache, f"busybox-static for the {a.name} guest")
+        files = _deb_members(deb, lambda n: n == "bin/busybox")
+        deb.unlink()
+        if "bin/busybox" not in files:
+            raise Unavailable(f"{deb.name} has no bin/busybox")
+        cached.write_bytes(files["bin/busybox"])
+        cached.chmod(0o755)
+    return cached
 
 
 @dataclass
@@ -87,11 +178,17 @@ class Kernel:
     vmlinuz: Path
     isf: Path | None  # the volatility3 symbol table; only in ../shared/fixtures
     origin: str
+    release: str = KERNEL_RELEASE
+    arch: str = "x86_64"
+    config: Path | None = None  # boot/config-<release>, when the kernel came from its .deb
 
 
-def locate_kernel(cache: Path) -> Kernel:
+def locate_kernel(cache: Path, arch: str = "x86_64") -> Kernel:
     """The fixture kernel from ../shared/fixtures; otherwise the same Debian package via apt-get download
-    (only when apt knows it). Raises Unavailable with the reason."""
+    (only when apt knows it). For aarch64: Debian 12's current arm64 cloud kernel, from ``cache`` when a
+    download is there already. Raises Unavailable with the reason."""
+    if arch_of(arch).name != "x86_64":
+        return _foreign_kernel(arch_of(arch), cache)
     vmlinuz = FIXTURES / f"vmlinuz-{KERNEL_RELEASE}"
     if vmlinuz.is_file():
         isf = FIXTURES / ISF_NAME
@@ -126,6 +223,45 @@ def locate_kernel(cache: Path) -> Kernel:
     return Kernel(cached, None, f"apt-get download {KERNEL_PACKAGE}")
 
 
+def _foreign_kernel(a: Arch, cache: Path) -> Kernel:
+    """The cloud kernel of ``a`` (its Image and config) from ``cache``, else fetched: the release is the one
+    Debian's meta package depends on today (older ones leave the archive), and the kernel is kept, so the
+    next run needs no network."""
+    pattern = f"vmlinuz-*-cloud-{a.deb}"
+    have = sorted(cache.glob(pattern), key=lambda p: p.stat().st_mtime)
+    origin = f"apt-get download linux-image-*-cloud-{a.deb}:{a.deb} (cached in {cache})"
+    if not have:
+        depends = subprocess.run(["apt-cache", "depends", f"{a.kernel_meta}:{a.deb}"], capture_output=True,
+                                 text=True) if shutil.which("apt-cache") else None
+        m = re.search(rf"Depends:\s*(linux-image-(\S+-cloud-{a.deb}))(?::{a.deb})?\s*$",
+                      depends.stdout if depends else "", re.M)
+        if not m:
+            raise Unavailable(f"apt does not know {a.kernel_meta}:{a.deb} (dpkg --add-architecture {a.deb} "
+                              "&& apt-get update, with Debian 12 bookworm sources)")
+        package, release = m.group(1), m.group(2)
+        deb = _apt_download(f"{package}:{a.deb}", cache, f"the {a.name} guest's kernel")
+        files = _deb_members(deb, lambda n: n in (f"boot/vmlinuz-{release}", f"boot/config-{release}"))
+        deb.unlink()
+        if f"boot/vmlinuz-{release}" not in files:
+            raise Unavailable(f"{deb.name} has no boot/vmlinuz-{release}")
+        (cache / f"config-{release}").write_bytes(files.get(f"boot/config-{release}", b""))
+        (cache / f"vmlinuz-{release}").write_bytes(files[f"boot/vmlinuz-{release}"])
+        have = [cache / f"vmlinuz-{release}"]
+        origin = f"apt-get download {package}:{a.deb}"
+    vmlinuz = have[-1]
+    release = vmlinuz.name.removeprefix("vmlinuz-")
+    config = cache / f"config-{release}"
+    return Kernel(vmlinuz, None, origin, release, a.name, config if config.is_file() else None)
+
+
+def config_has(kernel: Kernel, option: str) -> str | None:
+    """The value of CONFIG_<option> in the kernel's config (y, m, a number), or None when unset/unknown."""
+    if kernel.config is None:
+        return None
+    m = re.search(rf"^CONFIG_{option}=(.*)$", kernel.config.read_text(errors="replace"), re.M)
+    return m.group(1) if m else None
+
+
 def shared_libraries(binary: Path) -> list[str]:
     """Absolute paths (as the loader sees them) of the libraries `binary` needs: ldd's list (with the
     dynamic loader), the glibc extras next to libc, and whatever a run of `binary --version` loads
@@ -147,6 +283,21 @@ def shared_libraries(binary: Path) -> list[str]:
         if "/_MEI" not in path:
             found.append(path)
     return sorted(set(found))
+
+
+def _applets(busybox: Path) -> list[str]:
+    """busybox's applets as paths (bin/sh, usr/bin/env, ...). A foreign busybox runs here only through
+    binfmt_misc (qemu-user-static); without it the host's busybox-static of the same Debian release lists
+    the same applets, and failing both, the few /init needs."""
+    for cand in (busybox, Path("/bin/busybox")):
+        try:
+            out = subprocess.run([str(cand), "--list-full"], capture_output=True, text=True, timeout=30).stdout
+        except OSError:  # ENOEXEC: no binfmt handler for the foreign binary
+            continue
+        if out.split():
+            return out.split()
+    return [f"bin/{n}" for n in ("sh", "mount", "mkdir", "cat", "echo", "sleep", "dd", "tail", "base64", "cut",
+                                 "hostname", "ip", "sync", "env", "grep", "umount", "cp", "rm", "mkfifo", "nc")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,8 +332,8 @@ class Initramfs:
 
     def add_busybox(self, busybox: Path) -> None:
         self.add_file("/bin/busybox", busybox)
-        listing = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, timeout=30)
-        for rel in listing.stdout.split():
+        listing = _applets(busybox)
+        for rel in listing:
             if rel != "bin/busybox":
                 self.add_symlink(rel, "/bin/busybox")
 
@@ -291,7 +442,8 @@ class Guest:
     memory_mib: int = 512
     disk_mib: int = 2048
     cpus: int = 1
-    cmdline: str = "console=ttyS0 panic=-1 quiet"
+    cmdline: str | None = None  # default: the architecture's serial console, panic=-1 quiet
+    busybox: Path | None = None  # default: busybox_static(kernel.arch)
     initramfs: Initramfs = field(default_factory=Initramfs)
     steps: list[str] = field(default_factory=list)
     _streams: list[tuple[str, int, int, str]] = field(default_factory=list)
@@ -301,7 +453,10 @@ class Guest:
     META_MIB = 8  # the metadata block: the last 8 MiB of the disk
 
     def __post_init__(self) -> None:
-        self.initramfs.add_busybox(busybox_static())
+        self.arch = arch_of(self.kernel.arch)
+        if self.cmdline is None:
+            self.cmdline = f"console={self.arch.console} panic=-1 quiet"
+        self.initramfs.add_busybox(self.busybox or busybox_static(self.arch.name))
         self.initramfs.add_chardev("/dev/console", 5, 1)
         self.initramfs.add_chardev("/dev/null", 1, 3, 0o666)
         for d in ("proc", "sys", "tmp", "root", "usr/bin", "usr/sbin", "usr/local/bin", "etc"):
@@ -359,7 +514,7 @@ echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $t0-$t1 s"
     def run(self, timeout: float = 1200, dump_memory: bool = False) -> GuestResult:
         """Boot, wait for the guest to finish its steps, optionally take QEMU's dump-guest-memory, stop
         QEMU and read the results back. Raises RuntimeError (with the serial log's tail) on failure."""
-        qemu = qemu_binary()
+        qemu = qemu_binary(self.arch.name)
         w = self.workdir
         w.mkdir(parents=True, exist_ok=True)
         self.initramfs.add_file("/init", self.init_script().encode())
@@ -369,7 +524,7 @@ echo "triagent-guest: stream {name} done, rc $(cat /tmp/s.{name}.rc), $t0-$t1 s"
             p.unlink(missing_ok=True)
         with open(disk, "wb") as f:
             f.truncate(self.disk_mib * MIB)
-        cmd = [qemu, "-accel", "tcg", "-cpu", "max,la57=off", "-m", str(self.memory_mib), "-smp", str(self.cpus),
+        cmd = [qemu, *self.arch.machine, "-m", str(self.memory_mib), "-smp", str(self.cpus),
                "-nodefaults", "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
                "-kernel", str(self.kernel.vmlinuz), "-initrd", str(initrd), "-append", self.cmdline,
                "-serial", f"file:{serial}",
