@@ -25,6 +25,11 @@ BTF_PATH = "sys/kernel/btf/vmlinux"
 # peak RSS growth of build() over the BTF size: 26x on Debian 6.1 (5.5 MB), 29x on the fixture (4.1 MB)
 MEMORY_PER_BTF_BYTE = 30
 HEADROOM_MB = 96  # left free for the host's own processes
+# volatility3 2.28's translation layers walk Intel page tables only (layers/intel.py; automagic/linux.py's
+# LinuxIntelStacker is its only Linux stacker): an arm64 image's banner is found, its processes are not.
+NO_VOLATILITY = {"aarch64": "volatility3 2.28 cannot read AArch64 memory images (it has Intel page-table layers "
+                            "only): this symbol table is right for the kernel but serves tools that walk arm64 "
+                            "page tables; an empty process list from volatility3 here means 'cannot', not 'none'"}
 
 
 def build(root: str = "/", preset: int = 2) -> tuple[bytes, dict]:
@@ -118,10 +123,15 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield Problem(f"symbol table not built: {type(exc).__name__}: {exc}", level="error")
         return
     member = f"symbols/linux/{release}-btf.json.xz"
+    machine = str(ctx.opt("machine", "") or os.uname().machine)
     yield Blob(member, data, {"symbols_source": facts["source"]})
-    yield Record("symbols", {"status": "built", "release": release, "member": member, **facts})
+    yield Record("symbols", {"status": "built", "release": release, "member": member, "machine": machine,
+                             **({"volatility3": NO_VOLATILITY[machine]} if machine in NO_VOLATILITY else {}),
+                             **facts})
     for note in facts["notes"]:
         yield Problem(f"symbols: {note}", level="info")
+    if machine in NO_VOLATILITY:
+        yield Problem(NO_VOLATILITY[machine], level="warning")
 
 
 def _release(root: str) -> str:

@@ -46,3 +46,22 @@ def test_arm64_table_has_link_time_addresses():
     assert sym["init_task"]["address"] == 0xFFFF800009828C80
     assert sym["swapper_pg_dir"]["address"] == 0xFFFF80000938F000
     assert not any("unknown architecture" in n for n in notes), notes
+
+
+def test_arm64_table_says_volatility3_cannot_read_the_image(tmp_path):
+    """The table is built all the same; its record and a warning say that volatility3 2.28 cannot use it."""
+    from test_btf import _fake_root, _meminfo, _symbols_items
+
+    from collectors.base import Blob, Problem, Record
+
+    root = _fake_root(tmp_path, every_kind_blob()[0])
+    _meminfo(root, 8 << 20)
+    items = _symbols_items(root, machine="aarch64")
+    record = next(i.data for i in items if isinstance(i, Record))
+    assert record["status"] == "built" and record["machine"] == "aarch64", record
+    assert "cannot read AArch64" in record["volatility3"]
+    assert any(isinstance(i, Blob) for i in items)
+    assert any(isinstance(i, Problem) and i.level == "warning" and "AArch64" in i.message for i in items)
+    x86 = _symbols_items(root, machine="x86_64")
+    assert not any(isinstance(i, Problem) and "AArch64" in i.message for i in x86)
+    assert "volatility3" not in next(i.data for i in x86 if isinstance(i, Record))
