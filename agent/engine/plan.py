@@ -318,7 +318,8 @@ def profile_names(specs_dir: Path = SPECS_DIR) -> list[str]:
     return sorted(p.stem for p in (specs_dir / "profiles").glob("*.toml"))
 
 
-def _apply_options(profile: str, overrides: Any, chosen: dict[str, ArtifactSpec]) -> None:
+def _apply_options(profile: str, overrides: Any, chosen: dict[str, ArtifactSpec],
+                   known: dict[str, ArtifactSpec] | None = None) -> None:
     """A profile's `[options.<artifact>]` tables: the same artifact with other bounds in another profile
     (full hashes every PATH program, triage only those its package does not vouch for). Only options the
     artifact declares may be set, so a misspelt key is an error, not a silently ignored bound."""
@@ -327,15 +328,20 @@ def _apply_options(profile: str, overrides: Any, chosen: dict[str, ArtifactSpec]
     for artifact, values in overrides.items():
         if not isinstance(values, dict):
             raise SpecError(f"profile {profile!r}: options.{artifact} must be a table")
-        spec = chosen.get(artifact)
-        if spec is None:
-            continue  # an artifact left out by --artifacts/--exclude: nothing to adjust
-        unknown = set(values) - set(spec.options)
+        declared = (known or chosen).get(artifact)
+        if declared is None:
+            if known is not None:  # a misspelt artifact: its bounds would be silently ignored
+                raise SpecError(f"profile {profile!r}: options.{artifact}: no such artifact")
+            continue
+        # checked even when --artifacts/--exclude leave the artifact out: the file is wrong either way
+        unknown = set(values) - set(declared.options)
         if unknown:
             raise SpecError(f"profile {profile!r}: artifact {artifact!r} has no option(s) {sorted(unknown)}")
         for key, value in values.items():
-            _check_option(value, spec.options[key], f"profile {profile!r}: option {artifact}.{key}")
-        spec.options = {**spec.options, **values}
+            _check_option(value, declared.options[key], f"profile {profile!r}: option {artifact}.{key}")
+        spec = chosen.get(artifact)
+        if spec is not None:  # else left out by --artifacts/--exclude: nothing to adjust
+            spec.options = {**spec.options, **values}
 
 
 def is_profile_file(name: str) -> bool:
@@ -409,8 +415,8 @@ def load_profile(name: str, specs_dir: Path = SPECS_DIR, only: list[str] | None 
     chosen = [known[n] for n in dict.fromkeys(names) if n not in (exclude or [])]
     by_name = {spec.name: spec for spec in chosen}
     if base:
-        _apply_options(raw["extends"], base.get("options", {}), by_name)
-    _apply_options(label, raw.get("options", {}), by_name)
+        _apply_options(raw["extends"], base.get("options", {}), by_name, known)
+    _apply_options(label, raw.get("options", {}), by_name, known)
     for spec in chosen:
         spec.load()  # fail now, not mid-run, on a collector that does not exist
     chosen.sort(key=lambda s: s.order)  # order of volatility
