@@ -233,7 +233,7 @@ def test_argument_file_and_output_name(root, profile, tmp_path):
     utc = name.rsplit("_", 1)[1]
     assert len(utc) == 16 and utc.endswith("Z")
     # the host's own instance id (../../i-0abc/x) made safe: no separator, no '..'
-    assert name == "IR-42_web01_" + "_____i-0abc_x" + f"_{utc}", name
+    assert name == "IR-42_web01_" + "______i-0abc_x" + f"_{utc}", name
     custody = json.loads(members(bundle)["triagent/custody.json"])
     assert "--case-id" in custody["command_line"] and "@" + str(args) not in custody["command_line"]
     assert custody["case_id"] == "IR-42"
