@@ -37,10 +37,12 @@ class Command:
     add: str = "add_arguments"  # module.add(subparsers) -> the command's parser
     run: str = "run"  # module.run(args) -> exit code
     wants_argv: bool = False  # run(args, argv): the command line goes into the custody record
+    # its parser has -q/--progress (agent.engine.progress.add_options): the CLI draws the progress line
+    progress: bool = False
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("collect", "collect evidence into a bundle", "agent.commands.collect", wants_argv=True),
+    Command("collect", "collect evidence into a bundle", "agent.commands.collect", wants_argv=True, progress=True),
     Command("verify", "check a bundle's integrity; names any altered member", "agent.commands.verify"),
     Command("ticket", "responder side: presigned upload ticket for collect --upload", "agent.responder.ticket",
             "add_ticket_arguments", "run_ticket"),
@@ -58,7 +60,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("fleet", "responder side: analyze many bundles (a folder or s3://) on a Dask cluster, rows as "
             "Parquet tables for rank (needs the 'fleet' extra)", "agent.commands.fleet"),
     Command("analyze", "parsers over a bundle on the responder's side (volatility3, dissect.target)",
-            "agent.commands.analyze"),
+            "agent.commands.analyze", progress=True),
     Command("symbols", "build a volatility3 symbol table for this kernel from its BTF and kallsyms",
             "agent.commands.symbols"),
     Command("profiles", "list profiles and their artifacts", "agent.commands.profiles"),
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.engine import progress
 
     # a command that offers -q/--progress gets the progress line on a terminal's stderr (never on SSM's pipe)
-    screen = progress.terminal(args.quiet, args.progress) if hasattr(args, "progress") else None
+    screen = progress.terminal(args.quiet, args.progress) if command.progress else None
     try:
         run = getattr(importlib.import_module(command.module), command.run)
         return run(args, argv) if command.wants_argv else run(args)

@@ -136,7 +136,7 @@ class _Task:
         label = self.name.partition(":")[2] if self.name.startswith("artifact:") else self.name
         if self.name.startswith("artifact:") and not self.done and not self.total:
             return label  # the artifact now running: its name is the news
-        unit = "" if self.unit in ("B", "") else f" {self.unit}"
+        unit = "" if self.unit in ("B", "", label) else f" {self.unit}"  # not "artifacts 4/10 artifacts"
         if self.unit == "B":
             amount = human(self.done, "B") + (f"/{human(self.total, 'B')}" if self.total else "")
         else:

@@ -49,9 +49,9 @@ def test_counts_eta_and_the_artifact_running():
     screen("start", "artifact:processes", 0, None, "")
     clock.now += 4.0
     screen("advance", "artifacts", 4, None, "")
-    assert screen.line() == "artifacts 4/10 artifacts 40% ETA 0:06 | processes"
+    assert screen.line() == "artifacts 4/10 40% ETA 0:06 | processes"
     screen("finish", "artifact:processes", 0, None, "")
-    assert screen.line() == "artifacts 4/10 artifacts 40% ETA 0:06"
+    assert screen.line() == "artifacts 4/10 40% ETA 0:06"
 
 
 def test_upload_of_unknown_size_shows_bytes_and_rate_without_eta():
@@ -142,6 +142,13 @@ def test_tee_tells_every_listener_and_listen_restores():
         assert progress.listen(previous) is both
     assert seen == [("a", "start", "analysis", 0, 3, "steps"), ("b", "start", "analysis", 0, 3, "steps")]
     assert tee(None) is None
+
+
+def test_a_count_shows_its_unit_unless_the_task_says_it():
+    screen, _, _ = renderer()
+    screen("start", "analysis", 0, 5, "steps")
+    screen("advance", "analysis", 2, None, "")
+    assert screen.line() == "analysis 2/5 steps 40%"
 
 
 def test_human_units():
