@@ -165,7 +165,7 @@ class Renderer:
     Safe from any thread: the memory imager advances from a collector thread, uploads from theirs."""
 
     def __init__(self, stream: IO[str] | None = None, hz: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 width: int | None = None):
+                 width: int | None = None, deferred: bool = True):
         self.stream = sys.stderr if stream is None else stream
         self.interval = 1.0 / hz
         self.clock = clock
@@ -175,6 +175,10 @@ class Renderer:
         self.last_draw = float("-inf")
         self.drawn = 0  # characters of the status line now on the terminal (0: none)
         self.draws = 0
+        # an event that came too soon to draw is drawn a little later: else a step that starts just after a
+        # draw and then runs for minutes without a word would leave the step before it on the line
+        self.pending: threading.Timer | None = None
+        self.deferred = deferred
 
     def __call__(self, event: str, task: str, amount: int, total: int | None, unit: str) -> None:
         with self.lock:
@@ -188,7 +192,21 @@ class Renderer:
                 known.done += amount
             elif event == "finish":
                 self.tasks.pop(task, None)
-            if now - self.last_draw >= self.interval:
+            wait = self.last_draw + self.interval - now
+            if wait <= 0:
+                self._draw(now)
+            elif self.pending is None and self.deferred:
+                self.pending = threading.Timer(wait, self._late)
+                self.pending.daemon = True
+                self.pending.start()
+
+    def _late(self) -> None:
+        with self.lock:
+            if self.pending is None:  # closed meanwhile
+                return
+            self.pending = None
+            now = self.clock()
+            if now - self.last_draw >= self.interval * 0.5:  # nothing drew meanwhile
                 self._draw(now)
 
     def _columns(self) -> int:
@@ -237,6 +255,9 @@ class Renderer:
         """Wipe the status line (the cursor back at the start of an empty line) and stop listening."""
         global _screen
         with self.lock:
+            if self.pending is not None:
+                self.pending.cancel()
+                self.pending = None
             self.tasks.clear()
             self._wipe()
         if _screen is self:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 from agent.engine import progress
 from agent.engine.progress import Renderer, human, tee, wanted
@@ -22,7 +23,8 @@ class Clock:
 
 def renderer(width: int = 120) -> tuple[Renderer, io.StringIO, Clock]:
     out, clock = io.StringIO(), Clock()
-    return Renderer(out, clock=clock, width=width), out, clock
+    # no late draws on a timer: the fake clock decides every draw
+    return Renderer(out, clock=clock, width=width, deferred=False), out, clock
 
 
 def test_no_listener_no_output_and_calls_are_no_ops():
@@ -72,6 +74,19 @@ def test_redrawn_at_most_five_times_a_second():
     # one second more: five draws more (at 0.2 s steps), not ten thousand
     assert screen.draws <= 6, screen.draws
     assert out.getvalue().count("\r") == screen.draws
+
+
+def test_a_step_started_too_soon_to_draw_is_drawn_a_little_later():
+    out = io.StringIO()
+    screen = Renderer(out, width=120)  # the real clock and timer
+    screen("start", "artifact:clock", 0, None, "")
+    screen("finish", "artifact:clock", 0, None, "")
+    screen("start", "artifact:processes", 0, None, "")  # then silent for minutes
+    assert out.getvalue() == "\rclock"
+    time.sleep(0.5)
+    assert out.getvalue().endswith("\rprocesses"), out.getvalue()
+    assert screen.draws == 2
+    screen.close()
 
 
 def test_close_wipes_the_line_and_message_goes_above_it():
