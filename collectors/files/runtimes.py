@@ -10,8 +10,9 @@ their daemons (called by collectors/files/containers.py, whose streams these rec
 - containerd: its metadata is a bbolt database (``io.containerd.metadata.v1.bolt/meta.db``), for which
   there is no well-kept Python reader: a small bounded one is at the end of this file (podman 4's
   ``libpod/bolt_state.db`` is bbolt too; podman 4.8+ and 5 keep the same JSON documents in SQLite, ``db.sql``,
-  read with Python's sqlite3 from a bounded copy in memory, its write-ahead log applied). From it every container (image, labels, OCI spec) and, through
-  the overlayfs snapshotter's own ``metadata.db``, its writable layer ``snapshots/<id>/fs``; then what the
+  read with Python's sqlite3 from a bounded copy in memory, its write-ahead log applied). From it every
+  container (image, labels, OCI spec) and, through the overlayfs snapshotter's own ``metadata.db``, its
+  writable layer ``snapshots/<id>/fs``; then what the
   runtime v2 shim keeps for each running task (``/run/containerd/io.containerd.runtime.v2.task/<namespace>/
   <id>/``: ``config.json``, the OCI spec that runs, and ``init.pid``; containerd runtime/v2/README.md) and,
   live, the overlay mount of its ``rootfs`` (``upperdir=`` in /proc/self/mountinfo). Both databases are
