@@ -52,6 +52,8 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED, NLA_TYPE_MASK = 0x8000, 0x3FFF
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 1, 4, 7, 10, 13
+NFT_MSG_GETFLOWTABLE = 23
+NF_FLOWTABLE_HW_OFFLOAD, NF_FLOWTABLE_COUNTER = 0x1, 0x2
 
 FAMILIES = {0: "unspec", 1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 HOOKS_IP = ["prerouting", "input", "forward", "output", "postrouting", "ingress"]
@@ -101,6 +103,33 @@ LEGACY = {
     "ipv4": (socket.IPPROTO_IP, "/proc/net/ip_tables_names", 112, 84, 4),
     "ipv6": (socket.IPPROTO_IPV6, "/proc/net/ip6_tables_names", 168, 136, 16),
 }
+# --- legacy arptables (linux/netfilter_arp/arp_tables.h) and ebtables (linux/netfilter_bridge/ebtables.h) --
+ARPT_SO_GET_INFO, ARPT_SO_GET_ENTRIES = 96, 97
+ARP_HOOKS = ["INPUT", "OUTPUT", "FORWARD"]
+ARPT_INFO = struct.Struct("=32sI3I3III")  # struct arpt_getinfo
+ARPT_ENTRY = 192  # struct arpt_entry: struct arpt_arp (164), target_offset, next_offset, comefrom, counters
+ARPT_NAMES = "/proc/net/arp_tables_names"
+# arpt_arp invflags
+ARPT_INV = {"in": 0x1, "out": 0x2, "src": 0x4, "dst": 0x8, "src_mac": 0x10, "dst_mac": 0x20, "opcode": 0x40,
+            "hw_type": 0x80, "proto_type": 0x100, "h_length": 0x200}
+ARPT_MANGLE_SDEV, ARPT_MANGLE_TDEV, ARPT_MANGLE_SIP, ARPT_MANGLE_TIP = 0x1, 0x2, 0x4, 0x8
+EBT_SO_GET_INFO, EBT_SO_GET_ENTRIES = 128, 129
+EBT_TABLES = ["filter", "nat", "broute"]
+EBT_HOOKS = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING", "BROUTING"]
+EBT_REPLACE = struct.Struct("=32sIII4x6QI4xQQ")  # struct ebt_replace (64-bit): name, valid_hooks, nentries,
+#                                                  entries_size, hook_entry[6], num_counters, counters, entries
+EBT_ENTRIES_SIZE = 48  # struct ebt_entries: distinguisher (0), name[32], counter_offset, policy, nentries
+EBT_ENTRY_SIZE = 112  # struct ebt_entry up to its 8-aligned elems
+EBT_EXT_HEAD = 40  # struct ebt_entry_match / _watcher / _target: name[31], revision, size, 8-aligned data
+EBT_VERDICTS = {-1: "ACCEPT", -2: "DROP", -3: "CONTINUE", -4: "RETURN"}
+EBT_MAC_TARGETS = {"dnat": "--to-dst", "snat": "--to-src", "arpreply": "--arpreply-mac"}
+# ebt_entry invflags and bitmask
+EBT_INV = {"in": 0x01, "out": 0x02, "logical_in": 0x04, "logical_out": 0x08, "src_mac": 0x10, "dst_mac": 0x20,
+           "proto": 0x40}
+EBT_NOPROTO, EBT_802_3, EBT_ENTRY_OR_ENTRIES = 0x02, 0x04, 0x01
+ETHER_TYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802_1Q", 0x8035: "RARP", 0x88CC: "LLDP",
+               0x888E: "802_1X"}
+
 SAVED_CONFIGS = ["/etc/nftables.conf", "/etc/sysconfig/nftables.conf", "/etc/iptables/rules.v4",
                  "/etc/iptables/rules.v6", "/etc/sysconfig/iptables", "/etc/sysconfig/ip6tables",
                  "/etc/ufw/user.rules", "/etc/firewalld/zones"]
@@ -270,7 +299,7 @@ class Rule:
         self.f: dict[str, Any] = {"packets": None, "bytes": None, "action": None, "verdict": None,
                                   "jump_to": None, "to_addr": None, "to_port": None, "src": None, "dst": None,
                                   "sport": None, "dport": None, "proto": None, "iif": None, "oif": None,
-                                  "xt": []}
+                                  "xt": [], "flowtable": None}
 
     def _reg(self, reg: int | None) -> tuple[str, str, bytes | None]:
         return self.regs.get(reg if reg is not None else -1, (f"reg {reg}", "hex", None))
@@ -442,6 +471,11 @@ class Rule:
                 self.f["action"] = word
             return
         self.regs[dreg] = ("<immediate>", "hex", value)
+
+    def _flow_offload(self, a: dict[int, list[bytes]]) -> None:
+        # `flow add @ft`: the connection is handed to a flowtable's fast path, past the rest of the ruleset
+        self.parts.append(f"flow add @{_str(a, 1)}")
+        self.f["flowtable"] = _str(a, 1)
 
     def _counter(self, a: dict[int, list[bytes]]) -> None:
         self.f["bytes"], self.f["packets"] = _be(a, 1) or 0, _be(a, 2) or 0
@@ -645,6 +679,17 @@ def _nft_dump(ctx: Context, nl: Netlink, max_rules: int, max_elems: int, counts:
         yield Record("nft_sets", {**info, "elements": None if raw is None else [_ip(e) if len(e) in (4, 16)
                                                                                  else "0x" + e.hex() for e in raw]})
 
+    flowtables = 0
+    try:
+        for fam, a in nl.dump(ctx, NFT_MSG_GETFLOWTABLE):
+            flowtables += 1
+            if flowtables <= max_rules:
+                yield Record("nft_flowtables", flowtable_record(FAMILIES.get(fam, str(fam)), a))
+    except OSError as exc:  # kernels before 4.16 have no flowtables to list
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOENT):
+            raise
+    counts["nft_flowtables"] = flowtables
+
     chains: dict[tuple[str, str, str], dict[str, Any]] = {}
     for fam, a in nl.dump(ctx, NFT_MSG_GETCHAIN):
         family, table, name = FAMILIES.get(fam, str(fam)), _str(a, 1) or "", _str(a, 3) or ""
@@ -686,6 +731,20 @@ def _nft_dump(ctx: Context, nl: Netlink, max_rules: int, max_elems: int, counts:
     if truncated:
         yield Problem(f"nftables: more than {max_rules} rules; the rest were not recorded", level="warning")
         counts["truncated"] = True
+
+
+def flowtable_record(family: str, a: dict[int, list[bytes]]) -> dict[str, Any]:
+    """One NFT_MSG_NEWFLOWTABLE answer: a flowtable (a fast path: connections a rule hands to it with
+    ``flow add @name`` bypass the rest of the ruleset), its ingress hook, priority and devices."""
+    hook = attrs(a[3][0]) if 3 in a else {}
+    devices = [d.split(b"\0", 1)[0].decode("utf-8", "replace") for d in attrs(hook[3][0]).get(1, [])] \
+        if 3 in hook else []
+    flags = _be(a, 7) or 0
+    num = _be(hook, 1)
+    return {"family": family, "table": _str(a, 1) or "", "name": _str(a, 2) or "", "handle": _be(a, 5),
+            "hook": _hook_name("netdev", num) if num is not None else None, "priority": _be(hook, 2, signed=True),
+            "devices": devices, "flags": flags, "hw_offload": bool(flags & NF_FLOWTABLE_HW_OFFLOAD),
+            "counter": bool(flags & NF_FLOWTABLE_COUNTER), "use": _be(a, 4)}
 
 
 def _set_elements(ctx: Context, nl: Netlink, family: str, table: str, name: str, most: int) -> list[bytes] | None:
@@ -958,6 +1017,431 @@ def _legacy_text(r: dict[str, Any]) -> str:
 
 
 # =========================================================================================================
+# legacy arptables
+
+def arptables(ctx: Context, max_rules: int, counts: dict[str, Any]) -> Iterator[Item]:
+    """The arptables tables this network namespace has (/proc/net/arp_tables_names: asking for another would
+    instantiate it), read with ARPT_SO_GET_INFO / ARPT_SO_GET_ENTRIES on a raw IPv4 socket."""
+    try:
+        names = [n for n in read_text(ARPT_NAMES, 4096).split() if re.fullmatch(r"[a-z_]{1,31}", n)]
+    except FileNotFoundError:
+        counts["arptables_tables"] = None  # arp_tables not in this kernel (or its module not loaded)
+        return
+    except OSError as exc:
+        counts["arptables_tables"] = None
+        yield Problem(f"arptables: the list of tables cannot be read: {exc.strerror} (root is needed)",
+                      path=ARPT_NAMES, level="warning", errno=exc.errno)
+        return
+    counts["arptables_tables"] = names
+    if not names:
+        return
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except OSError as exc:
+        yield Problem(f"arptables: no raw socket to ask the kernel with: {exc.strerror} (CAP_NET_RAW is needed)",
+                      level="warning", errno=exc.errno)
+        return
+    libc = _Libc()
+    try:
+        for name in names:
+            ctx.check()
+            try:
+                yield from _arp_table(ctx, libc, sock.fileno(), name, max_rules, counts)
+            except OSError as exc:
+                counts.setdefault("legacy_errors", []).append(f"arp {name}: {exc.strerror}")
+                yield Problem(f"arptables table {name}: {exc.strerror}", level="warning", errno=exc.errno)
+    finally:
+        sock.close()
+
+
+def _arp_table(ctx: Context, libc: _Libc, fd: int, table: str, max_rules: int,
+               counts: dict[str, Any]) -> Iterator[Item]:
+    for _attempt in range(3):  # EAGAIN: the table changed between the two questions
+        info = ctypes.create_string_buffer(table.encode(), ARPT_INFO.size)
+        libc.get(fd, socket.IPPROTO_IP, ARPT_SO_GET_INFO, info)
+        _n, valid, *rest = ARPT_INFO.unpack(info.raw)
+        hook_entry, underflow, size = rest[0:3], rest[3:6], rest[7]
+        if size > int(ctx.opt("max_table_bytes", 64 << 20)):
+            raise OSError(errno.EFBIG, f"table of {size} bytes, more than the collector reads")
+        buf = ctypes.create_string_buffer(GET_ENTRIES_HEAD + size)
+        struct.pack_into("=32sI", buf, 0, table.encode(), size)
+        try:
+            libc.get(fd, socket.IPPROTO_IP, ARPT_SO_GET_ENTRIES, buf)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                continue
+            raise
+        break
+    else:
+        raise OSError(errno.EAGAIN, "the table kept changing while it was read")
+    blob = buf.raw[GET_ENTRIES_HEAD:GET_ENTRIES_HEAD + size]
+    yield from arp_entries(blob, table, valid, hook_entry, underflow, max_rules, counts, ctx.check)
+
+
+def arp_entries(blob: bytes, table: str, valid: int, hook_entry: list[int] | tuple[int, ...],
+                underflow: list[int] | tuple[int, ...], max_rules: int, counts: dict[str, Any],
+                check: Any = lambda: None) -> Iterator[Item]:
+    """Chains and rules of one arptables table from its entry blob (the same walk as iptables': built-in
+    chains start at hook_entry and end with their policy at underflow, user chains start with an ERROR
+    target naming them and end with an unconditional RETURN arptables adds itself)."""
+    hooks = {hook_entry[h]: ARP_HOOKS[h] for h in range(3) if valid & (1 << h)}
+    policies = {underflow[h]: ARP_HOOKS[h] for h in range(3) if valid & (1 << h)}
+    chain: str | None = None
+    chains: dict[str, dict[str, Any]] = {}
+    offsets: dict[int, str] = {}
+    entries: list[tuple[int, dict[str, Any]]] = []
+    off = 0
+    while off + ARPT_ENTRY <= len(blob):
+        check()
+        target_offset, next_offset = struct.unpack_from("=HH", blob, off + 164)
+        if next_offset < ARPT_ENTRY or off + next_offset > len(blob) or target_offset > next_offset:
+            break
+        pcnt, bcnt = struct.unpack_from("=QQ", blob, off + 176)
+        tsize = struct.unpack_from("=H", blob, off + target_offset)[0]
+        tname = blob[off + target_offset + 2:off + target_offset + 31].split(b"\0", 1)[0].decode("ascii", "replace")
+        tdata = blob[off + target_offset + XT_MATCH_HEAD:off + target_offset + max(tsize, XT_MATCH_HEAD)]
+        if off in hooks:
+            chain = hooks[off]
+            chains[chain] = {"family": "arp", "table": table, "chain": chain, "builtin": True, "policy": None,
+                             "packets": None, "bytes": None, "rules": 0}
+        if tname == "ERROR":
+            label = tdata[:30].split(b"\0", 1)[0].decode("utf-8", "replace")
+            if label != "ERROR":
+                chain = label
+                chains[chain] = {"family": "arp", "table": table, "chain": chain, "builtin": False, "policy": None,
+                                 "packets": None, "bytes": None, "rules": 0}
+                offsets[off + next_offset] = chain
+            off += next_offset
+            continue
+        if off in policies:
+            verdict = struct.unpack_from("=i", tdata, 0)[0] if len(tdata) >= 4 else 0
+            chains[policies[off]].update(policy=_std_verdict(verdict, {})[0], packets=pcnt, bytes=bcnt)
+        elif chain is not None:
+            entries.append((off, {"chain": chain, "pcnt": pcnt, "bcnt": bcnt, "tname": tname, "tdata": tdata,
+                                  "target_offset": target_offset}))
+        off += next_offset
+    last: dict[str, int] = {}
+    for i, (_o, e) in enumerate(entries):
+        last[e["chain"]] = i
+    tails = {i for name, i in last.items() if not chains[name]["builtin"] and entries[i][1]["tname"] == ""
+             and entries[i][1]["tdata"][:4] == struct.pack("=i", -5) and not any(blob[entries[i][0]:
+                                                                                        entries[i][0] + 158])}
+    rules = 0
+    for i, (entry_off, e) in enumerate(entries):
+        if i in tails:
+            continue
+        if counts.get("arptables_rules", 0) + rules >= max_rules:
+            counts["truncated"] = True
+            yield Problem(f"arptables table {table}: more than {max_rules} rules; the rest were not recorded",
+                          level="warning")
+            break
+        rules += 1
+        chains[e["chain"]]["rules"] += 1
+        try:
+            yield Record("arptables_rules", _arp_rule(blob, entry_off, e, table, offsets, chains[e["chain"]]))
+        except (struct.error, IndexError, ValueError) as exc:
+            yield Problem(f"arptables table {table}: entry at offset {entry_off} cannot be read: {exc}",
+                          level="warning")
+    counts["arptables_rules"] = counts.get("arptables_rules", 0) + rules
+    for c in chains.values():
+        yield Record("iptables_chains", c)
+    counts.setdefault("legacy_chains", []).extend(chains.values())
+
+
+def _mac(addr: bytes, mask: bytes, length: int = 6) -> str | None:
+    if not any(mask[:length]):
+        return None
+    text = ":".join(f"{b:02x}" for b in addr[:length])
+    return text if all(b == 0xFF for b in mask[:length]) else text + "/" + ":".join(f"{b:02x}" for b in mask[:length])
+
+
+def _arp_rule(blob: bytes, off: int, e: dict[str, Any], table: str, offsets: dict[int, str],
+              chain: dict[str, Any]) -> dict[str, Any]:
+    src, tgt, smsk, tmsk = (blob[off + i * 4:off + (i + 1) * 4] for i in range(4))
+    arhln, arhln_mask = blob[off + 16], blob[off + 17]
+    src_dev, src_dev_mask = blob[off + 18:off + 34], blob[off + 34:off + 50]
+    tgt_dev, tgt_dev_mask = blob[off + 50:off + 66], blob[off + 66:off + 82]
+    arpop, arpop_mask, arhrd, arhrd_mask, arpro, arpro_mask = struct.unpack_from(">6H", blob, off + 82)
+    iniface, outiface = blob[off + 94:off + 110], blob[off + 110:off + 126]
+    inmask, outmask = blob[off + 126:off + 142], blob[off + 142:off + 158]
+    invflags = struct.unpack_from("=H", blob, off + 160)[0]
+    neg = {k: bool(invflags & v) for k, v in ARPT_INV.items()}
+    tname, tdata = e["tname"], e["tdata"]
+    jump_to = None
+    if tname == "":
+        verdict = struct.unpack_from("=i", tdata, 0)[0] if len(tdata) >= 4 else 0
+        target, jump_to = _std_verdict(verdict, offsets)
+        if target == "jump":
+            target = jump_to or "?"
+    else:
+        target = tname
+    mangle: dict[str, Any] = {}
+    if tname == "mangle" and len(tdata) >= 48:
+        # struct arpt_mangle: src_devaddr[16], tgt_devaddr[16], src_ip, tgt_ip, flags, target
+        flags = tdata[40]
+        if flags & ARPT_MANGLE_SIP:
+            mangle["mangle_ip_s"] = _ip(tdata[32:36])
+        if flags & ARPT_MANGLE_TIP:
+            mangle["mangle_ip_d"] = _ip(tdata[36:40])
+        if flags & ARPT_MANGLE_SDEV:
+            mangle["mangle_mac_s"] = ":".join(f"{b:02x}" for b in tdata[0:6])
+        if flags & ARPT_MANGLE_TDEV:
+            mangle["mangle_mac_d"] = ":".join(f"{b:02x}" for b in tdata[16:22])
+        after = struct.unpack_from("=i", tdata, 44)[0]
+        mangle["mangle_target"] = {0: "DROP", 1: "ACCEPT", -1: "CONTINUE"}.get(after, str(after))  # NF_*, XT_CONTINUE
+
+    def inv(key: str, value: str | None) -> str | None:
+        return ("! " if neg[key] else "") + value if value is not None else None
+
+    rec: dict[str, Any] = {
+        "family": "arp", "table": table, "chain": e["chain"], "policy": chain.get("policy"),
+        "position": chain["rules"], "packets": e["pcnt"], "bytes": e["bcnt"],
+        "in_iface": inv("in", _iface(iniface, inmask)), "out_iface": inv("out", _iface(outiface, outmask)),
+        "src": inv("src", _cidr(src, smsk)), "dst": inv("dst", _cidr(tgt, tmsk)),
+        "src_mac": inv("src_mac", _mac(src_dev, src_dev_mask)), "dst_mac": inv("dst_mac", _mac(tgt_dev, tgt_dev_mask)),
+        "h_length": inv("h_length", str(arhln)) if arhln_mask else None,
+        "opcode": inv("opcode", str(arpop)) if arpop_mask else None,
+        "hw_type": inv("hw_type", str(arhrd)) if arhrd_mask else None,
+        "proto_type": inv("proto_type", f"0x{arpro:x}") if arpro_mask else None,
+        "target": target, "jump_to": jump_to, **mangle,
+    }
+    rec["action"] = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return", "mangle": "mangle"}.get(
+        target, "jump" if jump_to else target.lower())
+    rec["text"] = _arp_text(rec)
+    return rec
+
+
+def _arp_text(r: dict[str, Any]) -> str:
+    """The rule as ``arptables -L -n -v -x`` writes it (without the counters)."""
+    def opt(flag: str, value: str | None, star: bool = False) -> list[str]:
+        if value is None:
+            return [flag, "*"] if star else []
+        return ["!", flag, value[2:]] if value.startswith("! ") else [flag, value]
+
+    out = ["-j", r["target"]]
+    out += opt("-i", r["in_iface"], True) + opt("-o", r["out_iface"], True)
+    for key, flag in (("src", "-s"), ("src_mac", "--src-mac"), ("dst", "-d"), ("dst_mac", "--dst-mac"),
+                      ("h_length", "--h-length"), ("opcode", "--opcode"), ("hw_type", "--h-type"),
+                      ("proto_type", "--proto-type")):
+        value = r.get(key)
+        out += opt(flag, value[:-3] if key in ("src", "dst") and value and value.endswith("/32") else value)
+    for key, flag in (("mangle_ip_s", "--mangle-ip-s"), ("mangle_ip_d", "--mangle-ip-d"),
+                      ("mangle_mac_s", "--mangle-mac-s"), ("mangle_mac_d", "--mangle-mac-d")):
+        if r.get(key):
+            out += [flag, r[key]]
+    if r.get("mangle_target") and r["mangle_target"] != "ACCEPT":
+        out += ["--mangle-target", r["mangle_target"]]
+    return " ".join(out)
+
+
+# =========================================================================================================
+# legacy ebtables
+
+def ebt_loaded(table: str, sys_module: str = "/sys/module", modules: str = "/proc/modules") -> bool:
+    """Whether ebtables' ``table`` may be asked for without loading a module: its module ebtable_<table> is
+    loaded, or the kernel has no loadable modules at all (then nothing can be loaded; a kernel built without
+    legacy ebtables answers ENOPROTOOPT). Asking for a table of a module not loaded would load it
+    (request_module); there is no list of a namespace's ebtables tables as /proc/net/ip_tables_names is for
+    iptables."""
+    return os.path.isdir(f"{sys_module}/ebtable_{table}") or not os.path.exists(modules)
+
+
+def ebtables(ctx: Context, max_rules: int, counts: dict[str, Any]) -> Iterator[Item]:
+    names = [t for t in ctx.opt("ebtables_tables", EBT_TABLES) if ebt_loaded(t)]
+    counts["ebtables_tables"] = []
+    if not names:
+        return
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except OSError as exc:
+        yield Problem(f"ebtables: no raw socket to ask the kernel with: {exc.strerror} (CAP_NET_RAW is needed)",
+                      level="warning", errno=exc.errno)
+        return
+    libc = _Libc()
+    try:
+        for name in names:
+            ctx.check()
+            try:
+                blob, replace, counters = _ebt_get(ctx, libc, sock.fileno(), name)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOPROTOOPT):  # not in this namespace / no legacy ebtables
+                    continue
+                counts.setdefault("legacy_errors", []).append(f"bridge {name}: {exc.strerror}")
+                yield Problem(f"ebtables table {name}: {exc.strerror}", level="warning", errno=exc.errno)
+                continue
+            counts["ebtables_tables"].append(name)
+            yield from ebt_entries(blob, name, replace[1], counters, max_rules, counts, ctx.check)
+    finally:
+        sock.close()
+
+
+def _ebt_get(ctx: Context, libc: _Libc, fd: int, table: str) -> tuple[bytes, tuple[Any, ...], list[tuple[int, int]]]:
+    """(entries blob, struct ebt_replace fields, counters) of one table: EBT_SO_GET_INFO for the sizes, then
+    EBT_SO_GET_ENTRIES with buffers of those sizes (the kernel checks the length asked for exactly)."""
+    for _attempt in range(3):
+        info = ctypes.create_string_buffer(table.encode(), EBT_REPLACE.size)
+        libc.get(fd, socket.IPPROTO_IP, EBT_SO_GET_INFO, info)
+        fields = EBT_REPLACE.unpack(info.raw)
+        nentries, size = fields[2], fields[3]
+        if size > int(ctx.opt("max_table_bytes", 64 << 20)) or nentries > size:
+            raise OSError(errno.EFBIG, f"table of {size} bytes, more than the collector reads")
+        entries = ctypes.create_string_buffer(max(size, 1))
+        counters = ctypes.create_string_buffer(max(nentries * 16, 1))
+        req = ctypes.create_string_buffer(EBT_REPLACE.size + size + nentries * 16)
+        EBT_REPLACE.pack_into(req, 0, table.encode(), fields[1], nentries, size, *fields[4:10], nentries,
+                              ctypes.addressof(counters), ctypes.addressof(entries))
+        length = ctypes.c_uint32(EBT_REPLACE.size + size + nentries * 16)
+        if libc.getsockopt(fd, socket.IPPROTO_IP, EBT_SO_GET_ENTRIES, req, ctypes.byref(length)) < 0:
+            code = ctypes.get_errno()
+            if code == errno.EINVAL:  # the table changed size between the two questions
+                continue
+            raise OSError(code, os.strerror(code))
+        raw = counters.raw
+        return entries.raw[:size], fields, [struct.unpack_from("=QQ", raw, i * 16) for i in range(nentries)]
+    raise OSError(errno.EAGAIN, "the table kept changing while it was read")
+
+
+def _ext(blob: bytes, off: int) -> tuple[str, bytes, int]:
+    """(name, data, total size) of an ebt_entry_match / _watcher / _target at ``off``."""
+    name = blob[off:off + 31].split(b"\0", 1)[0].decode("ascii", "replace")
+    size = struct.unpack_from("=I", blob, off + 32)[0]
+    return name, blob[off + EBT_EXT_HEAD:off + EBT_EXT_HEAD + size], EBT_EXT_HEAD + size
+
+
+def ebt_entries(blob: bytes, table: str, valid: int, counters: list[tuple[int, int]], max_rules: int,
+                counts: dict[str, Any], check: Any = lambda: None) -> Iterator[Item]:
+    """Chains (struct ebt_entries: name, policy) and rules (struct ebt_entry with its matches, watchers and
+    target) of one ebtables table, in the kernel's order: the built-in chains of the valid hooks, then the
+    user chains; a jump's verdict is the offset of its chain's ebt_entries in the blob."""
+    heads: dict[int, str] = {}
+    off = 0
+    layout: list[tuple[str, int, dict[str, Any]]] = []  # ("chain", off, chain) / ("rule", off, {})
+    chain: dict[str, Any] | None = None
+    while off + 4 <= len(blob):
+        check()
+        bitmask = struct.unpack_from("=I", blob, off)[0]
+        if not bitmask & EBT_ENTRY_OR_ENTRIES:  # an ebt_entries: a chain starts
+            if off + EBT_ENTRIES_SIZE > len(blob):
+                break
+            name = blob[off + 4:off + 36].split(b"\0", 1)[0].decode("utf-8", "replace")
+            counter_offset, policy, nentries = struct.unpack_from("=IiI", blob, off + 36)
+            chain = {"family": "bridge", "table": table, "chain": name, "builtin": name in EBT_HOOKS,
+                     "policy": EBT_VERDICTS.get(policy, str(policy)), "packets": None, "bytes": None, "rules": 0,
+                     "_counter": counter_offset, "_n": nentries}
+            heads[off] = name
+            layout.append(("chain", off, chain))
+            off += EBT_ENTRIES_SIZE
+            continue
+        if off + EBT_ENTRY_SIZE > len(blob) or chain is None:
+            break
+        _w, _t, next_offset = struct.unpack_from("=III", blob, off + 100)
+        if next_offset < EBT_ENTRY_SIZE or off + next_offset > len(blob):
+            break
+        layout.append(("rule", off, chain))
+        off += next_offset
+    rules = 0
+    chains: list[dict[str, Any]] = []
+    for kind, at, ch in layout:
+        if kind == "chain":
+            chains.append(ch)
+            continue
+        if counts.get("ebtables_rules", 0) + rules >= max_rules:
+            counts["truncated"] = True
+            yield Problem(f"ebtables table {table}: more than {max_rules} rules; the rest were not recorded",
+                          level="warning")
+            break
+        index = ch["_counter"] + ch["rules"]
+        pcnt, bcnt = counters[index] if index < len(counters) else (None, None)
+        ch["rules"] += 1
+        rules += 1
+        try:
+            yield Record("ebtables_rules", _ebt_rule(blob, at, table, ch, heads, pcnt, bcnt))
+        except (struct.error, IndexError, ValueError) as exc:
+            yield Problem(f"ebtables table {table}: entry at offset {at} cannot be read: {exc}", level="warning")
+    counts["ebtables_rules"] = counts.get("ebtables_rules", 0) + rules
+    for ch in chains:
+        ch.pop("_counter", None)
+        ch.pop("_n", None)
+        yield Record("iptables_chains", ch)
+    counts.setdefault("legacy_chains", []).extend(chains)
+
+
+def _ebt_rule(blob: bytes, off: int, table: str, chain: dict[str, Any], heads: dict[int, str],
+              pcnt: int | None, bcnt: int | None) -> dict[str, Any]:
+    bitmask, invflags, ethproto = struct.unpack_from("=IIH", blob, off)
+    ifaces = [blob[off + 10 + i * 16:off + 26 + i * 16].split(b"\0", 1)[0].decode("utf-8", "replace") or None
+              for i in range(4)]
+    smac, smsk, dmac, dmsk = (blob[off + 74 + i * 6:off + 80 + i * 6] for i in range(4))
+    watchers_offset, target_offset, next_offset = struct.unpack_from("=III", blob, off + 100)
+    neg = {k: bool(invflags & v) for k, v in EBT_INV.items()}
+
+    def inv(key: str, value: str | None) -> str | None:
+        return ("! " if neg[key] else "") + value if value is not None else None
+
+    matches, watchers, texts = [], [], []
+    pos = off + EBT_ENTRY_SIZE
+    while pos + EBT_EXT_HEAD <= off + watchers_offset:
+        name, _data, size = _ext(blob, pos)
+        matches.append(name)
+        pos += size
+    pos = off + watchers_offset
+    while pos + EBT_EXT_HEAD <= off + target_offset:
+        name, _data, size = _ext(blob, pos)
+        watchers.append(name)
+        pos += size
+    tname, tdata, _size = _ext(blob, off + target_offset)
+    jump_to = None
+    to_mac = None
+    if tname == "standard":
+        verdict = struct.unpack_from("=i", tdata, 0)[0] if len(tdata) >= 4 else -3
+        if verdict >= 0:
+            jump_to = heads.get(verdict, f"offset {verdict}")
+            target = jump_to
+        else:
+            target = EBT_VERDICTS.get(verdict, str(verdict))
+    else:
+        target = tname
+        if tname in EBT_MAC_TARGETS and len(tdata) >= 6:  # struct ebt_nat_info / ebt_arpreply_info: mac, target
+            to_mac = ":".join(f"{b:02x}" for b in tdata[:6])
+            after = struct.unpack_from("=i", tdata, 8)[0] if len(tdata) >= 12 else -1
+            texts.append(f"{EBT_MAC_TARGETS[tname]} {to_mac} --{tname}-target {EBT_VERDICTS.get(after, after)}")
+        elif tname == "redirect" and len(tdata) >= 4:  # struct ebt_redirect_info: target
+            texts.append(f"--redirect-target {EBT_VERDICTS.get(struct.unpack_from('=i', tdata, 0)[0], '?')}")
+    proto = None
+    if bitmask & EBT_802_3:
+        proto = "Length"
+    elif not bitmask & EBT_NOPROTO:
+        value = socket.ntohs(ethproto)
+        proto = ETHER_TYPES.get(value, f"0x{value:04x}")
+    rec: dict[str, Any] = {
+        "family": "bridge", "table": table, "chain": chain["chain"], "policy": chain.get("policy"),
+        "position": chain["rules"], "packets": pcnt, "bytes": bcnt, "proto": inv("proto", proto),
+        "in_iface": inv("in", ifaces[0]), "logical_in": inv("logical_in", ifaces[1]),
+        "out_iface": inv("out", ifaces[2]), "logical_out": inv("logical_out", ifaces[3]),
+        "src_mac": inv("src_mac", _mac(smac, smsk)), "dst_mac": inv("dst_mac", _mac(dmac, dmsk)),
+        "matches": matches, "watchers": watchers, "target": target, "jump_to": jump_to, "to_mac": to_mac,
+        "target_text": " ".join(texts),
+    }
+    rec["action"] = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return", "CONTINUE": "continue"}.get(
+        target, "jump" if jump_to else target.lower())
+    rec["text"] = _ebt_text(rec)
+    return rec
+
+
+def _ebt_text(r: dict[str, Any]) -> str:
+    """The rule as ``ebtables -L`` writes its options (near enough for reading)."""
+    out = []
+    for key, flag in (("proto", "-p"), ("src_mac", "-s"), ("dst_mac", "-d"), ("in_iface", "-i"),
+                      ("logical_in", "--logical-in"), ("out_iface", "-o"), ("logical_out", "--logical-out")):
+        v = r[key]
+        if v:
+            out += ["!", flag, v[2:]] if v.startswith("! ") else [flag, v]
+    out += [f"--{m}" for m in r["matches"]] + [f"--{w}" for w in r["watchers"]]
+    out += ["-j", r["target"]] + ([r["target_text"]] if r["target_text"] else [])
+    return " ".join(out)
+
+
+# =========================================================================================================
 # the saved configuration
 
 _NFT_SKIP = re.compile(r"^(#|table\b|chain\b|set\b|map\b|type\b|policy\b|flags\b|elements\b|include\b|define\b|"
@@ -996,6 +1480,9 @@ def collect(ctx: Context) -> Iterator[Item]:
     yield from nftables(ctx, max_rules, int(ctx.opt("max_set_elements", 64)), counts)
     for family in ("ipv4", "ipv6"):
         yield from iptables(ctx, family, max_rules, counts)
+    yield from arptables(ctx, max_rules, counts)
+    if ctx.opt("ebtables", True):
+        yield from ebtables(ctx, max_rules, counts)
     saved: dict[str, int] = {}
     for item in saved_config(ctx, list(ctx.opt("saved_configs", SAVED_CONFIGS)), int(ctx.opt("max_config_bytes",
                                                                                              4 << 20))):
@@ -1013,6 +1500,7 @@ def _summary(counts: dict[str, Any], saved: dict[str, int], took: float) -> dict
     xt_names = {"filter", "nat", "mangle", "raw", "security"}
     via_nft = [c for c in base if c["table"] in xt_names and c["chain"] in NF_IP_HOOKS and c["family"] in ("ip", "ip6")]
     legacy_present = bool(counts.get("legacy_ipv4_tables") or counts.get("legacy_ipv6_tables"))
+    arp_rules, eb_rules = counts.get("arptables_rules", 0), counts.get("ebtables_rules", 0)
     if via_nft and legacy_present and legacy_rules:
         backend = "both: iptables-nft tables in nftables and legacy x_tables rules"
     elif via_nft:
@@ -1033,11 +1521,15 @@ def _summary(counts: dict[str, Any], saved: dict[str, int], took: float) -> dict
         "legacy_chains": len(legacy_chains), "legacy_rules": legacy_rules,
         "legacy_errors": counts.get("legacy_errors", []),
         "iptables_backend": backend,
-        "rules_total": nft_rules + legacy_rules,
+        "arptables_tables": counts.get("arptables_tables"), "arptables_rules": arp_rules,
+        "ebtables_tables": counts.get("ebtables_tables"), "ebtables_rules": eb_rules,
+        "nft_flowtables": counts.get("nft_flowtables", 0),
+        "rules_total": nft_rules + legacy_rules + arp_rules + eb_rules,
         "policies_all_accept": accept_all,
         "drop_policies": sorted({f"{c.get('table')} {c.get('chain')}" for c in base + legacy_chains
                                  if (c.get("policy") or "").lower() == "drop"}),
         "saved_configs": saved, "saved_rule_lines": saved_rules,
-        "flushed_against_saved": nft_rules + legacy_rules == 0 and accept_all and saved_rules > 0,
+        "flushed_against_saved": nft_rules + legacy_rules + arp_rules + eb_rules == 0 and accept_all
+        and saved_rules > 0,
         "truncated": bool(counts.get("truncated")), "seconds": round(took, 3),
     }
