@@ -692,8 +692,47 @@ def _records(cursor: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def rank(out_dir: str, min_hosts: int = 2, threads: int | None = None) -> dict[str, Any]:
-    con = connect(out_dir, threads)
+def connect_tables(location: str, threads: int | None = None, endpoint_url: str | None = None) -> Any:
+    """connect() over tables written elsewhere: a local folder as it is, or s3://BUCKET/PREFIX (e.g. triagent
+    fleet's SOURCE/tables), read through pyarrow's S3 filesystem with the responder's boto3 credentials and
+    registered in DuckDB as Arrow datasets (no extension to download, nothing copied first)."""
+    if not location.startswith("s3://"):
+        return connect(location, threads)
+    import boto3
+    import duckdb
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    frozen = credentials.get_frozen_credentials() if credentials else None
+    options: dict[str, Any] = {"region": session.region_name or "us-east-1"}
+    if frozen:
+        options.update(access_key=frozen.access_key, secret_key=frozen.secret_key, session_token=frozen.token)
+    if endpoint_url:
+        scheme, _, rest = endpoint_url.partition("://")
+        options.update(endpoint_override=rest.rstrip("/"), scheme=scheme)
+    filesystem = fs.S3FileSystem(**options)
+    base = location.removeprefix("s3://").rstrip("/")
+    specs = load_table_specs()
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    for table in TABLES:
+        try:
+            data = ds.dataset(f"{base}/{table}/", filesystem=filesystem, format="parquet",
+                              schema=arrow_schema(specs[table]))
+        except FileNotFoundError:  # a table no bundle has written yet: empty, with its schema
+            data = arrow_schema(specs[table]).empty_table()
+        con.register(table, data)
+    return con
+
+
+def rank(out_dir: str, min_hosts: int = 2, threads: int | None = None, endpoint_url: str | None = None
+         ) -> dict[str, Any]:
+    """Hosts in rank order and the shared indicators, from the Parquet tables in ``out_dir`` (a folder, or
+    s3://BUCKET/PREFIX read with ``endpoint_url``)."""
+    con = connect_tables(out_dir, threads, endpoint_url)
     try:
         hosts = _records(con.execute(RANKING_SQL, [min_hosts]))
         shared = _records(con.execute(SHARED_SQL, [min_hosts]))
@@ -719,6 +758,9 @@ def add_rank_arguments(subparsers: Any) -> argparse.ArgumentParser:
                    help="rows of each list to print (default 20 for table, all for json; 0: all)")
     p.add_argument("--min-hosts", type=int, default=2, metavar="N",
                    help="an indicator is shared when seen on at least N hosts (default 2)")
+    p.add_argument("--tables", action="store_true", help="DIR holds the tables already (triagent fleet analyze's "
+                   "SOURCE/tables, a folder or s3://BUCKET/PREFIX/tables): rank them as they are, read no bundle")
+    p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for s3:// tables")
     p.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
     return p
 
@@ -735,6 +777,8 @@ def run_rank(args: argparse.Namespace) -> int:
     if missing:
         print(f"triagent rank: needs {' and '.join(missing)}: pip install 'triagent[fleet]'", file=sys.stderr)
         return EXIT_FATAL
+    if args.tables or args.folder.startswith("s3://"):
+        return _run_rank_tables(args)
     folder = os.path.abspath(args.folder)
     if not os.path.isdir(folder):
         print(f"triagent rank: error: {args.folder!r} is not a directory", file=sys.stderr)
@@ -773,6 +817,39 @@ def run_rank(args: argparse.Namespace) -> int:
         print(f"triagent rank: unreadable: {shown(error, 500)}", file=sys.stderr)
     print(f"triagent rank: {len(bundles)} bundles in {seconds:.1f} s ({summary['bundles_per_s']}/s), "
           f"{len(errors)} unreadable; tables in {out_dir}", file=sys.stderr)
+    return EXIT_UNREADABLE if errors else EXIT_OK
+
+
+def _run_rank_tables(args: argparse.Namespace) -> int:
+    """rank over tables made elsewhere (triagent fleet analyze), local or on S3: no bundle is read."""
+    location = args.folder if args.folder.startswith("s3://") else os.path.abspath(args.folder)
+    if not location.startswith("s3://") and not os.path.isdir(os.path.join(location, "hosts")):
+        print(f"triagent rank: error: {shown(location)} has no hosts/ table folder", file=sys.stderr)
+        return EXIT_USAGE
+    if args.min_hosts < 1:
+        print("triagent rank: error: --min-hosts must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    try:
+        result = rank(location, args.min_hosts, args.jobs or _cpu_count(), args.endpoint_url)
+    except Exception as exc:  # duckdb/pyarrow/boto3 errors: unreachable store, no Parquet files, bad file
+        print(f"triagent rank: error: cannot read the tables in {shown(location)}: {type(exc).__name__}: "
+              f"{shown(exc, 500)}", file=sys.stderr)
+        return EXIT_FATAL
+    seconds = time.monotonic() - started
+    errors = [f"{h['host_key']}: {h['error']}" for h in result["hosts"] if h.get("error")]
+    summary = {"bundles": len(result["hosts"]), "unreadable": len(errors), "tables": location,
+               "seconds": round(seconds, 2), "shared_total": len(result["shared_indicators"]),
+               "min_hosts": args.min_hosts}
+    top = args.top if args.top is not None else (20 if args.format == "table" else 0)
+    if top:
+        result = {k: v[:top] for k, v in result.items()}
+    if args.format == "json":
+        print(dumps({**summary, **result}, default=str))
+    else:
+        print(format_table(result, summary))
+    for error in errors[:10]:
+        print(f"triagent rank: unreadable: {shown(error, 500)}", file=sys.stderr)
     return EXIT_UNREADABLE if errors else EXIT_OK
 
 
