@@ -220,7 +220,10 @@ class Renderer:
     def line(self, now: float | None = None) -> str:
         """The status line as it would be drawn now (no carriage return)."""
         now = self.clock() if now is None else now
-        text = " | ".join(task.text(now) for task in list(self.tasks.values()))
+        tasks = list(self.tasks.values())
+        # "artifact:memory" says less than the "memory" task its collector started: one segment, not two
+        text = " | ".join(task.text(now) for task in tasks
+                          if not (task.name.startswith("artifact:") and task.name[9:] in self.tasks))
         return _printable(text)[: max(10, self._columns() - 1)]
 
     def _draw(self, now: float) -> None:

@@ -56,6 +56,16 @@ def test_counts_eta_and_the_artifact_running():
     assert screen.line() == "artifacts 4/10 40% ETA 0:06"
 
 
+def test_an_artifact_with_a_task_of_its_own_shows_once():
+    screen, _, clock = renderer()
+    screen("start", "artifact:memory", 0, None, "")
+    screen("start", "memory", 0, 4 * MiB, "B")
+    screen("advance", "memory", MiB, None, "")
+    assert screen.line() == "memory 1.0 MiB/4.0 MiB 25%"
+    screen("finish", "memory", 0, None, "")
+    assert screen.line() == "memory"
+
+
 def test_upload_of_unknown_size_shows_bytes_and_rate_without_eta():
     screen, _, clock = renderer()
     screen("start", "upload", 0, None, "B")
