@@ -1,4 +1,4 @@
-"""The packet filter of the running kernel: nftables over netlink and legacy iptables over getsockopt, in process.
+"""The packet filter of the running kernel: nftables over netlink and legacy x_tables over getsockopt, in process.
 
 A firewall rule is how an implant gets in without a listening port of its own: BPFDoor's operators add
 ``iptables -t nat -I PREROUTING -p tcp -s <their address> --dport 443 -j REDIRECT --to-ports <shell>``
@@ -17,13 +17,22 @@ kernel itself.
   for another makes the kernel load its module (``iptable_<name>``), which would change the host. On hosts
   where ``iptables`` is iptables-nft the rules live in nftables (tables ``filter``, ``nat`` ... with chains
   ``INPUT`` ...) and the legacy tables are absent; the summary says which back end holds them.
+* legacy arptables: ``ARPT_SO_GET_INFO`` / ``ARPT_SO_GET_ENTRIES`` for the tables /proc/net/arp_tables_names
+  lists (an arptables ``mangle`` rewriting a MAC is ARP spoofing from this host). Legacy ebtables:
+  ``EBT_SO_GET_INFO`` / ``EBT_SO_GET_ENTRIES`` (struct ebt_replace with buffers for the entries and counters)
+  for filter, nat and broute when their module is loaded or the kernel has no modules; there is no list of a
+  namespace's ebtables tables, and asking for one whose module is absent would load it. A kernel built
+  without legacy ebtables answers ENOPROTOOPT: nothing to record.
+* nft flowtables (``NFT_MSG_GETFLOWTABLE``): the fast path that ``flow add @ft`` hands connections to, past
+  the rest of the ruleset.
 * the saved configuration (/etc/nftables.conf, /etc/iptables/rules.v4 ...) is read through the evidence
   reader and its rule lines counted, so that a live firewall flushed to nothing can be told from one that
   was never set.
 
 The kernel's tables are the live host's (this network namespace's): under ``--root`` nothing is read.
 
-Streams: ``nft_chains``, ``nft_sets``, ``nft_rules``, ``iptables_chains``, ``iptables_rules``,
+Streams: ``nft_chains``, ``nft_sets``, ``nft_rules``, ``nft_flowtables``, ``iptables_chains`` (every x_tables
+family's chains: ipv4, ipv6, arp, bridge), ``iptables_rules``, ``arptables_rules``, ``ebtables_rules``,
 ``firewall_summary``.
 """
 
@@ -123,9 +132,9 @@ EBT_ENTRY_SIZE = 112  # struct ebt_entry up to its 8-aligned elems
 EBT_EXT_HEAD = 40  # struct ebt_entry_match / _watcher / _target: name[31], revision, size, 8-aligned data
 EBT_VERDICTS = {-1: "ACCEPT", -2: "DROP", -3: "CONTINUE", -4: "RETURN"}
 EBT_MAC_TARGETS = {"dnat": "--to-dst", "snat": "--to-src", "arpreply": "--arpreply-mac"}
-# ebt_entry invflags and bitmask
-EBT_INV = {"in": 0x01, "out": 0x02, "logical_in": 0x04, "logical_out": 0x08, "src_mac": 0x10, "dst_mac": 0x20,
-           "proto": 0x40}
+# ebt_entry invflags (EBT_IPROTO, EBT_IIN, EBT_IOUT, EBT_ISOURCE, EBT_IDEST, EBT_ILOGICALIN, EBT_ILOGICALOUT)
+EBT_INV = {"proto": 0x01, "in": 0x02, "out": 0x04, "src_mac": 0x08, "dst_mac": 0x10, "logical_in": 0x20,
+           "logical_out": 0x40}
 EBT_NOPROTO, EBT_802_3, EBT_ENTRY_OR_ENTRIES = 0x02, 0x04, 0x01
 ETHER_TYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802_1Q", 0x8035: "RARP", 0x88CC: "LLDP",
                0x888E: "802_1X"}

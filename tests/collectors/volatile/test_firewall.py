@@ -754,9 +754,9 @@ def _ebt_nat_table() -> tuple[bytes, int]:
     blob += _ebt_chain("OUTPUT", -2, 2, 0)
     post_at = len(blob)
     user_at = post_at + post_head_len + len(_ebt_entry(smac=_mac("02:00:00:00:00:00"),
-                                                        smsk=_mac("ff:ff:ff:00:00:00"), inv=0x10,
+                                                        smsk=_mac("ff:ff:ff:00:00:00"), inv=0x08,
                                                         target=_standard(0)))
-    post = _ebt_entry(smac=_mac("02:00:00:00:00:00"), smsk=_mac("ff:ff:ff:00:00:00"), inv=0x10,
+    post = _ebt_entry(smac=_mac("02:00:00:00:00:00"), smsk=_mac("ff:ff:ff:00:00:00"), inv=0x08,
                       target=_standard(user_at))
     blob += _ebt_chain("POSTROUTING", -1, 2, 1) + post
     assert len(blob) == user_at
@@ -877,3 +877,91 @@ def test_flowtable_records_from_documented_attributes():
                    "use": 2}
     for cut in range(len(body)):  # cut anywhere: a record or nothing, never an exception
         firewall.flowtable_record("inet", firewall.attrs(body[:cut]))
+
+
+def _ebt_atomic_start(path: Path, table: str, hooks: list[str]) -> None:
+    """An empty ebtables table in ebtables' --atomic-file format (communication.c store_table_in_file: struct
+    ebt_replace, the entries blob, the counters): what --atomic-init would take from the kernel, which this
+    kernel cannot give. The real ebtables-legacy then adds the rules to it."""
+    valid = sum(1 << firewall.EBT_HOOKS.index(h) for h in hooks)
+    chains = b"".join(struct.pack("=I", 0) + h.encode().ljust(32, b"\0") + struct.pack("=IiI", 0, -1, 0)
+                      for h in hooks)
+    path.write_bytes(firewall.EBT_REPLACE.pack(table.encode(), valid, 0, len(chains), *[0] * 6, 0, 0, 0) + chains)
+
+
+def _ebt_mac(text: str) -> str:
+    """ebtables -L writes 2:aa:0:0:0:1; the records write 02:aa:00:00:00:01."""
+    return "/".join(":".join(f"{int(b, 16):02x}" for b in part.split(":")) for part in text.split("/"))
+
+
+def test_ebtables_blob_written_by_the_real_ebtables(tmp_path):
+    """The entries blob EBT_SO_GET_ENTRIES returns is the one ebtables hands the kernel, and ebtables-legacy
+    writes exactly that (struct ebt_replace, entries, counters) to its --atomic-file: the real tool builds
+    the nat table here (an arpreply for ARP on eth0, a dnat of one MAC, an inverted masked source MAC jumping
+    to a user chain with an ip match and a log watcher, counters set with -C, a DROP policy), and the
+    collector's parser reads the blob as ``ebtables-legacy --atomic-file F -L --Lc`` lists it."""
+    tool = shutil.which("ebtables-legacy")
+    need(tool is not None, "ebtables-legacy missing (apt-get install ebtables)")
+    atomic = tmp_path / "nat.ebt"
+    _ebt_atomic_start(atomic, "nat", ["PREROUTING", "OUTPUT", "POSTROUTING"])
+    for args in (["-A", "PREROUTING", "-p", "ARP", "-i", "eth0", "-j", "arpreply", "--arpreply-mac",
+                  "02:aa:00:00:00:01"],
+                 ["-A", "PREROUTING", "-d", "00:11:22:33:44:55", "-j", "dnat", "--to-dst", "02:aa:bb:cc:dd:ee",
+                  "--dnat-target", "ACCEPT"],
+                 ["-N", "mark_in", "-P", "RETURN"],
+                 ["-A", "POSTROUTING", "-s", "!", "02:00:00:00:00:00/ff:ff:ff:00:00:00", "-j", "mark_in"],
+                 ["-A", "mark_in", "-p", "IPv4", "--ip-src", "10.0.0.0/8", "--log-prefix", "x", "-j", "ACCEPT"],
+                 ["-P", "OUTPUT", "DROP"], ["-C", "PREROUTING", "1", "5", "300"],
+                 ["-C", "POSTROUTING", "1", "7", "700"]):
+        done = subprocess.run([tool, "--atomic-file", str(atomic), "-t", "nat", *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, (args, done.stderr)
+    listing = subprocess.run([tool, "--atomic-file", str(atomic), "-t", "nat", "-L", "--Lc"], capture_output=True,
+                             text=True, check=True).stdout
+    data = atomic.read_bytes()
+    head = firewall.EBT_REPLACE.unpack_from(data, 0)
+    valid, nentries, size = head[1], head[2], head[3]
+    blob = data[firewall.EBT_REPLACE.size:firewall.EBT_REPLACE.size + size]
+    raw = data[firewall.EBT_REPLACE.size + size:]
+    counters = [struct.unpack_from("=QQ", raw, i * 16) for i in range(nentries)]
+    counts: dict = {}
+    items = list(firewall.ebt_entries(blob, "nat", valid, counters, 100, counts))
+    assert not [i for i in items if isinstance(i, Problem)]
+    streams: dict[str, list[dict]] = {}
+    for i in items:
+        streams.setdefault(i.stream, []).append(i.data)
+    chains = {c["chain"]: c for c in streams["iptables_chains"]}
+    rules: dict[str, list[dict]] = {}
+    for r in streams["ebtables_rules"]:
+        rules.setdefault(r["chain"], []).append(r)
+    chain = None
+    seen = 0
+    for line in listing.splitlines():
+        if m := re.match(r"^Bridge chain: (\S+), entries: (\d+), policy: (\S+)$", line):
+            chain = m[1]
+            assert (chains[chain]["rules"], chains[chain]["policy"]) == (int(m[2]), m[3]), (chains[chain], line)
+        elif m := re.match(r"^(.*?)\s*, pcnt = (\d+) -- bcnt = (\d+)$", line):
+            mine = rules[chain].pop(0)
+            seen += 1
+            assert (mine["packets"], mine["bytes"]) == (int(m[2]), int(m[3])), (mine, line)
+            words = m[1].split()
+            target = words[words.index("-j") + 1]
+            assert mine["target"] == target, (mine, line)
+            for flag, key in (("-p", "proto"), ("-i", "in_iface")):
+                if flag in words:
+                    assert mine[key] == words[words.index(flag) + 1], (mine, line)
+            for flag, key in (("-s", "src_mac"), ("-d", "dst_mac"), ("--to-dst", "to_mac"),
+                              ("--arpreply-mac", "to_mac")):
+                if flag in words:
+                    value = words[words.index(flag) + 1]
+                    neg = value == "!"
+                    value = _ebt_mac(words[words.index(flag) + 2] if neg else value)
+                    assert mine[key] == ("! " if neg else "") + value, (mine, line)
+            if "--ip-src" in words:
+                assert mine["matches"] == ["ip"]
+            if "--log-prefix" in words:
+                assert mine["watchers"] == ["log"]
+    assert seen == nentries == counts["ebtables_rules"] == 4 and not any(rules.values())
+    assert set(chains) == {"PREROUTING", "OUTPUT", "POSTROUTING", "mark_in"} and chains["OUTPUT"]["policy"] == "DROP"
+    found = _findings(streams)
+    assert set(found) == {"TRI-FW-009"} and len(found["TRI-FW-009"]) == 2
