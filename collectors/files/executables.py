@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import fnmatch
 import hashlib
 import json
@@ -54,6 +55,7 @@ from collectors.files import packages
 from collectors.files.fsread import (
     RemoteFilesystem,
     copy_file,
+    evidence,
     is_dir,
     listdir,
     lstat,
@@ -206,48 +208,54 @@ def _read_facts(ctx: Context, path: str, want_digest: str | None, hash_limit: in
     SHA-256 and, when asked, the package database's digest (same bytes, second hash)."""
     fd, st, where = open_regular(ctx, path)
     try:
-        with ctx.blocking(where):
-            head = os.pread(fd, HEAD_BYTES, 0)
-        facts = magic(head)
-        policy = ctx.secret_policy
-        rule = policy(where, head) if policy is not None and not ctx.include_secrets else None
-        if rule:  # a secret (by path or content): its type and digest only, never a line of it
-            facts = {"file_type": facts["file_type"], "withheld": rule}
-        birth = birth_time(fd)
-        facts["birth_utc"] = utc(birth) if birth else None
-        if facts.get("elf_dynamic") and facts.get("elf_kind") == "shared-object":
-            offset = facts["elf_dynamic"][0]
-            if 0 < offset < st.st_size:
-                with ctx.blocking(where):
-                    dynamic = os.pread(fd, 4096, offset)
-                facts.update(elf_facts(head, dynamic))
-        facts.pop("elf_dynamic", None)
-        hash_it = want_digest is not None or facts["file_type"] in ("elf", "script")
-        if hash_it and st.st_size > hash_limit:
-            facts["hash_skipped"] = f"over {hash_limit} bytes"
-        elif hash_it and budget.hashed_bytes < st.st_size:
-            facts["hash_skipped"] = "artifact hashing budget spent"
-        elif hash_it:
-            sha = hashlib.sha256()
-            other = hashlib.new(want_digest) if want_digest and want_digest != "sha256" else None
-            pos = 0
-            while pos < st.st_size:
-                ctx.check()
-                with ctx.blocking(where):
-                    chunk = os.pread(fd, 1 << 20, pos)
-                if not chunk:
-                    break
-                sha.update(chunk)
-                if other:
-                    other.update(chunk)
-                pos += len(chunk)
-            budget.hashed_bytes -= pos
-            facts["sha256"] = sha.hexdigest()
-            if want_digest:
-                facts["digest"] = other.hexdigest() if other else facts["sha256"]
-        return facts, st, where
+        return _facts_of(ctx, fd, st, where, want_digest, hash_limit, budget), st, where
     finally:
         os.close(fd)
+
+
+def _facts_of(ctx: Context, fd: int, st: os.stat_result, where: str, want_digest: str | None, hash_limit: int,
+              budget: Budget) -> dict[str, Any]:
+    """What _read_facts reads, from a file already opened (and checked regular) by the caller."""
+    with ctx.blocking(where):
+        head = os.pread(fd, HEAD_BYTES, 0)
+    facts = magic(head)
+    policy = ctx.secret_policy
+    rule = policy(where, head) if policy is not None and not ctx.include_secrets else None
+    if rule:  # a secret (by path or content): its type and digest only, never a line of it
+        facts = {"file_type": facts["file_type"], "withheld": rule}
+    birth = birth_time(fd)
+    facts["birth_utc"] = utc(birth) if birth else None
+    if facts.get("elf_dynamic") and facts.get("elf_kind") == "shared-object":
+        offset = facts["elf_dynamic"][0]
+        if 0 < offset < st.st_size:
+            with ctx.blocking(where):
+                dynamic = os.pread(fd, 4096, offset)
+            facts.update(elf_facts(head, dynamic))
+    facts.pop("elf_dynamic", None)
+    hash_it = want_digest is not None or facts["file_type"] in ("elf", "script")
+    if hash_it and st.st_size > hash_limit:
+        facts["hash_skipped"] = f"over {hash_limit} bytes"
+    elif hash_it and budget.hashed_bytes < st.st_size:
+        facts["hash_skipped"] = "artifact hashing budget spent"
+    elif hash_it:
+        sha = hashlib.sha256()
+        other = hashlib.new(want_digest) if want_digest and want_digest != "sha256" else None
+        pos = 0
+        while pos < st.st_size:
+            ctx.check()
+            with ctx.blocking(where):
+                chunk = os.pread(fd, 1 << 20, pos)
+            if not chunk:
+                break
+            sha.update(chunk)
+            if other:
+                other.update(chunk)
+            pos += len(chunk)
+        budget.hashed_bytes -= pos
+        facts["sha256"] = sha.hexdigest()
+        if want_digest:
+            facts["digest"] = other.hexdigest() if other else facts["sha256"]
+    return facts
 
 
 def _times(st: os.stat_result) -> dict[str, Any]:
@@ -281,37 +289,67 @@ def _own_files() -> set[tuple[int, int]]:
 
 
 def _walk_writable(ctx: Context, top: str, max_depth: int, budget: Budget,
-                   skip: set[str]) -> Iterator[tuple[str, int] | Problem]:
-    """(path, depth) of every non-directory below ``top``, breadth first, bounded by depth and entries;
-    links are never followed, remote filesystems never entered (fsread refuses them)."""
+                   skip: set[str]) -> Iterator[tuple[str, int, int, str] | Problem]:
+    """(path, depth, folder descriptor, name) of every non-directory below ``top``, breadth first, bounded by
+    depth and entries; links are never followed, remote filesystems never entered (fsread refuses them). Each
+    folder is opened once through the evidence reader, and its files are looked at through that descriptor
+    (the descriptor is valid until the next item is asked for): a /tmp of 12 000 files cost a full path
+    resolution, twice, per file."""
     queue = collections.deque([(top, 0)])
+    root = evidence(ctx)
     while queue:
         folder, depth = queue.popleft()
         ctx.check()
         try:
-            entries = listdir(ctx, folder)
+            with ctx.blocking(folder):
+                fd, _, _ = root.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except RemoteFilesystem as exc:
             yield Problem.from_os_error(exc, "not read", folder)
             continue
         except OSError as exc:
             yield Problem.from_os_error(exc, "cannot list directory", folder)
             continue
-        for name, directory in entries:
-            path = folder.rstrip("/") + "/" + name
-            budget.entries -= 1
-            if budget.entries < 0:
-                yield Problem(f"entry limit reached in {top}: the rest of the walk not done", path=folder,
-                              level="warning")
-                return
-            if directory:
-                if path in skip:
-                    yield Problem("this collector's own unpacked runtime: not listed", path=path, level="info")
-                elif depth + 1 > max_depth:
-                    budget.notes.append(path)  # summed up in one Problem: a deep tree must not flood the log
+        try:
+            try:
+                with ctx.blocking(folder), os.scandir(fd) as listing:
+                    entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in listing)
+            except OSError as exc:
+                yield Problem.from_os_error(exc, "cannot list directory", folder)
+                continue
+            for name, directory in entries:
+                path = folder.rstrip("/") + "/" + name
+                budget.entries -= 1
+                if budget.entries < 0:
+                    yield Problem(f"entry limit reached in {top}: the rest of the walk not done", path=folder,
+                                  level="warning")
+                    return
+                if directory:
+                    if path in skip:
+                        yield Problem("this collector's own unpacked runtime: not listed", path=path, level="info")
+                    elif depth + 1 > max_depth:
+                        budget.notes.append(path)  # summed up in one Problem: a deep tree must not flood the log
+                    else:
+                        queue.append((path, depth + 1))
                 else:
-                    queue.append((path, depth + 1))
-            else:
-                yield path, depth + 1
+                    yield path, depth + 1, fd, name
+        finally:
+            os.close(fd)
+
+
+def _open_in(ctx: Context, dir_fd: int, name: str, where: str, st: os.stat_result) -> int:
+    """Open a regular file by name in a folder we hold, never following it, O_NOATIME where we may, O_NONBLOCK
+    (a FIFO swapped in never blocks us); checked to be the file we stat'ed."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    with ctx.blocking(where):
+        try:
+            fd = os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+        os.close(fd)
+        raise OSError(errno.EAGAIN, "file changed while it was opened", where)
+    return fd
 
 
 def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
@@ -341,12 +379,12 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
             if isinstance(hit, Problem):
                 yield hit
                 continue
-            path, depth = hit
+            where, depth, dir_fd, name = hit
             try:
-                where, st = lstat(ctx, path)
-            except (OSError, ValueError) as exc:
-                yield Problem.from_os_error(exc, "cannot stat", path) if isinstance(exc, OSError) else \
-                    Problem(f"cannot stat: {exc}", path=path, level="warning")
+                with ctx.blocking(where):
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                yield Problem.from_os_error(exc, "cannot stat", where)
                 continue
             parts = where[len(top):].lstrip("/").split("/")
             # hidden: the dropper's own choice, the file's name or the folder it made in the place
@@ -363,7 +401,12 @@ def _writable(ctx: Context, budget: Budget, now: float) -> Iterator[Item]:
                 continue
             counts["files"] += 1
             try:
-                facts, st, where = _read_facts(ctx, where, None, hash_limit, budget)
+                fd = _open_in(ctx, dir_fd, name, where, st)
+                try:
+                    st = os.fstat(fd)
+                    facts = _facts_of(ctx, fd, st, where, None, hash_limit, budget)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 yield Problem.from_os_error(exc, "cannot read", where)
                 continue

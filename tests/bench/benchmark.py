@@ -53,7 +53,11 @@ except ImportError:  # the benchmark still runs, without the sampled tree RSS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BINARY = REPO / "dist" / "triagent"
-DEFAULT_ACQUIRE_VENV = Path("/tmp/triagent-bench/acquire-venv")
+# Outside the drop zones the collector examines (/tmp, /var/tmp, /dev/shm): acquire's venv (~2 000 files, dozens of
+# shared objects) and the runs' outputs in /tmp were collected, hashed, scrubbed and copied as if a dropper had
+# left them, so the benchmark measured its own litter (1.6 MB of acquire's .so files in the triage bundle).
+BENCH_HOME = Path("/var/cache/triagent-bench")
+DEFAULT_ACQUIRE_VENV = BENCH_HOME / "acquire-venv"
 ACQUIRE_VERSION = "3.22"
 SYSTEM_PYTHON = "/usr/bin/python3"
 SAMPLE_INTERVAL_S = 0.05
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if psutil is None:
         print("bench: psutil is not importable here; tree RSS will be n/a", file=sys.stderr)
     runs: dict[str, RunResult] = {}
-    work = Path(tempfile.mkdtemp(prefix="triagent-bench-"))
+    BENCH_HOME.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=BENCH_HOME))
     try:
         def step(label: str, measure: Callable[[], RunResult]) -> None:
             print(f"bench: running {label} ...", file=sys.stderr, flush=True)
