@@ -16,7 +16,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.engine.pipeline import SEAL_RESERVE_S, Run, RunOptions
@@ -109,9 +109,11 @@ class _ImageFile:
         return {"size": len(data)}
 
     def add_generated(self, name: str, read: Callable[[int], Any], length: int, mtime_ns: int,
-                      should_stop: Callable[[], bool] = lambda: False, **meta: Any) -> dict[str, Any]:
+                      should_stop: Callable[[], bool] = lambda: False, also_hash: Sequence[Any] = (),
+                      **meta: Any) -> dict[str, Any]:
         """Write what ``read`` gives until it ends or ``should_stop``; nothing is padded (a file can
-        be shorter than announced: the summary says the image is partial)."""
+        be shorter than announced: the summary says the image is partial). ``also_hash`` (as
+        BundleWriter's): hash objects updated with what is written (the hash of a stream over its parts)."""
         companion = bool(meta.get("companion"))
         if companion not in self.outputs:
             if self.started is None:
@@ -131,6 +133,8 @@ class _ImageFile:
             chunk = read(READ_SIZE)
             if not len(chunk):
                 break
+            for hashed in also_hash:
+                hashed.update(chunk)
             out.write(chunk)
             size += len(chunk)
         if reason is None and size < length:

@@ -70,7 +70,7 @@ def _open_source(name: str, path: str, ram: list[tuple[int, int]]) -> tuple[int,
                 probe = next((s for s, e in ram if e >= 1 << 20), None)
                 if probe is not None:
                     try:
-                        os.pread(fd, 4096, max(probe, 1 << 20))
+                        os.pread(fd, os.sysconf("SC_PAGE_SIZE"), max(probe, 1 << 20))  # one host page
                     except OSError as exc:
                         raise Refused(f"{path} is limited to the first 1 MiB (STRICT_DEVMEM): {exc.strerror}") \
                             from None

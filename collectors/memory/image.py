@@ -2,13 +2,18 @@
 
 LiME: per range a 32-byte header (magic 0x4C694D45, version 1, start, end inclusive, 8 zero bytes)
 and the range's bytes; its size is known before reading. AVML (compressed): per block of at most
-4 MiB (AVML allows 16) a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
+1 MiB (AVML allows 16) a header with magic 0x4C4D5641 and version 2, a snappy framed stream of the block and its
 length as a u64; all-zero blocks are skipped, as AVML does; its size is known only at the end.
 Both are opened by volatility3 as they are. volatility3 2.28 hangs on an AVML record that snappy
-could not shrink, so pages that do not compress go to a companion LiME file instead (never lost).
+could not shrink, so the 64 KiB frames that do not compress go to a companion LiME file instead (never lost).
 
 Reading runs in its own thread, ahead of the consumer (bounded), so reading, hashing and writing
-overlap: hashlib, pread and write all release the GIL.
+overlap: hashlib, pread and write all release the GIL. AVML blocks are compressed by a few threads at
+once (cramjam's snappy releases the GIL too), their records handed on in address order.
+
+No size here depends on the host's page size (4, 16 or 64 KiB on arm64): ranges come from /proc/iomem
+in whole pages, and blocks (1 MiB) and snappy frames (64 KiB) are multiples of every page size, so a
+record always starts and ends on a page boundary of the host.
 """
 
 from __future__ import annotations
@@ -17,23 +22,27 @@ import os
 import queue
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from functools import lru_cache
+from typing import Any, BinaryIO
 
+from agent.engine import progress
 from collectors.base import ChunkReader as ChunkReader  # re-exported: it was defined here
 from collectors.base import CompanionChunk
 from collectors.memory.ranges import PhysRange
 
 BLOCK = 16 << 20
-# AVML blocks of 4 MiB: the reading ring, the compressor's scratch buffer and the bundle's part buffer
-# all scale with it, and a 512 MiB cloud VM must not swap or meet its OOM killer while we image it.
-AVML_BLOCK = 4 << 20
+# AVML blocks of 1 MiB: the reading ring and every compressor's scratch buffer and block in flight scale
+# with it, and a 512 MiB cloud VM must not swap or meet its OOM killer while we image it.
+AVML_BLOCK = 1 << 20
+AVML_PREFETCH = 4
+MAX_COMPRESSORS = 4  # threads compressing AVML blocks at once (at most; never more than our usable cores)
 LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
 HEADER = struct.Struct("<IIQQ8x")
 SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 SNAPPY_CHUNK = 65536
-PAGE = 4096
 PREFETCH_BLOCKS = 4
 # LiME is read in small blocks that stay in the CPU cache between the read, the hash and the write:
 # with 16 MiB blocks every byte crossed main memory three times and throughput fell by a third.
@@ -150,6 +159,7 @@ class _Prefetcher:
         self.queue.put(None)
 
     def __iter__(self) -> Iterator[tuple[int, int, memoryview]]:
+        progress.start("memory", sum(r.size for r in self.ranges), "B")
         try:
             while True:
                 item = self.queue.get()
@@ -160,9 +170,11 @@ class _Prefetcher:
                 with self.progress:
                     self.pulled += 1
                     self.progress.notify()
+                progress.advance("memory", item[1])
                 yield item
         finally:
             self.cancel.set()
+            progress.finish("memory")
 
 
 def lime_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Callable[[], bool] = lambda: False,
@@ -200,47 +212,145 @@ def _readable_by_volatility(record: bytes, size: int) -> bool:
     return len(record) - HEADER.size - 8 + 16 < size
 
 
-def _split_incompressible(start: int, data: bytes | memoryview, stats: ImageStats) -> Iterator[bytes]:
-    """Keep the pages snappy can shrink in AVML records (runs of pages); the others go, as LiME
-    records, to the companion file. Nothing is dropped."""
-    import cramjam
+def _varint(data: memoryview, pos: int) -> int:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+        pos, shift = pos + 1, shift + 7
 
-    runs: list[tuple[bool, int, int]] = []  # (compressible, offset, length)
-    for offset in range(0, len(data), PAGE):
-        page = data[offset:offset + PAGE]
-        good = len(cramjam.snappy.compress_raw(page)) + 64 < len(page)
-        if runs and runs[-1][0] == good:
-            runs[-1] = (good, runs[-1][1], runs[-1][2] + len(page))
+
+def _frames(stream: memoryview) -> Iterator[tuple[bool, int, memoryview]]:
+    """(compressed, bytes of the block it holds, frame) for each data frame of a framed snappy stream, in
+    order: a compressed frame's raw snappy data begins with its length (a varint) after the CRC; a stored
+    frame holds the bytes themselves after the CRC. Other frames (stream identifier, padding) hold none."""
+    pos = 0
+    while pos < len(stream):
+        kind = stream[pos]
+        length = int.from_bytes(stream[pos + 1:pos + 4], "little")
+        frame = stream[pos:pos + 4 + length]
+        if kind == 0x00:
+            yield True, _varint(stream, pos + 8), frame
+        elif kind == 0x01:
+            yield False, length - 4, frame
+        pos += 4 + length
+
+
+def _split_incompressible(start: int, data: bytes | memoryview, stream: memoryview,
+                          stats: ImageStats) -> Iterator[bytes]:
+    """Keep the runs of 64 KiB frames snappy could shrink in AVML records (the frames reused as they
+    are: nothing is compressed twice); the frames it stored as they were go, as LiME records, to the
+    companion file. Nothing is dropped."""
+    runs: list[tuple[bool, int, int, list[memoryview]]] = []  # (compressed, offset, length, frames)
+    offset = 0
+    for compressed, size, frame in _frames(stream):
+        if runs and runs[-1][0] == compressed:
+            good, at, length, frames = runs[-1]
+            frames.append(frame)
+            runs[-1] = (good, at, length + size, frames)
         else:
-            runs.append((good, offset, len(page)))
-    for good, offset, length in runs:
-        piece = data[offset:offset + length]
-        record = avml_record(start + offset, piece) if good else b""
+            runs.append((compressed, offset, size, [frame]))
+        offset += size
+    if offset != len(data):  # not the stream we expect: keep the whole block, uncompressed
+        runs = [(False, 0, len(data), [])]
+    for good, offset, length, frames in runs:
+        record = b""
+        if good:
+            body = SNAPPY_STREAM_ID + b"".join(frames)
+            record = HEADER.pack(AVML_MAGIC, 2, start + offset, start + offset + length - 1) + body \
+                + struct.pack("<Q", len(body))
         if good and _readable_by_volatility(record, length):
             stats.records += 1
             yield record
         else:
             stats.companion_bytes += length
+            piece = data[offset:offset + length]
             yield Companion(HEADER.pack(LIME_MAGIC, 1, start + offset, start + offset + length - 1) + bytes(piece))
+
+
+@lru_cache(maxsize=8)
+def _zero_stream_length(size: int) -> int:
+    """Length of the framed snappy stream of ``size`` zero bytes: a block whose stream is no longer may
+    be all zero (then one comparison says so); any other block cannot be."""
+    import cramjam
+
+    return len(cramjam.snappy.compress(bytes(size)))
+
+
+def _compressors() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_COMPRESSORS, cores))
+
+
+class _Compressor:
+    """Compresses one AVML block in a pool thread (the GIL released while snappy runs), into the scratch
+    buffer of that thread; returns the finished record's bytes, or None for an all-zero block, or the
+    block's framed stream when volatility could not read it as one record."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def __call__(self, start: int, data: memoryview) -> tuple[str, Any]:
+        import cramjam
+
+        scratch = getattr(self.local, "scratch", None)
+        if scratch is None:
+            scratch = self.local.scratch = bytearray(avml_record_bound(AVML_BLOCK))
+        view = memoryview(scratch)
+        framed = cramjam.snappy.compress_into(data, view[HEADER.size:])
+        if framed <= _zero_stream_length(len(data)) and data == bytes(len(data)):
+            return "zero", None
+        HEADER.pack_into(view, 0, AVML_MAGIC, 2, start, start + len(data) - 1)
+        struct.pack_into("<Q", view, HEADER.size + framed, framed)
+        record = view[:HEADER.size + framed + 8]
+        if _readable_by_volatility(record, len(data)):
+            return "record", bytes(record)
+        return "split", bytes(view[HEADER.size:HEADER.size + framed])
 
 
 def avml_chunks(fd: int, ranges: list[PhysRange], stats: ImageStats, stop: Callable[[], bool] = lambda: False,
                 consumer_lag: int = 0) -> Iterator[bytes]:
-    """AVML records, one per block; all-zero blocks are skipped (counted in stats). Records are new
-    bytes, so the reading buffers are free again at once whatever ``consumer_lag`` says. Pages that
-    snappy cannot shrink come as Companion chunks (a LiME stream of its own)."""
-    scratch = bytearray(avml_record_bound(AVML_BLOCK))
-    zeros = bytes(AVML_BLOCK)  # a full-length slice of it is itself: no copy per comparison
-    for start, _size, data in _Prefetcher(fd, ranges, stats, stop, block=AVML_BLOCK):
-        if data == zeros[:len(data)]:
+    """AVML records, one per block, in address order; all-zero blocks are skipped (counted in stats).
+    Blocks are compressed by up to MAX_COMPRESSORS threads, a bounded number in flight (the reading ring
+    keeps their buffers until their records are out). Records are new bytes, so the reading buffers are
+    free again at once whatever ``consumer_lag`` says. Frames that snappy cannot shrink come as Companion
+    chunks (a LiME stream of its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = _compressors()
+    in_flight = workers + 1  # one more than the threads: a thread never waits for the next block
+    compress = _Compressor()
+    blocks = _Prefetcher(fd, ranges, stats, stop, consumer_lag=in_flight, block=AVML_BLOCK, prefetch=AVML_PREFETCH)
+    pending: deque = deque()
+
+    def done(start: int, data: memoryview, result: tuple[str, Any]) -> Iterator[bytes]:
+        kind, value = result
+        if kind == "zero":
             stats.zero_blocks_skipped += 1
-            continue
-        record = avml_record(start, data, scratch)
-        if _readable_by_volatility(record, len(data)):
+        elif kind == "record":
             stats.records += 1
-            yield record
+            yield value
         else:
-            yield from _split_incompressible(start, data, stats)
+            yield from _split_incompressible(start, data, memoryview(value), stats)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="avml-compress") as pool:
+        try:
+            for start, _size, data in blocks:
+                pending.append((start, data, pool.submit(compress, start, data)))
+                if len(pending) >= in_flight:
+                    first, view, future = pending.popleft()
+                    yield from done(first, view, future.result())
+            while pending:
+                first, view, future = pending.popleft()
+                yield from done(first, view, future.result())
+        finally:
+            for _start, _data, future in pending:
+                future.cancel()
 
 
 # --------------------------------------------------------------------------------------------------
