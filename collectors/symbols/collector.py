@@ -106,6 +106,9 @@ def collect(ctx: Context) -> Iterator[Item]:
 
     root = ctx.root  # "/" on a live host; a copy of its /proc and /sys in tests
     release = _release(root)
+    machine = str(ctx.opt("machine", "") or os.uname().machine)
+    if machine in NO_VOLATILITY:  # whatever becomes of the table: the image itself is out of volatility's reach
+        yield Problem(NO_VOLATILITY[machine], level="warning")
     short = build_would_starve(root, int(ctx.opt("memory_per_btf_byte", MEMORY_PER_BTF_BYTE)),
                                int(ctx.opt("headroom_mb", HEADROOM_MB)))
     if short:
@@ -123,15 +126,12 @@ def collect(ctx: Context) -> Iterator[Item]:
         yield Problem(f"symbol table not built: {type(exc).__name__}: {exc}", level="error")
         return
     member = f"symbols/linux/{release}-btf.json.xz"
-    machine = str(ctx.opt("machine", "") or os.uname().machine)
     yield Blob(member, data, {"symbols_source": facts["source"]})
     yield Record("symbols", {"status": "built", "release": release, "member": member, "machine": machine,
                              **({"volatility3": NO_VOLATILITY[machine]} if machine in NO_VOLATILITY else {}),
                              **facts})
     for note in facts["notes"]:
         yield Problem(f"symbols: {note}", level="info")
-    if machine in NO_VOLATILITY:
-        yield Problem(NO_VOLATILITY[machine], level="warning")
 
 
 def _release(root: str) -> str:

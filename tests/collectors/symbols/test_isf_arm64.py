@@ -65,3 +65,14 @@ def test_arm64_table_says_volatility3_cannot_read_the_image(tmp_path):
     x86 = _symbols_items(root, machine="x86_64")
     assert not any(isinstance(i, Problem) and "AArch64" in i.message for i in x86)
     assert "volatility3" not in next(i.data for i in x86 if isinstance(i, Record))
+
+
+def test_arm64_warning_also_when_no_table_is_built(tmp_path):
+    from test_btf import _fake_root, _symbols_items
+
+    from collectors.base import Problem, Record
+
+    root = _fake_root(tmp_path, None)  # no BTF
+    items = _symbols_items(root, machine="aarch64")
+    assert next(i.data for i in items if isinstance(i, Record))["status"] == "no_btf"
+    assert any(isinstance(i, Problem) and i.level == "warning" and "AArch64" in i.message for i in items)
