@@ -431,6 +431,23 @@ def test_ticket_cli_writes_a_private_ticket(s3, tmp_path, monkeypatch, capsys):
     assert tk.object_key("c", "h", "n") != tk.object_key("c", "h", "n"), "a fresh key per run"
 
 
+def test_ticket_cli_o_dir_names_the_ticket(s3, tmp_path, monkeypatch, capsys):
+    """-o has one meaning in every command: a folder (here the ticket gets its own name), or - for stdout."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", srv.S3RVER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", srv.S3RVER_KEY)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CA_BUNDLE", ca_file())
+    base = ["ticket", "s3", "--bucket", s3.bucket, "--case", "C1", "--host-id", "../web/01", "--mode", "single",
+            "--endpoint-url", s3.endpoint]
+    assert tk.main([*base, "-o", str(tmp_path / "tickets") + "/"]) == 0
+    (made,) = (tmp_path / "tickets").iterdir()
+    assert re.fullmatch(r"ticket____web_01_\d{8}T\d{6}Z\.json", made.name), made.name
+    assert os.stat(made).st_mode & 0o777 == 0o600 and json.loads(made.read_text())["kind"] == "s3-put"
+    capsys.readouterr()
+    assert tk.main([*base, "-o", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "s3-put"
+
+
 # ---------------------------------------------------------------------------------------------- hostile host
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
