@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import cramjam
@@ -191,3 +192,118 @@ def test_no_source_is_named_before_the_memory_limit(tmp_path):
     # with a source, the limit still refuses (and the source is not left open)
     facts, _, image = _acquire(syn, memory_limit=1 * MiB)
     assert image is None and "--memory-limit" in facts["reason"] and facts["ram_bytes"] > MiB
+
+
+def _merged(data: bytes, companion: bytes) -> dict[int, bytes]:
+    """Physical address -> bytes from an AVML image and its companion LiME image, as analyze merges them."""
+    import io
+
+    from collectors.memory.image import merge_to_lime
+
+    out = io.BytesIO()
+    merge_to_lime(io.BytesIO(data), io.BytesIO(companion), out)
+    return {start: block for start, _end, block in parse_lime(out.getvalue())}
+
+
+def _acquire_split(syn, fmt):
+    """The image and its companion bytes, as the sink would split them (Companion chunks apart)."""
+    from collectors.base import CompanionChunk
+
+    ctx = Context(root="/", live=True, options={"format": fmt, "iomem_path": str(syn.iomem), "source": "kcore",
+                                                 "source_paths": {"kcore": str(syn.kcore)}})
+    for item in collector.collect(ctx):
+        if isinstance(item, Stream):
+            chunks = list(item.open(lambda: False))
+            item.close()
+            image = b"".join(bytes(c) for c in chunks if not isinstance(c, CompanionChunk))
+            companion = b"".join(bytes(c) for c in chunks if isinstance(c, CompanionChunk))
+            return item, image, companion
+    raise AssertionError("no image")
+
+
+def test_64k_pages_mixed_content_round_trips(tmp_path):
+    """An arm64 host with 64 KiB pages: RAM ranges in whole 64 KiB pages, neither starting nor ending on a
+    MiB boundary; pages of random bytes (snappy cannot shrink them), text and zeros interleaved. LiME holds
+    every byte; AVML plus its companion hold every byte too, zero blocks aside, with no record boundary
+    inside a 64 KiB page."""
+    page = 64 << 10
+    ram = [(0x10000, 0x10000 + 77 * page - 1), (0x4000_0000 + 3 * page, 0x4000_0000 + 3 * page + 153 * page - 1)]
+    noise = os.urandom(page)
+    text = (b"kernel text and slab objects " * 2300)[:page]
+
+    def fill(paddr: int, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            at = paddr + len(out)
+            take = min(n - len(out), page - at % page)
+            kind = 0 if at // (2 * MiB) % 3 == 0 else (at // page) % 5  # whole MiBs of random bytes too
+            src = {0: noise, 1: text, 2: text, 3: noise, 4: bytes(page)}[kind]
+            out += src[at % page:at % page + take]
+        return bytes(out)
+
+    syn = kcore_fixture.build(tmp_path, ram, fill=fill)
+    expected = {s: fill(s, e - s + 1) for s, e in ram}
+    _, _, (item, data) = _acquire(syn, "lime")
+    assert {s: b for s, _e, b in parse_lime(data)} == expected
+    item, image, companion = _acquire_split(syn, "avml")
+    assert item.stats.companion_bytes > 0 and item.stats.records > 0
+    merged = _merged(image, companion)
+    for start, _end, _block in parse_avml(image) + parse_lime(companion):
+        assert start % page == 0  # every record begins on a page of the host
+    for start, end in ram:
+        got = bytearray(end - start + 1)
+        for s in sorted(merged):
+            if start <= s <= end:
+                got[s - start:s - start + len(merged[s])] = merged[s]
+        assert bytes(got) == expected[start]  # skipped zero blocks read back as zeros
+
+
+def test_avml_compressible_but_not_zero_block_is_kept(tmp_path):
+    """A block snappy shrinks to almost nothing (all 0xff) is not mistaken for a zero block."""
+    syn = kcore_fixture.build(tmp_path, [(0x100000, 0x100000 + 4 * MiB - 1)],
+                              fill=lambda paddr, n: b"\xff" * n if paddr < 0x100000 + 2 * MiB else bytes(n))
+    item, image, companion = _acquire_split(syn, "avml")
+    assert item.stats.zero_blocks_skipped == 2 and companion == b""
+    assert b"".join(b for _, _, b in parse_avml(image)) == b"\xff" * (2 * MiB)
+
+
+def test_imaging_reports_progress():
+    """start with the RAM's size, advances that add up to it, finish: from the imaging loop itself."""
+    import tempfile
+    from pathlib import Path
+
+    from agent.engine import progress
+
+    events = []
+    previous = progress.listen(lambda event, task, amount, total, unit: events.append((event, task, amount, total)))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            syn = kcore_fixture.build(Path(tmp), RAM)
+            for fmt in ("lime", "avml"):
+                events.clear()
+                _acquire(syn, fmt)
+                total = sum(e - s + 1 for s, e in RAM)
+                assert events[0] == ("start", "memory", 0, total) and events[-1][:2] == ("finish", "memory")
+                assert sum(a for e, _t, a, _ in events if e == "advance") == total
+    finally:
+        progress.listen(previous)
+
+
+def test_avml_split_keeps_the_frames_snappy_shrank():
+    """A block volatility could not read as one record: runs of compressed 64 KiB frames become AVML
+    records made of those very frames, runs of stored frames go to the companion; nothing is lost."""
+    from collectors.memory.image import Companion, ImageStats, _split_incompressible
+
+    frame = 64 << 10
+    text = (b"slab objects and page tables " * 3000)[:frame]
+    noise = os.urandom(3 * frame)
+    data = text + noise + text + text
+    stats = ImageStats()
+    chunks = list(_split_incompressible(0x200000, data, memoryview(bytes(cramjam.snappy.compress(data))), stats))
+    kinds = [isinstance(c, Companion) for c in chunks]
+    assert kinds == [False, True, False] and stats.records == 2 and stats.companion_bytes == 3 * frame
+    image = b"".join(c for c in chunks if not isinstance(c, Companion))
+    companion = b"".join(bytes(c) for c in chunks if isinstance(c, Companion))
+    assert [(s, len(b)) for s, _e, b in parse_avml(image)] == [(0x200000, frame), (0x200000 + 4 * frame, 2 * frame)]
+    merged = _merged(image, companion)
+    assert b"".join(merged[s] for s in sorted(merged)) == data
