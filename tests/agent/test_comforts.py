@@ -331,6 +331,10 @@ def test_timeline_o_dir_and_analyze_without_output(root, profile, tmp_path):
     timeline = cli("timeline", str(bundle), "-o", str(tmp_path / "tl") + "/", "--format", "csv")
     assert timeline.returncode in (0, 1), timeline.stderr
     assert (tmp_path / "tl" / (stem + ".timeline.csv")).is_file()
+    (tmp_path / "rep").mkdir()
+    report = cli("report", str(bundle), "-o", str(tmp_path / "rep"))  # an existing folder: no '/' needed
+    assert report.returncode in (0, 1), report.stderr
+    assert (tmp_path / "rep" / (stem + ".report.html")).is_file()
 
     # analyze without --output: beside its input (not in the working folder), progress on the terminal
     code, out, err = run_with_stderr_on_a_pty(["analyze", str(bundle)])
