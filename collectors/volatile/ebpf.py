@@ -27,6 +27,9 @@ The kernel's objects are the live host's: under ``--root`` (an image) this colle
   (rtnetlink RTM_GETLINK, IFLA_XDP: program id and attach mode, native/generic/offloaded): the older
   netlink way of attaching (``ip link set dev eth0 xdp obj ...``) leaves no bpf link to list, and nothing
   holds the program open once its loader exits, so the interface is the only place that names it;
+* stream ``tc_attachments``: one eBPF classifier attached with ``tc filter ... bpf`` to an interface's
+  ingress or egress (clsact, or the older ingress qdisc), from rtnetlink's filter dump (RTM_GETTFILTER:
+  TCA_KIND "bpf", TCA_BPF_ID / NAME / FLAGS), for the same reason;
 * stream ``bpf_summary``: how many of each were seen (none is an answer too), and the sysctls that
   decide who may load programs.
 """
@@ -314,11 +317,22 @@ def collect(ctx: Context) -> Iterator[Item]:
     except OSError as exc:
         yield Problem(f"XDP attachments: rtnetlink link dump refused or absent: {exc.strerror or exc}",
                       level="warning", errno=exc.errno)
+    try:
+        for record in tc_attachments(ctx, int(ctx.opt("max_interfaces", 4096))):
+            prog = programs.get(record["prog_id"] or -1, {})
+            record.update(prog_name=prog.get("name") or record.pop("filter_name", None), prog_tag=prog.get("tag")
+                          or record.get("tag"), prog_type=prog.get("type"), held_by=prog.get("held_by", ""))
+            counts["tc_attachments"] = counts.get("tc_attachments", 0) + 1
+            yield Record("tc_attachments", record)
+    except OSError as exc:
+        yield Problem(f"tc classifiers: rtnetlink filter dump refused or absent: {exc.strerror or exc}",
+                      level="warning", errno=exc.errno)
     # "none loaded" is a finding too: it must not read like "not collected"
     yield Record("bpf_summary", {
         "programs": counts.get("bpf_programs", 0), "maps": counts.get("bpf_maps", 0),
         "links": counts.get("bpf_links", 0), "pinned": counts.get("bpf_pinned", 0),
         "packet_sockets": counts.get("packet_sockets", 0), "xdp_attachments": counts.get("xdp_attachments", 0),
+        "tc_attachments": counts.get("tc_attachments", 0),
         "boot_time_utc": utc(btime) if btime is not None else None,
         "unprivileged_bpf_disabled": _sysctl("/proc/sys/kernel/unprivileged_bpf_disabled"),
         "jit_enabled": _sysctl("/proc/sys/net/core/bpf_jit_enable"),
@@ -570,6 +584,82 @@ def _xdp_records(body: bytes) -> list[dict[str, Any]]:
         return found
     # one mode: the kernel gives IFLA_XDP_PROG_ID and says which mode in IFLA_XDP_ATTACHED
     return [{**base, "mode": XDP_MODES.get(attached, str(attached)), "prog_id": _u32(xdp.get(IFLA_XDP_PROG_ID))}]
+
+
+RTM_NEWTFILTER, RTM_GETTFILTER = 44, 46
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_FLAGS, TCA_BPF_NAME, TCA_BPF_TAG, TCA_BPF_ID = 8, 7, 10, 11
+TCA_BPF_FLAG_ACT_DIRECT = 1
+# where tc filters hang: clsact's ingress and egress (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS/EGRESS)) and
+# the older ingress qdisc (ffff:)
+TC_PARENTS = {0xFFFFFFF2: "ingress", 0xFFFFFFF3: "egress", 0xFFFF0000: "ingress"}
+
+
+def _rtnl_dump(nl: socket.socket, kind: int, body: bytes, seq: int, most: int) -> Iterator[tuple[int, bytes]]:
+    """(message type, payload) of one rtnetlink dump; OSError on a refusal other than 'nothing there'."""
+    nl.sendall(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+    for _ in range(most):
+        data = nl.recv(1 << 16)
+        if not data:
+            return
+        for mtype, payload in _netlink_messages(data):
+            if mtype == NLMSG_DONE:
+                return
+            if mtype == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload, 0)[0] if len(payload) >= 4 else errno.EIO
+                if code and code not in (errno.EINVAL, errno.ENOENT, errno.EOPNOTSUPP):
+                    raise OSError(code, os.strerror(code))
+                return
+            yield mtype, payload
+
+
+def tc_attachments(ctx: Context, max_interfaces: int = 4096) -> list[dict[str, Any]]:
+    """Every eBPF tc classifier (cls_bpf) on the ingress or egress hook of this namespace's interfaces:
+    ifindex, interface, interface_kind, direction, priority, prog_id, filter_name (the section name tc gave),
+    tag, direct_action."""
+    links = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as nl:
+        nl.settimeout(5.0)
+        req = struct.pack("=BBHiII", socket.AF_UNSPEC, 0, 0, 0, 0, 0)
+        for mtype, body in _rtnl_dump(nl, RTM_GETLINK, req, 1, max_interfaces):
+            if mtype == RTM_NEWLINK and len(body) >= 16 and len(links) < max_interfaces:
+                a = _nlattrs(body, 16)
+                kind = _nlattrs(a.get(IFLA_LINKINFO, b"")).get(IFLA_INFO_KIND)
+                links.append((struct.unpack_from("=i", body, 4)[0],
+                              a.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode("utf-8", "replace"),
+                              kind.split(b"\0", 1)[0].decode("ascii", "replace") if kind else None))
+        out: list[dict[str, Any]] = []
+        seen: set[tuple[int, str, int, int, int]] = set()
+        seq = 1
+        for ifindex, name, kind in links:
+            for parent, direction in TC_PARENTS.items():
+                ctx.check()
+                seq += 1
+                req = struct.pack("=BBHiIII", socket.AF_UNSPEC, 0, 0, ifindex, 0, parent, 0)
+                for mtype, body in _rtnl_dump(nl, RTM_GETTFILTER, req, seq, 10000):
+                    if mtype != RTM_NEWTFILTER or len(body) < 20:
+                        continue
+                    a = _nlattrs(body, 20)
+                    if a.get(TCA_KIND, b"").split(b"\0", 1)[0] != b"bpf":
+                        continue
+                    opts = _nlattrs(a.get(TCA_OPTIONS, b""))
+                    prog_id = _u32(opts.get(TCA_BPF_ID))
+                    if not prog_id:
+                        continue  # the chain's head, or a classic-BPF (ops) filter without a program
+                    handle, _parent, info = struct.unpack_from("=III", body, 8)
+                    # the old ingress qdisc answers for clsact's ingress parent too: one record per filter
+                    if (ifindex, direction, handle, info, prog_id) in seen:
+                        continue
+                    seen.add((ifindex, direction, handle, info, prog_id))
+                    flags = _u32(opts.get(TCA_BPF_FLAGS)) or 0
+                    out.append({"ifindex": ifindex, "interface": name, "interface_kind": kind,
+                                "direction": direction, "parent": f"{parent >> 16:x}:{parent & 0xFFFF:x}",
+                                "priority": info >> 16, "handle": handle, "prog_id": prog_id,
+                                "filter_name": opts.get(TCA_BPF_NAME, b"").split(b"\0", 1)[0].decode(
+                                    "utf-8", "replace") or None,
+                                "tag": opts[TCA_BPF_TAG].hex() if TCA_BPF_TAG in opts else None,
+                                "direct_action": bool(flags & TCA_BPF_FLAG_ACT_DIRECT)})
+    return out
 
 
 # --- packet sockets and their classic BPF filters (sock_diag) --------------------------------------------

@@ -108,7 +108,8 @@ def loader():
 
 def _findings(records: list[dict], stream: str = "bpf_programs") -> list[dict]:
     rules = [r for r in engine.load_rules() if r.id.startswith("TRI-EBPF-")]
-    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002", "TRI-EBPF-003", "TRI-EBPF-004", "TRI-EBPF-005"}
+    assert {r.id for r in rules} == {"TRI-EBPF-001", "TRI-EBPF-002", "TRI-EBPF-003", "TRI-EBPF-004", "TRI-EBPF-005",
+                                        "TRI-EBPF-006"}
 
     def rows(source: str):
         if source != stream:
@@ -383,6 +384,26 @@ XDP_NETLINK = textwrap.dedent(r"""
     if err:
         print(json.dumps({"error": "RTM_SETLINK IFLA_XDP: " + os.strerror(err)}))
         sys.exit(0)
+    # a sched_cls program (r0 = TC_ACT_OK; exit) on tri0's clsact ingress, as `tc filter add dev tri0 ingress
+    # bpf da obj ... sec tri_tc` does: RTM_NEWTFILTER kind "bpf", TCA_BPF_FD / NAME / FLAGS (direct action)
+    struct.pack_into("<IIQQIIQII16s", attr, 0, 3, 2, ctypes.addressof(insns), ctypes.addressof(lic),
+                     0, 0, 0, 0, 0, b"tri_tc")
+    ctypes.memmove(insns, struct.pack("<BBhi", 0xB7, 0, 0, 0), 8)
+    fd = libc.syscall(ctypes.c_long(NR), ctypes.c_int(5), attr, ctypes.c_uint(128))
+    if fd < 0:
+        print(json.dumps({"error": "sched_cls: " + os.strerror(ctypes.get_errno())}))
+        sys.exit(0)
+    opts = nla(6, struct.pack("=I", fd)) + nla(7, b"tri_tc_sec\0") + nla(8, struct.pack("=I", 1))
+    body = struct.pack("=BBHiIII", 0, 0, 0, socket.if_nametoindex("tri0"), 0, 0xFFFFFFF2,
+                       (1 << 16) | socket.htons(0x0003)) + nla(1, b"bpf\0") + nla(2 | 0x8000, opts)
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    nl.send(struct.pack("=IHHII", 16 + len(body), 44, 0x1 | 0x4 | 0x400 | 0x200, 2, 0) + body)
+    err = -struct.unpack_from("=i", nl.recv(4096), 16)[0]
+    nl.close()
+    os.close(fd)
+    if err:
+        print(json.dumps({"error": "RTM_NEWTFILTER bpf: " + os.strerror(err)}))
+        sys.exit(0)
     from collectors.base import Context, Problem, Record
     from collectors.volatile import ebpf
     out = {"records": [], "problems": []}
@@ -399,12 +420,13 @@ def test_an_xdp_program_attached_over_netlink_is_tied_to_its_interface():
     """A 2-instruction XDP program (XDP_PASS) loaded with bpf(2) and attached to a veth of a network namespace
     the test creates, over rtnetlink in generic mode, then its descriptor closed: no bpf link and no holder
     name it; the interface's IFLA_XDP does, and the record says interface, mode and program; TRI-EBPF-005
-    calls it high. The veth's peer (no program) and lo give no record."""
+    calls it high. The veth's peer (no program) and lo give no record. A sched_cls program attached to the
+    veth's clsact ingress with RTM_NEWTFILTER (as tc does) is tied to it the same way (TRI-EBPF-006)."""
     need(os.geteuid() == 0, "loading XDP programs and creating network namespaces need root")
-    need(subprocess.run(["which", "unshare", "ip"], capture_output=True).returncode == 0,
-         "unshare (util-linux) and ip (iproute2) are needed")
+    need(subprocess.run(["which", "unshare", "ip", "tc"], capture_output=True).returncode == 0,
+         "unshare (util-linux), ip and tc (iproute2) are needed")
     script = ("set -e; ip link set lo up; ip link add tri0 type veth peer name tri1; ip link set tri0 up; "
-              f"exec {sys.executable} -c \"$1\" \"$2\"")
+              f"tc qdisc add dev tri0 clsact; exec {sys.executable} -c \"$1\" \"$2\"")
     done = subprocess.run(["unshare", "-n", "bash", "-c", script, "xdp", XDP_NETLINK,
                            str(Path(__file__).resolve().parents[3])], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -426,6 +448,15 @@ def test_an_xdp_program_attached_over_netlink_is_tied_to_its_interface():
     found = _findings(attached, "xdp_attachments")
     assert [f["rule"] for f in found] == ["TRI-EBPF-005"]
     assert "tri0" in found[0]["summary"] and "generic" in found[0]["summary"]
+    # the tc classifier: tied to tri0's ingress the same way
+    tc_prog = next(p for p in streams["bpf_programs"] if p["name"] == "tri_tc")
+    (tc,) = streams["tc_attachments"]
+    assert (tc["interface"], tc["direction"], tc["priority"], tc["prog_id"], tc["prog_name"], tc["prog_type"],
+            tc["direct_action"], tc["held_by"]) == ("tri0", "ingress", 1, tc_prog["id"], "tri_tc", "sched_cls",
+                                                    True, "")
+    assert tc["prog_tag"] == tc_prog["tag"] and streams["bpf_summary"][0]["tc_attachments"] == 1
+    assert [f["rule"] for f in _findings([tc], "tc_attachments")] == ["TRI-EBPF-006"]
+    assert _findings([{**tc, "interface": "lxc0a1b"}], "tc_attachments") == []
 
 
 def test_xdp_rule_spares_cni_devices():
