@@ -412,12 +412,22 @@ def cluster_client(scheduler: str | None, local: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        client = Client(scheduler, timeout="30s")
+        try:
             yield client
+        finally:
+            client.close(timeout=30)
         return
-    with LocalCluster(n_workers=local or 1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
-        yield client
+    cluster = LocalCluster(n_workers=local or 1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           host="127.0.0.1")
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close(timeout=30)
+    finally:
+        cluster.close(timeout=60)  # bounded: the summary is out already, a slow worker must not hold the shell
 
 
 class Board:
@@ -508,11 +518,15 @@ def run_fleet(args: Any) -> int:
         return EXIT_USAGE
     show = args.progress or (not args.quiet and sys.stderr.isatty())
     options = Options(tuple(os.path.abspath(s) for s in args.symbols), args.remote_isf_url, args.retry_failed)
+    summary: dict[str, Any] | None = None
     try:
         with cluster_client(args.scheduler, args.local) as client:
             summary = analyse_fleet(store, client, options, args.retries, show)
-    except OSError as exc:  # the scheduler cannot be reached
+            # out before the cluster is taken down: the results stand whatever its shutdown does
+            print(dumps(summary, separators=(",", ":"))[:4000], flush=True)
+    except (OSError, TimeoutError) as exc:  # the scheduler cannot be reached; a shutdown that took too long
         print(f"triagent fleet: error: {shown(exc)}", file=sys.stderr)
-        return EXIT_FATAL
-    print(dumps(summary, separators=(",", ":"))[:4000])
+        if summary is None:
+            return EXIT_FATAL
+    assert summary is not None
     return EXIT_FAILED if summary["failed"] else EXIT_OK

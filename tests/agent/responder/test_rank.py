@@ -109,6 +109,19 @@ def test_table_output_and_single_worker_agree(fleet, tmp_path):
         {k: v for k, v in fleet["result"].items() if k not in drop}
 
 
+def test_tables_ranked_as_they_are(fleet, tmp_path):
+    """rank --tables (the tables triagent fleet analyze writes, or any made before): the same ranking from
+    the Parquet files alone, no bundle read; a folder without tables is refused."""
+    tables = tmp_path / "tables"
+    shutil.copytree(fleet["tables"], tables)  # alone: no bundle anywhere near
+    _, again = rank(tables, "--tables")
+    assert again["bundles"] == len(HOSTS) and again["unreadable"] == 0 and again["tables"] == str(tables)
+    assert again["hosts"] == fleet["result"]["hosts"]
+    assert again["shared_indicators"] == fleet["result"]["shared_indicators"]
+    proc = run_triagent([str(tmp_path / "nothing"), "--tables"], cmd=[sys.executable, "-m", "agent.responder.rank"])
+    assert proc.returncode == 2 and b"no hosts/ table folder" in proc.stderr
+
+
 # An independent reading of the DDL (not agent/responder/rank.py's parser): column names in order and their types.
 PARQUET_TYPES = {"STRING": "string", "INT": "int32", "BIGINT": "int64", "BOOLEAN": "bool", "DOUBLE": "double",
                  "TIMESTAMP": "timestamp[us]", "ARRAY<STRING>": "list<element: string>",
