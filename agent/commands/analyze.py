@@ -26,6 +26,34 @@ def add_arguments(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from agent.analysis.analyze import analyze
+    from agent.engine import progress
 
     output = args.output or os.path.dirname(os.path.abspath(args.bundle))  # beside its input, as report does
-    return analyze(args.bundle, output, args.symbols, args.remote_isf_url, args.verbose)
+    log = _log(args.bundle, output)
+    previous = progress.listen(None)
+    progress.listen(progress.tee(previous, log.listener if log else None))
+    code = 3
+    try:
+        code = analyze(args.bundle, output, args.symbols, args.remote_isf_url, args.verbose)
+        return code
+    finally:
+        progress.listen(previous)
+        if log:
+            log.line(f"end: exit {code}")
+            log.close()
+
+
+def _log(bundle: str, output: str) -> Any:
+    """NAME.analysis.tar.gz.log beside the analysis, as collect's beside its bundle: the steps as they run
+    (parsers, findings), so an analysis cut short says where. Lines of an earlier run stay above; none when
+    the folder cannot take it (analyze then says why itself)."""
+    from agent.engine.progress import LineLog
+
+    name = os.path.basename(bundle).split(".tar")[0] + ".analysis.tar.gz.log"
+    try:
+        os.makedirs(output, exist_ok=True)
+        log = LineLog(os.path.join(output, name), exclusive=False)
+    except OSError:
+        return None
+    log.line(f"triagent analyze: {os.path.basename(bundle)}, pid {os.getpid()}")
+    return log

@@ -145,7 +145,7 @@ class _Output:
 
     local: Any = None
     bundle_path: str | None = None
-    log: _RunLog | None = None  # the plain-text log beside a bundle in --output DIR
+    log: Any = None  # the plain-text log beside a bundle in --output DIR (agent.engine.progress.LineLog)
     streaming: bool = False
     summary_stream: Any = None
     uploads: list[Any] = field(default_factory=list)
@@ -347,41 +347,6 @@ def _bundle_name(args: argparse.Namespace, compress: str, host: str, evidence: d
     return output_name(args.output_name or DEFAULT_NAME, values) + ".tar" + (".gz" if compress == "gzip" else "")
 
 
-class _RunLog:
-    """The plain-text log beside a bundle in --output DIR, written as the run goes: line-buffered, so that a
-    run cut short (SIGKILL, the OOM killer, a reboot) still leaves what it did up to then. It holds no
-    secrets by construction: artifact names, statuses, counts and times only, never a path, a record or an
-    error's text (those go into the bundle, through the redaction gate)."""
-
-    def __init__(self, path: str):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self.path = path
-        self.fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
-        self.lock = threading.Lock()
-
-    def line(self, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with self.lock:
-            try:
-                self.fh.write(f"{stamp} {text}\n")
-            except (OSError, ValueError):  # a full disk must not stop the collection: the bundle matters more
-                pass
-
-    def listener(self, event: str, task: str, amount: int, total: int | None, unit: str) -> None:
-        """The progress events worth a line: a step's start (with its size) and end, never each chunk."""
-        if event == "start":
-            self.line(f"start {task}" + (f" ({total} {unit})" if total else ""))
-        elif event == "finish":
-            self.line(f"end {task}")
-
-    def close(self) -> None:
-        with self.lock:
-            try:
-                self.fh.close()
-            except OSError:
-                pass
-
-
 def _open_output(args: argparse.Namespace, root: str, evidence: dict[str, Any], compress: str,
                  recipients: list[Any] | None) -> _Output:
     """stdout (never a terminal), a new file in --output DIR (never overwriting one), or nothing (upload only)."""
@@ -405,7 +370,9 @@ def _open_output(args: argparse.Namespace, root: str, evidence: dict[str, Any], 
                            f"{exc.strerror or exc}") from None
         output.local = os.fdopen(fd, "wb", buffering=1 << 20)
         try:
-            output.log = _RunLog(output.bundle_path + ".log")
+            from agent.engine.progress import LineLog
+
+            output.log = LineLog(output.bundle_path + ".log")
         except OSError as exc:  # the log is a comfort: without it the run goes on
             print(f"triagent: warning: no log beside the bundle: {exc.strerror or exc}", file=sys.stderr)
     return output

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import IO
 
 __all__ = ["Listener", "listen", "start", "advance", "finish", "Renderer", "tee", "wanted", "human", "say",
-           "add_options", "terminal"]
+           "add_options", "terminal", "LineLog"]
 
 # listener(event, task, amount, total, unit): event is "start", "advance" or "finish"
 Listener = Callable[[str, str, int, "int | None", str], None]
@@ -273,3 +273,40 @@ def _printable(text: str) -> str:
     # task names come from our code, but an artifact name may come from a user's profile file: no
     # escape sequence reaches the terminal through the status line
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class LineLog:
+    """A plain-text log beside the output (a bundle in --output DIR, an analysis), written as the run goes:
+    line-buffered, so that a run cut short (SIGKILL, the OOM killer, a reboot) still leaves what it did up
+    to then. Its callers write names, statuses, counts and times only, never a path, a record or an error's
+    text (those go into the bundle, through the redaction gate): the log holds no secrets. ``listener``
+    logs each step's start (with its size) and end, never each chunk. ``exclusive``: a new file (O_EXCL),
+    else lines are added to one left by an earlier run."""
+
+    def __init__(self, path: str, exclusive: bool = True):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_EXCL if exclusive else 0)
+        fd = os.open(path, flags, 0o600)
+        self.path = path
+        self.fh = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
+        self.lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.lock:
+            try:
+                self.fh.write(f"{stamp} {_printable(text)}\n")
+            except (OSError, ValueError):  # a full disk must not stop the run: the bundle matters more
+                pass
+
+    def listener(self, event: str, task: str, amount: int, total: int | None, unit: str) -> None:
+        if event == "start":
+            self.line(f"start {task}" + (f" ({total} {unit})" if total else ""))
+        elif event == "finish":
+            self.line(f"end {task}")
+
+    def close(self) -> None:
+        with self.lock:
+            try:
+                self.fh.close()
+            except OSError:
+                pass

@@ -341,4 +341,6 @@ def test_timeline_o_dir_and_analyze_without_output(root, profile, tmp_path):
     assert code == 0, err
     assert json.loads(out)["analysis"] == str(bundle.parent / (stem + ".analysis.tar.gz"))
     assert b"\ranalysis " in err, err
+    log = (bundle.parent / (stem + ".analysis.tar.gz.log")).read_text()
+    assert "start analysis (" in log and log.rstrip().endswith("end: exit 0")
     assert not list(REPO.glob("*.analysis.tar.gz"))
