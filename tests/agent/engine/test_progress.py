@@ -181,3 +181,25 @@ def test_human_units():
     assert human(1536, "B") == "1.5 KiB"
     assert human(3 * (1 << 40), "B") == "3.0 TiB"
     assert human(12, "files") == "12"
+
+
+def test_line_log_is_on_disk_line_by_line(tmp_path):
+    path = tmp_path / "b.tar.gz.log"
+    log = progress.LineLog(str(path))
+    log.listener("start", "memory", 0, 1024, "B")
+    log.listener("advance", "memory", 512, None, "")  # never a line per chunk
+    log.line("artifact \x1b[2Jx: complete")
+    # before any close or flush: what a SIGKILL at this moment would leave
+    lines = path.read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["start memory (1024 B)", "artifact ?[2Jx: complete"]
+    assert lines[0][:20].endswith("Z")
+    log.close()
+    try:
+        progress.LineLog(str(path))
+        raise AssertionError("a second run must not write into the first one's log")
+    except FileExistsError:
+        pass
+    more = progress.LineLog(str(path), exclusive=False)
+    more.line("again")
+    more.close()
+    assert path.read_text().splitlines()[-1].endswith(" again")
