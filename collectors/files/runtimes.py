@@ -259,7 +259,7 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         return
     images = _images(ctx, root, cap)
     yield from copy_file(ctx, f"{root}/overlay-containers/containers.json", cap)
-    libpod, state_db = yield from _libpod_state(ctx, root)
+    libpod = yield from _libpod_state(ctx, root)
     for entry in _l(listing, int(ctx.opt("max_containers", 2000))):
         ctx.check()
         entry = _d(entry)
@@ -276,9 +276,9 @@ def storage_containers(ctx: Context, root: str, user: str | None, include_env: b
         if isinstance(spec, Problem):
             yield spec
         spec = _d(spec)
-        config, state = libpod.get(cid, ({}, {}))
+        config, state, state_db = libpod.get(cid, ({}, {}, ""))
         if not spec and isinstance(config.get("spec"), dict):
-            spec, config_path = config["spec"], state_db or ""  # created, never started: only podman's database has it
+            spec, config_path = config["spec"], state_db  # created, never started: only podman's database has it
         fields = oci_container(spec, include_env) if spec else {}
         if config.get("privileged") is True:
             fields["privileged"] = True
@@ -320,21 +320,21 @@ LIBPOD_STATES = {0: "unknown", 1: "configured", 2: "created", 3: "running", 4: "
 
 
 def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
-    """{container id: (its libpod config, its state)} and the database they came from: podman 4.8+'s SQLite
-    ``db.sql`` (the default from podman 5; libpod/sqlite_state.go) when it is there, else podman 4's
-    ``libpod/bolt_state.db`` (libpod/boltdb_state.go: bucket "ctr", one sub-bucket per container with JSON
-    "config" and "state"). Both hold the same ContainerConfig / ContainerState JSON. A generator whose return
-    value is that pair, so its Problems and the database's copy reach the caller's stream."""
-    found: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    """{container id: (its libpod config, its state, the database it came from)}: podman 4.8+'s SQLite
+    ``db.sql`` (the default from podman 5; libpod/sqlite_state.go) and podman 4's ``libpod/bolt_state.db``
+    (libpod/boltdb_state.go: bucket "ctr", one sub-bucket per container with JSON "config" and "state"), both
+    with the same ContainerConfig / ContainerState JSON. Where both exist podman uses the bolt database
+    unless configured otherwise (runtime.go, getDBState), so its entries win for an id in both. A generator
+    whose return value is the map, so its Problems and the databases' copies reach the caller's stream."""
+    found: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {}
     sqlite_path = f"{root}/db.sql"
     if _exists(ctx, sqlite_path):
-        found = yield from _libpod_sqlite(ctx, sqlite_path)
-        if found:
-            return found, sqlite_path
+        rows = yield from _libpod_sqlite(ctx, sqlite_path)
+        found.update({cid: (config, state, sqlite_path) for cid, (config, state) in rows.items()})
     bolt_path = f"{root}/libpod/bolt_state.db"
     bolt = yield from _bolt_file(ctx, bolt_path)
     if bolt is None:
-        return found, None
+        return found
     for cid, is_value in bolt.bucket(b"ctr").items():
         ctx.check()
         if is_value is not None:
@@ -347,11 +347,11 @@ def _libpod_state(ctx: Context, root: str) -> Iterator[Item]:
             except ValueError:
                 doc = {}
             docs.append(_d(doc))
-        found[text(cid)] = (docs[0], docs[1])
+        found[text(cid)] = (docs[0], docs[1], bolt_path)
     if bolt.truncated:
         yield Problem("podman's bolt_state.db has more entries than we walk: containers left out",
                       path=bolt_path, level="warning")
-    return found, bolt_path
+    return found
 
 
 # podman's SQLite state (libpod/sqlite_state_internal.go, createSQLiteTables): ContainerConfig(ID, Name, PodID,

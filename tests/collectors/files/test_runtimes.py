@@ -749,6 +749,14 @@ def test_podman5_sqlite_state(node, tmp_path):
     assert {c.path.rsplit("/", 1)[-1] for c in items if isinstance(c, FileCopy)} >= {"db.sql", "db.sql-wal"}
     found = _findings({"containers": _records(items, "containers")})
     assert {"helper", "dormant"} <= found.get("TRI-CONT-001", set())
+    # both databases (a host upgraded to podman 5 keeps using bolt_state.db unless told otherwise): bolt's win
+    (storage / "libpod").mkdir()
+    shutil.copy(node.storage / "libpod/bolt_state.db", storage / "libpod/bolt_state.db")
+    items = _collect("/", False, docker_roots=[], storage_roots=[str(storage)], rootless_storage=False,
+                     containerd_tasks=[], manifests=[], kubelet_pods="/nonexistent", pod_logs="/nonexistent",
+                     kubeconfigs=[])
+    records = {r["name"]: r for r in _records(items, "containers")}
+    assert records["dormant"]["config_path"].endswith("/libpod/bolt_state.db") and records["dormant"]["privileged"]
 
 
 def test_podman5_sqlite_state_damaged(tmp_path):
@@ -769,9 +777,9 @@ def test_podman5_sqlite_state_damaged(tmp_path):
                 items.append(next(gen))
         except StopIteration as stop:
             return items, stop.value
-    items, (found, where) = run()
-    assert found == {} and where is None
+    items, found = run()
+    assert found == {}
     assert any(isinstance(i, Problem) and "db.sql" in (i.message + str(i.path)) for i in items)
     (storage / "db.sql").write_bytes(b"garbage" * 100)
-    items, (found, _where) = run()
+    items, found = run()
     assert found == {} and any(isinstance(i, Problem) and "not SQLite" in i.message for i in items)
