@@ -192,6 +192,9 @@ class Renderer:
                 known.done += amount
             elif event == "finish":
                 self.tasks.pop(task, None)
+                if not self.tasks:  # nothing left to show: the line goes now, before any summary is printed
+                    self._wipe()
+                    return
             wait = self.last_draw + self.interval - now
             if wait <= 0:
                 self._draw(now)
@@ -206,6 +209,8 @@ class Renderer:
                 return
             self.pending = None
             now = self.clock()
+            if not self.tasks and not self.drawn:  # wiped meanwhile: nothing to draw
+                return
             if now - self.last_draw >= self.interval * 0.5:  # nothing drew meanwhile
                 self._draw(now)
 

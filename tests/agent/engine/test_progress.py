@@ -89,12 +89,13 @@ def test_redrawn_at_most_five_times_a_second():
 def test_a_step_started_too_soon_to_draw_is_drawn_a_little_later():
     out = io.StringIO()
     screen = Renderer(out, width=120)  # the real clock and timer
+    screen("start", "artifacts", 0, 2, "artifacts")
     screen("start", "artifact:clock", 0, None, "")
     screen("finish", "artifact:clock", 0, None, "")
     screen("start", "artifact:processes", 0, None, "")  # then silent for minutes
-    assert out.getvalue() == "\rclock"
+    assert out.getvalue() == "\rartifacts 0/2 0%"
     time.sleep(0.5)
-    assert out.getvalue().endswith("\rprocesses"), out.getvalue()
+    assert out.getvalue().endswith("\rartifacts 0/2 0% | processes"), out.getvalue()
     assert screen.draws == 2
     screen.close()
 
@@ -108,6 +109,14 @@ def test_close_wipes_the_line_and_message_goes_above_it():
     assert text.endswith("\rupload 0 B"), "the status line comes back below the message"
     screen.close()
     assert out.getvalue().endswith("\r" + " " * len("upload 0 B") + "\r")
+
+
+def test_the_line_goes_as_soon_as_the_last_task_ends():
+    screen, out, clock = renderer()
+    screen("start", "memory", 0, 100, "B")
+    screen("advance", "memory", 100, None, "")  # too soon to draw
+    screen("finish", "memory", 0, None, "")  # not too soon to wipe: a summary may be printed next
+    assert out.getvalue() == "\rmemory 0 B/100 B 0%" + "\r" + " " * len("memory 0 B/100 B 0%") + "\r"
 
 
 def test_a_shorter_line_covers_the_longer_one_before_it():
