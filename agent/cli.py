@@ -7,6 +7,8 @@ Exit codes (never 194, 168 or 169, which AWS SSM reads as reboot/step control):
      (verify: the bundle is damaged)
   2  usage error
   3  fatal: no bundle could be written
+
+@FILE anywhere on the command line reads more arguments from FILE (split like a shell line, # comments).
 """
 
 from __future__ import annotations
