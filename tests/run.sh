@@ -32,6 +32,14 @@ for mod in jinja2 configobj jsonpatch jsonschema requests netifaces serial; do
     /usr/bin/python3 -c "import $mod" 2>/dev/null || need+=("python3-$mod")
 done
 ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need+=(php-fpm)
+# arptables/ebtables (legacy) write the rules and files the in-process firewall readers are compared with; tc
+# attaches the eBPF classifier the tc reader must find; apache2 + mod_php and tomcat10 (with a JRE), run on
+# loopback by the tests, write the access and error logs the web readers parse
+for pair in arptables-legacy:arptables ebtables-legacy:ebtables tc:iproute2 apache2:apache2; do
+    command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+ls /usr/lib/apache2/modules/libphp*.so >/dev/null 2>&1 || need+=(libapache2-mod-php)
+[ -e /usr/share/tomcat10/bin/bootstrap.jar ] || need+=(tomcat10)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "[tests] apt-get install ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
