@@ -48,6 +48,12 @@ def is_bundle_key(key: str) -> bool:
             and not key.startswith(f"{TABLES_DIR}/"))
 
 
+def is_safe_key(key: str) -> bool:
+    """A key that names a file inside the worker's scratch folder when its segments become a path: an S3 key
+    may hold "..", empty segments, a leading "/" or a NUL, which would lead out of it."""
+    return bool(key) and "\0" not in key and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
 def analysis_key(key: str) -> str:
     head, _, name = key.rpartition("/")
     return (f"{head}/" if head else "") + name.split(".tar")[0] + ANALYSIS_SUFFIX
@@ -278,6 +284,9 @@ def analyse_task(store: Store, key: str, options: Options) -> dict[str, Any]:
     its outcome); a fault of the store or the worker raises, and Dask retries the task elsewhere."""
     started = time.monotonic()
     outcome = Outcome(key, "analysed", worker=_worker_name())
+    if not is_safe_key(key):  # the driver never submits one; a task is a public function all the same
+        outcome.status, outcome.reason = "failed", "not a safe name for a file"
+        return outcome.__dict__
     stat = store.stat(key)
     if stat is None:
         outcome.status, outcome.reason = "failed", "the bundle disappeared before it was analysed"
@@ -463,6 +472,8 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
 
     started = time.monotonic()
     bundles = store.bundles()
+    refused = [key for key, _ in bundles if not is_safe_key(key)]
+    bundles = [(key, stat) for key, stat in bundles if is_safe_key(key)]
     board = Board(len(bundles), show)
     counts = {"analysed": 0, "reused": 0, "skipped": 0, "failed": 0}
     failures: list[dict[str, Any]] = []
@@ -471,7 +482,7 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
                              retries=retries, pure=False): key for key, stat in bundles}
     seconds = 0.0
     polled = 0.0
-    for future in as_completed(list(futures)):
+    for future in as_completed(list(futures)) if futures else ():  # as_completed([]) wants a default client
         try:
             outcome = future.result()
         except Exception as exc:  # retries spent, or the worker was lost too often (KilledWorker)
@@ -495,7 +506,8 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
     return {"source": store.url(), "bundles": len(bundles), **counts, "workers": workers,
             "seconds": round(wall, 2), "task_seconds": round(seconds, 2),
             "bundles_per_s": round(len(bundles) / wall, 2) if wall else None,
-            "tables": store.url(TABLES_DIR), "failures": failures[:20]}
+            "tables": store.url(TABLES_DIR), "failures": failures[:20],
+            **({"refused_names": [shown(k, 200) for k in refused[:20]]} if refused else {})}
 
 
 def run_fleet(args: Any) -> int:

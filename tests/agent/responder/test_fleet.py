@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import upload_servers as srv
-from bench_rank import build_fleet
+from bench_fleet import build_corpus
 from conftest import REPO, need
 
 NEEDED = ("distributed", "duckdb", "pyarrow", "boto3", "moto", "flask")
@@ -62,23 +62,13 @@ def _no_aws(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
-    """21 bundles in a folder: host0000..host0017 (fake roots, tests/bench/bench_rank.py), live00..01 (this host,
-    minimal profile), broken/corrupt.tar.gz (a live bundle cut in half)."""
+    """21 bundles in a folder (tests/bench/bench_fleet.py): host0000..host0017 (fake roots), live00..01 (this
+    host, minimal profile), broken/corrupt.tar.gz (a live bundle cut in half)."""
     need_fleet()
     need(shutil.which("ssh-keygen") is not None, "ssh-keygen (openssh-client) makes the planted keys")
-    work = tmp_path_factory.mktemp("fleet")
-    folder, _, _ = build_fleet(work, GOOD - 2, roots=6, jobs=2)
-    for n in range(2):
-        out = folder / f"live{n:02d}"
-        proc = subprocess.run([sys.executable, "-m", "agent", "collect", "--profile", "minimal", "--output", str(out),
-                               "--no-nice"], cwd=REPO, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
-        assert proc.returncode in (0, 1), proc.stderr.decode()[-2000:]
-    live = next((folder / "live00").glob("*.tar.gz"))
-    (folder / "broken").mkdir()
-    (folder / "broken" / "corrupt.tar.gz").write_bytes(live.read_bytes()[:live.stat().st_size // 2])
-    keys = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.tar.gz"))
-    assert len(keys) == GOOD + 1
-    return {"folder": folder, "keys": keys, "corrupt": "broken/corrupt.tar.gz"}
+    folder, keys, corrupt = build_corpus(tmp_path_factory.mktemp("fleet"), GOOD)
+    assert len(keys) == GOOD + 1 and corrupt in keys
+    return {"folder": folder, "keys": keys, "corrupt": corrupt}
 
 
 @pytest.fixture(scope="module")
@@ -337,3 +327,35 @@ def test_folder_source_on_a_local_cluster(corpus, tmp_path):
     with BundleView(str(folder / (keys[2].split(".tar")[0] + ".analysis.tar.gz")), lambda _s: False,
                     hash_file=False) as view:
         assert view.json(CUSTODY_NAME)["source_bundle_sha256"] == sha256((folder / keys[2]).read_bytes())
+
+
+def test_a_key_that_leads_out_of_the_scratch_folder_is_refused(tmp_path):
+    """An S3 listing may hold keys such as "a/../../x.tar.gz": they are named in the summary, never submitted,
+    and a task given one refuses it before touching the store."""
+    need(importlib.util.find_spec("distributed") is not None, "dask[distributed] is not installed")
+    from agent.responder import fleet
+
+    assert fleet.is_safe_key("host1/triagent_a.tar.gz")
+    for bad in ("a/../../x.tar.gz", "/x.tar.gz", "a//x.tar", "./x.tar", "..", "a\0.tar", ""):
+        assert not fleet.is_safe_key(bad), bad
+
+    class Listing(fleet.FolderStore):
+        def bundles(self):
+            return [("up/../../../escape.tar.gz", fleet.Stat(10, "1"))]
+
+        def stat(self, key):
+            raise AssertionError(f"the store was asked about {key!r}")
+
+    class NoSubmit:
+        def scheduler_info(self):
+            return {"workers": {}}
+
+        def submit(self, *args, **kw):
+            raise AssertionError("a refused key was submitted")
+
+    store = Listing(str(tmp_path))
+    summary = fleet.analyse_fleet(store, NoSubmit(), fleet.Options())
+    assert summary["bundles"] == 0 and summary["refused_names"] == ["up/../../../escape.tar.gz"]
+    outcome = fleet.analyse_task(store, "up/../../../escape.tar.gz", fleet.Options())
+    assert outcome["status"] == "failed" and "safe" in outcome["reason"]
+    assert list(tmp_path.iterdir()) == []
