@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bundle.writer import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
+from agent.engine import progress
 from agent.engine.plan import ArtifactSpec, Profile
 from agent.engine.redact import Redactor
 from collectors.base import (
@@ -38,6 +39,13 @@ JSONL_PART_BYTES = 32 << 20  # bounded memory: a bigger stream becomes several m
 SEAL_RESERVE_S = 5.0  # time kept back from --max-duration for writing the log, custody and seal
 READ_TIMEOUT_S = 30.0  # a host read (open, list, read) stuck this long is abandoned with its collector
 POLL_S = 0.2  # how often the writer looks up from a wait (stop requests, deadlines)
+ITEM_QUEUE = 512  # items a collector may have waiting for the writer
+AHEAD_QUEUE = 128  # ... while it runs ahead of the writer (each FileCopy waiting holds a descriptor)
+# The files phase: artifacts from this order on may run ahead of the writer, on threads of their own, once the
+# volatile ones (network, sessions, processes, maps, memory: order < 50) are all written; the parsers and the
+# findings (order 96 on) read what came before and run alone, in order.
+AHEAD_FROM_ORDER = 50
+AHEAD_BEFORE_ORDER = 96
 _DONE = object()
 
 
@@ -54,6 +62,10 @@ class ArtifactResult:
     reason: str | None = None
     started_utc: str | None = None  # when it began and ended: cross-views order live and memory facts by them
     ended_utc: str | None = None
+    # ran ahead of the writer, beside other artifacts: seconds is then its own span (start to last item written)
+    # and waited_s the part of it its collector spent waiting for the writer to take its items
+    ahead: bool = False
+    waited_s: float = 0.0
 
 
 @dataclass
@@ -68,6 +80,7 @@ class RunOptions:
     verbose: bool = False
     read_remote_fs: bool = False  # read FUSE and network filesystems below the root (they can stall)
     read_timeout_s: float = READ_TIMEOUT_S  # a read that makes no progress this long is abandoned
+    parallel: int = 2  # files-phase collectors at once (the one being written too); 1 = one after another
 
 
 @dataclass
@@ -110,54 +123,86 @@ class Run:
     # ---- collection -------------------------------------------------------------------------
 
     def collect_all(self) -> None:
-        for spec in self.profile.artifacts:
-            result = ArtifactResult(spec.name)
-            self.results.append(result)
-            if spec.live_only and not self.live:
-                result.status, result.reason = "not_live", "not live: collecting from --root"
-                self.note(spec.name, "info", result.reason)
-                continue
-            if self.stop.is_set() or time.monotonic() >= self.deadline:
-                if not self.stop.is_set():
-                    self.request_stop("max-duration reached")
-                result.status, result.reason = "skipped", self.stop_reason
-                self.note(spec.name, "warning", f"skipped: {self.stop_reason}")
-                continue
-            self._run_artifact(spec, result)
-            self.progress(f"{spec.name}: {result.status} ({result.records} records, {result.files} files, "
-                          f"{result.errors} errors, {result.seconds:.1f}s)")
+        """Every artifact in order of volatility. The writer takes them strictly in that order (the bundle's
+        members, the log and the custody come out the same whatever the timing), but in the files phase up to
+        ``parallel - 1`` later collectors already run on their own threads, the slowest first (by their budget),
+        their items waiting in a bounded queue until the writer reaches them."""
+        specs = self.profile.artifacts
+        ahead: dict[int, _Worker] = {}
+        progress.start("artifacts", len(specs), "artifacts")
+        try:
+            for index, spec in enumerate(specs):
+                result = ArtifactResult(spec.name)
+                self.results.append(result)
+                progress.start(f"artifact:{spec.name}")
+                try:
+                    worker = ahead.pop(index, None)
+                    if spec.live_only and not self.live:
+                        result.status, result.reason = "not_live", "not live: collecting from --root"
+                        self.note(spec.name, "info", result.reason)
+                        continue
+                    if self.stop.is_set() or time.monotonic() >= self.deadline:
+                        if not self.stop.is_set():
+                            self.request_stop("max-duration reached")
+                        if worker is not None:
+                            worker.abandon()
+                        result.status, result.reason = "skipped", self.stop_reason
+                        self.note(spec.name, "warning", f"skipped: {self.stop_reason}")
+                        continue
+                    if worker is None:
+                        worker = self._start(spec)
+                    self._start_ahead(specs, index, ahead)
+                    self._run_artifact(spec, result, worker)
+                    self.progress(f"{spec.name}: {result.status} ({result.records} records, {result.files} files, "
+                                  f"{result.errors} errors, {result.seconds:.1f}s)")
+                finally:
+                    progress.finish(f"artifact:{spec.name}")
+                    progress.advance("artifacts", 1)
+        finally:
+            for worker in ahead.values():  # only after an exception of our own: stop what runs ahead
+                worker.abandon()
+            progress.finish("artifacts")
 
-    def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult) -> None:
+    def _may_run_ahead(self, spec: ArtifactSpec) -> bool:
+        return AHEAD_FROM_ORDER <= spec.order < AHEAD_BEFORE_ORDER and not (spec.live_only and not self.live)
+
+    def _start_ahead(self, specs: list[ArtifactSpec], index: int, ahead: dict[int, _Worker]) -> None:
+        """Start later files-phase collectors while the writer takes this one: never before the volatile
+        phase is written (order of volatility), never the parsers; the longest budgets first, since those are
+        the walks that take the time; at most ``parallel - 1`` ahead at once."""
+        if self.options.parallel <= 1 or not self._may_run_ahead(specs[index]) or self.stop.is_set():
+            return
+        waiting = [j for j in range(index + 1, len(specs)) if j not in ahead and self._may_run_ahead(specs[j])]
+        waiting.sort(key=lambda j: (-specs[j].budget_s, j))
+        for j in waiting[: max(0, self.options.parallel - 1 - len(ahead))]:
+            if time.monotonic() >= self.deadline:
+                return
+            ahead[j] = self._start(specs[j], AHEAD_QUEUE)
+
+    def _start(self, spec: ArtifactSpec, queue_size: int = ITEM_QUEUE) -> _Worker:
+        """The collector's thread, started now under its own budget; its items wait in a bounded queue."""
         started = time.monotonic()
-        result.started_utc = utc_ns(time.time_ns())
         budget_end = min(started + spec.budget_s, self.deadline)
         options = dict(spec.options, **self.options.artifact_options.get(spec.name, {}))
         options["space_available"] = self._space_available()
         ctx = Context(root=self.options.root, live=self.live, options=options,
                       include_secrets=self.options.include_secrets, artifact=spec.name, deadline=budget_end,
                       secret_policy=self.secret_rule, read_remote_fs=self.options.read_remote_fs)
+        worker = _Worker(spec, ctx, queue.Queue(maxsize=queue_size), started, utc_ns(time.time_ns()), budget_end,
+                         ahead=queue_size != ITEM_QUEUE)
+        worker.thread = threading.Thread(target=worker.run, name=f"collector:{spec.name}", daemon=True)
+        worker.thread.start()
+        return worker
+
+    def _run_artifact(self, spec: ArtifactSpec, result: ArtifactResult, worker: _Worker | None = None) -> None:
+        if worker is None:
+            worker = self._start(spec)
+        worker.writing()  # the writer takes its items now: the queue may hold as many as any artifact's
+        started, budget_end, ctx, items = worker.started, worker.budget_end, worker.ctx, worker.items
+        result.started_utc = worker.started_utc
+        result.ahead = worker.ahead
         self._budget_end = budget_end
-        items: queue.Queue = queue.Queue(maxsize=512)
         streams: dict[str, _JsonlStream] = {}
-
-        def worker() -> None:
-            try:
-                for item in spec.load()(ctx):
-                    while True:
-                        try:
-                            items.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            if ctx.cancel.is_set():
-                                raise Cancelled() from None
-                items.put(_DONE)
-            except Cancelled:
-                items.put(_DONE)
-            except BaseException as exc:  # isolation: any collector bug is a record, never a crash
-                items.put(_Failure(exc, traceback.format_exc(limit=8)))
-
-        thread = threading.Thread(target=worker, name=f"collector:{spec.name}", daemon=True)
-        thread.start()
         result.status = "running"
         while True:
             try:
@@ -193,6 +238,7 @@ class Run:
         for stream in streams.values():
             stream.flush(self.writer)
         result.seconds = round(time.monotonic() - started, 3)
+        result.waited_s = round(worker.waited, 3)
         result.ended_utc = utc_ns(time.time_ns())
 
     def _stalled(self, ctx: Context) -> str | None:
@@ -619,6 +665,69 @@ class _OffThreadReader:
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+class _Worker:
+    """One collector on its own thread, putting its items in a bounded queue for the writer. ``waited`` is
+    the time it spent blocked on a full queue (the writer busy with earlier artifacts)."""
+
+    def __init__(self, spec: ArtifactSpec, ctx: Context, items: queue.Queue, started: float, started_utc: str,
+                 budget_end: float, ahead: bool = False):
+        self.spec, self.ctx, self.items = spec, ctx, items
+        self.started, self.started_utc, self.budget_end, self.ahead = started, started_utc, budget_end, ahead
+        self.thread: threading.Thread | None = None
+        self.waited = 0.0
+        self.finished: float | None = None  # when its collector ended (before the writer took all its items)
+
+    def run(self) -> None:
+        try:
+            for item in self.spec.load()(self.ctx):
+                self._put(item)
+            self._put(_DONE)
+            self.finished = time.monotonic()  # after the put: a wait on a full queue is counted once, by _put
+        except Cancelled:
+            self.items.put(_DONE)
+        except BaseException as exc:  # isolation: any collector bug is a record, never a crash
+            self.items.put(_Failure(exc, traceback.format_exc(limit=8)))
+
+    def _put(self, item: Any) -> None:
+        try:
+            self.items.put_nowait(item)
+            return
+        except queue.Full:
+            pass
+        blocked = time.monotonic()
+        # waiting for the writer is no host read: a mark the collector holds across this yield must not age
+        # meanwhile, or the writer, reaching it later, would take a long wait for a stuck read and abandon it
+        reading, self.ctx.reading = self.ctx.reading, None
+        try:
+            while True:
+                try:
+                    self.items.put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    if self.ctx.cancel.is_set():
+                        raise Cancelled() from None
+        finally:
+            now = time.monotonic()
+            self.waited += now - blocked
+            if reading is not None:
+                self.ctx.reading = (reading[0], now)
+
+    def writing(self) -> None:
+        """The writer has reached this artifact: let its queue grow to the usual depth. A collector that ended
+        before that waited for the writer from its end until now."""
+        if self.finished is not None:
+            self.waited += max(0.0, time.monotonic() - self.finished)
+        with self.items.mutex:
+            self.items.maxsize = ITEM_QUEUE
+            self.items.not_full.notify_all()
+
+    def abandon(self) -> None:
+        """Stop a collector that ran ahead and will not be written (a stop request): cancel it and let go of
+        what it queued (descriptors of file copies)."""
+        self.ctx.cancel.set()
+        Run._discard_queued(self.items)
 
 
 @dataclass

@@ -145,3 +145,147 @@ def test_a_stream_over_its_budget_says_so_once() -> None:
     result = run.results[0]
     assert (result.status, result.reason) == ("timeout", "artifact time budget exhausted"), result
     assert sum(e["message"] == "artifact time budget exhausted while streaming" for e in run.log) == 1
+
+
+class _Ordered(_Given):
+    def __init__(self, name: str, collector, order: int, budget_s: float = 30):
+        super().__init__(name, collector, budget_s)
+        self.order = order
+
+
+def _run_with(artifacts: list[ArtifactSpec], parallel: int) -> tuple[Run, list[str], dict[str, bytes]]:
+    buf = io.BytesIO()
+    run = Run(Profile("test", "", 60, artifacts), BundleWriter(buf), Redactor(load_secrets()),
+              RunOptions(max_duration_s=60, parallel=parallel))
+    run.collect_all()
+    run.finish({})
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        names = [m.name for m in tar.getmembers()]
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    return run, names, members
+
+
+def _files_phase(log: list[tuple[str, str, float]]) -> list[ArtifactSpec]:
+    """A volatile artifact, then files-phase ones: a long walk (the biggest budget: started ahead of the writer),
+    small ones that yield as they go, and one whose records overflow the queue it has while it runs ahead."""
+    from collectors.base import Blob, Record
+
+    def probe(name: str, records: int, work_s: float = 0.0, blob: bool = False):
+        def collect(ctx):
+            log.append((name, "start", time.monotonic()))
+            time.sleep(work_s)
+            if blob:
+                yield Blob(f"{name}/first.bin", name.encode())
+            for i in range(records):
+                yield Record(name, {"i": i})
+            log.append((name, "end", time.monotonic()))
+        return collect
+
+    return [_Ordered("processes", probe("processes", 3, 0.2), 20),
+            _Ordered("config", probe("config", 5, 0.1, blob=True), 66, budget_s=10),
+            _Ordered("permissions", probe("permissions", 2, 0.1), 71, budget_s=20),
+            _Ordered("bodyfile", probe("bodyfile", 1000, 0.3, blob=True), 95, budget_s=300),
+            _Ordered("findings", probe("findings", 1), 99, budget_s=300)]
+
+
+def test_files_phase_runs_ahead_but_writes_in_order():
+    """parallel = 2: the longest files-phase collector runs ahead of the writer, never before the volatile phase
+    is written, never the parsers; the bundle's members, the records and the custody come out exactly as in a
+    run one after another; the custody says which ran ahead and how long it waited for the writer."""
+    log: list[tuple[str, str, float]] = []
+    run, names, members = _run_with(_files_phase(log), parallel=2)
+    at = {(n, what): t for n, what, t in log}
+    assert at[("bodyfile", "start")] < at[("config", "end")]  # ahead: it ran beside config
+    assert at[("bodyfile", "start")] >= at[("processes", "end")]  # never beside the volatile phase
+    assert at[("findings", "start")] >= at[("bodyfile", "end")]  # the parsers alone, at the end
+    results = {r.name: r for r in run.results}
+    assert results["bodyfile"].ahead and not results["config"].ahead and not results["processes"].ahead
+    assert all(r.status == "complete" for r in run.results)
+    assert results["bodyfile"].waited_s > 0  # its 1000 records did not fit its queue while config was written
+    assert results["bodyfile"].started_utc < results["config"].ended_utc
+    assert len(members["triagent/artifacts/bodyfile.jsonl"].splitlines()) == 1000
+    order = [n for n in names if not n.startswith("triagent/") or "/artifacts/" in n]
+    log.clear()
+    _, names_one, members_one = _run_with(_files_phase(log), parallel=1)
+    assert order == [n for n in names_one if not n.startswith("triagent/") or "/artifacts/" in n]
+    assert {k: v for k, v in members.items() if "/artifacts/" in k} == \
+        {k: v for k, v in members_one.items() if "/artifacts/" in k}
+    assert [(n, w) for n, w, _ in log] == [(n, w) for n in ("processes", "config", "permissions", "bodyfile",
+                                                            "findings") for w in ("start", "end")]
+
+
+def test_progress_tells_each_artifact():
+    from agent.engine import progress
+
+    events: list[tuple[str, str, int, int | None, str]] = []
+    previous = progress.listen(lambda *e: events.append(e))
+    try:
+        _run_with(_files_phase([]), parallel=2)
+    finally:
+        progress.listen(previous)
+    mine = [(e, t, a) for e, t, a, _, _ in events if t == "artifacts" or t.startswith("artifact:")]
+    assert mine[0] == ("start", "artifacts", 0) and events[0][3] == 5 and events[0][4] == "artifacts"
+    assert mine[-1] == ("finish", "artifacts", 0)
+    for name in ("processes", "config", "permissions", "bodyfile", "findings"):
+        i = mine.index(("start", f"artifact:{name}", 0))
+        assert mine[i + 1:i + 3] == [("finish", f"artifact:{name}", 0), ("advance", "artifacts", 1)]
+
+
+def test_a_collector_waiting_for_the_writer_is_not_taken_for_a_stuck_read():
+    """A collector that runs ahead and yields while it marks a host read (its mark held across the yield) waits
+    for the writer longer than the read timeout: that wait is no stuck read, so the writer, reaching it, must not
+    abandon it (the wait on a full queue suspends the mark and renews it after)."""
+    from collectors.base import Record
+
+    def slow_first(ctx):
+        time.sleep(1.5)
+        yield Record("first", {"x": 1})
+
+    def marks_across_yields(ctx):
+        with ctx.blocking("/some/dir"):  # one mark for a folder's worth of work, records yielded on the way
+            for i in range(400):
+                yield Record("walk", {"i": i})
+            time.sleep(0.3)  # more work under the same mark, well within the read timeout
+
+    buf = io.BytesIO()
+    artifacts = [_Ordered("first", slow_first, 60, budget_s=10), _Ordered("walk", marks_across_yields, 70,
+                                                                            budget_s=30)]
+    run = Run(Profile("test", "", 60, artifacts), BundleWriter(buf), Redactor(load_secrets()),
+              RunOptions(max_duration_s=60, parallel=2, read_timeout_s=0.5))
+    run.collect_all()
+    run.finish({})
+    results = {r.name: r for r in run.results}
+    assert results["walk"].ahead and results["walk"].status == "complete", results["walk"]
+    assert results["walk"].records == 400 and run.abandoned_reads == 0
+
+
+def test_a_stop_cancels_what_runs_ahead():
+    """A stop request while a later collector runs ahead: the rest are skipped, the one ahead is cancelled, the
+    bundle seals."""
+    from collectors.base import Record
+
+    def first(ctx):
+        yield Record("first", {"x": 1})
+        run.request_stop("test stop")
+
+    def ahead(ctx):
+        while True:
+            ctx.check()
+            time.sleep(0.01)
+            yield Record("ahead", {"x": 1})
+
+    buf = io.BytesIO()
+    artifacts = [_Ordered("first", first, 60, budget_s=10), _Ordered("ahead", ahead, 90, budget_s=300)]
+    run = Run(Profile("test", "", 60, artifacts), BundleWriter(buf), Redactor(load_secrets()),
+              RunOptions(max_duration_s=60, parallel=2))
+    started = time.monotonic()
+    run.collect_all()
+    run.finish({})
+    assert time.monotonic() - started < 5
+    assert [r.status for r in run.results] == ["interrupted", "skipped"] and run.status == "partial"
+    import threading
+
+    end = time.monotonic() + 3
+    while any(t.name == "collector:ahead" for t in threading.enumerate()) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(t.name == "collector:ahead" for t in threading.enumerate())  # cancelled, not left running
