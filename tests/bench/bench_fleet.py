@@ -1,12 +1,13 @@
 """Benchmark of `triagent fleet analyze` on a local Dask cluster: the same 20 bundles with --local 1 and
 --local 2 (speed-up), peak RSS of each worker process, and the cost per bundle extrapolated to 500.
 
-The bundles are those of tests/agent/responder/test_fleet.py: 18 made by the real collector from fake roots
-(tests/bench/bench_rank.py), 2 `collect --profile minimal` of this machine (processes, sockets). None holds
-a memory image, so the figures are the analysis of files and records (dissect.target, the rules, the
-tables): volatility3 over a memory image adds ~100 s per 512 MiB guest to each task (issue 19), which
-dominates a memory fleet's cost; multiply accordingly. Each run starts from fresh copies, so nothing is
-skipped; the cluster's start-up is inside the wall time (as a user sees it) and also given apart.
+The bundles are those of tests/agent/responder/test_fleet.py: 17 made by the real collector from fake roots
+(tests/bench/bench_rank.py), 2 `collect --profile minimal` of this machine (processes, sockets), 1 `collect
+--memory` of a synthetic /proc/kcore (9 MiB LiME image, no kernel in it). The figures are mostly the
+analysis of files and records (dissect.target, the rules, the tables): volatility3 over a real memory image
+adds ~100 s per 512 MiB guest to each task (issue 19), which dominates a memory fleet's cost. Each run
+starts from fresh copies, so nothing is skipped; the cluster's start-up is inside the wall time (as a user
+sees it) and also given apart.
 
     .venv/bin/python tests/bench/bench_fleet.py [--bundles 20] [--workers 1,2] [--worker-hour-usd 0.0494]
 
@@ -31,24 +32,40 @@ sys.path[:0] = [str(TESTS / "support"), str(TESTS / "bench")]
 
 from bench_rank import build_fleet  # noqa: E402
 
+# physical RAM of the synthetic /proc/kcore the memory bundles image (tests/support/kcore_fixture.py): ~9 MiB
+MEMORY_RAM = [(0x1000, 0x9EFFF), (0x100000, 0x100000 + (8 << 20) - 1)]
 
-def build_corpus(work: Path, good: int = 20, corrupt: bool = True) -> tuple[Path, list[str], str | None]:
-    """``good`` bundles (all but two from fake roots, two minimal collections of this host) and, when
-    ``corrupt``, one live bundle cut in half: (folder, keys relative to it, the corrupt one's key)."""
-    folder, _, _ = build_fleet(work, good - 2, roots=6, jobs=2)
-    for n in range(2):
-        out = folder / f"live{n:02d}"
-        proc = subprocess.run([sys.executable, "-m", "agent", "collect", "--profile", "minimal", "--output", str(out),
-                               "--no-nice"], cwd=REPO, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+
+def build_corpus(work: Path, good: int = 20, corrupt: bool = True,
+                 memory: int = 1) -> tuple[Path, list[str], str | None]:
+    """``good`` bundles and, when ``corrupt``, one live bundle cut in half: (folder, keys relative to it, the
+    corrupt one's key). Two are `collect --profile minimal` of this host (processes, sockets), ``memory`` are
+    `collect --memory` of a synthetic /proc/kcore (a LiME image of ~9 MiB: extract, volatility3 and the merge
+    run on the worker; no kernel in it, so volatility3 finds no symbols and says so), the rest come from fake
+    roots (tests/bench/bench_rank.py)."""
+    import kcore_fixture
+
+    folder, _, _ = build_fleet(work, good - 2 - memory, roots=6, jobs=2)
+    runs = [(f"live{n:02d}", ["--profile", "minimal"]) for n in range(2)]
+    if memory:
+        (work / "kcore").mkdir(exist_ok=True)
+        syn = kcore_fixture.build(work / "kcore", MEMORY_RAM, text_over=0x100000 + (1 << 20))
+        runs += [(f"mem{n:02d}", ["--memory", "--artifacts", "clock,processes", "--memory-source", "kcore",
+                                  "--memory-source-path", str(syn.kcore), "--iomem-path", str(syn.iomem)])
+                 for n in range(memory)]
+    for name, extra in runs:
+        proc = subprocess.run([sys.executable, "-m", "agent", "collect", *extra, "--output", str(folder / name),
+                               "--no-nice"], cwd=REPO, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
         if proc.returncode not in (0, 1):
-            raise RuntimeError(f"collect --profile minimal failed: {proc.stderr.decode()[-2000:]}")
+            raise RuntimeError(f"collect {' '.join(extra)} failed: {proc.stderr.decode()[-2000:]}")
     bad = None
     if corrupt:
         live = next((folder / "live00").glob("*.tar.gz"))
         (folder / "broken").mkdir(exist_ok=True)
         (folder / "broken" / "corrupt.tar.gz").write_bytes(live.read_bytes()[:live.stat().st_size // 2])
         bad = "broken/corrupt.tar.gz"
-    keys = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.tar.gz") if ".analysis." not in p.name)
+    keys = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.tar*")
+                  if p.name.endswith((".tar", ".tar.gz")) and ".analysis." not in p.name)
     return folder, keys, bad
 
 
@@ -133,7 +150,7 @@ def main() -> int:
         per_bundle = min(r["summary"]["task_seconds"] / max(r["summary"]["bundles"], 1) for r in results.values())
         cpu = min(r["cpu"] / max(r["summary"]["bundles"], 1) for r in results.values())
         worker_hours = 500 * per_bundle / 3600
-        print(f"500 bundles (no memory images): {per_bundle:.2f} worker-seconds per bundle ({cpu:.2f} CPU-seconds, "
+        print(f"500 bundles like these: {per_bundle:.2f} worker-seconds per bundle ({cpu:.2f} CPU-seconds, "
               f"cluster start-up included) -> {worker_hours:.2f} worker-hours, "
               f"${worker_hours * args.worker_hour_usd:.3f} at ${args.worker_hour_usd}/worker-hour; "
               f"{500 * per_bundle / 2:.0f} s wall on 2 idle workers, {500 * per_bundle / 50:.0f} s on 50; with a "
