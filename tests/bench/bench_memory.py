@@ -174,9 +174,9 @@ def _mixed(noise: bytes) -> Callable[[int, int], bytes]:
     return fill
 
 
-def _run_child(argv: list[str]) -> tuple[dict, float, int, float]:
-    """(summary, seconds, peak RSS in bytes, cores the rest of the machine kept busy meanwhile) of one
-    collector process, its stdout thrown away."""
+def _run_child(argv: list[str]) -> tuple[dict, float, int, float, float]:
+    """(summary, seconds, peak RSS in bytes, cores the rest of the machine kept busy meanwhile, its CPU
+    seconds) of one collector process, its stdout thrown away."""
     import subprocess
 
     busy = _busy_jiffies()
@@ -199,7 +199,7 @@ def _run_child(argv: list[str]) -> tuple[dict, float, int, float]:
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
     assert proc.returncode == 0, lines[-5:]
-    return json.loads(lines[-1]), seconds, peak, max(0.0, others / seconds)
+    return json.loads(lines[-1]), seconds, peak, max(0.0, others / seconds), usage.ru_utime + usage.ru_stime
 
 
 def _vm_hwm(pid: int) -> int:
@@ -223,13 +223,13 @@ def _bundle(work: Path, syn: kcore_fixture.Synthetic, bound: float, snappy_bps: 
     common = ["collect", "--artifacts", "clock", "--output", "-", "--no-nice"]
     memory = ["--memory", "--exclude", "memory.symbols", "--memory-source-path", str(syn.kcore),
               "--iomem-path", str(syn.iomem)]
-    _, baseline_s, baseline, _ = min((_run_child(common) for _ in range(2)), key=lambda r: r[1])
+    _, baseline_s, baseline, _, baseline_cpu = min((_run_child(common) for _ in range(2)), key=lambda r: r[1])
     ram = sum(e - s + 1 for s, e in syn.ram)
     figures: dict = {f"baseline_rss{label}_MB": round(baseline / 1e6, 1),
                      f"baseline{label}_seconds": round(baseline_s, 2)}
     for fmt in formats:
         key = f"bundle_{fmt}{label}"
-        summary, seconds, rss, others = _run_child(common + memory + ["--memory-format", fmt])
+        summary, seconds, rss, others, cpu = _run_child(common + memory + ["--memory-format", fmt])
         rate = ram / max(1e-3, seconds - baseline_s)
         goal = 0.9 * bound if fmt == "lime" else min(0.9 * bound, snappy_bps * min(2, _cores()))
         figures[f"{key}_GBps"] = round(rate / 1e9, 3)
@@ -241,6 +241,8 @@ def _bundle(work: Path, syn: kcore_fixture.Synthetic, bound: float, snappy_bps: 
         figures[f"{key}_ratio_to_bound"] = round(rate / goal, 3)
         figures[f"{key}_ratio_to_min_read_sha256"] = round(rate / bound, 3)
         figures[f"{key}_other_processes_cores_busy"] = round(others, 2)
+        # what the load cannot change: CPU time per GB imaged (two SHA-256 passes cost 2 / sha256 rate)
+        figures[f"{key}_cpu_seconds_per_GB"] = round((cpu - baseline_cpu) / (ram / 1e9), 3)
         figures[f"{key}_rss_MB"] = round(rss / 1e6, 1)
         figures[f"{key}_rss_over_baseline_MB"] = round((rss - baseline) / 1e6, 1)
         figures[f"{key}_goal_met"] = rate >= goal and rss - baseline <= RSS_GOAL
