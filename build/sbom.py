@@ -4,7 +4,8 @@ Run by build/build.sh with the build venv's interpreter, after PyInstaller (and 
 
     python build/sbom.py --binary dist/triagent --workpath build/work/pyi/triagent \
         --lock build/requirements-x86_64.lock --bootloader-patch build/bootloader-tmpdir-fallback.patch \
-        [--portable dist/triagent-portable --staticx-patch build/staticx-tmpdir.patch]
+        [--portable dist/triagent-portable --staticx-patch build/staticx-tmpdir.patch \
+         --staticx-patch build/staticx-reproducible.patch]
 
 What is inside comes from PyInstaller's own tables of contents (EXE-NN.toc: the archive's entries with the
 file each was taken from; PYZ-NN.toc: the pure-Python modules), not from what the venv happens to hold.
@@ -20,7 +21,8 @@ than none):
 - triagent's own sources (the metadata component, with the binary's SHA-256).
 For the portable form, also staticx's launcher (patched; musl, statically linked) and the C runtime
 libraries staticx copies in (ldd of the onefile on this build machine, by Debian package).
-Output is reproducible: sorted, no serial number, timestamp from SOURCE_DATE_EPOCH when set.
+Output is reproducible: sorted; the timestamp is SOURCE_DATE_EPOCH (build.sh: the commit's time), none when it
+is unset; the serial number is derived from the content (serial_number()), never random.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -256,6 +259,13 @@ def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> d
     kept_refs = set()
     for key in sorted(py_files):
         comp = dict(by_name.get(key) or {"type": "library", "name": key, "bom-ref": key})
+        # cyclonedx-py names the local folder pip installed a package from (PEP 610 direct_url.json): here
+        # build.sh's patched PyInstaller sdist under build/work, a build path that differs in every checkout
+        # and tells a reader nothing (the lock's hashes of the sdist follow). Left out: the SBOM is reproducible.
+        refs = [r for r in comp.get("externalReferences", []) if not r.get("url", "").startswith("file:")]
+        comp.pop("externalReferences", None)
+        if refs:
+            comp["externalReferences"] = refs
         version, hashes = locked.get(key, (comp.get("version", ""), []))
         if comp.get("version") and comp["version"] != version:
             raise SystemExit(f"sbom: {key} {comp['version']} is installed, the lock pins {version}")
@@ -340,7 +350,7 @@ def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> d
     return bom
 
 
-def portable(bom: dict, binary: Path, onefile: Path, staticx_patch: Path) -> dict:
+def portable(bom: dict, binary: Path, onefile: Path, staticx_patches: list[Path]) -> dict:
     """The onefile's SBOM plus what staticx wraps around it."""
     import staticx
 
@@ -353,10 +363,11 @@ def portable(bom: dict, binary: Path, onefile: Path, staticx_patch: Path) -> dic
     comps.append({
         "type": "application", "bom-ref": f"staticx-launcher@{sx_version}", "name": "staticx-launcher",
         "version": sx_version, "purl": f"pkg:pypi/staticx@{sx_version}",
-        "description": f"staticx's launcher, built from its sdist with {staticx_patch.name}, statically linked "
+        "description": f"staticx's launcher, built from its sdist with "
+                       f"{' and '.join(p.name for p in staticx_patches)}, statically linked "
                        f"with musl {deb.version.get(musl, '?')} (musl-gcc)",
         "hashes": [{"alg": "SHA-256", "content": sha256(boot)}],
-        "pedigree": {"notes": f"patch sha256:{sha256(staticx_patch)}"},
+        "pedigree": {"notes": "; ".join(f"{p.name} sha256:{sha256(p)}" for p in staticx_patches)},
     })
     comps.append(deb.component(musl, []) | {"description": "the C library statically linked into staticx's launcher"})
     # The C runtime staticx copies beside the onefile: its ELF dependencies, resolved here by ldd (this
@@ -381,11 +392,26 @@ def portable(bom: dict, binary: Path, onefile: Path, staticx_patch: Path) -> dic
     return bom
 
 
+# The namespace of serial_number()'s name-based UUIDs: a fixed one, named after this script.
+SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "triagent:build/sbom.py")
+
+
+def serial_number(bom: dict) -> str:
+    """The BOM's serialNumber: a name-based UUID (RFC 4122 version 5) of the SHA-256 of the BOM's own JSON
+    without it. CycloneDX wants a unique URN per BOM; a random one (cyclonedx-bom's default) would make two
+    builds of the same commit differ, and a content-derived one is as unique as the content (its timestamp,
+    SOURCE_DATE_EPOCH, included). Anyone can recompute it: tests/build/test_sbom.py does."""
+    body = {k: v for k, v in bom.items() if k != "serialNumber"}
+    digest = hashlib.sha256(json.dumps(body, indent=1, sort_keys=True).encode()).hexdigest()
+    return f"urn:uuid:{uuid.uuid5(SERIAL_NAMESPACE, digest)}"
+
+
 def render(bom: dict, out: Path) -> str:
     """``bom`` as JSON text, once it validates against CycloneDX 1.6's schema (cyclonedx-python-lib)."""
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
+    bom = dict(bom, serialNumber=serial_number(bom))
     text = json.dumps(bom, indent=1, sort_keys=True) + "\n"
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
@@ -403,7 +429,8 @@ def main() -> None:
     ap.add_argument("--lock", type=Path, required=True)
     ap.add_argument("--bootloader-patch", type=Path, required=True)
     ap.add_argument("--portable", type=Path)
-    ap.add_argument("--staticx-patch", type=Path)
+    ap.add_argument("--staticx-patch", type=Path, action="append", default=[],
+                    help="a patch staticx was built with (repeat for each)")
     ap.add_argument("--embed", type=Path, help=f"write the {EMBEDDED} for this binary here")
     ap.add_argument("--verify", action="store_true")
     args = ap.parse_args()

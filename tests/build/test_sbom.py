@@ -6,12 +6,15 @@ symbol tables and, for the portable form, staticx's launcher, musl and the C run
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,39 @@ def test_sbom_names_the_runtime_it_was_built_with():
     version = subprocess.run([str(py), "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert cpython["version"] == version
+
+
+@pytest.mark.parametrize("name", ["triagent", "triagent-portable", "triagent-responder"])
+def test_sbom_is_reproducible(name):
+    """No random serial number, no clock time, no build path (build/reproduce.sh compares two builds' bytes):
+    serialNumber is the UUID that build/sbom.py derives from the content, the timestamp is SOURCE_DATE_EPOCH's
+    (build.sh: the commit's time), and neither the checkout's nor the venv's path appears."""
+    path = DIST / f"{name}.cdx.json"
+    need(path.exists(), f"{path.relative_to(REPO)} is missing (bash build/build.sh writes it)")
+    text = path.read_text()
+    bom = json.loads(text)
+    body = {k: v for k, v in bom.items() if k != "serialNumber"}
+    digest = hashlib.sha256(json.dumps(body, indent=1, sort_keys=True).encode()).hexdigest()
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "triagent:build/sbom.py")
+    assert bom["serialNumber"] == f"urn:uuid:{uuid.uuid5(namespace, digest)}"
+    stamp = bom["metadata"]["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
+    if (REPO / ".git").exists() and shutil.which("git"):  # some commit's time, not the clock's
+        epoch = int(datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp())
+        times = subprocess.run(["git", "-C", str(REPO), "log", "--format=%ct"], capture_output=True, text=True,
+                               timeout=60).stdout.split()
+        assert str(epoch) in times, f"{stamp} is no commit's time"
+    for build_path in (str(REPO), str(BUILD_VENV), "file:"):
+        assert build_path not in text, f"{path.name} names {build_path}"
+
+
+@pytest.mark.parametrize("name", ["triagent", "triagent-responder"])
+def test_binary_carries_no_install_records(name):
+    """pip's records of the build venv's installation (RECORD hashes the venv's console scripts, whose #! names
+    the venv) stay out of the binary (build/triagent.spec): they made two builds differ; METADATA stays."""
+    binary = DIST / name
+    need(binary.exists(), f"{binary.relative_to(REPO)} is missing (bash build/build.sh builds it)")
+    names = contents(binary)["carchive"]
+    records = sorted(n for n in names if re.search(r"\.dist-info/(RECORD|INSTALLER|REQUESTED|direct_url\.json)$", n))
+    assert not records, records
+    assert any(n.endswith(".dist-info/METADATA") for n in names)
