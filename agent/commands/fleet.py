@@ -27,9 +27,9 @@ def add_arguments(sub: Any) -> argparse.ArgumentParser:
     a.add_argument("--retries", type=int, default=2, metavar="N",
                    help="times Dask runs a task again after an error of the store or worker (default 2)")
     a.add_argument("--retry-failed", action="store_true", help="analyse again bundles that failed before")
-    shown = a.add_mutually_exclusive_group()
-    shown.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
-    shown.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    from agent.engine.progress import add_options
+
+    add_options(a)  # -q, --progress: as collect and analyze
     return p
 
 

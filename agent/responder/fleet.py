@@ -226,6 +226,7 @@ class Outcome:
     status: str
     reason: str | None = None
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of the worker process while the task ran (one task at a time per worker process)
     worker: str | None = None
     score: int | None = None
     recommendation: str | None = None
@@ -282,7 +283,7 @@ def _custody_source(path: str) -> str | None:
 def analyse_task(store: Store, key: str, options: Options) -> dict[str, Any]:
     """Runs on a worker: one bundle from fetch to receipt. Never raises for the bundle's own faults (they are
     its outcome); a fault of the store or the worker raises, and Dask retries the task elsewhere."""
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     outcome = Outcome(key, "analysed", worker=_worker_name())
     if not is_safe_key(key):  # the driver never submits one; a task is a public function all the same
         outcome.status, outcome.reason = "failed", "not a safe name for a file"
@@ -325,6 +326,7 @@ def analyse_task(store: Store, key: str, options: Options) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     outcome.seconds = round(time.monotonic() - started, 3)
+    outcome.cpu_seconds = round(time.process_time() - cpu, 3)
     return outcome.__dict__
 
 
@@ -480,7 +482,7 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
     workers = len(client.scheduler_info().get("workers", {}))
     futures = {client.submit(analyse_task, store, key, options, key=f"triagent-fleet-{bundle_id(key)}-{stat.version}",
                              retries=retries, pure=False): key for key, stat in bundles}
-    seconds = 0.0
+    seconds = cpu = 0.0
     polled = 0.0
     for future in as_completed(list(futures)) if futures else ():  # as_completed([]) wants a default client
         try:
@@ -490,6 +492,7 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
                        "reason": f"the task failed: {type(exc).__name__}: {exc}"[:500]}
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
         seconds += float(outcome.get("seconds") or 0)
+        cpu += float(outcome.get("cpu_seconds") or 0)
         if outcome["status"] == "failed":
             board.failed += 1
             failures.append({"bundle": outcome["bundle"], "reason": outcome.get("reason")})
@@ -504,7 +507,7 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
     board.close()
     wall = time.monotonic() - started
     return {"source": store.url(), "bundles": len(bundles), **counts, "workers": workers,
-            "seconds": round(wall, 2), "task_seconds": round(seconds, 2),
+            "seconds": round(wall, 2), "task_seconds": round(seconds, 2), "task_cpu_seconds": round(cpu, 2),
             "bundles_per_s": round(len(bundles) / wall, 2) if wall else None,
             "tables": store.url(TABLES_DIR), "failures": failures[:20],
             **({"refused_names": [shown(k, 200) for k in refused[:20]]} if refused else {})}
@@ -528,7 +531,9 @@ def run_fleet(args: Any) -> int:
     except ValueError as exc:
         print(f"triagent fleet: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    show = args.progress or (not args.quiet and sys.stderr.isatty())
+    from agent.engine.progress import wanted
+
+    show = wanted(args.quiet, args.progress)  # a terminal, or --progress; never under -q
     options = Options(tuple(os.path.abspath(s) for s in args.symbols), args.remote_isf_url, args.retry_failed)
     summary: dict[str, Any] | None = None
     try:

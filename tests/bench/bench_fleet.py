@@ -137,7 +137,8 @@ def main() -> int:
             print(f"--local {n}: {s['bundles']} bundles ({done} analysed, {s['failed']} failed) in {r['wall']:.1f} s "
                   f"wall ({s['bundles'] / r['wall']:.2f} bundles/s; the run's own {s['seconds']} s after the cluster "
                   f"started; first analysis after {r['first_result'] or float('nan'):.1f} s), task time "
-                  f"{s['task_seconds']:.1f} s ({s['task_seconds'] / max(s['bundles'], 1):.2f} s per bundle), CPU "
+                  f"{s['task_seconds']:.1f} s ({s['task_seconds'] / max(s['bundles'], 1):.2f} s per bundle; CPU "
+                  f"{s['task_cpu_seconds'] / max(s['bundles'], 1):.2f} s per bundle in the workers), CPU "
                   f"{r['cpu']:.1f} s; peak RSS per worker "
                   f"{', '.join(f'{v / 2**20:.0f}' for v in r['worker_rss'])} MiB, driver+scheduler "
                   f"{r['driver_rss'] / 2**20:.0f} MiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
@@ -145,13 +146,15 @@ def main() -> int:
         if 1 in results and 2 in results:
             one, two = results[1], results[2]
             print(f"speed-up --local 2 over --local 1: {one['wall'] / two['wall']:.2f}x wall, "
-                  f"{one['summary']['seconds'] / two['summary']['seconds']:.2f}x once the cluster is up")
+                  f"{one['summary']['seconds'] / two['summary']['seconds']:.2f}x once the cluster is up"
+                  + (f" (load average above {os.cpu_count()}: other work holds the cores, the figure is the "
+                     "machine's, not the code's)" if os.getloadavg()[0] > (os.cpu_count() or 1) else ""))
         # the least contended run's task time (a shared machine's load inflates wall time, not the work)
         per_bundle = min(r["summary"]["task_seconds"] / max(r["summary"]["bundles"], 1) for r in results.values())
-        cpu = min(r["cpu"] / max(r["summary"]["bundles"], 1) for r in results.values())
+        cpu = min(r["summary"]["task_cpu_seconds"] / max(r["summary"]["bundles"], 1) for r in results.values())
         worker_hours = 500 * per_bundle / 3600
-        print(f"500 bundles like these: {per_bundle:.2f} worker-seconds per bundle ({cpu:.2f} CPU-seconds, "
-              f"cluster start-up included) -> {worker_hours:.2f} worker-hours, "
+        print(f"500 bundles like these: {per_bundle:.2f} worker-seconds per bundle ({cpu:.2f} CPU-seconds "
+              f"in the task; an idle worker's task time comes near it) -> {worker_hours:.2f} worker-hours, "
               f"${worker_hours * args.worker_hour_usd:.3f} at ${args.worker_hour_usd}/worker-hour; "
               f"{500 * per_bundle / 2:.0f} s wall on 2 idle workers, {500 * per_bundle / 50:.0f} s on 50; with a "
               f"512 MiB memory image add ~100 worker-seconds each (~{500 * 100 / 3600:.1f} worker-hours, "

@@ -149,6 +149,38 @@ def run_fleet(argv: list[str], env: dict[str, str], timeout: float = 240) -> tup
     return proc.returncode, out, err.decode(errors="replace")
 
 
+def fleet_on_a_pty(argv: list[str], env: dict[str, str], timeout: float = 240) -> tuple[dict, str]:
+    """A fleet run whose stderr is a terminal (a pty): its summary and what it drew there."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    drawn = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # every writer closed the terminal (EIO)
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return summary_of(out), drawn.decode(errors="replace")
+
+
 def summary_of(stdout: bytes) -> dict:
     lines = stdout.decode().strip().splitlines()
     assert len(lines) == 1, stdout[-2000:]
@@ -318,8 +350,10 @@ def test_folder_source_on_a_local_cluster(corpus, tmp_path):
     assert ranked.returncode == 1 and result["bundles"] == len(keys) and result["unreadable"] == 1
     assert [h["host_key"] for h in result["hosts"]][-1] == corpus["corrupt"]
 
-    code, second, _ = fleet("-q")
+    # stderr a terminal: the progress line (done, failed, running, rate, ETA) comes by itself
+    second, drawn = fleet_on_a_pty(fleet_cmd(str(folder), "--local", "1"), env)
     assert (second["skipped"], second["analysed"], second["failed"]) == (3, 0, 1), second
+    assert "\rtriagent fleet: 4/4 (3 done, 1 failed, 0 running)" in drawn and "ETA" in drawn, drawn[-2000:]
 
     # host0003's bundle replaced by other bytes: its receipt and analysis no longer match, so it is analysed
     # again (the stale analysis replaced); the others are still skipped
