@@ -3,6 +3,9 @@
 -- `triagent rank DIR` writes each table as Parquet files under OUT_DIR/<table>/part-NNNNN.parquet
 -- (default OUT_DIR = DIR/fleet). These files are the schema's source of truth for the writer too:
 -- agent/rank.py builds its Arrow schema from the column lists below, so the files and the DDL cannot drift.
+-- `triagent fleet analyze SOURCE` writes the same tables beside the bundles, one file per bundle and table:
+-- SOURCE/tables/<table>/bundle-<id>.parquet (SOURCE a folder or s3://BUCKET/PREFIX); point LOCATION at
+-- SOURCE/tables/<table>/, or run `triagent rank SOURCE/tables --tables`.
 --
 -- Embedded (default): DuckDB reads the folder as is, e.g.
 --   SELECT * FROM read_parquet('fleet/hosts/*.parquet') ORDER BY score DESC;
