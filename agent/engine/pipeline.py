@@ -125,8 +125,8 @@ class Run:
     def collect_all(self) -> None:
         """Every artifact in order of volatility. The writer takes them strictly in that order (the bundle's
         members, the log and the custody come out the same whatever the timing), but in the files phase up to
-        ``parallel - 1`` later collectors already run on their own threads, the slowest first (by their budget),
-        their items waiting in a bounded queue until the writer reaches them."""
+        ``parallel - 1`` later collectors marked ``run_ahead`` already run on their own threads, the slowest first
+        (by their budget), their items waiting in a bounded queue until the writer reaches them."""
         specs = self.profile.artifacts
         ahead: dict[int, _Worker] = {}
         progress.start("artifacts", len(specs), "artifacts")
@@ -163,14 +163,20 @@ class Run:
                 worker.abandon()
             progress.finish("artifacts")
 
+    def _in_files_phase(self, spec: ArtifactSpec) -> bool:
+        return AHEAD_FROM_ORDER <= spec.order < AHEAD_BEFORE_ORDER
+
     def _may_run_ahead(self, spec: ArtifactSpec) -> bool:
-        return AHEAD_FROM_ORDER <= spec.order < AHEAD_BEFORE_ORDER and not (spec.live_only and not self.live)
+        """A files-phase artifact its spec marks ``run_ahead`` (a long walk with little output, whose memory
+        stays small while it waits: not one that holds a timeline's worth of entries for minutes)."""
+        return self._in_files_phase(spec) and bool(spec.options.get("run_ahead")) \
+            and not (spec.live_only and not self.live)
 
     def _start_ahead(self, specs: list[ArtifactSpec], index: int, ahead: dict[int, _Worker]) -> None:
-        """Start later files-phase collectors while the writer takes this one: never before the volatile
-        phase is written (order of volatility), never the parsers; the longest budgets first, since those are
-        the walks that take the time; at most ``parallel - 1`` ahead at once."""
-        if self.options.parallel <= 1 or not self._may_run_ahead(specs[index]) or self.stop.is_set():
+        """Start later files-phase collectors marked run_ahead while the writer takes this one: never before the
+        volatile phase is written (order of volatility), never the parsers; the longest budgets first; at most
+        ``parallel - 1`` ahead at once."""
+        if self.options.parallel <= 1 or not self._in_files_phase(specs[index]) or self.stop.is_set():
             return
         waiting = [j for j in range(index + 1, len(specs)) if j not in ahead and self._may_run_ahead(specs[j])]
         waiting.sort(key=lambda j: (-specs[j].budget_s, j))

@@ -148,9 +148,10 @@ def test_a_stream_over_its_budget_says_so_once() -> None:
 
 
 class _Ordered(_Given):
-    def __init__(self, name: str, collector, order: int, budget_s: float = 30):
+    def __init__(self, name: str, collector, order: int, budget_s: float = 30, run_ahead: bool = False):
         super().__init__(name, collector, budget_s)
         self.order = order
+        self.options = {"run_ahead": True} if run_ahead else {}
 
 
 def _run_with(artifacts: list[ArtifactSpec], parallel: int) -> tuple[Run, list[str], dict[str, bytes]]:
@@ -184,20 +185,23 @@ def _files_phase(log: list[tuple[str, str, float]]) -> list[ArtifactSpec]:
     return [_Ordered("processes", probe("processes", 3, 0.2), 20),
             _Ordered("config", probe("config", 5, 0.1, blob=True), 66, budget_s=10),
             _Ordered("permissions", probe("permissions", 2, 0.1), 71, budget_s=20),
-            _Ordered("bodyfile", probe("bodyfile", 1000, 0.3, blob=True), 95, budget_s=300),
-            _Ordered("findings", probe("findings", 1), 99, budget_s=300)]
+            _Ordered("bodyfile", probe("bodyfile", 1000, 0.3, blob=True), 95, budget_s=300, run_ahead=True),
+            _Ordered("unmarked", probe("unmarked", 1, 0.1), 96 - 1, budget_s=400),
+            _Ordered("findings", probe("findings", 1), 99, budget_s=300, run_ahead=True)]
 
 
 def test_files_phase_runs_ahead_but_writes_in_order():
-    """parallel = 2: the longest files-phase collector runs ahead of the writer, never before the volatile phase
-    is written, never the parsers; the bundle's members, the records and the custody come out exactly as in a
-    run one after another; the custody says which ran ahead and how long it waited for the writer."""
+    """parallel = 2: the longest files-phase collector marked run_ahead runs ahead of the writer (an unmarked one
+    with a longer budget does not), never before the volatile phase is written, never the parsers; the bundle's
+    members, the records and the custody come out exactly as in a run one after another; the custody says which
+    ran ahead and how long it waited for the writer."""
     log: list[tuple[str, str, float]] = []
     run, names, members = _run_with(_files_phase(log), parallel=2)
     at = {(n, what): t for n, what, t in log}
     assert at[("bodyfile", "start")] < at[("config", "end")]  # ahead: it ran beside config
     assert at[("bodyfile", "start")] >= at[("processes", "end")]  # never beside the volatile phase
     assert at[("findings", "start")] >= at[("bodyfile", "end")]  # the parsers alone, at the end
+    assert at[("unmarked", "start")] >= at[("bodyfile", "end")]  # not marked run_ahead: in its turn
     results = {r.name: r for r in run.results}
     assert results["bodyfile"].ahead and not results["config"].ahead and not results["processes"].ahead
     assert all(r.status == "complete" for r in run.results)
@@ -211,7 +215,7 @@ def test_files_phase_runs_ahead_but_writes_in_order():
     assert {k: v for k, v in members.items() if "/artifacts/" in k} == \
         {k: v for k, v in members_one.items() if "/artifacts/" in k}
     assert [(n, w) for n, w, _ in log] == [(n, w) for n in ("processes", "config", "permissions", "bodyfile",
-                                                            "findings") for w in ("start", "end")]
+                                                            "unmarked", "findings") for w in ("start", "end")]
 
 
 def test_progress_tells_each_artifact():
@@ -224,7 +228,7 @@ def test_progress_tells_each_artifact():
     finally:
         progress.listen(previous)
     mine = [(e, t, a) for e, t, a, _, _ in events if t == "artifacts" or t.startswith("artifact:")]
-    assert mine[0] == ("start", "artifacts", 0) and events[0][3] == 5 and events[0][4] == "artifacts"
+    assert mine[0] == ("start", "artifacts", 0) and events[0][3] == 6 and events[0][4] == "artifacts"
     assert mine[-1] == ("finish", "artifacts", 0)
     for name in ("processes", "config", "permissions", "bodyfile", "findings"):
         i = mine.index(("start", f"artifact:{name}", 0))
@@ -249,7 +253,7 @@ def test_a_collector_waiting_for_the_writer_is_not_taken_for_a_stuck_read():
 
     buf = io.BytesIO()
     artifacts = [_Ordered("first", slow_first, 60, budget_s=10), _Ordered("walk", marks_across_yields, 70,
-                                                                            budget_s=30)]
+                                                                            budget_s=30, run_ahead=True)]
     run = Run(Profile("test", "", 60, artifacts), BundleWriter(buf), Redactor(load_secrets()),
               RunOptions(max_duration_s=60, parallel=2, read_timeout_s=0.5))
     run.collect_all()
@@ -275,7 +279,8 @@ def test_a_stop_cancels_what_runs_ahead():
             yield Record("ahead", {"x": 1})
 
     buf = io.BytesIO()
-    artifacts = [_Ordered("first", first, 60, budget_s=10), _Ordered("ahead", ahead, 90, budget_s=300)]
+    artifacts = [_Ordered("first", first, 60, budget_s=10), _Ordered("ahead", ahead, 90, budget_s=300,
+                                                                      run_ahead=True)]
     run = Run(Profile("test", "", 60, artifacts), BundleWriter(buf), Redactor(load_secrets()),
               RunOptions(max_duration_s=60, parallel=2))
     started = time.monotonic()
