@@ -37,7 +37,7 @@ BLOCK = 16 << 20
 # AVML blocks of 1 MiB: the reading ring and every compressor's scratch buffer and block in flight scale
 # with it, and a 512 MiB cloud VM must not swap or meet its OOM killer while we image it.
 AVML_BLOCK = 1 << 20
-AVML_PREFETCH = 4
+AVML_PREFETCH = 2  # reading outruns snappy: two blocks ahead keep the compressors fed
 MAX_COMPRESSORS = 4  # threads compressing AVML blocks at once (at most; never more than our usable cores)
 LIME_MAGIC, AVML_MAGIC = 0x4C694D45, 0x4C4D5641
 HEADER = struct.Struct("<IIQQ8x")
