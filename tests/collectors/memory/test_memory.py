@@ -307,3 +307,26 @@ def test_avml_split_keeps_the_frames_snappy_shrank():
     assert [(s, len(b)) for s, _e, b in parse_avml(image)] == [(0x200000, frame), (0x200000 + 4 * frame, 2 * frame)]
     merged = _merged(image, companion)
     assert b"".join(merged[s] for s in sorted(merged)) == data
+
+
+def test_avml_compresses_in_pool_threads_in_order(tmp_path, monkeypatch):
+    """snappy runs in the compressor threads (it releases the GIL), never on the thread that consumes the
+    records, and the records still come in address order."""
+    import threading
+
+    import collectors.memory.image as image
+
+    names = set()
+    real = cramjam.snappy.compress_into
+
+    def spy(data, out):
+        names.add(threading.current_thread().name)
+        return real(data, out)
+
+    monkeypatch.setattr(image, "_compressors", lambda: 2)
+    monkeypatch.setattr(cramjam.snappy, "compress_into", spy)
+    syn = kcore_fixture.build(tmp_path, RAM)
+    _, _, (item, data) = _acquire(syn, "avml")
+    assert names and all(n.startswith("avml-compress") for n in names), names
+    starts = [s for s, _, _ in parse_avml(data)]
+    assert starts == sorted(starts) and item.stats.records == len(starts)
