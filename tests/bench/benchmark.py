@@ -183,8 +183,9 @@ def volatile_artifacts() -> list[str]:
 
 
 def find_bundle(outdir: Path) -> Path | None:
-    """The one bundle triagent wrote in outdir (not its .sha256 side file)."""
-    found = [p for p in outdir.glob("triagent_*.tar*") if not p.name.endswith(".sha256")]
+    """The one bundle triagent wrote in outdir (not its .sha256 or .log side files: the binary writes a .log
+    beside the bundle, and the benchmark then found two "bundles" and called the binary's run failed)."""
+    found = [p for p in outdir.glob("triagent_*.tar*") if p.name.endswith((".tar", ".tar.gz"))]
     return found[0] if len(found) == 1 else None
 
 
