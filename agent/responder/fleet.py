@@ -303,6 +303,8 @@ def analyse_task(store: Store, key: str, options: Options) -> dict[str, Any]:
         local = os.path.join(base, *key.split("/"))
         os.makedirs(os.path.dirname(local), exist_ok=True)
         store.get(key, local)
+        if store.stat(key) != stat:  # replaced while fetched: the receipt would pair new bytes with the old version
+            raise RuntimeError(f"{store.url(key)} changed while it was fetched")  # Dask runs the task again
         sha256 = _sha256(local)
         local_analysis = analysis_key(local)
         summary = _analysis(store, key, local, local_analysis, sha256, options, outcome)
