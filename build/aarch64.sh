@@ -70,10 +70,16 @@ if [ "${1:-}" = --in-namespace ]; then
     mnt "$CHR/proc" -t proc proc
     mnt "$CHR/dev" --bind /dev
     mnt "$CHR/dev/shm" -t tmpfs -o mode=1777,size=2g tmpfs  # the bootloaders unpack into /dev/shm first
-    cp -L /etc/resolv.conf "$CHR/etc/resolv.conf"           # pip reaches pypi.org
     shift
-    # An empty environment but for what build.sh needs: nothing of the host's leaks into the build.
+    # An empty environment but for what build.sh needs: nothing of the host's leaks into the build but its
+    # way to the registry (proxy variables, and the CA bundle it trusts, copied in below).
+    pass=()
+    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY PIP_DEFAULT_TIMEOUT; do
+        [ -z "${!v:-}" ] || pass+=("$v=${!v}")
+    done
+    ca=/etc/ssl/certs/triagent-host-ca.crt
     chroot "$CHR" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+        PIP_CERT="$ca" SSL_CERT_FILE="$ca" REQUESTS_CA_BUNDLE="$ca" "${pass[@]}" \
         TRIAGENT_BUILD_ARCH=aarch64 TRIAGENT_BUILD_VENV="$VENV_IN" TRIAGENT_BUILD_RESPONDER="$RESPONDER" \
         "$@"
     exit $?
@@ -82,6 +88,11 @@ fi
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, binfmt_misc, chroot)"
 [ "$(uname -m)" = x86_64 ] || log "this host is $(uname -m), not x86_64: the root is still made for arm64"
 [ -f "$HERE/requirements-aarch64.lock" ] || die "$HERE/requirements-aarch64.lock is missing (bash build/lock.sh)"
+
+# One run at a time: runs share the root (and the binfmt_misc mount this one may make and undo).
+mkdir -p "$A64"
+exec 9>"$A64/.lock"
+flock -w 7200 9 || die "another build/aarch64.sh holds $A64/.lock"
 
 # --- 1. host packages, only those missing ----------------------------------------------------------------
 need=()
@@ -100,8 +111,13 @@ fi
 # --- 2. binfmt_misc: mounted, qemu-aarch64 registered with F -------------------------------------------
 BM=/proc/sys/fs/binfmt_misc
 if [ ! -e "$BM/register" ]; then
-    log "mounting binfmt_misc on $BM"
+    log "mounting binfmt_misc on $BM (unmounted again at exit: TRIAGENT_AARCH64_KEEP_BINFMT=1 keeps it)"
     mount -t binfmt_misc binfmt_misc "$BM" || die "cannot mount binfmt_misc (modprobe binfmt_misc?)"
+    # The host is left as it was found. (Since Linux 6.7 the registrations live as long as the mount:
+    # unmounting also drops the qemu-aarch64 entry made below; before 6.7 it stays registered.)
+    if [ "${TRIAGENT_AARCH64_KEEP_BINFMT:-0}" != 1 ]; then
+        trap 'umount "$BM" 2>/dev/null || umount -l "$BM" 2>/dev/null || true' EXIT
+    fi
 fi
 # The entry qemu-user-static's package registers (through update-binfmts) when binfmt_misc is there at
 # install time; after a reboot, or in a container, it may not be.
@@ -134,7 +150,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
     rm -rf "$CHR"
     mkdir -p "$CHR"
     debootstrap --arch=arm64 --foreign --variant=minbase --include="$ROOT_PACKAGES" "$SUITE" "$CHR" "$MIRROR"
-    chroot "$CHR" /debootstrap/debootstrap --second-stage
+    # (in a private mount namespace too: the second stage mounts proc and sys in the root)
+    unshare --mount --propagation private -- chroot "$CHR" /debootstrap/debootstrap --second-stage
     # build.sh's smoke tests and pip run as root inside; apt inside never starts a service.
     printf '#!/bin/sh\nexit 101\n' > "$CHR/usr/sbin/policy-rc.d" && chmod 755 "$CHR/usr/sbin/policy-rc.d"
     chroot "$CHR" /usr/bin/python3 -c 'import platform, sys; assert platform.machine() == "aarch64", platform.machine(); assert sys.version_info[:2] == (3, 11)' \
@@ -171,6 +188,11 @@ fi
 log "building commit $rev"
 
 # --- 5. build.sh inside the root, in a private mount namespace -------------------------------------------
+# pip in the root reaches pypi.org as this host does: its resolver, and the CA bundle it trusts (a TLS-
+# inspecting proxy's CA is in the host's bundle, not in the root's ca-certificates). The lock's hashes, not
+# the transport, are what vouch for every file.
+cp -L /etc/resolv.conf "$CHR/etc/resolv.conf"
+cp -L "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$CHR/etc/ssl/certs/triagent-host-ca.crt"
 t0=$SECONDS
 unshare --mount --propagation private -- bash "$HERE/aarch64.sh" --in-namespace /bin/bash "$SRC_IN/build/build.sh" \
     || die "build/build.sh failed inside the arm64 root"
