@@ -492,6 +492,9 @@ def analyse_fleet(store: Store, client: Any, options: Options, retries: int = 2,
         except Exception as exc:  # retries spent, or the worker was lost too often (KilledWorker)
             outcome = {"bundle": futures[future], "status": "failed",
                        "reason": f"the task failed: {type(exc).__name__}: {exc}"[:500]}
+        # forgotten once read: else the scheduler keeps the result on its worker and, when that worker is
+        # lost, runs the finished task again elsewhere
+        future.release()
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
         seconds += float(outcome.get("seconds") or 0)
         cpu += float(outcome.get("cpu_seconds") or 0)

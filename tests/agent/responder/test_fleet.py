@@ -254,6 +254,10 @@ def test_s3_fleet_on_dask_survives_a_lost_worker_and_reruns_skip(corpus, moto, c
     assert summary["failures"][0]["bundle"] == corpus["corrupt"]
     assert "cannot be read" in summary["failures"][0]["reason"]
     assert "done," in stderr and "ETA" in stderr  # --progress: done/failed/running, rate, ETA
+    scheduler = (cluster["logs"] / "scheduler.log").read_text()
+    assert "name: wa" in scheduler and "Remove worker" in scheduler  # the scheduler saw the worker go
+    # finished tasks are released as they are read: none is run again because its worker went
+    assert "lose already computed task" not in scheduler, scheduler[-3000:]
 
     # exactly one analysis beside every good bundle, none beside the corrupt one; each names its source's bytes
     from agent.bundle.reader import CUSTODY_NAME, BundleView
