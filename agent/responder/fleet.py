@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,6 +216,7 @@ class Options:
     symbols: tuple[str, ...] = ()
     remote_isf_url: str | None = None
     retry_failed: bool = False
+    run: str = ""  # this run's id, in each receipt: a task Dask runs again finds its own receipt (see _already)
 
 
 @dataclass
@@ -320,6 +322,7 @@ def analyse_task(store: Store, key: str, options: Options) -> dict[str, Any]:
                    "source_version": stat.version, "status": outcome.status, "reason": outcome.reason,
                    "analysis": None if outcome.status == "failed" else analysis_key(key),
                    "analysis_sha256": (summary or {}).get("sha256"), "tables": made, "worker": outcome.worker,
+                   "run": options.run,
                    "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         path = os.path.join(scratch, "receipt.json")
         with open(path, "w", encoding="utf-8") as handle:
@@ -339,6 +342,10 @@ def _already(store: Store, key: str, stat: Stat, options: Options) -> tuple[str,
         return None
     if not all(store.stat(k) for k in receipt.get("tables") or [None]):
         return None  # rows lost since: made again
+    if options.run and receipt.get("run") == options.run:
+        # done in this very run: Dask ran the task again (its result was on a worker that was lost before the
+        # driver read it); the bundle keeps the outcome it had
+        return str(receipt.get("status")), receipt.get("reason")
     if receipt.get("status") == "failed":
         return None if options.retry_failed else ("failed", f"failed before (--retry-failed to try again): "
                                                             f"{receipt.get('reason')}")
@@ -539,7 +546,8 @@ def run_fleet(args: Any) -> int:
     from agent.engine.progress import wanted
 
     show = wanted(args.quiet, args.progress)  # a terminal, or --progress; never under -q
-    options = Options(tuple(os.path.abspath(s) for s in args.symbols), args.remote_isf_url, args.retry_failed)
+    options = Options(tuple(os.path.abspath(s) for s in args.symbols), args.remote_isf_url, args.retry_failed,
+                      run=uuid.uuid4().hex)
     summary: dict[str, Any] | None = None
     try:
         with cluster_client(args.scheduler, args.local) as client:
