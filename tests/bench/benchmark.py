@@ -116,6 +116,9 @@ def run_measured(label: str, argv: list[str], workdir: Path, timeout_s: float,
                  cwd: Path | None = None, ok_codes: tuple[int, ...] = (0,)) -> RunResult:
     """Run argv once; measure wall time, wait4 ru_maxrss and the sampled process-tree RSS."""
     result = RunResult(label=label, argv=argv)
+    # the other processes' demand for the CPUs when the run began: triagent lowers its own priority (nice 10)
+    # and acquire and UAC do not, so on a busy host the ratios say more about the load than about the tools
+    result.extra["load_before"] = round(os.getloadavg()[0], 2)
     out_path, err_path = workdir / f"{label}.stdout", workdir / f"{label}.stderr"
     stop = threading.Event()
     peak = [0, 0]  # bytes, samples
@@ -203,11 +206,14 @@ def _busy(artifact: dict[str, Any]) -> float:
     return float(artifact.get("seconds") or 0) - float(artifact.get("waited_s") or 0)
 
 
+NO_NICE: list[str] = []  # ["--no-nice"] with --no-nice: triagent at the same priority as acquire and UAC
+
+
 def run_triagent(label: str, command: list[str], workdir: Path, timeout_s: float,
                  extra_args: tuple[str, ...] = (), profile: str = "triage") -> RunResult:
     """`<command> collect --profile PROFILE --output DIR`, then read the bundle's size and custody."""
     outdir = workdir / f"{label}-out"
-    argv = [*command, "collect", "--profile", profile, "--output", str(outdir), *extra_args]
+    argv = [*command, "collect", "--profile", profile, "--output", str(outdir), *NO_NICE, *extra_args]
     # 0 = complete, 1 = partial: both leave a sealed bundle, so both are a successful run.
     result = run_measured(label, argv, workdir, timeout_s, cwd=REPO, ok_codes=(0, 1))
     bundle = find_bundle(outdir) if outdir.is_dir() else None
@@ -365,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a UAC checkout: also compare `collect --profile full` with `uac -p ir_triage`")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--no-nice", action="store_true",
+                        help="run triagent with --no-nice (acquire and UAC run at normal priority; triagent lowers "
+                             "its own to nice 10, which on a busy host costs it most of its CPU share)")
     args = parser.parse_args(argv)
+    NO_NICE[:] = ["--no-nice"] if args.no_nice else []
 
     binary = args.binary or (DEFAULT_BINARY if DEFAULT_BINARY.exists() else None)
     if binary is not None and not (binary.is_file() and os.access(binary, os.X_OK)):
@@ -433,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         if not res.ok:
             rows.append((f"{label}: run", "FAILED", "", "", res.error or ""))
             continue
-        rows.append((f"{label}: wall", fmt_s(res.wall_s), "", "", "perf_counter around spawn..wait4"))
+        rows.append((f"{label}: wall", fmt_s(res.wall_s), "", "",
+                     f"perf_counter around spawn..wait4; load {res.extra.get('load_before')} before"
+                     + (" (--no-nice)" if NO_NICE and label.startswith(("source", "binary")) else "")))
         triage = label in ("source", "binary")
         for kib, method in ((res.rss_wait4_kib, "wait4 ru_maxrss"),
                             (res.rss_tree_kib, f"tree sum, psutil {int(SAMPLE_INTERVAL_S * 1000)} ms "
@@ -493,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("acquire", "n/a", "", "", report["acquire_setup"]))
 
     print(f"triagent benchmark on {report['host']} ({report['cpus']} CPUs); MB = 10^6 bytes, MiB = 2^20")
+    busiest = max((r.extra.get("load_before") or 0 for r in runs.values()), default=0)
+    report["load_max_before_runs"] = busiest
+    if busiest > 0.5 * (os.cpu_count() or 1):
+        print(f"NOTE: the host was busy (1-minute load up to {busiest} on {os.cpu_count()} CPUs): wall times and "
+              "ratios are not comparable with the goals, which assume a quiet host")
     print_table(rows)
 
     report["runs"] = {label: {k: v for k, v in asdict(res).items() if k not in ("stdout_tail", "stderr_tail")}
