@@ -209,7 +209,7 @@ def test_analyze_names_a_dotdot_member_and_runs_again(tmp_path):
         summary = json.loads(stdout.decode().strip().splitlines()[-1])
         assert summary["source_verified"] is False
         assert sorted(p.name for p in (out / str(attempt)).iterdir()) == [
-            "dotdot.analysis.tar.gz", "dotdot.analysis.tar.gz.sha256"]
+            "dotdot.analysis.tar.gz", "dotdot.analysis.tar.gz.log", "dotdot.analysis.tar.gz.sha256"]
         import tarfile
 
         with tarfile.open(summary["analysis"]) as tar:
