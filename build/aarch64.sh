@@ -74,7 +74,7 @@ if [ "${1:-}" = --in-namespace ]; then
     # An empty environment but for what build.sh needs: nothing of the host's leaks into the build but its
     # way to the registry (proxy variables, and the CA bundle it trusts, copied in below).
     pass=()
-    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY PIP_DEFAULT_TIMEOUT; do
+    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY PIP_DEFAULT_TIMEOUT SOURCE_DATE_EPOCH; do
         [ -z "${!v:-}" ] || pass+=("$v=${!v}")
     done
     ca=/etc/ssl/certs/triagent-host-ca.crt
@@ -184,8 +184,13 @@ esac
 if [ -d "$HERE/symbols" ]; then
     (cd "$HERE" && find symbols -type f -name '*.json*' -print0 | tar --null -T - -cf -) | tar -C "$CHR$SRC_IN/build" -xf -
 fi
-# build.sh's source_digest() and the commit, for the record
-log "building commit $rev"
+# The copy has no .git (and the root no git): build.sh takes the commit's time from SOURCE_DATE_EPOCH, the
+# same as on the host for the same commit (a value set by the caller wins).
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH="$(git -C "$ROOT" log -1 --format=%ct HEAD 2>/dev/null || true)"
+fi
+[ -z "$SOURCE_DATE_EPOCH" ] || export SOURCE_DATE_EPOCH
+log "building commit $rev (SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-unset})"
 
 # --- 5. build.sh inside the root, in a private mount namespace -------------------------------------------
 # pip in the root reaches pypi.org as this host does: its resolver, and the CA bundle it trusts (a TLS-
