@@ -54,6 +54,7 @@ if [ "${1:-}" = --in-namespace ]; then
     # Nothing mounted here propagates to the host (unshare --propagation private); the trap still unmounts,
     # innermost first, so that a process left in the root cannot keep them busy.
     mounted=()
+    # shellcheck disable=SC2317  # called by the trap
     cleanup() {
         local i
         for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
@@ -85,6 +86,15 @@ if [ "${1:-}" = --in-namespace ]; then
     exit $?
 fi
 
+# `bash build/aarch64.sh --with-binfmt CMD...` only sets binfmt_misc up (steps 1-2), runs CMD and undoes what it
+# did: an aarch64 program that re-executes itself (PyInstaller's onefile, staticx's launcher) needs the kernel
+# to run its arm64 child through qemu, which `qemu-aarch64-static PROGRAM` alone cannot do.
+MODE=build
+if [ "${1:-}" = --with-binfmt ]; then
+    MODE=run
+    shift
+    [ "$#" -gt 0 ] || die "--with-binfmt needs a command"
+fi
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, binfmt_misc, chroot)"
 [ "$(uname -m)" = x86_64 ] || log "this host is $(uname -m), not x86_64: the root is still made for arm64"
 [ -f "$HERE/requirements-aarch64.lock" ] || die "$HERE/requirements-aarch64.lock is missing (bash build/lock.sh)"
@@ -137,6 +147,11 @@ fi
 grep -qx enabled "$BM/qemu-aarch64" || die "qemu-aarch64 is not enabled in $BM"
 grep -q '^flags:.*F' "$BM/qemu-aarch64" \
     || die "qemu-aarch64 is registered without the F flag (the chroot cannot reach its interpreter): $(grep flags "$BM/qemu-aarch64")"
+
+if [ "$MODE" = run ]; then
+    "$@"
+    exit $?
+fi
 
 # --- 3. the arm64 Debian 12 root, made once --------------------------------------------------------------
 stamp="$CHR/.triagent-root"
