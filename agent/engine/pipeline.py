@@ -454,11 +454,11 @@ class Run:
         hashes = {False: hashlib.sha256(), True: hashlib.sha256()}  # the stream, its companion
         entries, counters = [], {False: 0, True: 0}
         for part in _parts(chunks, PART_BYTES):
-            for chunk in part.chunks:
-                hashes[part.companion].update(chunk)
             base = _companion_name(item) if part.companion else item.name
+            # the stream's hash over its parts is updated by the writer, in the pass that hashes the part
             entries.append(self.writer.add_generated(
                 f"{base}.part{counters[part.companion]:04d}", part.read, part.size, time.time_ns(),
+                also_hash=(hashes[part.companion],),
                 artifact=artifact, part=counters[part.companion], companion=part.companion or None,
                 **item.meta))
             counters[part.companion] += 1
@@ -518,7 +518,7 @@ class Run:
         return self.writer.seal(meta, now, sign=sign)
 
 
-PART_BYTES = 16 << 20  # a stream of unknown size is written in parts of about this size, each held in memory
+PART_BYTES = 8 << 20  # a stream of unknown size is written in parts of about this size, each held in memory
 
 
 class _StreamGuard:
@@ -583,7 +583,7 @@ def _parts(chunks: Iterator[Any], target: int) -> Iterator[_Part]:
     image_parts = 0
     for chunk in chunks:
         kind = isinstance(chunk, CompanionChunk)
-        buffers[kind].append(bytes(chunk))
+        buffers[kind].append(chunk if isinstance(chunk, bytes) else bytes(chunk))  # bytes: immutable, kept
         sizes[kind] += len(chunk)
         if sizes[kind] >= target:
             part = _Part(buffers[kind], kind)

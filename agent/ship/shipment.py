@@ -89,6 +89,11 @@ class Shipment:
             return self._age.write(data)
         return self.fan.write(data)
 
+    def input_sha256(self) -> str:
+        """SHA-256 of every byte given to ``write`` so far: the bundle writer takes it as the bundle's
+        instead of hashing the same bytes a second time (unencrypted, they are the bytes shipped)."""
+        return (self.plain_sha256 if self.plain_sha256 is not None else self.fan.sha256).hexdigest()
+
     def flush(self) -> None:
         self.fan.flush()
 
