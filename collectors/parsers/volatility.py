@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import mmap
 import os
 import queue
 import sys
@@ -206,6 +207,33 @@ def _timed(session: Session, name: str, budget: float) -> tuple[list[dict[str, A
     return value, None
 
 
+# Keys only arm64's arch_crash_save_vmcoreinfo() writes
+AARCH64_VMCOREINFO = ("NUMBER(kimage_voffset)", "NUMBER(TCR_EL1_T1SZ)", "NUMBER(KERNELPACMASK)")
+VMCOREINFO_NOTE = b"VMCOREINFO\x00\x00OSRELEASE="
+
+
+def _architecture(vmcoreinfo: dict[str, Any]) -> str | None:
+    return "aarch64" if any(k in vmcoreinfo for k in AARCH64_VMCOREINFO) else None
+
+
+def _image_architecture(image: str, hits: int = 16) -> str | None:
+    """'aarch64' when a VMCOREINFO note in the image file (RAM as stored: raw, LiME, ELF; not AVML's compressed
+    blocks) carries arm64's keys; None otherwise."""
+    try:
+        with open(image, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos = mm.find(VMCOREINFO_NOTE)
+            while pos != -1 and hits > 0:
+                text = mm[pos + 12: pos + 12 + 8192].split(b"\0", 1)[0].decode("latin-1")
+                found = _architecture(dict(line.partition("=")[::2] for line in text.splitlines()))
+                if found:
+                    return found
+                hits -= 1
+                pos = mm.find(VMCOREINFO_NOTE, pos + 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: str, budget: float = 300,
             remote_isf_url: str | None = None) -> Iterator[Item]:
     """Run the plugin set over an image, yielding records (stream ``volatility.<plugin>``) and problems."""
@@ -222,11 +250,17 @@ def analyse(image: str, plugins: list[str], symbol_dirs: list[str], cache_dir: s
     info, _ = _timed(session, "linux.vmcoreinfo.VMCoreInfo", budget)
     vmcoreinfo = {str(r.get("Key")): r.get("Value") for r in info or []}
     five_level = str(vmcoreinfo.get("NUMBER(pgtable_l5_enabled)")) == "1"
+    # On arm64 the plugin finds no VMCOREINFO (it scans the Intel layer the Linux stacker builds from the banner's
+    # table, which means nothing there): the image's own note says which architecture it is.
+    architecture = _architecture(vmcoreinfo) or (None if vmcoreinfo else _image_architecture(image))
     status: dict[str, Any] = {"image": image, "banners": banner_texts, "five_level_paging": five_level,
-                              "plugins_not_importable": session.import_failures}
-    if five_level:
-        status.update(status="unsupported", reason="5-level paging: volatility3 2.28 cannot walk these page "
-                      "tables; no plugin result would mean anything (an empty process list is not 'no processes')")
+                              "architecture": architecture, "plugins_not_importable": session.import_failures}
+    if five_level or architecture == "aarch64":
+        why = ("5-level paging: volatility3 2.28 cannot walk these page tables" if five_level else
+               "AArch64: volatility3 2.28 cannot read this image's kernel memory (it has Intel page-table layers "
+               "only)")
+        status.update(status="unsupported", reason=f"{why}; no plugin result would mean anything (an empty "
+                      "process list is not 'no processes')")
         yield Record("volatility", status)
         yield Problem(status["reason"], level="error")
         return
