@@ -24,7 +24,12 @@
 # host's mount table never sees them); (6) the results copied out with the -aarch64 suffix (names inside
 # the .sha256 files fixed).
 #
-# Environment: TRIAGENT_AARCH64_SOURCE=head|worktree (default head); TRIAGENT_BUILD_RESPONDER (default 0:
+# `bash build/aarch64.sh --with-binfmt CMD...` does steps 1-2 only, runs CMD (e.g. the portable binary: it
+# re-executes itself, so it needs binfmt_misc even under qemu-aarch64-static) and undoes them.
+#
+# Environment: TRIAGENT_AARCH64_KEEP_BINFMT=1 leaves binfmt_misc mounted (by default a run unmounts it
+# again if it mounted it: since Linux 6.7 that also drops every registration, the host is as it was);
+# SOURCE_DATE_EPOCH (default: the commit's time); TRIAGENT_AARCH64_SOURCE=head|worktree (default head); TRIAGENT_BUILD_RESPONDER (default 0:
 # the responder binary is not built for aarch64; 1 builds dist/triagent-responder-aarch64 too);
 # TRIAGENT_DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
