@@ -79,5 +79,16 @@ if ! bash build/build.sh; then
     echo "[tests] build/build.sh failed: binary tests will be skipped" >&2
 fi
 
+# Not in the default run (each would add 20 minutes or more; see README): TRIAGENT_AARCH64=1 builds the aarch64
+# binaries (build/aarch64.sh: an arm64 Debian root under qemu-user-static) and boots them in an arm64 QEMU guest
+# (its kernel and busybox come from apt's arm64 lists); TRIAGENT_REPRO=1 runs build/reproduce.sh (two clean
+# builds of HEAD must be byte-identical) from tests/build/test_reproducible.py.
+if [ "${TRIAGENT_AARCH64:-}" = 1 ]; then
+    dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64; apt-get update -q; }
+    command -v qemu-system-aarch64 >/dev/null ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-arm
+    bash build/aarch64.sh
+fi
+
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
