@@ -181,3 +181,22 @@ def test_cli_table_says_what_each_command_says():
         helps = {action.dest: action.help for action in sub._choices_actions}
         assert helps == {command.name: command.help}, f"{command.module}.{command.add} registers {helps}"
         assert callable(getattr(importlib.import_module(command.module), command.run))
+
+
+def test_every_test_folder_is_collected() -> None:
+    """pytest's default norecursedirs holds "build": `pytest tests` (CI's command) never collected
+    tests/build, so the lock, SBOM and reproducibility tests could not fail there. No folder holding tests
+    may match the patterns setup.cfg sets."""
+    import configparser
+    import fnmatch
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(REPO / "setup.cfg")
+    patterns = config.get("tool:pytest", "norecursedirs", fallback="").split()
+    assert patterns, "setup.cfg must set norecursedirs: pytest's default list skips tests/build"
+    skipped = sorted({str(f.parent.relative_to(REPO)) for f in (REPO / "tests").rglob("test_*.py")
+                      if ".npm" not in f.parts
+                      and any(fnmatch.fnmatch(part, p) for part in f.relative_to(REPO / "tests").parent.parts
+                              for p in patterns)})
+    assert not skipped, f"pytest would never collect the tests in {skipped}"
+
