@@ -783,3 +783,32 @@ def test_podman5_sqlite_state_damaged(tmp_path):
     (storage / "db.sql").write_bytes(b"garbage" * 100)
     items, found = run()
     assert found == {} and any(isinstance(i, Problem) and "not SQLite" in i.message for i in items)
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "huge"])
+def test_hostile_podman5_sqlite_state(tmp_path, kind):
+    """podman 5's db.sql as a link out of the root (to a real SQLite database holding a canary), a FIFO, or a
+    4 GiB sparse file: no container from it, no byte from outside the root, never a hang."""
+    import sqlite3
+
+    secret = "outside-the-root-canary"
+    outside = tmp_path / "outside.sql"
+    with sqlite3.connect(outside) as db:
+        db.execute("CREATE TABLE ContainerConfig (ID TEXT PRIMARY KEY, Name TEXT, JSON TEXT)")
+        db.execute("INSERT INTO ContainerConfig VALUES (?, ?, ?)", ("c" * 64, secret, json.dumps({"name": secret})))
+    db.close()
+    storage = tmp_path / "root/var/lib/containers/storage"
+    storage.mkdir(parents=True)
+    target = storage / "db.sql"
+    if kind == "link":
+        os.symlink(outside, target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        with open(target, "wb") as big:
+            big.truncate(4 << 30)
+    started = time.monotonic()
+    items = _collect(str(tmp_path / "root"), False)
+    assert time.monotonic() - started < 20
+    assert not _records(items, "containers")
+    assert secret not in json.dumps([getattr(i, "data", None) or getattr(i, "message", "") for i in items])
