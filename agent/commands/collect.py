@@ -461,7 +461,7 @@ def _make_run(args: argparse.Namespace, root: str, profile: Any, secrets: Any, m
                          max_disk_usage=args.max_disk_usage,
                          artifact_options={"memory": memory_options, "disk.bodyfile": _disk_options(args)},
                          verbose=args.verbose, read_remote_fs=args.read_remote_fs,
-                         read_timeout_s=max(1.0, args.read_timeout))
+                         read_timeout_s=max(1.0, args.read_timeout), processes=True)
     run = Run(profile, writer, Redactor(secrets, args.include_secrets), options, started_ns=started_ns,
               stop=stopper.stop)
     stopper.run = run

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bundle.writer import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
-from agent.engine import progress
+from agent.engine import child, progress
 from agent.engine.plan import ArtifactSpec, Profile
 from agent.engine.redact import Redactor
 from collectors.base import (
@@ -83,6 +83,9 @@ class RunOptions:
     read_remote_fs: bool = False  # read FUSE and network filesystems below the root (they can stall)
     read_timeout_s: float = READ_TIMEOUT_S  # a read that makes no progress this long is abandoned
     parallel: int = 2  # files-phase collectors at once (the one being written too); 1 = one after another
+    # files-phase collectors in forked child processes (agent/engine/child.py), off the writer's interpreter lock;
+    # False: on threads (the engine's tests that drive collectors from the test's own threads need that)
+    processes: bool = False
 
 
 @dataclass
@@ -198,7 +201,10 @@ class Run:
                       secret_policy=self.secret_rule, read_remote_fs=self.options.read_remote_fs)
         worker = _Worker(spec, ctx, queue.Queue(maxsize=queue_size), started, utc_ns(time.time_ns()), budget_end,
                          ahead=queue_size != ITEM_QUEUE)
-        worker.thread = threading.Thread(target=worker.run, name=f"collector:{spec.name}", daemon=True)
+        in_child = self.options.processes and child.available() and self._in_files_phase(spec) \
+            and not spec.options.get("in_process")
+        worker.thread = threading.Thread(target=worker.run_in_child if in_child else worker.run,
+                                         name=f"collector:{spec.name}", daemon=True)
         worker.thread.start()
         return worker
 
@@ -696,6 +702,21 @@ class _Worker:
         except Cancelled:
             self.items.put(_DONE)
         except BaseException as exc:  # isolation: any collector bug is a record, never a crash
+            self.items.put(_Failure(exc, traceback.format_exc(limit=8)))
+
+    def run_in_child(self) -> None:
+        """The same, with the collector in a forked child (agent/engine/child.py): this thread receives."""
+        try:
+            collector = child.ChildCollector(self.spec.load(), self.ctx)
+            for item in collector.items(self.ctx.cancel.is_set):
+                self._put(item)
+            self._put(_DONE)
+            self.finished = time.monotonic()
+        except Cancelled:
+            self.items.put(_DONE)
+        except child.Failed as exc:
+            self.items.put(_Failure(exc.as_exception(), exc.trace))
+        except BaseException as exc:  # isolation: a child that died, a frame that did not unpickle
             self.items.put(_Failure(exc, traceback.format_exc(limit=8)))
 
     def _put(self, item: Any) -> None:

@@ -1,0 +1,355 @@
+"""A files-phase collector in a child process of its own (host side).
+
+Why: the collectors are Python, so on threads they share one interpreter lock with the writer (the redaction gate,
+JSON, the bundle): on a 2-core VM the triage profile ran on about one core. A forked child walks, parses and hashes
+on the other core while the writer takes what it sends. It changes nothing of what is collected or how: the child
+runs the same collector function with the same Context (the same confined reader, the same secret policy: the
+parent's, inherited by the fork); every item still reaches the one sink and its gate in the parent, in order.
+
+The child is also better isolation: a read that never returns (a FUSE server that does not answer) blocks a process
+the parent kills, not a thread left behind; the child dies with the parent (PR_SET_PDEATHSIG), so a killed run
+leaves no walk going on the host.
+
+Protocol, over a Unix socket pair: frames of ``<length u32><descriptors u8>`` then a pickled list of items; a
+:class:`FileCopy`'s descriptor travels beside its frame (SCM_RIGHTS), never by path (reopening by path would undo the
+confined open). The parent unpickles only the item types and plain values it expects. ``Context.reading`` (what the
+collector is blocked on) is mirrored into a shared page, so the engine's stalled-read check sees the child's reads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import io
+import mmap
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
+
+_HEADER = struct.Struct("<IB")  # body length, descriptors sent with the header
+_SINCE = struct.Struct("<d")  # the shared page: monotonic time the read began (0: none), path length, path
+_LENGTH = struct.Struct("<I")
+_PAGE = 4096
+_PATH_MAX = _PAGE - _SINCE.size - _LENGTH.size
+BATCH_ITEMS = 256  # items per frame: one send and one unpickle for many small records
+BATCH_BYTES = 256 << 10
+FLUSH_S = 0.05  # the longest an item waits in the child for its batch to fill
+POLL_S = 0.2
+PR_SET_PDEATHSIG = 1
+SENDABLE = (Record, Problem, FileCopy, SymlinkCopy, Blob)
+
+
+class Done:
+    """The collector's end (sent as the last item)."""
+
+
+class Failed(Exception):
+    """A collector's exception in the child, as the engine records it: the original type's name and text."""
+
+    def __init__(self, name: str, message: str, trace: str):
+        super().__init__(message)
+        self.name, self.message, self.trace = name, message, trace
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        return Failed, (self.name, self.message, self.trace)
+
+    def as_exception(self) -> Exception:
+        """An exception of the collector's own type name, so the log reads as it would on a thread."""
+        return type(self.name, (Exception,), {})(self.message)
+
+
+def available() -> bool:
+    """fork(2) and SCM_RIGHTS: Linux always; never on a platform without them."""
+    return hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+
+# ---- the shared page: the child's Context.reading, seen by the parent -------------------------------------------
+
+def _write_reading(page: mmap.mmap, value: tuple[str, float] | None) -> None:
+    _SINCE.pack_into(page, 0, 0.0)  # invalid while the path changes
+    if value is None:
+        return
+    raw = value[0].encode("utf-8", "surrogateescape")[:_PATH_MAX]
+    _LENGTH.pack_into(page, _SINCE.size, len(raw))
+    page[_SINCE.size + _LENGTH.size:_SINCE.size + _LENGTH.size + len(raw)] = raw
+    _SINCE.pack_into(page, 0, value[1] or 1e-9)
+
+
+def read_reading(page: mmap.mmap) -> tuple[str, float] | None:
+    """What the child is blocked on, as the parent sees it (a torn read at worst names the previous path)."""
+    since = _SINCE.unpack_from(page, 0)[0]
+    if not since:
+        return None
+    length = min(_LENGTH.unpack_from(page, _SINCE.size)[0], _PATH_MAX)
+    path = bytes(page[_SINCE.size + _LENGTH.size:_SINCE.size + _LENGTH.size + length])
+    return path.decode("utf-8", "surrogateescape"), since
+
+
+class _SharedReading(Context):
+    """The child's Context: ``reading`` also goes to the shared page (the class is swapped in after the fork)."""
+
+    @property  # type: ignore[override]
+    def reading(self) -> tuple[str, float] | None:
+        return self.__dict__.get("_reading")
+
+    @reading.setter
+    def reading(self, value: tuple[str, float] | None) -> None:
+        self.__dict__["_reading"] = value
+        page = self.__dict__.get("_page")
+        if page is not None:
+            _write_reading(page, value)
+
+
+# ---- the child ---------------------------------------------------------------------------------------------------
+
+class _Sender:
+    """Items in frames: a batch goes when it is full, when a FileCopy comes (with its descriptor), at the end, and
+    when its oldest item has waited FLUSH_S (a thread of the child sends it), so what a collector yielded before it
+    blocks or dies reaches the parent as it would from a thread."""
+
+    def __init__(self, sock: socket.socket, ctx: Context):
+        self.sock, self.ctx = sock, ctx
+        self.batch: list[Any] = []
+        self.size = 0
+        self.since = 0.0
+        self.lock = threading.Lock()
+        self.ended = False
+        threading.Thread(target=self._flusher, name="child-flush", daemon=True).start()
+
+    def add(self, item: Any) -> None:
+        with self.lock:
+            if isinstance(item, FileCopy):
+                self._flush()
+                try:
+                    self._send([item], [item.fd])
+                finally:
+                    item.close()  # the parent holds its own descriptor now
+                return
+            if not isinstance(item, SENDABLE + (Done, Failed)):
+                raise TypeError(f"collector yielded {type(item).__name__}, which cannot leave a child process")
+            if not self.batch:
+                self.since = time.monotonic()
+            self.batch.append(item)
+            self.size += 64 + (len(item.data) if isinstance(item, Blob) else 0)
+            if len(self.batch) >= BATCH_ITEMS or self.size >= BATCH_BYTES:
+                self._flush()
+
+    def end(self, last: Any) -> None:
+        with self.lock:
+            self.ended = True
+            self.batch.append(last)
+            self._flush()
+
+    def _flusher(self) -> None:
+        while not self.ended:
+            time.sleep(FLUSH_S)
+            with self.lock:
+                if self.batch and not self.ended and time.monotonic() - self.since >= FLUSH_S:
+                    self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            batch, self.batch, self.size = self.batch, [], 0
+            self._send(batch, [])
+
+    def _send(self, items: list[Any], fds: list[int]) -> None:
+        out = io.BytesIO()
+        _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(items)
+        body = out.getvalue()
+        # a blocked send waits for the writer, not for the host: the collector's mark must not age meanwhile
+        reading = self.ctx.reading
+        if reading is not None:
+            self.ctx.reading = None
+        try:
+            socket.send_fds(self.sock, [_HEADER.pack(len(body), len(fds))], fds)
+            self.sock.sendall(body)
+        finally:
+            if reading is not None and self.ctx.reading is None:
+                self.ctx.reading = (reading[0], time.monotonic())
+
+
+class _Pickler(pickle.Pickler):
+    """Items and plain values as they are; any other object as its str(), which is what the sink's JSON would
+    have made of it (json.dumps(default=str)): the parent unpickles no class it did not list."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in _SENT_TYPES or (isinstance(obj, type) and obj in _SENT_TYPES):
+            return NotImplemented
+        try:
+            return str, (str(obj),)
+        except Exception:  # noqa: BLE001 - a __str__ that raises: its type's name is what is known
+            return str, (f"<{type(obj).__name__}>",)
+
+
+def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: socket.socket, page: mmap.mmap,
+           parent: int) -> None:
+    """The forked child: run the collector, send its items, exit without running anything of the parent's."""
+    code = 0
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)  # the parent's handlers would seal a bundle it does not own
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the parent died before the death signal was asked for
+            os._exit(1)
+        ctx.__class__ = _SharedReading
+        ctx.__dict__["_page"] = page
+        ctx.reading = None
+        sender = _Sender(sock, ctx)
+        last: Any = Done()
+        try:
+            for item in collect(ctx):
+                sender.add(item)
+        except Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - isolation: any collector bug is a record, never a crash
+            last = Failed(type(exc).__name__, str(exc)[:2000], traceback.format_exc(limit=8))
+        sender.end(last)
+    except BaseException:  # noqa: BLE001 - the parent sees the socket close without Done: a failure
+        code = 1
+    finally:
+        os._exit(code)
+
+
+# ---- the parent --------------------------------------------------------------------------------------------------
+
+_SENT_TYPES = frozenset({Record, Problem, FileCopy, SymlinkCopy, Blob, Done, Failed, os.stat_result, str})
+_ALLOWED = frozenset((t.__module__, t.__qualname__) for t in _SENT_TYPES)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Only the item types and plain values a collector sends: a child is our code, but it read a hostile host."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"a child process sent {module}.{name}")
+        return super().find_class(module, name)
+
+
+class ChildCollector:
+    """One collector running in a forked child; :meth:`items` yields what it sends, in order, on the
+    engine's worker thread."""
+
+    def __init__(self, collect: Callable[[Context], Iterator[Any]], ctx: Context):
+        self.ctx = ctx
+        self.page = mmap.mmap(-1, _PAGE)  # MAP_SHARED | MAP_ANONYMOUS: the child's writes are seen here
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        gc.freeze()  # the child's collections leave the parent's objects alone: fewer copied pages
+        try:
+            self.pid = os.fork()
+        except BaseException:
+            gc.unfreeze()
+            ours.close()
+            theirs.close()
+            raise
+        if self.pid == 0:  # pragma: no cover - the child (coverage does not follow a fork that _exits)
+            ours.close()
+            _child(collect, ctx, theirs, self.page, os.getppid())
+        gc.unfreeze()
+        theirs.close()
+        self.sock = ours
+        self.reaped = False
+        self.done = False
+
+    def items(self, cancelled: Callable[[], bool]) -> Iterator[Any]:  # noqa: C901 - one protocol loop
+        """The child's items until its Done; raises Failed for a collector's exception, EOFError when the
+        child died without a word. Mirrors the child's ``reading`` into the engine's Context while it waits."""
+        try:
+            while True:
+                header, fds = self._recv_header(cancelled)
+                if header is None:
+                    return
+                length, count = _HEADER.unpack(header)
+                body = self._recv_exactly(length, cancelled)
+                if body is None:
+                    for fd in fds:
+                        os.close(fd)
+                    return
+                items = _Unpickler(io.BytesIO(body)).load()
+                for item in items:
+                    if isinstance(item, FileCopy):
+                        item.fd = fds.pop(0) if fds else -1
+                    if isinstance(item, Done):
+                        self.done = True
+                        return
+                    if isinstance(item, Failed):
+                        raise item
+                    yield item
+        finally:
+            self.stop()
+
+    def _wait(self, cancelled: Callable[[], bool]) -> bool:
+        """Until the socket is readable: False when the engine cancelled meanwhile."""
+        while True:
+            self.ctx.reading = read_reading(self.page)
+            if cancelled():
+                return False
+            if select.select([self.sock], [], [], POLL_S)[0]:
+                return True
+
+    def _recv_header(self, cancelled: Callable[[], bool]) -> tuple[bytes | None, list[int]]:
+        if not self._wait(cancelled):
+            return None, []
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, _HEADER.size, 8)
+        if not data:
+            raise EOFError("the child process ended without finishing (killed, or out of memory)")
+        if len(data) < _HEADER.size:
+            rest = self._recv_exactly(_HEADER.size - len(data), cancelled)
+            if rest is None:
+                return None, fds
+            data += rest
+        return data, list(fds)
+
+    def _recv_exactly(self, n: int, cancelled: Callable[[], bool]) -> bytes | None:
+        out = bytearray()
+        while len(out) < n:
+            if not self._wait(cancelled):
+                return None
+            chunk = self.sock.recv(min(n - len(out), 1 << 20))
+            if not chunk:
+                raise EOFError("the child process ended in the middle of a frame")
+            out += chunk
+        return bytes(out)
+
+    def stop(self) -> None:
+        """Kill the child if it still runs and reap it (a child stuck in an uninterruptible read is reaped when
+        the kernel lets it go: by a thread of its own, never by the engine)."""
+        if self.reaped:
+            return
+        self.reaped = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:  # after Done the child only exits: wait for it; else look, and kill
+            pid, _status = os.waitpid(self.pid, 0 if self.done else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            threading.Thread(target=_reap, args=(self.pid,), name="child-reaper", daemon=True).start()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+__all__ = ["BATCH_ITEMS", "ChildCollector", "Done", "Failed", "available", "read_reading"]
