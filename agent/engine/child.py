@@ -53,6 +53,16 @@ class Done:
     """The collector's end (sent as the last item)."""
 
 
+class GatedRecord(Record):
+    """A record the child already passed through the redaction gate (the parent's Redactor, inherited by the
+    fork: the same rules, the same code) with the count of what it redacted: the gate's cost is spent on the
+    child's core, and the parent does not pass it twice."""
+
+    def __init__(self, record: Record, redactions: int):
+        super().__init__(record.stream, record.data, record.custody)
+        self.redactions = redactions
+
+
 class Failed(Exception):
     """A collector's exception in the child, as the engine records it: the original type's name and text."""
 
@@ -117,8 +127,8 @@ class _Sender:
     when its oldest item has waited FLUSH_S (a thread of the child sends it), so what a collector yielded before it
     blocks or dies reaches the parent as it would from a thread."""
 
-    def __init__(self, sock: socket.socket, ctx: Context):
-        self.sock, self.ctx = sock, ctx
+    def __init__(self, sock: socket.socket, ctx: Context, gate: Any = None):
+        self.sock, self.ctx, self.gate = sock, ctx, gate
         self.batch: list[Any] = []
         self.size = 0
         self.since = 0.0
@@ -137,6 +147,10 @@ class _Sender:
                 return
             if not isinstance(item, SENDABLE + (Done, Failed)):
                 raise TypeError(f"collector yielded {type(item).__name__}, which cannot leave a child process")
+            if self.gate is not None and type(item) is Record:
+                before = self.gate.redactions
+                data = self.gate.record(item.data, item.stream)
+                item = GatedRecord(Record(item.stream, data, item.custody), self.gate.redactions - before)
             if not self.batch:
                 self.since = time.monotonic()
             self.batch.append(item)
@@ -192,7 +206,7 @@ class _Pickler(pickle.Pickler):
 
 
 def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: socket.socket, page: mmap.mmap,
-           parent: int) -> None:
+           parent: int, gate: Any) -> None:
     """The forked child: run the collector, send its items, exit without running anything of the parent's."""
     code = 0
     try:
@@ -207,7 +221,7 @@ def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: sock
         ctx.__class__ = _SharedReading
         ctx.__dict__["_page"] = page
         ctx.reading = None
-        sender = _Sender(sock, ctx)
+        sender = _Sender(sock, ctx, gate)
         last: Any = Done()
         try:
             for item in collect(ctx):
@@ -225,7 +239,7 @@ def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: sock
 
 # ---- the parent --------------------------------------------------------------------------------------------------
 
-_SENT_TYPES = frozenset({Record, Problem, FileCopy, SymlinkCopy, Blob, Done, Failed, os.stat_result, str})
+_SENT_TYPES = frozenset({Record, GatedRecord, Problem, FileCopy, SymlinkCopy, Blob, Done, Failed, os.stat_result, str})
 _ALLOWED = frozenset((t.__module__, t.__qualname__) for t in _SENT_TYPES)
 
 
@@ -242,7 +256,8 @@ class ChildCollector:
     """One collector running in a forked child; :meth:`items` yields what it sends, in order, on the
     engine's worker thread."""
 
-    def __init__(self, collect: Callable[[Context], Iterator[Any]], ctx: Context):
+    def __init__(self, collect: Callable[[Context], Iterator[Any]], ctx: Context, gate: Any = None):
+        """``gate``: the run's Redactor, applied to records in the child (None: the parent applies it)."""
         self.ctx = ctx
         self.page = mmap.mmap(-1, _PAGE)  # MAP_SHARED | MAP_ANONYMOUS: the child's writes are seen here
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -256,7 +271,7 @@ class ChildCollector:
             raise
         if self.pid == 0:  # pragma: no cover - the child (coverage does not follow a fork that _exits)
             ours.close()
-            _child(collect, ctx, theirs, self.page, os.getppid())
+            _child(collect, ctx, theirs, self.page, os.getppid(), gate)
         gc.unfreeze()
         theirs.close()
         self.sock = ours
@@ -352,4 +367,4 @@ def _reap(pid: int) -> None:
         pass
 
 
-__all__ = ["BATCH_ITEMS", "ChildCollector", "Done", "Failed", "available", "read_reading"]
+__all__ = ["BATCH_ITEMS", "ChildCollector", "Done", "Failed", "GatedRecord", "available", "read_reading"]

@@ -203,6 +203,7 @@ class Run:
                          ahead=queue_size != ITEM_QUEUE)
         in_child = self.options.processes and child.available() and self._in_files_phase(spec) \
             and not spec.options.get("in_process")
+        worker.gate = self.redactor
         worker.thread = threading.Thread(target=worker.run_in_child if in_child else worker.run,
                                          name=f"collector:{spec.name}", daemon=True)
         worker.thread.start()
@@ -308,7 +309,11 @@ class Run:
             stream = streams.get(item.stream)
             if stream is None:
                 stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
-            stream.add(self.redactor.record(item.data, item.stream), self.writer)
+            if isinstance(item, child.GatedRecord):  # gated in the collector's child, by this run's Redactor
+                self.redactor.redactions += item.redactions
+                stream.add(item.data, self.writer)
+            else:
+                stream.add(self.redactor.record(item.data, item.stream), self.writer)
             if item.custody:
                 self.custody_facts.update(item.custody)
             result.records += 1
@@ -690,6 +695,7 @@ class _Worker:
         self.spec, self.ctx, self.items = spec, ctx, items
         self.started, self.started_utc, self.budget_end, self.ahead = started, started_utc, budget_end, ahead
         self.thread: threading.Thread | None = None
+        self.gate: Redactor | None = None  # in a child: the run's Redactor, applied there to its records
         self.waited = 0.0
         self.finished: float | None = None  # when its collector ended (before the writer took all its items)
 
@@ -707,7 +713,7 @@ class _Worker:
     def run_in_child(self) -> None:
         """The same, with the collector in a forked child (agent/engine/child.py): this thread receives."""
         try:
-            collector = child.ChildCollector(self.spec.load(), self.ctx)
+            collector = child.ChildCollector(self.spec.load(), self.ctx, self.gate)
             for item in collector.items(self.ctx.cancel.is_set):
                 self._put(item)
             self._put(_DONE)

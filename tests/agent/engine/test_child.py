@@ -84,6 +84,7 @@ def test_a_collector_in_a_child_gives_what_it_gives_on_a_thread(tmp_path):
     for stream in ("fine", "boom"):
         assert members_c[f"triagent/artifacts/{stream}.jsonl"] == members_t[f"triagent/artifacts/{stream}.jsonl"]
     assert _lines(members_c, "fine")[0]["environ"] == {"DB_PASSWORD": "<redacted>", "LANG": "C"}
+    assert run_c.redactor.redactions == run_t.redactor.redactions > 0  # gated in the child, counted in the parent
     assert {r.name: r.status for r in run_c.results} == {"fine": "complete", "boom": "failed", "slow": "timeout"}
     assert any("collector failed: RuntimeError: collector bug" in e["message"] for e in run_c.log)
     assert len(_lines(members_c, "slow")) >= 3
