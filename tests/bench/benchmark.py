@@ -19,7 +19,10 @@ Peak RSS is measured two ways and each figure says which:
     descendants it reaped, as a MAXIMUM of single processes, never a sum (for a PyInstaller onefile
     binary: max(bootloader, Python child), not bootloader + child);
   * "tree": the sum of RSS over the whole process tree, sampled with psutil every 50 ms; the max of
-    that sum. It can miss peaks shorter than the interval.
+    that sum. It can miss peaks shorter than the interval, and counts a page a forked child shares with its
+    parent once per process;
+  * "tree PSS": the same samples' sum of proportional set sizes (/proc/PID/smaps_rollup), where a shared page
+    counts once in all: the memory the tree takes (triagent forks a child per files-phase collector).
 
 Usage:  python tests/bench/benchmark.py [--binary dist/triagent] [--out FILE]
 Exit status: 0 when every run worked (goals missed or not), 1 when a run failed, 2 on bad usage.
@@ -83,6 +86,7 @@ class RunResult:
     wall_s: float | None = None
     rss_wait4_kib: int | None = None
     rss_tree_kib: int | None = None
+    pss_tree_kib: int | None = None
     samples: int = 0
     timed_out: bool = False
     error: str | None = None
@@ -91,17 +95,32 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _tree_rss(root: Any) -> int:
-    """Sum of RSS (bytes) of root and all its descendants; processes that vanish are skipped."""
-    total = 0
+def _pss(pid: int) -> int:
+    """Proportional set size (bytes) from /proc/PID/smaps_rollup: a page shared by n processes counts 1/n."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _tree_rss(root: Any) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes of root and all its descendants; processes that vanish are skipped.
+    triagent forks a child per files-phase collector: the RSS sum counts the pages the child shares with its
+    parent twice, the PSS sum once (the memory the tree really takes)."""
+    rss = pss = 0
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, 0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
+            rss += proc.memory_info().rss
+            pss += _pss(proc.pid)
+    return rss, pss
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
@@ -121,7 +140,7 @@ def run_measured(label: str, argv: list[str], workdir: Path, timeout_s: float,
     result.extra["load_before"] = round(os.getloadavg()[0], 2)
     out_path, err_path = workdir / f"{label}.stdout", workdir / f"{label}.stderr"
     stop = threading.Event()
-    peak = [0, 0]  # bytes, samples
+    peak = [0, 0, 0]  # RSS bytes, samples, PSS bytes
 
     def sample(pid: int) -> None:
         try:
@@ -129,7 +148,9 @@ def run_measured(label: str, argv: list[str], workdir: Path, timeout_s: float,
         except psutil.Error:
             return
         while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss(root))
+            rss, pss = _tree_rss(root)
+            peak[0] = max(peak[0], rss)
+            peak[2] = max(peak[2], pss)
             peak[1] += 1
             stop.wait(SAMPLE_INTERVAL_S)
 
@@ -167,7 +188,7 @@ def run_measured(label: str, argv: list[str], workdir: Path, timeout_s: float,
     result.returncode = proc.returncode
     result.rss_wait4_kib = usage.ru_maxrss  # KiB on Linux
     if psutil is not None:
-        result.rss_tree_kib, result.samples = peak[0] // 1024, peak[1]
+        result.rss_tree_kib, result.samples, result.pss_tree_kib = peak[0] // 1024, peak[1], peak[2] // 1024
     result.stdout_tail, result.stderr_tail = _tail(out_path), _tail(err_path)
     if result.timed_out:
         result.error = f"timed out after {timeout_s:g} s"
@@ -385,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                               "rss_methods": {"wait4": "ru_maxrss of the child (max of single processes)",
-                                              "tree": f"max of summed tree RSS, psutil every {SAMPLE_INTERVAL_S} s"}}
+                                              "tree": f"max of summed tree RSS, psutil every {SAMPLE_INTERVAL_S} s",
+                                              "tree_pss": "max of summed tree PSS (smaps_rollup), same samples"}}
     if psutil is None:
         print("bench: psutil is not importable here; tree RSS will be n/a", file=sys.stderr)
     runs: dict[str, RunResult] = {}
@@ -449,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         triage = label in ("source", "binary")
         for kib, method in ((res.rss_wait4_kib, "wait4 ru_maxrss"),
                             (res.rss_tree_kib, f"tree sum, psutil {int(SAMPLE_INTERVAL_S * 1000)} ms "
-                                               f"({res.samples} samples)")):
+                                               f"({res.samples} samples; shared pages once per process)"),
+                            (res.pss_tree_kib, f"tree PSS sum, smaps_rollup {int(SAMPLE_INTERVAL_S * 1000)} ms "
+                                               "(shared pages shared out)")):
             rss = None if kib is None else kib * 1024
             rows.append((f"{label}: peak RSS", f"{fmt_kib(kib)} = {fmt_mb(rss)}" if triage else fmt_kib(kib),
                          f"<= {GOAL_RSS_BYTES // MB} MB" if triage else "",
