@@ -12,7 +12,9 @@ Measures, in one run:
   * the binary's size and the start time of `triagent --version` (first run and median of 5);
   * with --uac DIR (a checkout of https://github.com/tclahr/uac; UAC is a shell script collection that is
     neither on PyPI nor in Debian, so it is not fetched here): wall time and peak RSS of
-    `uac -p ir_triage` beside `triagent collect --profile full`, and the ratio (goal <= 0.1).
+    `uac -p ir_triage` beside `triagent collect --profile full`, and the ratio (goal <= 0.1). Keep the checkout
+    out of /tmp, /var/tmp and /dev/shm (e.g. /var/cache/triagent-bench/uac): the collector examines those drop
+    zones, and would collect UAC's scripts as a dropper's.
 
 Peak RSS is measured two ways and each figure says which:
   * "wait4": ru_maxrss from os.wait4 on the child we started. It covers that process and those of its
@@ -421,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {label}: {state}, {fmt_s(res.wall_s)}", file=sys.stderr, flush=True)
 
         source = [args.python, "-m", "agent"]
+        # the source run imports compiled modules, as an installed package or the binary does (with
+        # PYTHONDONTWRITEBYTECODE set, every run would compile every module it imports again)
+        subprocess.run([args.python, "-m", "compileall", "-q", "agent", "collectors", "specs"], cwd=REPO,
+                       stdout=subprocess.DEVNULL, check=False)
         step("source", lambda: run_triagent("source", source, work, args.timeout))
         if binary is not None:
             binary = binary.resolve()
