@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent.engine.jsonl import encode_line
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
 
 _HEADER = struct.Struct("<IB")  # body length, descriptors sent with the header
@@ -53,14 +54,13 @@ class Done:
     """The collector's end (sent as the last item)."""
 
 
-class GatedRecord(Record):
-    """A record the child already passed through the redaction gate (the parent's Redactor, inherited by the
-    fork: the same rules, the same code) with the count of what it redacted: the gate's cost is spent on the
-    child's core, and the parent does not pass it twice."""
+class GatedRecord:
+    """A record the child already passed through the redaction gate (the run's own Redactor, inherited by the
+    fork: the same rules, the same code) and encoded as its JSON Lines line, with the count of what the gate
+    redacted: the gate's and the encoder's cost are spent on the child's core, the parent appends the line."""
 
-    def __init__(self, record: Record, redactions: int):
-        super().__init__(record.stream, record.data, record.custody)
-        self.redactions = redactions
+    def __init__(self, stream: str, line: bytes, custody: dict[str, Any] | None, redactions: int):
+        self.stream, self.line, self.custody, self.redactions = stream, line, custody, redactions
 
 
 class Failed(Exception):
@@ -145,12 +145,12 @@ class _Sender:
                 finally:
                     item.close()  # the parent holds its own descriptor now
                 return
-            if not isinstance(item, SENDABLE + (Done, Failed)):
+            if not isinstance(item, SENDABLE):
                 raise TypeError(f"collector yielded {type(item).__name__}, which cannot leave a child process")
             if self.gate is not None and type(item) is Record:
                 before = self.gate.redactions
-                data = self.gate.record(item.data, item.stream)
-                item = GatedRecord(Record(item.stream, data, item.custody), self.gate.redactions - before)
+                line = encode_line(self.gate.record(item.data, item.stream))
+                item = GatedRecord(item.stream, line, item.custody, self.gate.redactions - before)
             if not self.batch:
                 self.since = time.monotonic()
             self.batch.append(item)
@@ -278,9 +278,10 @@ class ChildCollector:
         self.reaped = False
         self.done = False
 
-    def items(self, cancelled: Callable[[], bool]) -> Iterator[Any]:  # noqa: C901 - one protocol loop
-        """The child's items until its Done; raises Failed for a collector's exception, EOFError when the
-        child died without a word. Mirrors the child's ``reading`` into the engine's Context while it waits."""
+    def frames(self, cancelled: Callable[[], bool]) -> Iterator[list[Any]]:  # noqa: C901 - one protocol loop
+        """The child's items, a frame's worth (up to BATCH_ITEMS) at a time, until its Done; raises Failed for a
+        collector's exception, EOFError when the child died without a word. Mirrors the child's ``reading`` into
+        the engine's Context while it waits."""
         try:
             while True:
                 header, fds = self._recv_header(cancelled)
@@ -296,12 +297,16 @@ class ChildCollector:
                 for item in items:
                     if isinstance(item, FileCopy):
                         item.fd = fds.pop(0) if fds else -1
-                    if isinstance(item, Done):
-                        self.done = True
-                        return
-                    if isinstance(item, Failed):
-                        raise item
-                    yield item
+                last = items[-1] if items else None
+                if isinstance(last, (Done, Failed)):
+                    items.pop()
+                if items:
+                    yield items
+                if isinstance(last, Done):
+                    self.done = True
+                    return
+                if isinstance(last, Failed):
+                    raise last
         finally:
             self.stop()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.bundle.writer import COPY_CHUNK, FS_PREFIX, META_PREFIX, BundleWriter, UnsafeMemberName, canonical_json
 from agent.engine import child, progress
+from agent.engine.jsonl import encode_line
 from agent.engine.plan import ArtifactSpec, Profile
 from agent.engine.redact import Redactor
 from collectors.base import (
@@ -172,8 +173,9 @@ class Run:
         return AHEAD_FROM_ORDER <= spec.order < AHEAD_BEFORE_ORDER
 
     def _may_run_ahead(self, spec: ArtifactSpec) -> bool:
-        """A files-phase artifact its spec marks ``run_ahead`` (a long walk with little output, whose memory
-        stays small while it waits: not one that holds a timeline's worth of entries for minutes)."""
+        """A files-phase artifact its spec marks ``run_ahead``: a long walk or hashing whose collector, in its own
+        child process (RunOptions.processes), works beside the writer; what it sent waits in its queue, as
+        frames of up to child.BATCH_ITEMS items (on a thread: one item per entry)."""
         return self._in_files_phase(spec) and bool(spec.options.get("run_ahead")) \
             and not (spec.live_only and not self.live)
 
@@ -242,6 +244,10 @@ class Run:
                     break
                 if item is None:
                     continue
+            if isinstance(item, _Frame):
+                if self._dispatch_frame(spec.name, item, result, streams, items, budget_end, ctx):
+                    break
+                continue
             if isinstance(item, _Failure):
                 result.status, result.reason = "failed", f"{type(item.exc).__name__}: {item.exc}"
                 result.errors += 1
@@ -255,6 +261,24 @@ class Run:
         result.seconds = round(time.monotonic() - started, 3)
         result.waited_s = round(worker.waited, 3)
         result.ended_utc = utc_ns(time.time_ns())
+
+    def _dispatch_frame(self, artifact: str, frame: _Frame, result: ArtifactResult,
+                        streams: dict[str, _JsonlStream], items: queue.Queue, budget_end: float,
+                        ctx: Context) -> bool:
+        """A child's frame, item by item; True when the artifact must end here (its budget, a stop)."""
+        for n, sub in enumerate(frame.items):
+            if n % 64 == 0 and (self.stop.is_set() or time.monotonic() > budget_end):
+                reason = self._interruption(budget_end)
+                if reason:
+                    ctx.cancel.set()
+                    result.status = "interrupted" if self.stop.is_set() else "timeout"
+                    result.reason = reason
+                    self.note(artifact, "error", f"{result.status}: {reason}")
+                    frame.close(n)
+                    self._discard_queued(items)
+                    return True
+            self._dispatch(artifact, sub, result, streams)
+        return False
 
     def _stalled(self, ctx: Context) -> str | None:
         """A collector blocked in one host read for longer than the read timeout is abandoned: its
@@ -291,7 +315,7 @@ class Run:
                 item = items.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, FileCopy):
+            if isinstance(item, (FileCopy, _Frame)):
                 item.close()
 
     # ---- the sink ---------------------------------------------------------------------------
@@ -305,15 +329,15 @@ class Run:
 
     def _dispatch_item(self, artifact: str, item: Any, result: ArtifactResult,
                        streams: dict[str, _JsonlStream]) -> None:
-        if isinstance(item, Record):
+        if isinstance(item, (Record, child.GatedRecord)):
             stream = streams.get(item.stream)
             if stream is None:
                 stream = streams[item.stream] = _JsonlStream(item.stream, artifact)
-            if isinstance(item, child.GatedRecord):  # gated in the collector's child, by this run's Redactor
+            if isinstance(item, child.GatedRecord):  # gated and encoded in the collector's child (this run's gate)
                 self.redactor.redactions += item.redactions
-                stream.add(item.data, self.writer)
+                stream.add_line(item.line, self.writer)
             else:
-                stream.add(self.redactor.record(item.data, item.stream), self.writer)
+                stream.add_line(encode_line(self.redactor.record(item.data, item.stream)), self.writer)
             if item.custody:
                 self.custody_facts.update(item.custody)
             result.records += 1
@@ -714,8 +738,8 @@ class _Worker:
         """The same, with the collector in a forked child (agent/engine/child.py): this thread receives."""
         try:
             collector = child.ChildCollector(self.spec.load(), self.ctx, self.gate)
-            for item in collector.items(self.ctx.cancel.is_set):
-                self._put(item)
+            for frame in collector.frames(self.ctx.cancel.is_set):
+                self._put(_Frame(frame))  # one queue entry per frame: ITEM_QUEUE frames may wait, not items
             self._put(_DONE)
             self.finished = time.monotonic()
         except Cancelled:
@@ -766,6 +790,19 @@ class _Worker:
 
 
 @dataclass
+class _Frame:
+    """Items a collector's child sent in one frame, queued as one entry."""
+
+    items: list[Any]
+
+    def close(self, start: int = 0) -> None:
+        """Let go of the descriptors of the copies not written (from ``start`` on)."""
+        for item in self.items[start:]:
+            if isinstance(item, FileCopy):
+                item.close()
+
+
+@dataclass
 class _Failure:
     exc: BaseException
     trace: str
@@ -780,8 +817,9 @@ class _JsonlStream:
         self.part = 0
 
     def add(self, record: dict[str, Any], writer: BundleWriter) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
-        data = line.encode("utf-8", "backslashreplace") + b"\n"
+        self.add_line(encode_line(record), writer)
+
+    def add_line(self, data: bytes, writer: BundleWriter) -> None:
         self.buffer.append(data)
         self.size += len(data)
         if self.size >= JSONL_PART_BYTES:
