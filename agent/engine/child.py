@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent.engine import progress
 from agent.engine.jsonl import encode_line
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
 
@@ -47,6 +48,8 @@ BATCH_BYTES = 256 << 10
 FLUSH_S = 0.05  # the longest an item waits in the child for its batch to fill
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1
+_FORK_LOCK = threading.Lock()
+_PARENT_ENDS: set[socket.socket] = set()  # the parent's ends of the children's sockets now open
 SENDABLE = (Record, Problem, FileCopy, SymlinkCopy, Blob)
 
 
@@ -218,6 +221,16 @@ def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: sock
             pass
         if os.getppid() != parent:  # the parent died before the death signal was asked for
             os._exit(1)
+        # stdin/stdout/stderr are the parent's (stdout may be the bundle stream or SSM's pipe): a child stuck in
+        # the kernel must not hold them open after the parent ends, nor write to them
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        for end in list(_PARENT_ENDS):  # the parent's ends of other children's sockets: theirs to close
+            end.close()
+        progress.listen(None)  # no terminal, no log: the parent tells the progress
+        progress._screen = None
         ctx.__class__ = _SharedReading
         ctx.__dict__["_page"] = page
         ctx.reading = None
@@ -260,20 +273,25 @@ class ChildCollector:
         """``gate``: the run's Redactor, applied to records in the child (None: the parent applies it)."""
         self.ctx = ctx
         self.page = mmap.mmap(-1, _PAGE)  # MAP_SHARED | MAP_ANONYMOUS: the child's writes are seen here
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        gc.freeze()  # the child's collections leave the parent's objects alone: fewer copied pages
-        try:
-            self.pid = os.fork()
-        except BaseException:
+        # one fork at a time (workers start children from their own threads): a child forked while another
+        # pair's child end is still open in the parent would hold it, and the parent would never see that other
+        # child end (EOF) while this one lives
+        with _FORK_LOCK:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            gc.freeze()  # the child's collections leave the parent's objects alone: fewer copied pages
+            try:
+                self.pid = os.fork()
+            except BaseException:
+                gc.unfreeze()
+                ours.close()
+                theirs.close()
+                raise
+            if self.pid == 0:  # pragma: no cover - the child (coverage does not follow a fork that _exits)
+                ours.close()
+                _child(collect, ctx, theirs, self.page, os.getppid(), gate)
             gc.unfreeze()
-            ours.close()
             theirs.close()
-            raise
-        if self.pid == 0:  # pragma: no cover - the child (coverage does not follow a fork that _exits)
-            ours.close()
-            _child(collect, ctx, theirs, self.page, os.getppid(), gate)
-        gc.unfreeze()
-        theirs.close()
+            _PARENT_ENDS.add(ours)
         self.sock = ours
         self.reaped = False
         self.done = False
@@ -349,6 +367,7 @@ class ChildCollector:
         if self.reaped:
             return
         self.reaped = True
+        _PARENT_ENDS.discard(self.sock)
         try:
             self.sock.close()
         except OSError:

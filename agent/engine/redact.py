@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -352,6 +353,15 @@ def _merged(ranges: set[tuple[int, int]]) -> list[tuple[int, int]]:
 
 _RULESETS: dict[str, RuleSet] = {}
 _RULESETS_LOCK = threading.Lock()
+
+
+def _fresh_rulesets_lock() -> None:
+    """In a forked child (agent/engine/child.py), a lock another thread of the parent held is held for ever."""
+    global _RULESETS_LOCK
+    _RULESETS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_rulesets_lock)
 
 
 def ruleset_for(secrets: Secrets) -> RuleSet:

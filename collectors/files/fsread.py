@@ -300,6 +300,15 @@ _roots: dict[tuple[str, bool], EvidenceRoot] = {}
 _roots_lock = threading.Lock()
 
 
+def _fresh_roots_lock() -> None:
+    """In a forked child (agent/engine/child.py), a lock another thread of the parent held is held for ever."""
+    global _roots_lock
+    _roots_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_roots_lock)
+
+
 def evidence(ctx: Context) -> EvidenceRoot:
     """The run's evidence root (one descriptor per root, kept for the process's life)."""
     key = (ctx.root, bool(ctx.read_remote_fs))

@@ -83,3 +83,18 @@ def odd_values(ctx: Context) -> Iterator[Item]:
     token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
     yield Record("odd", {"when": datetime.datetime(2026, 1, 2, 3, 4, 5), "where": pathlib.PurePosixPath("/etc/x"),
                          "what": Custom(), "kind": ValueError, "token": token})
+
+
+def inherited(ctx: Context) -> Iterator[Item]:
+    """What the child holds of its parent's: where its stdin/stdout/stderr go, and how many sockets it has open."""
+    import os
+
+    time.sleep(float(ctx.options.get("sleep", 0)))
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    yield Record(ctx.artifact, {"stdio": [fds.get(n) for n in (0, 1, 2)],
+                               "sockets": sum(1 for t in fds.values() if t.startswith("socket:"))})

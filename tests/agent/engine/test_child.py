@@ -181,3 +181,21 @@ def test_a_child_dies_with_its_parent(tmp_path):
             time.sleep(0.05)
     finally:
         parent.kill()
+
+
+def test_a_child_holds_neither_the_parents_stdio_nor_another_childs_socket():
+    """stdout may be the bundle stream or SSM's pipe: a child stuck in the kernel must not keep it open after the
+    parent ends. Three children at once: each holds its own socket only, so the parent sees each one end."""
+    specs = [_Spec(f"inherited{n}", "inherited", 60 + n, run_ahead=True, sleep=0.3) for n in range(3)]
+    buf = io.BytesIO()
+    run = Run(Profile("test", "", 60, specs), BundleWriter(buf), Redactor(load_secrets()),
+              RunOptions(max_duration_s=60, processes=True, parallel=3))
+    run.collect_all()
+    run.finish({})
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert [r.ahead for r in run.results] == [False, True, True]
+    for n in range(3):
+        seen = _lines(members, f"inherited{n}")[0]
+        assert seen["stdio"] == ["/dev/null"] * 3, seen
+        assert seen["sockets"] == 1, seen
