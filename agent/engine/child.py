@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent.bundle.writer import COPY_CHUNK
 from agent.engine import progress
 from agent.engine.jsonl import encode_line
 from collectors.base import Blob, Cancelled, Context, FileCopy, Problem, Record, SymlinkCopy
@@ -45,12 +46,12 @@ _PAGE = 4096
 _PATH_MAX = _PAGE - _SINCE.size - _LENGTH.size
 BATCH_ITEMS = 256  # items per frame: one send and one unpickle for many small records
 BATCH_BYTES = 256 << 10
+SCRUB_IN_CHILD_MAX = 4 << 20  # a raw copy up to this many bytes is read and scrubbed in the child
 FLUSH_S = 0.05  # the longest an item waits in the child for its batch to fill
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1
 _FORK_LOCK = threading.Lock()
 _PARENT_ENDS: set[socket.socket] = set()  # the parent's ends of the children's sockets now open
-SENDABLE = (Record, Problem, FileCopy, SymlinkCopy, Blob)
 
 
 class Done:
@@ -64,6 +65,72 @@ class GatedRecord:
 
     def __init__(self, stream: str, line: bytes, custody: dict[str, Any] | None, redactions: int):
         self.stream, self.line, self.custody, self.redactions = stream, line, custody, redactions
+
+
+class ScrubbedCopy:
+    """A raw copy the child already read and passed through the redaction gate's scrubber (the run's own rules),
+    chunk by chunk as the parent would have: its bytes (same length as read), what the scrubber masked, the
+    content rule that withholds the file if one does (then no bytes), or the read error that cut it. The parent
+    still decides (a path copied before, a withheld path, the disk budget) and writes the member."""
+
+    def __init__(self, copy: FileCopy):
+        self.path, self.stat, self.offset, self.length = copy.path, copy.stat, copy.offset, copy.length
+        self.cap_reason, self.artifact = copy.cap_reason, copy.artifact
+        self.data = b""
+        self.rule: str | None = None  # the content rule that withholds it
+        self.open_error: tuple[int | None, str] | None = None  # the head could not be read: nothing copied
+        self.read_error: tuple[int | None, str] | None = None  # the read stopped after ``data``
+        self.blocks = 0
+        self.masked: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, copy: FileCopy, secret_policy: Callable[[str, bytes], str | None] | None,
+           scrubber: Any) -> ScrubbedCopy:
+        out = cls(copy)
+        fd = copy.fd
+        try:
+            if secret_policy is not None:
+                out.rule = secret_policy(copy.path, os.pread(fd, 4096, 0))
+                if out.rule:
+                    return out
+            if copy.offset:  # a tail window may begin inside a key block
+                before = min(copy.offset, 64 << 10)
+                scrubber.prime(os.pread(fd, before, copy.offset - before))
+        except OSError as exc:
+            out.open_error = (exc.errno, exc.strerror or str(exc))
+            return out
+        parts: list[bytes] = []
+        pos, end = copy.offset, copy.offset + copy.length
+        while True:  # the parent's chunks (COPY_CHUNK), fed as its scrubbing reader feeds them
+            try:
+                chunk = os.pread(fd, min(COPY_CHUNK, end - pos), pos) if pos < end else b""
+            except OSError as exc:
+                out.read_error = (exc.errno, exc.strerror or str(exc))
+                chunk = b""
+            parts.append(scrubber.feed(chunk, final=not chunk))
+            if not chunk:
+                break
+            pos += len(chunk)
+        out.data = b"".join(parts)
+        out.blocks, out.masked = scrubber.blocks, dict(scrubber.masked)
+        return out
+
+    def reader(self) -> Callable[[int], bytes]:
+        """``read(n)`` over the bytes, then the read error if there was one (the writer pads and says so)."""
+        view, pos = memoryview(self.data), 0
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            chunk = bytes(view[pos:pos + n])
+            pos += len(chunk)
+            if not chunk and self.read_error is not None:
+                raise OSError(self.read_error[0], self.read_error[1])
+            return chunk
+
+        return read
+
+
+SENDABLE = (Record, Problem, FileCopy, SymlinkCopy, Blob, ScrubbedCopy)  # what a collector's child sends
 
 
 class Failed(Exception):
@@ -140,6 +207,13 @@ class _Sender:
         threading.Thread(target=self._flusher, name="child-flush", daemon=True).start()
 
     def add(self, item: Any) -> None:
+        if isinstance(item, FileCopy) and self._scrub_here(item):
+            copy = item
+            try:  # read and scrubbed here, on the child's core; a read that hangs is this child's stalled read
+                with self.ctx.blocking(copy.path):
+                    item = ScrubbedCopy.of(copy, self.ctx.secret_policy, self.gate.scrubber())
+            finally:
+                copy.close()
         with self.lock:
             if isinstance(item, FileCopy):
                 self._flush()
@@ -157,9 +231,17 @@ class _Sender:
             if not self.batch:
                 self.since = time.monotonic()
             self.batch.append(item)
-            self.size += 64 + (len(item.data) if isinstance(item, Blob) else 0)
+            self.size += 64 + (len(item.data) if isinstance(item, (Blob, ScrubbedCopy)) else 0)
             if len(self.batch) >= BATCH_ITEMS or self.size >= BATCH_BYTES:
                 self._flush()
+
+    def _scrub_here(self, copy: FileCopy) -> bool:
+        """A small copy from a local filesystem, when the gate scrubs copies: read and scrubbed in the child. A
+        big one (memory) and one from a FUSE or network filesystem (read with --read-remote-fs, where a read that
+        hangs must cost one member, not the artifact) go by descriptor to the parent's reader."""
+        gate = self.gate
+        return (gate is not None and not gate.include_secrets and not self.ctx.read_remote_fs
+                and copy.length <= SCRUB_IN_CHILD_MAX and copy.fd >= 0)
 
     def end(self, last: Any) -> None:
         with self.lock:
@@ -252,7 +334,7 @@ def _child(collect: Callable[[Context], Iterator[Any]], ctx: Context, sock: sock
 
 # ---- the parent --------------------------------------------------------------------------------------------------
 
-_SENT_TYPES = frozenset({Record, GatedRecord, Problem, FileCopy, SymlinkCopy, Blob, Done, Failed, os.stat_result, str})
+_SENT_TYPES = frozenset({*SENDABLE, GatedRecord, Done, Failed, os.stat_result, str})
 _ALLOWED = frozenset((t.__module__, t.__qualname__) for t in _SENT_TYPES)
 
 
@@ -391,4 +473,5 @@ def _reap(pid: int) -> None:
         pass
 
 
-__all__ = ["BATCH_ITEMS", "ChildCollector", "Done", "Failed", "GatedRecord", "available", "read_reading"]
+__all__ = ["BATCH_ITEMS", "ChildCollector", "Done", "Failed", "GatedRecord", "ScrubbedCopy", "available",
+           "read_reading"]

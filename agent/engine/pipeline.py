@@ -44,6 +44,7 @@ READ_TIMEOUT_S = 30.0  # a host read (open, list, read) stuck this long is aband
 POLL_S = 0.2  # how often the writer looks up from a wait (stop requests, deadlines)
 ITEM_QUEUE = 512  # items a collector may have waiting for the writer
 AHEAD_QUEUE = 128  # ... while it runs ahead of the writer (each FileCopy waiting holds a descriptor)
+QUEUED_BYTES = 16 << 20  # the most a collector's child may have queued (copies it read and scrubbed, records)
 # The files phase: artifacts from this order on may run ahead of the writer, on threads of their own, once the
 # volatile ones (network, sessions, processes, maps, memory: order < 50) are all written; the parsers and the
 # findings (order 96 on) read what came before and run alone, in order.
@@ -245,7 +246,9 @@ class Run:
                 if item is None:
                     continue
             if isinstance(item, _Frame):
-                if self._dispatch_frame(spec.name, item, result, streams, items, budget_end, ctx):
+                ended = self._dispatch_frame(spec.name, item, result, streams, items, budget_end, ctx)
+                worker.taken(item.size)
+                if ended:
                     break
                 continue
             if isinstance(item, _Failure):
@@ -358,6 +361,8 @@ class Run:
                 self._copy(artifact, item, result)
             finally:
                 item.close()
+        elif isinstance(item, child.ScrubbedCopy):
+            self._copy_scrubbed(artifact, item, result)
         elif isinstance(item, Stream):
             try:
                 self._stream(artifact, item, result, streams)
@@ -408,16 +413,41 @@ class Run:
         reader.start(item.offset, item.length)
         read = reader.read if scrubber is None else scrubber.reader(reader.read)
         try:
-            entry = self.writer.add_stream(
-                FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
-                source=item.path, artifact=artifact, source_size=item.stat.st_size,
-                source_offset=item.offset or None, capped=item.cap_reason)
-            if scrubber is not None:  # known only once the member is written (the manifest comes last)
-                entry.update({k: v for k, v in (("redacted_private_key_blocks", scrubber.blocks),
-                                                ("masked", dict(scrubber.masked))) if v})
+            self._write_copy(artifact, item, read, result, scrubber)
         finally:
             reader.stop()
             self.abandoned_reads += reader.abandoned
+
+    def _copy_scrubbed(self, artifact: str, item: child.ScrubbedCopy, result: ArtifactResult) -> None:
+        """A raw copy a collector's child read and scrubbed (agent/engine/child.py): decided and written as
+        :meth:`_copy` decides and writes one, from its bytes."""
+        if item.path in self.copied_paths:
+            return
+        self.copied_paths.add(item.path)
+        if self.redactor.withheld(item.path):
+            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
+            return
+        if item.open_error is not None:
+            result.errors += 1
+            self.note(artifact, "error", f"cannot read: {item.open_error[1]}", path=item.path,
+                      errno=item.open_error[0])
+            return
+        if item.rule:
+            self.note(artifact, "info", f"withheld: {item.rule} (use --include-secrets to copy it)", path=item.path)
+            return
+        if not self._disk_ok(artifact):
+            return
+        self._write_copy(artifact, item, item.reader(), result, item)
+
+    def _write_copy(self, artifact: str, item: FileCopy | child.ScrubbedCopy, read: Callable[[int], bytes],
+                    result: ArtifactResult, scrubbed: Any) -> None:
+        entry = self.writer.add_stream(
+            FS_PREFIX + item.path, read, item.length, item.stat, should_stop=self.stop.is_set,
+            source=item.path, artifact=artifact, source_size=item.stat.st_size,
+            source_offset=item.offset or None, capped=item.cap_reason)
+        if scrubbed is not None:  # known only once the member is written (the manifest comes last)
+            entry.update({k: v for k, v in (("redacted_private_key_blocks", scrubbed.blocks),
+                                            ("masked", dict(scrubbed.masked))) if v})
         result.files += 1
         result.bytes += item.length
         if entry.get("incomplete"):
@@ -720,6 +750,8 @@ class _Worker:
         self.started, self.started_utc, self.budget_end, self.ahead = started, started_utc, budget_end, ahead
         self.thread: threading.Thread | None = None
         self.gate: Redactor | None = None  # in a child: the run's Redactor, applied there to its records
+        self.room = threading.Condition()
+        self.queued_bytes = 0  # of its frames in the queue
         self.waited = 0.0
         self.finished: float | None = None  # when its collector ended (before the writer took all its items)
 
@@ -739,7 +771,9 @@ class _Worker:
         try:
             collector = child.ChildCollector(self.spec.load(), self.ctx, self.gate)
             for frame in collector.frames(self.ctx.cancel.is_set):
-                self._put(_Frame(frame))  # one queue entry per frame: ITEM_QUEUE frames may wait, not items
+                queued = _Frame(frame)
+                self._room_for(queued.size)
+                self._put(queued)  # one queue entry per frame: ITEM_QUEUE frames may wait, not items
             self._put(_DONE)
             self.finished = time.monotonic()
         except Cancelled:
@@ -748,6 +782,26 @@ class _Worker:
             self.items.put(_Failure(exc.as_exception(), exc.trace))
         except BaseException as exc:  # isolation: a child that died, a frame that did not unpickle
             self.items.put(_Failure(exc, traceback.format_exc(limit=8)))
+
+    def _room_for(self, size: int) -> None:
+        """Wait while the frames this worker queued hold over QUEUED_BYTES (a child's scrubbed copies carry their
+        bytes): the first frame always goes."""
+        blocked = None
+        with self.room:
+            while self.queued_bytes and self.queued_bytes + size > QUEUED_BYTES:
+                if self.ctx.cancel.is_set():
+                    raise Cancelled()
+                blocked = blocked or time.monotonic()
+                self.room.wait(POLL_S)
+            self.queued_bytes += size
+        if blocked is not None:
+            self.waited += time.monotonic() - blocked
+
+    def taken(self, size: int) -> None:
+        """The writer wrote a frame of ``size`` bytes."""
+        with self.room:
+            self.queued_bytes -= size
+            self.room.notify_all()
 
     def _put(self, item: Any) -> None:
         try:
@@ -794,6 +848,10 @@ class _Frame:
     """Items a collector's child sent in one frame, queued as one entry."""
 
     items: list[Any]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(i.data) if isinstance(i, (Blob, child.ScrubbedCopy)) else 64 for i in self.items)
 
     def close(self, start: int = 0) -> None:
         """Let go of the descriptors of the copies not written (from ``start`` on)."""

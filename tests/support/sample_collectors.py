@@ -98,3 +98,24 @@ def inherited(ctx: Context) -> Iterator[Item]:
             pass
     yield Record(ctx.artifact, {"stdio": [fds.get(n) for n in (0, 1, 2)],
                                "sockets": sum(1 for t in fds.values() if t.startswith("socket:"))})
+
+
+def copies(ctx: Context) -> Iterator[Item]:
+    """Raw copies of ctx.options["files"]: [path, cap, keep] each, through the confined reader."""
+    from collectors.files.fsread import copy_file
+
+    for path, cap, keep in ctx.options["files"]:
+        yield from copy_file(ctx, path, cap, keep)
+
+
+def blobs(ctx: Context) -> Iterator[Item]:
+    """ctx.options["count"] members of ctx.options["size"] bytes each, as fast as it can."""
+    from collectors.base import Blob
+
+    for n in range(int(ctx.options["count"])):
+        yield Blob(f"blobs/{n}", bytes([n % 256]) * int(ctx.options["size"]))
+
+
+def slow_start(ctx: Context) -> Iterator[Item]:
+    time.sleep(float(ctx.options.get("sleep", 1.0)))
+    yield Record(ctx.artifact, {"slept": True})

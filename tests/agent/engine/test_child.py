@@ -199,3 +199,83 @@ def test_a_child_holds_neither_the_parents_stdio_nor_another_childs_socket():
         seen = _lines(members, f"inherited{n}")[0]
         assert seen["stdio"] == ["/dev/null"] * 3, seen
         assert seen["sockets"] == 1, seen
+
+
+def test_raw_copies_scrubbed_in_the_child_are_the_copies_the_parent_would_write(tmp_path, monkeypatch):
+    """Small local copies are read and scrubbed in the child: the members, their manifest entries (masked
+    counts, key blocks) and the log are those of the parent's own reader and scrubber, for secrets on long and
+    short lines, a key block, a tail window that begins inside a key block, a file withheld for its content, one
+    bigger than SCRUB_IN_CHILD_MAX (by descriptor to the parent) and one that vanished."""
+    root = tmp_path / "root"
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAA\n" * 40 + \
+        "-----END OPENSSH PRIVATE KEY-----\n"
+    (etc / "app.conf").write_text(f"user=alice\npassword = Sup3rS3cretPassw0rd!\napi_token: {token}\n" * 50)
+    (etc / "long.txt").write_text(("x" * 5000 + f" AWS_SECRET_ACCESS_KEY={'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'}")
+                                  * 40 + "\n")
+    (etc / "embedded.txt").write_text("# notes\n" + key + "after the key\n")
+    (etc / "id_ed25519").write_text(key)
+    (etc / "tail.log").write_text("head line\n" + key * 3 + f"token={token}\n")
+    big = "line with password=Hunter2Hunter2 in it\n" * ((child.SCRUB_IN_CHILD_MAX // 40) + 1000)
+    (etc / "big.log").write_text(big)
+    files = [["/etc/app.conf", 1 << 20, "head"], ["/etc/long.txt", 1 << 20, "head"],
+             ["/etc/embedded.txt", 1 << 20, "head"], ["/etc/id_ed25519", 1 << 20, "head"],
+             ["/etc/tail.log", 2000, "tail"], ["/etc/big.log", 16 << 20, "head"], ["/etc/gone", 1 << 20, "head"]]
+    spec = _Spec("copies", "copies", 60, files=files)
+
+    def outcome(processes: bool) -> tuple[dict, list, list]:
+        run, members, _ = _run([spec], processes=processes, root=str(root))
+        manifest = json.loads(members["triagent/manifest.json"])["members"]
+        entries = [{k: v for k, v in e.items() if k not in ("mtime_ns", "written_ns")} for e in manifest
+                   if e.get("artifact") == "copies"]
+        log = [(e["level"], e["message"], e.get("path")) for e in run.log]
+        fs = {k: v for k, v in members.items() if k.startswith("fs/")}
+        return fs, entries, log
+
+    seen = tmp_path / "scrubbed-in-child"
+    original = child.ScrubbedCopy.of.__func__
+
+    def noted(cls, copy, *args):
+        with open(seen, "a") as f:
+            f.write(f"{os.getpid()} {copy.path}\n")
+        return original(cls, copy, *args)
+
+    monkeypatch.setattr(child.ScrubbedCopy, "of", classmethod(noted))
+    fs_t, entries_t, log_t = outcome(False)
+    fs_c, entries_c, log_c = outcome(True)
+    done_in_child = [line.split() for line in seen.read_text().splitlines()]
+    assert {path for _, path in done_in_child} == {"/etc/app.conf", "/etc/long.txt", "/etc/embedded.txt",
+                                                  "/etc/id_ed25519", "/etc/tail.log"}  # not big.log
+    assert all(int(pid) != os.getpid() for pid, _ in done_in_child)
+    assert fs_c == fs_t and entries_c == entries_t and log_c == log_t
+    assert token.encode() not in fs_c["fs/$rootfs$/etc/app.conf"]
+    assert b"Sup3rS3cret" not in fs_c["fs/$rootfs$/etc/app.conf"]
+    assert b"b3BlbnNzaC1rZXktdjEAAAAA" not in fs_c["fs/$rootfs$/etc/embedded.txt"]
+    assert b"Hunter2Hunter2" not in fs_c["fs/$rootfs$/etc/big.log"]
+    assert "fs/$rootfs$/etc/id_ed25519" not in fs_c
+    assert any(e.get("masked") for e in entries_c) and any(e.get("redacted_private_key_blocks") for e in entries_c)
+
+
+def test_what_a_child_ahead_of_the_writer_may_queue_is_bounded_in_bytes(monkeypatch):
+    """A child ahead of a busy writer that reads faster than it is written (scrubbed copies carry their bytes):
+    what waits in the parent stays within QUEUED_BYTES (plus one frame), and all of it is written."""
+    from agent.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "QUEUED_BYTES", 4 << 20)
+    peak = [0]
+    taken = pipeline._Worker.taken
+
+    def watch(self, size):
+        peak[0] = max(peak[0], self.queued_bytes)
+        taken(self, size)
+
+    monkeypatch.setattr(pipeline._Worker, "taken", watch)
+    specs = [_Spec("first", "slow_start", 60, sleep=1.0),
+             _Spec("blobs", "blobs", 61, run_ahead=True, count=40, size=1 << 20)]
+    run, members, _ = _run(specs)
+    assert [r.status for r in run.results] == ["complete", "complete"], run.log
+    assert sum(1 for name in members if name.startswith("blobs/")) == 40
+    assert run.results[1].ahead and run.results[1].waited_s > 0.5  # it waited for room, not for ever
+    assert 0 < peak[0] <= (4 << 20) + (1 << 20) + 4096, peak[0]
