@@ -4,7 +4,10 @@ Why: the collectors are Python, so on threads they share one interpreter lock wi
 JSON, the bundle): on a 2-core VM the triage profile ran on about one core. A forked child walks, parses and hashes
 on the other core while the writer takes what it sends. It changes nothing of what is collected or how: the child
 runs the same collector function with the same Context (the same confined reader, the same secret policy: the
-parent's, inherited by the fork); every item still reaches the one sink and its gate in the parent, in order.
+parent's, inherited by the fork). The gate's work is spent there too, by the run's own Redactor (one gate, one
+rule book, one code path; the fork's copy): records are gated and encoded as their JSON lines, small raw copies
+read and scrubbed chunk by chunk as the parent's reader would; the parent still decides each copy (a path copied
+before, a withheld path, the disk budget) and writes everything, in plan order, through the one sink.
 
 The child is also better isolation: a read that never returns (a FUSE server that does not answer) blocks a process
 the parent kills, not a thread left behind; the child dies with the parent (PR_SET_PDEATHSIG), so a killed run
@@ -84,18 +87,23 @@ class ScrubbedCopy:
         self.masked: dict[str, int] = {}
 
     @classmethod
-    def of(cls, copy: FileCopy, secret_policy: Callable[[str, bytes], str | None] | None,
-           scrubber: Any) -> ScrubbedCopy:
+    def of(cls, copy: FileCopy, ctx: Context, scrubber: Any) -> ScrubbedCopy:
+        """Read ``copy`` (each read marked, so a read that hangs is this child's stalled read) and scrub it."""
         out = cls(copy)
         fd = copy.fd
+
+        def pread(n: int, offset: int) -> bytes:
+            with ctx.blocking(copy.path):
+                return os.pread(fd, n, offset)
+
         try:
-            if secret_policy is not None:
-                out.rule = secret_policy(copy.path, os.pread(fd, 4096, 0))
+            if ctx.secret_policy is not None:
+                out.rule = ctx.secret_policy(copy.path, pread(4096, 0))
                 if out.rule:
                     return out
             if copy.offset:  # a tail window may begin inside a key block
                 before = min(copy.offset, 64 << 10)
-                scrubber.prime(os.pread(fd, before, copy.offset - before))
+                scrubber.prime(pread(before, copy.offset - before))
         except OSError as exc:
             out.open_error = (exc.errno, exc.strerror or str(exc))
             return out
@@ -103,10 +111,10 @@ class ScrubbedCopy:
         pos, end = copy.offset, copy.offset + copy.length
         while True:  # the parent's chunks (COPY_CHUNK), fed as its scrubbing reader feeds them
             try:
-                chunk = os.pread(fd, min(COPY_CHUNK, end - pos), pos) if pos < end else b""
-            except OSError as exc:
+                chunk = pread(min(COPY_CHUNK, end - pos), pos) if pos < end else b""
+            except OSError as exc:  # as in the parent: what was scrubbed so far, then the error
                 out.read_error = (exc.errno, exc.strerror or str(exc))
-                chunk = b""
+                break
             parts.append(scrubber.feed(chunk, final=not chunk))
             if not chunk:
                 break
@@ -209,9 +217,8 @@ class _Sender:
     def add(self, item: Any) -> None:
         if isinstance(item, FileCopy) and self._scrub_here(item):
             copy = item
-            try:  # read and scrubbed here, on the child's core; a read that hangs is this child's stalled read
-                with self.ctx.blocking(copy.path):
-                    item = ScrubbedCopy.of(copy, self.ctx.secret_policy, self.gate.scrubber())
+            try:  # read and scrubbed here, on the child's core
+                item = ScrubbedCopy.of(copy, self.ctx, self.gate.scrubber())
             finally:
                 copy.close()
         with self.lock:

@@ -1,6 +1,7 @@
-"""plan -> collect -> seal. Runs artifacts in order of volatility, each isolated in a worker thread
-under its own budget; the main thread is the only writer (the bundle), so a stop request (SIGTERM,
---max-duration, a full disk) always ends with a sealed, verifiable bundle marked partial."""
+"""plan -> collect -> seal. Runs artifacts in order of volatility, each isolated in a worker thread (in the
+files phase, with the collector in a forked child process: agent/engine/child.py) under its own budget; the
+main thread is the only writer (the bundle), so a stop request (SIGTERM, --max-duration, a full disk) always
+ends with a sealed, verifiable bundle marked partial."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ POLL_S = 0.2  # how often the writer looks up from a wait (stop requests, deadli
 ITEM_QUEUE = 512  # items a collector may have waiting for the writer
 AHEAD_QUEUE = 128  # ... while it runs ahead of the writer (each FileCopy waiting holds a descriptor)
 QUEUED_BYTES = 16 << 20  # the most a collector's child may have queued (copies it read and scrubbed, records)
-# The files phase: artifacts from this order on may run ahead of the writer, on threads of their own, once the
+# The files phase: artifacts from this order on may run ahead of the writer, on workers of their own, once the
 # volatile ones (network, sessions, processes, maps, memory: order < 50) are all written; the parsers and the
 # findings (order 96 on) read what came before and run alone, in order.
 AHEAD_FROM_ORDER = 50
@@ -787,15 +788,22 @@ class _Worker:
         """Wait while the frames this worker queued hold over QUEUED_BYTES (a child's scrubbed copies carry their
         bytes): the first frame always goes."""
         blocked = None
-        with self.room:
-            while self.queued_bytes and self.queued_bytes + size > QUEUED_BYTES:
-                if self.ctx.cancel.is_set():
-                    raise Cancelled()
-                blocked = blocked or time.monotonic()
-                self.room.wait(POLL_S)
-            self.queued_bytes += size
-        if blocked is not None:
-            self.waited += time.monotonic() - blocked
+        reading = self.ctx.reading
+        try:
+            with self.room:
+                while self.queued_bytes and self.queued_bytes + size > QUEUED_BYTES:
+                    if self.ctx.cancel.is_set():
+                        raise Cancelled()
+                    if blocked is None:  # a wait for the writer, not for the host: the mark must not age
+                        blocked, self.ctx.reading = time.monotonic(), None
+                    self.room.wait(POLL_S)
+                self.queued_bytes += size
+        finally:
+            if blocked is not None:
+                now = time.monotonic()
+                self.waited += now - blocked
+                if reading is not None:
+                    self.ctx.reading = (reading[0], now)
 
     def taken(self, size: int) -> None:
         """The writer wrote a frame of ``size`` bytes."""
@@ -851,7 +859,8 @@ class _Frame:
     size: int = 0
 
     def __post_init__(self) -> None:
-        self.size = sum(len(i.data) if isinstance(i, (Blob, child.ScrubbedCopy)) else 64 for i in self.items)
+        self.size = sum(len(i.data) if isinstance(i, (Blob, child.ScrubbedCopy))
+                        else len(i.line) if isinstance(i, child.GatedRecord) else 64 for i in self.items)
 
     def close(self, start: int = 0) -> None:
         """Let go of the descriptors of the copies not written (from ``start`` on)."""

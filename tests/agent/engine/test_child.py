@@ -237,7 +237,7 @@ def test_raw_copies_scrubbed_in_the_child_are_the_copies_the_parent_would_write(
     seen = tmp_path / "scrubbed-in-child"
     original = child.ScrubbedCopy.of.__func__
 
-    def noted(cls, copy, *args):
+    def noted(cls, copy, *args):  # in the child: its pid and the path, where the test reads them
         with open(seen, "a") as f:
             f.write(f"{os.getpid()} {copy.path}\n")
         return original(cls, copy, *args)
