@@ -382,14 +382,20 @@ class Run:
         else:
             self.note(artifact, "error", f"collector yielded an unknown item {type(item).__name__}")
 
+    def _first_copy(self, artifact: str, path: str) -> bool:
+        """A path not copied before and not withheld by its name (noted): copy it."""
+        if path in self.copied_paths:
+            return False
+        self.copied_paths.add(path)
+        if self.redactor.withheld(path):
+            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=path)
+            return False
+        return True
+
     def _copy(self, artifact: str, item: FileCopy, result: ArtifactResult) -> None:
         """A raw copy, read off this thread (the writer must never block on a host read: a FUSE file
         that never answers would hold the seal hostage), through the secret gate."""
-        if item.path in self.copied_paths:
-            return
-        self.copied_paths.add(item.path)
-        if self.redactor.withheld(item.path):
-            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
+        if not self._first_copy(artifact, item.path):
             return
         reader = _OffThreadReader(item.fd, item.path, self.options.read_timeout_s, self._should_abandon)
         scrubber = None
@@ -422,11 +428,7 @@ class Run:
     def _copy_scrubbed(self, artifact: str, item: child.ScrubbedCopy, result: ArtifactResult) -> None:
         """A raw copy a collector's child read and scrubbed (agent/engine/child.py): decided and written as
         :meth:`_copy` decides and writes one, from its bytes."""
-        if item.path in self.copied_paths:
-            return
-        self.copied_paths.add(item.path)
-        if self.redactor.withheld(item.path):
-            self.note(artifact, "info", "withheld: secret file (use --include-secrets to copy it)", path=item.path)
+        if not self._first_copy(artifact, item.path):
             return
         if item.open_error is not None:
             result.errors += 1
