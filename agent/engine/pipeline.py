@@ -772,7 +772,16 @@ class _Worker:
     def run_in_child(self) -> None:
         """The same, with the collector in a forked child (agent/engine/child.py): this thread receives."""
         try:
-            collector = child.ChildCollector(self.spec.load(), self.ctx, self.gate)
+            collect = self.spec.load()
+        except BaseException as exc:  # isolation: a collector that does not import is a record
+            self.items.put(_Failure(exc, traceback.format_exc(limit=8)))
+            return
+        try:
+            collector = child.ChildCollector(collect, self.ctx, self.gate)
+        except OSError:  # no fork (EAGAIN: a process limit; ENOMEM): the collector runs on this thread
+            self.run()
+            return
+        try:
             for frame in collector.frames(self.ctx.cancel.is_set):
                 queued = _Frame(frame)
                 self._room_for(queued.size)

@@ -279,3 +279,14 @@ def test_what_a_child_ahead_of_the_writer_may_queue_is_bounded_in_bytes(monkeypa
     assert sum(1 for name in members if name.startswith("blobs/")) == 40
     assert run.results[1].ahead and run.results[1].waited_s > 0.5  # it waited for room, not for ever
     assert 0 < peak[0] <= (4 << 20) + (1 << 20) + 4096, peak[0]
+
+
+def test_a_collector_whose_child_cannot_be_forked_runs_on_its_thread(monkeypatch):
+    """fork(2) refused (a process limit, no memory): the artifact is still collected, on the worker's thread."""
+    def refuse():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(child.os, "fork", refuse)
+    run, members, _ = _run([_Spec("fine", "fine", 60)])
+    assert run.results[0].status == "complete", run.log
+    assert _lines(members, "fine")[0]["environ"] == {"DB_PASSWORD": "<redacted>", "LANG": "C"}
