@@ -290,3 +290,15 @@ def test_a_collector_whose_child_cannot_be_forked_runs_on_its_thread(monkeypatch
     run, members, _ = _run([_Spec("fine", "fine", 60)])
     assert run.results[0].status == "complete", run.log
     assert _lines(members, "fine")[0]["environ"] == {"DB_PASSWORD": "<redacted>", "LANG": "C"}
+
+
+@pytest.mark.parametrize("available_kib, ahead", [(24 << 20, 6), (600 << 10, 5), (350 << 10, 1), (None, 1)])
+def test_how_many_children_run_ahead_follows_the_memory_the_host_has(tmp_path, available_kib, ahead):
+    """Every child ahead of the writer takes memory beside the parent: a small VM runs one at a time."""
+    from agent.commands.collect import _children_ahead
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\n" +
+                       (f"MemAvailable:   {available_kib} kB\n" if available_kib is not None else ""))
+    assert _children_ahead(str(meminfo)) == ahead
+    assert _children_ahead(str(tmp_path / "missing")) == 1
