@@ -61,7 +61,10 @@ def add_arguments(sub: Any) -> argparse.ArgumentParser:
     c.add_argument("--compress", choices=("gzip", "none"),
                    help="bundle compression (default: gzip; none when a memory image is taken, whose format "
                    "decides: LiME raw, AVML snappy)")
-    c.add_argument("--compress-level", type=int, default=6, choices=range(1, 10), metavar="1-9")
+    # 1 by default: half the compressor's CPU on the suspect host for a bundle ~10 % bigger than at 6 (measured:
+    # full 14.2 -> 15.6 MB, 1.1 s less CPU; triage 2.3 -> 2.7 MB)
+    c.add_argument("--compress-level", type=int, default=1, choices=range(1, 10), metavar="1-9",
+                   help="gzip level (default 1: least CPU on the host; 9: smallest bundle)")
     c.add_argument("--min-free", type=_size, default=256 << 20, metavar="BYTES",
                    help="stop (partial bundle) when the output filesystem has less free space (default 256M)")
     c.add_argument("--no-nice", action="store_true", help="do not lower our CPU and I/O priority")
