@@ -355,7 +355,7 @@ class _Unpickler(pickle.Unpickler):
 
 
 class ChildCollector:
-    """One collector running in a forked child; :meth:`items` yields what it sends, in order, on the
+    """One collector running in a forked child; :meth:`frames` yields what it sends, in order, on the
     engine's worker thread."""
 
     def __init__(self, collect: Callable[[Context], Iterator[Any]], ctx: Context, gate: Any = None):
