@@ -107,18 +107,24 @@ class ScrubbedCopy:
         except OSError as exc:
             out.open_error = (exc.errno, exc.strerror or str(exc))
             return out
-        parts: list[bytes] = []
         pos, end = copy.offset, copy.offset + copy.length
-        while True:  # the parent's chunks (COPY_CHUNK), fed as its scrubbing reader feeds them
+
+        def raw(_n: int) -> bytes:  # the parent's reader: chunks of COPY_CHUNK, b"" at the end
+            nonlocal pos
+            chunk = pread(min(COPY_CHUNK, end - pos), pos) if pos < end else b""
+            pos += len(chunk)
+            return chunk
+
+        read, parts = scrubber.reader(raw), []  # the scrubbing reader the parent wraps around its own
+        while True:
             try:
-                chunk = pread(min(COPY_CHUNK, end - pos), pos) if pos < end else b""
+                piece = read(COPY_CHUNK)
             except OSError as exc:  # as in the parent: what was scrubbed so far, then the error
                 out.read_error = (exc.errno, exc.strerror or str(exc))
                 break
-            parts.append(scrubber.feed(chunk, final=not chunk))
-            if not chunk:
+            if not piece:
                 break
-            pos += len(chunk)
+            parts.append(piece)
         out.data = b"".join(parts)
         out.blocks, out.masked = scrubber.blocks, dict(scrubber.masked)
         return out
@@ -394,7 +400,7 @@ class ChildCollector:
                 header, fds = self._recv_header(cancelled)
                 if header is None:
                     return
-                length, count = _HEADER.unpack(header)
+                length, _count = _HEADER.unpack(header)
                 body = self._recv_exactly(length, cancelled)
                 if body is None:
                     for fd in fds:
