@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import posixpath
+import re
 import stat
 import struct
 import time
@@ -516,12 +517,16 @@ def _files_in(ctx: Context, folder: str, recursive: bool, budget: Budget) -> Ite
 
 
 def _keeper(extra: list[str]) -> Callable[[str], bool]:
+    # every path of every package passes here (135 000 on a desktop-sized Debian): the extra globs are one
+    # compiled pattern, not an fnmatch call per glob per path (0.2 s of the triage run's CPU)
+    extra_match = re.compile("|".join(fnmatch.translate(g) for g in extra)).match if extra else None
+
     def keep(path: str) -> bool:
         """Database entries worth keeping: files directly in bin/sbin folders, below a security folder, a
         libkeyutils, or an extra file. Paths are compared again once resolved."""
         folder, _, name = path.rpartition("/")
         return folder.endswith(("/bin", "/sbin", "/security")) or "/security/" in folder + "/" \
-            or name.startswith("libkeyutils.so") or any(fnmatch.fnmatchcase(path, g) for g in extra)
+            or name.startswith("libkeyutils.so") or (extra_match is not None and extra_match(path) is not None)
 
     return keep
 

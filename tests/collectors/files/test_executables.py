@@ -542,3 +542,17 @@ def test_writable_rows_held_compactly_until_the_place_is_walked(tmp_path):
         tracemalloc.stop()
     assert len(names) == 4000 and trees == {("/tmp/kit", 4000)}
     assert peak < 4000 * 950, peak  # rows as dicts: 4.6 MB here; as JSON text: 3.1 MB
+
+
+def test_package_keeper_matches_the_extra_globs_as_fnmatch_does():
+    """The package database's paths are filtered by one compiled pattern of the extra globs: it keeps what
+    fnmatch would, and nothing more (a glob's '.' and '[' are not regex syntax)."""
+    keep = executables._keeper(["/usr/lib/openssh/sshd-*", "/opt/a.b/[xy]?.so"])
+    assert keep("/usr/lib/openssh/sshd-session")
+    assert keep("/usr/lib/openssh/sshd-auth")
+    assert not keep("/usr/lib/openssh/ssh-keysign")
+    assert keep("/opt/a.b/x1.so") and keep("/opt/a.b/y2.so")
+    assert not keep("/opt/aXb/x1.so") and not keep("/opt/a.b/z1.so") and not keep("/opt/a.b/x1.so.1")
+    assert keep("/usr/sbin/sshd") and keep("/lib/x86_64-linux-gnu/security/pam_unix.so")
+    assert not keep("/usr/share/doc/openssh-server/README")
+    assert not executables._keeper([])("/usr/lib/openssh/sshd-session")
