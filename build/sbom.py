@@ -4,6 +4,7 @@ Run by build/build.sh with the build venv's interpreter, after PyInstaller (and 
 
     python build/sbom.py --binary dist/triagent --workpath build/work/pyi/triagent \
         --lock build/requirements-x86_64.lock --bootloader-patch build/bootloader-tmpdir-fallback.patch \
+        --bootloader-patch build/bootloader-parallel-extract.patch \
         [--portable dist/triagent-portable --staticx-patch build/staticx-tmpdir.patch \
          --staticx-patch build/staticx-reproducible.patch]
 
@@ -180,7 +181,7 @@ def cyclonedx_environment() -> dict:
     return json.loads(proc.stdout)
 
 
-def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> dict:
+def build(binary: Path, workpath: Path, lock: Path, bootloader_patches: list[Path]) -> dict:
     site = Path(sysconfig.get_paths()["purelib"])
     platlib = Path(sysconfig.get_paths()["platlib"])
     owners = python_distributions(site)
@@ -306,12 +307,13 @@ def build(binary: Path, workpath: Path, lock: Path, bootloader_patch: Path) -> d
         "type": "application", "bom-ref": f"pyinstaller-bootloader@{PyInstaller.__version__}",
         "name": "pyinstaller-bootloader", "version": PyInstaller.__version__,
         "description": "PyInstaller's onefile bootloader, compiled from its sdist with "
-                       f"{bootloader_patch.name} (runtime_tmpdir fallback)",
+                       f"{' and '.join(p.name for p in bootloader_patches)} (runtime_tmpdir fallback, "
+                       "extraction in two processes)",
         "purl": f"pkg:pypi/pyinstaller@{PyInstaller.__version__}",
         "hashes": [{"alg": "SHA-256", "content": sha256(boot)}],
-        "pedigree": {"patches": [{"type": "unofficial", "diff": {"url": f"build/{bootloader_patch.name}"},
-                                  "resolves": []}],
-                     "notes": f"patch sha256:{sha256(bootloader_patch)}"},
+        "pedigree": {"patches": [{"type": "unofficial", "diff": {"url": f"build/{p.name}"}, "resolves": []}
+                                 for p in bootloader_patches],
+                     "notes": "; ".join(f"{p.name} sha256:{sha256(p)}" for p in bootloader_patches)},
     })
     for name, _real, dig in sorted(symbol_files):
         components.append({
@@ -427,7 +429,7 @@ def main() -> None:
     ap.add_argument("--binary", type=Path, required=True)
     ap.add_argument("--workpath", type=Path, required=True)
     ap.add_argument("--lock", type=Path, required=True)
-    ap.add_argument("--bootloader-patch", type=Path, required=True)
+    ap.add_argument("--bootloader-patch", type=Path, action="append", required=True)
     ap.add_argument("--portable", type=Path)
     ap.add_argument("--staticx-patch", type=Path, action="append", default=[],
                     help="a patch staticx was built with (repeat for each)")
