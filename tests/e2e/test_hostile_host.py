@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import members, need, run_triagent, summary_of
+from openssl_trap import evil_openssl_conf
 
 CLIMB = "../" * 16  # more than enough to reach the host's / from anywhere
 
@@ -116,3 +117,19 @@ def test_a_key_block_that_begins_before_a_tail_window_is_still_overwritten(tmp_p
     copy = members(bundle)["fs/$rootfs$/var/log/syslog"]
     assert len(copy) == cap and copy.endswith(line)
     assert not [b for b in body if b in copy], "key body lines shipped"
+
+
+def test_the_hosts_openssl_configuration_is_never_loaded(tmp_path):
+    """OPENSSL_CONF (and the host's /usr/lib/ssl/openssl.cnf, which it stands in for here) can name a provider or
+    engine: a shared object OpenSSL loads into the collector, running as root, the moment hashlib or ssl starts
+    it. The collector reads no OpenSSL configuration at all; the proof that the trap is real comes first."""
+    conf, marker = evil_openssl_conf(tmp_path)
+    env = dict(os.environ, OPENSSL_CONF=str(conf))
+    subprocess.run(["python3", "-c", "import hashlib; hashlib.sha256(b'')"], env=env, timeout=60, check=False)
+    assert marker.exists(), "the trap did not fire: this OpenSSL does not load providers from its configuration"
+    marker.unlink()
+
+    out = tmp_path / "out"
+    proc = run_triagent(["collect", "--artifacts", "clock,system", "--output", str(out)], env=env)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert not marker.exists(), "the collector loaded a provider named by the host's OpenSSL configuration"
