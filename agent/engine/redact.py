@@ -313,8 +313,8 @@ class RuleSet:
     def spans(self, text: str, low: str | None = None) -> list[tuple[int, int, str]]:
         """Non-overlapping secret spans (start, end, rule id), sorted; the earlier rule wins an overlap."""
         hits = self._hits(text.lower() if low is None else low)
-        if not hits and not self.always:
-            return []
+        if not hits and not any(self.rules[i].regex.search(text) for i in self.always):
+            return []  # no keyword, and no keyword-less rule matches anywhere: one C-level search each said so
         lines: dict[str, set[tuple[int, int]]] = {}  # keyword -> the lines that hold it
         if "\n" in text:
             for pos, kw in hits:
