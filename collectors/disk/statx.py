@@ -214,6 +214,9 @@ class _Kept:
     def __lt__(self, other: _Kept) -> bool:
         return (self.key, self.seq) < (other.key, other.seq)
 
+    def order(self) -> tuple[int, int]:
+        return self.key, self.seq
+
     @property
     def raw_path(self) -> bytes:
         return self.blob[_PACKED.size:]
@@ -428,7 +431,9 @@ def _push(heap: list[_Kept], kept: _Kept, most: int) -> None:
     if most <= 0:
         return
     if len(heap) < most:
-        heapq.heappush(heap, kept)
+        heap.append(kept)  # unordered until full (the reader sorts): no Python-level comparison per name
+        if len(heap) == most:
+            heapq.heapify(heap)
     elif kept > heap[0]:
         heapq.heapreplace(heap, kept)
 
@@ -458,7 +463,7 @@ def collect_bodyfile(ctx: Context, opts: Options) -> Iterator[Item]:
                       "the newest of those are kept", level="warning")
     kept = walk.heap
     walk.heap = []
-    kept.sort()  # oldest first: popped from the end, newest first, each entry freed once it is a record
+    kept.sort(key=_Kept.order)  # oldest first: popped from the end, newest first, each entry freed once it is a record
     entries = len(kept)
     if walk.seq > entries:
         yield Problem(f"entry limit of {opts.max_entries} reached: the newest {entries} of {walk.seq} entries "
@@ -469,7 +474,7 @@ def collect_bodyfile(ctx: Context, opts: Options) -> Iterator[Item]:
         yield Record("bodyfile", statx_entry(item.raw_path, item.st, item.link, item.fstype,
                                              executable=item.executable, copied=item.raw_path in copies))
     copied = 0
-    for item in sorted(walk.execs, reverse=True):
+    for item in sorted(walk.execs, key=_Kept.order, reverse=True):
         path = os.fsdecode(item.raw_path)
         for out in fsread.copy_file(ctx, path, opts.exec_max_bytes):
             copied += not isinstance(out, Problem)
