@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, members, need, run_triagent, summary_of
+from openssl_trap import evil_openssl_conf
 
 BINARY = REPO / "dist" / "triagent"
 SSM_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -206,9 +207,8 @@ def test_unpack_is_shared_by_two_processes(binary, tmp_path):
     assert len(_unpack_writers(binary, tmp_path, dict(SSM_ENV, TRIAGENT_UNPACK_SERIAL="1"))) == 1
 
 
-def test_unpacked_tree_is_the_archive(binary, tmp_path):
-    """Every file the two unpacking processes write is the archive's entry, byte for byte, and none is missing
-    or extra: read while the collector runs (its bundle goes to a pipe nobody reads yet)."""
+def _unpacked_entries(binary: Path) -> dict[str, str]:
+    """{name: SHA-256} of the files a onefile binary unpacks (binaries, data, zip files), read by PyInstaller."""
     py = REPO / "build" / ".venv" / "bin" / "python"
     need(py.exists(), f"{py} is missing (bash build/build.sh makes the build venv, which has PyInstaller)")
     listing = subprocess.run([str(py), "-c", """if True:
@@ -217,7 +217,26 @@ def test_unpacked_tree_is_the_archive(binary, tmp_path):
         r = CArchiveReader(sys.argv[1])
         print(json.dumps({n: hashlib.sha256(r.extract(n)).hexdigest() for n, e in r.toc.items() if e[4] in "bxZ"}))
         """, str(binary)], capture_output=True, text=True, timeout=300, check=True)
-    expected = json.loads(listing.stdout)
+    return json.loads(listing.stdout)
+
+
+def test_collector_unpacks_nothing_it_never_uses(binary):
+    """Every start unpacks every file: the collector leaves out chardet (cyclonedx-bom's, in the build venv only)
+    and volatility3's Windows and macOS symbol tables and plugin sources (analyze reads Linux memory), and keeps
+    the Linux plugins volatility3 finds by walking its folders."""
+    names = set(_unpacked_entries(binary))
+    assert not [n for n in names if n.startswith("chardet/")]
+    for os_name in ("windows", "mac"):
+        assert not [n for n in names if n.startswith((f"volatility3/framework/symbols/{os_name}/",
+                                                      f"volatility3/framework/plugins/{os_name}/"))], os_name
+    assert "volatility3/framework/plugins/linux/pslist.py" in names
+    assert any(n.startswith("volatility3/framework/symbols/linux/") for n in names)
+
+
+def test_unpacked_tree_is_the_archive(binary, tmp_path):
+    """Every file the two unpacking processes write is the archive's entry, byte for byte, and none is missing
+    or extra: read while the collector runs (its bundle goes to a pipe nobody reads yet)."""
+    expected = _unpacked_entries(binary)
     unpack = tmp_path / "unpack"
     unpack.mkdir()
     proc = subprocess.Popen([str(binary), "--tmp", str(unpack), "collect", "--artifacts", "config", "--output", "-",
@@ -232,6 +251,22 @@ def test_unpacked_tree_is_the_archive(binary, tmp_path):
         os.killpg(proc.pid, 9)
         proc.wait(timeout=60)
     assert found == expected
+
+
+def test_binary_loads_no_openssl_configuration(binary, tmp_path):
+    """As from source (tests/e2e/test_hostile_host.py): neither OPENSSL_CONF nor the host's openssl.cnf reaches the
+    binary's libcrypto, which would load the provider it names into the collector."""
+    conf, marker = evil_openssl_conf(tmp_path)
+    log = tmp_path / "openat.strace"
+    need(shutil.which("strace") is not None, "strace is missing (apt-get install strace)")
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), str(binary), "collect",
+                           "--artifacts", "clock,system", "--output", str(tmp_path / "out")],
+                          env=dict(SSM_ENV, OPENSSL_CONF=str(conf)), cwd="/usr/bin", stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert not marker.exists(), "the binary loaded a provider named by OPENSSL_CONF"
+    opened = log.read_text(errors="replace")
+    assert "openssl.cnf" not in opened and str(conf) not in opened, "an OpenSSL configuration was read"
 
 
 def test_source_collect_matches_binary_verify(binary, tmp_path):
