@@ -26,7 +26,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.engine.plan import Secrets, load_secrets
@@ -147,15 +147,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _IDENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-def _compile_rule(pattern: str, syntax: str) -> tuple[re.Pattern[str], int]:
-    """(regex, how far the match may reach left of where it starts: the lead taken off)."""
+def _convert_rule(pattern: str, syntax: str) -> tuple[str, int]:
+    """(the pattern in Python re syntax, how far the match may reach left of where it starts: the lead taken off).
+    Raises Unsupported for RE2 syntax Python re has no equivalent of."""
     if syntax == "re2":
         pattern = convert_re2(pattern)
     lead = 0
     m = _LAZY_LEAD.match(pattern)
     if m:
         pattern, lead = (m.group(1) or "") + pattern[m.end():], int(m.group(2))
-    return re.compile(pattern, re.ASCII), lead
+    return pattern, lead
 
 
 def shannon_entropy(text: str) -> float:
@@ -194,16 +195,35 @@ class Allowlist:
         return all(checks) if self.condition == "AND" else any(checks)
 
 
+_NEVER = re.compile("(?!)")
+
+
 @dataclass(eq=False)
 class Rule:
     id: str
-    regex: re.Pattern[str]
+    pattern: str  # Python re syntax (_convert_rule); compiled on first use: see regex
     keywords: tuple[str, ...] = ()
     secret_group: int = 0
     entropy: float = 0.0
     allowlists: tuple[Allowlist, ...] = ()
     source: str = "triagent"
-    lead: int = 0  # see _compile_rule
+    lead: int = 0  # see _convert_rule
+    broken: str | None = None  # why the pattern did not compile (the rule then finds nothing)
+    _compiled: re.Pattern[str] | None = field(default=None, repr=False)
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        """Compiled when a keyword of the rule is first seen, not at start: a run meets a few dozen of the ~240
+        rules, and compiling them all took 0.045 s of the one busy core before the first artifact (and again in
+        every process that had not yet). tests/agent/engine/test_redact.py compiles the whole book."""
+        compiled = self._compiled
+        if compiled is None:
+            try:
+                compiled = re.compile(self.pattern, re.ASCII)
+            except re.error as exc:  # an upstream rule newer than our converter: dropped, and said so
+                self.broken, compiled = f"does not compile in Python re: {exc}", _NEVER
+            self._compiled = compiled
+        return compiled
 
     def secrets(self, text: str, start: int, end: int, allow: tuple[Allowlist, ...]) -> Iterable[tuple[int, int]]:
         """Spans of the secrets this rule finds in text[start:end] (the masked part of each match)."""
@@ -268,19 +288,19 @@ class RuleSet:
 
     def __init__(self, secrets: Secrets):
         self.rules: list[Rule] = []
-        self.dropped: list[tuple[str, str]] = []  # (rule id, why)
+        self._dropped: list[tuple[str, str]] = []  # (rule id, why), known when the book is read
         for raw in secrets.rules:
             rid = str(raw.get("id"))
             if not raw.get("regex"):
-                self.dropped.append((rid, "no regex (a path-only rule)"))
+                self._dropped.append((rid, "no regex (a path-only rule)"))
                 continue
             try:
-                regex, lead = _compile_rule(raw["regex"], raw.get("syntax", "python"))
+                pattern, lead = _convert_rule(raw["regex"], raw.get("syntax", "python"))
                 allow = tuple(Allowlist.from_spec(a, raw.get("syntax", "python")) for a in raw.get("allowlists", []))
             except (Unsupported, re.error) as exc:
-                self.dropped.append((rid, f"does not convert to Python re: {exc}"))
+                self._dropped.append((rid, f"does not convert to Python re: {exc}"))
                 continue
-            self.rules.append(Rule(rid, regex, tuple(str(k).lower() for k in raw.get("keywords", [])),
+            self.rules.append(Rule(rid, pattern, tuple(str(k).lower() for k in raw.get("keywords", [])),
                                    int(raw.get("secretGroup", 0) or 0), float(raw.get("entropy", 0) or 0),
                                    allow, str(raw.get("source", "")), lead))
         self.allow = tuple(Allowlist.from_spec(a, a.get("syntax", "python")) for a in secrets.allowlists)
@@ -295,6 +315,11 @@ class RuleSet:
                           for k in keywords}
         trie = _trie_regex(keywords) if keywords else "(?!)"
         self._gate = re.compile(trie)
+
+    @property
+    def dropped(self) -> list[tuple[str, str]]:
+        """(rule id, why) of the rules that find nothing: not converted, or (seen once compiled) not compiled."""
+        return self._dropped + [(r.id, r.broken) for r in self.rules if r.broken is not None]
 
     def _hits(self, low: str) -> list[tuple[int, str]]:
         """(position, longest keyword there) for every position where a keyword starts: one scan,
@@ -365,7 +390,8 @@ os.register_at_fork(after_in_child=_fresh_rulesets_lock)
 
 
 def ruleset_for(secrets: Secrets) -> RuleSet:
-    """Compiling some 240 rules takes ~0.1 s: once per rule book per process."""
+    """Reading some 240 rules and building their keyword gate: once per rule book per process (each rule's regex is
+    compiled on first use, see Rule.regex)."""
     key = hashlib.sha256(json.dumps([secrets.rules, secrets.allowlists], sort_keys=True, default=str)
                          .encode()).hexdigest()
     with _RULESETS_LOCK:
@@ -754,7 +780,6 @@ class Redactor:
         self._env_name = re.compile("|".join(f"(?:{p})" for p in secrets.env_name_patterns) or "$^", re.I)
         self._env_value = re.compile("|".join(f"(?:{p})" for p in secrets.env_value_patterns) or "$^")
         self.rules = ruleset_for(secrets)
-        self.dropped_rules = list(self.rules.dropped)
         self.redactions = 0
         self._clean: set[str] = set()
 
@@ -767,6 +792,10 @@ class Redactor:
     def withheld(self, path: str) -> bool:
         return (not self.include_secrets and bool(self._withheld.match(path))
                 and not self._excepted.match(path))
+
+    @property
+    def dropped_rules(self) -> list[tuple[str, str]]:
+        return self.rules.dropped
 
     def withheld_content(self, head: bytes) -> str | None:
         """The content rule that withholds a file, from its first bytes (up to 4096), or None."""
