@@ -496,6 +496,57 @@ def _window(size: int, cap: int, keep: str) -> tuple[int, int]:
     return (size - cap, cap) if keep == "tail" else (0, cap)
 
 
+class Folder:
+    """One directory under the root, opened once (confined like any open), whose entries are read by name: a
+    package database's 2 000 small files cost an open each, not a walk of every component of their path. An
+    entry that is a symlink is read through read_capped, resolved inside the root as its full path would be;
+    the rest (the remote-filesystem refusal, the secret policy, the caps) is read_capped's own. Use as a context
+    manager, or close()."""
+
+    def __init__(self, ctx: Context, path: str):
+        self.ctx, self.path, self.root = ctx, path.rstrip("/") or "/", evidence(ctx)
+        with ctx.blocking(path):
+            self.fd, _, self.resolved = self.root.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                                       | os.O_CLOEXEC)
+        self._parts = _split(self.resolved)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Folder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_capped(self, name: str, cap: int, keep: str = "head") -> tuple[bytes, os.stat_result, bool]:
+        """read_capped() of the entry ``name`` of this folder: (data, stat, truncated)."""
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a name in a folder: {name!r}")
+        ctx = self.ctx
+        path = f"{self.path.rstrip('/')}/{name}"
+        resolved = f"{self.resolved.rstrip('/')}/{name}"
+        with ctx.blocking(path):
+            self.root._check_remote(self._parts + [name])
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return read_capped(ctx, path, cap, keep)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(resolved, st.st_mode)
+            fd = _open_noatime(lambda f: os.open(name, f, dir_fd=self.fd), _READ_FLAGS)
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                raise OSError(errno.EAGAIN, "file changed while it was opened", resolved)
+            _withheld(ctx, path, resolved, fd, opened, False)
+            offset, length = _window(opened.st_size, cap, keep)
+            return _pread_all(ctx, fd, offset, length, resolved), opened, length < opened.st_size
+        finally:
+            os.close(fd)
+
+
 def copy_file(ctx: Context, path: str, cap: int, keep: str = "head") -> Iterator[FileCopy | SymlinkCopy | Problem]:
     """Yield a raw copy of an evidence file under its in-root path; a symlink yields itself and, when
     its target (resolved inside the root) is a regular file, that file."""

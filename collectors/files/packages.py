@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from collectors.base import Cancelled, Context, Problem
-from collectors.files.fsread import listdir, lstat, open_regular, read_capped, resolve
+from collectors.files.fsread import Folder, listdir, lstat, open_regular, read_capped, resolve
 from collectors.util import text
 
 DPKG = "/var/lib/dpkg"
@@ -215,10 +215,26 @@ def _load_dpkg(ctx: Context, keep: Callable[[str], bool], problems: list[Problem
         problems.append(Problem.from_os_error(exc, "cannot read dpkg diversions", f"{DPKG}/diversions"))
     try:
         names = [name for name, is_dir in listdir(ctx, f"{DPKG}/info") if not is_dir]
+        info = Folder(ctx, f"{DPKG}/info")  # its 2 000 files read by name, not each by a walk of its whole path
     except OSError as exc:
         problems.append(Problem.from_os_error(exc, "cannot list dpkg info", f"{DPKG}/info"))
         db.complete = False
         return db
+    with info:
+        _read_dpkg_lists(ctx, keep, problems, db, installed, diversions, names, info)
+    listed = {n[:-5].split(":")[0] for n in names if n.endswith(".list")}
+    missing = sorted({k.split(":")[0] for k in installed} - listed)
+    if missing:  # every installed package has a .list (a metapackage's holds "/."): its files are unknown
+        db.complete = False
+        problems.append(Problem(f"dpkg: {len(missing)} installed packages have no file list (first: "
+                                f"{', '.join(missing[:5])}): ownership of unlisted files unknown", level="warning"))
+    return db
+
+
+def _read_dpkg_lists(ctx: Context, keep: Callable[[str], bool], problems: list[Problem], db: PackageDB,
+                     installed: dict[str, dict], diversions: dict[str, tuple[str, str]], names: list[str],
+                     folder: Folder) -> None:
+    """The kept paths of every installed package's .list, with their digests from its .md5sums, into ``db``."""
     present = set(names)
     normal = _Normalizer(ctx)
     budget = MAX_DB_BYTES
@@ -237,7 +253,7 @@ def _load_dpkg(ctx: Context, keep: Callable[[str], bool], problems: list[Problem
             db.complete = False
             break
         try:
-            listing, st, cut = read_capped(ctx, f"{DPKG}/info/{name}", min(MAX_LIST_BYTES, max(budget, 0)))
+            listing, st, cut = folder.read_capped(name, min(MAX_LIST_BYTES, max(budget, 0)))
             # only the kept paths are decoded and held, line by line: the biggest lists (google-cloud-cli:
             # 4 MB, 40 000 paths) would otherwise cost tens of MB of strings to keep a handful
             wanted: dict[str, None] = {}
@@ -247,7 +263,7 @@ def _load_dpkg(ctx: Context, keep: Callable[[str], bool], problems: list[Problem
                     if keep(path):
                         wanted[path] = None
             size, listing = len(listing), b""  # freed before the .md5sums is read
-            digests = parse_md5sums(read_capped(ctx, f"{DPKG}/info/{stem}.md5sums", MAX_LIST_BYTES)[0], set(wanted)) \
+            digests = parse_md5sums(folder.read_capped(f"{stem}.md5sums", MAX_LIST_BYTES)[0], set(wanted)) \
                 if wanted and f"{stem}.md5sums" in present else {}
         except OSError as exc:
             problems.append(Problem.from_os_error(exc, "cannot read dpkg file list", f"{DPKG}/info/{name}"))
@@ -270,13 +286,6 @@ def _load_dpkg(ctx: Context, keep: Callable[[str], bool], problems: list[Problem
                           path in info["conffiles"], st.st_mtime, info["state"])
             db.files.setdefault(normal(where), []).append(owner)
     db.packages = packages
-    listed = {n[:-5].split(":")[0] for n in names if n.endswith(".list")}
-    missing = sorted({k.split(":")[0] for k in installed} - listed)
-    if missing:  # every installed package has a .list (a metapackage's holds "/."): its files are unknown
-        db.complete = False
-        problems.append(Problem(f"dpkg: {len(missing)} installed packages have no file list (first: "
-                                f"{', '.join(missing[:5])}): ownership of unlisted files unknown", level="warning"))
-    return db
 
 
 # ---- RPM headers ------------------------------------------------------------------------------

@@ -131,6 +131,48 @@ def test_remote_mounts_below_the_root_are_not_entered(tmp_path, method):
     fsread.evidence(ctx).remote = {}
 
 
+def test_a_folder_reads_its_entries_by_name_as_read_capped_reads_their_paths(tmp_path, method):
+    """fsread.Folder (the package database's 2 000 files): entries read relative to the folder's descriptor,
+    with read_capped's answers: links resolved inside the root, special files refused unopened, secrets
+    withheld whatever name they are reached by, remote mounts refused, and no name that leaves the folder."""
+    root, outside = _tree(tmp_path)
+    (root / "etc/shadow").write_text("root:$6$salt$SECRETHASH:19000:0:99999:7:::\n")
+    info = root / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    (info / "bash.list").write_text("/.\n/bin\n/bin/bash\n")
+    os.symlink(str(outside / "canary.txt"), info / "abs.list")    # the host's path: the root's, which is missing
+    os.symlink("/etc/passwd", info / "passwd.list")               # inside the root: read there
+    os.symlink("/etc/shadow", info / "shadow.list")               # a secret through a link
+    os.symlink("../../../../../../../../tmp/inside.txt", info / "rel.list")
+    os.mkfifo(info / "fifo.list")
+    policy = lambda path, head: "secret path" if path == "/etc/shadow" else None  # noqa: E731
+    ctx = _ctx(root, secret_policy=policy)
+    with fsread.Folder(ctx, "/var/lib/../lib/dpkg/info") as folder:
+        assert folder.resolved == "/var/lib/dpkg/info"
+        for name in ("bash.list", "passwd.list", "rel.list"):
+            got = folder.read_capped(name, 1 << 20)
+            want = fsread.read_capped(ctx, f"/var/lib/dpkg/info/{name}", 1 << 20)
+            assert (got[0], got[2], got[1].st_ino) == (want[0], want[2], want[1].st_ino), name
+        assert folder.read_capped("bash.list", 5)[0] == b"/.\n/b"
+        assert folder.read_capped("bash.list", 4, keep="tail")[0] == b"ash\n"
+        with pytest.raises(FileNotFoundError):
+            folder.read_capped("abs.list", 100)
+        with pytest.raises(fsread.Withheld):
+            folder.read_capped("shadow.list", 100)
+        with pytest.raises(fsread.NotRegularFile):
+            folder.read_capped("fifo.list", 100)  # never opened: a FIFO would block
+        for name in ("../../../../etc/passwd", "..", ".", "", "a/b"):
+            with pytest.raises(ValueError):
+                folder.read_capped(name, 100)
+        fsread.evidence(ctx).remote = {os.path.realpath(info / "bash.list"): "fuse.sshfs"}
+        try:
+            with pytest.raises(fsread.RemoteFilesystem):
+                folder.read_capped("bash.list", 100)
+        finally:
+            fsread.evidence(ctx).remote = {}
+    assert folder.fd == -1
+
+
 def test_bundle_writer_refuses_names_that_climb():
     for bad in ("fs/$rootfs$/root/../../../tmp/x", "/etc/passwd", "a//b", "a/./b", "a\0b", ".."):
         with pytest.raises(UnsafeMemberName):
