@@ -384,6 +384,8 @@ class Walk:
         head, dev_of = _STATX_HEAD.unpack_from, _STATX_DEV.unpack_from
         special = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
         count = 0
+        # spent() answers yes only from these entry counts on, or (its clock) at a multiple of 256: asked then
+        stop_at = min(self.max_entries, self.limit)
         with ctx.blocking(path), os.scandir(fd) as listing:  # lazily: a folder of millions of names is cut
             while True:
                 try:
@@ -397,7 +399,7 @@ class Walk:
                 if count & 255 == 0:
                     ctx.reading = (path, time.monotonic())
                     ctx.check()
-                if self.spent():
+                if (self.entries >= stop_at or not self.entries & 255) and self.spent():
                     return None
                 child = item.name
                 if done is not None and child in done:
