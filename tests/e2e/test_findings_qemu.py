@@ -378,8 +378,13 @@ def text_only_rows(planted, tmp_path_factory):
     isf = workdir / "text-only.json.xz"
     isf.write_bytes(stream.path.read_bytes())
     image = Path(extract_image(str(planted["bundle"]), str(workdir)))
-    rows = {plugin: qg.volatility(sys.executable, image, plugin, isf, workdir) for plugin in KEYS}
-    image.unlink()
+    try:
+        rows = {plugin: qg.volatility(sys.executable, image, plugin, isf, workdir) for plugin in KEYS}
+    except RuntimeError as exc:  # say what the guest's table builder found and missed, not only volatility's words
+        raise RuntimeError(f"{exc}\nthe table's facts: status {facts.get('status')}, source {facts.get('source')}, "
+                           f"notes {facts.get('notes')}") from None
+    finally:
+        image.unlink()
     return {"facts": facts, "rows": rows}
 
 
